@@ -1,0 +1,54 @@
+# lxcfleet — see README.md. Everything here runs as root on a Debian 12 host.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+export CGO_ENABLED := 1
+
+BIN      ?= bin/lxcfleet
+N        ?= 20
+GOTEST   ?= go test
+TESTARGS ?=
+
+.PHONY: all setup build test test-short demo demo-clean bench lint fmt clean
+
+all: build
+
+## setup: install what building and testing need (idempotent)
+setup:
+	scripts/setup-host
+
+## build: the lxcfleet binary (cgo, against liblxc)
+build:
+	go build -trimpath -o $(BIN) ./cmd/lxcfleet
+
+## test: set the host up, then vet and run every test (real containers; root)
+test: setup
+	go vet ./...
+	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+
+## test-short: the tests without setup (for a host already set up)
+test-short:
+	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+
+## demo: set up, make a demo fleet of N lockers and run stop-all / start-all on it
+demo: setup build
+	N=$(N) scripts/demo
+
+## demo-clean: destroy the demo fleet
+demo-clean:
+	scripts/demo --clean
+
+## bench: the benchmark report (see bench/)
+bench: setup build
+	go test -run '^$$' -bench . -benchtime 1x ./lxcctl/
+
+## lint: formatting, vet and the import rules
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	go test -count=1 ./internal/archtest/
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lxcfleet/lxcctl"
+)
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	lxcpath  string
+	jsonOut  bool
+	logLevel string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
+	root := &cobra.Command{
+		Use:   "lxcfleet",
+		Short: "Keep an LXC host's lockers on one shared code tree, with bounded, graceful restarts",
+		Long: `lxcfleet runs many near-identical app containers ("lockers") on one LXC host
+from one shared code tree. It stops and starts them gracefully in bounded
+waves (no startup storm), and reports what every locker is doing.
+
+Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return g.setupLogging()
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.lxcpath, "lxcpath", lxcctl.DefaultLXCPath, "folder holding the containers (LXC's lxcpath)")
+	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON instead of text")
+	pf.StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	root.AddCommand(
+		newStopAllCmd(g),
+		newStartAllCmd(g),
+		newStatusCmd(g),
+	)
+	return root
+}
+
+func (g *globals) setupLogging() error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return usagef("invalid --log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
+	return nil
+}
+
+// host opens the lxcpath; a missing one is bad input.
+func (g *globals) host() (*lxcctl.Host, error) {
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: g.lxcpath, Logger: slog.Default()})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return h, nil
+}
+
+// selection is the flags that pick containers.
+type selection struct {
+	group string
+}
+
+func (s *selection) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.group, "group", "", "only containers in this lxc.group")
+}
+
+// pick returns the selected containers in start order; unknown names and
+// invalid names are bad input.
+func (s *selection) pick(cmd *cobra.Command, h *lxcctl.Host, names []string) ([]lxcctl.Info, error) {
+	for _, n := range names {
+		if err := lxcctl.ValidName(n); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	infos, err := h.Select(cmd.Context(), names, s.group)
+	if errors.Is(err, lxcctl.ErrNotFound) {
+		return nil, usageError{err}
+	}
+	return infos, err
+}
+
+func positiveInt(flag string, v int) error {
+	if v <= 0 {
+		return usagef("--%s must be a positive number, got %d", flag, v)
+	}
+	return nil
+}
+
+func positiveDuration(flag string, v time.Duration) error {
+	if v <= 0 {
+		return usagef("--%s must be a positive duration (e.g. 10s, 500ms), got %v", flag, v)
+	}
+	return nil
+}
+
+func infoNames(infos []lxcctl.Info) []string {
+	out := make([]string, len(infos))
+	for i, in := range infos {
+		out[i] = in.Name
+	}
+	return out
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func joinMax(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:max], ", ") + fmt.Sprintf(" and %d more", len(names)-max)
+}

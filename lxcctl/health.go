@@ -1,0 +1,213 @@
+package lxcctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// HealthKind is how a container's health is checked.
+type HealthKind string
+
+// The health checks lxcfleet knows.
+const (
+	HealthNone HealthKind = "none" // healthy once RUNNING
+	HealthHTTP HealthKind = "http" // GET returns 2xx
+	HealthTCP  HealthKind = "tcp"  // a TCP connect succeeds
+	HealthExec HealthKind = "exec" // a command inside the container exits 0
+)
+
+// HealthCheck describes a health check for every container of a bulk start.
+// Target is a template: {name} is replaced by the container's name and
+// {port} (or {env:KEY}) by the value of lxc.environment PORT (or KEY), so
+// one check serves a fleet whose lockers each listen on their own port, e.g.
+// "http://127.0.0.1:{port}/healthz". For HealthExec, Target is the command
+// (split on spaces) run inside the container.
+type HealthCheck struct {
+	Kind     HealthKind    `json:"kind"`
+	Target   string        `json:"target,omitempty"`
+	Interval time.Duration `json:"interval,omitempty"` // between attempts; default 100ms
+	Timeout  time.Duration `json:"timeout,omitempty"`  // per attempt; default 2s
+}
+
+// ParseHealthCheck parses "http:URL", "tcp:HOST:PORT", "exec:CMD ARGS" or
+// "none" into a HealthCheck.
+func ParseHealthCheck(s string) (HealthCheck, error) {
+	if s == "" || s == "none" {
+		return HealthCheck{Kind: HealthNone}, nil
+	}
+	kind, target, ok := strings.Cut(s, ":")
+	if !ok || strings.TrimSpace(target) == "" {
+		return HealthCheck{}, fmt.Errorf("parsing health check %q: want none, http:URL, tcp:HOST:PORT or exec:COMMAND", s)
+	}
+	hc := HealthCheck{Kind: HealthKind(kind), Target: target}
+	switch hc.Kind {
+	case HealthHTTP:
+		if !strings.HasPrefix(target, "//") {
+			return HealthCheck{}, fmt.Errorf("parsing health check %q: want http://HOST:PORT/PATH", s)
+		}
+		hc.Target = "http:" + target
+	case HealthTCP, HealthExec:
+	default:
+		return HealthCheck{}, fmt.Errorf("parsing health check %q: unknown kind %q (want http, tcp, exec or none)", s, kind)
+	}
+	return hc, nil
+}
+
+// String renders the check the way ParseHealthCheck reads it.
+func (hc HealthCheck) String() string {
+	switch hc.Kind {
+	case "", HealthNone:
+		return "none"
+	case HealthHTTP:
+		return hc.Target
+	}
+	return string(hc.Kind) + ":" + hc.Target
+}
+
+// Expand fills in the template placeholders for one container.
+func (hc HealthCheck) Expand(in Info) (string, error) {
+	t := strings.ReplaceAll(hc.Target, "{name}", in.Name)
+	if strings.Contains(t, "{port}") {
+		p, ok := in.Env["PORT"]
+		if !ok {
+			return "", fmt.Errorf("health check %q of container %q: no PORT in lxc.environment", hc.Target, in.Name)
+		}
+		t = strings.ReplaceAll(t, "{port}", p)
+	}
+	for strings.Contains(t, "{env:") {
+		i := strings.Index(t, "{env:")
+		j := strings.Index(t[i:], "}")
+		if j < 0 {
+			return "", fmt.Errorf("health check %q: unterminated {env:", hc.Target)
+		}
+		key := t[i+5 : i+j]
+		v, ok := in.Env[key]
+		if !ok {
+			return "", fmt.Errorf("health check %q of container %q: no %s in lxc.environment", hc.Target, in.Name, key)
+		}
+		t = t[:i] + v + t[i+j+1:]
+	}
+	return t, nil
+}
+
+// checker runs one container's health check attempts.
+type checker struct {
+	host   *Host
+	client *http.Client
+}
+
+func newChecker(h *Host) *checker {
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		Proxy:             nil, // health checks go straight to the locker
+		DialContext:       (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+	}
+	return &checker{host: h, client: &http.Client{Transport: tr}}
+}
+
+// once runs a single attempt of hc against the container.
+func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
+	timeout := hc.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch hc.Kind {
+	case "", HealthNone:
+		st, err := k.host.State(ctx, in.Name)
+		if err != nil {
+			return err
+		}
+		if st != StateRunning {
+			return fmt.Errorf("state %s", st)
+		}
+		return nil
+	case HealthHTTP:
+		url, err := hc.Expand(in)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("health check of container %q: %w", in.Name, err)
+		}
+		resp, err := k.client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	case HealthTCP:
+		addr, err := hc.Expand(in)
+		if err != nil {
+			return err
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	case HealthExec:
+		cmd, err := hc.Expand(in)
+		if err != nil {
+			return err
+		}
+		res, err := k.host.Exec(ctx, in.Name, strings.Fields(cmd)...)
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("%s exited %d: %s", cmd, res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown health check kind %q", hc.Kind)
+}
+
+// errUnhealthy marks a container that did not pass its check in time.
+var errUnhealthy = errors.New("not healthy before the deadline")
+
+// waitHealthy retries hc until it passes, the container stops running, or
+// deadline passes.
+func (k *checker) waitHealthy(ctx context.Context, hc HealthCheck, in Info, deadline time.Time) error {
+	interval := hc.Interval
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var last error
+	for attempt := 0; ; attempt++ {
+		err := k.once(ctx, hc, in)
+		if err == nil {
+			return nil
+		}
+		last = err
+		// A container whose init died will never become healthy: stop early.
+		if attempt%5 == 4 {
+			if st, serr := k.host.State(context.Background(), in.Name); serr == nil && st == StateStopped {
+				return fmt.Errorf("container %q stopped while starting (last check: %v)", in.Name, last)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("container %q %w (last check: %v)", in.Name, errUnhealthy, last)
+			}
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}

@@ -1,0 +1,252 @@
+package lxcctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+)
+
+// Phase is a step of one container in a bulk operation.
+type Phase string
+
+// The phases reported through OnEvent.
+const (
+	PhaseStopping Phase = "stopping"
+	PhaseStopped  Phase = "stopped"
+	PhaseStarting Phase = "starting"
+	PhaseRunning  Phase = "running" // LXC says RUNNING; health not yet checked
+	PhaseHealthy  Phase = "healthy"
+	PhaseFailed   Phase = "failed"
+	PhaseSkipped  Phase = "skipped" // nothing to do (already in the wanted state)
+)
+
+// Event is one container's progress in a bulk operation.
+type Event struct {
+	Time      time.Time     `json:"time"`
+	Container string        `json:"container"`
+	Phase     Phase         `json:"phase"`
+	Outcome   string        `json:"outcome,omitempty"`
+	Duration  time.Duration `json:"duration,omitempty"`
+	Error     string        `json:"error,omitempty"`
+}
+
+// emit calls fn (when set) with an event stamped now.
+func emit(fn func(Event), e Event) {
+	if fn != nil {
+		e.Time = time.Now()
+		fn(e)
+	}
+}
+
+// StopOptions tunes StopAll.
+type StopOptions struct {
+	// Parallel is the most containers stopping at once (P); must be > 0.
+	Parallel int
+	// Timeout is each container's grace period before it is killed; > 0.
+	Timeout time.Duration
+	// OnEvent, when set, receives progress; it must not block for long.
+	OnEvent func(Event)
+}
+
+// StopResult is the outcome of stopping one container.
+type StopResult struct {
+	Name     string        `json:"name"`
+	Outcome  StopOutcome   `json:"outcome"`
+	Duration time.Duration `json:"duration"`
+	Err      error         `json:"-"`
+}
+
+// StopAll stops the given containers, at most opts.Parallel at once, each
+// gracefully with its own timeout and then killed. Containers are stopped in
+// reverse start order (the reverse of names, which should be in start
+// order, as Select returns them). It returns one result per container in the
+// order of names; a cancelled ctx leaves the rest untouched and reports them
+// failed with ctx's error.
+func (h *Host) StopAll(ctx context.Context, names []string, opts StopOptions) ([]StopResult, error) {
+	if opts.Parallel <= 0 {
+		return nil, fmt.Errorf("stopping containers: parallel must be positive, got %d", opts.Parallel)
+	}
+	if opts.Timeout <= 0 {
+		return nil, fmt.Errorf("stopping containers: timeout must be positive, got %v", opts.Timeout)
+	}
+	results := make([]StopResult, len(names))
+	var g errgroup.Group
+	g.SetLimit(opts.Parallel)
+	for i := len(names) - 1; i >= 0; i-- {
+		name := names[i]
+		results[i] = StopResult{Name: name, Outcome: StopFailed}
+		if ctx.Err() != nil {
+			results[i].Err = ctx.Err()
+			continue
+		}
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				results[i].Err = err
+				return nil
+			}
+			begin := time.Now()
+			emit(opts.OnEvent, Event{Container: name, Phase: PhaseStopping})
+			outcome, err := h.Stop(ctx, name, opts.Timeout)
+			results[i] = StopResult{Name: name, Outcome: outcome, Duration: time.Since(begin), Err: err}
+			e := Event{Container: name, Phase: PhaseStopped, Outcome: string(outcome), Duration: results[i].Duration}
+			switch {
+			case err != nil:
+				e.Phase, e.Error = PhaseFailed, err.Error()
+			case outcome == AlreadyStopped:
+				e.Phase = PhaseSkipped
+			}
+			emit(opts.OnEvent, e)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return results, nil
+}
+
+// StartOutcome says how a container's start ended.
+type StartOutcome string
+
+// The outcomes of a start.
+const (
+	// Started: running and healthy (or running, with no health check).
+	Started StartOutcome = "healthy"
+	// AlreadyRunning: the container was running before; it was left alone.
+	AlreadyRunning StartOutcome = "already-running"
+	// StartUnhealthy: it runs, but its check did not pass before the deadline.
+	StartUnhealthy StartOutcome = "unhealthy"
+	// StartFailed: LXC could not start it, or it stopped while starting.
+	StartFailed StartOutcome = "failed"
+)
+
+// StartOptions tunes StartAll.
+type StartOptions struct {
+	// Window is the most containers starting at once (K); must be > 0. A
+	// container holds its place from its start until it is healthy or its
+	// deadline passes, so K bounds the startup load, not just the forks.
+	Window int
+	// Delay is waited between two launches (not after the last one).
+	Delay time.Duration
+	// Health is the check that says a container has started.
+	Health HealthCheck
+	// Deadline bounds each container's start-to-healthy time; > 0.
+	Deadline time.Duration
+	// Pace, when set, is called before each launch and may hold it back
+	// (see PressurePacer); its error ends the launch loop.
+	Pace func(ctx context.Context) error
+	// OnEvent, when set, receives progress; it must not block for long.
+	OnEvent func(Event)
+}
+
+// StartResult is the outcome of starting one container.
+type StartResult struct {
+	Name     string        `json:"name"`
+	Outcome  StartOutcome  `json:"outcome"`
+	Duration time.Duration `json:"duration"`
+	Err      error         `json:"-"`
+}
+
+// OK reports whether the container runs healthy after the start.
+func (r StartResult) OK() bool { return r.Outcome == Started || r.Outcome == AlreadyRunning }
+
+// StartAll starts the given containers in the order given (Select returns
+// lxc-autostart's order), keeping at most opts.Window of them starting at
+// once: a container counts as started only when its health check passes or
+// its deadline expires. A failed or unhealthy container does not block the
+// others. Results come back in the order of names.
+func (h *Host) StartAll(ctx context.Context, names []string, opts StartOptions) ([]StartResult, error) {
+	if opts.Window <= 0 {
+		return nil, fmt.Errorf("starting containers: window must be positive, got %d", opts.Window)
+	}
+	if opts.Deadline <= 0 {
+		return nil, fmt.Errorf("starting containers: deadline must be positive, got %v", opts.Deadline)
+	}
+	if opts.Delay < 0 {
+		return nil, fmt.Errorf("starting containers: delay must not be negative, got %v", opts.Delay)
+	}
+	chk := newChecker(h)
+	results := make([]StartResult, len(names))
+	slots := semaphore.NewWeighted(int64(opts.Window))
+	var wg sync.WaitGroup
+	var stopErr error
+	var lastLaunch time.Time
+	for i, name := range names {
+		results[i] = StartResult{Name: name, Outcome: StartFailed}
+		if stopErr == nil {
+			stopErr = slots.Acquire(ctx, 1)
+			if stopErr == nil && opts.Pace != nil {
+				if stopErr = opts.Pace(ctx); stopErr != nil {
+					slots.Release(1)
+				}
+			}
+			if stopErr == nil && opts.Delay > 0 && !lastLaunch.IsZero() {
+				if stopErr = sleepCtx(ctx, time.Until(lastLaunch.Add(opts.Delay))); stopErr != nil {
+					slots.Release(1)
+				}
+			}
+		}
+		if stopErr != nil {
+			results[i].Err = stopErr
+			continue
+		}
+		lastLaunch = time.Now()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer slots.Release(1)
+			results[i] = h.startOne(ctx, chk, name, opts)
+		}()
+	}
+	wg.Wait()
+	return results, nil
+}
+
+// startOne starts one container and waits for it to be healthy.
+func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts StartOptions) StartResult {
+	begin := time.Now()
+	fail := func(outcome StartOutcome, err error) StartResult {
+		r := StartResult{Name: name, Outcome: outcome, Duration: time.Since(begin), Err: err}
+		emit(opts.OnEvent, Event{Container: name, Phase: PhaseFailed, Outcome: string(outcome), Duration: r.Duration, Error: err.Error()})
+		return r
+	}
+	in, err := h.Info(ctx, name)
+	if err != nil {
+		return fail(StartFailed, err)
+	}
+	if in.State == StateRunning {
+		emit(opts.OnEvent, Event{Container: name, Phase: PhaseSkipped, Outcome: string(AlreadyRunning)})
+		return StartResult{Name: name, Outcome: AlreadyRunning}
+	}
+	emit(opts.OnEvent, Event{Container: name, Phase: PhaseStarting})
+	deadline := begin.Add(opts.Deadline)
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if err := h.Start(sctx, name); err != nil {
+		return fail(StartFailed, err)
+	}
+	emit(opts.OnEvent, Event{Container: name, Phase: PhaseRunning, Duration: time.Since(begin)})
+	if err := chk.waitHealthy(ctx, opts.Health, in, deadline); err != nil {
+		if errors.Is(err, errUnhealthy) {
+			return fail(StartUnhealthy, err)
+		}
+		return fail(StartFailed, err)
+	}
+	d := time.Since(begin)
+	emit(opts.OnEvent, Event{Container: name, Phase: PhaseHealthy, Outcome: string(Started), Duration: d})
+	return StartResult{Name: name, Outcome: Started, Duration: d}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
