@@ -176,6 +176,18 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 	return fmt.Errorf("unknown health check kind %q", hc.Kind)
 }
 
+// CheckHealth runs one attempt of hc against a running container.
+func (h *Host) CheckHealth(ctx context.Context, in Info, hc HealthCheck) error {
+	return h.healthChecker().once(ctx, hc, in)
+}
+
+// healthChecker returns the host's shared checker (its HTTP client keeps
+// no connections, so sharing it is only about allocation).
+func (h *Host) healthChecker() *checker {
+	h.checkOnce.Do(func() { h.check = newChecker(h) })
+	return h.check
+}
+
 // errUnhealthy marks a container that did not pass its check in time.
 var errUnhealthy = errors.New("not healthy before the deadline")
 

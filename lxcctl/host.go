@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
@@ -52,6 +53,9 @@ type Host struct {
 	lxcpath string
 	exe     string
 	log     *slog.Logger
+
+	checkOnce sync.Once
+	check     *checker
 }
 
 // NewHost checks that the lxcpath exists and returns a Host for it.

@@ -168,7 +168,7 @@ func (h *Host) StartAll(ctx context.Context, names []string, opts StartOptions) 
 	if opts.Delay < 0 {
 		return nil, fmt.Errorf("starting containers: delay must not be negative, got %v", opts.Delay)
 	}
-	chk := newChecker(h)
+	chk := h.healthChecker()
 	results := make([]StartResult, len(names))
 	slots := semaphore.NewWeighted(int64(opts.Window))
 	var wg sync.WaitGroup
