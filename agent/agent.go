@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"lxcfleet/lxcctl"
+)
+
+// Containers is what the agent needs from LXC; *lxcctl.Host provides it.
+type Containers interface {
+	Select(ctx context.Context, names []string, group string) ([]lxcctl.Info, error)
+	StopAll(ctx context.Context, names []string, opts lxcctl.StopOptions) ([]lxcctl.StopResult, error)
+	StartAll(ctx context.Context, names []string, opts lxcctl.StartOptions) ([]lxcctl.StartResult, error)
+}
+
+// Deps are the agent's collaborators.
+type Deps struct {
+	Containers Containers
+	// Code manages releases; nil leaves update-code, rollback and
+	// check-update unavailable.
+	Code Code
+	// ReleaseOf says which release a running locker's init really uses
+	// (from its mountinfo); nil when the host has no layout.
+	ReleaseOf func(initPID int) (release string, deleted bool, err error)
+	Logger    *slog.Logger
+}
+
+// Config is the agent's configuration (see LoadConfig for the file).
+type Config struct {
+	// LXCPath is shown in the host overview.
+	LXCPath string
+	// StateDir holds the journal.
+	StateDir string
+	// Version is the agent's version, shown in the host overview.
+	Version string
+	// Schedules are cron maintenance windows.
+	Schedules []Schedule
+	// InventoryInterval is how often the locker snapshot is refreshed.
+	InventoryInterval time.Duration
+	// HealthInterval is how often running lockers are health-checked (with
+	// Defaults.Health); 0 turns the background checks off.
+	HealthInterval time.Duration
+	// Listen is where Run serves the API.
+	Listen Listen
+	// Defaults fill the zero fields of requests.
+	Defaults Defaults
+	// KeepJobs is how many finished jobs the journal keeps.
+	KeepJobs int
+	// KeepReleases is how many releases a successful update keeps (besides
+	// any a running locker uses); 0 keeps all.
+	KeepReleases int
+}
+
+// finishedRunTTL is how long a finished job's events stay in memory.
+const finishedRunTTL = 15 * time.Minute
+
+// Agent runs jobs on the host's lockers, one mutating job at a time, and
+// journals each step so that a crash can be recovered.
+type Agent struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	jr   *Journal
+
+	mu     sync.Mutex
+	active *run            // the running mutating job, if any
+	runs   map[string]*run // jobs of this process, for subscriptions
+	wg     sync.WaitGroup
+	base   context.Context // jobs run under it, not under the request's
+	stop   context.CancelFunc
+
+	inv     *inventory
+	metrics *metrics
+	sched   *scheduler
+}
+
+// New opens the journal and returns an agent. Jobs that were running when
+// a previous agent died are marked interrupted (Recover drives their
+// lockers back to their desired state).
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if deps.Containers == nil {
+		return nil, errors.New("creating agent: no container host")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("creating agent: no state folder")
+	}
+	if cfg.Defaults == (Defaults{}) {
+		cfg.Defaults = DefaultDefaults()
+	}
+	if cfg.KeepJobs <= 0 {
+		cfg.KeepJobs = 500
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	jr, err := OpenJournal(filepath.Join(cfg.StateDir, "journal.db"))
+	if err != nil {
+		return nil, err
+	}
+	base, stop := context.WithCancel(context.Background())
+	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop}
+	a.inv = newInventory(a, cfg.InventoryInterval)
+	a.metrics = newMetrics(a)
+	fail := func(err error) (*Agent, error) {
+		jr.Close()
+		stop()
+		return nil, err
+	}
+	sched, err := newScheduler(a, cfg.Schedules)
+	if err != nil {
+		return fail(err)
+	}
+	a.sched = sched
+	if err := a.markInterrupted(); err != nil {
+		return fail(err)
+	}
+	return a, nil
+}
+
+// Close cancels running jobs, waits for them and closes the journal.
+func (a *Agent) Close() error {
+	a.stop()
+	a.wg.Wait()
+	return a.jr.Close()
+}
+
+// Journal returns the agent's journal (read-only use).
+func (a *Agent) Journal() *Journal { return a.jr }
+
+// markInterrupted turns jobs a dead agent left "running" into "interrupted".
+func (a *Agent) markInterrupted() error {
+	jobs, err := a.jr.Jobs(0)
+	if err != nil {
+		return fmt.Errorf("reading journal: %w", err)
+	}
+	for _, j := range jobs {
+		if j.State != JobRunning {
+			continue
+		}
+		j.State = JobInterrupted
+		j.Finished = time.Now()
+		j.Error = "the agent stopped while this job ran; its lockers are driven back to their desired state"
+		if err := a.jr.PutJob(j); err != nil {
+			return fmt.Errorf("marking job %s interrupted: %w", j.ID, err)
+		}
+		a.log.Warn("job was interrupted by an agent crash", "job", j.ID, "kind", j.Kind)
+	}
+	return nil
+}
+
+// Submit validates req, starts it as a job and returns the job record at
+// once. A mutating job while another runs gets a BusyError naming it.
+func (a *Agent) Submit(req Request) (Job, error) {
+	req, err := req.withDefaults(a.cfg.Defaults)
+	if err != nil {
+		return Job{}, err
+	}
+	body, err := a.planFor(req)
+	if err != nil {
+		return Job{}, err
+	}
+	a.mu.Lock()
+	if req.Kind.mutating() && a.active != nil {
+		id := a.active.job.ID
+		a.mu.Unlock()
+		return Job{}, BusyError{JobID: id}
+	}
+	if a.base.Err() != nil {
+		a.mu.Unlock()
+		return Job{}, errors.New("the agent is shutting down")
+	}
+	now := time.Now()
+	ctx, cancel := context.WithCancel(a.base)
+	r := &run{
+		job:    Job{ID: newJobID(now), Kind: req.Kind, Request: req, State: JobRunning, Trigger: req.Trigger, Created: now},
+		subs:   map[chan Event]struct{}{},
+		done:   make(chan struct{}),
+		cancel: cancel,
+		jr:     a.jr,
+	}
+	if err := a.jr.PutJob(r.job); err != nil {
+		a.mu.Unlock()
+		cancel()
+		return Job{}, fmt.Errorf("journaling job: %w", err)
+	}
+	if req.Kind.mutating() {
+		a.active = r
+	}
+	a.runs[r.job.ID] = r
+	a.wg.Add(1)
+	a.mu.Unlock()
+
+	log := a.log.With("job", r.job.ID, "kind", req.Kind)
+	log.Info("job started", "trigger", req.Trigger)
+	go func() {
+		defer a.wg.Done()
+		defer cancel()
+		result, err := body(ctx, r)
+		state := JobSucceeded
+		switch {
+		case err != nil && isCancel(err):
+			state = JobCancelled
+			log.Info("job cancelled")
+		case err != nil:
+			state = JobFailed
+			log.Error("job failed", "err", err)
+		default:
+			log.Info("job succeeded")
+		}
+		a.mu.Lock()
+		if a.active == r {
+			a.active = nil
+		}
+		a.mu.Unlock()
+		r.finish(state, result, err)
+		a.metrics.jobDone(r.snapshot())
+		a.inv.refreshSoon()
+		// Keep the finished run (and its events, for late followers) a
+		// while, then serve it from the journal alone.
+		time.AfterFunc(finishedRunTTL, func() {
+			a.mu.Lock()
+			delete(a.runs, r.job.ID)
+			a.mu.Unlock()
+		})
+		if _, err := a.jr.PruneJobs(a.cfg.KeepJobs); err != nil {
+			log.Warn("pruning job history", "err", err)
+		}
+	}()
+	return r.snapshot(), nil
+}
+
+// Running returns the running mutating job, if any.
+func (a *Agent) Running() (Job, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.active == nil {
+		return Job{}, false
+	}
+	return a.active.snapshot(), true
+}
+
+// Job returns a job's record, live when this agent runs it.
+func (a *Agent) Job(id string) (Job, error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r != nil {
+		return r.snapshot(), nil
+	}
+	return a.jr.Job(id)
+}
+
+// Jobs returns up to limit jobs, newest first.
+func (a *Agent) Jobs(limit int) ([]Job, error) { return a.jr.Jobs(limit) }
+
+// Steps returns a job's journaled steps.
+func (a *Agent) Steps(id string) ([]Step, error) {
+	if _, err := a.Job(id); err != nil {
+		return nil, err
+	}
+	return a.jr.Steps(id)
+}
+
+// Cancel asks a running job to stop. Containers already being stopped or
+// started finish that step; nothing new begins.
+func (a *Agent) Cancel(id string) (Job, error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r == nil {
+		job, err := a.jr.Job(id)
+		if err != nil {
+			return Job{}, err
+		}
+		return job, invalidf("job %s is not running (state %s)", id, job.State)
+	}
+	if r.snapshot().State.Done() {
+		return r.snapshot(), invalidf("job %s is not running (state %s)", id, r.snapshot().State)
+	}
+	r.cancel()
+	return r.snapshot(), nil
+}
+
+// Follow returns a job's events so far and a channel of the next ones,
+// closed when the job ends. For a job this process does not run (a finished
+// one), the channel is closed at once and the events are empty.
+func (a *Agent) Follow(id string) ([]Event, <-chan Event, func(), error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r == nil {
+		if _, err := a.jr.Job(id); err != nil {
+			return nil, nil, nil, err
+		}
+		ch := make(chan Event)
+		close(ch)
+		return nil, ch, func() {}, nil
+	}
+	past, ch, unsub := r.subscribe()
+	return past, ch, unsub, nil
+}
+
+// Wait blocks until the job ends or ctx is done, and returns its record.
+func (a *Agent) Wait(ctx context.Context, id string) (Job, error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r == nil {
+		return a.jr.Job(id)
+	}
+	select {
+	case <-r.done:
+		return r.snapshot(), nil
+	case <-ctx.Done():
+		return r.snapshot(), ctx.Err()
+	}
+}

@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultConfigPath is where the agent and the CLI read their config.
+const DefaultConfigPath = "/etc/lxcfleet/lxcfleet.toml"
+
+// FileConfig is the config file (TOML). Every key is optional; see
+// packaging/lxcfleet.toml for a commented example.
+type FileConfig struct {
+	LXCPath           string   `toml:"lxcpath"`
+	StateDir          string   `toml:"state_dir"`
+	KeepReleases      int      `toml:"keep_releases"`
+	KeepJobs          int      `toml:"keep_jobs"`
+	InventoryInterval Duration `toml:"inventory_interval"`
+	HealthInterval    Duration `toml:"health_interval"`
+
+	Listen struct {
+		Socket    string `toml:"socket"`
+		TCP       string `toml:"tcp"`
+		Token     string `toml:"token"`
+		TokenFile string `toml:"token_file"`
+		TLSCert   string `toml:"tls_cert"`
+		TLSKey    string `toml:"tls_key"`
+	} `toml:"listen"`
+
+	Layout struct {
+		Root           string `toml:"root"`
+		AppPath        string `toml:"app_path"`
+		MePath         string `toml:"me_path"`
+		ConfigPath     string `toml:"config_path"`
+		ConfigReadOnly *bool  `toml:"config_read_only"`
+		Templates      string `toml:"templates"`
+	} `toml:"layout"`
+
+	Code struct {
+		Origin     string   `toml:"origin"`
+		Npm        string   `toml:"npm"`
+		NpmTimeout Duration `toml:"npm_timeout"`
+	} `toml:"code"`
+
+	Provision struct {
+		Template     string   `toml:"template"`
+		TemplateArgs []string `toml:"template_args"`
+		Init         string   `toml:"init"`
+		HaltSignal   string   `toml:"halt_signal"`
+		Network      string   `toml:"network"`
+		ExtraConfig  []string `toml:"extra_config"`
+		PortBase     int      `toml:"port_base"`
+	} `toml:"provision"`
+
+	Defaults struct {
+		StopParallel    int      `toml:"stop_parallel"`
+		StopTimeout     Duration `toml:"stop_timeout"`
+		Window          int      `toml:"window"`
+		Deadline        Duration `toml:"deadline"`
+		Delay           Duration `toml:"delay"`
+		Health          string   `toml:"health"`
+		Target          string   `toml:"target"`
+		Strategy        string   `toml:"strategy"`
+		MaxFailureRatio *float64 `toml:"max_failure_ratio"`
+		FailureAction   string   `toml:"failure_action"`
+		Canary          *int     `toml:"canary"`
+		Soak            Duration `toml:"soak"`
+	} `toml:"defaults"`
+
+	Schedules []Schedule `toml:"schedule"`
+}
+
+// DefaultFileConfig returns the settings used where the file is silent.
+func DefaultFileConfig() FileConfig {
+	var c FileConfig
+	c.LXCPath = "/var/lib/lxc"
+	c.StateDir = "/var/lib/lxcfleet/state"
+	c.KeepReleases = 5
+	c.KeepJobs = 500
+	c.InventoryInterval = Duration(5 * time.Second)
+	c.HealthInterval = Duration(15 * time.Second)
+	c.Listen.Socket = DefaultSocket
+	c.Layout.Root = "/var/lib/lxcfleet"
+	c.Code.Npm = "npm"
+	c.Code.NpmTimeout = Duration(10 * time.Minute)
+	c.Provision.Template = "download"
+	c.Provision.Network = "none"
+	c.Provision.HaltSignal = "SIGTERM"
+	c.Provision.PortBase = 4100
+	d := DefaultDefaults()
+	c.Defaults.StopParallel = d.StopParallel
+	c.Defaults.StopTimeout = Duration(d.StopTimeout)
+	c.Defaults.Window = d.Window
+	c.Defaults.Deadline = Duration(d.Deadline)
+	c.Defaults.Health = d.Health
+	c.Defaults.Target = d.Target
+	c.Defaults.Strategy = d.Strategy
+	c.Defaults.FailureAction = d.FailureAction
+	return c
+}
+
+// LoadConfig reads a config file over the defaults. A missing file at the
+// default path is not an error (the defaults apply); a missing file named
+// explicitly is. Unknown keys and invalid values are errors naming the key.
+func LoadConfig(path string, explicit bool) (FileConfig, error) {
+	c := DefaultFileConfig()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return c, c.validate()
+	}
+	if err != nil {
+		return c, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	if c.Listen.Token == "" && c.Listen.TokenFile != "" {
+		tb, err := os.ReadFile(c.Listen.TokenFile)
+		if err != nil {
+			return c, fmt.Errorf("config %s: listen.token_file: %w", path, err)
+		}
+		c.Listen.Token = strings.TrimSpace(string(tb))
+	}
+	if err := c.validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// validate checks values, naming the key of the first bad one.
+func (c FileConfig) validate() error {
+	abs := map[string]string{"lxcpath": c.LXCPath, "state_dir": c.StateDir, "layout.root": c.Layout.Root, "listen.socket": c.Listen.Socket}
+	for k, v := range abs {
+		if v != "" && !filepath.IsAbs(v) {
+			return fmt.Errorf("%s must be an absolute path, got %q", k, v)
+		}
+	}
+	switch {
+	case c.KeepReleases < 0:
+		return fmt.Errorf("keep_releases must not be negative, got %d", c.KeepReleases)
+	case c.KeepJobs < 0:
+		return fmt.Errorf("keep_jobs must not be negative, got %d", c.KeepJobs)
+	case c.InventoryInterval < 0:
+		return fmt.Errorf("inventory_interval must not be negative")
+	case c.HealthInterval < 0:
+		return fmt.Errorf("health_interval must not be negative")
+	case c.Code.NpmTimeout < 0:
+		return fmt.Errorf("code.npm_timeout must not be negative")
+	case c.Listen.TCP != "" && c.Listen.Token == "":
+		return fmt.Errorf("listen.tcp is set but listen.token (or listen.token_file) is not: the TCP listener refuses every request without a token")
+	case (c.Listen.TLSCert == "") != (c.Listen.TLSKey == ""):
+		return fmt.Errorf("listen.tls_cert and listen.tls_key go together")
+	case c.Provision.PortBase < 0 || c.Provision.PortBase > 65000:
+		return fmt.Errorf("provision.port_base must be between 0 and 65000, got %d", c.Provision.PortBase)
+	}
+	if _, err := (Request{Kind: KindStartAll}).withDefaults(c.AgentDefaults()); err != nil {
+		return fmt.Errorf("defaults: %w", err)
+	}
+	for i, s := range c.Schedules {
+		if err := ValidateSchedule(s, c.AgentDefaults()); err != nil {
+			return fmt.Errorf("schedule[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// AgentDefaults returns the [defaults] section as request defaults.
+func (c FileConfig) AgentDefaults() Defaults {
+	d := DefaultDefaults()
+	x := c.Defaults
+	set := func(dst *int, v int) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	setD := func(dst *time.Duration, v Duration) {
+		if v != 0 {
+			*dst = v.D()
+		}
+	}
+	setS := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&d.StopParallel, x.StopParallel)
+	setD(&d.StopTimeout, x.StopTimeout)
+	set(&d.Window, x.Window)
+	setD(&d.Deadline, x.Deadline)
+	setD(&d.Delay, x.Delay)
+	setS(&d.Health, x.Health)
+	setS(&d.Target, x.Target)
+	setS(&d.Strategy, x.Strategy)
+	if x.MaxFailureRatio != nil {
+		d.MaxFailureRatio = *x.MaxFailureRatio
+	}
+	setS(&d.FailureAction, x.FailureAction)
+	if x.Canary != nil {
+		d.Canary = *x.Canary
+	}
+	setD(&d.Soak, x.Soak)
+	return d
+}
+
+// UnmarshalText reads a duration like "10s" (for the TOML file).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 10s, 1m30s)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as "10s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }

@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"lxcfleet/lxcctl"
+)
+
+// Locker is one locker as the API and console show it.
+type Locker struct {
+	Name           string            `json:"name"`
+	State          lxcctl.State      `json:"state"`
+	InitPID        int               `json:"init_pid,omitempty"`
+	StartOrder     int               `json:"start_order"`
+	Groups         []string          `json:"groups,omitempty"`
+	Port           string            `json:"port,omitempty"`
+	Release        string            `json:"release,omitempty"`         // what its init really mounts
+	ReleaseDeleted bool              `json:"release_deleted,omitempty"` // its release folder is gone
+	OnCurrent      bool              `json:"on_current"`
+	Health         string            `json:"health"` // healthy, unhealthy, unknown, stopped
+	HealthError    string            `json:"health_error,omitempty"`
+	HealthAt       time.Time         `json:"health_at,omitzero"`
+	StartedAt      time.Time         `json:"started_at,omitzero"`
+	Desired        *Desired          `json:"desired,omitempty"`
+	Env            map[string]string `json:"-"`
+}
+
+// inventory keeps a snapshot of every locker, refreshed in the background,
+// so that reads (the API, the console, metrics) cost nothing on the host.
+type inventory struct {
+	a        *Agent
+	mu       sync.RWMutex
+	lockers  []Locker
+	byName   map[string]int
+	at       time.Time
+	health   map[string]healthMark
+	kick     chan struct{}
+	interval time.Duration
+}
+
+type healthMark struct {
+	ok  bool
+	err string
+	at  time.Time
+	pid int
+}
+
+func newInventory(a *Agent, interval time.Duration) *inventory {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	return &inventory{a: a, byName: map[string]int{}, health: map[string]healthMark{}, kick: make(chan struct{}, 1), interval: interval}
+}
+
+// refreshSoon asks for a refresh without waiting for it.
+func (inv *inventory) refreshSoon() {
+	select {
+	case inv.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run refreshes the snapshot every interval (and when kicked), and checks
+// running lockers' health every healthEvery.
+func (inv *inventory) run(ctx context.Context, healthEvery time.Duration) {
+	t := time.NewTicker(inv.interval)
+	defer t.Stop()
+	var lastHealth time.Time
+	for {
+		if err := inv.refresh(ctx); err != nil && ctx.Err() == nil {
+			inv.a.log.Warn("refreshing locker inventory", "err", err)
+		}
+		if healthEvery > 0 && time.Since(lastHealth) >= healthEvery {
+			inv.checkHealth(ctx)
+			lastHealth = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-inv.kick:
+		}
+	}
+}
+
+// refresh reads every locker's state and release.
+func (inv *inventory) refresh(ctx context.Context) error {
+	infos, err := inv.a.deps.Containers.Select(ctx, nil, "")
+	if err != nil {
+		return err
+	}
+	desired, _ := inv.a.jr.Desired()
+	current := inv.a.currentRelease()
+	inv.mu.RLock()
+	health := inv.health
+	inv.mu.RUnlock()
+	lockers := make([]Locker, 0, len(infos))
+	byName := make(map[string]int, len(infos))
+	for _, in := range infos {
+		l := Locker{Name: in.Name, State: in.State, InitPID: in.InitPID, StartOrder: in.StartOrder, Groups: in.Groups, Port: in.Env["PORT"], Env: in.Env, Health: "stopped"}
+		if d, ok := desired[in.Name]; ok {
+			d := d
+			l.Desired = &d
+		}
+		if in.State == lxcctl.StateRunning && in.InitPID > 0 {
+			l.StartedAt = procStartTime(in.InitPID)
+			if inv.a.deps.ReleaseOf != nil {
+				l.Release, l.ReleaseDeleted, _ = inv.a.deps.ReleaseOf(in.InitPID)
+			}
+			l.OnCurrent = current != "" && l.Release == current && !l.ReleaseDeleted
+			l.Health = "unknown"
+			if h, ok := health[in.Name]; ok && h.pid == in.InitPID {
+				l.Health, l.HealthError, l.HealthAt = "unhealthy", h.err, h.at
+				if h.ok {
+					l.Health = "healthy"
+				}
+			}
+		}
+		byName[in.Name] = len(lockers)
+		lockers = append(lockers, l)
+	}
+	inv.mu.Lock()
+	inv.lockers, inv.byName, inv.at = lockers, byName, time.Now()
+	inv.mu.Unlock()
+	return nil
+}
+
+// checkHealth runs the configured health check once against each running
+// locker, 8 at once.
+func (inv *inventory) checkHealth(ctx context.Context) {
+	hc, err := lxcctl.ParseHealthCheck(inv.a.cfg.Defaults.Health)
+	if err != nil {
+		return
+	}
+	checker, ok := inv.a.deps.Containers.(interface {
+		CheckHealth(ctx context.Context, in lxcctl.Info, hc lxcctl.HealthCheck) error
+	})
+	if !ok {
+		return
+	}
+	lockers := inv.snapshot()
+	marks := map[string]healthMark{}
+	var mu sync.Mutex
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, l := range lockers {
+		if l.State != lxcctl.StateRunning {
+			continue
+		}
+		g.Go(func() error {
+			err := checker.CheckHealth(ctx, lxcctl.Info{Name: l.Name, State: l.State, Env: l.Env}, hc)
+			mu.Lock()
+			marks[l.Name] = healthMark{ok: err == nil, err: errString(err), at: time.Now(), pid: l.InitPID}
+			mu.Unlock()
+			return nil
+		})
+	}
+	_ = g.Wait()
+	inv.mu.Lock()
+	inv.health = marks
+	for i, l := range inv.lockers {
+		if h, ok := marks[l.Name]; ok && h.pid == l.InitPID {
+			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = "unhealthy", h.err, h.at
+			if h.ok {
+				inv.lockers[i].Health = "healthy"
+			}
+		}
+	}
+	inv.mu.Unlock()
+}
+
+// snapshot returns the lockers of the last refresh.
+func (inv *inventory) snapshot() []Locker {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	return inv.lockers
+}
+
+// get returns one locker of the last refresh.
+func (inv *inventory) get(name string) (Locker, bool) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	i, ok := inv.byName[name]
+	if !ok {
+		return Locker{}, false
+	}
+	return inv.lockers[i], true
+}
+
+// procStartTime is when a process started, from /proc/<pid>/stat.
+func procStartTime(pid int) time.Time {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	// The command may contain spaces: fields start after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return time.Time{}
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22: starttime
+	if err != nil {
+		return time.Time{}
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return time.Time{}
+	}
+	secs, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
+	if err != nil {
+		return time.Time{}
+	}
+	const hz = 100 // USER_HZ is 100 on Linux
+	boot := time.Now().Add(-time.Duration(secs * float64(time.Second)))
+	return boot.Add(time.Duration(ticks) * time.Second / hz).Truncate(time.Second)
+}

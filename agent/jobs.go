@@ -1,0 +1,302 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"lxcfleet/lxcctl"
+)
+
+// JobKind names an operation.
+type JobKind string
+
+// The operations the agent runs as jobs.
+const (
+	KindStopAll     JobKind = "stop-all"
+	KindStartAll    JobKind = "start-all"
+	KindRestart     JobKind = "restart"
+	KindUpdate      JobKind = "update-code"
+	KindRollback    JobKind = "rollback"
+	KindCheckUpdate JobKind = "check-update"
+	KindRecover     JobKind = "recover"
+)
+
+// mutating reports whether a kind changes lockers or code (one at a time).
+func (k JobKind) mutating() bool { return k != KindCheckUpdate }
+
+// JobState is where a job is in its life.
+type JobState string
+
+// The states of a job.
+const (
+	JobRunning     JobState = "running"
+	JobSucceeded   JobState = "succeeded"
+	JobFailed      JobState = "failed"
+	JobCancelled   JobState = "cancelled"
+	JobInterrupted JobState = "interrupted" // the agent died while it ran
+)
+
+// Done reports whether the job has ended.
+func (s JobState) Done() bool { return s != JobRunning }
+
+// Progress counts a job's containers.
+type Progress struct {
+	Total  int `json:"total"`
+	Done   int `json:"done"`
+	Failed int `json:"failed"`
+}
+
+// Job is one operation's record.
+type Job struct {
+	ID       string          `json:"id"`
+	Kind     JobKind         `json:"kind"`
+	Request  Request         `json:"request"`
+	State    JobState        `json:"state"`
+	Trigger  string          `json:"trigger,omitempty"` // cli, api, cron, console, boot, recovery
+	Created  time.Time       `json:"created"`
+	Finished time.Time       `json:"finished,omitzero"`
+	Progress Progress        `json:"progress"`
+	Error    string          `json:"error,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+}
+
+// Step is one journaled step of a job: written with Phase "begin" before it
+// runs and "end" after.
+type Step struct {
+	Time      time.Time `json:"time"`
+	Container string    `json:"container,omitempty"`
+	Action    string    `json:"action"` // stop, start, build, switch, mark-bad, ...
+	Phase     string    `json:"phase"`  // begin or end
+	Outcome   string    `json:"outcome,omitempty"`
+	Release   string    `json:"release,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Event is one line of a job's live progress (the SSE stream).
+type Event struct {
+	Seq       int       `json:"seq"`
+	Time      time.Time `json:"time"`
+	Job       string    `json:"job"`
+	Type      string    `json:"type"` // container, stage, state
+	Container string    `json:"container,omitempty"`
+	Phase     string    `json:"phase,omitempty"`
+	Outcome   string    `json:"outcome,omitempty"`
+	Stage     string    `json:"stage,omitempty"`
+	Wave      int       `json:"wave,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Duration  Duration  `json:"duration,omitempty"`
+	Progress  Progress  `json:"progress"`
+	State     JobState  `json:"state,omitempty"`
+}
+
+// BusyError is returned when a mutating job is submitted while another runs.
+type BusyError struct{ JobID string }
+
+func (e BusyError) Error() string {
+	return fmt.Sprintf("another job is running: %s (follow it with 'lxcfleet jobs %s --follow')", e.JobID, e.JobID)
+}
+
+// run is a job in flight: its record, its cancel, and its event log.
+type run struct {
+	mu     sync.Mutex
+	job    Job
+	events []Event
+	subs   map[chan Event]struct{}
+	done   chan struct{}
+	cancel context.CancelFunc
+	jr     *Journal
+
+	downSince map[string]time.Time     // lockers stopped and not yet healthy
+	down      map[string]time.Duration // measured stop-to-healthy times
+}
+
+// markDown tracks each locker's downtime from its stop to healthy again.
+func (r *run) markDown(e lxcctl.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch e.Phase {
+	case lxcctl.PhaseStopping:
+		if r.downSince == nil {
+			r.downSince, r.down = map[string]time.Time{}, map[string]time.Duration{}
+		}
+		if _, ok := r.downSince[e.Container]; !ok {
+			r.downSince[e.Container] = e.Time
+		}
+	case lxcctl.PhaseHealthy:
+		if since, ok := r.downSince[e.Container]; ok {
+			r.down[e.Container] = e.Time.Sub(since)
+			delete(r.downSince, e.Container)
+		}
+	}
+}
+
+// downtimes returns the measured downtimes so far.
+func (r *run) downtimes() map[string]time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]time.Duration, len(r.down))
+	for k, v := range r.down {
+		out[k] = v
+	}
+	return out
+}
+
+// maxEventsKept bounds the replay buffer of one job.
+const maxEventsKept = 20000
+
+// emit stamps, stores and broadcasts one event. Subscribers that do not
+// keep up lose events (they can re-read the job).
+func (r *run) emit(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e.Seq = len(r.events) + 1
+	e.Time = time.Now()
+	e.Job = r.job.ID
+	e.Progress = r.job.Progress
+	if len(r.events) < maxEventsKept {
+		r.events = append(r.events, e)
+	}
+	for ch := range r.subs {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+}
+
+// subscribe returns the events so far and a channel of the next ones; the
+// channel is closed when the job ends.
+func (r *run) subscribe() ([]Event, chan Event, func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	past := append([]Event(nil), r.events...)
+	ch := make(chan Event, 1024)
+	if r.job.State.Done() {
+		close(ch)
+		return past, ch, func() {}
+	}
+	r.subs[ch] = struct{}{}
+	return past, ch, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if _, ok := r.subs[ch]; ok {
+			delete(r.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// step journals a step of the job and logs a journal failure: a step that
+// cannot be journaled still runs (losing a record beats stranding a locker).
+func (r *run) step(s Step) error {
+	s.Time = time.Now()
+	return r.jr.AddStep(r.job.ID, s)
+}
+
+// update changes the job record under the lock and persists it.
+func (r *run) update(fn func(*Job)) error {
+	r.mu.Lock()
+	fn(&r.job)
+	job := r.job
+	r.mu.Unlock()
+	return r.jr.PutJob(job)
+}
+
+// snapshot returns a copy of the job record.
+func (r *run) snapshot() Job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.job
+}
+
+// finish records the end state and wakes subscribers.
+func (r *run) finish(state JobState, result any, err error) {
+	var raw json.RawMessage
+	if result != nil {
+		raw, _ = json.Marshal(result)
+	}
+	_ = r.update(func(j *Job) {
+		j.State = state
+		j.Finished = time.Now()
+		j.Result = raw
+		if err != nil {
+			j.Error = err.Error()
+		}
+	})
+	r.emit(Event{Type: "state", State: state, Error: errString(err)})
+	r.mu.Lock()
+	for ch := range r.subs {
+		close(ch)
+	}
+	r.subs = map[chan Event]struct{}{}
+	r.mu.Unlock()
+	close(r.done)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// newJobID returns a sortable, unique job id.
+func newJobID(now time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return now.UTC().Format("20060102T150405.000Z") + "-" + hex.EncodeToString(b)
+}
+
+// Duration is a time.Duration that reads and writes JSON as "1.5s".
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads "1.5s" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("invalid duration %q: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("invalid duration %s: want a string like \"10s\"", b)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// isCancel reports whether err is a normal stop rather than a failure.
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled)
+}
+
+// joinNames lists names for messages.
+func joinNames(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:max], ", ") + fmt.Sprintf(" and %d more", len(names)-max)
+}

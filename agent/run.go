@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// DefaultSocket is where the agent serves its API to local clients.
+const DefaultSocket = "/run/lxcfleet.sock"
+
+// Listen says where the agent serves.
+type Listen struct {
+	// Socket is the Unix socket path (root only); default DefaultSocket.
+	Socket string
+	// TCP, when set ("127.0.0.1:8080", ":8443"), also serves the API and the
+	// console over TCP; every request then needs the bearer Token.
+	TCP   string
+	Token string
+	// TLSCert and TLSKey, when both set, make the TCP listener serve TLS.
+	TLSCert string
+	TLSKey  string
+	// Console, when set, is served at / on the TCP listener (the login page
+	// and its assets are open; the API behind it needs the token).
+	Console http.Handler
+}
+
+// Run serves the API, keeps the locker inventory, runs the schedules,
+// recovers lockers after a crash or a boot, and returns when ctx ends (after
+// a graceful shutdown of the listeners and the running job).
+func (a *Agent) Run(ctx context.Context) error {
+	lis, err := a.listen()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { a.inv.run(gctx, a.cfg.HealthInterval); return nil })
+	a.sched.c.Start()
+	defer a.sched.c.Stop()
+
+	if need, why, err := a.NeedsRecovery(); err != nil {
+		a.log.Error("checking for recovery", "err", err)
+	} else if need {
+		a.log.Warn("driving lockers back to their desired state", "reason", why)
+		if job, err := a.Submit(Request{Kind: KindRecover, Trigger: "recovery: " + why}); err != nil {
+			a.log.Error("starting recovery", "err", err)
+		} else {
+			a.log.Info("recovery job started", "job", job.ID)
+		}
+	}
+
+	api := a.Handler()
+	var servers []*http.Server
+	for _, l := range lis {
+		h := api
+		if l.tcp {
+			h = a.tcpHandler(api)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+		servers = append(servers, srv)
+		g.Go(func() error {
+			var err error
+			if l.tls != nil {
+				srv.TLSConfig = l.tls
+				err = srv.ServeTLS(l.ln, "", "")
+			} else {
+				err = srv.Serve(l.ln)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("serving on %s: %w", l.ln.Addr(), err)
+		})
+		a.log.Info("serving the API", "addr", l.ln.Addr().String(), "tls", l.tls != nil)
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, s := range servers {
+			_ = s.Shutdown(sctx)
+		}
+		return nil
+	})
+	err = g.Wait()
+	if a.cfg.Listen.Socket != "" {
+		_ = os.Remove(a.cfg.Listen.Socket)
+	}
+	return err
+}
+
+// tcpHandler puts the console at / and the token in front of the API.
+func (a *Agent) tcpHandler(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", RequireToken(a.cfg.Listen.Token, api))
+	mux.Handle("/metrics", RequireToken(a.cfg.Listen.Token, api))
+	mux.Handle("/healthz", api)
+	if a.cfg.Listen.Console != nil {
+		mux.Handle("/", a.cfg.Listen.Console)
+	}
+	return mux
+}
+
+type listener struct {
+	ln  net.Listener
+	tcp bool
+	tls *tls.Config
+}
+
+// listen opens the Unix socket (0600, root only) and the TCP listener.
+func (a *Agent) listen() ([]listener, error) {
+	var out []listener
+	sock := a.cfg.Listen.Socket
+	if sock != "" {
+		if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+			return nil, fmt.Errorf("creating socket folder: %w", err)
+		}
+		if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listening on %s: another agent is serving there", sock)
+		}
+		_ = os.Remove(sock) // a stale socket of a dead agent
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", sock, err)
+		}
+		if err := os.Chmod(sock, 0o600); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("restricting %s to root: %w", sock, err)
+		}
+		out = append(out, listener{ln: ln})
+	}
+	if addr := a.cfg.Listen.TCP; addr != "" {
+		if a.cfg.Listen.Token == "" {
+			closeAll(out)
+			return nil, fmt.Errorf("listening on %s: a TCP listener needs a token (listen.token)", addr)
+		}
+		var tc *tls.Config
+		if a.cfg.Listen.TLSCert != "" || a.cfg.Listen.TLSKey != "" {
+			cert, err := tls.LoadX509KeyPair(a.cfg.Listen.TLSCert, a.cfg.Listen.TLSKey)
+			if err != nil {
+				closeAll(out)
+				return nil, fmt.Errorf("loading TLS certificate %s: %w", a.cfg.Listen.TLSCert, err)
+			}
+			tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		out = append(out, listener{ln: ln, tcp: true, tls: tc})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("nothing to listen on: set listen.socket or listen.tcp")
+	}
+	return out, nil
+}
+
+func closeAll(ls []listener) {
+	for _, l := range ls {
+		l.ln.Close()
+	}
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Schedule runs a job on a cron spec: a maintenance window.
+type Schedule struct {
+	// Name identifies the schedule in logs and the API.
+	Name string `json:"name" toml:"name"`
+	// Cron is a cron spec: five fields ("0 4 * * SUN"), six with seconds,
+	// or a descriptor ("@hourly", "@every 30s").
+	Cron string `json:"cron" toml:"cron"`
+	// Request is the job to run; its Kind is required.
+	Request Request `json:"request" toml:"request"`
+}
+
+// ScheduleInfo is a schedule's state.
+type ScheduleInfo struct {
+	Name    string    `json:"name"`
+	Cron    string    `json:"cron"`
+	Kind    JobKind   `json:"kind"`
+	Next    time.Time `json:"next,omitzero"`
+	Prev    time.Time `json:"prev,omitzero"`
+	LastJob string    `json:"last_job,omitempty"`
+	Last    string    `json:"last,omitempty"` // started, skipped: ..., failed: ...
+}
+
+// cronParser accepts 5 or 6 fields and descriptors.
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ValidateSchedule checks a schedule's spec and request.
+func ValidateSchedule(s Schedule, d Defaults) error {
+	if s.Name == "" {
+		return errors.New("schedule without a name")
+	}
+	if _, err := cronParser.Parse(s.Cron); err != nil {
+		return fmt.Errorf("schedule %q: invalid cron %q: %w", s.Name, s.Cron, err)
+	}
+	if _, err := s.Request.withDefaults(d); err != nil {
+		return fmt.Errorf("schedule %q: %w", s.Name, err)
+	}
+	return nil
+}
+
+// scheduler runs the configured schedules with robfig/cron.
+type scheduler struct {
+	a    *Agent
+	c    *cron.Cron
+	mu   sync.Mutex
+	info map[string]*ScheduleInfo
+	ids  map[string]cron.EntryID
+	list []Schedule
+}
+
+func newScheduler(a *Agent, list []Schedule) (*scheduler, error) {
+	s := &scheduler{a: a, c: cron.New(cron.WithParser(cronParser)), info: map[string]*ScheduleInfo{}, ids: map[string]cron.EntryID{}, list: list}
+	for _, sc := range list {
+		if err := ValidateSchedule(sc, a.cfg.Defaults); err != nil {
+			return nil, err
+		}
+		if _, dup := s.info[sc.Name]; dup {
+			return nil, fmt.Errorf("schedule %q defined twice", sc.Name)
+		}
+		s.info[sc.Name] = &ScheduleInfo{Name: sc.Name, Cron: sc.Cron, Kind: sc.Request.Kind}
+		id, err := s.c.AddFunc(sc.Cron, func() { s.fire(sc) })
+		if err != nil {
+			return nil, fmt.Errorf("schedule %q: %w", sc.Name, err)
+		}
+		s.ids[sc.Name] = id
+	}
+	return s, nil
+}
+
+// fire submits the schedule's job; a busy agent skips this run.
+func (s *scheduler) fire(sc Schedule) {
+	req := sc.Request
+	req.Trigger = "cron:" + sc.Name
+	job, err := s.a.Submit(req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.info[sc.Name]
+	var busy BusyError
+	switch {
+	case errors.As(err, &busy):
+		in.Last = "skipped: job " + busy.JobID + " was running"
+		s.a.log.Warn("scheduled run skipped: another job is running", "schedule", sc.Name, "job", busy.JobID)
+	case err != nil:
+		in.Last = "failed to start: " + err.Error()
+		s.a.log.Error("scheduled run failed to start", "schedule", sc.Name, "err", err)
+	default:
+		in.Last, in.LastJob = "started", job.ID
+		s.a.log.Info("scheduled run started", "schedule", sc.Name, "job", job.ID)
+	}
+}
+
+// infos returns every schedule with its next and previous run.
+func (s *scheduler) infos() []ScheduleInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ScheduleInfo, 0, len(s.list))
+	for _, sc := range s.list {
+		in := *s.info[sc.Name]
+		e := s.c.Entry(s.ids[sc.Name])
+		in.Next, in.Prev = e.Next, e.Prev
+		if in.Next.IsZero() { // not started yet: compute it
+			if sched, err := cronParser.Parse(sc.Cron); err == nil {
+				in.Next = sched.Next(time.Now())
+			}
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// Schedules returns the schedules with their next runs.
+func (a *Agent) Schedules() []ScheduleInfo {
+	if a.sched == nil {
+		return []ScheduleInfo{}
+	}
+	return a.sched.infos()
+}

@@ -1,0 +1,88 @@
+package codeupdate
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrNoCurrent means no release has been switched to yet (no current link).
+var ErrNoCurrent = errors.New("no current release")
+
+// ErrLocked means another update holds the host-wide lock.
+var ErrLocked = errors.New("update already running")
+
+// State is a release's standing.
+type State string
+
+// Release states.
+const (
+	// StateGood is a complete release that has not failed.
+	StateGood State = "good"
+	// StateBad is a release marked bad by a failed update or a rollback;
+	// updating to it again needs --force.
+	StateBad State = "bad"
+)
+
+// Release describes one immutable release folder (its BUILD.json plus the
+// manager's marks).
+type Release struct {
+	// Name is the folder name under releases/: <build>-<sha12>.
+	Name string `json:"name"`
+	// Path is the absolute folder.
+	Path string `json:"path"`
+	// Build is the target's commit count (git rev-list --count).
+	Build int `json:"build"`
+	// SHA is the full commit id; Short its first 12 hex digits.
+	SHA   string `json:"sha"`
+	Short string `json:"short"`
+	// Ref is the branch or tag asked for (empty for a bare commit).
+	Ref string `json:"ref,omitempty"`
+	// Subject is the commit's first line.
+	Subject    string    `json:"subject,omitempty"`
+	CommitTime time.Time `json:"commit_time"`
+	BuildTime  time.Time `json:"build_time"`
+	// Node and NpmVersion are the tool versions the release was built with.
+	Node       string `json:"node,omitempty"`
+	NpmVersion string `json:"npm_version,omitempty"`
+	// Npm says how node_modules came to be: "ran" (npm ci / install),
+	// "reused" (lockfile unchanged: linked from the previous release) or
+	// "none" (no dependencies).
+	Npm string `json:"npm"`
+	// LockHash is the sha256 of package-lock.json (empty without one).
+	LockHash string `json:"lock_hash,omitempty"`
+	// State is good or bad; BadReason says why it was marked bad.
+	State     State  `json:"state"`
+	BadReason string `json:"bad_reason,omitempty"`
+	// Current is true for the release the current link points at.
+	Current bool `json:"current"`
+}
+
+// Commit is one commit of an update check.
+type Commit struct {
+	SHA     string    `json:"sha"`
+	Subject string    `json:"subject"`
+	Author  string    `json:"author,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+// UpdateInfo is the answer to "is an update available?".
+type UpdateInfo struct {
+	// Target is the ref asked for; TargetSHA what it resolves to now.
+	Target    string `json:"target"`
+	TargetSHA string `json:"target_sha"`
+	// CurrentRelease and CurrentSHA are the current release (empty before
+	// the first update).
+	CurrentRelease string `json:"current_release,omitempty"`
+	CurrentSHA     string `json:"current_sha,omitempty"`
+	// Available is true when the target differs from current.
+	Available bool `json:"available"`
+	// Behind is how many commits the target has that current lacks.
+	Behind int `json:"behind"`
+	// Commits are the newest of those commits (at most 50), newest first.
+	Commits []Commit `json:"commits,omitempty"`
+	// NpmNeeded is true when package-lock.json (or package.json) changed:
+	// the update runs npm; otherwise a restart is enough.
+	NpmNeeded bool `json:"npm_needed"`
+	// ChangedFiles counts the files that differ.
+	ChangedFiles int `json:"changed_files"`
+}
