@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -316,14 +317,45 @@ func appendConfig(config []byte, lines ...string) []byte {
 	return []byte(s)
 }
 
+// Ports handed out to lockers come from below the kernel's ephemeral range
+// (32768-60999 here): a port taken from that range can be grabbed, before the
+// locker binds it, by any outgoing connection (the health checks' own), and
+// the locker then fails with EADDRINUSE while the check talks to someone else.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+var (
+	portMu    sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
+// freePort returns a 127.0.0.1 port that is free now and that no other
+// locker of this test process has been given.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 1000 {
+		n, err := rand.Int(rand.Reader, big.NewInt(portHigh-portLow))
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		port := portLow + int(n.Int64())
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsUsed[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("finding a free port: none free in %d-%d after 1000 tries", portLow, portHigh)
+	return 0
 }
 
 func randHex(n int) string {
