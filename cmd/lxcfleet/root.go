@@ -50,6 +50,7 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		newStopAllCmd(g),
 		newStartAllCmd(g),
 		newStatusCmd(g),
+		newProvisionCmd(g), newAdoptCmd(g), newCheckCmd(g),
 	)
 	return root
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -10,13 +13,30 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
 )
+
+// lockerStatus is one line of status: the container and the release its
+// init really has mounted (from /proc/<pid>/mountinfo).
+type lockerStatus struct {
+	lxcctl.Info
+	Release        string `json:"release,omitempty"`
+	ReleaseDeleted bool   `json:"release_deleted,omitempty"`
+	ReleaseError   string `json:"release_error,omitempty"`
+}
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var sel selection
+	var lf layoutFlags
 	cmd := &cobra.Command{
 		Use:   "status [NAME...]",
-		Short: "Show each locker's state, init pid, start order and groups",
+		Short: "Show each locker's state, init pid, start order, groups, port and the release it really runs",
+		Long: `status lists the lockers with their state, init pid, start order, groups,
+port, and for a running locker the release it really runs: the release its
+init has mounted at the app path, read from /proc/<pid>/mountinfo. After
+current is switched, a locker keeps its old release until it restarts; a
+release whose folder was deleted under a running locker shows as
+<release>//deleted.`,
 		Example: `  lxcfleet status
   lxcfleet status --group web --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -24,41 +44,89 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			c, err := lf.config()
+			if err != nil {
+				return err
+			}
+			layout := lf.layout(c)
 			infos, err := sel.pick(cmd, h, args)
 			if err != nil {
 				return err
 			}
+			lockers := make([]lockerStatus, len(infos))
+			releases := map[string]int{}
+			for i, in := range infos {
+				lockers[i] = lockerStatus{Info: in}
+				if in.InitPID <= 0 {
+					continue
+				}
+				rel, deleted, err := mounts.ReleaseOfPID(in.InitPID, layout)
+				switch {
+				case errors.Is(err, mounts.ErrNoAppMount), errors.Is(err, fs.ErrNotExist):
+				case err != nil:
+					lockers[i].ReleaseError = err.Error()
+				default:
+					lockers[i].Release, lockers[i].ReleaseDeleted = rel, deleted
+					releases[rel]++
+				}
+			}
 			if g.jsonOut {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"lxcpath": h.LXCPath(), "containers": infos})
+				return enc.Encode(map[string]any{"lxcpath": h.LXCPath(), "root": layout.Root, "containers": lockers, "releases": releases})
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tPID\tORDER\tGROUPS\tPORT")
+			fmt.Fprintln(tw, "NAME\tSTATE\tPID\tORDER\tGROUPS\tPORT\tRELEASE")
 			counts := map[lxcctl.State]int{}
-			for _, in := range infos {
-				counts[in.State]++
+			for _, l := range lockers {
+				counts[l.State]++
 				pid := "-"
-				if in.InitPID > 0 {
-					pid = strconv.Itoa(in.InitPID)
+				if l.InitPID > 0 {
+					pid = strconv.Itoa(l.InitPID)
 				}
-				groups := strings.Join(in.Groups, ",")
+				groups := strings.Join(l.Groups, ",")
 				if groups == "" {
 					groups = "-"
 				}
-				port := in.Env["PORT"]
+				port := l.Env["PORT"]
 				if port == "" {
 					port = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", in.Name, in.State, pid, in.StartOrder, groups, port)
+				rel := "-"
+				switch {
+				case l.ReleaseDeleted:
+					rel = l.Release + "//deleted"
+				case l.Release != "":
+					rel = l.Release
+				case l.ReleaseError != "":
+					rel = "?"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.State, pid, l.StartOrder, groups, port, rel)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "%s in %s: %d running, %d stopped\n", plural(len(infos), "container"), h.LXCPath(), counts[lxcctl.StateRunning], counts[lxcctl.StateStopped])
+			if len(releases) > 0 {
+				var parts []string
+				for _, r := range sortedKeys(releases) {
+					parts = append(parts, fmt.Sprintf("%s: %d", r, releases[r]))
+				}
+				fmt.Fprintf(g.stdout, "releases in use (%s): %s\n", layout.Releases, strings.Join(parts, ", "))
+			}
 			return nil
 		},
 	}
 	sel.register(cmd)
+	lf.register(cmd, false)
 	return cmd
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
