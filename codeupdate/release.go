@@ -85,4 +85,12 @@ type UpdateInfo struct {
 	NpmNeeded bool `json:"npm_needed"`
 	// ChangedFiles counts the files that differ.
 	ChangedFiles int `json:"changed_files"`
+	// TargetBuild and TargetRelease are the build number and release name
+	// the target would get.
+	TargetBuild   int    `json:"target_build"`
+	TargetRelease string `json:"target_release"`
+	// TargetBuilt is true when that release exists already; TargetBad when
+	// it is marked bad (updating to it needs --force).
+	TargetBuilt bool `json:"target_built,omitempty"`
+	TargetBad   bool `json:"target_bad,omitempty"`
 }

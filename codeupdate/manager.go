@@ -1,0 +1,418 @@
+package codeupdate
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrUnknownTarget means a target is not a branch, tag or commit of the
+// origin.
+var ErrUnknownTarget = errors.New("unknown target")
+
+// ErrNoPreviousGood means no good release was current before the present
+// one.
+var ErrNoPreviousGood = errors.New("no previous good release")
+
+// ErrNoRelease means a release name does not name a complete release.
+var ErrNoRelease = errors.New("no such release")
+
+// Options configures a Manager.
+type Options struct {
+	Root       string        // layout root: repo.git/, releases/, current (symlink), BUILD, history
+	Origin     string        // URL or local path of the app's git origin (any URL go-git supports)
+	Npm        string        // npm binary (default "npm")
+	NpmTimeout time.Duration // default 10m
+	Logger     *slog.Logger
+}
+
+// Manager builds, switches, lists and prunes the releases under one root.
+// Its methods are safe for concurrent use; Lock serialises whole updates
+// across processes.
+type Manager struct {
+	root       string
+	origin     string
+	npm        string
+	node       string
+	npmTimeout time.Duration
+	log        *slog.Logger
+
+	mirrorMu sync.Mutex // guards repo.git within the process (with repo.lock across processes)
+	stateMu  sync.Mutex // guards history, marks, BUILD and current within the process
+}
+
+// New returns a Manager for opts. It creates Root and Root/releases if they
+// are missing; the mirror is made on the first Build or CheckUpdate.
+func New(opts Options) (*Manager, error) {
+	if opts.Root == "" {
+		return nil, errors.New("codeupdate: Options.Root is empty")
+	}
+	if opts.Origin == "" {
+		return nil, errors.New("codeupdate: Options.Origin is empty")
+	}
+	root, err := filepath.Abs(opts.Root)
+	if err != nil {
+		return nil, fmt.Errorf("resolving root %s: %w", opts.Root, err)
+	}
+	m := &Manager{
+		root:       root,
+		origin:     opts.Origin,
+		npm:        opts.Npm,
+		npmTimeout: opts.NpmTimeout,
+		log:        opts.Logger,
+	}
+	if m.npm == "" {
+		m.npm = "npm"
+	}
+	m.node = "node"
+	if strings.ContainsRune(m.npm, '/') {
+		if p := filepath.Join(filepath.Dir(m.npm), "node"); isFile(p) {
+			m.node = p
+		}
+	}
+	if m.npmTimeout <= 0 {
+		m.npmTimeout = 10 * time.Minute
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.log = m.log.With("component", "codeupdate")
+	if err := os.MkdirAll(m.releasesDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("creating releases folder: %w", err)
+	}
+	return m, nil
+}
+
+// Root is the layout root the Manager works in.
+func (m *Manager) Root() string { return m.root }
+
+// Origin is the URL or path the mirror fetches from.
+func (m *Manager) Origin() string { return m.origin }
+
+func (m *Manager) releasesDir() string { return filepath.Join(m.root, "releases") }
+func (m *Manager) currentLink() string { return filepath.Join(m.root, "current") }
+func (m *Manager) mirrorDir() string   { return filepath.Join(m.root, "repo.git") }
+func (m *Manager) historyFile() string { return filepath.Join(m.root, "history") }
+func (m *Manager) marksFile() string   { return filepath.Join(m.root, "marks") }
+func (m *Manager) buildLine() string   { return filepath.Join(m.root, "BUILD") }
+func (m *Manager) releaseDir(n string) string {
+	return filepath.Join(m.releasesDir(), n)
+}
+
+// buildInfo is the content of a release's BUILD.json.
+type buildInfo struct {
+	Name       string    `json:"name"`
+	Build      int       `json:"build"`
+	SHA        string    `json:"sha"`
+	Short      string    `json:"short"`
+	Ref        string    `json:"ref,omitempty"`
+	Subject    string    `json:"subject,omitempty"`
+	CommitTime time.Time `json:"commit_time"`
+	BuildTime  time.Time `json:"build_time"`
+	Node       string    `json:"node,omitempty"`
+	NpmVersion string    `json:"npm_version,omitempty"`
+	Npm        string    `json:"npm"`
+	// NpmFrom names the release node_modules was linked from (Npm "reused").
+	NpmFrom  string `json:"npm_from,omitempty"`
+	LockHash string `json:"lock_hash,omitempty"`
+	Origin   string `json:"origin,omitempty"`
+}
+
+func (b buildInfo) release(path string) Release {
+	return Release{
+		Name: b.Name, Path: path, Build: b.Build, SHA: b.SHA, Short: b.Short, Ref: b.Ref,
+		Subject: b.Subject, CommitTime: b.CommitTime, BuildTime: b.BuildTime,
+		Node: b.Node, NpmVersion: b.NpmVersion, Npm: b.Npm, LockHash: b.LockHash,
+		State: StateGood,
+	}
+}
+
+// validName reports whether name can be a release folder name.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.HasPrefix(name, ".") &&
+		!strings.ContainsAny(name, "/\\\x00")
+}
+
+// readRelease reads one release folder without marks or current.
+func (m *Manager) readRelease(name string) (Release, error) {
+	if !validName(name) {
+		return Release{}, fmt.Errorf("release %q: %w", name, ErrNoRelease)
+	}
+	dir := m.releaseDir(name)
+	b, err := os.ReadFile(filepath.Join(dir, "BUILD.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Release{}, fmt.Errorf("release %q: %w", name, ErrNoRelease)
+	}
+	if err != nil {
+		return Release{}, fmt.Errorf("reading release %s: %w", name, err)
+	}
+	var bi buildInfo
+	if err := json.Unmarshal(b, &bi); err != nil {
+		return Release{}, fmt.Errorf("reading %s: %w", filepath.Join(dir, "BUILD.json"), err)
+	}
+	if bi.Name == "" {
+		bi.Name = name
+	}
+	return bi.release(dir), nil
+}
+
+// currentName returns the release name the current link points at, or ""
+// when there is no link.
+func (m *Manager) currentName() (string, error) {
+	target, err := os.Readlink(m.currentLink())
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading current link: %w", err)
+	}
+	return filepath.Base(target), nil
+}
+
+// decorate sets State, BadReason and Current.
+func decorate(r *Release, marks map[string]mark, cur string) {
+	r.Current = r.Name == cur
+	if mk, ok := marks[r.Name]; ok && mk.State == StateBad {
+		r.State, r.BadReason = StateBad, mk.Reason
+	}
+}
+
+// Current returns the release the current link points at; the error wraps
+// ErrNoCurrent when there is none yet.
+func (m *Manager) Current() (Release, error) {
+	cur, err := m.currentName()
+	if err != nil {
+		return Release{}, err
+	}
+	if cur == "" {
+		return Release{}, fmt.Errorf("%s: %w", m.currentLink(), ErrNoCurrent)
+	}
+	r, err := m.Release(cur)
+	if err != nil {
+		return Release{}, fmt.Errorf("current points at %s: %w", cur, err)
+	}
+	return r, nil
+}
+
+// Release returns the complete release called name (e.g. "12-0123456789ab"),
+// with its State and Current set. The error wraps ErrNoRelease when there
+// is no such release.
+func (m *Manager) Release(name string) (Release, error) {
+	r, err := m.readRelease(name)
+	if err != nil {
+		return Release{}, err
+	}
+	marks, err := m.readMarks()
+	if err != nil {
+		return Release{}, err
+	}
+	cur, err := m.currentName()
+	if err != nil {
+		return Release{}, err
+	}
+	decorate(&r, marks, cur)
+	return r, nil
+}
+
+// Releases returns every complete release, newest build first, with State
+// and Current set. Staging folders and unreadable folders are left out (the
+// latter logged).
+func (m *Manager) Releases() ([]Release, error) {
+	entries, err := os.ReadDir(m.releasesDir())
+	if err != nil {
+		return nil, fmt.Errorf("listing releases: %w", err)
+	}
+	marks, err := m.readMarks()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := m.currentName()
+	if err != nil {
+		return nil, err
+	}
+	var out []Release
+	for _, e := range entries {
+		if !e.IsDir() || !validName(e.Name()) {
+			continue
+		}
+		r, err := m.readRelease(e.Name())
+		if err != nil {
+			m.log.Warn("skipping release folder", "release", e.Name(), "err", err)
+			continue
+		}
+		decorate(&r, marks, cur)
+		out = append(out, r)
+	}
+	sortNewestFirst(out)
+	return out, nil
+}
+
+func sortNewestFirst(rs []Release) {
+	sort.SliceStable(rs, func(i, j int) bool {
+		if rs[i].Build != rs[j].Build {
+			return rs[i].Build > rs[j].Build
+		}
+		if !rs[i].CommitTime.Equal(rs[j].CommitTime) {
+			return rs[i].CommitTime.After(rs[j].CommitTime)
+		}
+		return rs[i].Name > rs[j].Name
+	})
+}
+
+// mark is one line of the marks file.
+type mark struct {
+	Time   time.Time `json:"time"`
+	Name   string    `json:"name"`
+	State  State     `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// readMarks returns the newest mark of each release.
+func (m *Manager) readMarks() (map[string]mark, error) {
+	out := map[string]mark{}
+	err := readJSONLines(m.marksFile(), func(line []byte) error {
+		var mk mark
+		if err := json.Unmarshal(line, &mk); err != nil {
+			return err
+		}
+		out[mk.Name] = mk
+		return nil
+	})
+	return out, err
+}
+
+// MarkBad marks the release name bad with a reason: PreviousGood skips it
+// and Build returns it with State bad.
+func (m *Manager) MarkBad(name, reason string) error {
+	return m.setMark(name, StateBad, reason)
+}
+
+// MarkGood clears a bad mark (for example after a forced update to a bad
+// release proved it works).
+func (m *Manager) MarkGood(name, reason string) error {
+	return m.setMark(name, StateGood, reason)
+}
+
+func (m *Manager) setMark(name string, st State, reason string) error {
+	if _, err := m.readRelease(name); err != nil {
+		return fmt.Errorf("marking %s %s: %w", name, st, err)
+	}
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	mk := mark{Time: time.Now().UTC(), Name: name, State: st, Reason: reason}
+	if err := appendJSONLine(m.marksFile(), mk); err != nil {
+		return fmt.Errorf("marking %s %s: %w", name, st, err)
+	}
+	m.log.Info("release marked", "release", name, "state", st, "reason", reason)
+	return nil
+}
+
+// readJSONLines calls fn for every non-empty line of path; a missing file
+// has no lines. A torn last line (a crash mid-append) is ignored.
+func readJSONLines(path string, fn func(line []byte) error) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	var lines [][]byte
+	for sc.Scan() {
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		lines = append(lines, append([]byte(nil), sc.Bytes()...))
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	for i, l := range lines {
+		if err := fn(l); err != nil {
+			if i == len(lines)-1 {
+				continue
+			}
+			return fmt.Errorf("reading %s line %d: %w", path, i+1, err)
+		}
+	}
+	return nil
+}
+
+// appendJSONLine appends v as one line to path and fsyncs it.
+func appendJSONLine(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeFileAtomic writes data to path through a temporary file, fsync and
+// rename, then fsyncs the folder.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a folder so that renames in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
