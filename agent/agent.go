@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -78,6 +79,9 @@ type Agent struct {
 	inv     *inventory
 	metrics *metrics
 	sched   *scheduler
+
+	ready chan struct{} // closed once Run listens
+	addrs []net.Addr
 }
 
 // New opens the journal and returns an agent. Jobs that were running when
@@ -104,7 +108,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	base, stop := context.WithCancel(context.Background())
-	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop}
+	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,8 @@ func (a *Agent) serve(h handlerFunc) http.Handler {
 		he := a.toHTTPError(err)
 		if he.Code >= 500 {
 			a.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		} else if he.Err != nil {
+			a.log.Debug("API request refused", "method", r.Method, "path", r.URL.Path, "status", he.Code, "err", he.Err)
 		}
 		writeJSON(w, he.Code, errorBody{Error: he.Msg, JobID: he.JobID})
 	})
@@ -86,26 +89,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // DecodeRequest reads a JSON job request: at most maxBodyBytes, no unknown
-// fields, one value. An empty body is an empty request.
+// fields, one value. An empty body is an empty request. Every error is an
+// InvalidError with a message fit for the client.
 func DecodeRequest(r io.Reader) (Request, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxBodyBytes+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe) || len(b) > maxBodyBytes:
+		return Request{}, invalidf("request body larger than %d bytes", maxBodyBytes)
+	case err != nil:
+		return Request{}, invalidf("reading request body: %v", err)
+	}
 	var req Request
-	dec := json.NewDecoder(io.LimitReader(r, maxBodyBytes+1))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Request{}, nil
 		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return Request{}, invalidf("request body larger than %d bytes", maxBodyBytes)
-		}
 		return Request{}, invalidf("invalid JSON body: %v", err)
 	}
-	if dec.More() {
-		return Request{}, invalidf("invalid JSON body: more than one value")
-	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Request{}, invalidf("invalid JSON body: trailing data")
+		return Request{}, invalidf("invalid JSON body: trailing data after the request object")
 	}
 	return req, nil
 }
@@ -120,7 +125,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.Handle("GET /v1/containers/{name}", a.serve(a.handleContainer))
 	mux.Handle("POST /v1/containers/{name}/{action}", a.serve(a.handleContainerAction))
 	mux.Handle("POST /v1/jobs", a.serve(a.handleSubmit("")))
-	for _, k := range []JobKind{KindStopAll, KindStartAll, KindRestart, KindUpdate, KindRollback, KindCheckUpdate} {
+	for _, k := range []JobKind{KindStopAll, KindStartAll, KindRestart, KindUpdate, KindRollback, KindCheckUpdate, KindBuild} {
 		mux.Handle("POST /v1/"+string(k), a.serve(a.handleSubmit(k)))
 	}
 	mux.Handle("GET /v1/jobs", a.serve(a.handleJobs))
@@ -197,7 +202,7 @@ func (a *Agent) hostInfo() HostInfo {
 			h.OffCurrent++
 		}
 	}
-	h.InventoryAt = a.inv.at
+	h.InventoryAt = a.inv.refreshedAt()
 	h.UpdateCheck, _ = a.LastUpdateCheck()
 	return h
 }
@@ -256,7 +261,7 @@ func (a *Agent) handleContainers(w http.ResponseWriter, r *http.Request) error {
 	if lockers == nil {
 		lockers = []Locker{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"containers": lockers, "at": a.inv.at})
+	writeJSON(w, http.StatusOK, map[string]any{"containers": lockers, "at": a.inv.refreshedAt()})
 	return nil
 }
 

@@ -183,6 +183,18 @@ func (inv *inventory) snapshot() []Locker {
 	return inv.lockers
 }
 
+// refreshedAt is when the snapshot was last refreshed.
+func (inv *inventory) refreshedAt() time.Time {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	return inv.at
+}
+
+// RefreshInventory reads every locker's state and release now (Run does it
+// in the background; an agent without Run, such as the CLI's --local one,
+// calls it before reading lockers).
+func (a *Agent) RefreshInventory(ctx context.Context) error { return a.inv.refresh(ctx) }
+
 // get returns one locker of the last refresh.
 func (inv *inventory) get(name string) (Locker, bool) {
 	inv.mu.RLock()

@@ -26,6 +26,9 @@ const (
 	KindRollback    JobKind = "rollback"
 	KindCheckUpdate JobKind = "check-update"
 	KindRecover     JobKind = "recover"
+	// KindBuild builds a release (fetch, checkout, npm) without switching
+	// current or touching a locker, e.g. ahead of a maintenance window.
+	KindBuild JobKind = "build"
 )
 
 // mutating reports whether a kind changes lockers or code (one at a time).

@@ -21,13 +21,13 @@ const planTimeout = 30 * time.Second
 // containers are an InvalidError, before any job exists.
 func (a *Agent) planFor(req Request) (body, error) {
 	switch req.Kind {
-	case KindUpdate, KindRollback, KindCheckUpdate:
+	case KindUpdate, KindRollback, KindCheckUpdate, KindBuild:
 		if a.deps.Code == nil {
 			return nil, invalidf("%s needs a code origin: set [code] origin in the config", req.Kind)
 		}
 	}
 	var infos []lxcctl.Info
-	if req.Kind != KindCheckUpdate {
+	if req.Kind != KindCheckUpdate && req.Kind != KindBuild {
 		ctx, cancel := context.WithTimeout(a.base, planTimeout)
 		defer cancel()
 		var err error
@@ -53,6 +53,8 @@ func (a *Agent) planFor(req Request) (body, error) {
 		return func(ctx context.Context, r *run) (any, error) { return a.rollbackJob(ctx, r, req, infos) }, nil
 	case KindCheckUpdate:
 		return func(ctx context.Context, r *run) (any, error) { return a.checkUpdateJob(ctx, r, req) }, nil
+	case KindBuild:
+		return func(ctx context.Context, r *run) (any, error) { return a.buildJob(ctx, r, req) }, nil
 	case KindRecover:
 		return func(ctx context.Context, r *run) (any, error) { return a.recoverJob(ctx, r, req) }, nil
 	}
@@ -184,15 +186,24 @@ func (t *tracker) countsDone() bool { return t.action != "replace-stop" }
 func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, names []string) (any, error) {
 	begin := time.Now()
 	_ = r.update(func(j *Job) { j.Progress = Progress{Total: len(names)} })
-	if err := a.jr.SetDesired(names, Desired{Running: false, JobID: r.job.ID, Since: begin}); err != nil {
-		return nil, fmt.Errorf("recording desired state: %w", err)
-	}
 	t := a.track(r, "stop", 0)
 	opts := req.stopOptions()
 	opts.OnEvent = t.onEvent
 	res, err := a.deps.Containers.StopAll(ctx, names, opts)
 	if err != nil {
 		return nil, err
+	}
+	// The stopped lockers' desired state changes only once the job has
+	// ended with the agent alive: when the agent dies mid-job, recovery
+	// starts again every locker the interrupted job stopped.
+	var stopped []string
+	for _, x := range res {
+		if x.Err == nil {
+			stopped = append(stopped, x.Name)
+		}
+	}
+	if err := a.jr.SetDesired(stopped, Desired{Running: false, JobID: r.job.ID, Since: time.Now()}); err != nil {
+		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	out := tally(stopOutcomes(res), begin)
 	out.Summary = fmt.Sprintf("stopped %d lockers in %.1fs: %d clean, %d killed, %d already stopped, %d failed",

@@ -64,11 +64,15 @@ func (a *Agent) planRecovery(ctx context.Context) (RecoveryPlan, []lxcctl.Info, 
 	if err != nil {
 		return RecoveryPlan{}, nil, fmt.Errorf("listing lockers: %w", err)
 	}
+	stoppedByCrash, err := a.stoppedByInterrupted()
+	if err != nil {
+		return RecoveryPlan{}, nil, err
+	}
 	var plan RecoveryPlan
 	plan.Release = a.currentRelease()
 	for _, in := range infos {
 		d, ok := desired[in.Name]
-		if !ok || !d.Running {
+		if (!ok || !d.Running) && !stoppedByCrash[in.Name] {
 			continue
 		}
 		if in.State != lxcctl.StateRunning {
@@ -83,6 +87,42 @@ func (a *Agent) planRecovery(ctx context.Context) (RecoveryPlan, []lxcctl.Info, 
 		}
 	}
 	return plan, infos, nil
+}
+
+// stoppedByInterrupted returns the lockers that jobs interrupted by a crash
+// (and not yet recovered) began to stop: their stop steps are journaled
+// before the stop runs. A locker found already stopped is not counted.
+func (a *Agent) stoppedByInterrupted() (map[string]bool, error) {
+	handled, err := a.jr.Meta("recovered_through")
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := a.jr.Jobs(0)
+	if err != nil {
+		return nil, fmt.Errorf("reading journal: %w", err)
+	}
+	out := map[string]bool{}
+	for _, j := range jobs {
+		if j.State != JobInterrupted || j.ID <= handled {
+			continue
+		}
+		steps, err := a.jr.Steps(j.ID)
+		if err != nil {
+			return nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
+		}
+		for _, s := range steps {
+			if s.Container == "" || (s.Action != "stop" && s.Action != "replace-stop") {
+				continue
+			}
+			switch {
+			case s.Phase == "begin":
+				out[s.Container] = true
+			case s.Outcome == string(lxcctl.AlreadyStopped):
+				delete(out, s.Container)
+			}
+		}
+	}
+	return out, nil
 }
 
 // currentRelease is the name of the release `current` points to, or "".
@@ -111,6 +151,9 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	r.emit(Event{Type: "stage", Stage: "plan", Message: fmt.Sprintf("%d lockers to start, %d to move to release %s", len(plan.Start), len(plan.Replace), plan.Release)})
 	var outcomes []Outcome
 	if len(plan.Start) > 0 {
+		if err := a.jr.SetDesired(plan.Start, Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+			return nil, fmt.Errorf("recording desired state: %w", err)
+		}
 		res, err := a.startWave(ctx, r, req, plan.Start, 0)
 		if err != nil {
 			return nil, err

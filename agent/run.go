@@ -41,6 +41,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.addrs = a.addrs[:0]
+	for _, l := range lis {
+		a.addrs = append(a.addrs, l.ln.Addr())
+	}
+	a.mu.Unlock()
+	close(a.ready)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -97,6 +104,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = os.Remove(a.cfg.Listen.Socket)
 	}
 	return err
+}
+
+// Ready is closed once Run listens (see Addrs).
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Addrs returns the addresses Run listens on (the socket first), once
+// Ready is closed.
+func (a *Agent) Addrs() []net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]net.Addr(nil), a.addrs...)
 }
 
 // tcpHandler puts the console at / and the token in front of the API.

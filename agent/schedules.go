@@ -29,6 +29,7 @@ type ScheduleInfo struct {
 	Prev    time.Time `json:"prev,omitzero"`
 	LastJob string    `json:"last_job,omitempty"`
 	Last    string    `json:"last,omitempty"` // started, skipped: ..., failed: ...
+	Skipped int       `json:"skipped"`        // runs skipped because a job ran
 }
 
 // cronParser accepts 5 or 6 fields and descriptors.
@@ -81,7 +82,15 @@ func newScheduler(a *Agent, list []Schedule) (*scheduler, error) {
 func (s *scheduler) fire(sc Schedule) {
 	req := sc.Request
 	req.Trigger = "cron:" + sc.Name
-	job, err := s.a.Submit(req)
+	var job Job
+	var err error
+	// Any running job (a check too: it fetches the same mirror) makes this
+	// run skip; Submit refuses a second mutating job on its own as well.
+	if id, ok := s.a.anyRunning(); ok {
+		err = BusyError{JobID: id}
+	} else {
+		job, err = s.a.Submit(req)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	in := s.info[sc.Name]
@@ -89,7 +98,8 @@ func (s *scheduler) fire(sc Schedule) {
 	switch {
 	case errors.As(err, &busy):
 		in.Last = "skipped: job " + busy.JobID + " was running"
-		s.a.log.Warn("scheduled run skipped: another job is running", "schedule", sc.Name, "job", busy.JobID)
+		in.Skipped++
+		s.a.log.Warn("scheduled run skipped: another job is running", "schedule", sc.Name, "kind", sc.Request.Kind, "job", busy.JobID)
 	case err != nil:
 		in.Last = "failed to start: " + err.Error()
 		s.a.log.Error("scheduled run failed to start", "schedule", sc.Name, "err", err)
@@ -116,6 +126,21 @@ func (s *scheduler) infos() []ScheduleInfo {
 		out = append(out, in)
 	}
 	return out
+}
+
+// anyRunning returns the id of a job this agent is running, if any.
+func (a *Agent) anyRunning() (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.active != nil {
+		return a.active.job.ID, true
+	}
+	for id, r := range a.runs {
+		if !r.snapshot().State.Done() {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // Schedules returns the schedules with their next runs.
