@@ -143,11 +143,18 @@ func LoadConfig(path string, explicit bool) (FileConfig, error) {
 
 // validate checks values, naming the key of the first bad one.
 func (c FileConfig) validate() error {
-	abs := map[string]string{"lxcpath": c.LXCPath, "state_dir": c.StateDir, "layout.root": c.Layout.Root, "listen.socket": c.Listen.Socket}
-	for k, v := range abs {
-		if v != "" && !filepath.IsAbs(v) {
-			return fmt.Errorf("%s must be an absolute path, got %q", k, v)
+	abs := []struct{ key, v string }{{"lxcpath", c.LXCPath}, {"state_dir", c.StateDir}, {"layout.root", c.Layout.Root},
+		{"listen.socket", c.Listen.Socket}, {"listen.tls_cert", c.Listen.TLSCert}, {"listen.tls_key", c.Listen.TLSKey}, {"layout.templates", c.Layout.Templates}}
+	for _, x := range abs {
+		if x.v != "" && !filepath.IsAbs(x.v) {
+			return fmt.Errorf("%s must be an absolute path, got %q", x.key, x.v)
 		}
+	}
+	if c.StateDir == "" {
+		return errors.New("state_dir must be set")
+	}
+	if c.Listen.Socket == "" && c.Listen.TCP == "" {
+		return errors.New("listen.socket and listen.tcp are both empty: the agent would serve nowhere")
 	}
 	switch {
 	case c.KeepReleases < 0:
@@ -170,12 +177,39 @@ func (c FileConfig) validate() error {
 	if _, err := (Request{Kind: KindStartAll}).withDefaults(c.AgentDefaults()); err != nil {
 		return fmt.Errorf("defaults: %w", err)
 	}
+	names := map[string]bool{}
 	for i, s := range c.Schedules {
 		if err := ValidateSchedule(s, c.AgentDefaults()); err != nil {
 			return fmt.Errorf("schedule[%d]: %w", i, err)
 		}
+		if names[s.Name] {
+			return fmt.Errorf("schedule[%d]: name %q used twice", i, s.Name)
+		}
+		names[s.Name] = true
 	}
 	return nil
+}
+
+// AgentConfig returns the agent's Config for this file (Version and
+// Listen.Console are the caller's to fill).
+func (c FileConfig) AgentConfig() Config {
+	return Config{
+		LXCPath:           c.LXCPath,
+		StateDir:          c.StateDir,
+		Schedules:         c.Schedules,
+		InventoryInterval: c.InventoryInterval.D(),
+		HealthInterval:    c.HealthInterval.D(),
+		Listen: Listen{
+			Socket:  c.Listen.Socket,
+			TCP:     c.Listen.TCP,
+			Token:   c.Listen.Token,
+			TLSCert: c.Listen.TLSCert,
+			TLSKey:  c.Listen.TLSKey,
+		},
+		Defaults:     c.AgentDefaults(),
+		KeepJobs:     c.KeepJobs,
+		KeepReleases: c.KeepReleases,
+	}
 }
 
 // AgentDefaults returns the [defaults] section as request defaults.

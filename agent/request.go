@@ -88,7 +88,7 @@ func invalidf(format string, a ...any) error { return InvalidError{fmt.Sprintf(f
 // withDefaults fills zero fields from d and validates the request.
 func (r Request) withDefaults(d Defaults) (Request, error) {
 	switch r.Kind {
-	case KindStopAll, KindStartAll, KindRestart, KindUpdate, KindRollback, KindCheckUpdate, KindRecover:
+	case KindStopAll, KindStartAll, KindRestart, KindUpdate, KindRollback, KindCheckUpdate, KindRecover, KindBuild:
 	case "":
 		return r, invalidf("missing job kind")
 	default:
@@ -176,8 +176,16 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	default:
 		return r, invalidf("unknown failure_action %q (want pause or rollback)", r.FailureAction)
 	}
-	if strings.ContainsAny(r.Target, " \t\n") || strings.HasPrefix(r.Target, "-") {
-		return r, invalidf("invalid target %q", r.Target)
+	if r.Target == "" || len(r.Target) > 256 || strings.ContainsAny(r.Target, " \t\r\n\x00\\:~^?*[") || strings.HasPrefix(r.Target, "-") || strings.Contains(r.Target, "..") {
+		return r, invalidf("invalid target %q: want a branch, tag or commit", r.Target)
+	}
+	if r.To != "" {
+		if err := lxcctl.ValidName(r.To); err != nil {
+			return r, invalidf("invalid rollback target %q: want a build number or release name", r.To)
+		}
+	}
+	if len(r.Trigger) > 200 {
+		return r, invalidf("trigger longer than 200 bytes")
 	}
 	return r, nil
 }

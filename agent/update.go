@@ -63,7 +63,15 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	if err != nil && !errors.Is(err, codeupdate.ErrNoCurrent) {
 		return nil, err
 	}
+	// The build may have taken minutes: read the lockers' states again.
+	if fresh, err := a.deps.Containers.Select(ctx, req.Names, req.Group); err == nil {
+		infos = fresh
+	}
 	moving := a.lockersToMove(infos, rel.Name)
+	// Every locker this job stops is started again, even after a crash.
+	if err := a.jr.SetDesired(moving, Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+		return nil, fmt.Errorf("recording desired state: %w", err)
+	}
 	_ = r.update(func(j *Job) { j.Progress = Progress{Total: len(moving)} })
 
 	res := &Result{From: prev.Name, To: rel.Name, Build: rel.Build, Strategy: req.Strategy, NpmRan: &npmRan, Stages: stages}
@@ -364,6 +372,26 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 		return t, ctx.Err()
 	}
 	return t, t.failedErr("roll back")
+}
+
+// buildJob builds the target release (fetch, checkout, npm when the
+// lockfile changed) without switching current or touching a locker: the
+// next update-code to that target finds it built.
+func (a *Agent) buildJob(ctx context.Context, r *run, req Request) (any, error) {
+	unlock, err := a.deps.Code.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	_ = r.step(Step{Action: "build", Phase: "begin", Release: req.Target})
+	rel, err := a.deps.Code.Build(ctx, req.Target, func(step string) { r.emit(Event{Type: "stage", Stage: "build", Message: step}) })
+	if err != nil {
+		_ = r.step(Step{Action: "build", Phase: "end", Outcome: "failed", Error: err.Error()})
+		return nil, fmt.Errorf("building %s: %w", req.Target, err)
+	}
+	_ = r.step(Step{Action: "build", Phase: "end", Outcome: "built", Release: rel.Name})
+	r.stage("build", fmt.Sprintf("built %s (build %d, npm %s); current is unchanged", rel.Name, rel.Build, rel.Npm))
+	return rel, nil
 }
 
 // checkUpdateJob fetches and compares without building.
