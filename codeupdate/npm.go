@@ -96,7 +96,7 @@ func (m *Manager) runNpm(ctx context.Context, dir string, args ...string) error 
 	if err == nil {
 		return nil
 	}
-	tail := fileTail(logPath, 2048)
+	tail := npmSummary(fileTail(logPath, 64*1024))
 	if ctx.Err() == context.DeadlineExceeded {
 		return fmt.Errorf("running %q: timed out after %s: %w\n%s", argv, m.npmTimeout, ctx.Err(), tail)
 	}
@@ -189,6 +189,30 @@ func linkTree(ctx context.Context, src, dst string) (files int, err error) {
 		}
 	})
 	return files, err
+}
+
+// npmSummary shortens npm's output for an error: npm prints the cause
+// first and usage or log hints after it, so keep the first error lines and
+// the last few lines.
+func npmSummary(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) <= 16 {
+		return tailString(out, 2048)
+	}
+	var first []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "npm error") || strings.HasPrefix(l, "npm ERR!") {
+			first = append(first, l)
+			if len(first) == 8 {
+				break
+			}
+		}
+	}
+	last := lines[len(lines)-6:]
+	if len(first) == 0 {
+		return tailString(strings.Join(lines[len(lines)-16:], "\n"), 2048)
+	}
+	return tailString(strings.Join(first, "\n")+"\n…\n"+strings.Join(last, "\n"), 2048)
 }
 
 // fileTail returns the last max bytes of a file.

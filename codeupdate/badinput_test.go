@@ -1,0 +1,291 @@
+package codeupdate_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+)
+
+// TestBadInput builds and switches one good release, then feeds the
+// manager each kind of bad input and checks the error and that nothing
+// changed: current, BUILD and the set of releases are as before, and no
+// staging folder is left.
+func TestBadInput(t *testing.T) {
+	testfleet.RequireNode(t)
+	origin := testfleet.NewOrigin(t)
+	m, _ := newManager(t, "", origin.URL, 0)
+	root := m.Root()
+	ctx := context.Background()
+	good, err := m.Build(ctx, "main", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Switch(ctx, good, "setup"); err != nil {
+		t.Fatal(err)
+	}
+
+	lock, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushBranch(t, origin.URL, "nopkg", func(dir string) {
+		os.Remove(filepath.Join(dir, "package.json"))
+		os.Remove(filepath.Join(dir, "package-lock.json"))
+	})
+	pushBranch(t, origin.URL, "outofsync", func(dir string) {
+		// package.json asks for ms 2.1.2, the (changed, so not reusable)
+		// lockfile pins 2.1.3: npm ci refuses before touching the network.
+		writeFile(t, filepath.Join(dir, "package.json"), `{"name":"lxcfleet-test-locker","version":"1.0.0","private":true,"dependencies":{"ms":"2.1.2"}}`+"\n", 0o644)
+		writeFile(t, filepath.Join(dir, "package-lock.json"), string(lock)+"\n\n\n", 0o644)
+	})
+	pushBranch(t, origin.URL, "slow", func(dir string) {
+		writeFile(t, filepath.Join(dir, "package-lock.json"), string(lock)+"\n", 0o644)
+	})
+	hex := "0123abcd0123abcd0123abcd0123abcd0123abcd"
+
+	for _, c := range []struct {
+		name    string
+		origin  string // default: the test origin
+		timeout time.Duration
+		target  string
+		check   bool   // also CheckUpdate(target)
+		want    string // in the error
+		is      error
+	}{
+		{name: "unreachable origin path", origin: "/nonexistent/app.git", target: "main", check: true, want: "fetching /nonexistent/app.git: origin unreachable"},
+		{name: "unreachable origin url", origin: "http://127.0.0.1:1/app.git", target: "main", check: true, want: "origin unreachable"},
+		{name: "unknown branch", target: "nope", check: true, want: `unknown target "nope": not a branch, tag or commit of ` + origin.URL, is: codeupdate.ErrUnknownTarget},
+		{name: "unknown commit", target: hex, check: true, want: `unknown target "` + hex + `"`, is: codeupdate.ErrUnknownTarget},
+		{name: "unknown short commit", target: "deadbee", want: `unknown target "deadbee"`, is: codeupdate.ErrUnknownTarget},
+		{name: "empty target", target: "", want: "empty target", is: codeupdate.ErrUnknownTarget},
+		{name: "no package.json", target: "nopkg", want: "release has no package.json"},
+		{name: "npm ci fails", target: "outofsync", want: `running ["npm" "ci"]: exit status`},
+		{name: "npm times out", timeout: 50 * time.Millisecond, target: "slow", want: `running ["npm" "ci"]: timed out after 50ms`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := origin.URL
+			if c.origin != "" {
+				o = c.origin
+			}
+			mm, _ := newManager(t, root, o, c.timeout)
+			before := takeSnapshot(t, root)
+			_, err := mm.Build(ctx, c.target, nil)
+			t.Logf("Build(%q): %v", c.target, err)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Build(%q): got %v, want an error with %q", c.target, err, c.want)
+			}
+			if c.is != nil && !errors.Is(err, c.is) {
+				t.Errorf("Build(%q): got %v, want errors.Is %v", c.target, err, c.is)
+			}
+			if c.check {
+				_, err := mm.CheckUpdate(ctx, c.target)
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Errorf("CheckUpdate(%q): got %v, want an error with %q", c.target, err, c.want)
+				}
+			}
+			if after := takeSnapshot(t, root); after != before {
+				t.Errorf("after a failed build: got %+v, want %+v", after, before)
+			}
+			if cur, err := mm.Current(); err != nil || cur.Name != good.Name {
+				t.Errorf("Current: got %q, %v, want %s", cur.Name, err, good.Name)
+			}
+		})
+	}
+
+	t.Run("failed npm log is kept", func(t *testing.T) {
+		logs, _ := filepath.Glob(filepath.Join(root, "releases", ".failed-*.npm.log"))
+		if len(logs) == 0 {
+			t.Fatalf("failed npm logs: got none, want one")
+		}
+		b, _ := os.ReadFile(logs[0])
+		if !strings.Contains(string(b), "npm ci") {
+			t.Errorf("failed npm log: got %q, want the npm ci output", b)
+		}
+	})
+
+	t.Run("checkout keeps exec bits, symlinks and folders", func(t *testing.T) {
+		pushBranch(t, origin.URL, "modes", func(dir string) {
+			writeFile(t, filepath.Join(dir, "bin", "run.sh"), "#!/bin/sh\necho run\n", 0o755)
+			writeFile(t, filepath.Join(dir, "lib", "a", "b.txt"), "deep\n", 0o644)
+			if err := os.Symlink("server.js", filepath.Join(dir, "main.js")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("../lib/a", filepath.Join(dir, "bin", "a")); err != nil {
+				t.Fatal(err)
+			}
+		})
+		rel, err := m.Build(ctx, "modes", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.Npm != "reused" || rel.Ref != "modes" {
+			t.Errorf("Build(modes): got npm %q ref %q, want reused, modes", rel.Npm, rel.Ref)
+		}
+		for _, c := range []struct {
+			path string
+			mode os.FileMode
+			link string
+		}{
+			{"bin/run.sh", 0o755, ""},
+			{"server.js", 0o644, ""},
+			{"lib/a/b.txt", 0o644, ""},
+			{"lib", os.ModeDir | 0o755, ""},
+			{"main.js", os.ModeSymlink, "server.js"},
+			{"bin/a", os.ModeSymlink, "../lib/a"},
+		} {
+			p := filepath.Join(rel.Path, c.path)
+			fi, err := os.Lstat(p)
+			if err != nil {
+				t.Errorf("%s: %v", c.path, err)
+				continue
+			}
+			got := fi.Mode()
+			if c.mode == os.ModeSymlink {
+				got = fi.Mode().Type()
+			}
+			if got != c.mode {
+				t.Errorf("%s mode: got %v, want %v", c.path, got, c.mode)
+			}
+			if c.link != "" {
+				if l, _ := os.Readlink(p); l != c.link {
+					t.Errorf("%s target: got %q, want %q", c.path, l, c.link)
+				}
+			}
+		}
+		if fi, err := os.Stat(rel.Path); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("release folder: got %v %v, want mode 0755", fi.Mode(), err)
+		}
+		if cur, _ := m.Current(); cur.Name != good.Name {
+			t.Errorf("Current after a build: got %s, want %s (Build never switches)", cur.Name, good.Name)
+		}
+	})
+}
+
+// TestCorruptMirror damages the mirror in several ways; Build and
+// CheckUpdate re-clone it into a fresh folder and say so in the log, and
+// current stays where it was. With the origin gone as well, the error says
+// what is wrong and the damaged mirror is left for the operator.
+func TestCorruptMirror(t *testing.T) {
+	testfleet.RequireNode(t)
+	origin := testfleet.NewOrigin(t)
+	m, _ := newManager(t, "", origin.URL, 0)
+	root := m.Root()
+	ctx := context.Background()
+	good, err := m.Build(ctx, "main", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Switch(ctx, good, "setup"); err != nil {
+		t.Fatal(err)
+	}
+	mirror := filepath.Join(root, "repo.git")
+	zero := func(glob string) func(t *testing.T) {
+		return func(t *testing.T) {
+			files, _ := filepath.Glob(filepath.Join(mirror, glob))
+			if len(files) == 0 {
+				t.Fatalf("no %s in the mirror", glob)
+			}
+			for _, f := range files {
+				fi, err := os.Stat(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(f, make([]byte, fi.Size()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		reclone bool // false: the forced fetch itself repairs the damage
+		damage  func(t *testing.T)
+	}{
+		{"objects removed", false, func(t *testing.T) {
+			if err := os.RemoveAll(filepath.Join(mirror, "objects")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(filepath.Join(mirror, "objects"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"packs zeroed", true, zero("objects/pack/*.pack")},
+		{"pack indexes zeroed", true, zero("objects/pack/*.idx")},
+		{"config garbage", true, func(t *testing.T) {
+			writeFile(t, filepath.Join(mirror, "config"), "[[[ not a git config\n", 0o644)
+		}},
+		{"branch points nowhere", false, func(t *testing.T) {
+			writeFile(t, filepath.Join(mirror, "refs", "heads", "main"), "0123456789012345678901234567890123456789\n", 0o644)
+		}},
+	} {
+		for _, op := range []string{"Build", "CheckUpdate"} {
+			t.Run(c.name+"/"+op, func(t *testing.T) {
+				mm, logs := newManager(t, root, origin.URL, 0)
+				c.damage(t)
+				before := takeSnapshot(t, root)
+				var err error
+				if op == "Build" {
+					var rel codeupdate.Release
+					rel, err = mm.Build(ctx, "main", nil)
+					if err == nil && rel.Name != good.Name {
+						t.Errorf("Build: got %s, want %s", rel.Name, good.Name)
+					}
+				} else {
+					var info codeupdate.UpdateInfo
+					info, err = mm.CheckUpdate(ctx, "main")
+					if err == nil && info.Available {
+						t.Errorf("CheckUpdate: got available, want up to date")
+					}
+				}
+				if err != nil {
+					t.Fatalf("%s on a damaged mirror: got %v, want it re-cloned", op, err)
+				}
+				recloned := strings.Contains(logs.String(), "mirror is corrupt; re-cloning") && strings.Contains(logs.String(), "mirror re-cloned")
+				if recloned != c.reclone {
+					t.Errorf("re-cloned: got %v, want %v (log %q)", recloned, c.reclone, logs.String())
+				}
+				if after := takeSnapshot(t, root); after != before {
+					t.Errorf("after a re-clone: got %+v, want %+v", after, before)
+				}
+				left, _ := filepath.Glob(mirror + ".*")
+				if len(left) > 0 {
+					t.Errorf("left beside the mirror: got %v, want nothing", left)
+				}
+			})
+		}
+	}
+
+	t.Run("healthy mirror is not re-cloned", func(t *testing.T) {
+		mm, logs := newManager(t, root, origin.URL, 0)
+		if _, err := mm.Build(ctx, "main", nil); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logs.String(), "corrupt") {
+			t.Errorf("log: got %q, want no corruption", logs.String())
+		}
+	})
+
+	t.Run("corrupt mirror and origin gone", func(t *testing.T) {
+		mm, _ := newManager(t, root, filepath.Join(t.TempDir(), "gone.git"), 0)
+		writeFile(t, filepath.Join(mirror, "config"), "[[[ not a git config\n", 0o644)
+		before := takeSnapshot(t, root)
+		_, err := mm.Build(ctx, "main", nil)
+		t.Logf("Build: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "mirror "+mirror+" is corrupt") || !strings.Contains(err.Error(), "origin unreachable") {
+			t.Errorf("Build: got %v, want the mirror named corrupt and the origin unreachable", err)
+		}
+		if after := takeSnapshot(t, root); after != before {
+			t.Errorf("after a failed build: got %+v, want %+v", after, before)
+		}
+		if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
+			t.Errorf("damaged mirror: got %v, want it left in place", err)
+		}
+	})
+}
