@@ -37,9 +37,17 @@ demo: setup build
 demo-clean:
 	scripts/demo --clean
 
-## bench: the benchmark report (see bench/)
+## bench: issue 7's benchmark: N lockers (default 300; make bench N=20), five
+## update scenarios side by side; results/<timestamp>/ report.json, report.md,
+## healthy.png; the latest report.md and chart are copied to bench/latest/
+bench: N = 300
 bench: setup build
-	go test -run '^$$' -bench . -benchtime 1x ./lxcctl/
+	go build -trimpath -o bin/lockerbench ./bench/cmd/lockerbench
+	bin/lockerbench run -n $(N) -lxcfleet $(BIN) -out results
+	@latest=$$(ls -td results/*/ | head -1); mkdir -p bench/latest; \
+	  cp $$latest/report.md $$latest/report.json bench/latest/; \
+	  if [ -f $$latest/healthy.png ]; then cp $$latest/healthy.png bench/latest/; fi; \
+	  echo "results: $$latest (copied to bench/latest/)"
 
 ## lint: formatting, vet and the import rules
 lint:

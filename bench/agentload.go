@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"lxcfleet/agent"
+	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
+)
+
+// AgentFigure is the agent's footprint and API latency with the fleet.
+type AgentFigure struct {
+	// Source is the command that ran the agent.
+	Source string `json:"source,omitempty"`
+	// IdleRSSMiB is VmRSS after the agent has idled with every locker
+	// running; PeakRSSMiB is VmHWM after the load.
+	IdleRSSMiB float64 `json:"idle_rss_mib"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// Latency of GET /v1/containers on the Unix socket under a steady
+	// (open-loop) load of Rate requests a second for Seconds.
+	Rate     int     `json:"rate"`
+	Seconds  float64 `json:"seconds"`
+	Requests int     `json:"requests"`
+	Errors   int     `json:"errors"`
+	P50ms    float64 `json:"p50_ms"`
+	P99ms    float64 `json:"p99_ms"`
+	MaxMs    float64 `json:"max_ms"`
+	// Containers is how many lockers the answer listed.
+	Containers int    `json:"containers"`
+	Err        string `json:"error,omitempty"`
+}
+
+// measureAgent runs the agent (lxcfleet's `agent` command, or this
+// program's in-process stand-in while the binary has none) against the
+// bench fleet, measures its idle RSS and loads its API.
+func (r *runner) measureAgent(ctx context.Context) AgentFigure {
+	var a AgentFigure
+	var cmd *exec.Cmd
+	if r.lxcf.Agent {
+		cmd = exec.Command(r.o.LXCFleet, "--lxcpath", r.fleet.Path, "agent", "--config", r.cfgPath)
+		a.Source = "lxcfleet agent"
+	} else {
+		cmd = exec.Command(r.o.Self, "agent", r.cfgPath)
+		a.Source = "lxcfleet/agent in lockerbench's agent subcommand (the lxcfleet binary has no agent command yet)"
+	}
+	logf, err := os.Create(filepath.Join(r.dir, "agent.log"))
+	if err != nil {
+		a.Err = err.Error()
+		return a
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	_ = os.Remove(r.socket)
+	if err := cmd.Start(); err != nil {
+		a.Err = fmt.Sprintf("starting the agent: %v", err)
+		return a
+	}
+	r.log.Info("agent started", "pid", cmd.Process.Pid, "source", a.Source)
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	client := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", r.socket)
+			},
+			MaxIdleConnsPerHost: 64,
+		},
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get("http://agent/v1/containers")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				a.Containers = strings.Count(string(body), `"name"`)
+				break
+			}
+		}
+		select {
+		case <-exited:
+			a.Err = "the agent exited at start (see agent.log)"
+			return a
+		default:
+		}
+		if time.Now().After(deadline) {
+			a.Err = fmt.Sprintf("the agent did not answer on %s within 20s: %v", r.socket, err)
+			return a
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Idle: let its inventory refresh a couple of times.
+	select {
+	case <-ctx.Done():
+		a.Err = ctx.Err().Error()
+		return a
+	case <-time.After(8 * time.Second):
+	}
+	a.IdleRSSMiB = procStatusMiB(cmd.Process.Pid, "VmRSS:")
+	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()
+	lat, errs := loadGet(ctx, client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration)
+	a.Requests, a.Errors = len(lat)+errs, errs
+	a.P50ms, a.P99ms, a.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
+	a.PeakRSSMiB = procStatusMiB(cmd.Process.Pid, "VmHWM:")
+	return a
+}
+
+// loadGet sends GETs at a steady rate (open loop: a slow answer does not
+// hold the next request back) and returns the latencies in ms of the
+// successful ones and the count of failures.
+func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.Duration) ([]float64, int) {
+	var mu sync.Mutex
+	var lat []float64
+	errs := 0
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		<-tick.C
+		wg.Go(func() {
+			t := time.Now()
+			resp, err := c.Get(url)
+			ok := err == nil
+			if ok {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ok = resp.StatusCode == 200
+			}
+			ms := float64(time.Since(t).Microseconds()) / 1000
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				lat = append(lat, ms)
+			} else {
+				errs++
+			}
+		})
+	}
+	wg.Wait()
+	return lat, errs
+}
+
+// procStatusMiB reads a kB field of /proc/<pid>/status in MiB.
+func procStatusMiB(pid int, key string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseFloat(f[0], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+// AgentMain runs lxcfleet's agent in this process from a config file (the
+// stand-in used while the lxcfleet binary has no agent command). It serves
+// until SIGTERM or SIGINT.
+func AgentMain(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: agent CONFIG")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fc, err := agent.LoadConfig(args[0], true)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	layout := mounts.LayoutAt(fc.Layout.Root)
+	a, err := agent.New(agent.Config{
+		LXCPath:           fc.LXCPath,
+		StateDir:          fc.StateDir,
+		Version:           "lockerbench",
+		InventoryInterval: fc.InventoryInterval.D(),
+		HealthInterval:    fc.HealthInterval.D(),
+		Listen:            agent.Listen{Socket: fc.Listen.Socket},
+		Defaults:          fc.AgentDefaults(),
+		KeepJobs:          fc.KeepJobs,
+		KeepReleases:      fc.KeepReleases,
+	}, agent.Deps{
+		Containers: h,
+		ReleaseOf:  func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) },
+		Logger:     log,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,233 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
+)
+
+// Fleet is the benchmark's lockers: busybox containers in a private lxcpath,
+// each running the benchmark app from the layout's current release on its
+// own 127.0.0.1 port.
+type Fleet struct {
+	Host    *lxcctl.Host
+	Path    string // private lxcpath
+	Layout  mounts.Layout
+	Prefix  string
+	Targets []Target
+	base    string
+	log     *slog.Logger
+}
+
+// FleetOptions configure NewFleet.
+type FleetOptions struct {
+	N int
+	// LXCPath and Root are the private lxcpath and layout root.
+	LXCPath, Root string
+	// PortBase is the first port tried; lockers get free ports from it up.
+	PortBase int
+	// Work is the app's startup work (WORK, thousands of hash rounds).
+	Work int
+	// Autostart marks lockers lxc.start.auto = 1 (for lxc-autostart).
+	Autostart bool
+	Log       *slog.Logger
+}
+
+// NewFleet makes the base container and N stopped lockers. On failure the
+// containers made so far are destroyed.
+func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
+	if err := os.MkdirAll(opts.LXCPath, 0o755); err != nil {
+		return nil, err
+	}
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: opts.LXCPath, Logger: opts.Log})
+	if err != nil {
+		return nil, err
+	}
+	f = &Fleet{Host: h, Path: opts.LXCPath, Layout: mounts.LayoutAt(opts.Root), Prefix: "lxb" + randHex(3) + "-", log: opts.Log}
+	f.base = f.Prefix + "base"
+	defer func() {
+		if err != nil {
+			f.Destroy(context.WithoutCancel(ctx))
+		}
+	}()
+	node, err := exec.LookPath("node")
+	if err == nil {
+		node, err = filepath.EvalSymlinks(node)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding node: %w", err)
+	}
+	if err := h.Create(ctx, f.base, "busybox"); err != nil {
+		return nil, fmt.Errorf("creating base container %s: %w", f.base, err)
+	}
+	lines := []string{
+		"lxc.net.0.type = none",
+		"lxc.signal.halt = SIGTERM",
+		"lxc.init.cmd = /usr/bin/node /" + strings.TrimPrefix(f.Layout.AppPath, "/") + "/server.js",
+		"lxc.mount.entry = " + node + " usr/bin/node none bind,ro,create=file 0 0",
+		fmt.Sprintf("lxc.environment = WORK=%d", opts.Work),
+	}
+	if _, err := h.EditConfig(f.base, func(old []byte) ([]byte, error) {
+		return appendLines(dropKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor.", "lxc.start."), lines...), nil
+	}); err != nil {
+		return nil, fmt.Errorf("configuring base container: %w", err)
+	}
+	ports, err := freePorts(opts.PortBase, opts.N)
+	if err != nil {
+		return nil, err
+	}
+	f.Targets = make([]Target, opts.N)
+	for i := range opts.N {
+		f.Targets[i] = Target{Name: fmt.Sprintf("%s%03d", f.Prefix, i), Port: ports[i]}
+	}
+	// Clones are cheap (~70 ms); a few in parallel.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for _, tg := range f.Targets {
+		g.Go(func() error { return f.addLocker(gctx, tg, opts.Autostart) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *Fleet) addLocker(ctx context.Context, tg Target, autostart bool) error {
+	if err := f.Host.Clone(ctx, f.base, tg.Name); err != nil {
+		return fmt.Errorf("cloning locker %s: %w", tg.Name, err)
+	}
+	if _, err := f.Layout.Provision(tg.Name, mounts.Owner{}); err != nil {
+		return fmt.Errorf("provisioning locker %s: %w", tg.Name, err)
+	}
+	_, err := f.Host.EditConfig(tg.Name, func(old []byte) ([]byte, error) {
+		extra := []string{
+			"lxc.uts.name = " + tg.Name,
+			fmt.Sprintf("lxc.environment = PORT=%d", tg.Port),
+			"lxc.log.file = " + f.Host.LogFile(tg.Name),
+			"lxc.log.level = ERROR",
+		}
+		if autostart {
+			extra = append(extra, "lxc.start.auto = 1")
+		}
+		out, _, err := mounts.ApplyEntries(appendLines(old, extra...), f.Layout, tg.Name)
+		return out, err
+	})
+	if err != nil {
+		return fmt.Errorf("configuring locker %s: %w", tg.Name, err)
+	}
+	return nil
+}
+
+// Names returns the lockers' names in order.
+func (f *Fleet) Names() []string {
+	out := make([]string, len(f.Targets))
+	for i, t := range f.Targets {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// Destroy stops and destroys every container the fleet made (lockers and
+// base), whatever state they are in. It logs what it cannot remove.
+func (f *Fleet) Destroy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	var errs []error
+	names := append(f.Names(), f.base)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	errc := make(chan error, len(names))
+	for _, n := range names {
+		g.Go(func() error {
+			if err := f.Host.Destroy(gctx, n); err != nil {
+				errc <- fmt.Errorf("destroying %s: %w", n, err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	close(errc)
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	// Anything else with our prefix (e.g. a clone that failed half-way).
+	for _, n := range f.Host.Names() {
+		if strings.HasPrefix(n, f.Prefix) {
+			if err := f.Host.Destroy(ctx, n); err != nil {
+				errs = append(errs, fmt.Errorf("destroying %s: %w", n, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// freePorts returns n ports from base up that nothing listens on now.
+// Ports below the ephemeral range (32768+) cannot be taken by an outgoing
+// connection's source port.
+func freePorts(base, n int) ([]int, error) {
+	var out []int
+	for p := base; len(out) < n; p++ {
+		if p >= 32768 {
+			return nil, fmt.Errorf("not enough free ports between %d and 32767 for %d lockers", base, n)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+var keyRe = regexp.MustCompile(`^\s*([a-z0-9_.]+)\s*=`)
+
+// dropKeys removes config lines whose key starts with one of prefixes.
+func dropKeys(config []byte, prefixes ...string) []byte {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(string(config), "\n") {
+		if m := keyRe.FindStringSubmatch(line); m != nil {
+			drop := false
+			for _, p := range prefixes {
+				drop = drop || strings.HasPrefix(m[1], p)
+			}
+			if drop {
+				continue
+			}
+		}
+		b.WriteString(line)
+	}
+	return []byte(b.String())
+}
+
+func appendLines(config []byte, lines ...string) []byte {
+	s := string(config)
+	if s != "" && !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	for _, l := range lines {
+		s += l + "\n"
+	}
+	return []byte(s)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,377 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Target is one locker the prober watches.
+type Target struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+}
+
+// ProbeConfig is what the prober process is given (as a JSON file).
+type ProbeConfig struct {
+	Targets []Target `json:"targets"`
+	// Events is the JSON-lines file the prober appends its events to.
+	Events string `json:"events"`
+	// Status is rewritten (atomically) every StatusEvery with the count of
+	// lockers answering each build, for the runner to wait on.
+	Status string `json:"status"`
+	// Interval between two probes of one locker (50ms: 20 Hz).
+	Interval time.Duration `json:"interval"`
+	// Timeout of one probe; a slower answer counts as no answer.
+	Timeout time.Duration `json:"timeout"`
+	// SampleEvery is the host pressure sampling period.
+	SampleEvery time.Duration `json:"sample_every"`
+}
+
+// Event is one line of the prober's output. Kind says which fields are set:
+//
+//	"h" health: locker L answered build B ("" = no answer or not 200) from T
+//	    on; CPU, when > 0, is the CPU seconds its container had used when it
+//	    first answered after its start (its start cost).
+//	"c" container: locker L's cgroup appeared (Up) or disappeared at T.
+//	"s" sample: host pressure at T.
+type Event struct {
+	T    int64   `json:"t"`
+	Kind string  `json:"k"`
+	L    int     `json:"l"`
+	B    string  `json:"b,omitempty"`
+	Up   bool    `json:"up,omitempty"`
+	CPU  float64 `json:"cpu,omitempty"`
+	Load float64 `json:"load,omitempty"`
+	// CPUSome and MemSome are the PSI "some" stall percentages over the
+	// last sample period (from the totals; -1 when the kernel has no PSI).
+	CPUSome float64 `json:"cpu_some,omitempty"`
+	MemSome float64 `json:"mem_some,omitempty"`
+	// MemUsed is MemTotal - MemAvailable in bytes.
+	MemUsed int64 `json:"mem_used,omitempty"`
+}
+
+// Status is the prober's live summary.
+type Status struct {
+	T      int64          `json:"t"`
+	Builds map[string]int `json:"builds"` // "" = not answering
+}
+
+// lockerState is one locker's last observed state.
+type lockerState struct {
+	build   atomic.Pointer[string]
+	up      bool
+	healthy bool // answered since its cgroup last appeared
+}
+
+// RunProber polls every target until ctx ends, then flushes its events.
+func RunProber(ctx context.Context, cfg ProbeConfig) error {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 50 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Second
+	}
+	if cfg.SampleEvery <= 0 {
+		cfg.SampleEvery = 500 * time.Millisecond
+	}
+	f, err := os.Create(cfg.Events)
+	if err != nil {
+		return fmt.Errorf("creating prober events: %w", err)
+	}
+	defer f.Close()
+	w := &eventWriter{bw: bufio.NewWriterSize(f, 1<<20)}
+	cg := detectCgroup()
+
+	states := make([]*lockerState, len(cfg.Targets))
+	var wg sync.WaitGroup
+	for i, tg := range cfg.Targets {
+		st := &lockerState{}
+		empty := ""
+		st.build.Store(&empty)
+		states[i] = st
+		wg.Go(func() { probeLocker(ctx, cfg, cg, w, i, tg, st) })
+	}
+	wg.Go(func() { sampleHost(ctx, cfg.SampleEvery, w) })
+	wg.Go(func() { writeStatus(ctx, cfg.Status, states) })
+	wg.Wait()
+	return w.flush()
+}
+
+// eventWriter serialises events from many goroutines.
+type eventWriter struct {
+	mu sync.Mutex
+	bw *bufio.Writer
+}
+
+func (w *eventWriter) write(e Event) {
+	b, _ := json.Marshal(e)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.bw.Write(b)
+	w.bw.WriteByte('\n')
+}
+
+func (w *eventWriter) flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bw.Flush()
+}
+
+// probeLocker is one locker's 20 Hz loop.
+func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *eventWriter, i int, tg Target, st *lockerState) {
+	client := &http.Client{
+		Timeout: cfg.Timeout,
+		Transport: &http.Transport{
+			MaxIdleConnsPerHost: 1,
+			DisableCompression:  true,
+			Proxy:               nil,
+		},
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", tg.Port)
+	// Spread the lockers' probes over the interval.
+	offset := time.Duration(int64(cfg.Interval) * int64(i) / int64(max(1, len(cfg.Targets))))
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(offset):
+	}
+	tick := time.NewTicker(cfg.Interval)
+	defer tick.Stop()
+	first := true
+	for {
+		now := time.Now()
+		up := cg.exists(tg.Name)
+		if up != st.up || first {
+			w.write(Event{T: now.UnixNano(), Kind: "c", L: i, Up: up})
+			if up != st.up {
+				st.healthy = false
+			}
+			st.up = up
+		}
+		b := probe(ctx, client, url)
+		if ctx.Err() != nil {
+			return
+		}
+		e := Event{T: now.UnixNano(), Kind: "h", L: i, B: b}
+		changed := b != *st.build.Load() || first
+		if first {
+			st.healthy = b != ""
+		} else if st.up && b != "" && !st.healthy {
+			st.healthy = true
+			e.CPU = cg.cpuSeconds(tg.Name)
+			changed = true
+		}
+		if changed {
+			st.build.Store(&b)
+			w.write(e)
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// probe returns the build a locker answers, or "".
+func probe(ctx context.Context, c *http.Client, url string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	var h struct {
+		Build string `json:"build"`
+	}
+	if json.Unmarshal(body, &h) != nil {
+		return ""
+	}
+	return h.Build
+}
+
+// writeStatus rewrites the status file every 100ms.
+func writeStatus(ctx context.Context, path string, states []*lockerState) {
+	if path == "" {
+		return
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s := Status{T: time.Now().UnixNano(), Builds: map[string]int{}}
+		for _, st := range states {
+			s.Builds[*st.build.Load()]++
+		}
+		b, _ := json.Marshal(s)
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, b, 0o644) == nil {
+			_ = os.Rename(tmp, path)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// ReadStatus reads the prober's status file.
+func ReadStatus(path string) (Status, error) {
+	var s Status
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// sampleHost writes a host pressure sample every period.
+func sampleHost(ctx context.Context, every time.Duration, w *eventWriter) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	prevT := time.Now()
+	prevCPU, okCPU := psiTotal("/proc/pressure/cpu")
+	prevMem, okMem := psiTotal("/proc/pressure/memory")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		dt := float64(now.Sub(prevT).Microseconds())
+		e := Event{T: now.UnixNano(), Kind: "s", Load: loadavg1(), MemUsed: memUsed(), CPUSome: -1, MemSome: -1}
+		if c, ok := psiTotal("/proc/pressure/cpu"); ok && okCPU && dt > 0 {
+			e.CPUSome = 100 * float64(c-prevCPU) / dt
+			prevCPU = c
+		}
+		if m, ok := psiTotal("/proc/pressure/memory"); ok && okMem && dt > 0 {
+			e.MemSome = 100 * float64(m-prevMem) / dt
+			prevMem = m
+		}
+		prevT = now
+		w.write(e)
+	}
+}
+
+// psiTotal returns the "some" total (µs) of a PSI file.
+func psiTotal(path string) (int64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "some ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+func loadavg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+func memUsed() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var total, avail int64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "MemTotal:":
+			total = v
+		case "MemAvailable:":
+			avail = v
+		}
+	}
+	return (total - avail) * 1024
+}
+
+// cgroupReader finds a container's cgroup and its CPU use. LXC puts a
+// container named NAME into lxc.payload.NAME (cgroup v1: in every
+// hierarchy; v2: in the unified tree).
+type cgroupReader struct {
+	dir string // the hierarchy holding the CPU accounting
+	v2  bool
+}
+
+func detectCgroup() cgroupReader {
+	if _, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil {
+		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct"}
+	}
+	return cgroupReader{dir: "/sys/fs/cgroup", v2: true}
+}
+
+func (c cgroupReader) path(name string) string {
+	return filepath.Join(c.dir, "lxc.payload."+name)
+}
+
+func (c cgroupReader) exists(name string) bool {
+	_, err := os.Stat(c.path(name))
+	return err == nil
+}
+
+// cpuSeconds is the CPU time the container's cgroup has used since it was
+// made (0 when it cannot be read).
+func (c cgroupReader) cpuSeconds(name string) float64 {
+	if !c.v2 {
+		b, err := os.ReadFile(filepath.Join(c.path(name), "cpuacct.usage"))
+		if err != nil {
+			return 0
+		}
+		ns, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return float64(ns) / 1e9
+	}
+	b, err := os.ReadFile(filepath.Join(c.path(name), "cpu.stat"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return float64(us) / 1e6
+		}
+	}
+	return 0
+}

@@ -1,0 +1,456 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"lxcfleet/lxcctl"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	// N is the number of lockers (default 300).
+	N int
+	// Work is the app's startup work (default 40: about 0.3 CPU s a start).
+	Work int
+	// Results is the folder a run's results/<timestamp>/ goes into.
+	Results string
+	// LXCFleet is the lxcfleet binary scenarios 4 and 5 and the agent
+	// figures use.
+	LXCFleet string
+	// Self is this program's binary, re-executed for the prober (and the
+	// fallback agent); default os.Executable().
+	Self string
+	// WorkDir holds the private lxcpath, layout root and origin; default a
+	// new folder under /var/tmp, removed at the end.
+	WorkDir string
+	// PortBase is the first locker port tried (default 12000).
+	PortBase int
+	// Scenarios to run (default all: 1 2 3 4 5).
+	Scenarios []string
+	// APIDuration and APIRate shape the GET /v1/containers load (20 s at
+	// 200 req/s).
+	APIDuration time.Duration
+	APIRate     int
+	// Log receives progress.
+	Log *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.N <= 0 {
+		o.N = 300
+	}
+	if o.Work <= 0 {
+		o.Work = 40
+	}
+	if o.Results == "" {
+		o.Results = "results"
+	}
+	if o.Self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Self = exe
+	}
+	if o.PortBase == 0 {
+		o.PortBase = 12000
+	}
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = []string{"1", "2", "3", "4", "5"}
+	}
+	if o.APIDuration == 0 {
+		o.APIDuration = 20 * time.Second
+	}
+	if o.APIRate == 0 {
+		o.APIRate = 200
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return nil
+}
+
+// Mark is one measured phase of the run, as the runner saw it; the figures
+// come from the prober's events between T0 and Done.
+type Mark struct {
+	ID    string `json:"id"`
+	Title string `json:"title"`
+	// Locker is set for a single-locker restart (the "alone" baseline).
+	Locker int    `json:"locker,omitempty"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	// T0 is when the command started, CmdEnd when it returned, Done when the
+	// prober saw every locker answer To (or the deadline passed).
+	T0     time.Time `json:"t0"`
+	CmdEnd time.Time `json:"cmd_end"`
+	Done   time.Time `json:"done"`
+	// Window is K for lxcfleet scenarios.
+	Window int `json:"window,omitempty"`
+	// NpmSeconds is the time spent in npm (measured around the command for
+	// the shell plans; from lxcfleet's own report for lxcfleet).
+	NpmSeconds *float64 `json:"npm_seconds,omitempty"`
+	// Npm is how lxcfleet got node_modules ("ran", "reused"), when it says.
+	Npm string `json:"npm,omitempty"`
+	// BuildSeconds is lxcfleet's build step, as it reports it.
+	BuildSeconds *float64 `json:"build_seconds,omitempty"`
+	// CmdFailures counts lxc-stop/lxc-start invocations (or an lxcfleet
+	// command) that exited non-zero.
+	CmdFailures int      `json:"cmd_failures"`
+	TimedOut    bool     `json:"timed_out,omitempty"`
+	Skipped     string   `json:"skipped,omitempty"`
+	Err         string   `json:"error,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
+	Output      string   `json:"output,omitempty"` // file with the command's output
+}
+
+// runner holds one run's state.
+type runner struct {
+	o       Options
+	log     *slog.Logger
+	dir     string // results/<timestamp>
+	work    string
+	root    string
+	origin  *Origin
+	fleet   *Fleet
+	prober  *exec.Cmd
+	status  string
+	events  string
+	cfgPath string
+	socket  string
+	marks   []Mark
+	lxcf    lxcfleetCLI
+}
+
+// Run runs the whole benchmark and writes its report. Every container it
+// made is destroyed before it returns, also when ctx is cancelled.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the benchmark needs root (it makes privileged LXC containers)")
+	}
+	stamp := time.Now().UTC().Format("20060102-150405")
+	r := &runner{o: o, log: o.Log, dir: filepath.Join(o.Results, stamp)}
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return nil, err
+	}
+	work := o.WorkDir
+	if work == "" {
+		w, err := os.MkdirTemp("/var/tmp", "lockerbench-")
+		if err != nil {
+			return nil, err
+		}
+		work = w
+		defer os.RemoveAll(work)
+	}
+	r.work = work
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	r.root = filepath.Join(work, "root")
+	defer r.cleanup()
+
+	rep, err := r.run(ctx)
+	if rep != nil {
+		r.log.Info("writing the report", "dir", r.dir)
+		if werr := rep.Write(r.dir); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	return rep, err
+}
+
+// cleanup stops the prober and destroys every container, with a context of
+// its own (ctx may be cancelled by then).
+func (r *runner) cleanup() {
+	ctx := context.Background()
+	r.stopProber()
+	if r.fleet != nil {
+		r.log.Info("destroying the bench fleet", "lockers", len(r.fleet.Targets))
+		if err := r.fleet.Destroy(ctx); err != nil {
+			r.log.Error("cleanup", "err", err)
+		}
+	}
+}
+
+func (r *runner) run(ctx context.Context) (*Report, error) {
+	o := r.o
+	rep := &Report{Started: time.Now(), N: o.N, Machine: machineFacts(), Command: strings.Join(os.Args, " ")}
+	r.lxcf = probeLXCFleet(o.LXCFleet)
+	rep.LXCFleet = r.lxcf.describe()
+
+	r.log.Info("making the origin (builds A, B, C)")
+	var err error
+	if r.origin, err = NewOrigin(ctx, r.work); err != nil {
+		return nil, err
+	}
+	if err := r.setupShared(ctx); err != nil {
+		return nil, err
+	}
+	r.log.Info("making lockers", "n", o.N)
+	t := time.Now()
+	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true, Log: r.log})
+	if err != nil {
+		return nil, err
+	}
+	rep.ProvisionSeconds = time.Since(t).Seconds()
+	if err := r.writeLXCFleetConfig(); err != nil {
+		return nil, err
+	}
+	if err := r.startProber(); err != nil {
+		return nil, err
+	}
+	if err := r.startAll(ctx, BuildA); err != nil {
+		return rep, err
+	}
+	// One locker restarted alone, three times: the yardstick for rolling.
+	for i := range min(3, o.N) {
+		m, err := r.restartAlone(ctx, i)
+		r.marks = append(r.marks, m)
+		if err != nil {
+			return rep, err
+		}
+	}
+	for _, id := range o.Scenarios {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		ms, err := r.scenario(ctx, id)
+		r.marks = append(r.marks, ms...)
+		if err != nil {
+			r.log.Error("scenario failed", "scenario", id, "err", err)
+			if ctx.Err() != nil {
+				return rep, err
+			}
+		}
+	}
+	rep.Agent = r.measureAgent(ctx)
+	r.stopProber()
+	evs, err := ReadEvents(r.events)
+	if err != nil {
+		return rep, err
+	}
+	rep.Finished = time.Now()
+	rep.analyze(evs, r.marks, r.fleet.Targets)
+	return rep, nil
+}
+
+// setupShared makes the operators' shared code folder: a clone of the
+// origin with node_modules, that current points at for the shell plans.
+func (r *runner) setupShared(ctx context.Context) error {
+	if err := os.MkdirAll(r.root, 0o755); err != nil {
+		return err
+	}
+	shared := filepath.Join(r.root, "shared")
+	if _, err := run(ctx, r.root, "git", "clone", "--quiet", r.origin.URL, shared); err != nil {
+		return err
+	}
+	return r.codeShared(ctx, BuildA)
+}
+
+// codeShared puts the shared folder on a build (git + npm install) and
+// points current at it.
+func (r *runner) codeShared(ctx context.Context, build string) error {
+	shared := filepath.Join(r.root, "shared")
+	if _, err := run(ctx, shared, "git", "checkout", "--quiet", "-B", "main", buildTag[build]); err != nil {
+		return err
+	}
+	if _, err := run(ctx, shared, "git", "branch", "--quiet", "--set-upstream-to=origin/main", "main"); err != nil {
+		return err
+	}
+	if _, err := run(ctx, shared, "npm", "install", "--no-audit", "--no-fund"); err != nil {
+		return err
+	}
+	return r.pointCurrent(shared)
+}
+
+// pointCurrent replaces the current symlink atomically.
+func (r *runner) pointCurrent(target string) error {
+	cur := filepath.Join(r.root, "current")
+	tmp := cur + ".bench"
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, cur)
+}
+
+func (r *runner) startProber() error {
+	r.events = filepath.Join(r.dir, "events.jsonl")
+	r.status = filepath.Join(r.work, "status.json")
+	cfg := ProbeConfig{Targets: r.fleet.Targets, Events: r.events, Status: r.status, Interval: 50 * time.Millisecond, Timeout: time.Second, SampleEvery: 500 * time.Millisecond}
+	b, _ := json.Marshal(cfg)
+	cfgPath := filepath.Join(r.work, "probe.json")
+	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(r.dir, "prober.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(r.o.Self, "probe", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the prober: %w", err)
+	}
+	r.prober = cmd
+	r.log.Info("prober started", "pid", cmd.Process.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ReadStatus(r.status); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("the prober wrote no status within 10s")
+}
+
+// stopProber ends the prober by its PID (SIGTERM, then SIGKILL).
+func (r *runner) stopProber() {
+	if r.prober == nil {
+		return
+	}
+	p := r.prober
+	r.prober = nil
+	_ = p.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.Process.Kill()
+		<-done
+	}
+}
+
+// waitAll waits until the prober sees every locker answer build, and
+// returns when it did; ok is false at the deadline. Only a status the prober
+// wrote at least 250 ms after now counts: one written earlier may predate
+// the stops the caller just made (it polls every 50 ms and writes its
+// status every 100 ms).
+func (r *runner) waitAll(ctx context.Context, build string, deadline time.Time) (time.Time, bool) {
+	fresh := time.Now().Add(250 * time.Millisecond).UnixNano()
+	for {
+		s, err := ReadStatus(r.status)
+		if err == nil && s.T >= fresh && s.Builds[build] == len(r.fleet.Targets) {
+			return time.Unix(0, s.T), true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return time.Now(), false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startAll starts every stopped locker (4 at once, health-gated; not
+// measured) and waits until all answer build.
+func (r *runner) startAll(ctx context.Context, build string) error {
+	r.log.Info("starting the fleet", "build", build)
+	hc := lxcctl.HealthCheck{Kind: lxcctl.HealthHTTP, Target: "http://127.0.0.1:{port}/healthz", Interval: 50 * time.Millisecond}
+	res, err := r.fleet.Host.StartAll(ctx, r.fleet.Names(), lxcctl.StartOptions{Window: 4, Deadline: 2 * time.Minute, Health: hc})
+	if err != nil {
+		return err
+	}
+	for _, s := range res {
+		if s.Outcome != lxcctl.Started && s.Outcome != lxcctl.AlreadyRunning {
+			return fmt.Errorf("starting locker %s: %s: %v", s.Name, s.Outcome, s.Err)
+		}
+	}
+	if _, ok := r.waitAll(ctx, build, time.Now().Add(time.Minute)); !ok {
+		s, _ := ReadStatus(r.status)
+		return fmt.Errorf("lockers do not all answer build %s after a start: %v", build, s.Builds)
+	}
+	return nil
+}
+
+// stopAll stops every locker (8 at once; not measured).
+func (r *runner) stopAll(ctx context.Context) error {
+	res, err := r.fleet.Host.StopAll(ctx, r.fleet.Names(), lxcctl.StopOptions{Parallel: 8, Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	for _, s := range res {
+		if s.Err != nil {
+			return fmt.Errorf("stopping locker %s: %w", s.Name, s.Err)
+		}
+	}
+	return nil
+}
+
+// restartAlone restarts locker i with the rest of the fleet idle.
+func (r *runner) restartAlone(ctx context.Context, i int) (Mark, error) {
+	name := r.fleet.Targets[i].Name
+	time.Sleep(time.Second)
+	m := Mark{ID: "alone", Title: "one locker restarted alone", Locker: i, From: BuildA, To: BuildA, T0: time.Now()}
+	if _, err := r.fleet.Host.Stop(ctx, name, 5*time.Second); err != nil {
+		return m, err
+	}
+	if err := r.fleet.Host.Start(ctx, name); err != nil {
+		return m, err
+	}
+	m.CmdEnd = time.Now()
+	// The locker must first be seen down, then up again.
+	var ok bool
+	m.Done, ok = r.waitAll(ctx, BuildA, time.Now().Add(time.Minute))
+	if !ok {
+		m.TimedOut = true
+		return m, fmt.Errorf("locker %s did not come back alone", name)
+	}
+	return m, nil
+}
+
+func machineFacts() Machine {
+	m := Machine{Cores: runtime.NumCPU(), GOOS: runtime.GOOS}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				var kb int64
+				fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+				m.MemoryGiB = float64(kb) / (1 << 20)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("lxc-start", "--version").Output(); err == nil {
+		m.LXC = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("node", "--version").Output(); err == nil {
+		m.Node = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("npm", "--version").Output(); err == nil {
+		m.Npm = strings.TrimSpace(string(out))
+	}
+	m.PSI = fileExists("/proc/pressure/cpu")
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAtStart = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return m
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
