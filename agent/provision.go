@@ -411,7 +411,8 @@ func (p *Provisioner) undo(ctx context.Context, pl *lockerPlan) error {
 			}
 		}
 		for _, d := range slices.Backward(pl.created) {
-			if err := root.Remove(rel(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// lockers/ may hold other lockers by now: it stays.
+			if err := root.Remove(rel(d)); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
 				errs = append(errs, err)
 			}
 		}

@@ -413,7 +413,7 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("Provision: %v", err)
 	}
 	for _, r := range res {
-		if r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "lxcfleet-no-such-template") {
+		if r.Outcome != OutcomeFailed || !strings.Contains(r.Error, "lxcfleet-no-such-template") || strings.Contains(r.Error, "undoing") {
 			t.Errorf("%s: got %s %q, want failed naming the template", r.Name, r.Outcome, r.Error)
 		}
 		if _, err := e.host.Info(ctx, r.Name); !errors.Is(err, lxcctl.ErrNotFound) {
