@@ -16,10 +16,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"lxcfleet/agent"
-	"lxcfleet/lxcctl"
-	"lxcfleet/mounts"
 )
 
 // AgentFigure is the agent's footprint and API latency with the fleet.
@@ -194,32 +190,7 @@ func AgentMain(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	fc, err := agent.LoadConfig(args[0], true)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: log})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	layout := mounts.LayoutAt(fc.Layout.Root)
-	a, err := agent.New(agent.Config{
-		LXCPath:           fc.LXCPath,
-		StateDir:          fc.StateDir,
-		Version:           "lockerbench",
-		InventoryInterval: fc.InventoryInterval.D(),
-		HealthInterval:    fc.HealthInterval.D(),
-		Listen:            agent.Listen{Socket: fc.Listen.Socket},
-		Defaults:          fc.AgentDefaults(),
-		KeepJobs:          fc.KeepJobs,
-		KeepReleases:      fc.KeepReleases,
-	}, agent.Deps{
-		Containers: h,
-		ReleaseOf:  func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) },
-		Logger:     log,
-	})
+	a, err := localAgent(args[0], log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -26,6 +26,8 @@ func Subprocess(args []string) (code int, handled bool) {
 		return ProbeMain(args[1:]), true
 	case "agent":
 		return AgentMain(args[1:]), true
+	case "update-code":
+		return UpdateMain(args[1:]), true
 	}
 	return 0, false
 }

@@ -38,7 +38,7 @@ type Report struct {
 	AloneRestartSeconds float64     `json:"alone_restart_seconds"`
 	Scenarios           []Figures   `json:"scenarios"`
 	Agent               AgentFigure `json:"agent"`
-	Targets             []Goal   `json:"targets"`
+	Targets             []Goal      `json:"targets"`
 }
 
 // Goal is one performance target of issue 7 and whether this run met it.
@@ -187,13 +187,15 @@ func (rep *Report) Markdown() string {
 			win += " (timed out)"
 		}
 		npm := "—"
-		if f.NpmSeconds != nil {
+		switch {
+		case f.NpmSeconds != nil:
 			npm = fmt.Sprintf("%.1f", *f.NpmSeconds)
-		} else if f.Npm != "" {
-			npm = f.Npm
+		case f.BuildSeconds != nil:
+			// lxcfleet reports its whole build step (fetch, checkout, npm).
+			npm = fmt.Sprintf("build %.1f", *f.BuildSeconds)
 		}
-		if f.Npm != "" && f.NpmSeconds != nil {
-			npm += " (" + f.Npm + ")"
+		if f.Npm != "" {
+			npm += " (npm " + f.Npm + ")"
 		}
 		ratio := fmt.Sprintf("%.2f", f.FloorRatio)
 		if f.RestartRatio != nil {
@@ -220,7 +222,7 @@ func (rep *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.Met)
 	}
 	b.WriteString("\n")
-	b.WriteString("How to read it: unavailability is, per locker, the time during the window in which it did not answer /healthz with the old or the new build (prober at 20 Hz on 127.0.0.1, a separate process). The window runs from the command's start to the last locker answering the new build. Starting = container running (its cgroup exists) and not yet answering. The CPU floor is the CPU its containers' cgroups used from start to first answer, summed over the starts of the scenario, divided by the cores. npm for lxcfleet is as lxcfleet reports it.\n\n")
+	b.WriteString("How to read it: unavailability is, per locker, the time during the window in which it did not answer /healthz with the old or the new build (prober at 20 Hz on 127.0.0.1, a separate process). The window runs from the command's start to the last locker answering the new build. Starting = container running (its cgroup exists) and not yet answering. The CPU floor is the CPU its containers' cgroups used from start to first answer, summed over the starts of the scenario, divided by the cores. For lxcfleet the npm column is its whole build step (mirror fetch, checkout, npm ci or linked node_modules) as it reports it, done while every locker still serves.\n\n")
 	b.WriteString("![lockers healthy over time](healthy.png)\n")
 	return b.String()
 }
