@@ -150,3 +150,17 @@ func (a *Agent) Schedules() []ScheduleInfo {
 	}
 	return a.sched.infos()
 }
+
+// PlanSchedules validates schedules and returns when each would run next,
+// for a client with no agent running them.
+func PlanSchedules(list []Schedule) ([]ScheduleInfo, error) {
+	out := make([]ScheduleInfo, 0, len(list))
+	for _, sc := range list {
+		sched, err := cronParser.Parse(sc.Cron)
+		if err != nil {
+			return nil, fmt.Errorf("schedule %q: invalid cron %q: %w", sc.Name, sc.Cron, err)
+		}
+		out = append(out, ScheduleInfo{Name: sc.Name, Cron: sc.Cron, Kind: sc.Request.Kind, Next: sched.Next(time.Now())})
+	}
+	return out, nil
+}

@@ -6,13 +6,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
 )
 
 func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
+	var cf clientFlags
 	var health string
-	opts := lxcctl.StartOptions{Window: 4, Deadline: 60 * time.Second}
+	window, deadline := 4, 60*time.Second
+	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",
 		Short: "Start lockers in a bounded window, each counted only once healthy",
@@ -30,50 +33,65 @@ Health checks (--health):
 {port} is the container's lxc.environment PORT, {env:KEY} any other key,
 {name} its name.
 
+The start is a job of the agent: through the daemon when one answers on its
+socket, in this process otherwise (or with --local). Flags left out take the
+agent's [defaults].
+
 Each container is reported as healthy, already-running, unhealthy or failed.
 Exit code 1 when any is unhealthy or failed.`,
 		Example: `  lxcfleet start-all --health 'http://127.0.0.1:{port}/healthz'
   lxcfleet start-all --parallel 8 --delay 200ms --group web
   lxcfleet start-all locker-001 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := positiveInt("parallel", opts.Window); err != nil {
-				return err
+			req := agent.Request{Kind: agent.KindStartAll, Group: sel.group}
+			f := cmd.Flags()
+			if f.Changed("parallel") {
+				if err := positiveInt("parallel", window); err != nil {
+					return err
+				}
+				req.Window = window
 			}
-			if err := positiveDuration("timeout", opts.Deadline); err != nil {
-				return err
+			if f.Changed("timeout") {
+				if err := positiveDuration("timeout", deadline); err != nil {
+					return err
+				}
+				req.Deadline = agent.Duration(deadline)
 			}
-			if opts.Delay < 0 {
-				return usagef("--delay must not be negative, got %v", opts.Delay)
+			if delay < 0 {
+				return usagef("--delay must not be negative, got %v", delay)
 			}
-			hc, err := lxcctl.ParseHealthCheck(health)
-			if err != nil {
-				return usageError{err}
+			req.Delay = agent.Duration(delay)
+			if f.Changed("health") {
+				if _, err := lxcctl.ParseHealthCheck(health); err != nil {
+					return usageError{err}
+				}
+				req.Health = health
 			}
-			opts.Health = hc
-			h, err := g.host()
-			if err != nil {
-				return err
-			}
-			infos, err := sel.pick(cmd, h, args)
-			if err != nil {
-				return err
-			}
-			p := newProgress(g, "starting", len(infos), lxcctl.PhaseHealthy)
-			opts.OnEvent = p.event
-			begin := time.Now()
-			res, err := h.StartAll(cmd.Context(), infoNames(infos), opts)
-			p.finish()
+			names, err := validNames(args, sel.group)
 			if err != nil {
 				return err
 			}
-			return reportStart(g, p, res, time.Since(begin))
+			req.Names = names
+			job, p, err := runJob(cmd, g, &cf, req, "starting", lxcctl.PhaseHealthy)
+			if err != nil {
+				return err
+			}
+			res := jobResult(job)
+			if len(res.Outcomes) == 0 && job.State != agent.JobSucceeded {
+				return jobEnd(job, false)
+			}
+			if err := reportStart(g, p, startResults(res), seconds(job)); err != nil {
+				return err
+			}
+			return jobEnd(job, true)
 		},
 	}
 	sel.register(cmd)
-	cmd.Flags().IntVarP(&opts.Window, "parallel", "p", opts.Window, "most containers starting at once (the window K)")
-	cmd.Flags().DurationVarP(&opts.Deadline, "timeout", "t", opts.Deadline, "time each container has to become healthy")
-	cmd.Flags().DurationVar(&opts.Delay, "delay", 0, "wait between two launches")
-	cmd.Flags().StringVar(&health, "health", "none", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND")
+	cf.register(cmd)
+	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once (the window K; default: defaults.window)")
+	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline)")
+	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
+	cmd.Flags().StringVar(&health, "health", "none", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health)")
 	return cmd
 }
 

@@ -6,12 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
 )
 
 func newStopAllCmd(g *globals) *cobra.Command {
 	var sel selection
-	opts := lxcctl.StopOptions{Parallel: 8, Timeout: 10 * time.Second}
+	var cf clientFlags
+	parallel, timeout := 8, 10*time.Second
 	cmd := &cobra.Command{
 		Use:   "stop-all [NAME...]",
 		Short: "Stop lockers gracefully, a bounded number at once",
@@ -19,41 +21,68 @@ func newStopAllCmd(g *globals) *cobra.Command {
 --group), at most --parallel at once, in reverse start order. Each gets its
 halt signal (lxc.signal.halt) and --timeout to exit, then it is killed.
 
+The stop is a job of the agent (journaled; a crash of the agent mid-job
+starts the stopped lockers again): through the daemon when one answers on
+its socket, in this process otherwise (or with --local).
+
 Each container is reported as clean, killed, already-stopped or failed.
 Exit code 1 when any failed.`,
 		Example: `  lxcfleet stop-all                      # every container, 8 at once, 10s grace
   lxcfleet stop-all --group web --timeout 30s
   lxcfleet stop-all locker-001 locker-002 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := positiveInt("parallel", opts.Parallel); err != nil {
-				return err
+			req := agent.Request{Kind: agent.KindStopAll, Group: sel.group}
+			if cmd.Flags().Changed("parallel") {
+				if err := positiveInt("parallel", parallel); err != nil {
+					return err
+				}
+				req.StopParallel = parallel
 			}
-			if err := positiveDuration("timeout", opts.Timeout); err != nil {
-				return err
+			if cmd.Flags().Changed("timeout") {
+				if err := positiveDuration("timeout", timeout); err != nil {
+					return err
+				}
+				req.StopTimeout = agent.Duration(timeout)
 			}
-			h, err := g.host()
+			names, err := validNames(args, sel.group)
 			if err != nil {
 				return err
 			}
-			infos, err := sel.pick(cmd, h, args)
+			req.Names = names
+			job, p, err := runJob(cmd, g, &cf, req, "stopping", lxcctl.PhaseStopped)
 			if err != nil {
 				return err
 			}
-			p := newProgress(g, "stopping", len(infos), lxcctl.PhaseStopped)
-			opts.OnEvent = p.event
-			begin := time.Now()
-			res, err := h.StopAll(cmd.Context(), infoNames(infos), opts)
-			p.finish()
-			if err != nil {
+			res := jobResult(job)
+			if len(res.Outcomes) == 0 && job.State != agent.JobSucceeded {
+				return jobEnd(job, false)
+			}
+			if err := reportStop(g, p, stopResults(res), seconds(job)); err != nil {
 				return err
 			}
-			return reportStop(g, p, res, time.Since(begin))
+			return jobEnd(job, true)
 		},
 	}
 	sel.register(cmd)
-	cmd.Flags().IntVarP(&opts.Parallel, "parallel", "p", opts.Parallel, "most containers stopping at once")
-	cmd.Flags().DurationVarP(&opts.Timeout, "timeout", "t", opts.Timeout, "grace period per container before it is killed")
+	cf.register(cmd)
+	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: the agent's defaults.stop_parallel)")
+	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout)")
 	return cmd
+}
+
+// validNames checks container names (bad input: exit 2) and the group.
+func validNames(names []string, group string) ([]string, error) {
+	for _, n := range names {
+		if err := lxcctl.ValidName(n); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	if group != "" {
+		if err := lxcctl.ValidName(group); err != nil {
+			return nil, usagef("invalid --group %q", group)
+		}
+	}
+	return names, nil
 }
 
 // stopSummary is the outcome of a stop-all.

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lxcfleet/agent"
+	"lxcfleet/lxcctl"
+)
+
+// jobView shows a job's events: container events through progress (a bar
+// on a terminal, JSON lines with --json), stage messages as lines.
+type jobView struct {
+	g    *globals
+	verb string
+	done []lxcctl.Phase
+	p    *progress
+}
+
+func (v *jobView) event(e agent.Event) {
+	switch e.Type {
+	case "container":
+		if v.p == nil {
+			v.p = newProgress(v.g, v.verb, e.Progress.Total, v.done...)
+		}
+		v.p.event(lxcctl.Event{Time: e.Time, Container: e.Container, Phase: lxcctl.Phase(e.Phase), Outcome: e.Outcome, Duration: e.Duration.D(), Error: e.Error})
+	case "stage":
+		if v.g.jsonOut {
+			_ = json.NewEncoder(v.g.stdout).Encode(struct {
+				Type string `json:"type"`
+				agent.Event
+			}{"stage", e})
+			return
+		}
+		msg := e.Message
+		if e.Error != "" {
+			msg = strings.TrimSpace(msg + " error: " + e.Error)
+		}
+		if v.p != nil && v.p.bar != nil {
+			_ = v.p.bar.Clear()
+		}
+		fmt.Fprintf(v.g.stderr, "%s: %s\n", e.Stage, msg)
+	}
+}
+
+// finish removes the bar; it returns the progress for the result line.
+func (v *jobView) finish() *progress {
+	if v.p == nil {
+		v.p = newProgress(v.g, v.verb, 0, v.done...)
+	}
+	v.p.finish()
+	return v.p
+}
+
+// runJob submits req through the agent (the daemon, or one in process),
+// follows its progress and returns the finished job. Interrupting a
+// follower of the daemon leaves the job running there.
+func runJob(cmd *cobra.Command, g *globals, cf *clientFlags, req agent.Request, verb string, done ...lxcctl.Phase) (agent.Job, *progress, error) {
+	cl, err := cf.connect(cmd, g)
+	if err != nil {
+		return agent.Job{}, nil, err
+	}
+	defer cl.Close()
+	if req.Trigger == "" {
+		req.Trigger = "cli"
+		if cl.local != nil {
+			req.Trigger = "cli --local"
+		}
+	}
+	ctx := cmd.Context()
+	job, err := cl.submit(ctx, req)
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.JobID != "" {
+			return job, nil, fmt.Errorf("%w", err)
+		}
+		return job, nil, asCLIError(err)
+	}
+	if !g.jsonOut {
+		fmt.Fprintf(g.stderr, "job %s: %s\n", job.ID, job.Kind)
+	}
+	v := &jobView{g: g, verb: verb, done: done}
+	final, err := cl.follow(ctx, job.ID, v.event)
+	p := v.finish()
+	if err != nil {
+		if errors.Is(err, context.Canceled) && cl.local == nil {
+			fmt.Fprintf(g.stderr, "lxcfleet: stopped following; job %s goes on in the agent (lxcfleet jobs %s --follow, lxcfleet job cancel %s)\n", job.ID, job.ID, job.ID)
+		}
+		return job, p, err
+	}
+	return final, p, nil
+}
+
+// jobResult decodes a job's result.
+func jobResult(j agent.Job) agent.Result {
+	var r agent.Result
+	if len(j.Result) > 0 {
+		_ = json.Unmarshal(j.Result, &r)
+	}
+	return r
+}
+
+// jobEnd turns a finished job into the exit code: its error when it did
+// not succeed (a failedError when its summary was printed).
+func jobEnd(j agent.Job, printed bool) error {
+	switch j.State {
+	case agent.JobSucceeded:
+		return nil
+	case agent.JobCancelled:
+		return fmt.Errorf("job %s was cancelled", j.ID)
+	}
+	res := jobResult(j)
+	if printed && len(res.Failed) > 0 {
+		return failedError{len(res.Failed)}
+	}
+	if j.Error != "" {
+		return fmt.Errorf("job %s %s: %s", j.ID, j.State, j.Error)
+	}
+	return fmt.Errorf("job %s %s", j.ID, j.State)
+}
+
+// reportJob prints a job's summary (text) or its result line (--json).
+func reportJob(g *globals, p *progress, j agent.Job) error {
+	res := jobResult(j)
+	if g.jsonOut {
+		if p != nil && p.enc != nil {
+			p.result(struct {
+				agent.Job
+				Result json.RawMessage `json:"result,omitempty"`
+			}{j, j.Result})
+		}
+		return jobEnd(j, true)
+	}
+	switch {
+	case res.Summary != "":
+		fmt.Fprintln(g.stdout, res.Summary)
+	case j.State == agent.JobSucceeded && len(j.Result) > 0:
+		fmt.Fprintf(g.stdout, "%s\n", j.Result)
+	}
+	for _, o := range res.Outcomes {
+		if o.Failed() {
+			fmt.Fprintf(g.stdout, "FAILED %s: %s %s\n", o.Name, o.Outcome, o.Error)
+		}
+	}
+	if j.State != agent.JobSucceeded && !(len(res.Failed) > 0) && j.Error != "" {
+		return jobEnd(j, false)
+	}
+	return jobEnd(j, true)
+}
+
+// stopResults and startResults turn a job's outcomes back into lxcctl's.
+func stopResults(res agent.Result) []lxcctl.StopResult {
+	out := make([]lxcctl.StopResult, 0, len(res.Outcomes))
+	for _, o := range res.Outcomes {
+		r := lxcctl.StopResult{Name: o.Name, Outcome: lxcctl.StopOutcome(o.Outcome), Duration: o.Duration.D()}
+		if o.Error != "" {
+			r.Err = errors.New(o.Error)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func startResults(res agent.Result) []lxcctl.StartResult {
+	out := make([]lxcctl.StartResult, 0, len(res.Outcomes))
+	for _, o := range res.Outcomes {
+		r := lxcctl.StartResult{Name: o.Name, Outcome: lxcctl.StartOutcome(o.Outcome), Duration: o.Duration.D()}
+		if o.Error != "" {
+			r.Err = errors.New(o.Error)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// seconds is a job's wall time.
+func seconds(j agent.Job) time.Duration {
+	if j.Finished.IsZero() {
+		return 0
+	}
+	return j.Finished.Sub(j.Created)
+}
+
+var _ = os.Stderr

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/kardianos/service"
+	"github.com/spf13/cobra"
+
+	"lxcfleet/agent"
+)
+
+// agentService runs the agent under kardianos/service: Start returns at
+// once and runs the agent in a goroutine; Stop cancels its context and
+// waits for it to end.
+type agentService struct {
+	fc  agent.FileConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start implements service.Interface.
+func (s *agentService) Start(service.Service) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	s.mu.Lock()
+	s.cancel, s.done = cancel, done
+	s.mu.Unlock()
+	go func() {
+		err := runAgent(ctx, s.fc, s.log)
+		if err != nil {
+			s.log.Error("the agent stopped", "err", err)
+		}
+		done <- err
+	}()
+	return nil
+}
+
+// Stop implements service.Interface.
+func (s *agentService) Stop(service.Service) error {
+	s.mu.Lock()
+	cancel, done := s.cancel, s.done
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	return <-done
+}
+
+// serviceConfig describes the lxcfleet unit as kardianos/service installs
+// it; packaging/lxcfleet.service is the same unit for the .deb.
+func serviceConfig(configPath string) *service.Config {
+	return &service.Config{
+		Name:        "lxcfleet",
+		DisplayName: "lxcfleet host agent",
+		Description: "lxcfleet host agent (bounded, graceful restarts and updates of LXC lockers)",
+		Arguments:   []string{"agent", "--config", configPath},
+		Dependencies: []string{
+			"After=network-online.target lxc.service lxc-net.service lxc-monitord.service",
+			"Wants=network-online.target",
+		},
+		Option: service.KeyValue{
+			"Restart":           "on-failure",
+			"SuccessExitStatus": "130",
+			"LimitNOFILE":       1048576,
+			"KillMode":          "process",
+		},
+	}
+}
+
+func newServiceCmd(g *globals) *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "service install|uninstall|start|stop|restart|status|run",
+		Short: "Install, remove, start, stop or query the agent as a system service",
+		Long: `Manage the agent as a system service (systemd on Debian) through
+kardianos/service. "install" writes a unit that runs "lxcfleet agent --config
+FILE" after LXC's own units, restarting on failure; "run" runs the agent in
+the foreground the way the service manager does.
+
+The .deb (make deb) ships packaging/lxcfleet.service instead: use one or the
+other.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"install", "uninstall", "start", "stop", "restart", "status", "run"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fc, err := agent.LoadConfig(config, cmd.Flags().Changed("config"))
+			if err != nil {
+				return usageError{err}
+			}
+			svc, err := service.New(&agentService{fc: fc, log: slog.Default()}, serviceConfig(config))
+			if err != nil {
+				return fmt.Errorf("service: %w", err)
+			}
+			switch action := args[0]; action {
+			case "run":
+				return svc.Run()
+			case "status":
+				st, err := svc.Status()
+				if errors.Is(err, service.ErrNotInstalled) {
+					fmt.Fprintln(g.stdout, "lxcfleet service: not installed")
+					return failedError{1}
+				}
+				if err != nil {
+					return fmt.Errorf("service status: %w", err)
+				}
+				name := map[service.Status]string{service.StatusRunning: "running", service.StatusStopped: "stopped"}[st]
+				if name == "" {
+					name = "unknown"
+				}
+				fmt.Fprintf(g.stdout, "lxcfleet service: %s (platform %s)\n", name, svc.Platform())
+				if st != service.StatusRunning {
+					return failedError{1}
+				}
+				return nil
+			case "install", "uninstall", "start", "stop", "restart":
+				if err := service.Control(svc, action); err != nil {
+					return fmt.Errorf("service %s: %w", action, err)
+				}
+				fmt.Fprintf(g.stdout, "lxcfleet service: %s done\n", action)
+				return nil
+			default:
+				return usagef("unknown service action %q: want install, uninstall, start, stop, restart, status or run", action)
+			}
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "config file the service's agent reads")
+	return cmd
+}
