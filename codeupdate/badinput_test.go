@@ -166,4 +166,36 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("Current after a build: got %s, want %s (Build never switches)", cur.Name, good.Name)
 		}
 	})
+
+	t.Run("npm modes without a lockfile", func(t *testing.T) {
+		for _, c := range []struct {
+			branch  string
+			pkg     string
+			wantNpm string
+			step    string
+			modules bool
+		}{
+			{"nodeps", `{"name":"lxcfleet-test-locker","version":"1.0.0","private":true}`, "none", "no dependencies", false},
+			{"nolock", `{"name":"lxcfleet-test-locker","version":"1.0.0","private":true,"dependencies":{"ms":"2.1.3"}}`, "ran", "npm install", true},
+		} {
+			t.Run(c.branch, func(t *testing.T) {
+				pushBranch(t, origin.URL, c.branch, func(dir string) {
+					writeFile(t, filepath.Join(dir, "package.json"), c.pkg+"\n", 0o644)
+					os.Remove(filepath.Join(dir, "package-lock.json"))
+				})
+				var st steps
+				rel, err := m.Build(ctx, c.branch, st.add)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rel.Npm != c.wantNpm || !st.has(c.step) || rel.LockHash != "" {
+					t.Errorf("Build(%s): got npm %q lock %q (steps %q), want %q after %q, no lock hash", c.branch, rel.Npm, rel.LockHash, st.list, c.wantNpm, c.step)
+				}
+				_, err = os.Stat(filepath.Join(rel.Path, "node_modules", "ms", "index.js"))
+				if got := err == nil; got != c.modules {
+					t.Errorf("node_modules/ms present: got %v, want %v", got, c.modules)
+				}
+			})
+		}
+	})
 }

@@ -23,9 +23,11 @@ import (
 // when that commit was built before (with State bad if it was marked bad:
 // the caller decides whether to go on). Otherwise it checks the commit's
 // tree out into releases/.tmp-<random>/, provides node_modules (hard links
-// from the current release when package-lock.json is byte-identical and
-// node is the same version, else `npm ci`, or `npm install` when there is
-// no lockfile), writes BUILD.json and renames the folder to
+// from the current release, or failing that the newest good release, whose
+// package-lock.json is byte-identical and whose node version is the same;
+// else `npm ci`, or `npm install` when there is no lockfile, or nothing
+// when package.json declares no dependencies), writes BUILD.json and
+// renames the folder to
 // releases/<build>-<sha12>. On any failure the staging folder is removed;
 // current and existing releases are never touched. progress, if not nil,
 // is called with each step.
