@@ -34,11 +34,16 @@ func (m *Manager) Switch(ctx context.Context, rel Release, reason string) (Relea
 	}
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	prev, err := m.Current()
-	if err != nil && !errors.Is(err, ErrNoCurrent) {
+	from, err := m.currentName()
+	if err != nil {
 		m.log.Warn("current link is unreadable; replacing it", "err", err)
 	}
-	if prev.Name == target.Name {
+	prev, err := m.Current()
+	if err != nil && !errors.Is(err, ErrNoCurrent) {
+		m.log.Warn("current points at no complete release; replacing it", "from", from, "err", err)
+		prev = Release{Name: from}
+	}
+	if from == target.Name && prev.Path != "" {
 		return prev, m.writeBuildLine(target)
 	}
 	link := m.currentLink()
