@@ -1,0 +1,447 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
+)
+
+// updateEnv is the whole update path on real systems: a real bare origin,
+// a codeupdate.Manager building real releases with real npm, lockers
+// provisioned in the layout on a private lxcpath, and an agent driving them.
+type updateEnv struct {
+	*layoutEnv
+	origin *testfleet.Origin
+	code   *codeupdate.Manager
+	agent  *Agent
+	names  []string
+	ports  map[string]int
+}
+
+const e2eWindow = 4
+
+func newUpdateEnv(t *testing.T, n int) *updateEnv {
+	t.Helper()
+	testfleet.RequireLXC(t)
+	testfleet.RequireNode(t)
+	dir := t.TempDir()
+	e := &updateEnv{layoutEnv: &layoutEnv{dir: dir, prefix: "lxup" + layoutRandHex(3) + "-"}, ports: map[string]int{}}
+	root := filepath.Join(dir, "root")
+	lxcpath := filepath.Join(dir, "lxc")
+	for _, d := range []string{root, lxcpath} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.origin = testfleet.NewOrigin(t)
+	code, err := codeupdate.New(codeupdate.Options{Root: root, Origin: e.origin.URL, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("codeupdate.New: %v", err)
+	}
+	e.code = code
+	ctx := context.Background()
+	relA, err := code.Build(ctx, "main", nil)
+	if err != nil {
+		t.Fatalf("building A: %v", err)
+	}
+	if _, err := code.Switch(ctx, relA, "test setup"); err != nil {
+		t.Fatalf("switching to A: %v", err)
+	}
+
+	e.layout = mounts.LayoutAt(root)
+	e.layout.Templates = filepath.Join(dir, "templates")
+	if err := os.MkdirAll(e.layout.Templates, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if e.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: lxcpath}); err != nil {
+		t.Fatal(err)
+	}
+	if e.prov, err = NewProvisioner(e.host, e.layout, discardLogger()); err != nil {
+		t.Fatalf("NewProvisioner: %v", err)
+	}
+	if e.node, err = exec.LookPath("node"); err == nil {
+		e.node, err = filepath.EvalSymlinks(e.node)
+	}
+	if err != nil {
+		t.Fatalf("finding node: %v", err)
+	}
+	e.names = e.layoutEnv.names("u", n)
+	e.cleanup(t, e.names...)
+	opts := e.nodeOptions(t, n)
+	res, err := e.prov.Provision(ctx, e.names, opts)
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	for _, r := range res {
+		if r.Outcome != OutcomeProvisioned {
+			t.Fatalf("provisioning %s: %s %s", r.Name, r.Outcome, r.Error)
+		}
+		e.ports[r.Name] = r.Port
+	}
+	e.startAll(t, e.names)
+
+	layout := e.layout
+	cfg := Config{
+		StateDir:     t.TempDir(),
+		KeepReleases: 10,
+		Defaults:     DefaultDefaults(),
+	}
+	cfg.Defaults.Window = e2eWindow
+	cfg.Defaults.StopTimeout = 5 * time.Second
+	cfg.Defaults.Deadline = 20 * time.Second
+	cfg.Defaults.Health = "http://127.0.0.1:{port}/healthz"
+	a, err := New(cfg, Deps{
+		Containers: e.host,
+		Code:       code,
+		ReleaseOf: func(pid int) (string, bool, error) {
+			return mounts.ReleaseOfPID(pid, layout)
+		},
+		Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	e.agent = a
+	return e
+}
+
+// run submits req and waits for the job's end.
+func (e *updateEnv) run(t *testing.T, req Request) Job {
+	t.Helper()
+	j, err := e.agent.Submit(req)
+	if err != nil {
+		t.Fatalf("submitting %s: %v", req.Kind, err)
+	}
+	return waitJob(t, e.agent, j.ID)
+}
+
+// health is a locker's /healthz answer.
+type health struct {
+	Locker string `json:"locker"`
+	Build  any    `json:"build"`
+	PID    int    `json:"pid"`
+}
+
+func (e *updateEnv) healthOf(name string) (health, error) {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", e.ports[name]))
+	if err != nil {
+		return health{}, err
+	}
+	defer resp.Body.Close()
+	var h health
+	if resp.StatusCode != 200 {
+		return h, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return h, json.NewDecoder(resp.Body).Decode(&h)
+}
+
+// wantBuild asserts every locker answers with build and runs release rel
+// (from its mountinfo).
+func (e *updateEnv) wantBuild(t *testing.T, rel codeupdate.Release) {
+	t.Helper()
+	for _, n := range e.names {
+		h, err := e.healthOf(n)
+		if err != nil {
+			t.Errorf("%s: %v", n, err)
+			continue
+		}
+		if got := fmt.Sprint(h.Build); got != strconv.Itoa(rel.Build) || h.Locker != n {
+			t.Errorf("%s answers build %s as %q, want build %d as %q", n, got, h.Locker, rel.Build, n)
+		}
+		if got := e.release(t, n); got != rel.Name {
+			t.Errorf("%s runs release %s, want %s", n, got, rel.Name)
+		}
+	}
+}
+
+// meSums checksums every file in every locker's Me, except boots.log,
+// which the app appends to at each boot (checked for growth instead).
+func (e *updateEnv) meSums(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, n := range e.names {
+		dir := e.layout.MeDir(n)
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(e.layout.Lockers, p)
+			if d.Name() == "boots.log" {
+				out[rel] = "lines:" + strconv.Itoa(strings.Count(string(b), "\n"))
+				return nil
+			}
+			s := sha256.Sum256(b)
+			out[rel] = hex.EncodeToString(s[:])
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("checksumming %s: %v", dir, err)
+		}
+	}
+	return out
+}
+
+// prober polls every locker at 20 Hz and records each poll's set of
+// lockers that did not answer 200.
+type prober struct {
+	mu       sync.Mutex
+	downAt   map[int64]map[string]bool // poll round -> lockers down
+	rounds   int64
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+func (e *updateEnv) startProber() *prober {
+	p := &prober{downAt: map[int64]map[string]bool{}, stop: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(p.finished)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for round := int64(0); ; round++ {
+			var wg sync.WaitGroup
+			down := map[string]bool{}
+			var mu sync.Mutex
+			for _, n := range e.names {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := e.healthOf(n); err != nil {
+						mu.Lock()
+						down[n] = true
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			p.mu.Lock()
+			p.downAt[round] = down
+			p.rounds = round + 1
+			p.mu.Unlock()
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return p
+}
+
+// finish stops the prober and returns the most lockers seen down in one
+// round and the number of rounds.
+func (p *prober) finish() (most int, rounds int64, who []string) {
+	close(p.stop)
+	<-p.finished
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.downAt {
+		if len(d) > most {
+			most = len(d)
+			who = who[:0]
+			for n := range d {
+				who = append(who, n)
+			}
+		}
+	}
+	sort.Strings(who)
+	return most, p.rounds, who
+}
+
+// lockfileChange commits a new version of the app in package.json and
+// package-lock.json: npm must run.
+func lockfileChange(t *testing.T, o *testfleet.Origin, version string) string {
+	t.Helper()
+	files := map[string]string{}
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(testfleet.AppSource(), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[f] = strings.ReplaceAll(string(b), `"version": "1.0.0",`+"\n  ", `"version": "`+version+`",`+"\n  ")
+		if files[f] == string(b) {
+			t.Fatalf("%s has no top-level version to change", f)
+		}
+	}
+	return o.Write("lockfile change "+version, files)
+}
+
+func (e *updateEnv) pidsNow(t *testing.T) map[string]int { return pids(t, e.host, e.names) }
+
+// TestUpdateEndToEnd is issue 4's acceptance on real systems, one fleet of
+// 20 lockers through a sequence of updates: rolling app-only (npm skipped,
+// at most K down, Me intact, a concurrent update refused), offline with a
+// lockfile change (npm runs), a broken release rolled back automatically, a
+// failed npm leaving everything untouched, and rollback twice.
+func TestUpdateEndToEnd(t *testing.T) {
+	e := newUpdateEnv(t, 20)
+	ctx := context.Background()
+	relA, err := e.code.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantBuild(t, relA)
+	// Owner data the update must never touch.
+	for i, n := range e.names {
+		if err := os.WriteFile(filepath.Join(e.layout.MeDir(n), "owner.dat"), []byte(strings.Repeat(n, i+1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meBefore := e.meSums(t)
+
+	var relB codeupdate.Release
+	t.Run("rolling app-only update, at most K down, npm skipped", func(t *testing.T) {
+		e.origin.AppChange("build B: app only")
+		p := e.startProber()
+		j, err := e.agent.Submit(Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A second update while the first runs is refused, naming the first.
+		_, err2 := e.agent.Submit(Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"})
+		var busy BusyError
+		if !errors.As(err2, &busy) || busy.JobID != j.ID {
+			t.Errorf("a concurrent update: got %v, want BusyError naming %s", err2, j.ID)
+		}
+		j = waitJob(t, e.agent, j.ID)
+		most, rounds, who := p.finish()
+		if j.State != JobSucceeded {
+			t.Fatalf("update: %s: %s", j.State, j.Error)
+		}
+		res := result(t, j)
+		if res.NpmRan == nil || *res.NpmRan {
+			t.Errorf("app-only update: npm ran = %v, want false", res.NpmRan)
+		}
+		if relB, err = e.code.Current(); err != nil {
+			t.Fatal(err)
+		}
+		if relB.Npm != "reused" || strconv.Itoa(relB.Build) != e.origin.Count() {
+			t.Errorf("release B: npm %q build %d, want reused and %s", relB.Npm, relB.Build, e.origin.Count())
+		}
+		if _, err := os.Stat(filepath.Join(relB.Path, ".lxcfleet", "npm.log")); err == nil {
+			t.Errorf("release B has an npm log: npm ran for an app-only change")
+		}
+		e.wantBuild(t, relB)
+		if most > e2eWindow {
+			t.Errorf("the prober saw %d lockers down at once (%v); want at most K=%d", most, who, e2eWindow)
+		}
+		if most == 0 {
+			t.Errorf("the prober (%d rounds) never saw a locker down: it did not observe the update", rounds)
+		}
+		t.Logf("rolling A->B: %d lockers, most down at once %d (K=%d) over %d prober rounds; downtime %+v", len(e.names), most, e2eWindow, rounds, res.Downtime)
+	})
+
+	var relC codeupdate.Release
+	t.Run("offline update with a lockfile change runs npm", func(t *testing.T) {
+		lockfileChange(t, e.origin, "1.0.1")
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"})
+		if j.State != JobSucceeded {
+			t.Fatalf("update: %s: %s", j.State, j.Error)
+		}
+		res := result(t, j)
+		if res.NpmRan == nil || !*res.NpmRan {
+			t.Errorf("lockfile change: npm ran = %v, want true", res.NpmRan)
+		}
+		if relC, err = e.code.Current(); err != nil {
+			t.Fatal(err)
+		}
+		e.wantBuild(t, relC)
+	})
+
+	t.Run("a broken release is rolled back automatically", func(t *testing.T) {
+		e.origin.Broken("build D: crashes at start")
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Deadline: Duration(5 * time.Second), Trigger: "test"})
+		if j.State != JobFailed {
+			t.Fatalf("broken update: got %s, want failed", j.State)
+		}
+		res := result(t, j)
+		if !res.RolledBack {
+			t.Errorf("broken update: rolled back = false (%s)", res.Summary)
+		}
+		cur, err := e.code.Current()
+		if err != nil || cur.Name != relC.Name {
+			t.Fatalf("current after the rollback: %s %v, want %s", cur.Name, err, relC.Name)
+		}
+		rels, _ := e.code.Releases()
+		var bad []string
+		for _, r := range rels {
+			if r.State == codeupdate.StateBad {
+				bad = append(bad, r.Name)
+			}
+		}
+		if len(bad) != 1 || bad[0] == relC.Name {
+			t.Errorf("bad releases: got %v, want the broken one only", bad)
+		}
+		e.wantBuild(t, relC)
+	})
+
+	t.Run("a failed npm leaves current and every locker untouched", func(t *testing.T) {
+		before := e.pidsNow(t)
+		e.origin.Write("build E: a dependency that does not exist", map[string]string{
+			"package.json":      `{"name":"lxcfleet-test-locker","version":"9.9.9","private":true,"dependencies":{"ms":"0.0.0-does-not-exist"}}` + "\n",
+			"package-lock.json": `{"name":"lxcfleet-test-locker","version":"9.9.9","lockfileVersion":3,"requires":true,"packages":{"":{"name":"lxcfleet-test-locker","version":"9.9.9","dependencies":{"ms":"0.0.0-does-not-exist"}}}}` + "\n",
+		})
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"})
+		if j.State != JobFailed || !strings.Contains(j.Error, "nothing was stopped") {
+			t.Errorf("failed npm: got %s %q, want failed saying nothing was stopped", j.State, j.Error)
+		}
+		cur, err := e.code.Current()
+		if err != nil || cur.Name != relC.Name {
+			t.Errorf("current after a failed build: %s %v, want %s", cur.Name, err, relC.Name)
+		}
+		if after := e.pidsNow(t); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("lockers restarted by a failed build: pids %v, then %v", before, after)
+		}
+	})
+
+	t.Run("rollback twice goes back two releases", func(t *testing.T) {
+		j := e.run(t, Request{Kind: KindRollback, Trigger: "test"})
+		if j.State != JobSucceeded {
+			t.Fatalf("first rollback: %s: %s", j.State, j.Error)
+		}
+		e.wantBuild(t, relB)
+		j = e.run(t, Request{Kind: KindRollback, Trigger: "test"})
+		if j.State != JobSucceeded {
+			t.Fatalf("second rollback: %s: %s", j.State, j.Error)
+		}
+		e.wantBuild(t, relA)
+		// Updating to a release marked bad needs force.
+		if _, err := e.code.Release(relC.Name); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	meAfter := e.meSums(t)
+	for k, v := range meBefore {
+		if strings.HasPrefix(v, "lines:") {
+			continue
+		}
+		if meAfter[k] != v {
+			t.Errorf("owner data %s changed: %s -> %s", k, v, meAfter[k])
+		}
+	}
+	_ = ctx
+}
