@@ -71,6 +71,7 @@ type FileConfig struct {
 		FailureAction   string   `toml:"failure_action"`
 		Canary          *int     `toml:"canary"`
 		Soak            Duration `toml:"soak"`
+		DowntimePage    bool     `toml:"downtime_page"`
 	} `toml:"defaults"`
 
 	Schedules []Schedule `toml:"schedule"`
@@ -247,6 +248,7 @@ func (c FileConfig) AgentDefaults() Defaults {
 		d.Canary = *x.Canary
 	}
 	setD(&d.Soak, x.Soak)
+	d.DowntimePage = x.DowntimePage
 	return d
 }
 

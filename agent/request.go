@@ -59,6 +59,9 @@ type Defaults struct {
 	FailureAction   string        `json:"failure_action"`
 	Canary          int           `json:"canary"`
 	Soak            time.Duration `json:"soak"`
+	// DowntimePage holds the ports of lockers an offline update stopped
+	// with the maintenance page (see holdPorts).
+	DowntimePage bool `json:"downtime_page"`
 }
 
 // DefaultDefaults are lxcfleet's built-in defaults.

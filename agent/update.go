@@ -147,7 +147,9 @@ func (a *Agent) offline(ctx context.Context, r *run, req Request, rel, prev code
 	r.stage("stop", fmt.Sprintf("stopping %d lockers, %d at once", len(names), req.StopParallel))
 	t := a.track(r, "replace-stop", 0)
 	so := req.stopOptions()
-	so.OnEvent = t.onEvent
+	hold := a.holdPorts(ctx, r, req, names) // nil unless downtime_page
+	defer hold.releaseAll()
+	so.OnEvent = hold.wrap(t.onEvent)
 	stopBegin := time.Now()
 	sres, err := a.deps.Containers.StopAll(ctx, names, so)
 	if err != nil {
@@ -170,7 +172,7 @@ func (a *Agent) offline(ctx context.Context, r *run, req Request, rel, prev code
 	sctx := context.WithoutCancel(ctx)
 	r.stage("start", fmt.Sprintf("starting %d lockers, %d at once", len(names), req.Window))
 	startBegin := time.Now()
-	st, err := a.startWave(sctx, r, req, names, 0)
+	st, err := a.startWaveHeld(sctx, r, req, names, 0, hold)
 	if err != nil {
 		return nil, err
 	}

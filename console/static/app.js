@@ -1,0 +1,967 @@
+// lxcfleet console: plain JavaScript, no build step, no dependencies.
+// Every call to the API sends the token from sessionStorage as a bearer
+// header; a running job is followed through its Server-Sent Events stream,
+// read with fetch() so that the header can be sent.
+'use strict';
+
+(function () {
+  const TOKEN_KEY = 'lxcfleet.token';
+  const POLL_MS = 2500;
+  const $ = (id) => document.getElementById(id);
+
+  const S = {
+    token: sessionStorage.getItem(TOKEN_KEY) || '',
+    host: null,
+    lockers: [],
+    jobs: [],
+    lastOK: 0,
+    down: false,
+    pollTimer: 0,
+    live: null, // the job on screen (see newLive)
+    filter: '',
+  };
+
+  // ---------- helpers ----------
+
+  class ApiError extends Error {
+    constructor(status, message, body) {
+      super(message);
+      this.status = status;
+      this.body = body;
+    }
+  }
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : v);
+    }
+    for (const k of kids.flat()) {
+      if (k === null || k === undefined || k === false) continue;
+      e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    }
+    return e;
+  }
+
+  function plural(n, word) {
+    return n + ' ' + word + (n === 1 ? '' : 's');
+  }
+
+  function dur(ms) {
+    if (!isFinite(ms) || ms < 0) return '—';
+    const s = Math.round(ms / 1000);
+    if (s < 60) return s + 's';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + 'm ' + (s % 60) + 's';
+    const h = Math.floor(m / 60);
+    if (h < 48) return h + 'h ' + (m % 60) + 'm';
+    return Math.floor(h / 24) + 'd ' + (h % 24) + 'h';
+  }
+
+  function parseTime(t) {
+    if (!t) return null;
+    const d = new Date(t);
+    return isNaN(d) || d.getFullYear() < 2000 ? null : d;
+  }
+
+  function ago(t) {
+    const d = parseTime(t);
+    if (!d) return '';
+    const ms = Date.now() - d.getTime();
+    return ms < 0 ? 'in ' + dur(-ms) : dur(ms) + ' ago';
+  }
+
+  function clock(d) {
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  function stamp(t) {
+    const d = parseTime(t);
+    if (!d) return '—';
+    const today = new Date().toDateString() === d.toDateString();
+    return today ? clock(d) : d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + clock(d);
+  }
+
+  function goDuration(s) {
+    // "1m30.5s" -> ms; numbers are nanoseconds.
+    if (typeof s === 'number') return s / 1e6;
+    if (!s) return 0;
+    let ms = 0;
+    const re = /([\d.]+)(h|ms|m|s|µs|us|ns)/g;
+    let m;
+    while ((m = re.exec(s))) {
+      const v = parseFloat(m[1]);
+      ms += { h: 3600e3, m: 60e3, s: 1e3, ms: 1, µs: 1e-3, us: 1e-3, ns: 1e-6 }[m[2]] * v;
+    }
+    return ms;
+  }
+
+  let toastTimer = 0;
+  function toast(msg, bad) {
+    const t = $('toast');
+    t.textContent = msg;
+    t.className = 'toast' + (bad ? ' bad' : '');
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { t.hidden = true; }, bad ? 9000 : 4500);
+  }
+
+  // A message fit for an operator, whatever was thrown: never a stack.
+  function explain(err) {
+    if (err instanceof ApiError) return err.message;
+    return 'The console hit an unexpected problem (' + (err && err.message ? err.message : String(err)) + '). Reload the page; the agent itself is unaffected.';
+  }
+
+  // ---------- API ----------
+
+  async function api(method, path, body) {
+    let res;
+    try {
+      res = await fetch(path, {
+        method,
+        headers: Object.assign(
+          { Authorization: 'Bearer ' + S.token, Accept: 'application/json' },
+          body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+        cache: 'no-store',
+      });
+    } catch (e) {
+      throw new ApiError(0, 'The agent at ' + location.host + ' is not answering: it may be restarting or stopped (on the host: systemctl status lxcfleet).');
+    }
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+    if (res.status === 401) throw new ApiError(401, 'The agent refused the token.');
+    if (!res.ok) {
+      let msg = data && data.error ? data.error : 'The agent answered HTTP ' + res.status + '.';
+      if (res.status >= 502 && !(data && data.error)) msg = 'The agent at ' + location.host + ' is not answering (HTTP ' + res.status + ' from a proxy).';
+      throw new ApiError(res.status, msg, data);
+    }
+    return data;
+  }
+
+  // ---------- sign in ----------
+
+  function showLogin(message) {
+    stopPolling();
+    stopStream();
+    $('app').hidden = true;
+    $('topinfo').hidden = true;
+    $('conn').hidden = true;
+    $('logout').hidden = true;
+    $('banner').hidden = true;
+    $('login').hidden = false;
+    const e = $('login-error');
+    e.hidden = !message;
+    e.textContent = message || '';
+    $('login-token').value = '';
+    $('login-token').focus();
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    const token = $('login-token').value.trim();
+    const btn = $('login-submit');
+    if (!token) return;
+    btn.disabled = true;
+    btn.textContent = 'Checking…';
+    S.token = token;
+    try {
+      const host = await api('GET', '/v1/host');
+      sessionStorage.setItem(TOKEN_KEY, token);
+      S.host = host;
+      showApp();
+    } catch (err) {
+      S.token = '';
+      const e = $('login-error');
+      e.hidden = false;
+      e.textContent = err.status === 401
+        ? 'The agent refused this token. Check listen.token (or listen.token_file) in /etc/lxcfleet/lxcfleet.toml.'
+        : explain(err);
+    } finally {
+      btn.disabled = false;
+      btn.textContent = 'Sign in';
+    }
+  }
+
+  function logout() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    S.token = '';
+    S.host = null;
+    S.live = null;
+    showLogin('');
+  }
+
+  function showApp() {
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('topinfo').hidden = false;
+    $('conn').hidden = false;
+    $('logout').hidden = false;
+    render();
+    poll();
+  }
+
+  // ---------- polling ----------
+
+  function stopPolling() {
+    clearTimeout(S.pollTimer);
+    S.pollTimer = 0;
+  }
+
+  async function poll() {
+    stopPolling();
+    const [h, c, j] = await Promise.allSettled([
+      api('GET', '/v1/host'),
+      api('GET', '/v1/containers'),
+      api('GET', '/v1/jobs?limit=30'),
+    ]);
+    const failed = [h, c, j].find((r) => r.status === 'rejected');
+    if (failed && failed.reason && failed.reason.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin('The agent no longer accepts your token (it may have been changed). Sign in again.');
+      return;
+    }
+    if (h.status === 'fulfilled') S.host = h.value;
+    if (c.status === 'fulfilled') S.lockers = (c.value && c.value.containers) || [];
+    if (j.status === 'fulfilled') S.jobs = (j.value && j.value.jobs) || [];
+    if (failed) {
+      setDown(explain(failed.reason));
+    } else {
+      S.lastOK = Date.now();
+      setDown('');
+    }
+    const running = S.host && S.host.running_job;
+    if (running && (!S.live || S.live.id !== running.id || S.live.ended)) {
+      if (!S.live || S.live.id !== running.id) follow(running);
+    }
+    render();
+    S.pollTimer = setTimeout(poll, POLL_MS);
+  }
+
+  function setDown(message) {
+    const b = $('banner');
+    const conn = $('conn');
+    S.down = !!message;
+    if (message) {
+      const since = S.lastOK ? ' Last contact ' + ago(new Date(S.lastOK)) + '.' : '';
+      b.textContent = message + since + ' Retrying every few seconds; what you see below may be out of date.';
+      b.hidden = false;
+      conn.className = 'conn down';
+      $('conn-text').textContent = 'agent not answering';
+    } else {
+      b.hidden = true;
+      conn.className = 'conn ok';
+      $('conn-text').textContent = 'live';
+    }
+    const busy = !!(S.host && S.host.running_job) || S.down;
+    for (const id of ['btn-update', 'btn-stop-all', 'btn-start-all', 'btn-rollback']) $(id).disabled = busy;
+    $('busy-note').textContent = S.down ? 'Operations are disabled while the agent is not answering.'
+      : (S.host && S.host.running_job ? 'A job is running; new operations wait until it ends.' : '');
+  }
+
+  // ---------- rendering ----------
+
+  function render() {
+    renderHost();
+    renderGrid();
+    renderLockers();
+    renderJobs();
+    renderJob();
+  }
+
+  function renderHost() {
+    const h = S.host;
+    if (!h) return;
+    $('host-name').textContent = h.hostname || 'this host';
+    $('agent-version').textContent = h.agent_version ? 'agent ' + h.agent_version : '';
+    document.title = (h.hostname || 'lxcfleet') + ' · lxcfleet';
+    const b = h.build;
+    if (b) {
+      $('build-number').textContent = '#' + b.build;
+      $('build-sha').textContent = b.short || (b.sha || '').slice(0, 12);
+      $('build-ref').textContent = b.ref ? 'on ' + b.ref : '';
+      $('build-subject').textContent = b.subject || '';
+      $('build-subject').title = b.subject || '';
+      $('build-time').textContent = 'built ' + stamp(b.build_time) + (b.commit_time ? ' · committed ' + ago(b.commit_time) : '');
+    } else {
+      $('build-number').textContent = 'none';
+      $('build-sha').textContent = '';
+      $('build-ref').textContent = '';
+      $('build-subject').textContent = 'No release yet: run an update to build one.';
+      $('build-time').textContent = '';
+    }
+    const counts = h.counts || {};
+    $('count-running').textContent = counts.running || 0;
+    $('count-total').textContent = h.lockers || 0;
+    const other = Object.entries(counts).filter(([k]) => k !== 'running').map(([k, v]) => v + ' ' + k);
+    $('count-detail').textContent = other.length ? other.join(' · ') : 'all running';
+    const unhealthy = S.lockers.filter((l) => l.health === 'unhealthy').length;
+    const off = $('count-off');
+    off.replaceChildren();
+    if (h.off_current) off.append(el('span', { class: 'badge amber', text: plural(h.off_current, 'locker') + ' on an older release' }), ' ');
+    if (unhealthy) off.append(el('span', { class: 'badge red', text: unhealthy + ' unhealthy' }));
+    renderUpdate(h.update_check);
+    renderSchedules(h.schedules || []);
+  }
+
+  function renderUpdate(u) {
+    const box = $('update-body');
+    box.replaceChildren();
+    box.className = 'sub';
+    if (!u || u.checked === false) {
+      box.className = 'sub muted';
+      box.textContent = 'Not checked yet. “Check now” fetches the origin without building anything.';
+      return;
+    }
+    const checked = u.checked_at ? ' · checked ' + ago(u.checked_at) : '';
+    if (!u.available) {
+      box.append(el('span', { class: 'badge green', text: 'up to date' }), ' with ', el('code', { text: u.target || '' }),
+        el('span', { class: 'muted', text: checked }));
+      return;
+    }
+    const need = u.npm_needed
+      ? el('span', { class: 'badge amber', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
+      : el('span', { class: 'badge blue', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
+    box.append(
+      el('div', {}, el('b', { text: plural(u.behind || 0, 'commit') + ' behind ' }), el('code', { text: u.target || '' }), ' ', need,
+        el('span', { class: 'muted', text: (u.changed_files ? ' · ' + plural(u.changed_files, 'file') + ' changed' : '') + checked })),
+      el('ul', { class: 'commits' }, (u.commits || []).slice(0, 12).map((c) =>
+        el('li', { title: c.subject }, el('code', { text: (c.sha || '').slice(0, 8) }), c.subject))));
+  }
+
+  function renderSchedules(list) {
+    const box = $('schedules');
+    box.replaceChildren();
+    if (!list.length) {
+      box.className = 'sub muted';
+      box.textContent = 'None configured ([[schedule]] in the config).';
+      return;
+    }
+    box.className = 'sub sched';
+    for (const s of list) {
+      const next = parseTime(s.next);
+      box.append(
+        el('span', { class: 'name', title: s.cron }, s.name),
+        el('span', {}, el('span', { class: 'badge' }, s.kind), ' ',
+          next ? el('span', { title: next.toString() }, 'next ' + stamp(s.next) + ' (' + ago(s.next) + ')') : el('span', { class: 'muted', text: 'no next run' }),
+          s.last ? el('span', { class: 'muted', text: ' · last: ' + s.last }) : null));
+    }
+  }
+
+  // The state a tile shows: from the live job when it touched the locker,
+  // else from the inventory.
+  function tileState(l) {
+    const live = S.live && !S.live.ended ? S.live.grid[l.name] : null;
+    if (live) return live;
+    if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : 'up';
+    if (l.state === 'STOPPED') return 'down';
+    if (l.state === 'STOPPING') return 'stopping';
+    if (l.state === 'STARTING') return 'starting';
+    return 'other';
+  }
+
+  const STATES = [
+    ['up', 'up'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
+    ['failed', 'failed'], ['unhealthy', 'unhealthy'],
+  ];
+
+  function shortName(name) {
+    // Lockers share a prefix; the tile shows the distinctive end.
+    const m = name.match(/(\d+)$/);
+    if (m && name.length > 8) return m[1];
+    return name.length > 8 ? name.slice(-8) : name;
+  }
+
+  function renderGrid() {
+    const grid = $('grid');
+    const counts = {};
+    const frag = document.createDocumentFragment();
+    const names = new Set();
+    for (const l of S.lockers) {
+      names.add(l.name);
+      const st = tileState(l);
+      counts[st] = (counts[st] || 0) + 1;
+      frag.append(el('div', { class: 'tile s-' + st, 'data-name': l.name, 'data-state': st, title: l.name + ': ' + st }, shortName(l.name)));
+    }
+    // Lockers the job reports that the inventory does not know yet.
+    if (S.live && !S.live.ended) {
+      for (const [n, st] of Object.entries(S.live.grid)) {
+        if (names.has(n)) continue;
+        counts[st] = (counts[st] || 0) + 1;
+        frag.append(el('div', { class: 'tile s-' + st, 'data-name': n, 'data-state': st, title: n + ': ' + st }, shortName(n)));
+      }
+    }
+    if (!frag.childNodes.length) frag.append(el('div', { class: 'muted', text: S.host ? 'No lockers on this host.' : 'Loading…' }));
+    grid.replaceChildren(frag);
+    const legend = $('legend');
+    legend.replaceChildren(...STATES.map(([k, label]) =>
+      el('span', { 'data-legend': k }, el('i', { class: 's-' + k }), label + ' ' + (counts[k] || 0))));
+  }
+
+  // liveBusy: the running job has this locker down or in a step, so the
+  // inventory's last health mark is stale.
+  function liveBusy(l) {
+    const st = S.live && !S.live.ended ? S.live.grid[l.name] : null;
+    return !!st && st !== 'up';
+  }
+
+  function renderLockers() {
+    const tb = $('lockers-table').tBodies[0];
+    const f = S.filter.toLowerCase();
+    const rows = [];
+    const current = S.host && S.host.build ? S.host.build.release : '';
+    for (const l of S.lockers) {
+      const hay = [l.name, l.state, l.health, l.release, l.port, (l.groups || []).join(' ')].join(' ').toLowerCase();
+      if (f && !hay.includes(f)) continue;
+      const running = l.state === 'RUNNING';
+      const st = tileState(l);
+      const statePill = el('span', { class: 'pill ' + (S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase()) },
+        S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase());
+      const release = [];
+      if (l.release) {
+        release.push(el('code', { title: l.release }, l.release));
+        if (running && current && !l.on_current) release.push(' ', el('span', { class: 'badge amber', 'data-old': '1', title: 'current is ' + current + '; this locker moves on its next restart or update' }, 'older release'));
+        if (l.release_deleted) release.push(' ', el('span', { class: 'badge red', text: 'folder deleted' }));
+      } else {
+        release.push(el('span', { class: 'muted', text: running ? 'unknown' : '—' }));
+      }
+      const started = parseTime(l.started_at);
+      rows.push(el('tr', { 'data-name': l.name, 'data-state': l.state },
+        el('td', { class: 'name' }, l.name),
+        el('td', {}, statePill),
+        el('td', {}, liveBusy(l) ? el('span', { class: 'muted', text: '—' })
+          : el('span', { class: 'pill ' + l.health, title: l.health_error || (l.health_at ? 'checked ' + ago(l.health_at) : '') }, l.health)),
+        el('td', {}, release),
+        el('td', {}, running && started ? el('span', { title: 'since ' + started.toString() }, dur(Date.now() - started.getTime())) : el('span', { class: 'muted', text: '—' })),
+        el('td', {}, l.port || ''),
+        el('td', {}, l.start_order || 0),
+        el('td', {}, el('button', { class: 'btn small', 'data-restart': l.name, disabled: !!(S.host && S.host.running_job) || S.down, onclick: () => confirmRestart(l) }, 'Restart…'))));
+    }
+    if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: S.lockers.length ? 'No locker matches the filter.' : 'No lockers on this host.' })));
+    tb.replaceChildren(...rows);
+  }
+
+  function jobSummary(j) {
+    if (j.error) return j.error;
+    try {
+      const r = typeof j.result === 'string' ? JSON.parse(j.result) : j.result;
+      if (r && r.summary) return r.summary;
+      if (r && r.available !== undefined) return r.available ? r.behind + ' commits behind ' + r.target : 'up to date';
+    } catch (e) { /* not JSON: no summary */ }
+    return '';
+  }
+
+  function jobDuration(j) {
+    const a = parseTime(j.created);
+    const b = parseTime(j.finished) || (j.state === 'running' ? new Date() : null);
+    return a && b ? dur(b - a) : '—';
+  }
+
+  function renderJobs() {
+    const tb = $('jobs-table').tBodies[0];
+    const rows = S.jobs.map((j) => {
+      const p = j.progress || {};
+      const sum = jobSummary(j);
+      return el('tr', { class: 'clickable', 'data-job': j.id, title: 'show this job', onclick: () => showJob(j.id) },
+        el('td', { title: j.id }, stamp(j.created)),
+        el('td', {}, el('b', {}, j.kind)),
+        el('td', { class: 'muted' }, j.trigger || ''),
+        el('td', {}, el('span', { class: 'pill ' + (j.state === 'running' ? 'job-running' : j.state) }, j.state)),
+        el('td', {}, p.total ? p.done + '/' + p.total + (p.failed ? ' (' + p.failed + ' failed)' : '') : '—'),
+        el('td', {}, jobDuration(j)),
+        el('td', { class: 'summary' + (j.error ? ' err' : ''), title: sum }, sum));
+    });
+    if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 7, text: 'No jobs yet.' })));
+    tb.replaceChildren(...rows);
+  }
+
+  // ---------- live job ----------
+
+  function newLive(job) {
+    return {
+      id: job.id, kind: job.kind, job, state: job.state, total: (job.progress || {}).total || 0,
+      done: (job.progress || {}).done || 0, failed: (job.progress || {}).failed || 0,
+      created: parseTime(job.created) || new Date(), firstAt: 0, lastSeq: 0,
+      stages: [], waves: {}, where: {}, failures: [], grid: {}, ended: job.state !== 'running',
+      error: job.error || '', summary: '', abort: null, retries: 0,
+    };
+  }
+
+  function stopStream() {
+    if (S.live && S.live.abort) S.live.abort.abort();
+  }
+
+  function follow(job) {
+    stopStream();
+    S.live = newLive(job);
+    $('job-panel').hidden = false;
+    stream(S.live);
+  }
+
+  async function stream(live) {
+    const ctl = new AbortController();
+    live.abort = ctl;
+    try {
+      const headers = { Authorization: 'Bearer ' + S.token, Accept: 'text/event-stream' };
+      if (live.lastSeq) headers['Last-Event-ID'] = String(live.lastSeq);
+      const res = await fetch('/v1/jobs/' + encodeURIComponent(live.id) + '/events', { headers, signal: ctl.signal, cache: 'no-store' });
+      if (!res.ok || !res.body) throw new ApiError(res.status, 'event stream: HTTP ' + res.status);
+      live.retries = 0;
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const chunk = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          onSSE(live, chunk);
+        }
+      }
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+    }
+    if (live.ended || S.live !== live) return;
+    // The stream ended without an "end" event: the agent restarted or the
+    // connection dropped. Ask for the job, then resume or finish.
+    live.retries++;
+    setTimeout(async () => {
+      if (S.live !== live || live.ended) return;
+      try {
+        const j = await api('GET', '/v1/jobs/' + encodeURIComponent(live.id));
+        if (j.state !== 'running') { finish(live, j); return; }
+      } catch (e) { /* the banner says the agent is down */ }
+      stream(live);
+    }, Math.min(5000, 500 * live.retries));
+  }
+
+  function onSSE(live, chunk) {
+    let type = 'message';
+    let data = '';
+    let id = 0;
+    for (const line of chunk.split('\n')) {
+      if (line.startsWith(':')) continue;
+      const k = line.indexOf(':');
+      const field = k < 0 ? line : line.slice(0, k);
+      const val = k < 0 ? '' : line.slice(k + 1).replace(/^ /, '');
+      if (field === 'event') type = val;
+      else if (field === 'data') data += (data ? '\n' : '') + val;
+      else if (field === 'id') id = parseInt(val, 10) || 0;
+    }
+    if (!data) return;
+    let obj;
+    try { obj = JSON.parse(data); } catch (e) { return; }
+    if (type === 'end') { finish(live, obj); return; }
+    if (id) live.lastSeq = Math.max(live.lastSeq, id);
+    apply(live, obj);
+    scheduleRender();
+  }
+
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      renderJob();
+      renderGrid();
+      renderLockers();
+    });
+  }
+
+  const PHASE_TILE = { stopping: 'stopping', stopped: 'down', starting: 'starting', running: 'starting', healthy: 'up', failed: 'failed' };
+
+  function apply(live, e) {
+    if (e.progress) {
+      live.total = e.progress.total;
+      live.done = e.progress.done;
+      live.failed = e.progress.failed;
+    }
+    if (e.type === 'stage') {
+      live.stages.push({ t: parseTime(e.time) || new Date(), stage: e.stage, msg: e.message || '', err: e.error || '' });
+    } else if (e.type === 'container') {
+      if (!live.firstAt) live.firstAt = Date.now();
+      const st = PHASE_TILE[e.phase];
+      if (st) live.grid[e.container] = st;
+      const w = e.wave || 0;
+      live.waves[w] = live.waves[w] || {};
+      if (st) {
+        // Where each locker is in its wave.
+        for (const ww of Object.keys(live.waves)) if (+ww !== w) delete live.waves[ww][e.container];
+        live.waves[w][e.container] = st;
+      }
+      if (e.phase === 'failed') live.failures.push({ t: new Date(), name: e.container, err: e.error || e.outcome || 'failed' });
+    } else if (e.type === 'state') {
+      live.state = e.state;
+      if (e.error) live.error = e.error;
+    }
+  }
+
+  function finish(live, job) {
+    if (live.ended && live.job === job) return;
+    live.ended = true;
+    live.job = job;
+    live.state = job.state;
+    live.error = job.error || '';
+    const p = job.progress || {};
+    live.total = p.total; live.done = p.done; live.failed = p.failed;
+    live.summary = jobSummary(Object.assign({}, job, { error: '' }));
+    try {
+      const r = typeof job.result === 'string' ? JSON.parse(job.result) : job.result;
+      for (const o of (r && r.outcomes) || []) {
+        if (['failed', 'unhealthy', 'cancelled'].includes(o.outcome) && !live.failures.some((f) => f.name === o.name)) {
+          live.failures.push({ t: parseTime(job.finished) || new Date(), name: o.name, err: o.error || o.outcome });
+        }
+      }
+    } catch (e) { /* no outcomes */ }
+    if (live.abort) live.abort.abort();
+    if (S.live === live) {
+      renderJob();
+      poll();
+    }
+  }
+
+  const WAVE_NAMES = {
+    'update-code': { 0: null, 1: 'rollout', 2: 'rollback' },
+    rollback: { 1: 'rollback', 2: 'rollback' },
+  };
+
+  function waveName(live, w) {
+    const names = WAVE_NAMES[live.kind] || {};
+    if (live.kind === 'update-code' && +w === 0) {
+      const strategy = live.job.request && live.job.request.strategy;
+      return strategy === 'offline' ? 'all lockers' : 'canary';
+    }
+    return names[w] || (Object.keys(live.waves).length > 1 ? 'wave ' + w : 'all lockers');
+  }
+
+  function renderJob() {
+    const live = S.live;
+    const panel = $('job-panel');
+    if (!live) { panel.hidden = true; return; }
+    panel.hidden = false;
+    $('job-id').textContent = live.id;
+    const req = live.job.request || {};
+    let kind = live.kind;
+    if (live.kind === 'update-code') kind += ' → ' + (req.target || '') + ' (' + (req.strategy || '') + ')';
+    if ((req.names || []).length === 1) kind += ' ' + req.names[0];
+    $('job-kind').textContent = kind;
+    const stp = $('job-state');
+    stp.textContent = live.state;
+    stp.className = 'pill ' + (live.state === 'running' ? 'job-running' : live.state);
+
+    const total = live.total || 0;
+    let pct = total ? Math.floor((live.done / total) * 100) : 0;
+    if (live.ended && live.state === 'succeeded') pct = 100;
+    const bar = $('job-bar');
+    bar.style.width = pct + '%';
+    bar.className = 'bar' + (live.ended ? (live.state === 'succeeded' ? ' ok' : live.state === 'cancelled' ? ' warn' : ' bad') : live.failed ? ' warn' : '');
+    $('job-progress-text').textContent = pct + '%';
+    $('job-counts').textContent = total
+      ? live.done + ' of ' + plural(total, 'locker') + ' done' + (live.failed ? ' · ' + live.failed + ' failed' : '')
+      : (live.ended ? 'no lockers to move' : 'preparing…');
+    const last = live.stages[live.stages.length - 1];
+    $('job-stage').textContent = last ? last.stage + (last.msg ? ': ' + last.msg : '') : '';
+
+    // Time: elapsed, and an estimate from the pace so far.
+    const now = live.ended ? (parseTime(live.job.finished) || new Date()) : new Date();
+    $('job-elapsed').textContent = (live.ended ? 'took ' : 'running for ') + dur(now - live.created);
+    let eta = '';
+    if (!live.ended) {
+      if (total && live.done > 0 && live.firstAt) {
+        const per = (Date.now() - live.firstAt) / live.done;
+        const left = per * (total - live.done);
+        eta = '≈ ' + dur(left) + ' left · done by ' + clock(new Date(Date.now() + left));
+      } else {
+        eta = 'estimating…';
+      }
+    } else {
+      eta = 'finished ' + clock(now);
+    }
+    $('job-eta').textContent = eta;
+
+    $('job-cancel').hidden = live.ended;
+    $('job-close').hidden = !live.ended;
+
+    const msg = $('job-message');
+    if (live.ended) {
+      msg.hidden = false;
+      if (live.state === 'succeeded') {
+        msg.className = 'job-message';
+        msg.textContent = '✓ ' + (live.summary || 'Job succeeded.');
+      } else if (live.state === 'cancelled') {
+        msg.className = 'job-message warn';
+        msg.textContent = 'Cancelled. ' + (live.summary || 'Nothing new was started after the cancel; lockers already in a step finished it.');
+      } else {
+        msg.className = 'job-message bad';
+        msg.textContent = 'Job ' + live.state + ': ' + (live.error || 'see the failures below and the agent’s log (journalctl -u lxcfleet).');
+      }
+    } else {
+      msg.hidden = true;
+    }
+
+    // Waves.
+    const wb = $('job-waves').tBodies[0];
+    const rows = Object.keys(live.waves).sort((a, b) => a - b).map((w) => {
+      const c = { stopping: 0, down: 0, starting: 0, up: 0, failed: 0 };
+      for (const st of Object.values(live.waves[w])) c[st] = (c[st] || 0) + 1;
+      const active = c.stopping + c.starting + (live.ended ? 0 : c.down);
+      const state = c.failed ? (active ? 'running, ' + c.failed + ' failed' : c.failed + ' failed') : (active && !live.ended ? 'running' : 'done');
+      return el('tr', { 'data-wave': w },
+        el('td', {}, el('b', {}, waveName(live, w))),
+        el('td', {}, c.stopping), el('td', {}, c.down), el('td', {}, c.starting), el('td', {}, c.up),
+        el('td', { class: c.failed ? 'err' : '' }, c.failed),
+        el('td', {}, el('span', { class: 'pill ' + (c.failed ? 'failed' : active && !live.ended ? 'job-running' : 'succeeded') }, state)));
+    });
+    if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: live.ended ? 'no locker was touched' : 'no locker touched yet' })));
+    wb.replaceChildren(...rows);
+
+    // Stages.
+    const sl = $('job-stages');
+    sl.replaceChildren(...live.stages.slice(-40).map((s) =>
+      el('li', { class: s.err ? 'err' : '' }, el('span', { class: 't', text: clock(s.t) }), el('b', {}, s.stage), s.msg ? ': ' + s.msg : '', s.err ? ' — ' + s.err : '')));
+    if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: 'waiting for the first stage…' }));
+
+    // Failures.
+    const fl = $('job-failures');
+    $('job-failcount').textContent = live.failures.length ? '(' + live.failures.length + ')' : '';
+    if (!live.failures.length) {
+      fl.replaceChildren(el('li', { class: 'muted none', text: 'none so far' }));
+    } else {
+      fl.replaceChildren(...live.failures.slice(-100).reverse().map((f) =>
+        el('li', { 'data-failed': f.name }, el('b', {}, f.name), ' ', f.err)));
+    }
+  }
+
+  async function showJob(id) {
+    try {
+      const j = await api('GET', '/v1/jobs/' + encodeURIComponent(id));
+      if (j.state === 'running') { follow(j); return; }
+      stopStream();
+      const live = newLive(j);
+      S.live = live;
+      try {
+        const s = await api('GET', '/v1/jobs/' + encodeURIComponent(id) + '/steps');
+        for (const st of (s && s.steps) || []) {
+          if (!st.container) live.stages.push({ t: parseTime(st.time) || new Date(), stage: st.action, msg: st.outcome || st.release || '', err: st.error || '' });
+        }
+      } catch (e) { /* steps are optional */ }
+      live.ended = false;
+      finish(live, j);
+      $('job-panel').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    } catch (err) {
+      toast(explain(err), true);
+    }
+  }
+
+  // ---------- operations ----------
+
+  let confirmAction = null;
+
+  function ask(title, body, okLabel, action, opts) {
+    const d = $('confirm');
+    $('confirm-title').textContent = title;
+    const fields = $('confirm-fields');
+    fields.replaceChildren();
+    if (opts && opts.fields) fields.append(opts.fields);
+    const text = $('confirm-text');
+    text.replaceChildren(...(Array.isArray(body) ? body : [body]));
+    const ok = $('confirm-ok');
+    ok.textContent = okLabel;
+    ok.className = 'btn ' + (opts && opts.danger ? 'danger' : 'primary');
+    ok.disabled = false;
+    confirmAction = action;
+    if (opts && opts.onInput) opts.onInput();
+    d.showModal();
+  }
+
+  async function onConfirm(ev) {
+    ev.preventDefault();
+    const action = confirmAction;
+    if (!action) return;
+    const ok = $('confirm-ok');
+    ok.disabled = true;
+    try {
+      await action();
+      confirmAction = null;
+      $('confirm').close();
+    } catch (err) {
+      ok.disabled = false;
+      $('confirm').close();
+      if (err instanceof ApiError && err.status === 409 && err.body && err.body.job_id) {
+        toast('Another job is running (' + err.body.job_id + '); showing it.', true);
+        showJob(err.body.job_id);
+      } else {
+        toast(explain(err), true);
+      }
+    }
+  }
+
+  async function submit(path, body) {
+    const job = await api('POST', path, Object.assign({ trigger: 'console' }, body || {}));
+    toast('Started ' + job.kind + ' (' + job.id + ').');
+    follow(job);
+    render();
+    $('job-panel').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    setTimeout(poll, 300);
+    return job;
+  }
+
+  function running() { return S.lockers.filter((l) => l.state === 'RUNNING'); }
+  function stopped() { return S.lockers.filter((l) => l.state !== 'RUNNING'); }
+
+  function confirmStopAll() {
+    const n = running().length;
+    ask('Stop all lockers?', [
+      el('p', {}, 'This stops ', el('b', {}, plural(n, 'running locker')), ' on ', el('b', {}, (S.host && S.host.hostname) || 'this host'),
+        ': each gets a graceful stop (its app is asked to exit, then killed after the grace period), several at once.'),
+      el('div', { class: 'warn' }, 'Their apps are DOWN until you start them again with “Start all”. Owner data (/Me) and config are not touched.'),
+    ], 'Stop ' + plural(n, 'locker'), () => submit('/v1/stop-all', {}), { danger: true });
+  }
+
+  function confirmStartAll() {
+    const n = stopped().length;
+    ask('Start all lockers?', [
+      el('p', {}, 'This starts ', el('b', {}, plural(n, 'stopped locker')), ' on the current release',
+        S.host && S.host.build ? el('span', {}, ' (build ', el('b', {}, '#' + S.host.build.build), ')') : '',
+        ', in bounded waves: only a few start at once, and each is waited for until it answers its health check, so the host is not hit by every startup at the same moment.'),
+      el('p', { class: 'muted' }, 'Lockers already running are left as they are.'),
+    ], n ? 'Start ' + plural(n, 'locker') : 'Start (nothing is stopped)', () => submit('/v1/start-all', {}));
+  }
+
+  function confirmUpdate() {
+    const n = running().length;
+    const u = S.host && S.host.update_check;
+    const fields = el('div', { class: 'fields' },
+      el('label', { for: 'f-target' }, 'Target'),
+      el('input', { id: 'f-target', value: (u && u.target) || 'main', placeholder: 'branch, tag or commit' }),
+      el('label', { for: 'f-strategy' }, 'Strategy'),
+      el('select', { id: 'f-strategy' },
+        el('option', { value: 'rolling' }, 'rolling — a few lockers at a time'),
+        el('option', { value: 'offline' }, 'offline — stop all, switch, start all')),
+      el('label', { for: 'f-window' }, 'Wave size'),
+      el('input', { id: 'f-window', type: 'number', min: '1', max: '1000', placeholder: 'agent default' }),
+      el('div', { class: 'hint' }, 'At most this many lockers start (rolling: are down) at once.'));
+    const text = () => {
+      const strategy = $('f-strategy').value;
+      const k = parseInt($('f-window').value, 10);
+      const wave = k > 0 ? plural(k, 'locker') : 'the configured number of lockers';
+      const target = $('f-target').value.trim() || 'main';
+      const steps = [
+        el('li', {}, 'Fetch and build ', el('code', {}, target), ' into a new release while every locker keeps serving (npm runs only if the lockfile changed). A failed build stops here and touches nothing.'),
+      ];
+      if (strategy === 'offline') {
+        steps.push(el('li', {}, 'Stop ', el('b', {}, 'all ' + plural(n, 'running locker')), ', switch current to the new release, then start them again, ', wave, ' at a time.'));
+      } else {
+        steps.push(el('li', {}, 'Switch current, then replace the ', plural(n, 'running locker'), ' ', wave, ' at a time (stop, start on the new release, wait healthy). Too many failures roll back by policy.'));
+      }
+      const out = [el('p', {}, 'This will:'), el('ol', {}, steps)];
+      if (strategy === 'offline') out.push(el('div', { class: 'warn' }, 'Offline: every locker is down from its stop until its start (a maintenance page can answer meanwhile).'));
+      $('confirm-text').replaceChildren(...out);
+      $('confirm-ok').textContent = 'Update ' + plural(n, 'locker') + ' (' + strategy + ')';
+    };
+    ask('Update code?', [], 'Update', () => {
+      const body = { target: $('f-target').value.trim(), strategy: $('f-strategy').value };
+      const k = parseInt($('f-window').value, 10);
+      if (k > 0) body.window = k;
+      if (!body.target) delete body.target;
+      return submit('/v1/update-code', body);
+    }, { fields, onInput: text });
+    for (const id of ['f-target', 'f-strategy', 'f-window']) $(id).addEventListener('input', text);
+  }
+
+  async function confirmRollback() {
+    let target = 'the previous good release';
+    try {
+      const r = await api('GET', '/v1/releases');
+      const rels = (r && r.releases) || [];
+      const cur = rels.find((x) => x.current);
+      const prev = rels.filter((x) => !x.current && x.state !== 'bad' && (!cur || x.build_time < cur.build_time))
+        .sort((a, b) => (a.build_time < b.build_time ? 1 : -1))[0];
+      if (prev) target = prev.name + ' (build #' + prev.build + ')';
+    } catch (e) { /* the agent picks it */ }
+    const cur = S.host && S.host.build;
+    const n = running().length;
+    ask('Roll back?', [
+      el('p', {}, 'This goes back from ', el('b', {}, cur ? cur.release + ' (build #' + cur.build + ')' : 'the current release'), ' to ', el('b', {}, target), '.'),
+      el('ul', {},
+        el('li', {}, 'The release being left is marked bad (updating to it again needs --force).'),
+        el('li', {}, 'Current switches back at once; the ', plural(n, 'running locker'), ' move back in waves, a few down at a time.')),
+    ], 'Roll back ' + plural(n, 'locker'), () => submit('/v1/rollback', {}), { danger: true });
+  }
+
+  function confirmRestart(l) {
+    const b = S.host && S.host.build;
+    ask('Restart ' + l.name + '?', [
+      el('p', {}, 'This stops ', el('code', {}, l.name), ' gracefully, starts it again',
+        b ? el('span', {}, ' on the current release (build ', el('b', {}, '#' + b.build), ')') : '',
+        ' and waits until it is healthy.'),
+      el('div', { class: 'warn' }, 'Its app is down for the few seconds of the restart. Other lockers are not touched.'),
+    ], 'Restart ' + l.name, () => submit('/v1/containers/' + encodeURIComponent(l.name) + '/restart', {}));
+  }
+
+  function confirmCancel() {
+    const live = S.live;
+    if (!live || live.ended) return;
+    const offline = live.kind === 'update-code' && live.job.request && live.job.request.strategy === 'offline';
+    ask('Cancel job ' + live.kind + '?', [
+      el('p', {}, 'Nothing new begins after the cancel; lockers already being stopped or started finish that step',
+        live.kind === 'stop-all' ? ' (lockers already stopped stay stopped).' : '.'),
+      offline ? el('div', { class: 'warn' }, 'An offline update still starts every locker it stopped.') : '',
+    ], 'Cancel the job', async () => {
+      await api('POST', '/v1/jobs/' + encodeURIComponent(live.id) + '/cancel');
+      toast('Cancel requested for ' + live.id + '.');
+    }, { danger: true });
+  }
+
+  async function checkUpdate() {
+    try {
+      const job = await api('POST', '/v1/check-update', { trigger: 'console' });
+      toast('Checking the origin for updates…');
+      for (let i = 0; i < 60; i++) {
+        await new Promise((r) => setTimeout(r, 700));
+        const j = await api('GET', '/v1/jobs/' + encodeURIComponent(job.id));
+        if (j.state !== 'running') {
+          if (j.state !== 'succeeded') toast('Update check ' + j.state + ': ' + (j.error || ''), true);
+          break;
+        }
+      }
+      poll();
+    } catch (err) {
+      toast(explain(err), true);
+    }
+  }
+
+  // ---------- wiring ----------
+
+  function init() {
+    $('login-form').addEventListener('submit', login);
+    $('logout').addEventListener('click', logout);
+    $('btn-stop-all').addEventListener('click', confirmStopAll);
+    $('btn-start-all').addEventListener('click', confirmStartAll);
+    $('btn-update').addEventListener('click', confirmUpdate);
+    $('btn-rollback').addEventListener('click', confirmRollback);
+    $('btn-check').addEventListener('click', checkUpdate);
+    $('job-cancel').addEventListener('click', confirmCancel);
+    $('job-close').addEventListener('click', () => { S.live = null; render(); });
+    $('confirm-form').addEventListener('submit', onConfirm);
+    $('confirm-cancel').addEventListener('click', () => { confirmAction = null; $('confirm').close(); });
+    $('filter').addEventListener('input', (e) => { S.filter = e.target.value; renderLockers(); });
+    // The clock-driven bits (elapsed, uptime) tick without a poll.
+    setInterval(() => { if (S.live && !S.live.ended) renderJob(); }, 1000);
+    window.addEventListener('error', (e) => toast(explain(e.error || new Error(e.message)), true));
+    window.addEventListener('unhandledrejection', (e) => toast(explain(e.reason), true));
+    if (S.token) showApp(); else showLogin('');
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();
