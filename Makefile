@@ -8,7 +8,7 @@ N        ?= 20
 GOTEST   ?= go test
 TESTARGS ?=
 
-.PHONY: all setup build test test-short demo demo-clean bench lint fmt clean
+.PHONY: all setup build test test-short fuzz demo demo-clean bench lint fmt clean deb
 
 all: build
 
@@ -24,6 +24,14 @@ build:
 test: setup
 	go vet ./...
 	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+## fuzz: run each fuzz target briefly (FUZZTIME each; seeds are in testdata/fuzz)
+FUZZTIME ?= 30s
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./agent/
+	go test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) ./agent/
+	go test -run '^$$' -fuzz '^FuzzApplyEntries$$' -fuzztime $(FUZZTIME) ./mounts/
 
 ## test-short: the tests without setup (for a host already set up)
 test-short:
@@ -36,6 +44,10 @@ demo: setup build
 ## demo-clean: destroy the demo fleet
 demo-clean:
 	scripts/demo --clean
+
+## deb: the .deb (binary, systemd unit, default config, lxc-stop-all, update-code, lxc-start-all) in bin/
+deb: build
+	packaging/build-deb $(BIN) $(dir $(BIN))
 
 ## bench: issue 7's benchmark: N lockers (default 300; make bench N=20), five
 ## update scenarios side by side; results/<timestamp>/ report.json, report.md,
