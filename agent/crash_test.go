@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
+)
+
+// agentProc is the real lxcfleet binary running as the agent.
+type agentProc struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// buildBinary builds cmd/lxcfleet into dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "lxcfleet")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/lxcfleet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startAgentProc starts the binary as the agent and waits for its socket.
+func startAgentProc(t *testing.T, bin, config string, cl *http.Client) *agentProc {
+	t.Helper()
+	p := &agentProc{cmd: exec.Command(bin, "agent", "--config", config, "--log-level", "debug"), logs: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		// Only the process this test started, by its pid.
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(15 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+		if t.Failed() {
+			t.Logf("agent (pid %d) log:\n%s", p.cmd.Process.Pid, p.logs)
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := cl.Get("http://lxcfleet/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the agent exited: %s", p.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not answer within 15s: %v\n%s", err, p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the agent by the pid this test started.
+func (p *agentProc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+func getJSONUnix(t *testing.T, cl *http.Client, path string, v any) {
+	t.Helper()
+	resp, err := cl.Get("http://lxcfleet" + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// TestCrashRecovery runs the real binary as the agent, SIGKILLs it in the
+// middle of a stop-all, restarts it, and checks that the interrupted job
+// is reported interrupted and every locker it stopped runs again.
+func TestCrashRecovery(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	// Stubborn lockers use their whole grace period: a slow, steady stop.
+	lockers := testfleet.Names(f.Add(6, testfleet.Stubborn))
+	if _, err := f.Host.StartAll(context.Background(), lockers, lxcctl.StartOptions{Window: 6, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "lxf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "s.sock")
+	config := filepath.Join(dir, "lxcfleet.toml")
+	toml := fmt.Sprintf(`lxcpath = %q
+state_dir = %q
+inventory_interval = "300ms"
+health_interval = "0s"
+[listen]
+socket = %q
+[defaults]
+health = "http://127.0.0.1:{port}/healthz"
+deadline = "20s"
+`, f.Path, filepath.Join(dir, "state"), sock)
+	if err := os.WriteFile(config, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl := unixClient(sock)
+	p := startAgentProc(t, bin, config, cl)
+
+	body, _ := json.Marshal(Request{Kind: KindStopAll, Names: lockers, StopParallel: 1, StopTimeout: Duration(600 * time.Millisecond)})
+	resp, err := cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job Job
+	_ = json.NewDecoder(resp.Body).Decode(&job)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("stop-all: %s", resp.Status)
+	}
+	// Follow the job; SIGKILL the agent once two lockers are down.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+job.ID+"/events", nil)
+	resp, err = cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := 0
+	_, _ = readSSE(resp.Body, func(ev sseEvent) {
+		var e Event
+		if ev.Type == "container" && json.Unmarshal(ev.Data, &e) == nil && e.Phase == "stopped" {
+			stopped++
+			if stopped == 2 {
+				p.kill(t)
+			}
+		}
+	})
+	resp.Body.Close()
+	if stopped < 2 {
+		t.Fatalf("saw %d lockers stopped before the stream ended", stopped)
+	}
+	down := 0
+	for _, st := range f.LXCLs(t) {
+		if st == "STOPPED" {
+			down++
+		}
+	}
+	if down < 3 || down > 6 { // the base container, and the two (or three) stopped
+		t.Fatalf("after the SIGKILL: %d containers stopped, want the base and 2-3 lockers: %v", down, f.LXCLs(t))
+	}
+
+	startAgentProc(t, bin, config, cl)
+	var got Job
+	getJSONUnix(t, cl, "/v1/jobs/"+job.ID, &got)
+	if got.State != JobInterrupted || got.Error == "" {
+		t.Errorf("the killed job after a restart: %s %q, want interrupted with a reason", got.State, got.Error)
+	}
+	// The restarted agent runs a recovery job on its own.
+	deadline := time.Now().Add(40 * time.Second)
+	var rec Job
+	for {
+		var list struct{ Jobs []Job }
+		getJSONUnix(t, cl, "/v1/jobs", &list)
+		for _, j := range list.Jobs {
+			if j.Kind == KindRecover {
+				rec = j
+			}
+		}
+		if rec.ID != "" && rec.State.Done() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished recovery job within 40s: %+v", rec)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if rec.State != JobSucceeded || !strings.Contains(rec.Trigger, job.ID) {
+		t.Errorf("recovery job: %s %q trigger %q", rec.State, rec.Error, rec.Trigger)
+	}
+	var res Result
+	_ = json.Unmarshal(rec.Result, &res)
+	if res.Counts["healthy"] < 2 {
+		t.Errorf("recovery result %+v: want the stopped lockers started healthy", res)
+	}
+	st := f.LXCLs(t)
+	for _, n := range lockers {
+		if st[n] != "RUNNING" {
+			t.Errorf("%s is %s after recovery, want RUNNING", n, st[n])
+		}
+	}
+}
