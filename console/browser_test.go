@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,10 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/internal/testfleet"
 )
+
+// updateScreenshot refreshes testdata/screenshot.png (shown in the README)
+// from the screenshot taken during the update.
+var updateScreenshot = flag.Bool("update-screenshot", false, "copy the screenshot taken during the update to testdata/screenshot.png")
 
 // page drives one headless Chromium tab.
 type page struct {
@@ -301,7 +306,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		// Half way: some up again, some still starting.
 		p.wait("lockers up while others start", `document.querySelector('#grid .tile.s-starting') && document.querySelector('#grid .tile.s-up')`, 30*time.Second)
 		shot := p.screenshot("console-during-update.png")
-		if shot != "" {
+		if shot != "" && *updateScreenshot {
 			if b, err := os.ReadFile(shot); err == nil {
 				_ = os.WriteFile(filepath.Join("testdata", "screenshot.png"), b, 0o644)
 			}

@@ -474,7 +474,7 @@
         el('td', {}, el('span', { class: 'pill ' + (j.state === 'running' ? 'job-running' : j.state) }, j.state)),
         el('td', {}, p.total ? p.done + '/' + p.total + (p.failed ? ' (' + p.failed + ' failed)' : '') : '—'),
         el('td', {}, jobDuration(j)),
-        el('td', { class: 'summary' + (j.error ? ' err' : ''), title: sum }, sum));
+        el('td', { class: 'summary' + (j.error && j.state !== 'cancelled' ? ' err' : ''), title: sum }, sum));
     });
     if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 7, text: 'No jobs yet.' })));
     tb.replaceChildren(...rows);
@@ -728,7 +728,7 @@
     const sl = $('job-stages');
     sl.replaceChildren(...live.stages.slice(-40).map((s) =>
       el('li', { class: s.err ? 'err' : '' }, el('span', { class: 't', text: clock(s.t) }), el('b', {}, s.stage), s.msg ? ': ' + s.msg : '', s.err ? ' — ' + s.err : '')));
-    if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: 'waiting for the first stage…' }));
+    if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: live.ended ? 'this job has no stages' : 'waiting for the first stage…' }));
 
     // Failures.
     const fl = $('job-failures');
