@@ -37,7 +37,7 @@ fuzz:
 test-short:
 	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
 
-## demo: set up, make a demo fleet of N lockers and run stop-all / start-all on it
+## demo: set up, make a demo fleet of N lockers and run a real update-code (A -> B) on it
 demo: setup build
 	N=$(N) scripts/demo
 
