@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
+	"lxcfleet/console"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
@@ -41,12 +43,22 @@ func newAgent(fc agent.FileConfig, log *slog.Logger, daemon bool) (*agent.Agent,
 	}
 	cfg := fc.AgentConfig()
 	cfg.Version = version
-	if !daemon {
+	var a *agent.Agent
+	if daemon {
+		// The web console at / of the TCP listener; its maintenance page
+		// names the expected end of a running offline update.
+		cfg.Listen.Console = console.New(console.Options{Until: func() time.Time {
+			if a == nil {
+				return time.Time{}
+			}
+			return a.MaintenanceUntil()
+		}})
+	} else {
 		// An in-process agent has no listener and runs no schedules.
 		cfg.Listen = agent.Listen{}
 		cfg.Schedules = nil
 	}
-	a, err := agent.New(cfg, deps)
+	a, err = agent.New(cfg, deps)
 	if errors.Is(err, agent.ErrJournalLocked) {
 		return nil, fmt.Errorf("%w\n(the journal is %s/journal.db; give --state-dir to run beside it)", err, fc.StateDir)
 	}
