@@ -116,7 +116,7 @@ func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 	case <-ctx.Done():
 		a.Err = ctx.Err().Error()
 		return a
-	case <-time.After(8 * time.Second):
+	case <-time.After(r.o.AgentIdle):
 	}
 	a.IdleRSSMiB = procStatusMiB(cmd.Process.Pid, "VmRSS:")
 	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()

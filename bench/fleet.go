@@ -72,7 +72,10 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding node: %w", err)
 	}
-	if err := h.Create(ctx, f.base, "busybox"); err != nil {
+	// Create, copy and destroy go through LXC's tools, each in its own
+	// process: liblxc forks inside these calls, and a fork from this
+	// multi-threaded process hung a clone (seen once in the smoke test).
+	if _, err := run(ctx, f.Path, "lxc-create", "-P", f.Path, "-n", f.base, "-t", "busybox"); err != nil {
 		return nil, fmt.Errorf("creating base container %s: %w", f.base, err)
 	}
 	lines := []string{
@@ -108,7 +111,7 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 }
 
 func (f *Fleet) addLocker(ctx context.Context, tg Target, autostart bool) error {
-	if err := f.Host.Clone(ctx, f.base, tg.Name); err != nil {
+	if _, err := run(ctx, f.Path, "lxc-copy", "-P", f.Path, "-n", f.base, "-N", tg.Name); err != nil {
 		return fmt.Errorf("cloning locker %s: %w", tg.Name, err)
 	}
 	if _, err := f.Layout.Provision(tg.Name, mounts.Owner{}); err != nil {
@@ -154,8 +157,8 @@ func (f *Fleet) Destroy(ctx context.Context) error {
 	errc := make(chan error, len(names))
 	for _, n := range names {
 		g.Go(func() error {
-			if err := f.Host.Destroy(gctx, n); err != nil {
-				errc <- fmt.Errorf("destroying %s: %w", n, err)
+			if err := f.destroy(gctx, n); err != nil {
+				errc <- err
 			}
 			return nil
 		})
@@ -168,12 +171,22 @@ func (f *Fleet) Destroy(ctx context.Context) error {
 	// Anything else with our prefix (e.g. a clone that failed half-way).
 	for _, n := range f.Host.Names() {
 		if strings.HasPrefix(n, f.Prefix) {
-			if err := f.Host.Destroy(ctx, n); err != nil {
-				errs = append(errs, fmt.Errorf("destroying %s: %w", n, err))
+			if err := f.destroy(ctx, n); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// destroy kills and removes one container with lxc-destroy -f; one that
+// does not exist is not an error.
+func (f *Fleet) destroy(ctx context.Context, name string) error {
+	if !fileExists(filepath.Join(f.Path, name, "config")) {
+		return nil
+	}
+	_, err := run(ctx, f.Path, "lxc-destroy", "-P", f.Path, "-n", name, "-f")
+	return err
 }
 
 // freePorts returns n ports from base up that nothing listens on now.

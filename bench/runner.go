@@ -42,6 +42,8 @@ type Options struct {
 	// 200 req/s).
 	APIDuration time.Duration
 	APIRate     int
+	// AgentIdle is how long the agent idles before its RSS is read (8 s).
+	AgentIdle time.Duration
 	// Log receives progress.
 	Log *slog.Logger
 }
@@ -71,6 +73,9 @@ func (o *Options) defaults() error {
 	}
 	if o.APIDuration == 0 {
 		o.APIDuration = 20 * time.Second
+	}
+	if o.AgentIdle == 0 {
+		o.AgentIdle = 8 * time.Second
 	}
 	if o.APIRate == 0 {
 		o.APIRate = 200

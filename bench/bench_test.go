@@ -1,0 +1,126 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The runner re-executes this test binary as the prober, the agent,
+	// the update-code stand-in and lxcctl's forkstart.
+	if code, ok := Subprocess(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// requireHost skips the smoke test where it cannot run, and fails it when
+// CI=true: a skipped real-system test is not a passing one.
+func requireHost(t *testing.T) {
+	t.Helper()
+	var why string
+	switch {
+	case runtime.GOOS != "linux":
+		why = "the benchmark needs Linux and LXC"
+	case os.Geteuid() != 0:
+		why = "the benchmark needs root (privileged busybox containers)"
+	default:
+		for _, tool := range []string{"lxc-create", "lxc-start", "lxc-stop", "lxc-autostart", "busybox", "node", "npm", "git", "go"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				why = tool + " not found: run scripts/setup-host"
+				break
+			}
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and the benchmark smoke test cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// TestSmoke runs the whole benchmark on 5 lockers with a light startup cost
+// and a short API load, so that the pipeline cannot rot: every scenario
+// must end with every locker on its target build, and every container must
+// be gone afterwards.
+func TestSmoke(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "lxcfleet")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "lxcfleet/cmd/lxcfleet")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building lxcfleet: %v\n%s", err, out)
+	}
+	work := filepath.Join(tmp, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(tmp, "results")
+	rep, err := Run(ctx, Options{
+		N: 5, Work: 10, Results: results, LXCFleet: bin, WorkDir: work,
+		APIDuration: 2 * time.Second, AgentIdle: time.Second,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []string{"1", "2", "3", "4", "5", "5c"}
+	var got []string
+	for _, f := range rep.Scenarios {
+		got = append(got, f.ID)
+		t.Run(f.ID, func(t *testing.T) {
+			if f.Skipped != "" || f.Err != "" {
+				t.Fatalf("scenario %s: skipped %q, error %q", f.ID, f.Skipped, f.Err)
+			}
+			if f.TimedOut || f.NotOnTarget != 0 {
+				t.Errorf("scenario %s: timed out %v, %d lockers not on %s", f.ID, f.TimedOut, f.NotOnTarget, f.To)
+			}
+			if f.FailedStarts != 0 {
+				t.Errorf("scenario %s: got %d failed starts, want 0", f.ID, f.FailedStarts)
+			}
+			if f.WindowSeconds <= 0 || f.UnavailMax <= 0 || f.Starts < 5 {
+				t.Errorf("scenario %s: window %.2f s, max unavailability %.2f s, %d starts: the prober saw no update", f.ID, f.WindowSeconds, f.UnavailMax, f.Starts)
+			}
+			if f.StartCPUSeconds <= 0 {
+				t.Errorf("scenario %s: no start CPU measured", f.ID)
+			}
+		})
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("got scenarios %v, want %v", got, want)
+	}
+	if rep.AloneRestartSeconds <= 0 {
+		t.Errorf("got alone restart %.2f s, want > 0", rep.AloneRestartSeconds)
+	}
+	if rep.Agent.Err != "" || rep.Agent.Requests == 0 || rep.Agent.IdleRSSMiB <= 0 {
+		t.Errorf("agent figures: %+v", rep.Agent)
+	}
+	if len(rep.Targets) < 8 {
+		t.Errorf("got %d targets in the report, want at least 8", len(rep.Targets))
+	}
+	dirs, _ := filepath.Glob(filepath.Join(results, "*"))
+	if len(dirs) != 1 {
+		t.Fatalf("got result folders %v, want one", dirs)
+	}
+	for _, f := range []string{"report.json", "report.md", "healthy.png", "events.jsonl"} {
+		if st, err := os.Stat(filepath.Join(dirs[0], f)); err != nil || st.Size() == 0 {
+			t.Errorf("result file %s: %v", f, err)
+		}
+	}
+	out, err := exec.Command("lxc-ls", "-P", filepath.Join(work, "lxc"), "-1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lxc-ls: %v: %s", err, out)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("containers left after the run: %s", s)
+	}
+}
