@@ -25,8 +25,9 @@ func Chart(rep *Report, path string) error {
 	p.Title.Text = fmt.Sprintf("lockers answering during an update (N=%d, %d cores)", rep.N, rep.Machine.Cores)
 	p.X.Label.Text = "seconds since the update command started"
 	p.Y.Label.Text = "lockers answering /healthz"
-	p.Y.Min, p.Y.Max = 0, float64(rep.N)*1.05
-	p.Legend.Top = false
+	// Head room above the lines for the legend.
+	p.Y.Min, p.Y.Max = 0, float64(rep.N)*1.5
+	p.Legend.Top = true
 	p.Legend.Left = false
 	p.Add(plotter.NewGrid())
 	i := 0

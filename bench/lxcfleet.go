@@ -178,6 +178,28 @@ func fillFromJSON(m *Mark, out []byte) {
 			all = append(all, v)
 		}
 	}
+	// npm's time from lxcfleet's own stage events: from the "npm ..." stage
+	// to the next one.
+	var npmAt time.Time
+	for _, v := range all {
+		ev, ok := v.(map[string]any)
+		if !ok || ev["type"] != "stage" {
+			continue
+		}
+		msg, _ := ev["message"].(string)
+		ts, _ := ev["time"].(string)
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		if !npmAt.IsZero() && m.NpmSeconds == nil {
+			d := t.Sub(npmAt).Seconds()
+			m.NpmSeconds = &d
+		}
+		if strings.HasPrefix(msg, "npm ") {
+			npmAt = t
+		}
+	}
 	for _, v := range all {
 		walkJSON(v, func(k string, x any) {
 			switch k {

@@ -153,7 +153,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	work := o.WorkDir
 	if work == "" {
-		w, err := os.MkdirTemp("/var/tmp", "lockerbench-")
+		w, err := os.MkdirTemp(filepath.Dir(workGlob), filepath.Base(workGlob))
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +162,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r.work = work
 	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	if err := writePID(work); err != nil {
 		return nil, err
 	}
 	r.root = filepath.Join(work, "root")
@@ -242,6 +245,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	rep.Agent = r.measureAgent(ctx)
+	rep.ProberCPUPercent = procCPUPercent(r.prober.Process.Pid)
 	r.stopProber()
 	evs, err := ReadEvents(r.events)
 	if err != nil {
@@ -453,6 +457,35 @@ func machineFacts() Machine {
 		m.LoadAtStart = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	return m
+}
+
+// procCPUPercent is a process's CPU time over its life, in % of one core.
+func procCPUPercent(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 20 {
+		return 0
+	}
+	var utime, stime, start float64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	fmt.Sscan(f[19], &start)
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	var uptime float64
+	fmt.Sscan(strings.Fields(string(up))[0], &uptime)
+	const hz = 100 // USER_HZ on Linux
+	life := uptime - start/hz
+	if life <= 0 {
+		return 0
+	}
+	return 100 * (utime + stime) / hz / life
 }
 
 func fileExists(p string) bool {

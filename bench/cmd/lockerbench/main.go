@@ -19,8 +19,19 @@ func main() {
 	if code, ok := bench.Subprocess(os.Args[1:]); ok {
 		os.Exit(code)
 	}
+	if len(os.Args) == 2 && os.Args[1] == "clean" {
+		dirs, err := bench.Clean(context.Background())
+		for _, d := range dirs {
+			fmt.Println("removed", d)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lockerbench clean:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: lockerbench run [flags]   (see lockerbench run -h)")
+		fmt.Fprintln(os.Stderr, "usage: lockerbench run [flags]   (see lockerbench run -h)\n       lockerbench clean   (containers left by a killed run)")
 		os.Exit(2)
 	}
 	os.Exit(runCmd(os.Args[2:]))
