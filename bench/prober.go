@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -71,7 +72,8 @@ type Status struct {
 type lockerState struct {
 	build   atomic.Pointer[string]
 	up      bool
-	healthy bool // answered since its cgroup last appeared
+	ino     uint64 // inode of its cgroup folder: a new one is a new start
+	healthy bool   // answered since its cgroup last appeared
 }
 
 // RunProber polls every target until ctx ends, then flushes its events.
@@ -151,7 +153,13 @@ func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *event
 	first := true
 	for {
 		now := time.Now()
-		up := cg.exists(tg.Name)
+		ino, up := cg.exists(tg.Name)
+		if up && st.up && ino != st.ino {
+			// A new cgroup under the same name: the container was stopped
+			// and started again between two ticks.
+			w.write(Event{T: now.UnixNano() - 1, Kind: "c", L: i, Up: false})
+			st.up = false
+		}
 		if up != st.up || first {
 			w.write(Event{T: now.UnixNano(), Kind: "c", L: i, Up: up})
 			if up != st.up {
@@ -159,6 +167,7 @@ func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *event
 			}
 			st.up = up
 		}
+		st.ino = ino
 		b := probe(ctx, client, url)
 		if ctx.Err() != nil {
 			return
@@ -347,9 +356,16 @@ func (c cgroupReader) path(name string) string {
 	return filepath.Join(c.dir, "lxc.payload."+name)
 }
 
-func (c cgroupReader) exists(name string) bool {
-	_, err := os.Stat(c.path(name))
-	return err == nil
+// exists reports whether the container's cgroup exists, with its inode.
+func (c cgroupReader) exists(name string) (uint64, bool) {
+	fi, err := os.Stat(c.path(name))
+	if err != nil {
+		return 0, false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino, true
+	}
+	return 0, true
 }
 
 // cpuSeconds is the CPU time the container's cgroup has used since it was
