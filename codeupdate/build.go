@@ -14,6 +14,8 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"golang.org/x/sys/unix"
+
+	"lxcfleet/internal/atomicfile"
 )
 
 // Build makes the release for target (a branch, tag, or full or
@@ -136,7 +138,7 @@ func (m *Manager) Build(ctx context.Context, targetName string, progress func(st
 		return Release{}, fmt.Errorf("completing release %s: %w", bi.Name, err)
 	}
 	tmp = ""
-	if err := syncDir(m.releasesDir()); err != nil {
+	if err := atomicfile.SyncDir(m.releasesDir()); err != nil {
 		return Release{}, fmt.Errorf("completing release %s: %w", bi.Name, err)
 	}
 	log.Info("release built", "npm", bi.Npm, "duration", time.Since(begin).Round(time.Millisecond))

@@ -17,6 +17,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
+
+	"lxcfleet/internal/atomicfile"
 )
 
 // mirrorRefSpecs mirror every branch and tag, forced (history rewrites on
@@ -133,7 +135,7 @@ func (m *Manager) reclone(ctx context.Context) (*git.Repository, error) {
 	if err := os.RemoveAll(old); err != nil {
 		m.log.Warn("removing the old mirror", "path", old, "err", err)
 	}
-	_ = syncDir(m.root)
+	_ = atomicfile.SyncDir(m.root)
 	return git.PlainOpen(dir)
 }
 

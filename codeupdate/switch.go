@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"lxcfleet/internal/atomicfile"
 )
 
 // Switched is one switch of current: a line of Root/history.
@@ -55,7 +57,7 @@ func (m *Manager) Switch(ctx context.Context, rel Release, reason string) (Relea
 		os.Remove(tmp)
 		return Release{}, fmt.Errorf("switching to %s: %w", target.Name, err)
 	}
-	if err := syncDir(m.root); err != nil {
+	if err := atomicfile.SyncDir(m.root); err != nil {
 		return Release{}, fmt.Errorf("switching to %s: syncing %s: %w", target.Name, m.root, err)
 	}
 	rec := Switched{Time: time.Now().UTC(), From: prev.Name, To: target.Name, Reason: reason}
@@ -78,7 +80,7 @@ func (m *Manager) writeBuildLine(r Release) error {
 		ref = "-"
 	}
 	line := fmt.Sprintf("%d %s %s %s\n", r.Build, r.Short, ref, r.CommitTime.UTC().Format(time.RFC3339))
-	return writeFileAtomic(m.buildLine(), []byte(line), 0o644)
+	return atomicfile.WriteFile(m.buildLine(), []byte(line), 0o644)
 }
 
 // History returns every recorded switch of current, oldest first.

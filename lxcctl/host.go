@@ -14,6 +14,8 @@ import (
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
+
+	"lxcfleet/internal/atomicfile"
 )
 
 // DefaultLXCPath is where LXC keeps system containers unless told otherwise.
@@ -355,39 +357,12 @@ func (h *Host) EditConfig(name string, edit func(old []byte) ([]byte, error)) (b
 	}
 	backup := path + ".lxcfleet.bak"
 	if _, err := os.Stat(backup); errors.Is(err, os.ErrNotExist) {
-		if err := writeFileAtomic(backup, old, 0o640); err != nil {
+		if err := atomicfile.WriteFile(backup, old, 0o640); err != nil {
 			return false, fmt.Errorf("backing up config of container %q: %w", name, err)
 		}
 	}
-	if err := writeFileAtomic(path, updated, 0o640); err != nil {
+	if err := atomicfile.WriteFile(path, updated, 0o640); err != nil {
 		return false, fmt.Errorf("writing config of container %q: %w", name, err)
 	}
 	return true, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, fsyncs it and
-// renames it over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
