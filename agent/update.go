@@ -27,6 +27,8 @@ type Code interface {
 	Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error)
 }
 
+var _ Code = (*codeupdate.Manager)(nil)
+
 // stage emits a stage event and journals it as a step.
 func (r *run) stage(name, msg string) {
 	_ = r.step(Step{Action: name, Phase: "end", Outcome: msg})

@@ -298,7 +298,6 @@ func (e *updateEnv) pidsNow(t *testing.T) map[string]int { return pids(t, e.host
 // failed npm leaving everything untouched, and rollback twice.
 func TestUpdateEndToEnd(t *testing.T) {
 	e := newUpdateEnv(t, 20)
-	ctx := context.Background()
 	relA, err := e.code.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -428,9 +427,18 @@ func TestUpdateEndToEnd(t *testing.T) {
 			t.Fatalf("second rollback: %s: %s", j.State, j.Error)
 		}
 		e.wantBuild(t, relA)
-		// Updating to a release marked bad needs force.
-		if _, err := e.code.Release(relC.Name); err != nil {
-			t.Fatal(err)
+		// The releases left were marked bad: updating to one needs --force,
+		// and the refusal touches no locker.
+		before := e.pidsNow(t)
+		j = e.run(t, Request{Kind: KindUpdate, Target: relC.SHA, Trigger: "test"})
+		if j.State != JobFailed || !strings.Contains(j.Error, "marked bad") {
+			t.Errorf("update to bad release %s: got %s %q, want failed saying it is marked bad", relC.Name, j.State, j.Error)
+		}
+		if cur, err := e.code.Current(); err != nil || cur.Name != relA.Name {
+			t.Errorf("current after the refusal: %s %v, want %s", cur.Name, err, relA.Name)
+		}
+		if after := e.pidsNow(t); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("lockers restarted by a refused update: pids %v, then %v", before, after)
 		}
 	})
 
@@ -443,5 +451,4 @@ func TestUpdateEndToEnd(t *testing.T) {
 			t.Errorf("owner data %s changed: %s -> %s", k, v, meAfter[k])
 		}
 	}
-	_ = ctx
 }

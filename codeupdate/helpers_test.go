@@ -2,7 +2,6 @@ package codeupdate_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -18,23 +17,6 @@ import (
 
 	"lxcfleet/codeupdate"
 )
-
-// code is agent.Code, copied here so that this package's tests do not
-// depend on the agent compiling: *Manager must satisfy it exactly.
-type code interface {
-	Lock() (unlock func() error, err error)
-	Build(ctx context.Context, target string, progress func(step string)) (codeupdate.Release, error)
-	Current() (codeupdate.Release, error)
-	Switch(ctx context.Context, rel codeupdate.Release, reason string) (codeupdate.Release, error)
-	PreviousGood() (codeupdate.Release, error)
-	MarkBad(name, reason string) error
-	Release(name string) (codeupdate.Release, error)
-	Releases() ([]codeupdate.Release, error)
-	CheckUpdate(ctx context.Context, target string) (codeupdate.UpdateInfo, error)
-	Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error)
-}
-
-var _ code = (*codeupdate.Manager)(nil)
 
 // lockHelperEnv makes the test binary a lock holder (see TestMain).
 const lockHelperEnv = "CODEUPDATE_TEST_LOCK_ROOT"
