@@ -124,3 +124,26 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("containers left after the run: %s", s)
 	}
 }
+
+// TestNewFleetFailureCleansUp makes NewFleet fail after its base container
+// exists (no free port range for the lockers): it must return that error,
+// not panic in its cleanup, and leave no container behind.
+func TestNewFleetFailureCleansUp(t *testing.T) {
+	requireHost(t)
+	path := filepath.Join(t.TempDir(), "lxc")
+	f, err := NewFleet(context.Background(), FleetOptions{N: 3, LXCPath: path, Root: t.TempDir(), PortBase: 32767, Work: 1})
+	if err == nil {
+		f.Destroy(context.Background())
+		t.Fatal("got a fleet, want an error: no three free ports from 32767 below the ephemeral range")
+	}
+	if f != nil {
+		t.Errorf("got fleet %v with error %v, want nil", f, err)
+	}
+	if !strings.Contains(err.Error(), "not enough free ports") {
+		t.Errorf("got %v, want the port error", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(path, "*", "config"))
+	if len(left) != 0 {
+		t.Errorf("containers left behind: %v", left)
+	}
+}

@@ -58,13 +58,18 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 	if err != nil {
 		return nil, err
 	}
-	f = &Fleet{Host: h, Path: opts.LXCPath, Layout: mounts.LayoutAt(opts.Root), Prefix: "lxb" + randHex(3) + "-", log: opts.Log}
-	f.base = f.Prefix + "base"
+	fl := &Fleet{Host: h, Path: opts.LXCPath, Layout: mounts.LayoutAt(opts.Root), Prefix: "lxb" + randHex(3) + "-", log: opts.Log}
+	fl.base = fl.Prefix + "base"
+	// The cleanup holds fl, not the named result: "return nil, err" sets f
+	// to nil before deferred calls run.
 	defer func() {
 		if err != nil {
-			f.Destroy(context.WithoutCancel(ctx))
+			if derr := fl.Destroy(context.WithoutCancel(ctx)); derr != nil && opts.Log != nil {
+				opts.Log.Warn("removing a half-made fleet", "err", derr)
+			}
 		}
 	}()
+	f = fl
 	node, err := exec.LookPath("node")
 	if err == nil {
 		node, err = filepath.EvalSymlinks(node)
@@ -107,7 +112,7 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	return f, nil
+	return fl, nil
 }
 
 func (f *Fleet) addLocker(ctx context.Context, tg Target, autostart bool) error {

@@ -83,6 +83,13 @@ func (l Layout) Provision(name string, owner Owner) (created []string, err error
 			return fmt.Errorf("checking %s: %w", l.abs(rel), err)
 		}
 		if err := root.Mkdir(rel, perm); err != nil {
+			// Another provision running at the same time made it between
+			// our stat and our mkdir: take it if it is a real folder.
+			if errors.Is(err, fs.ErrExist) {
+				if fi, serr := stat(rel); serr == nil && fi.IsDir() && fi.Mode()&fs.ModeSymlink == 0 {
+					return nil
+				}
+			}
 			return fmt.Errorf("creating %s: %w", l.abs(rel), err)
 		}
 		made = append(made, rel)

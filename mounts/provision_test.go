@@ -2,11 +2,13 @@ package mounts
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -333,5 +335,34 @@ func TestCheckFoldersOwnerAndSearch(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestProvisionConcurrent provisions lockers in parallel on a fresh layout,
+// as the benchmark's fleet builder does (4 at once): each creates the
+// shared lockers/ folder if it is missing, and the one that loses the race
+// must take the folder the winner made, not fail with "file exists" (this
+// failed the benchmark's smoke test on a fresh machine).
+func TestProvisionConcurrent(t *testing.T) {
+	for round := range 20 {
+		l := LayoutAt(t.TempDir())
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = l.Provision(fmt.Sprintf("c%d", i), Owner{})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, locker c%d: got %v, want nil", round, i, err)
+			}
+			if fi, err := os.Stat(filepath.Join(l.Lockers, fmt.Sprintf("c%d", i), "Me")); err != nil || !fi.IsDir() {
+				t.Fatalf("round %d, locker c%d: Me folder: %v", round, i, err)
+			}
+		}
 	}
 }
