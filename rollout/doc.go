@@ -1,0 +1,59 @@
+// Package rollout owns every decision about moving lockers: small pure
+// planners turn a request into a Plan (data: which lockers, in which order,
+// to which release, under which Policy), and one executor, Run, carries any
+// plan out over three per-locker verbs (stop, start, check) and a release
+// store (switch, mark bad, mark proven). Every path that moves lockers —
+// update (rolling and offline), start-all, restart, rollback, crash recovery
+// and resumption after a graceful stop — runs through Run, so the failure
+// policy is written once. The package knows nothing of HTTP, flags, git or
+// go-lxc; the agent adapts lxcctl and codeupdate to Host and Releases.
+//
+// The shape follows the peers: a plan is a value computed by a pure
+// function, as nomad's scheduler reconciler returns its results; health is
+// judged over time, as Swarm's update monitor and Nomad's min_healthy_time
+// (a locker counts as moved only after it stayed healthy for the monitor
+// window, and holds its place in the window until then, as Kubernetes
+// counts a pod unavailable until minReadySeconds passed); a release that
+// trips the failure ratio is marked bad and rolled back, as Swarm's
+// failure_action and Nomad's auto_revert.
+//
+// # Invariants
+//
+// Each has table tests against the fake host in internal/fakehost, and a
+// mutant in mutants_test.go that breaks it and must make a test fail.
+//
+//   - I1. At most K (Policy.MaxUnavailable) lockers are down because of the
+//     job at any moment, failed ones included: a locker holds its place from
+//     its stop until it has passed the monitor window; a failed locker keeps
+//     it until the failure policy has brought it back.
+//   - I2. current points at an unproven release only while a job watches it
+//     with a failure policy (or while no locker runs at all, so that the
+//     next start applies the policy, I3). Any end of that job other than
+//     success — error, cancel, shutdown, a failed switch — puts current back
+//     on the last good release (Plan.Fallback); the release that tripped the
+//     policy is marked bad.
+//   - I3. Every plan that starts lockers on an unproven release applies the
+//     failure policy: updates in both strategies (offline stops launching as
+//     soon as the ratio trips), start-all, recovery and resumption.
+//   - I4. After any agent exit the next agent drives the fleet to one
+//     release — the interrupted job's target if proven, else its fallback —
+//     with every locker whose desired state is running, running and healthy
+//     (PlanRecovery).
+//   - I5. A Result never says more than happened: each locker's Outcome is
+//     one of moved, started, stopped, killed, already-stopped,
+//     already-running, failed, skipped (left where it was) or rolled-back,
+//     and a cancelled or interrupted run says so.
+//   - I6. Rollback always has a target and never moves forward
+//     (RollbackTarget: a stack of good releases, each rollback one further
+//     back); it moves stopped lockers whose desired state is running too.
+//   - I7. No verb here touches a locker's /Me: Host has only stop, start
+//     and check.
+//
+// # Defaults (DefaultPolicy)
+//
+// K = 4, monitor window 10 s (Nomad's min_healthy_time default) probed every
+// 500 ms, start deadline 60 s, failure ratio 0.1, failure action rollback.
+// With no health check configured, "healthy" means RUNNING: the monitor
+// window still catches a release that exits at start or within 10 s, but
+// not one that runs and serves errors.
+package rollout

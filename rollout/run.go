@@ -1,0 +1,792 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// The per-locker outcomes of a run (I5).
+const (
+	OutMoved          = "moved"      // replaced, then healthy through the monitor window
+	OutStarted        = "started"    // started, then healthy through the monitor window
+	OutUnverified     = "unverified" // healthy once; the agent stopped before the window ended
+	OutStopped        = "stopped"    // stopped cleanly
+	OutKilled         = "killed"     // the stop timed out: killed
+	OutAlreadyStopped = "already-stopped"
+	OutAlreadyRunning = "already-running"
+	OutFailed         = "failed"
+	OutSkipped        = "skipped" // not touched: left where it was
+)
+
+// The outcomes of a locker's way back (Outcome.Back).
+const (
+	BackRolledBack = "rolled-back"
+	BackFailed     = "failed"
+)
+
+// Outcome is one locker's result in a run.
+type Outcome struct {
+	Name    string `json:"name"`
+	Op      Op     `json:"op"`
+	Outcome string `json:"outcome"`
+	// Release is the release it ended on, when known.
+	Release string `json:"release,omitempty"`
+	// Stop is how its stop went (replace and stop).
+	Stop  StopOutcome `json:"stop,omitempty"`
+	Error string      `json:"error,omitempty"`
+	// Duration is the whole operation; Downtime from its stop (or start)
+	// to its first healthy check.
+	Duration time.Duration `json:"duration,omitempty"`
+	Downtime time.Duration `json:"downtime,omitempty"`
+	// Back is the result of its way back (rollback or undo), if any.
+	Back      string `json:"back,omitempty"`
+	BackError string `json:"back_error,omitempty"`
+}
+
+// Failed reports whether the locker failed in the run or on its way back.
+func (o Outcome) Failed() bool { return o.Outcome == OutFailed || o.Back == BackFailed }
+
+// Result is what a run did, and no more (I5).
+type Result struct {
+	Outcomes []Outcome `json:"outcomes"`
+	// Switched is true when current was pointed at the target.
+	Switched bool `json:"switched,omitempty"`
+	// Current is where current points at the end, as far as the run knows.
+	Current string `json:"current,omitempty"`
+	// Proven is true when this run proved the target.
+	Proven bool `json:"proven,omitempty"`
+	// Tripped is the failure policy's reason, when it tripped.
+	Tripped    string `json:"tripped,omitempty"`
+	MarkedBad  bool   `json:"marked_bad,omitempty"`
+	RolledBack bool   `json:"rolled_back,omitempty"`
+	Paused     bool   `json:"paused,omitempty"`
+	// Halted says why launching stopped early without a tripped policy.
+	Halted string `json:"halted,omitempty"`
+	// Cancelled: an operator's cancel; Undone: it moved lockers back.
+	Cancelled bool `json:"cancelled,omitempty"`
+	Undone    bool `json:"undone,omitempty"`
+	// Interrupted: the agent stopped (Shutdown); the next agent recovers.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Err is a failure of the run itself (a switch that failed).
+	Err error `json:"-"`
+}
+
+// Counts counts outcomes, and way-back outcomes under "back-" keys.
+func (r Result) Counts() map[string]int {
+	c := map[string]int{}
+	for _, o := range r.Outcomes {
+		c[o.Outcome]++
+		if o.Back != "" {
+			c["back-"+o.Back]++
+		}
+	}
+	return c
+}
+
+// Failed returns the lockers that failed in the run or on the way back.
+func (r Result) Failed() []string {
+	var out []string
+	for _, o := range r.Outcomes {
+		if o.Failed() {
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
+// OK reports whether the run did all it planned: nothing failed, tripped,
+// halted, cancelled or interrupted.
+func (r Result) OK() bool {
+	return r.Err == nil && r.Tripped == "" && r.Halted == "" && !r.Cancelled && !r.Interrupted && len(r.Failed()) == 0
+}
+
+// Run carries plan out on env and returns what happened. It never returns
+// early with a locker it stopped left down, except on Shutdown (the next
+// agent recovers those, I4). See the package doc for the invariants.
+func Run(ctx context.Context, plan Plan, env Env) Result {
+	if env.Clock == nil {
+		env.Clock = RealClock{}
+	}
+	if env.Observe == nil {
+		env.Observe = func(Event) {}
+	}
+	x := &runner{plan: plan, env: env, pol: plan.Policy, out: make([]Outcome, len(plan.Items))}
+	x.cond = sync.NewCond(&x.mu)
+	for i, it := range plan.Items {
+		x.out[i] = Outcome{Name: it.Name, Op: it.Op, Outcome: OutSkipped}
+	}
+	if err := plan.Policy.Validate(); err != nil {
+		x.res.Err = fmt.Errorf("running %s plan: %w", plan.Kind, err)
+		return x.result()
+	}
+	if (plan.Switch || plan.Watched()) && plan.Target != "" && env.Releases == nil {
+		x.res.Err = fmt.Errorf("running %s plan to %s: no release store", plan.Kind, plan.Target)
+		return x.result()
+	}
+	x.run(ctx)
+	return x.result()
+}
+
+type runner struct {
+	plan Plan
+	env  Env
+	pol  Policy
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	out      []Outcome
+	down     int  // lockers down because of the job (K)
+	failDown int  // of those, failed ones (they keep their place)
+	starting int  // lockers starting (W)
+	canary   bool // in the canary phase: any failure trips
+	finished []int
+	moved    int
+	need     int // moved lockers that prove the target
+	tripped  string
+	halted   string
+	proven   bool
+	prestop  map[int]bool // offline: stopped in the stop phase
+	launched map[int]bool
+	wg       sync.WaitGroup
+	res      Result
+}
+
+func (x *runner) result() Result {
+	x.res.Outcomes = x.out
+	return x.res
+}
+
+func (x *runner) observe(e Event) {
+	e.Time = x.env.Clock.Now()
+	x.env.Observe(e)
+}
+
+func (x *runner) stage(stage, msg string) { x.observe(Event{Stage: stage, Message: msg}) }
+
+func (x *runner) reason(what string) string {
+	if x.env.Reason == "" {
+		return what
+	}
+	return what + ", " + x.env.Reason
+}
+
+// watch wakes waiters when ctx ends.
+func (x *runner) watch(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		x.mu.Lock()
+		x.cond.Broadcast()
+		x.mu.Unlock()
+	})
+}
+
+func (x *runner) run(ctx context.Context) {
+	defer x.watch(ctx)()
+	x.launched = map[int]bool{}
+	if x.plan.Kind == KindStop {
+		x.stopPhase(ctx, x.indices(OpStop), false)
+		x.endCancel(ctx)
+		return
+	}
+	launch := x.indices("")
+	if x.plan.Strategy == Offline {
+		// No serving capacity to protect: stop everything, then start
+		// with K = all and at most W starting.
+		x.prestop = map[int]bool{}
+		x.stopPhase(ctx, x.indices(OpReplace), true)
+		x.pol.MaxUnavailable = max(len(x.plan.Items), 1)
+		launch = launch[:0]
+		for i, it := range x.plan.Items {
+			if it.Op == OpStart || x.prestop[i] {
+				launch = append(launch, i)
+			}
+		}
+		if ctx.Err() != nil {
+			x.end(ctx)
+			return
+		}
+	}
+	if x.plan.Switch && x.plan.Target != "" {
+		if err := ctx.Err(); err != nil {
+			x.end(ctx)
+			return
+		}
+		if err := x.env.Releases.Switch(context.WithoutCancel(ctx), x.plan.Target, x.reason(string(x.plan.Kind))); err != nil {
+			x.res.Err = fmt.Errorf("switching current to %s: %w", x.plan.Target, err)
+			x.observe(Event{Stage: "switch", Release: x.plan.Target, Error: err.Error()})
+			// The switch may have half happened (renamed, then a failed
+			// write): current goes back on the fallback (I2).
+			x.res.Switched = true
+			x.goBack(ctx, false, "the switch failed")
+			return
+		}
+		x.res.Switched = true
+		x.res.Current = x.plan.Target
+		x.observe(Event{Stage: "switch", Release: x.plan.Target, Message: "current -> " + x.plan.Target})
+	}
+	x.need = len(launch)
+	if x.plan.Unproven {
+		x.need = min(x.need, x.plan.Policy.starting())
+		if x.plan.Strategy != Offline && x.plan.Kind != KindStart {
+			x.need = min(len(launch), x.plan.Policy.MaxUnavailable)
+		}
+	}
+	canary := 0
+	if x.plan.Kind == KindUpdate && x.plan.Strategy != Offline {
+		canary = min(x.pol.Canary, len(launch))
+	}
+	if canary > 0 {
+		x.need = canary
+		x.mu.Lock()
+		x.canary = true
+		x.mu.Unlock()
+		x.stage("canary", fmt.Sprintf("moving %d canary lockers to %s", canary, x.plan.Target))
+		x.launch(ctx, launch[:canary])
+		x.wg.Wait()
+		x.soak(ctx, launch[:canary])
+		x.mu.Lock()
+		x.canary = false
+		x.mu.Unlock()
+		launch = launch[canary:]
+	}
+	x.launch(ctx, launch)
+	x.wg.Wait()
+	x.end(ctx)
+}
+
+// indices returns the items with op ("" for all).
+func (x *runner) indices(op Op) []int {
+	var out []int
+	for i, it := range x.plan.Items {
+		if op == "" || it.Op == op {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// stopPhase stops the given items, StopParallel at once, in reverse order
+// (the reverse of start order). keepDown records them as stopped for a
+// later start (offline); otherwise each is done once stopped (stop-all).
+func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
+	sem := make(chan struct{}, x.pol.stopping())
+	var wg sync.WaitGroup
+	for n := len(idx) - 1; n >= 0; n-- {
+		i := idx[n]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			so, err := x.stopOne(ctx, i)
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			o := &x.out[i]
+			o.Stop = so
+			switch {
+			case err != nil:
+				o.Outcome, o.Error = OutFailed, err.Error()
+			case keepDown:
+				x.prestop[i] = true
+				o.Outcome = OutSkipped // until it is started
+			case so == StoppedKilled:
+				o.Outcome = OutKilled
+			case so == AlreadyStopped:
+				o.Outcome = OutAlreadyStopped
+			default:
+				o.Outcome = OutStopped
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// stopOne stops one locker; a stop once begun runs to its end.
+func (x *runner) stopOne(ctx context.Context, i int) (StopOutcome, error) {
+	name := x.plan.Items[i].Name
+	begin := x.env.Clock.Now()
+	x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: false})
+	so, err := x.env.Host.Stop(context.WithoutCancel(ctx), name, x.pol.StopTimeout)
+	d := x.env.Clock.Now().Sub(begin)
+	if err == nil && so == StopFailed {
+		err = errors.New("stop failed")
+	}
+	if err != nil {
+		x.observe(Event{Container: name, Phase: PhaseFailed, Op: "stop", Outcome: string(StopFailed), Error: err.Error(), Duration: d})
+		return StopFailed, fmt.Errorf("stopping %s: %w", name, err)
+	}
+	x.observe(Event{Container: name, Phase: PhaseStopped, Op: "stop", Outcome: string(so), Duration: d})
+	return so, nil
+}
+
+// launch starts workers for idx in order within the window: a replace
+// needs a place among K, a start a place among W; before each launch the
+// failure policy and ctx are checked, and lockers not launched stay
+// skipped.
+func (x *runner) launch(ctx context.Context, idx []int) {
+	var last time.Time
+	for _, i := range idx {
+		op := x.plan.Items[i].Op
+		needDown := op == OpReplace && !x.prestop[i]
+		x.mu.Lock()
+		for {
+			if x.tripped != "" || x.halted != "" || ctx.Err() != nil {
+				x.mu.Unlock()
+				return
+			}
+			if needDown && x.failDown >= x.pol.MaxUnavailable {
+				x.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", x.pol.MaxUnavailable))
+				continue
+			}
+			if needDown && x.down < x.pol.MaxUnavailable {
+				x.down++
+				break
+			}
+			if !needDown && x.starting < x.pol.starting() {
+				x.starting++
+				break
+			}
+			x.cond.Wait()
+		}
+		x.launched[i] = true
+		x.mu.Unlock()
+		if x.pol.Delay > 0 && !last.IsZero() {
+			_ = x.env.Clock.Sleep(context.WithoutCancel(ctx), x.pol.Delay-x.env.Clock.Now().Sub(last))
+		}
+		last = x.env.Clock.Now()
+		x.wg.Add(1)
+		go func() {
+			defer x.wg.Done()
+			x.work(ctx, i, needDown)
+		}()
+	}
+}
+
+// stop ends launching: a tripped policy on watched plans, a halt on others.
+// Called with mu held.
+func (x *runner) stop(why string) {
+	if x.plan.Watched() {
+		if x.tripped == "" {
+			x.tripped = why
+		}
+	} else if x.halted == "" {
+		x.halted = why
+	}
+	x.cond.Broadcast()
+}
+
+// work moves one locker: stop (replace), start, monitor.
+func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
+	it := x.plan.Items[i]
+	o := Outcome{Name: it.Name, Op: it.Op}
+	begin := x.env.Clock.Now()
+	if holdsDown {
+		so, err := x.stopOne(ctx, i)
+		o.Stop = so
+		if err != nil {
+			o.Outcome, o.Error = OutFailed, err.Error()
+			x.finish(i, o, true)
+			return
+		}
+		x.mu.Lock()
+		for x.starting >= x.pol.starting() {
+			x.cond.Wait()
+		}
+		x.starting++
+		x.mu.Unlock()
+	} else if x.prestop[i] {
+		o.Stop = x.out[i].Stop
+	}
+	startAt := x.env.Clock.Now()
+	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target})
+	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
+	x.mu.Lock()
+	x.starting--
+	x.cond.Broadcast()
+	x.mu.Unlock()
+	downFrom := begin
+	if !holdsDown && !x.prestop[i] {
+		downFrom = startAt
+	}
+	switch {
+	case err != nil || (st != Started && st != AlreadyRunning):
+		if err == nil {
+			err = fmt.Errorf("start ended %s", st)
+		}
+		o.Outcome, o.Error, o.Duration = OutFailed, err.Error(), x.env.Clock.Now().Sub(begin)
+		x.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: "start", Outcome: string(st), Error: err.Error(), Duration: o.Duration})
+		x.finish(i, o, true)
+		return
+	case st == AlreadyRunning && it.Op == OpStart:
+		o.Outcome, o.Duration = OutAlreadyRunning, x.env.Clock.Now().Sub(begin)
+		x.observe(Event{Container: it.Name, Phase: PhaseSkipped, Op: "start", Outcome: OutAlreadyRunning})
+		x.finish(i, o, false)
+		return
+	}
+	o.Downtime = x.env.Clock.Now().Sub(downFrom)
+	x.observe(Event{Container: it.Name, Phase: PhaseHealthy, Op: "start", Outcome: string(Started), Release: x.plan.Target, Duration: o.Downtime})
+	o.Outcome = OutMoved
+	if it.Op == OpStart {
+		o.Outcome = OutStarted
+	}
+	if err := x.monitor(ctx, it.Name); err != nil {
+		o.Duration = x.env.Clock.Now().Sub(begin)
+		if errors.Is(err, errCut) {
+			o.Outcome, o.Release = OutUnverified, x.plan.Target
+			x.finish(i, o, false)
+			return
+		}
+		o.Outcome, o.Error = OutFailed, err.Error()
+		x.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: "monitor", Outcome: OutFailed, Error: err.Error(), Duration: o.Duration})
+		x.finish(i, o, true)
+		return
+	}
+	o.Release, o.Duration = x.plan.Target, x.env.Clock.Now().Sub(begin)
+	x.observe(Event{Container: it.Name, Phase: PhaseMoved, Outcome: o.Outcome, Release: x.plan.Target, Duration: o.Duration})
+	x.finish(i, o, false)
+}
+
+// errCut ends a monitor window early (cancel or shutdown).
+var errCut = errors.New("monitor window cut short")
+
+// unhealthyChecks is how many failed checks in a row fail a running
+// locker in its monitor window (Kubernetes' failureThreshold default);
+// a locker that stopped fails at once.
+const unhealthyChecks = 3
+
+// monitor checks a locker every interval for the monitor window. It
+// returns errCut when ctx ends meanwhile.
+func (x *runner) monitor(ctx context.Context, name string) error {
+	return x.holdHealthy(ctx, []string{name}, x.pol.Monitor, "in its monitor window")
+}
+
+// holdHealthy checks names every interval for d; the first to fail ends
+// it with an error naming it.
+func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duration, where string) error {
+	iv := x.pol.interval()
+	bad := map[string]int{}
+	for waited := time.Duration(0); waited < d; waited += iv {
+		step := min(iv, d-waited)
+		if err := x.env.Clock.Sleep(ctx, step); err != nil {
+			// The agent stops or the operator cancelled: the window is
+			// cut, and the locker is not counted as moved.
+			return errCut
+		}
+		for _, n := range names {
+			err := x.env.Host.Check(ctx, n)
+			if err == nil {
+				bad[n] = 0
+				continue
+			}
+			bad[n]++
+			if errors.Is(err, ErrNotRunning) || bad[n] >= unhealthyChecks {
+				return fmt.Errorf("%s failed %v after its first healthy check, %s: %w", n, (waited + step).Round(time.Millisecond), where, err)
+			}
+		}
+	}
+	return nil
+}
+
+// finish records a locker's outcome, frees its place unless it failed
+// (a failed locker is down: it keeps its place, I1), and applies the
+// failure policy.
+func (x *runner) finish(i int, o Outcome, failed bool) {
+	x.mu.Lock()
+	x.out[i] = o
+	x.finished = append(x.finished, i)
+	holdsDown := x.plan.Items[i].Op == OpReplace && !x.prestop[i]
+	if failed {
+		if holdsDown {
+			x.failDown++
+		}
+	} else {
+		if holdsDown {
+			x.down--
+		}
+		if o.Outcome == OutMoved || o.Outcome == OutStarted {
+			x.moved++
+		}
+	}
+	if failed && x.plan.Watched() {
+		x.checkPolicy()
+	}
+	prove := x.plan.Unproven && !x.proven && x.tripped == "" && x.need > 0 && x.moved >= x.need
+	if prove {
+		x.proven = true
+	}
+	x.cond.Broadcast()
+	x.mu.Unlock()
+	if prove {
+		if err := x.env.Releases.MarkProven(x.plan.Target); err != nil {
+			x.observe(Event{Stage: "proven", Release: x.plan.Target, Error: err.Error()})
+		} else {
+			x.res.Proven = true
+			x.observe(Event{Stage: "proven", Release: x.plan.Target, Message: fmt.Sprintf("%s is proven: %d lockers passed the monitor window", x.plan.Target, x.need)})
+		}
+	}
+}
+
+// checkPolicy trips the failure policy (Swarm's max_failure_ratio over the
+// whole plan, and over the last K finished lockers; any canary failure).
+// Called with mu held.
+func (x *runner) checkPolicy() {
+	ratio := x.pol.MaxFailureRatio
+	total := len(x.plan.Items)
+	failed := 0
+	for _, i := range x.finished {
+		if x.out[i].Outcome == OutFailed {
+			failed++
+		}
+	}
+	k := x.plan.Policy.MaxUnavailable
+	lastFailed := 0
+	if len(x.finished) >= k {
+		for _, i := range x.finished[len(x.finished)-k:] {
+			if x.out[i].Outcome == OutFailed {
+				lastFailed++
+			}
+		}
+	}
+	switch {
+	case x.canary:
+		x.stop(fmt.Sprintf("%d canary lockers failed", failed))
+	case float64(failed) > ratio*float64(total):
+		x.stop(fmt.Sprintf("%d of %d lockers failed (max failure ratio %g)", failed, total, ratio))
+	case lastFailed > 0 && float64(lastFailed) > ratio*float64(k):
+		x.stop(fmt.Sprintf("%d of the last %d lockers failed (max failure ratio %g)", lastFailed, k, ratio))
+	}
+}
+
+// soak holds the canaries healthy for the soak time, checked throughout.
+func (x *runner) soak(ctx context.Context, canaries []int) {
+	x.mu.Lock()
+	skip := x.tripped != "" || ctx.Err() != nil || x.pol.Soak <= 0
+	x.mu.Unlock()
+	if skip {
+		return
+	}
+	var names []string
+	for _, i := range canaries {
+		names = append(names, x.plan.Items[i].Name)
+	}
+	x.stage("soak", fmt.Sprintf("holding %v with %d canaries on %s, checked every %v", x.pol.Soak, len(names), x.plan.Target, x.pol.interval()))
+	err := x.holdHealthy(ctx, names, x.pol.Soak, "during the soak")
+	if err == nil || errors.Is(err, errCut) {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, i := range canaries {
+		if n := x.plan.Items[i].Name; x.out[i].Outcome != OutFailed && containsName(err.Error(), n) {
+			x.out[i].Outcome, x.out[i].Error = OutFailed, err.Error()
+			x.failDown++
+			x.down++ // it was given back when it passed its window
+		}
+	}
+	x.stop("a canary failed during the soak: " + err.Error())
+}
+
+func containsName(msg, name string) bool {
+	return len(msg) >= len(name) && msg[:len(name)] == name
+}
+
+// end decides how the run ends once every worker returned.
+func (x *runner) end(ctx context.Context) {
+	cause := context.Cause(ctx)
+	switch {
+	case x.tripped != "":
+		x.res.Tripped = x.tripped
+		x.stage("trip", "failure policy tripped: "+x.tripped)
+		x.goBack(ctx, true, x.tripped)
+	case errors.Is(cause, Shutdown):
+		x.res.Interrupted = true
+		x.stage("interrupted", "the agent is stopping: launching stopped; the next agent recovers")
+		if x.plan.Unproven && !x.proven && x.res.Switched && x.plan.Fallback != "" {
+			x.switchBack()
+		}
+	case ctx.Err() != nil:
+		x.endCancel(ctx)
+		if x.plan.Kind != KindStop {
+			x.undo(ctx)
+		}
+	}
+	x.res.Halted = x.halted
+}
+
+func (x *runner) endCancel(ctx context.Context) {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, Shutdown) {
+		x.res.Interrupted = true
+	} else if ctx.Err() != nil {
+		x.res.Cancelled = true
+		x.stage("cancel", "cancelled: launching stopped")
+	}
+}
+
+// undo handles an operator's cancel: an unproven move is undone (current
+// back, every locker touched back on the fallback); otherwise lockers the
+// job stopped and did not start again are started.
+func (x *runner) undo(ctx context.Context) {
+	if x.plan.Unproven && !x.proven && x.res.Switched && x.plan.Fallback != "" {
+		x.res.Undone = true
+		x.goBack(ctx, false, "cancelled")
+		return
+	}
+	var back []int
+	for i := range x.plan.Items {
+		if x.prestop[i] && !x.launched[i] {
+			back = append(back, i)
+		}
+	}
+	x.runBack(ctx, back, nil)
+}
+
+// switchBack points current at the fallback (I2).
+func (x *runner) switchBack() bool {
+	fb := x.plan.Fallback
+	if err := x.env.Releases.Switch(context.Background(), fb, x.reason("back from "+x.plan.Target)); err != nil {
+		x.observe(Event{Stage: "switch", Release: fb, Error: err.Error(), Back: true})
+		x.res.Err = errors.Join(x.res.Err, fmt.Errorf("switching current back to %s: %w", fb, err))
+		return false
+	}
+	x.res.Current = fb
+	x.observe(Event{Stage: "switch", Release: fb, Message: "current -> " + fb, Back: true})
+	return true
+}
+
+// goBack is the failure policy's action (tripped) or the undo of a cancel
+// or a failed switch: mark the target bad (tripped only), current back on
+// the fallback, then bring lockers back.
+func (x *runner) goBack(ctx context.Context, tripped bool, why string) {
+	if tripped && x.plan.Target != "" {
+		if err := x.env.Releases.MarkBad(x.plan.Target, x.reason(why)); err != nil {
+			x.observe(Event{Stage: "mark-bad", Release: x.plan.Target, Error: err.Error()})
+		} else {
+			x.res.MarkedBad = true
+			x.observe(Event{Stage: "mark-bad", Release: x.plan.Target, Message: x.plan.Target + " marked bad: " + why})
+		}
+	}
+	fb := x.plan.Fallback
+	if fb == "" || fb == x.plan.Target {
+		x.res.Paused = true
+		x.stage("pause", "no good release to go back to: lockers stay where they are")
+		return
+	}
+	if !x.switchBack() {
+		x.res.Paused = true
+		return
+	}
+	action := x.pol.FailureAction
+	if !tripped {
+		action = Rollback // an undo always moves everything back
+	}
+	var back []int
+	for i := range x.plan.Items {
+		o := x.out[i]
+		touched := x.launched[i] || x.prestop[i]
+		switch {
+		case !touched && tripped && x.plan.Items[i].Op == OpStart:
+			// A stopped locker the job was to start: it starts on the
+			// fallback (I4).
+			back = append(back, i)
+		case !touched:
+		case o.Outcome == OutFailed || x.prestop[i] && !x.launched[i]:
+			back = append(back, i)
+		case action == Rollback && (o.Outcome == OutMoved || o.Outcome == OutStarted || o.Outcome == OutUnverified):
+			back = append(back, i)
+		}
+	}
+	if action == Pause && tripped {
+		x.res.Paused = true
+		x.stage("pause", fmt.Sprintf("paused: current back on %s; %d lockers that moved healthy stay on %s until you act", fb, x.moved, x.plan.Target))
+	} else {
+		x.res.RolledBack = tripped
+		x.stage("rollback", fmt.Sprintf("moving %d lockers back to %s", len(back), fb))
+	}
+	x.runBack(ctx, back, &fb)
+}
+
+// runBack brings lockers back: a running one is replaced, a stopped one
+// started, at most K down at once; no policy (the fallback is good) and
+// no monitor window. It runs to its end whatever ctx does.
+func (x *runner) runBack(ctx context.Context, idx []int, release *string) {
+	if len(idx) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	// Lockers that are down come back first (that adds no downtime); then
+	// running ones are replaced with the places left of K (I1).
+	var down, up []int
+	for _, i := range idx {
+		if o := x.out[i]; o.Outcome == OutFailed || o.Outcome == OutSkipped {
+			down = append(down, i)
+		} else {
+			up = append(up, i)
+		}
+	}
+	x.backWave(ctx, down, release, x.plan.Policy.starting())
+	stillDown := 0
+	for _, i := range down {
+		if x.out[i].Back == BackFailed {
+			stillDown++
+		}
+	}
+	x.backWave(ctx, up, release, max(x.plan.Policy.MaxUnavailable-stillDown, 1))
+}
+
+// backWave brings idx back with at most k at once.
+func (x *runner) backWave(ctx context.Context, idx []int, release *string, k int) {
+	sem := make(chan struct{}, k)
+	var wg sync.WaitGroup
+	for _, i := range idx {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			name := x.plan.Items[i].Name
+			x.mu.Lock()
+			o := x.out[i]
+			x.mu.Unlock()
+			running := o.Outcome == OutMoved || o.Outcome == OutStarted || o.Outcome == OutUnverified || (o.Outcome == OutFailed && o.Stop == "" && x.plan.Items[i].Op == OpReplace)
+			back, errMsg := BackRolledBack, ""
+			if running || o.Outcome == OutFailed {
+				// A failed locker may still run (unhealthy): stop it first.
+				x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: true})
+				if so, err := x.env.Host.Stop(ctx, name, x.pol.StopTimeout); err != nil || so == StopFailed {
+					back, errMsg = BackFailed, fmt.Sprintf("stopping %s: %v", name, err)
+				} else {
+					x.observe(Event{Container: name, Phase: PhaseStopped, Op: "stop", Outcome: string(so), Back: true})
+				}
+			}
+			if back != BackFailed {
+				x.observe(Event{Container: name, Phase: PhaseStarting, Op: "start", Back: true})
+				st, err := x.env.Host.Start(ctx, name, x.pol.Deadline)
+				if err != nil || (st != Started && st != AlreadyRunning) {
+					if err == nil {
+						err = fmt.Errorf("start ended %s", st)
+					}
+					back, errMsg = BackFailed, err.Error()
+					x.observe(Event{Container: name, Phase: PhaseFailed, Op: "start", Error: errMsg, Back: true})
+				} else {
+					x.observe(Event{Container: name, Phase: PhaseHealthy, Op: "start", Outcome: string(st), Back: true})
+				}
+			}
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			x.out[i].Back, x.out[i].BackError = back, errMsg
+			if back == BackRolledBack && release != nil {
+				x.out[i].Release = *release
+			}
+		}()
+	}
+	wg.Wait()
+}
