@@ -408,10 +408,12 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 	startAt := x.env.Clock.Now()
 	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target})
 	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
-	x.mu.Lock()
-	x.starting--
-	x.cond.Broadcast()
-	x.mu.Unlock()
+	if err == nil && (st == Started || st == AlreadyRunning) {
+		x.mu.Lock()
+		x.starting--
+		x.cond.Broadcast()
+		x.mu.Unlock()
+	}
 	downFrom := begin
 	if !holdsDown && !x.prestop[i] {
 		downFrom = startAt
@@ -423,7 +425,9 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 		}
 		o.Outcome, o.Error, o.Duration = OutFailed, err.Error(), x.env.Clock.Now().Sub(begin)
 		x.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: "start", Outcome: string(st), Error: err.Error(), Duration: o.Duration})
-		x.finish(i, o, true)
+		// Its start place is freed only with its failure recorded: the
+		// next launch sees the policy's verdict (I3).
+		x.finishStart(i, o)
 		return
 	case st == AlreadyRunning && it.Op == OpStart:
 		o.Outcome, o.Duration = OutAlreadyRunning, x.env.Clock.Now().Sub(begin)
@@ -500,6 +504,19 @@ func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duratio
 // failure policy.
 func (x *runner) finish(i int, o Outcome, failed bool) {
 	x.mu.Lock()
+	x.record(i, o, failed)
+}
+
+// finishStart is finish for a failed start: its start place is freed in
+// the same critical section.
+func (x *runner) finishStart(i int, o Outcome) {
+	x.mu.Lock()
+	x.starting--
+	x.record(i, o, true)
+}
+
+// record is finish's body; called with mu held, it unlocks.
+func (x *runner) record(i int, o Outcome, failed bool) {
 	x.out[i] = o
 	x.finished = append(x.finished, i)
 	holdsDown := x.plan.Items[i].Op == OpReplace && !x.prestop[i]
