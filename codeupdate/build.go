@@ -218,7 +218,7 @@ func (m *Manager) reuseSource(sum, lockName, node string) (Release, bool) {
 	for _, r := range rels {
 		if r.Current {
 			order = append([]Release{r}, order...)
-		} else if r.State == StateGood {
+		} else if r.Good() {
 			order = append(order, r)
 		}
 	}

@@ -181,8 +181,13 @@ func (m *Manager) currentName() (string, error) {
 // decorate sets State, BadReason and Current.
 func decorate(r *Release, marks map[string]mark, cur string) {
 	r.Current = r.Name == cur
-	if mk, ok := marks[r.Name]; ok && mk.State == StateBad {
-		r.State, r.BadReason = StateBad, mk.Reason
+	if mk, ok := marks[r.Name]; ok {
+		switch mk.State {
+		case StateBad:
+			r.State, r.BadReason = StateBad, mk.Reason
+		case StateProven:
+			r.State = StateProven
+		}
 	}
 }
 
@@ -300,6 +305,12 @@ func (m *Manager) MarkBad(name, reason string) error {
 // release proved it works).
 func (m *Manager) MarkGood(name, reason string) error {
 	return m.setMark(name, StateGood, reason)
+}
+
+// MarkProven records that the release passed a monitor window on this
+// host (a later MarkBad overrides it, and it clears an older bad mark).
+func (m *Manager) MarkProven(name string) error {
+	return m.setMark(name, StateProven, "passed the monitor window")
 }
 
 func (m *Manager) setMark(name string, st State, reason string) error {

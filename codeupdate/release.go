@@ -21,7 +21,14 @@ const (
 	// StateBad is a release marked bad by a failed update or a rollback;
 	// updating to it again needs --force.
 	StateBad State = "bad"
+	// StateProven is a good release that passed a monitor window on this
+	// host (rollout's "proven release"): crash recovery resumes a move to
+	// it instead of undoing it.
+	StateProven State = "proven"
 )
+
+// Good reports whether the release is not marked bad (good or proven).
+func (r Release) Good() bool { return r.State != StateBad }
 
 // Release describes one immutable release folder (its BUILD.json plus the
 // manager's marks).
@@ -50,7 +57,7 @@ type Release struct {
 	Npm string `json:"npm"`
 	// LockHash is the sha256 of package-lock.json (empty without one).
 	LockHash string `json:"lock_hash,omitempty"`
-	// State is good or bad; BadReason says why it was marked bad.
+	// State is good, proven or bad; BadReason says why it was marked bad.
 	State     State  `json:"state"`
 	BadReason string `json:"bad_reason,omitempty"`
 	// Current is true for the release the current link points at.
