@@ -8,7 +8,7 @@ N        ?= 20
 GOTEST   ?= go test
 TESTARGS ?=
 
-.PHONY: all setup build test test-short fuzz demo demo-clean bench lint fmt clean deb
+.PHONY: all setup build test test-short fuzz mutants demo demo-clean bench lint fmt clean deb
 
 all: build
 
@@ -24,7 +24,13 @@ build:
 test: setup
 	go vet ./...
 	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+	$(MAKE) --no-print-directory mutants
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+## mutants: break each rule of the rollout policy on purpose, one at a time,
+## and check that the fast tests (go test ./rollout/) catch every mutant
+mutants:
+	go run ./internal/mutants
 
 ## fuzz: run each fuzz target briefly (FUZZTIME each; seeds are in testdata/fuzz)
 FUZZTIME ?= 30s

@@ -11,13 +11,19 @@ import (
 	"time"
 
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
+
+// errCancelled is the cause of an operator's cancel.
+var errCancelled = errors.New("cancelled by the operator")
 
 // Containers is what the agent needs from LXC; *lxcctl.Host provides it.
 type Containers interface {
 	Select(ctx context.Context, names []string, group string) ([]lxcctl.Info, error)
-	StopAll(ctx context.Context, names []string, opts lxcctl.StopOptions) ([]lxcctl.StopResult, error)
-	StartAll(ctx context.Context, names []string, opts lxcctl.StartOptions) ([]lxcctl.StartResult, error)
+	// The per-locker verbs of the rollout executor.
+	Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error)
+	StartHealthy(ctx context.Context, name string, hc lxcctl.HealthCheck, deadline time.Duration) lxcctl.StartResult
+	CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error
 }
 
 // Deps are the agent's collaborators.
@@ -74,7 +80,7 @@ type Agent struct {
 	runs   map[string]*run // jobs of this process, for subscriptions
 	wg     sync.WaitGroup
 	base   context.Context // jobs run under it, not under the request's
-	stop   context.CancelFunc
+	stop   context.CancelCauseFunc
 
 	inv     *inventory
 	metrics *metrics
@@ -107,13 +113,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, stop := context.WithCancel(context.Background())
+	base, stop := context.WithCancelCause(context.Background())
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()
-		stop()
+		stop(nil)
 		return nil, err
 	}
 	sched, err := newScheduler(a, cfg.Schedules)
@@ -127,9 +133,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	return a, nil
 }
 
-// Close cancels running jobs, waits for them and closes the journal.
+// Close stops running jobs with rollout.Shutdown as the cause (they stop
+// launching, let lockers in flight finish their start, put current back
+// when their target is unproven, and are recorded interrupted for the next
+// agent's recovery), waits for them and closes the journal.
 func (a *Agent) Close() error {
-	a.stop()
+	a.stop(rollout.Shutdown)
 	a.wg.Wait()
 	return a.jr.Close()
 }
@@ -180,7 +189,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		return Job{}, errors.New("the agent is shutting down")
 	}
 	now := time.Now()
-	ctx, cancel := context.WithCancel(a.base)
+	ctx, cancel := context.WithCancelCause(a.base)
 	r := &run{
 		job:    Job{ID: newJobID(now), Kind: req.Kind, Request: req, State: JobRunning, Trigger: req.Trigger, Created: now},
 		subs:   map[chan Event]struct{}{},
@@ -190,7 +199,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 	}
 	if err := a.jr.PutJob(r.job); err != nil {
 		a.mu.Unlock()
-		cancel()
+		cancel(nil)
 		return Job{}, fmt.Errorf("journaling job: %w", err)
 	}
 	if req.Kind.mutating() {
@@ -204,10 +213,14 @@ func (a *Agent) Submit(req Request) (Job, error) {
 	log.Info("job started", "trigger", req.Trigger)
 	go func() {
 		defer a.wg.Done()
-		defer cancel()
+		defer cancel(nil)
 		result, err := body(ctx, r)
 		state := JobSucceeded
 		switch {
+		case errors.Is(err, rollout.Shutdown) || (err != nil && errors.Is(context.Cause(ctx), rollout.Shutdown)):
+			// The next agent recovers it (NeedsRecovery).
+			state = JobInterrupted
+			log.Warn("job interrupted by the agent's stop", "err", err)
 		case err != nil && isCancel(err):
 			state = JobCancelled
 			log.Info("job cancelled")
@@ -287,7 +300,7 @@ func (a *Agent) Cancel(id string) (Job, error) {
 	if r.snapshot().State.Done() {
 		return r.snapshot(), invalidf("job %s is not running (state %s)", id, r.snapshot().State)
 	}
-	r.cancel()
+	r.cancel(errCancelled)
 	return r.snapshot(), nil
 }
 

@@ -65,6 +65,7 @@ type FileConfig struct {
 		Deadline        Duration `toml:"deadline"`
 		Delay           Duration `toml:"delay"`
 		Health          string   `toml:"health"`
+		Monitor         Duration `toml:"monitor"`
 		Target          string   `toml:"target"`
 		Strategy        string   `toml:"strategy"`
 		MaxFailureRatio *float64 `toml:"max_failure_ratio"`
@@ -238,6 +239,7 @@ func (c FileConfig) AgentDefaults() Defaults {
 	setD(&d.Deadline, x.Deadline)
 	setD(&d.Delay, x.Delay)
 	setS(&d.Health, x.Health)
+	setD(&d.Monitor, x.Monitor)
 	setS(&d.Target, x.Target)
 	setS(&d.Strategy, x.Strategy)
 	if x.MaxFailureRatio != nil {

@@ -151,6 +151,7 @@ socket = %q
 [defaults]
 health = "http://127.0.0.1:{port}/healthz"
 deadline = "20s"
+monitor = "1s"
 `, f.Path, filepath.Join(dir, "state"), sock)
 	if err := os.WriteFile(config, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
@@ -231,7 +232,7 @@ deadline = "20s"
 	}
 	var res Result
 	_ = json.Unmarshal(rec.Result, &res)
-	if res.Counts["healthy"] < 2 {
+	if res.Counts["started"] < 2 {
 		t.Errorf("recovery result %+v: want the stopped lockers started healthy", res)
 	}
 	st := f.LXCLs(t)

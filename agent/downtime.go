@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"lxcfleet/downtime"
-	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // portHold holds the host ports of lockers stopped by an offline update
@@ -52,19 +52,19 @@ func offlineEstimate(req Request, n int) time.Duration {
 	return time.Duration(stops)*2*time.Second + time.Duration(starts)*3*time.Second + 10*time.Second
 }
 
-// wrap returns an OnEvent that holds a locker's port when it begins to
+// wrap returns an observer that holds a locker's port when it begins to
 // stop, gives it back when the stop fails, and releases it just before
 // the locker starts; then it calls next.
-func (p *portHold) wrap(next func(lxcctl.Event)) func(lxcctl.Event) {
+func (p *portHold) wrap(next func(rollout.Event)) func(rollout.Event) {
 	if p == nil {
 		return next
 	}
-	return func(e lxcctl.Event) {
+	return func(e rollout.Event) {
 		if port, ok := p.ports[e.Container]; ok {
 			switch e.Phase {
-			case lxcctl.PhaseStopping:
+			case rollout.PhaseStopping:
 				_ = p.h.Hold(port, p.until)
-			case lxcctl.PhaseStarting, lxcctl.PhaseFailed, lxcctl.PhaseSkipped:
+			case rollout.PhaseStarting, rollout.PhaseFailed, rollout.PhaseSkipped:
 				p.h.Release(port)
 			}
 		}
@@ -77,15 +77,6 @@ func (p *portHold) releaseAll() {
 	if p != nil {
 		p.h.ReleaseAll()
 	}
-}
-
-// startWaveHeld is startWave with the port hold released just before each
-// locker starts.
-func (a *Agent) startWaveHeld(ctx context.Context, r *run, req Request, names []string, wave int, p *portHold) ([]lxcctl.StartResult, error) {
-	t := a.track(r, "start", wave)
-	opts := req.startOptions()
-	opts.OnEvent = p.wrap(t.onEvent)
-	return a.deps.Containers.StartAll(ctx, names, opts)
 }
 
 // MaintenanceUntil estimates when the running job ends, for the

@@ -18,6 +18,7 @@ type fakeCode struct {
 	releases []codeupdate.Release // oldest first
 	current  string
 	pidRel   map[int]string
+	history  []codeupdate.Switched
 	calls    []string // "build t", "switch r", "mark-bad r"
 	buildErr error
 	checks   int
@@ -28,6 +29,7 @@ func newFakeCode(current string) *fakeCode {
 	if current != "" {
 		f.releases = append(f.releases, codeupdate.Release{Name: current, Build: 1, SHA: "sha-" + current, State: codeupdate.StateGood})
 		f.current = current
+		f.history = append(f.history, codeupdate.Switched{To: current})
 	}
 	return f
 }
@@ -77,6 +79,7 @@ func (f *fakeCode) Switch(ctx context.Context, rel codeupdate.Release, reason st
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("switch %s", rel.Name)
+	f.history = append(f.history, codeupdate.Switched{From: f.current, To: rel.Name, Time: time.Now()})
 	f.current = rel.Name
 	return f.find(rel.Name)
 }
@@ -86,7 +89,7 @@ func (f *fakeCode) PreviousGood() (codeupdate.Release, error) {
 	defer f.mu.Unlock()
 	for i := len(f.releases) - 1; i >= 0; i-- {
 		r := f.releases[i]
-		if r.Name != f.current && r.State == codeupdate.StateGood {
+		if r.Name != f.current && r.Good() {
 			return r, nil
 		}
 	}
@@ -103,6 +106,24 @@ func (f *fakeCode) MarkBad(name, reason string) error {
 		}
 	}
 	return nil
+}
+
+func (f *fakeCode) MarkProven(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.log("mark-proven %s", name)
+	for i := range f.releases {
+		if f.releases[i].Name == name {
+			f.releases[i].State, f.releases[i].BadReason = codeupdate.StateProven, ""
+		}
+	}
+	return nil
+}
+
+func (f *fakeCode) History() ([]codeupdate.Switched, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]codeupdate.Switched(nil), f.history...), nil
 }
 
 func (f *fakeCode) Release(name string) (codeupdate.Release, error) {

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // JobKind names an operation.
@@ -68,6 +68,9 @@ type Job struct {
 	Progress Progress        `json:"progress"`
 	Error    string          `json:"error,omitempty"`
 	Result   json.RawMessage `json:"result,omitempty"`
+	// Plan is what the job set out to do (journaled before it begins), so
+	// that recovery resumes or undoes this plan after an agent exit.
+	Plan *rollout.Plan `json:"plan,omitempty"`
 }
 
 // Step is one journaled step of a job: written with Phase "begin" before it
@@ -114,42 +117,9 @@ type run struct {
 	events []Event
 	subs   map[chan Event]struct{}
 	done   chan struct{}
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	jr     *Journal
 
-	downSince map[string]time.Time     // lockers stopped and not yet healthy
-	down      map[string]time.Duration // measured stop-to-healthy times
-}
-
-// markDown tracks each locker's downtime from its stop to healthy again.
-func (r *run) markDown(e lxcctl.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch e.Phase {
-	case lxcctl.PhaseStopping:
-		if r.downSince == nil {
-			r.downSince, r.down = map[string]time.Time{}, map[string]time.Duration{}
-		}
-		if _, ok := r.downSince[e.Container]; !ok {
-			r.downSince[e.Container] = e.Time
-		}
-	case lxcctl.PhaseHealthy:
-		if since, ok := r.downSince[e.Container]; ok {
-			r.down[e.Container] = e.Time.Sub(since)
-			delete(r.downSince, e.Container)
-		}
-	}
-}
-
-// downtimes returns the measured downtimes so far.
-func (r *run) downtimes() map[string]time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]time.Duration, len(r.down))
-	for k, v := range r.down {
-		out[k] = v
-	}
-	return out
 }
 
 // maxEventsKept bounds the replay buffer of one job.

@@ -60,6 +60,14 @@ type served struct {
 }
 
 // serveAgent starts a.Run and stops it when the test ends.
+// testDefaults are the built-in defaults with a 1s monitor window, so
+// that tests of other things do not wait 10s per locker.
+func testDefaults() Defaults {
+	d := DefaultDefaults()
+	d.Monitor = time.Second
+	return d
+}
+
 func serveAgent(t testing.TB, cfg Config, deps Deps) *served {
 	t.Helper()
 	// Unix socket paths are limited to 108 bytes: keep it short.
@@ -70,6 +78,9 @@ func serveAgent(t testing.TB, cfg Config, deps Deps) *served {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()
+	}
+	if cfg.Defaults == (Defaults{}) {
+		cfg.Defaults = testDefaults()
 	}
 	cfg.Listen.Socket = filepath.Join(sockDir, "s.sock")
 	if cfg.Listen.Token != "" && cfg.Listen.TCP == "" {

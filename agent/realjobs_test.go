@@ -63,8 +63,8 @@ func TestJobsOverTheSocket(t *testing.T) {
 		}
 	}
 	res := result(t, final)
-	if res.Counts["killed"] != 2 || res.Counts["clean"] != 2 {
-		t.Errorf("stop-all counts: got %v, want 2 clean, 2 killed", res.Counts)
+	if res.Counts["killed"] != 2 || res.Counts["stopped"] != 2 {
+		t.Errorf("stop-all counts: got %v, want 2 stopped (cleanly), 2 killed", res.Counts)
 	}
 	for n, st := range states(t, f.Host, all) {
 		if st != lxcctl.StateStopped {

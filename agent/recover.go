@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // bootIDPath changes at every boot of the host.
@@ -47,48 +48,6 @@ func (a *Agent) NeedsRecovery() (bool, string, error) {
 	return false, "", nil
 }
 
-// RecoveryPlan is what a recovery will do.
-type RecoveryPlan struct {
-	Start   []string `json:"start"`   // desired running, found stopped
-	Replace []string `json:"replace"` // running on a release other than current
-	Release string   `json:"release,omitempty"`
-}
-
-// planRecovery compares every locker's desired state with what it is.
-func (a *Agent) planRecovery(ctx context.Context) (RecoveryPlan, []lxcctl.Info, error) {
-	desired, err := a.jr.Desired()
-	if err != nil {
-		return RecoveryPlan{}, nil, fmt.Errorf("reading desired state: %w", err)
-	}
-	infos, err := a.deps.Containers.Select(ctx, nil, "")
-	if err != nil {
-		return RecoveryPlan{}, nil, fmt.Errorf("listing lockers: %w", err)
-	}
-	stoppedByCrash, err := a.stoppedByInterrupted()
-	if err != nil {
-		return RecoveryPlan{}, nil, err
-	}
-	var plan RecoveryPlan
-	plan.Release = a.currentRelease()
-	for _, in := range infos {
-		d, ok := desired[in.Name]
-		if (!ok || !d.Running) && !stoppedByCrash[in.Name] {
-			continue
-		}
-		if in.State != lxcctl.StateRunning {
-			plan.Start = append(plan.Start, in.Name)
-			continue
-		}
-		if plan.Release != "" && a.deps.ReleaseOf != nil && in.InitPID > 0 {
-			rel, deleted, err := a.deps.ReleaseOf(in.InitPID)
-			if err == nil && (deleted || (rel != "" && rel != plan.Release)) {
-				plan.Replace = append(plan.Replace, in.Name)
-			}
-		}
-	}
-	return plan, infos, nil
-}
-
 // stoppedByInterrupted returns the lockers that jobs interrupted by a crash
 // (and not yet recovered) began to stop: their stop steps are journaled
 // before the stop runs. A locker found already stopped is not counted.
@@ -111,7 +70,7 @@ func (a *Agent) stoppedByInterrupted() (map[string]bool, error) {
 			return nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
 		}
 		for _, s := range steps {
-			if s.Container == "" || (s.Action != "stop" && s.Action != "replace-stop") {
+			if s.Container == "" || (s.Action != "stop" && s.Action != "replace-stop" && s.Action != "back-stop") {
 				continue
 			}
 			switch {
@@ -137,42 +96,75 @@ func (a *Agent) currentRelease() string {
 	return rel.Name
 }
 
-// recoverJob drives every locker back to its desired state: lockers that
-// should run are started in bounded waves, and running lockers on a release
-// other than current are replaced, so that no locker the agent stopped stays
-// stopped and none ends half on a release.
+// interruptedPlan returns the plan of the newest job an agent exit
+// interrupted and no recovery has handled yet, or nil.
+func (a *Agent) interruptedPlan() (*rollout.Plan, string, error) {
+	handled, err := a.jr.Meta("recovered_through")
+	if err != nil {
+		return nil, "", err
+	}
+	jobs, err := a.jr.Jobs(0)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading journal: %w", err)
+	}
+	for _, j := range jobs { // newest first
+		if j.State == JobInterrupted && j.ID > handled && j.Plan != nil && j.Plan.Target != "" {
+			return j.Plan, j.ID, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// recoverJob drives every locker back to its desired state after an agent
+// exit or a boot (I4): the interrupted job's plan is resumed when its
+// target is proven and undone otherwise (current back on its fallback);
+// every locker whose desired state is running (or that the interrupted job
+// stopped) ends running on that one release, under the failure policy
+// when it is unproven.
 func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error) {
 	begin := time.Now()
-	plan, _, err := a.planRecovery(ctx)
+	interrupted, jobID, err := a.interruptedPlan()
 	if err != nil {
 		return nil, err
 	}
-	_ = r.update(func(j *Job) { j.Progress = Progress{Total: len(plan.Start) + len(plan.Replace)} })
-	r.emit(Event{Type: "stage", Stage: "plan", Message: fmt.Sprintf("%d lockers to start, %d to move to release %s", len(plan.Start), len(plan.Replace), plan.Release)})
-	var outcomes []Outcome
-	if len(plan.Start) > 0 {
-		if err := a.jr.SetDesired(plan.Start, Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
-			return nil, fmt.Errorf("recording desired state: %w", err)
+	infos, err := a.deps.Containers.Select(ctx, nil, "")
+	if err != nil {
+		return nil, fmt.Errorf("listing lockers: %w", err)
+	}
+	stopped, err := a.stoppedByInterrupted()
+	if err != nil {
+		return nil, err
+	}
+	ls, err := a.lockers(infos)
+	if err != nil {
+		return nil, err
+	}
+	f := a.factsFor(ls)
+	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)
+	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, policyOf(req))
+	how := "no interrupted update: lockers back to their desired state on current " + orDash(f.Current)
+	if interrupted != nil {
+		how = fmt.Sprintf("job %s was moving lockers to %s: ", jobID, interrupted.Target)
+		if target == interrupted.Target {
+			how += "it is proven, so the move is finished"
+		} else {
+			how += "it is not proven, so the move is undone: back to " + orDash(target)
 		}
-		res, err := a.startWave(ctx, r, req, plan.Start, 0)
-		if err != nil {
-			return nil, err
+	}
+	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move", how, len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace))))
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+		return nil, fmt.Errorf("recording desired state: %w", err)
+	}
+	res := a.execute(ctx, r, req, plan, nil)
+	out := toResult(res, begin)
+	out.To = plan.Target
+	err = summarize(out, res, plan, fmt.Sprintf("recovery to %s", orDash(plan.Target)))
+	if !res.Interrupted {
+		if merr := a.markRecovered(); merr != nil && err == nil {
+			err = merr
 		}
-		outcomes = append(outcomes, startOutcomes(res)...)
 	}
-	if len(plan.Replace) > 0 {
-		outcomes = append(outcomes, a.replace(ctx, r, req, plan.Replace, 0, nil)...)
-	}
-	out := tally(outcomes, begin)
-	out.To = plan.Release
-	out.Summary = fmt.Sprintf("recovery: started %d, moved %d to %s, %d failed, in %.1fs", len(plan.Start), len(plan.Replace), orDash(plan.Release), len(out.Failed), out.Seconds)
-	if err := a.markRecovered(); err != nil {
-		return out, err
-	}
-	if ctx.Err() != nil {
-		return out, ctx.Err()
-	}
-	return out, out.failedErr("recover")
+	return out, err
 }
 
 // markRecovered records that every interrupted job so far and this boot

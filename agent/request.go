@@ -25,6 +25,10 @@ type Request struct {
 	Deadline Duration `json:"deadline,omitempty" toml:"deadline"` // start to healthy
 	Delay    Duration `json:"delay,omitempty" toml:"delay"`       // between launches
 	Health   string   `json:"health,omitempty" toml:"health"`     // see lxcctl.ParseHealthCheck
+	// Monitor is how long each locker must stay healthy after its first
+	// healthy check to count as moved (Swarm's monitor, Nomad's
+	// min_healthy_time); it holds its place in the window until then.
+	Monitor Duration `json:"monitor,omitempty" toml:"monitor"`
 
 	// update-code and rollback.
 	Target          string   `json:"target,omitempty" toml:"target"`     // branch, tag or commit
@@ -53,6 +57,7 @@ type Defaults struct {
 	Deadline        time.Duration `json:"deadline"`
 	Delay           time.Duration `json:"delay"`
 	Health          string        `json:"health"`
+	Monitor         time.Duration `json:"monitor"`
 	Target          string        `json:"target"`
 	Strategy        string        `json:"strategy"`
 	MaxFailureRatio float64       `json:"max_failure_ratio"`
@@ -72,6 +77,7 @@ func DefaultDefaults() Defaults {
 		Window:          4,
 		Deadline:        60 * time.Second,
 		Health:          "none",
+		Monitor:         10 * time.Second,
 		Target:          "main",
 		Strategy:        StrategyRolling,
 		MaxFailureRatio: 0.1,
@@ -125,6 +131,9 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	if r.Health == "" {
 		r.Health = d.Health
 	}
+	if r.Monitor == 0 {
+		r.Monitor = Duration(d.Monitor)
+	}
 	if r.Target == "" {
 		r.Target = d.Target
 	}
@@ -156,6 +165,8 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 		return r, invalidf("deadline must be positive, got %v", r.Deadline.D())
 	case r.Delay < 0:
 		return r, invalidf("delay must not be negative, got %v", r.Delay.D())
+	case r.Monitor < 0:
+		return r, invalidf("monitor must not be negative, got %v", r.Monitor.D())
 	case r.Soak < 0:
 		return r, invalidf("soak must not be negative, got %v", r.Soak.D())
 	case *r.MaxFailureRatio < 0 || *r.MaxFailureRatio > 1:
@@ -193,12 +204,9 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	return r, nil
 }
 
-// stopOptions and startOptions turn a request into lxcctl's options.
-func (r Request) stopOptions() lxcctl.StopOptions {
-	return lxcctl.StopOptions{Parallel: r.StopParallel, Timeout: r.StopTimeout.D()}
-}
-
-func (r Request) startOptions() lxcctl.StartOptions {
-	hc, _ := lxcctl.ParseHealthCheck(r.Health) // validated in withDefaults
-	return lxcctl.StartOptions{Window: r.Window, Deadline: r.Deadline.D(), Delay: r.Delay.D(), Health: hc}
+// healthCheck is the request's parsed health check (validated in
+// withDefaults).
+func (r Request) healthCheck() lxcctl.HealthCheck {
+	hc, _ := lxcctl.ParseHealthCheck(r.Health)
+	return hc
 }

@@ -27,7 +27,7 @@ func strategyFleet(t *testing.T, normal int, broken bool) (*Agent, *fakeCode, *t
 		t.Fatal(err)
 	}
 	code := newFakeCode("1-old")
-	a, err := New(Config{LXCPath: f.Path, StateDir: t.TempDir()}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf, Logger: testLogger(t)})
+	a, err := New(Config{LXCPath: f.Path, StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,14 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"lxcfleet/codeupdate"
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // Code is what the agent needs from the release manager;
@@ -25,6 +26,10 @@ type Code interface {
 	Releases() ([]codeupdate.Release, error)
 	CheckUpdate(ctx context.Context, target string) (codeupdate.UpdateInfo, error)
 	Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error)
+	// MarkProven records that a release passed a monitor window.
+	MarkProven(name string) error
+	// History lists every switch of current, oldest first.
+	History() ([]codeupdate.Switched, error)
 }
 
 var _ Code = (*codeupdate.Manager)(nil)
@@ -36,7 +41,8 @@ func (r *run) stage(name, msg string) {
 }
 
 // updateJob builds the target release while every locker keeps serving,
-// then moves the running lockers onto it with the request's strategy.
+// then moves the lockers onto it with the request's strategy, through the
+// rollout executor and its failure policy.
 func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
 	begin := time.Now()
 	unlock, err := a.deps.Code.Lock()
@@ -59,274 +65,49 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	npmRan := rel.Npm == "ran"
 	r.stage("build", fmt.Sprintf("built %s (build %d, npm %s)", rel.Name, rel.Build, rel.Npm))
 	if rel.State == codeupdate.StateBad && !req.Force {
-		return nil, invalidf("release %s is marked bad; use --force to update to it anyway", rel.Name)
-	}
-	prev, err := a.deps.Code.Current()
-	if err != nil && !errors.Is(err, codeupdate.ErrNoCurrent) {
-		return nil, err
+		return nil, invalidf("release %s is marked bad (%s); use --force to update to it anyway", rel.Name, rel.BadReason)
 	}
 	// The build may have taken minutes: read the lockers' states again.
 	if fresh, err := a.deps.Containers.Select(ctx, req.Names, req.Group); err == nil {
 		infos = fresh
 	}
-	moving := a.lockersToMove(infos, rel.Name)
+	ls, err := a.lockers(infos)
+	if err != nil {
+		return nil, err
+	}
+	f := a.factsFor(ls)
+	plan := rollout.PlanUpdate(ls, f, rel.Name, rel.State == codeupdate.StateProven, rollout.Strategy(req.Strategy), policyOf(req))
 	// Every locker this job stops is started again, even after a crash.
-	if err := a.jr.SetDesired(moving, Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
-	_ = r.update(func(j *Job) { j.Progress = Progress{Total: len(moving)} })
-
-	res := &Result{From: prev.Name, To: rel.Name, Build: rel.Build, Strategy: req.Strategy, NpmRan: &npmRan, Stages: stages}
-	var outcomes []Outcome
-	switch req.Strategy {
-	case StrategyOffline:
-		outcomes, err = a.offline(ctx, r, req, rel, prev, moving, res)
-	default:
-		outcomes, err = a.rolling(ctx, r, req, rel, prev, moving, res)
+	r.stage("plan", fmt.Sprintf("%s: %d lockers to move to %s, at most %d down at once; falls back to %s; %s",
+		req.Strategy, len(plan.Items), rel.Name, req.Window, orDash(plan.Fallback), healthNote(req)))
+	var hold *portHold
+	if plan.Strategy == rollout.Offline {
+		hold = a.holdPorts(ctx, r, req, plan.Names(rollout.OpReplace))
 	}
-	t := tally(outcomes, begin)
-	t.From, t.To, t.Build, t.Strategy, t.NpmRan, t.Stages, t.RolledBack, t.Paused = res.From, res.To, res.Build, res.Strategy, res.NpmRan, res.Stages, res.RolledBack, res.Paused
-	a.addDowntime(r, t)
-	if err == nil && !t.RolledBack && !t.Paused {
+	defer hold.releaseAll()
+	res := a.execute(ctx, r, req, plan, hold)
+	out := toResult(res, begin)
+	out.From, out.To, out.Build, out.Strategy, out.NpmRan, out.Stages = f.Current, rel.Name, rel.Build, req.Strategy, &npmRan, stages
+	if res.OK() {
 		a.prune(ctx, r)
 	}
-	switch {
-	case t.RolledBack:
-		t.Summary = fmt.Sprintf("update to %s rolled back to %s after %d failures: %s", rel.Name, prev.Name, len(t.Failed), joinNames(t.Failed, 10))
-		if err == nil {
-			err = errors.New(t.Summary)
-		}
-	case t.Paused:
-		t.Summary = fmt.Sprintf("update to %s paused after %d failures; lockers not yet moved stay on %s", rel.Name, len(t.Failed), prev.Name)
-		if err == nil {
-			err = errors.New(t.Summary)
-		}
-	default:
-		t.Summary = fmt.Sprintf("updated %d lockers to %s (build %d, %s, npm %s) in %.1fs; %d failed",
-			len(moving), rel.Name, rel.Build, req.Strategy, rel.Npm, t.Seconds, len(t.Failed))
-		if err == nil {
-			err = t.failedErr("update")
+	head := fmt.Sprintf("update to %s (build %d, %s, npm %s)", rel.Name, rel.Build, req.Strategy, rel.Npm)
+	if len(plan.Items) == 0 && res.OK() {
+		head += ": no running locker to move; current now points at it"
+		if plan.Unproven {
+			head += fmt.Sprintf(" (unproven: the next start-all applies the failure policy and falls back to %s)", orDash(plan.Fallback))
 		}
 	}
-	return t, err
+	return out, summarize(out, res, plan, head)
 }
 
-// lockersToMove returns the running lockers (in start order) that do not
-// yet run release rel.
-func (a *Agent) lockersToMove(infos []lxcctl.Info, rel string) []string {
-	var out []string
-	for _, in := range infos {
-		if in.State != lxcctl.StateRunning {
-			continue
-		}
-		if a.deps.ReleaseOf != nil && in.InitPID > 0 {
-			if cur, deleted, err := a.deps.ReleaseOf(in.InitPID); err == nil && cur == rel && !deleted {
-				continue
-			}
-		}
-		out = append(out, in.Name)
-	}
-	return out
-}
-
-// switchTo flips current to rel, journaled.
-func (a *Agent) switchTo(ctx context.Context, r *run, rel codeupdate.Release, reason string) error {
-	_ = r.step(Step{Action: "switch", Phase: "begin", Release: rel.Name})
-	if _, err := a.deps.Code.Switch(ctx, rel, reason); err != nil {
-		_ = r.step(Step{Action: "switch", Phase: "end", Outcome: "failed", Release: rel.Name, Error: err.Error()})
-		return fmt.Errorf("switching current to %s: %w", rel.Name, err)
-	}
-	_ = r.step(Step{Action: "switch", Phase: "end", Outcome: "switched", Release: rel.Name})
-	r.emit(Event{Type: "stage", Stage: "switch", Message: "current -> " + rel.Name})
-	return nil
-}
-
-// offline stops every moving locker, switches, and starts them all in the
-// start window. Once stopping has begun, a cancel no longer stops the job
-// from starting every locker again (on the old release if it came before
-// the switch).
-func (a *Agent) offline(ctx context.Context, r *run, req Request, rel, prev codeupdate.Release, names []string, res *Result) ([]Outcome, error) {
-	r.stage("stop", fmt.Sprintf("stopping %d lockers, %d at once", len(names), req.StopParallel))
-	t := a.track(r, "replace-stop", 0)
-	so := req.stopOptions()
-	hold := a.holdPorts(ctx, r, req, names) // nil unless downtime_page
-	defer hold.releaseAll()
-	so.OnEvent = hold.wrap(t.onEvent)
-	stopBegin := time.Now()
-	sres, err := a.deps.Containers.StopAll(ctx, names, so)
-	if err != nil {
-		return nil, err
-	}
-	res.Stages["stop_seconds"] = time.Since(stopBegin).Seconds()
-	var stopFailed []Outcome
-	for _, s := range stopOutcomes(sres) {
-		if s.Failed() {
-			stopFailed = append(stopFailed, s)
-		}
-	}
-	cancelled := ctx.Err()
-	if cancelled == nil {
-		if err := a.switchTo(ctx, r, rel, "update-code offline, job "+r.job.ID); err != nil {
-			cancelled = err
-		}
-	}
-	// Start everything that was stopped, whatever happened above.
-	sctx := context.WithoutCancel(ctx)
-	r.stage("start", fmt.Sprintf("starting %d lockers, %d at once", len(names), req.Window))
-	startBegin := time.Now()
-	st, err := a.startWaveHeld(sctx, r, req, names, 0, hold)
-	if err != nil {
-		return nil, err
-	}
-	res.Stages["start_seconds"] = time.Since(startBegin).Seconds()
-	outcomes := append(startOutcomes(st), stopFailed...)
-	if cancelled != nil {
-		return outcomes, cancelled
-	}
-	failed := countFailed(outcomes)
-	if tripped(failed, len(names), *req.MaxFailureRatio) {
-		return a.failurePolicy(ctx, r, req, rel, prev, names, outcomes, res)
-	}
-	return outcomes, nil
-}
-
-// rolling switches current, then replaces lockers with at most Window
-// down at once: first the canary lockers, held for the soak time, then the
-// rest, with the failure policy checked before each launch.
-func (a *Agent) rolling(ctx context.Context, r *run, req Request, rel, prev codeupdate.Release, names []string, res *Result) ([]Outcome, error) {
-	if err := a.switchTo(ctx, r, rel, "update-code rolling, job "+r.job.ID); err != nil {
-		return nil, err
-	}
-	canary := min(*req.Canary, len(names))
-	var outcomes []Outcome
-	if canary > 0 {
-		r.stage("canary", fmt.Sprintf("moving %d canary lockers to %s", canary, rel.Name))
-		co := a.replace(ctx, r, req, names[:canary], 0, nil)
-		outcomes = append(outcomes, co...)
-		if failed := countFailed(co); failed > 0 {
-			r.stage("canary", fmt.Sprintf("%d of %d canaries failed", failed, canary))
-			return a.failurePolicy(ctx, r, req, rel, prev, names[:canary], outcomes, res)
-		}
-		if req.Soak > 0 {
-			r.stage("soak", fmt.Sprintf("holding %v with %d canaries on %s", req.Soak.D(), canary, rel.Name))
-			if err := sleepCtx(ctx, req.Soak.D()); err != nil {
-				return outcomes, err
-			}
-			if down := a.notRunning(ctx, names[:canary]); len(down) > 0 {
-				for i := range outcomes {
-					if contains(down, outcomes[i].Name) {
-						outcomes[i].Outcome, outcomes[i].Error = string(lxcctl.StartFailed), "stopped during the soak"
-					}
-				}
-				r.stage("soak", fmt.Sprintf("%d canaries stopped during the soak: %s", len(down), joinNames(down, 10)))
-				return a.failurePolicy(ctx, r, req, rel, prev, names[:canary], outcomes, res)
-			}
-		}
-	}
-	rest := names[canary:]
-	r.stage("rollout", fmt.Sprintf("moving %d lockers to %s, %d at once", len(rest), rel.Name, req.Window))
-	ratio := *req.MaxFailureRatio
-	total := len(names)
-	k := req.Window
-	stop := func(done []Outcome) bool {
-		failed := countFailed(outcomes) + countFailed(done)
-		if tripped(failed, total, ratio) {
-			return true
-		}
-		// Per wave: the last K finished lockers.
-		last := done[max(0, len(done)-k):]
-		return len(last) == k && tripped(countFailed(last), k, ratio)
-	}
-	ro := a.replace(ctx, r, req, rest, 1, stop)
-	outcomes = append(outcomes, ro...)
-	var moved []string
-	for _, o := range outcomes {
-		if o.Outcome != "skipped" {
-			moved = append(moved, o.Name)
-		}
-	}
-	failed := countFailed(outcomes)
-	skipped := len(names) - len(moved)
-	if ctx.Err() != nil {
-		return outcomes, ctx.Err()
-	}
-	if skipped > 0 || tripped(failed, total, ratio) {
-		return a.failurePolicy(ctx, r, req, rel, prev, moved, outcomes, res)
-	}
-	return outcomes, nil
-}
-
-// tripped reports whether failed of total is over the allowed ratio.
-func tripped(failed, total int, ratio float64) bool {
-	return failed > 0 && float64(failed) > ratio*float64(total)
-}
-
-func countFailed(outcomes []Outcome) int {
-	n := 0
-	for _, o := range outcomes {
-		if o.Failed() {
-			n++
-		}
-	}
-	return n
-}
-
-// failurePolicy applies the request's failure action after too many
-// failures. Either way the release is marked bad and current goes back to
-// prev, so that no locker restarting on its own picks up the bad release.
-// pause leaves the lockers where they are for the operator; rollback moves
-// every locker that was touched back to prev in the same bounded waves.
-func (a *Agent) failurePolicy(ctx context.Context, r *run, req Request, rel, prev codeupdate.Release, touched []string, outcomes []Outcome, res *Result) ([]Outcome, error) {
-	reason := fmt.Sprintf("%d lockers failed on it in job %s", countFailed(outcomes), r.job.ID)
-	if err := a.deps.Code.MarkBad(rel.Name, reason); err != nil {
-		r.emit(Event{Type: "stage", Stage: "mark-bad", Error: err.Error()})
-	}
-	_ = r.step(Step{Action: "mark-bad", Phase: "end", Release: rel.Name, Outcome: reason})
-	if prev.Name == "" || prev.Name == rel.Name {
-		res.Paused = true
-		r.stage("pause", "no previous release to go back to; lockers stay where they are")
-		return outcomes, nil
-	}
-	if err := a.switchTo(context.WithoutCancel(ctx), r, prev, "failure policy of job "+r.job.ID); err != nil {
-		return outcomes, err
-	}
-	if req.FailureAction == ActionPause {
-		res.Paused = true
-		r.stage("pause", fmt.Sprintf("paused: %s marked bad, current back on %s; %d lockers stay on %s until you act", rel.Name, prev.Name, len(touched), rel.Name))
-		return outcomes, nil
-	}
-	res.RolledBack = true
-	r.stage("rollback", fmt.Sprintf("moving %d lockers back to %s", len(touched), prev.Name))
-	back := a.replace(context.WithoutCancel(ctx), r, req, touched, 2, nil)
-	// The update's failures stay reported; rollback failures are added.
-	for _, o := range back {
-		if o.Failed() {
-			o.Action = "rollback"
-			outcomes = append(outcomes, o)
-		}
-	}
-	return outcomes, nil
-}
-
-// notRunning returns those of names that are not RUNNING.
-func (a *Agent) notRunning(ctx context.Context, names []string) []string {
-	infos, err := a.deps.Containers.Select(ctx, names, "")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, in := range infos {
-		if in.State != lxcctl.StateRunning {
-			out = append(out, in.Name)
-		}
-	}
-	return out
-}
-
-// rollbackJob goes back to the previous good release (or req.To): it marks
-// the release being left bad, switches, and moves every running locker in
-// the same bounded waves as an update. A second rollback therefore goes one
-// release further back.
+// rollbackJob goes back one release on the rollback stack (or to req.To,
+// a release name or build number, never forward): it marks the release
+// being left bad, switches, and moves every locker whose desired state is
+// running onto the target, stopped ones included (I6).
 func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
 	begin := time.Now()
 	unlock, err := a.deps.Code.Lock()
@@ -338,44 +119,80 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 	if err != nil {
 		return nil, fmt.Errorf("rollback: %w", err)
 	}
-	var target codeupdate.Release
-	if req.To != "" {
-		target, err = a.deps.Code.Release(req.To)
+	to := req.To
+	if to != "" {
+		rel, err := a.releaseByNameOrBuild(to)
 		if err != nil {
-			return nil, invalidf("rollback target %q: %v", req.To, err)
+			return nil, invalidf("rollback target %q: %v", to, err)
 		}
-		if target.State == codeupdate.StateBad && !req.Force {
-			return nil, invalidf("release %s is marked bad; use --force to roll back to it anyway", target.Name)
-		}
-	} else {
-		target, err = a.deps.Code.PreviousGood()
-		if err != nil {
-			return nil, fmt.Errorf("rollback from %s: %w", cur.Name, err)
-		}
+		to = rel.Name
 	}
-	if target.Name == cur.Name {
-		return nil, invalidf("release %s is already current", cur.Name)
+	hist, err := a.deps.Code.History()
+	if err != nil {
+		return nil, fmt.Errorf("rollback: reading the switch history: %w", err)
+	}
+	var sw []rollout.Switched
+	for _, h := range hist {
+		sw = append(sw, rollout.Switched{From: h.From, To: h.To})
+	}
+	exists := func(n string) bool { _, err := a.deps.Code.Release(n); return err == nil }
+	bad := func(n string) bool {
+		rel, err := a.deps.Code.Release(n)
+		return err == nil && rel.State == codeupdate.StateBad && !(req.Force && n == to)
+	}
+	target, err := rollout.RollbackTarget(sw, cur.Name, to, exists, bad)
+	if err != nil {
+		return nil, InvalidError{err.Error()}
 	}
 	if err := a.deps.Code.MarkBad(cur.Name, "rolled back by job "+r.job.ID); err != nil {
 		return nil, fmt.Errorf("marking %s bad: %w", cur.Name, err)
 	}
-	_ = r.step(Step{Action: "mark-bad", Phase: "end", Release: cur.Name})
-	if err := a.switchTo(ctx, r, target, "rollback, job "+r.job.ID); err != nil {
+	r.stage("mark-bad", cur.Name+" marked bad: rolled back")
+	ls, err := a.lockers(infos)
+	if err != nil {
 		return nil, err
 	}
-	moving := a.lockersToMove(infos, target.Name)
-	_ = r.update(func(j *Job) { j.Progress = Progress{Total: len(moving)} })
-	r.stage("rollout", fmt.Sprintf("moving %d lockers back to %s, %d at once", len(moving), target.Name, req.Window))
-	outcomes := a.replace(ctx, r, req, moving, 1, nil)
-	t := tally(outcomes, begin)
-	t.From, t.To, t.Build = cur.Name, target.Name, target.Build
-	a.addDowntime(r, t)
-	t.Summary = fmt.Sprintf("rolled back %d lockers from %s to %s (build %d) in %.1fs; %s marked bad; %d failed",
-		len(moving), cur.Name, target.Name, target.Build, t.Seconds, cur.Name, len(t.Failed))
-	if ctx.Err() != nil {
-		return t, ctx.Err()
+	plan := rollout.PlanRollback(ls, target, policyOf(req))
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
-	return t, t.failedErr("roll back")
+	res := a.execute(ctx, r, req, plan, nil)
+	out := toResult(res, begin)
+	tr, _ := a.deps.Code.Release(target)
+	out.From, out.To, out.Build = cur.Name, target, tr.Build
+	return out, summarize(out, res, plan, fmt.Sprintf("rolled back from %s to %s (build %d); %s marked bad", cur.Name, target, tr.Build, cur.Name))
+}
+
+// releaseByNameOrBuild finds a release by its name or its build number.
+func (a *Agent) releaseByNameOrBuild(s string) (codeupdate.Release, error) {
+	if rel, err := a.deps.Code.Release(s); err == nil {
+		return rel, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return codeupdate.Release{}, fmt.Errorf("no release named %s", s)
+	}
+	rels, err := a.deps.Code.Releases()
+	if err != nil {
+		return codeupdate.Release{}, err
+	}
+	var found []codeupdate.Release
+	for _, r := range rels {
+		if r.Build == n {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return codeupdate.Release{}, fmt.Errorf("no release with build number %d", n)
+	case 1:
+		return found[0], nil
+	}
+	names := make([]string, len(found))
+	for i, r := range found {
+		names[i] = r.Name
+	}
+	return codeupdate.Release{}, fmt.Errorf("build number %d is ambiguous (%s): give the release name", n, strings.Join(names, ", "))
 }
 
 // buildJob builds the target release (fetch, checkout, npm when the
@@ -476,53 +293,3 @@ func (a *Agent) ReleasesInUse(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-// addDowntime adds each locker's measured downtime (from its stop to its
-// healthy start) to the result.
-func (a *Agent) addDowntime(r *run, t *Result) {
-	down := r.downtimes()
-	if len(down) == 0 {
-		return
-	}
-	var ds []time.Duration
-	for i := range t.Outcomes {
-		if d, ok := down[t.Outcomes[i].Name]; ok {
-			t.Outcomes[i].Downtime = Duration(d)
-			ds = append(ds, d)
-		}
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	if len(ds) > 0 {
-		t.Downtime = &DowntimeStats{
-			P50: Duration(ds[len(ds)/2]),
-			P99: Duration(ds[min(len(ds)-1, len(ds)*99/100)]),
-			Max: Duration(ds[len(ds)-1]),
-		}
-	}
-}
-
-// DowntimeStats summarises per-locker downtime in a job.
-type DowntimeStats struct {
-	P50 Duration `json:"p50"`
-	P99 Duration `json:"p99"`
-	Max Duration `json:"max"`
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

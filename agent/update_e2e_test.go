@@ -102,7 +102,7 @@ func newUpdateEnv(t *testing.T, n int) *updateEnv {
 	cfg := Config{
 		StateDir:     t.TempDir(),
 		KeepReleases: 10,
-		Defaults:     DefaultDefaults(),
+		Defaults:     testDefaults(),
 	}
 	cfg.Defaults.Window = e2eWindow
 	cfg.Defaults.StopTimeout = 5 * time.Second

@@ -108,7 +108,7 @@ func (s *stubCode) PreviousGood() (codeupdate.Release, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := len(s.releases) - 1; i >= 0; i-- {
-		if r := s.releases[i]; r.Name != s.current && r.State == codeupdate.StateGood {
+		if r := s.releases[i]; r.Name != s.current && r.Good() {
 			return r, nil
 		}
 	}
@@ -125,6 +125,19 @@ func (s *stubCode) MarkBad(name, reason string) error {
 	}
 	return nil
 }
+
+func (s *stubCode) MarkProven(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.releases {
+		if s.releases[i].Name == name {
+			s.releases[i].State = codeupdate.StateProven
+		}
+	}
+	return nil
+}
+
+func (s *stubCode) History() ([]codeupdate.Switched, error) { return nil, nil }
 
 func (s *stubCode) Release(name string) (codeupdate.Release, error) {
 	s.mu.Lock()

@@ -577,7 +577,7 @@
     });
   }
 
-  const PHASE_TILE = { stopping: 'stopping', stopped: 'down', starting: 'starting', running: 'starting', healthy: 'up', failed: 'failed' };
+  const PHASE_TILE = { stopping: 'stopping', stopped: 'down', starting: 'starting', running: 'starting', healthy: 'up', moved: 'up', failed: 'failed' };
 
   function apply(live, e) {
     if (e.progress) {

@@ -19,6 +19,15 @@ var rules = map[string][]string{
 	"github.com/spf13/cobra":         {"cmd"},
 	"github.com/schollz/progressbar": {"cmd"},
 	"github.com/kardianos/service":   {"cmd"},
+	// The rollout executor moves lockers only through its three verbs (I7:
+	// nothing there can touch a locker's /Me): no file system, no LXC, no
+	// git, no HTTP.
+	"lxcfleet/rollout": {"agent", "rollout", "internal"},
+}
+
+// forbidden maps a folder to imports it must not have.
+var forbidden = map[string][]string{
+	"rollout": {"os", "io/fs", "path/filepath", "net", "net/http", "lxcfleet/lxcctl", "lxcfleet/mounts", "lxcfleet/codeupdate", "github.com/"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -49,6 +58,11 @@ func TestImportRules(t *testing.T) {
 		checked++
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
+			for _, bad := range forbidden[top] {
+				if (p == bad || strings.HasPrefix(p, bad) && strings.HasSuffix(bad, "/")) && !strings.HasSuffix(rel, "_test.go") {
+					t.Errorf("%s imports %s; %s must not (see the rollout package doc, I7)", rel, p, top)
+				}
+			}
 			for prefix, allowed := range rules {
 				if strings.HasPrefix(p, prefix) && !contains(allowed, top) {
 					t.Errorf("%s imports %s; only %v may", rel, p, allowed)

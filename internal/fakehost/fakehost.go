@@ -258,6 +258,9 @@ func (h *Host) FailNextStart(name string) {
 // Start implements rollout.Host: the locker starts on current.
 func (h *Host) Start(ctx context.Context, name string, deadline time.Duration) (rollout.StartOutcome, error) {
 	runtime.Gosched()
+	if err := ctx.Err(); err != nil {
+		return rollout.StartFailed, fmt.Errorf("starting %s: %w", name, err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	l, ok := h.lockers[name]

@@ -1,0 +1,340 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+)
+
+// binaryEnv is an update environment (real origin, real releases, real
+// lockers in the layout) driven by the real lxcfleet binary as the agent,
+// so that the agent can be SIGKILLed and SIGTERMed like systemd does.
+type binaryEnv struct {
+	*updateEnv
+	bin, config, sock string
+	cl                *http.Client
+	p                 *agentProc
+}
+
+func newBinaryEnv(t *testing.T, n int, defaults string) *binaryEnv {
+	t.Helper()
+	e := &binaryEnv{updateEnv: newUpdateEnv(t, n)}
+	// The in-process agent is not used: the binary owns the lockers.
+	e.agent.Close()
+	e.bin = buildBinary(t)
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "lxf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	e.sock = filepath.Join(sockDir, "s.sock")
+	e.config = filepath.Join(dir, "lxcfleet.toml")
+	toml := fmt.Sprintf(`lxcpath = %q
+state_dir = %q
+inventory_interval = "300ms"
+health_interval = "0s"
+[listen]
+socket = %q
+[layout]
+root = %q
+templates = %q
+[code]
+origin = %q
+[defaults]
+health = "http://127.0.0.1:{port}/healthz"
+stop_timeout = "5s"
+%s
+`, e.host.LXCPath(), filepath.Join(dir, "state"), e.sock, e.layout.Root, e.layout.Templates, e.origin.URL, defaults)
+	if err := os.WriteFile(e.config, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cl = unixClient(e.sock)
+	e.p = startAgentProc(t, e.bin, e.config, e.cl)
+	return e
+}
+
+// submit posts a job request to the binary's API.
+func (e *binaryEnv) submit(t *testing.T, req Request) Job {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := e.cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var j Job
+	_ = json.NewDecoder(resp.Body).Decode(&j)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submitting %s: %s", req.Kind, resp.Status)
+	}
+	return j
+}
+
+// signalAt follows job's events and sends sig to the agent at the at-th
+// event from the switch of current on (1 = right after the switch). It
+// returns the number of events seen from the switch on, and whether the
+// signal was sent (the job may end first).
+func (e *binaryEnv) signalAt(t *testing.T, job Job, at int, sig syscall.Signal) (int, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+job.ID+"/events", nil)
+	resp, err := e.cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	seen, sent, switched := 0, false, false
+	_, _ = readSSE(resp.Body, func(ev sseEvent) {
+		var x Event
+		if sent || json.Unmarshal(ev.Data, &x) != nil {
+			return
+		}
+		if x.Type == "stage" && x.Stage == "switch" {
+			switched = true
+		}
+		if !switched {
+			return
+		}
+		seen++
+		if seen == at {
+			sent = true
+			if err := e.p.cmd.Process.Signal(sig); err != nil {
+				t.Errorf("signalling the agent: %v", err)
+			}
+		}
+	})
+	if sent {
+		select {
+		case <-e.p.done:
+		case <-time.After(90 * time.Second):
+			t.Fatalf("the agent did not exit within 90s of %v", sig)
+		}
+	}
+	return seen, sent
+}
+
+// settle waits until the agent runs no job and its newest job (a recovery
+// when one was needed) has ended; it returns the jobs, newest first.
+func (e *binaryEnv) settle(t *testing.T) []Job {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var list struct{ Jobs []Job }
+		getJSONUnix(t, e.cl, "/v1/jobs", &list)
+		busy := false
+		for _, j := range list.Jobs {
+			busy = busy || !j.State.Done()
+		}
+		if !busy && len(list.Jobs) > 0 {
+			return list.Jobs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs still running after 2 minutes: %+v", list.Jobs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// oneRelease asserts I4: every locker runs, answers healthy, and all run
+// the one release current points at; it returns that release.
+func (e *binaryEnv) oneRelease(t *testing.T) codeupdate.Release {
+	t.Helper()
+	cur, err := e.code.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range e.names {
+		if _, err := e.healthOf(n); err != nil {
+			t.Errorf("I4: %s does not answer healthy: %v", n, err)
+		}
+		if got := e.release(t, n); got != cur.Name {
+			t.Errorf("I4: %s runs %s, current is %s", n, got, cur.Name)
+		}
+	}
+	return cur
+}
+
+// TestAgentExitMidUpdate is situations 1 and 2 on the real binary: the
+// agent is SIGKILLed (or SIGTERMed, as systemctl restart does) at many
+// points of a rolling update, to a healthy release and to one that exits
+// at start; each time the next agent must drive the fleet to one release
+// with every locker running (I4), and never onto the broken one (I2, I3).
+func TestAgentExitMidUpdate(t *testing.T) {
+	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"1s\"")
+	type point struct {
+		broken bool
+		at     int
+		sig    syscall.Signal
+	}
+	var points []point
+	for i := range 10 {
+		points = append(points, point{false, 1 + 2*i, syscall.SIGKILL}, point{true, 1 + 2*i, syscall.SIGKILL})
+	}
+	points = append(points, point{false, 4, syscall.SIGTERM}, point{true, 4, syscall.SIGTERM}, point{false, 12, syscall.SIGTERM}, point{true, 9, syscall.SIGTERM})
+	killed := map[bool]int{}
+	for _, pt := range points {
+		kind := "healthy"
+		if pt.broken {
+			kind = "broken"
+		}
+		name := fmt.Sprintf("%s release, %v at event %d", kind, pt.sig, pt.at)
+		before, err := e.code.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sha string
+		if pt.broken {
+			sha = e.origin.Broken("broken: " + name)
+		} else {
+			sha = e.origin.AppChange("healthy: " + name)
+		}
+		job := e.submit(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"})
+		seen, sent := e.signalAt(t, job, pt.at, pt.sig)
+		if sent {
+			killed[pt.broken]++
+			e.p = startAgentProc(t, e.bin, e.config, e.cl)
+		}
+		jobs := e.settle(t)
+		cur := e.oneRelease(t)
+		var got Job
+		getJSONUnix(t, e.cl, "/v1/jobs/"+job.ID, &got)
+		switch {
+		case pt.broken && strings.HasSuffix(cur.Name, sha[:12]):
+			t.Errorf("%s: the fleet ended on the broken release %s", name, cur.Name)
+		case pt.broken && cur.Name != before.Name:
+			t.Errorf("%s: the fleet ended on %s, want the release before, %s", name, cur.Name, before.Name)
+		case !pt.broken && cur.Name != before.Name && !strings.HasSuffix(cur.Name, sha[:12]):
+			t.Errorf("%s: the fleet ended on %s, want %s or the new release", name, cur.Name, before.Name)
+		}
+		if sent && got.State != JobInterrupted {
+			t.Errorf("%s: the job is %s after the agent's exit, want interrupted", name, got.State)
+		}
+		if sent && (len(jobs) == 0 || jobs[0].Kind != KindRecover || jobs[0].State != JobSucceeded) {
+			t.Errorf("%s: newest job %s %s %q, want a succeeded recovery", name, jobs[0].Kind, jobs[0].State, jobs[0].Error)
+		}
+		t.Logf("%s: %d events seen, signal sent %v, fleet on %s (was %s)", name, seen, sent, cur.Name, before.Name)
+		if t.Failed() {
+			return
+		}
+	}
+	if killed[false] < 10 || killed[true] < 10 {
+		t.Errorf("the agent was stopped mid-update %d times with a healthy and %d with a broken release, want at least 10 each", killed[false], killed[true])
+	}
+}
+
+// TestLateCrashAndOperatorScripts covers situations 3, 4 and 8 on real
+// systems: a release that passes its first health check and exits seconds
+// later is caught by the monitor window and rolled back; the operators'
+// own lxc-stop-all; update-code; lxc-start-all to a broken commit ends on
+// the last good release with every locker running; rollback moves lockers
+// that died too, and never moves forward.
+func TestLateCrashAndOperatorScripts(t *testing.T) {
+	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"5s\"")
+	good, err := e.code.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, script string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join("..", "scripts", script), append([]string{"--config", e.config}, args...)...)
+		cmd.Env = append(os.Environ(), "LXCFLEET="+e.bin)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s: %v", script, err)
+		}
+		return string(out), code
+	}
+
+	t.Run("a release that exits 3s after its first healthy check", func(t *testing.T) {
+		src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sha := e.origin.Write("dies 3s after start", map[string]string{"server.js": string(src) + "\nsetTimeout(() => process.exit(3), 3000);\n"})
+		out, code := run(t, "update-code")
+		if code != 1 || !strings.Contains(out, "failure policy tripped") {
+			t.Errorf("update-code: exit %d, output:\n%s\nwant exit 1 and the policy tripped", code, out)
+		}
+		cur := e.oneRelease(t)
+		if cur.Name != good.Name {
+			t.Errorf("I2: current %s, want %s (back from %s)", cur.Name, good.Name, sha[:12])
+		}
+		rels, _ := e.code.Releases()
+		for _, r := range rels {
+			if strings.HasSuffix(r.Name, sha[:12]) && r.State != codeupdate.StateBad {
+				t.Errorf("the release that dies is %s, want bad", r.State)
+			}
+		}
+	})
+
+	t.Run("lxc-stop-all; update-code; lxc-start-all to a broken commit", func(t *testing.T) {
+		if out, code := run(t, "lxc-stop-all"); code != 0 {
+			t.Fatalf("lxc-stop-all: exit %d\n%s", code, out)
+		}
+		sha := e.origin.Broken("broken, deployed the operators' way")
+		out, code := run(t, "update-code")
+		if code != 0 || !strings.Contains(out, "unproven") {
+			t.Errorf("update-code with every locker stopped: exit %d\n%s\nwant 0, saying the release is unproven and what start-all will do", code, out)
+		}
+		out, code = run(t, "lxc-start-all")
+		if code != 1 || !strings.Contains(out, "failure policy tripped") {
+			t.Errorf("lxc-start-all: exit %d\n%s\nwant 1, the policy tripped", code, out)
+		}
+		cur := e.oneRelease(t)
+		if cur.Name != good.Name || strings.HasSuffix(cur.Name, sha[:12]) {
+			t.Errorf("after the three scripts: current %s, want %s", cur.Name, good.Name)
+		}
+	})
+
+	t.Run("rollback moves stopped lockers and never moves forward", func(t *testing.T) {
+		e.origin.AppChange("B")
+		if out, code := run(t, "update-code"); code != 0 {
+			t.Fatalf("update-code B: exit %d\n%s", code, out)
+		}
+		relB, _ := e.code.Current()
+		e.origin.AppChange("C")
+		if out, code := run(t, "update-code"); code != 0 {
+			t.Fatalf("update-code C: exit %d\n%s", code, out)
+		}
+		relC, _ := e.code.Current()
+		// Two lockers die on C.
+		for _, n := range e.names[:2] {
+			if _, err := e.host.Stop(context.Background(), n, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(e.bin, "rollback", "--config", e.config, "--to", good.Name)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("rollback --to %s: %v\n%s", good.Name, err, b)
+		}
+		if cur := e.oneRelease(t); cur.Name != good.Name {
+			t.Errorf("after rollback --to: current %s, want %s", cur.Name, good.Name)
+		}
+		cmd = exec.Command(e.bin, "rollback", "--config", e.config)
+		b, err = cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(b), "never") && !strings.Contains(string(b), "no good release") {
+			t.Errorf("a second rollback after --to the oldest: %v\n%s\nwant a refusal (never forward to %s or %s)", err, b, relB.Name, relC.Name)
+		}
+		if cur := e.oneRelease(t); cur.Name != good.Name {
+			t.Errorf("after the refused rollback: current %s, want %s", cur.Name, good.Name)
+		}
+	})
+}

@@ -1,0 +1,356 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
+)
+
+// This file is the wiring between the agent's jobs and the rollout
+// executor: the per-locker verbs over lxcctl, the release store over
+// codeupdate, and the journal and event stream fed by rollout's events.
+// Every job that moves lockers runs a rollout.Plan through execute.
+
+// lockerVerbs adapts the container host to rollout.Host with the job's
+// health check.
+type lockerVerbs struct {
+	c  Containers
+	hc lxcctl.HealthCheck
+}
+
+func (v lockerVerbs) Stop(ctx context.Context, name string, timeout time.Duration) (rollout.StopOutcome, error) {
+	so, err := v.c.Stop(ctx, name, timeout)
+	return rollout.StopOutcome(so), err
+}
+
+func (v lockerVerbs) Start(ctx context.Context, name string, deadline time.Duration) (rollout.StartOutcome, error) {
+	r := v.c.StartHealthy(ctx, name, v.hc, deadline)
+	return rollout.StartOutcome(r.Outcome), r.Err
+}
+
+func (v lockerVerbs) Check(ctx context.Context, name string) error {
+	err := v.c.CheckRunning(ctx, name, v.hc)
+	if errors.Is(err, lxcctl.ErrNotRunning) {
+		return fmt.Errorf("%w: %w", rollout.ErrNotRunning, err)
+	}
+	return err
+}
+
+// codeReleases adapts the release manager to rollout.Releases.
+type codeReleases struct{ code Code }
+
+func (c codeReleases) Switch(ctx context.Context, name, reason string) error {
+	rel, err := c.code.Release(name)
+	if err != nil {
+		return err
+	}
+	_, err = c.code.Switch(ctx, rel, reason)
+	return err
+}
+
+func (c codeReleases) MarkBad(name, reason string) error { return c.code.MarkBad(name, reason) }
+func (c codeReleases) MarkProven(name string) error      { return c.code.MarkProven(name) }
+
+// policyOf turns a request into rollout's policy.
+func policyOf(req Request) rollout.Policy {
+	return rollout.Policy{
+		MaxUnavailable:  req.Window,
+		StopParallel:    req.StopParallel,
+		StopTimeout:     req.StopTimeout.D(),
+		Deadline:        req.Deadline.D(),
+		Delay:           req.Delay.D(),
+		Monitor:         req.Monitor.D(),
+		Canary:          *req.Canary,
+		Soak:            req.Soak.D(),
+		MaxFailureRatio: *req.MaxFailureRatio,
+		FailureAction:   rollout.Action(req.FailureAction),
+	}
+}
+
+// healthNote says what a health check really checks, for the job's log.
+func healthNote(req Request) string {
+	hc, _ := lxcctl.ParseHealthCheck(req.Health)
+	if hc.Kind == lxcctl.HealthNone {
+		return fmt.Sprintf("health check none: a locker counts as healthy while it is RUNNING for the %v monitor window (a release that exits is caught; one that runs and serves errors is not: set defaults.health)", req.Monitor.D())
+	}
+	return fmt.Sprintf("health check %s, held for a %v monitor window", hc, req.Monitor.D())
+}
+
+// lockers describes infos for the planners: desired state from the
+// journal, release from each init's mountinfo.
+func (a *Agent) lockers(infos []lxcctl.Info) ([]rollout.Locker, error) {
+	desired, err := a.jr.Desired()
+	if err != nil {
+		return nil, fmt.Errorf("reading desired state: %w", err)
+	}
+	out := make([]rollout.Locker, len(infos))
+	for i, in := range infos {
+		l := rollout.Locker{Name: in.Name, Running: in.State == lxcctl.StateRunning}
+		d, ok := desired[in.Name]
+		l.WantRunning = !ok && l.Running || d.Running
+		if l.Running && a.deps.ReleaseOf != nil && in.InitPID > 0 {
+			if rel, deleted, err := a.deps.ReleaseOf(in.InitPID); err == nil {
+				l.Release, l.Stale = rel, deleted
+			}
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// facts reads current, whether it is proven, and the last good release.
+func (a *Agent) facts() rollout.ReleaseFacts { return a.factsFor(nil) }
+
+// factsFor is facts with the lockers known: a current release that is not
+// marked bad and that lockers run on is taken as proven (releases from
+// before proven marks existed, or proven by their running lockers) and
+// marked so.
+func (a *Agent) factsFor(ls []rollout.Locker) rollout.ReleaseFacts {
+	var f rollout.ReleaseFacts
+	if a.deps.Code == nil {
+		return f
+	}
+	if cur, err := a.deps.Code.Current(); err == nil {
+		f.Current, f.CurrentProven = cur.Name, cur.State == codeupdate.StateProven
+		if cur.State == codeupdate.StateGood {
+			for _, l := range ls {
+				if l.Running && !l.Stale && l.Release == cur.Name {
+					if err := a.deps.Code.MarkProven(cur.Name); err == nil {
+						f.CurrentProven = true
+					}
+					break
+				}
+			}
+		}
+	}
+	if pg, err := a.deps.Code.PreviousGood(); err == nil {
+		f.LastGood = pg.Name
+	}
+	return f
+}
+
+// proven reports whether a release is proven.
+func (a *Agent) proven(name string) bool {
+	if a.deps.Code == nil || name == "" {
+		return false
+	}
+	r, err := a.deps.Code.Release(name)
+	return err == nil && r.State == codeupdate.StateProven
+}
+
+// execute journals plan with the job, runs it, and returns its result.
+func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.Plan, hold *portHold) rollout.Result {
+	_ = r.update(func(j *Job) {
+		p := plan
+		j.Plan = &p
+		j.Progress = Progress{Total: len(plan.Items)}
+	})
+	env := rollout.Env{
+		Host:    lockerVerbs{c: a.deps.Containers, hc: req.healthCheck()},
+		Observe: hold.wrap(a.track(r).onEvent),
+		Reason:  "job " + r.job.ID,
+	}
+	if a.deps.Code != nil {
+		env.Releases = codeReleases{a.deps.Code}
+	}
+	res := rollout.Run(ctx, plan, env)
+	if res.Err != nil {
+		a.log.Error("job could not carry out its plan", "job", r.job.ID, "err", res.Err)
+	}
+	for _, o := range res.Outcomes {
+		if o.Failed() {
+			a.log.Warn("locker failed", "job", r.job.ID, "container", o.Name, "outcome", o.Outcome, "back", o.Back, "err", o.Error+o.BackError)
+		}
+	}
+	return res
+}
+
+// tracker feeds rollout's events to the journal (a begin step before each
+// stop or start, an end step after), the job's event stream, its progress
+// and downtime, and the metrics.
+type tracker struct {
+	r    *run
+	m    *metrics
+	mu   sync.Mutex
+	done map[string]bool
+}
+
+func (a *Agent) track(r *run) *tracker {
+	return &tracker{r: r, m: a.metrics, done: map[string]bool{}}
+}
+
+// stepAction names the journal step of an event: stops inside a replace
+// are "replace-stop", so recovery knows whom the job stopped.
+func stepAction(e rollout.Event) string {
+	switch {
+	case e.Back && e.Op == "stop":
+		return "back-stop"
+	case e.Back:
+		return "back-start"
+	case e.Op == "stop":
+		return "replace-stop"
+	case e.Op == "monitor":
+		return "monitor"
+	}
+	return "start"
+}
+
+func (t *tracker) onEvent(e rollout.Event) {
+	if e.Container == "" {
+		s := Step{Action: e.Stage, Phase: "end", Outcome: e.Message, Release: e.Release, Error: e.Error}
+		_ = t.r.step(s)
+		t.r.emit(Event{Type: "stage", Stage: e.Stage, Message: e.Message, Error: e.Error})
+		return
+	}
+	begin := e.Phase == rollout.PhaseStopping || e.Phase == rollout.PhaseStarting
+	end := e.Phase == rollout.PhaseStopped || e.Phase == rollout.PhaseMoved || e.Phase == rollout.PhaseFailed || e.Phase == rollout.PhaseSkipped ||
+		(e.Phase == rollout.PhaseHealthy && e.Back)
+	if begin || end || e.Phase == rollout.PhaseHealthy {
+		s := Step{Container: e.Container, Action: stepAction(e), Phase: "begin", Release: e.Release}
+		if !begin {
+			s.Phase, s.Outcome, s.Error = "end", e.Outcome, e.Error
+			if e.Phase == rollout.PhaseHealthy {
+				s.Outcome = string(rollout.PhaseHealthy)
+			}
+		}
+		if err := t.r.step(s); err != nil {
+			// The step still runs: a lost record beats a stranded locker.
+			t.r.emit(Event{Type: "stage", Stage: "journal", Error: err.Error()})
+		}
+	}
+	if end {
+		t.m.containerOp(strings.TrimPrefix(stepAction(e), "replace-"), e.Outcome)
+	}
+	counts := end && !e.Back && !(e.Phase == rollout.PhaseStopped && t.r.job.Kind != KindStopAll)
+	if counts {
+		t.mu.Lock()
+		first := !t.done[e.Container]
+		t.done[e.Container] = true
+		t.mu.Unlock()
+		if first || e.Phase == rollout.PhaseFailed {
+			_ = t.r.update(func(j *Job) {
+				if first {
+					j.Progress.Done++
+				}
+				if e.Phase == rollout.PhaseFailed {
+					j.Progress.Failed++
+				}
+			})
+		}
+	}
+	t.r.emit(Event{Type: "container", Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome,
+		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e)})
+}
+
+func backNote(e rollout.Event) string {
+	if e.Back {
+		return "on the way back"
+	}
+	return ""
+}
+
+// toResult turns rollout's result into the job's.
+func toResult(res rollout.Result, begin time.Time) *Result {
+	out := &Result{Counts: res.Counts(), Seconds: time.Since(begin).Seconds(), Failed: res.Failed(),
+		RolledBack: res.RolledBack, Paused: res.Paused, Tripped: res.Tripped, Proven: res.Proven,
+		Cancelled: res.Cancelled, Interrupted: res.Interrupted, Undone: res.Undone, Halted: res.Halted, Current: res.Current}
+	for _, o := range res.Outcomes {
+		out.Outcomes = append(out.Outcomes, Outcome{Name: o.Name, Action: string(o.Op), Outcome: o.Outcome, Stop: string(o.Stop),
+			Duration: Duration(o.Duration), Release: o.Release, Downtime: Duration(o.Downtime), Error: o.Error, Back: o.Back, BackError: o.BackError})
+	}
+	var ds []time.Duration
+	for _, o := range res.Outcomes {
+		if o.Op == rollout.OpReplace && o.Downtime > 0 {
+			ds = append(ds, o.Downtime)
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	if len(ds) > 0 {
+		out.Downtime = &DowntimeStats{P50: Duration(ds[len(ds)/2]), P99: Duration(ds[min(len(ds)-1, len(ds)*99/100)]), Max: Duration(ds[len(ds)-1])}
+	}
+	return out
+}
+
+// tail says how a run ended beyond its counts (I5): "" for a clean one.
+func tail(res rollout.Result, plan rollout.Plan) string {
+	var parts []string
+	if res.Err != nil {
+		parts = append(parts, res.Err.Error())
+	}
+	if res.Tripped != "" {
+		parts = append(parts, "failure policy tripped: "+res.Tripped)
+		if res.MarkedBad {
+			parts = append(parts, plan.Target+" marked bad")
+		}
+	}
+	if res.Current != "" && res.Current != plan.Target {
+		parts = append(parts, "current back on "+res.Current)
+	}
+	switch n := res.Counts()["back-"+rollout.BackRolledBack]; {
+	case res.RolledBack:
+		parts = append(parts, fmt.Sprintf("rolled back to %s (%d lockers moved back)", orDash(plan.Fallback), n))
+	case n > 0:
+		parts = append(parts, fmt.Sprintf("%d lockers moved back to %s", n, orDash(plan.Fallback)))
+	}
+	if n := res.Counts()["back-"+rollout.BackFailed]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed on the way back", n))
+	}
+	switch {
+	case res.Paused && res.Tripped != "":
+		parts = append(parts, "paused: lockers that moved healthy stay; act with update-code --force or rollback")
+	case res.Paused:
+		parts = append(parts, "paused: no good release to go back to")
+	}
+	if res.Halted != "" {
+		parts = append(parts, "stopped early: "+res.Halted)
+	}
+	if res.Cancelled {
+		s := "cancelled"
+		if res.Undone {
+			s += ": undone"
+		}
+		parts = append(parts, s)
+	}
+	if res.Interrupted {
+		parts = append(parts, "interrupted by the agent's stop: the next agent finishes or undoes it")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// countLine lists the non-zero counts in a fixed order.
+func countLine(c map[string]int) string {
+	var parts []string
+	for _, k := range []string{rollout.OutMoved, rollout.OutStarted, rollout.OutStopped, rollout.OutKilled, rollout.OutAlreadyStopped,
+		rollout.OutAlreadyRunning, rollout.OutUnverified, rollout.OutFailed, rollout.OutSkipped} {
+		if c[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", c[k], k))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing to do"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// runErr is the job's error for a run that did not do all it planned:
+// wrapping rollout.Shutdown (the job is recorded interrupted, for the next
+// agent's recovery) or context.Canceled (cancelled), else the summary.
+func runErr(res rollout.Result, summary string) error {
+	switch {
+	case res.Interrupted:
+		return fmt.Errorf("%s: %w", summary, rollout.Shutdown)
+	case res.Cancelled:
+		return fmt.Errorf("%s: %w", summary, context.Canceled)
+	case res.OK():
+		return nil
+	}
+	return errors.New(summary)
+}

@@ -1,0 +1,150 @@
+// Command mutants is the rollout policy's mutation check (make mutants):
+// it breaks each rule of the policy on purpose, one at a time, through
+// `go test -overlay` (the tree is never written), runs the package's fast
+// tests, and fails unless every mutant makes a test fail. Each mutant
+// names the rule it breaks; a mutant whose text no longer matches the
+// source exactly once is an error too (keep the list in step with the
+// code).
+//
+//	go run ./internal/mutants [-run REGEXP] [-v]
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// mutant replaces old with new in file (relative to the module root).
+type mutant struct {
+	name, file, old, new string
+}
+
+var mutants = []mutant{
+	// The five planted by hand in the issue.
+	{"per-window ratio check removed", "rollout/run.go",
+		"case lastFailed > 0 && float64(lastFailed) > ratio*float64(k):", "case false:"},
+	{"soak check removed", "rollout/run.go",
+		`err := x.holdHealthy(ctx, names, x.pol.Soak, "during the soak")`, "var err error"},
+	{"offline failure policy skipped", "rollout/run.go",
+		"if failed && x.plan.Watched() {", "if failed && x.plan.Watched() && x.plan.Strategy != Offline {"},
+	{"a cancel mid-replace leaves the locker down", "rollout/run.go",
+		"st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)", "st, err := x.env.Host.Start(ctx, it.Name, x.pol.Deadline)"},
+	{"recovery ignores the lockers the job stopped", "rollout/plan.go",
+		"if !l.WantRunning && !stoppedByJob[l.Name] {", "if !l.WantRunning {"},
+	// One or more per invariant.
+	{"I1: a failed locker gives back its place", "rollout/run.go",
+		"\t\tif holdsDown {\n\t\t\tx.failDown++\n\t\t}", "\t\tif holdsDown {\n\t\t\tx.failDown++\n\t\t\tx.down--\n\t\t}"},
+	{"I1: no monitor window", "rollout/run.go",
+		`return x.holdHealthy(ctx, []string{name}, x.pol.Monitor, "in its monitor window")`, "return nil"},
+	{"I1: the way back replaces K while failed ones are still down", "rollout/run.go",
+		"x.backWave(ctx, up, release, max(x.plan.Policy.MaxUnavailable-stillDown, 1))", "x.backWave(ctx, up, release, x.plan.Policy.MaxUnavailable+len(down))"},
+	{"I2: a tripped policy leaves current on the bad release", "rollout/run.go",
+		"\tif !x.switchBack() {\n\t\tx.res.Paused = true\n\t\treturn\n\t}", "\tif false {\n\t\treturn\n\t}"},
+	{"I2: a shutdown leaves current on the unproven release", "rollout/run.go",
+		"\t\tif x.plan.Unproven && !x.proven && x.res.Switched && x.plan.Fallback != \"\" {\n\t\t\tx.switchBack()\n\t\t}", ""},
+	{"I2: a failed switch is not undone", "rollout/run.go",
+		`x.goBack(ctx, false, "the switch failed")`, ""},
+	{"I2: the release that tripped is not marked bad", "rollout/run.go",
+		"if tripped && x.plan.Target != \"\" {", "if false {"},
+	{"I3: start-all on an unproven release is not watched", "rollout/plan.go",
+		"return p.Kind == KindUpdate || p.Unproven", "return p.Kind == KindUpdate"},
+	{"I3: launching goes on after the policy tripped", "rollout/run.go",
+		`if x.tripped != "" || x.halted != "" || ctx.Err() != nil {`, `if x.halted != "" || ctx.Err() != nil || x.tripped != "" && x.plan.Strategy != Offline {`},
+	{"I4: recovery resumes an unproven target", "rollout/plan.go",
+		`if proven(interrupted.Target) || interrupted.Fallback == "" {`, "if true {"},
+	{"I4: stopped lockers of a start plan stay down when it trips", "rollout/run.go",
+		"case !touched && tripped && x.plan.Items[i].Op == OpStart:", "case false:"},
+	{"I5: lockers never launched are reported moved", "rollout/run.go",
+		"x.out[i] = Outcome{Name: it.Name, Op: it.Op, Outcome: OutSkipped}", "x.out[i] = Outcome{Name: it.Name, Op: it.Op, Outcome: OutMoved}"},
+	{"I5: a locker that dies in its monitor window counts as moved", "rollout/run.go",
+		"\t\to.Outcome, o.Error = OutFailed, err.Error()\n\t\tx.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: \"monitor\"", "\t\to.Error = err.Error()\n\t\tx.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: \"monitor\""},
+	{"I6: rollback may move forward", "rollout/plan.go",
+		"if r == current || at > curAt || (at == curAt && history[at].To == r) {", "if r == current {"},
+	{"I6: rollback leaves stopped lockers down", "rollout/plan.go",
+		"\t\tcase l.WantRunning:\n\t\t\tp.Items = append(p.Items, Item{l.Name, OpStart})\n\t\t}\n\t}\n\treturn p\n}\n\n// RecoveryTarget", "\t\t}\n\t}\n\treturn p\n}\n\n// RecoveryTarget"},
+}
+
+func main() {
+	run := flag.String("run", "", "only mutants whose name matches this regexp")
+	verbose := flag.Bool("v", false, "print the test output of each mutant")
+	flag.Parse()
+	var re *regexp.Regexp
+	if *run != "" {
+		re = regexp.MustCompile(*run)
+	}
+	tmp, err := os.MkdirTemp("", "mutants")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mutants:", err)
+		os.Exit(2)
+	}
+	defer os.RemoveAll(tmp)
+	survived, broken, killed := 0, 0, 0
+	for i, m := range mutants {
+		if re != nil && !re.MatchString(m.name) {
+			continue
+		}
+		src, err := os.ReadFile(m.file)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "mutants: reading %s: %v (run from the module root)\n", m.file, err)
+			os.Exit(2)
+		}
+		if n := strings.Count(string(src), m.old); n != 1 {
+			fmt.Printf("BROKEN   %-60s its text occurs %d times in %s, want once\n", m.name, n, m.file)
+			broken++
+			continue
+		}
+		mutated := filepath.Join(tmp, fmt.Sprintf("m%d.go", i))
+		if err := os.WriteFile(mutated, []byte(strings.Replace(string(src), m.old, m.new, 1)), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "mutants:", err)
+			os.Exit(2)
+		}
+		abs, _ := filepath.Abs(m.file)
+		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {abs: mutated}})
+		ovFile := filepath.Join(tmp, fmt.Sprintf("o%d.json", i))
+		if err := os.WriteFile(ovFile, ov, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "mutants:", err)
+			os.Exit(2)
+		}
+		begin := time.Now()
+		cmd := exec.Command("go", "test", "-count=1", "-overlay", ovFile, "-timeout", "30s", "./rollout/")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err = cmd.Run()
+		switch {
+		case err == nil:
+			fmt.Printf("SURVIVED %-60s no test failed\n", m.name)
+			survived++
+		case strings.Contains(out.String(), "[build failed]") || strings.Contains(out.String(), "[setup failed]"):
+			fmt.Printf("BROKEN   %-60s the mutant does not build\n", m.name)
+			broken++
+		default:
+			fmt.Printf("killed   %-60s in %.1fs (%s)\n", m.name, time.Since(begin).Seconds(), firstFail(out.String()))
+			killed++
+		}
+		if *verbose {
+			fmt.Println(out.String())
+		}
+	}
+	fmt.Printf("mutants: %d killed, %d survived, %d broken\n", killed, survived, broken)
+	if survived > 0 || broken > 0 || killed == 0 {
+		os.Exit(1)
+	}
+}
+
+// firstFail names the first failing test in go test's output.
+func firstFail(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if t := strings.TrimSpace(line); strings.HasPrefix(t, "--- FAIL: ") {
+			return strings.Fields(t)[2]
+		}
+	}
+	return "the package failed"
+}
