@@ -119,7 +119,6 @@ type run struct {
 	done   chan struct{}
 	cancel context.CancelCauseFunc
 	jr     *Journal
-
 }
 
 // maxEventsKept bounds the replay buffer of one job.

@@ -292,4 +292,3 @@ func (a *Agent) ReleasesInUse(ctx context.Context) (map[string]int, error) {
 	}
 	return out, nil
 }
-
