@@ -303,13 +303,22 @@ func TestLateCrashAndOperatorScripts(t *testing.T) {
 		}
 	})
 
+	// goodChange commits the test app as shipped, changed by a comment
+	// (AppChange would keep a broken server.js of an earlier commit).
+	goodChange := func(t *testing.T, msg string) {
+		src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.origin.Write(msg, map[string]string{"server.js": string(src) + "\n// " + msg + "\n"})
+	}
 	t.Run("rollback moves stopped lockers and never moves forward", func(t *testing.T) {
-		e.origin.AppChange("B")
+		goodChange(t, "B")
 		if out, code := run(t, "update-code"); code != 0 {
 			t.Fatalf("update-code B: exit %d\n%s", code, out)
 		}
 		relB, _ := e.code.Current()
-		e.origin.AppChange("C")
+		goodChange(t, "C")
 		if out, code := run(t, "update-code"); code != 0 {
 			t.Fatalf("update-code C: exit %d\n%s", code, out)
 		}

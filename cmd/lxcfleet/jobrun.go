@@ -159,7 +159,7 @@ func reportJob(g *globals, p *progress, j agent.Job) error {
 func stopResults(res agent.Result) []lxcctl.StopResult {
 	out := make([]lxcctl.StopResult, 0, len(res.Outcomes))
 	for _, o := range res.Outcomes {
-		r := lxcctl.StopResult{Name: o.Name, Outcome: lxcctl.StopOutcome(o.Outcome), Duration: o.Duration.D()}
+		r := lxcctl.StopResult{Name: o.Name, Outcome: stopOutcome(o.Outcome), Duration: o.Duration.D()}
 		if o.Error != "" {
 			r.Err = errors.New(o.Error)
 		}
@@ -171,13 +171,35 @@ func stopResults(res agent.Result) []lxcctl.StopResult {
 func startResults(res agent.Result) []lxcctl.StartResult {
 	out := make([]lxcctl.StartResult, 0, len(res.Outcomes))
 	for _, o := range res.Outcomes {
-		r := lxcctl.StartResult{Name: o.Name, Outcome: lxcctl.StartOutcome(o.Outcome), Duration: o.Duration.D()}
+		r := lxcctl.StartResult{Name: o.Name, Outcome: startOutcome(o.Outcome), Duration: o.Duration.D()}
 		if o.Error != "" {
 			r.Err = errors.New(o.Error)
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// stopOutcome and startOutcome map the rollout executor's outcome words
+// (agent.Outcome) to lxcctl's, which the stop and start reports count.
+func stopOutcome(s string) lxcctl.StopOutcome {
+	switch s {
+	case "stopped":
+		return lxcctl.StoppedClean
+	case "killed", "already-stopped":
+		return lxcctl.StopOutcome(s)
+	}
+	return lxcctl.StopFailed
+}
+
+func startOutcome(s string) lxcctl.StartOutcome {
+	switch s {
+	case "started", "moved", "unverified":
+		return lxcctl.Started
+	case "already-running":
+		return lxcctl.AlreadyRunning
+	}
+	return lxcctl.StartFailed
 }
 
 // seconds is a job's wall time.

@@ -80,6 +80,11 @@ Exit code 1 when any is unhealthy or failed.`,
 			if len(res.Outcomes) == 0 && job.State != agent.JobSucceeded {
 				return jobEnd(job, false)
 			}
+			if !g.jsonOut && (res.Tripped != "" || res.Halted != "" || res.Cancelled || res.Interrupted) {
+				// How the run ended (a tripped failure policy: current
+				// went back, the lockers with it) before the counts.
+				fmt.Fprintln(g.stdout, res.Summary)
+			}
 			if err := reportStart(g, p, startResults(res), seconds(job)); err != nil {
 				return err
 			}
