@@ -66,6 +66,17 @@ stop_timeout = "5s"
 	return e
 }
 
+// goodChange commits the test app as shipped, changed by a comment
+// (Origin.AppChange would keep a broken server.js of an earlier commit).
+func (e *binaryEnv) goodChange(t *testing.T, msg string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.origin.Write(msg, map[string]string{"server.js": string(src) + "\n// " + msg + "\n"})
+}
+
 // submit posts a job request to the binary's API.
 func (e *binaryEnv) submit(t *testing.T, req Request) Job {
 	t.Helper()
@@ -200,7 +211,7 @@ func TestAgentExitMidUpdate(t *testing.T) {
 		if pt.broken {
 			sha = e.origin.Broken("broken: " + name)
 		} else {
-			sha = e.origin.AppChange("healthy: " + name)
+			sha = e.goodChange(t, "healthy: "+name)
 		}
 		job := e.submit(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"})
 		seen, sent := e.signalAt(t, job, pt.at, pt.sig)
@@ -303,22 +314,13 @@ func TestLateCrashAndOperatorScripts(t *testing.T) {
 		}
 	})
 
-	// goodChange commits the test app as shipped, changed by a comment
-	// (AppChange would keep a broken server.js of an earlier commit).
-	goodChange := func(t *testing.T, msg string) {
-		src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.origin.Write(msg, map[string]string{"server.js": string(src) + "\n// " + msg + "\n"})
-	}
 	t.Run("rollback moves stopped lockers and never moves forward", func(t *testing.T) {
-		goodChange(t, "B")
+		e.goodChange(t, "B")
 		if out, code := run(t, "update-code"); code != 0 {
 			t.Fatalf("update-code B: exit %d\n%s", code, out)
 		}
 		relB, _ := e.code.Current()
-		goodChange(t, "C")
+		e.goodChange(t, "C")
 		if out, code := run(t, "update-code"); code != 0 {
 			t.Fatalf("update-code C: exit %d\n%s", code, out)
 		}

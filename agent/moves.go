@@ -110,9 +110,10 @@ func (a *Agent) lockers(infos []lxcctl.Info) ([]rollout.Locker, error) {
 func (a *Agent) facts() rollout.ReleaseFacts { return a.factsFor(nil) }
 
 // factsFor is facts with the lockers known: a current release that is not
-// marked bad and that lockers run on is taken as proven (releases from
-// before proven marks existed, or proven by their running lockers) and
-// marked so.
+// marked bad and that every running locker runs (there is at least one)
+// has been proven in production (a release from before proven marks
+// existed, say) and is marked so. A fleet split across releases proves
+// nothing: recovery passes no lockers.
 func (a *Agent) factsFor(ls []rollout.Locker) rollout.ReleaseFacts {
 	var f rollout.ReleaseFacts
 	if a.deps.Code == nil {
@@ -120,14 +121,18 @@ func (a *Agent) factsFor(ls []rollout.Locker) rollout.ReleaseFacts {
 	}
 	if cur, err := a.deps.Code.Current(); err == nil {
 		f.Current, f.CurrentProven = cur.Name, cur.State == codeupdate.StateProven
-		if cur.State == codeupdate.StateGood {
-			for _, l := range ls {
-				if l.Running && !l.Stale && l.Release == cur.Name {
-					if err := a.deps.Code.MarkProven(cur.Name); err == nil {
-						f.CurrentProven = true
-					}
-					break
+		running, on := 0, 0
+		for _, l := range ls {
+			if l.Running {
+				running++
+				if !l.Stale && l.Release == cur.Name {
+					on++
 				}
+			}
+		}
+		if cur.State == codeupdate.StateGood && running > 0 && on == running {
+			if err := a.deps.Code.MarkProven(cur.Name); err == nil {
+				f.CurrentProven = true
 			}
 		}
 	}

@@ -139,7 +139,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	if err != nil {
 		return nil, err
 	}
-	f := a.factsFor(ls)
+	f := a.facts() // a split fleet proves nothing
 	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)
 	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, policyOf(req))
 	how := "no interrupted update: lockers back to their desired state on current " + orDash(f.Current)
