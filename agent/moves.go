@@ -268,7 +268,7 @@ func toResult(res rollout.Result, begin time.Time) *Result {
 		RolledBack: res.RolledBack, Paused: res.Paused, Tripped: res.Tripped, Proven: res.Proven,
 		Cancelled: res.Cancelled, Interrupted: res.Interrupted, Undone: res.Undone, Halted: res.Halted, Current: res.Current}
 	for _, o := range res.Outcomes {
-		out.Outcomes = append(out.Outcomes, Outcome{Name: o.Name, Action: string(o.Op), Outcome: o.Outcome, Stop: string(o.Stop),
+		out.Outcomes = append(out.Outcomes, Outcome{Name: o.Name, Action: string(o.Op), Outcome: o.Outcome, Stop: string(o.Stop), Start: string(o.Start),
 			Duration: Duration(o.Duration), Release: o.Release, Downtime: Duration(o.Downtime), Error: o.Error, Back: o.Back, BackError: o.BackError})
 	}
 	var ds []time.Duration

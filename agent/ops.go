@@ -74,7 +74,8 @@ type Outcome struct {
 	Name     string   `json:"name"`
 	Action   string   `json:"action"` // replace, start or stop
 	Outcome  string   `json:"outcome"`
-	Stop     string   `json:"stop,omitempty"` // how its stop went: clean or killed
+	Stop     string   `json:"stop,omitempty"`  // how its stop went: clean or killed
+	Start    string   `json:"start,omitempty"` // how its start went: healthy, unhealthy or failed
 	Duration Duration `json:"duration"`
 	Release  string   `json:"release,omitempty"`
 	Downtime Duration `json:"downtime,omitempty"` // from its stop to healthy again

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -370,11 +371,43 @@ func TestUpdateEndToEnd(t *testing.T) {
 		e.wantBuild(t, relC)
 	})
 
+	t.Run("offline to a broken release stops launching when the ratio trips", func(t *testing.T) {
+		e.origin.Broken("build D0: crashes at start")
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyOffline, Window: 2, Deadline: Duration(5 * time.Second), Trigger: "test"})
+		if j.State != JobFailed {
+			t.Fatalf("broken offline update: got %s, want failed", j.State)
+		}
+		steps, _ := e.agent.Steps(j.ID)
+		trip := stepIndex(steps, func(s Step) bool { return s.Action == "trip" })
+		launched := 0
+		for _, s := range steps[:max(trip, 0)] {
+			if s.Action == "start" && s.Phase == "begin" {
+				launched++
+			}
+		}
+		// Situation 5: the ratio (0.1 of 20) trips at the 3rd failure, or
+		// the per-window check sooner; at most W=2 more were in flight.
+		if trip < 0 || launched > 4 {
+			t.Errorf("offline to a broken release: %d lockers launched on it before the trip (step %d), want at most 4", launched, trip)
+		}
+		cur, err := e.code.Current()
+		if err != nil || cur.Name != relC.Name {
+			t.Fatalf("current after the offline rollback: %s %v, want %s", cur.Name, err, relC.Name)
+		}
+		e.wantBuild(t, relC)
+	})
+
 	t.Run("a broken release is rolled back automatically", func(t *testing.T) {
 		e.origin.Broken("build D: crashes at start")
+		p := e.startProber()
 		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Deadline: Duration(5 * time.Second), Trigger: "test"})
+		most, _, who := p.finish()
 		if j.State != JobFailed {
 			t.Fatalf("broken update: got %s, want failed", j.State)
+		}
+		// Situation 6: failed lockers keep their place in the window.
+		if most > e2eWindow {
+			t.Errorf("the prober saw %d lockers down at once (%v) while a broken release rolled out; want at most K=%d", most, who, e2eWindow)
 		}
 		res := result(t, j)
 		if !res.RolledBack {
@@ -391,8 +424,8 @@ func TestUpdateEndToEnd(t *testing.T) {
 				bad = append(bad, r.Name)
 			}
 		}
-		if len(bad) != 1 || bad[0] == relC.Name {
-			t.Errorf("bad releases: got %v, want the broken one only", bad)
+		if len(bad) != 2 || slices.Contains(bad, relC.Name) {
+			t.Errorf("bad releases: got %v, want the two broken ones only", bad)
 		}
 		e.wantBuild(t, relC)
 	})

@@ -34,9 +34,11 @@ type Outcome struct {
 	Outcome string `json:"outcome"`
 	// Release is the release it ended on, when known.
 	Release string `json:"release,omitempty"`
-	// Stop is how its stop went (replace and stop).
-	Stop  StopOutcome `json:"stop,omitempty"`
-	Error string      `json:"error,omitempty"`
+	// Stop is how its stop went (replace and stop); Start how its start
+	// went (healthy, unhealthy: running but never healthy, or failed).
+	Stop  StopOutcome  `json:"stop,omitempty"`
+	Start StartOutcome `json:"start,omitempty"`
+	Error string       `json:"error,omitempty"`
 	// Duration is the whole operation; Downtime from its stop (or start)
 	// to its first healthy check.
 	Duration time.Duration `json:"duration,omitempty"`
@@ -196,6 +198,7 @@ func (x *runner) run(ctx context.Context) {
 		// with K = all and at most W starting.
 		x.prestop = map[int]bool{}
 		x.stopPhase(ctx, x.indices(OpReplace), true)
+		x.pol.MaxStarting = x.plan.Policy.starting()
 		x.pol.MaxUnavailable = max(len(x.plan.Items), 1)
 		launch = launch[:0]
 		for i, it := range x.plan.Items {
@@ -418,6 +421,7 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 	if !holdsDown && !x.prestop[i] {
 		downFrom = startAt
 	}
+	o.Start = st
 	switch {
 	case err != nil || (st != Started && st != AlreadyRunning):
 		if err == nil {

@@ -172,6 +172,9 @@ func startResults(res agent.Result) []lxcctl.StartResult {
 	out := make([]lxcctl.StartResult, 0, len(res.Outcomes))
 	for _, o := range res.Outcomes {
 		r := lxcctl.StartResult{Name: o.Name, Outcome: startOutcome(o.Outcome), Duration: o.Duration.D()}
+		if r.Outcome == lxcctl.StartFailed && o.Start == string(lxcctl.StartUnhealthy) {
+			r.Outcome = lxcctl.StartUnhealthy
+		}
 		if o.Error != "" {
 			r.Err = errors.New(o.Error)
 		}
