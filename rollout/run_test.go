@@ -537,3 +537,47 @@ func TestPlanners(t *testing.T) {
 		t.Error("a zero policy validated")
 	}
 }
+
+// TestOfflineWindow: offline stops everything, then starts at most W at
+// once (no storm), and the first window proves the release.
+func TestOfflineWindow(t *testing.T) {
+	names := fakehost.Names(24)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable = 3
+	var mu sync.Mutex
+	inFlight, most, stoppedBeforeStart := 0, 0, true
+	starts := 0
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e.Phase {
+		case rollout.PhaseStarting:
+			inFlight++
+			starts++
+			most = max(most, inFlight)
+		case rollout.PhaseHealthy, rollout.PhaseFailed:
+			if e.Op == "start" {
+				inFlight--
+			}
+		case rollout.PhaseStopping:
+			if starts > 0 {
+				stoppedBeforeStart = false
+			}
+		}
+	}))
+	if !res.OK() {
+		t.Fatalf("offline: %+v", res)
+	}
+	allOn(t, h, "B")
+	if most > 3 {
+		t.Errorf("%d lockers starting at once, want at most W=3", most)
+	}
+	if !stoppedBeforeStart {
+		t.Errorf("a locker stopped after the first start: offline stops all first")
+	}
+	if !h.Proven("B") {
+		t.Errorf("B not proven")
+	}
+}

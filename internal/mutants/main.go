@@ -46,6 +46,8 @@ var mutants = []mutant{
 		`return x.holdHealthy(ctx, []string{name}, x.pol.Monitor, "in its monitor window")`, "return nil"},
 	{"I1: the way back replaces K while failed ones are still down", "rollout/run.go",
 		"x.backWave(ctx, up, release, max(x.plan.Policy.MaxUnavailable-stillDown, 1))", "x.backWave(ctx, up, release, x.plan.Policy.MaxUnavailable+len(down))"},
+	{"I1: offline starts every locker at once (a storm)", "rollout/run.go",
+		"\t\tx.pol.MaxStarting = x.plan.Policy.starting()\n", ""},
 	{"I2: a tripped policy leaves current on the bad release", "rollout/run.go",
 		"\tif !x.switchBack() {\n\t\tx.res.Paused = true\n\t\treturn\n\t}", "\tif false {\n\t\treturn\n\t}"},
 	{"I2: a shutdown leaves current on the unproven release", "rollout/run.go",
