@@ -349,3 +349,68 @@ func TestLateCrashAndOperatorScripts(t *testing.T) {
 		}
 	})
 }
+
+// TestDiskFullAtSwitch is situation 7 on real systems: the layout root is
+// a small tmpfs, filled to the brim once release B is built; the switch
+// renames current, then cannot write the BUILD file. The job must fail
+// saying so, current must be back on A (I2), and no locker may be moved.
+func TestDiskFullAtSwitch(t *testing.T) {
+	testfleet.RequireLXC(t)
+	root := filepath.Join(t.TempDir(), "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", root).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a tmpfs at %s: %v: %s", root, err, out)
+	}
+	// Lockers hold binds of the root: unmount lazily after them.
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", root).Run() })
+	e := newUpdateEnvAt(t, 3, root)
+	relA, err := e.code.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.origin.AppChange("B, built before the disk fills")
+	if j := e.run(t, Request{Kind: KindBuild, Trigger: "test"}); j.State != JobSucceeded {
+		t.Fatalf("build B: %s %s", j.State, j.Error)
+	}
+	// Fill the tmpfs: a new file's first page now fails with ENOSPC, while
+	// a short symlink, a rename and an append into a page with room pass.
+	filler := filepath.Join(root, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	for len(buf) > 1 {
+		buf = buf[:len(buf)/2]
+		for {
+			if _, err := f.Write(buf); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+	t.Cleanup(func() { os.Remove(filler) })
+	before := e.pidsNow(t)
+	j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"})
+	res := result(t, j)
+	if j.State != JobFailed || !strings.Contains(j.Error, "no space left") {
+		t.Errorf("update on a full disk: %s %q, want failed naming the full disk", j.State, j.Error)
+	}
+	if strings.HasPrefix(res.Summary, "updated") || res.Counts["moved"] != 0 {
+		t.Errorf("I5: summary %q, counts %v: nothing moved", res.Summary, res.Counts)
+	}
+	if cur, err := e.code.Current(); err != nil || cur.Name != relA.Name {
+		t.Errorf("I2: current %s (%v) after a failed switch, want %s", cur.Name, err, relA.Name)
+	}
+	if after := e.pidsNow(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("lockers restarted by a failed switch: %v -> %v", before, after)
+	}
+	t.Logf("update on a full disk: %s (result current %q)", j.Error, res.Current)
+}

@@ -59,6 +59,11 @@ func (c codeReleases) Switch(ctx context.Context, name, reason string) error {
 func (c codeReleases) MarkBad(name, reason string) error { return c.code.MarkBad(name, reason) }
 func (c codeReleases) MarkProven(name string) error      { return c.code.MarkProven(name) }
 
+func (c codeReleases) CurrentRelease() (string, error) {
+	r, err := c.code.Current()
+	return r.Name, err
+}
+
 // policyOf turns a request into rollout's policy.
 func policyOf(req Request) rollout.Policy {
 	return rollout.Policy{
@@ -131,8 +136,11 @@ func (a *Agent) factsFor(ls []rollout.Locker) rollout.ReleaseFacts {
 			}
 		}
 		if cur.State == codeupdate.StateGood && running > 0 && on == running {
-			if err := a.deps.Code.MarkProven(cur.Name); err == nil {
-				f.CurrentProven = true
+			// Proven by what runs, whether or not the mark can be written
+			// (a full disk must not leave an update without a way back).
+			f.CurrentProven = true
+			if err := a.deps.Code.MarkProven(cur.Name); err != nil {
+				a.log.Warn("marking the current release proven", "release", cur.Name, "err", err)
 			}
 		}
 	}

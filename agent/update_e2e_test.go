@@ -39,13 +39,19 @@ type updateEnv struct {
 
 const e2eWindow = 4
 
-func newUpdateEnv(t *testing.T, n int) *updateEnv {
+func newUpdateEnv(t *testing.T, n int) *updateEnv { return newUpdateEnvAt(t, n, "") }
+
+// newUpdateEnvAt is newUpdateEnv with the layout root (releases, current,
+// lockers' folders) at root ("" for a folder of the test's).
+func newUpdateEnvAt(t *testing.T, n int, root string) *updateEnv {
 	t.Helper()
 	testfleet.RequireLXC(t)
 	testfleet.RequireNode(t)
 	dir := t.TempDir()
 	e := &updateEnv{layoutEnv: &layoutEnv{dir: dir, prefix: "lxup" + layoutRandHex(3) + "-"}, ports: map[string]int{}}
-	root := filepath.Join(dir, "root")
+	if root == "" {
+		root = filepath.Join(dir, "root")
+	}
 	lxcpath := filepath.Join(dir, "lxc")
 	for _, d := range []string{root, lxcpath} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -676,7 +676,11 @@ func (x *runner) switchBack() bool {
 	if err := x.env.Releases.Switch(context.Background(), fb, x.reason("back from "+x.plan.Target)); err != nil {
 		x.observe(Event{Stage: "switch", Release: fb, Error: err.Error(), Back: true})
 		x.res.Err = errors.Join(x.res.Err, fmt.Errorf("switching current back to %s: %w", fb, err))
-		return false
+		// A switch can fail after its rename (a full disk writing the
+		// BUILD file): what counts is where current points.
+		if cur, cerr := x.env.Releases.CurrentRelease(); cerr != nil || cur != fb {
+			return false
+		}
 	}
 	x.res.Current = fb
 	x.observe(Event{Stage: "switch", Release: fb, Message: "current -> " + fb, Back: true})

@@ -408,6 +408,16 @@ func TestFailedSwitch(t *testing.T) {
 		t.Errorf("I5: counts %v, want 6 skipped", c)
 	}
 	allOn(t, h, "A")
+
+	// The switch back fails after its rename too: current is back, and
+	// that is what counts.
+	h.SwitchErr["B"] = errors.New("write BUILD: no space left on device")
+	h.SwitchErr["A"] = errors.New("write BUILD: no space left on device")
+	res = rollout.Run(context.Background(), p, env(h, nil))
+	if h.Current() != "A" || res.Paused || res.Current != "A" {
+		t.Errorf("I2: current %s, paused %v, result current %q: want A, not paused", h.Current(), res.Paused, res.Current)
+	}
+	allOn(t, h, "A")
 }
 
 // TestWindowFullOfFailures is situation 6: failed lockers keep their place.

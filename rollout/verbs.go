@@ -54,6 +54,9 @@ type Releases interface {
 	MarkBad(release, reason string) error
 	// MarkProven records that release passed a monitor window.
 	MarkProven(release string) error
+	// CurrentRelease is where current points now (after a switch that
+	// failed half way, say).
+	CurrentRelease() (string, error)
 }
 
 // Clock is time as the executor sees it; tests use a fake that does not

@@ -136,6 +136,9 @@ func (h *Host) MaxDown() int {
 	return h.maxDown
 }
 
+// CurrentRelease implements rollout.Releases' Current.
+func (h *Host) CurrentRelease() (string, error) { return h.Current(), nil }
+
 // Current is where current points.
 func (h *Host) Current() string {
 	h.mu.Lock()
