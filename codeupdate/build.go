@@ -265,7 +265,7 @@ func (m *Manager) provideModules(ctx context.Context, dir string, bi *buildInfo,
 				if ph.ctx.Err() != nil {
 					return failed(err)
 				}
-				return failed(fmt.Errorf("%w: package.json and %s disagree (update the lockfile with npm install and commit it): %w", ErrLockMismatch, pkg.lockName, err))
+				return failed(fmt.Errorf("%w: %s is out of date (update it with npm install and commit it): %w", ErrLockMismatch, pkg.lockName, err))
 			}
 		}
 	}
