@@ -125,6 +125,7 @@ func New(opts Options) (*Manager, error) {
 	if err := os.MkdirAll(m.releasesDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("creating releases folder: %w", err)
 	}
+	installTransports()
 	m.removeLeftovers()
 	return m, nil
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	git "github.com/go-git/go-git/v5"
@@ -168,7 +167,7 @@ func (m *Manager) fetch(ctx context.Context, repo *git.Repository, dir string) e
 	meter := &byteMeter{}
 	fctx, cancel := context.WithTimeoutCause(ctx, m.fetchMax, fmt.Errorf("%w after %s", ErrFetchTimeout, m.fetchMax))
 	defer cancel()
-	fctx, stop := m.watchdog(fctx, packDir, meter)
+	fctx, stop := m.watchdog(withMeter(fctx, meter), packDir, meter)
 	defer stop()
 	err := repo.FetchContext(fctx, &git.FetchOptions{
 		RemoteName: "origin",
@@ -182,15 +181,16 @@ func (m *Manager) fetch(ctx context.Context, repo *git.Repository, dir string) e
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
 	}
+	derr := diskFull(err, dir) // the free space when it failed
 	m.removeTmpPacks(packDir)
 	if ctx.Err() != nil {
 		return fmt.Errorf("fetching %s: %w", m.origin, ctx.Err())
 	}
 	if cause := context.Cause(fctx); fctx.Err() != nil && cause != nil {
-		return fmt.Errorf("fetching %s: %w (%d bytes received)", m.origin, cause, meter.n.Load()+dirBytes(packDir, "tmp_*"))
+		return fmt.Errorf("fetching %s: %w", m.origin, cause)
 	}
-	if derr := diskFull(err, dir); errors.Is(derr, ErrDiskFull) {
-		return fmt.Errorf("fetching %s into %s: %w", m.origin, dir, derr)
+	if errors.Is(derr, ErrDiskFull) {
+		return fmt.Errorf("fetching %s into %s (partial pack removed): %w", m.origin, dir, derr)
 	}
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return fmt.Errorf("fetching %s: the origin has no commits: %w", m.origin, err)
@@ -202,15 +202,6 @@ func (m *Manager) fetch(ctx context.Context, repo *git.Repository, dir string) e
 		return fmt.Errorf("fetching %s: origin unreachable: %w", m.origin, lerr)
 	}
 	return corrupt(fmt.Errorf("fetching %s into %s: %w", m.origin, dir, err))
-}
-
-// byteMeter counts the bytes written to it (the origin's progress
-// messages).
-type byteMeter struct{ n atomic.Int64 }
-
-func (b *byteMeter) Write(p []byte) (int, error) {
-	b.n.Add(int64(len(p)))
-	return len(p), nil
 }
 
 // watchdog returns a context that is cancelled with ErrFetchStalled when
@@ -259,7 +250,21 @@ func dirBytes(dir, glob string) int64 {
 }
 
 // removeTmpPacks removes the temporary pack files a failed fetch left.
+// go-git keeps a failed pack's files open (its PackWriter returns before
+// closing them when the pack does not parse), so removing them would not
+// give the space back: they are first emptied through this process's
+// /proc/self/fd links (the descriptors stay with go-git).
 func (m *Manager) removeTmpPacks(packDir string) {
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, fd := range fds {
+		l, err := os.Readlink(fd)
+		if err != nil || !strings.HasPrefix(l, filepath.Join(packDir, "tmp_")) {
+			continue
+		}
+		if err := os.Truncate(fd, 0); err != nil {
+			m.log.Warn("emptying a failed fetch's temporary pack", "path", l, "err", err)
+		}
+	}
 	paths, _ := filepath.Glob(filepath.Join(packDir, "tmp_*"))
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil {
