@@ -137,6 +137,7 @@ func randomFile(n int) string {
 // corrupt mirror, and neither leaves a temporary pack. (The old fetch
 // waited forever.)
 func TestFetchBounded(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// 1\n"))
 	srv := newGitServer(t, o.url)
@@ -205,6 +206,7 @@ func TestFetchBounded(t *testing.T) {
 // removes what a dead agent left (temporary packs, staging folders, a
 // half-made mirror) unless a build holds the host lock.
 func TestMirrorUpkeep(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// 0\n"))
 	m, logs := newManagerOpts(t, codeupdate.Options{Origin: o.url, MaxPacks: 3})
@@ -272,6 +274,7 @@ func TestMirrorUpkeep(t *testing.T) {
 // mirror is not called corrupt and not re-cloned, and no temporary pack is
 // left on the full disk.
 func TestFetchDiskFull(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	requireRoot(t, "mounting a tmpfs")
 	disk := t.TempDir()

@@ -65,6 +65,9 @@ type Manager struct {
 	maxPacks   int
 	log        *slog.Logger
 
+	toolMu sync.Mutex
+	tools  map[string]string // toolID -> version
+
 	mirrorMu sync.Mutex // guards repo.git within the process (with repo.lock across processes)
 	stateMu  sync.Mutex // guards history, marks, BUILD and current within the process
 }

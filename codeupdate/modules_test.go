@@ -25,6 +25,7 @@ import (
 // and a project without a lockfile whose package.json did not change
 // (reused).
 func TestModules(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	o := newTestOrigin(t, appFiles())
 	m, _ := newManager(t, "", o.url, 2*time.Minute)

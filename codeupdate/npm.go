@@ -166,8 +166,52 @@ func (m *Manager) npmEnv() []string {
 	return env
 }
 
-// toolVersion runs `bin --version` and returns its first line.
+// toolVersion runs `bin --version` and returns its first line. The answer
+// is remembered while the file bin resolves to (through PATH and symlinks)
+// keeps its inode, size and modification time: an upgrade replaces it.
 func (m *Manager) toolVersion(ctx context.Context, bin string) (string, error) {
+	id := toolID(bin)
+	if id != "" {
+		m.toolMu.Lock()
+		v, ok := m.tools[id]
+		m.toolMu.Unlock()
+		if ok {
+			return v, nil
+		}
+	}
+	v, err := m.runVersion(ctx, bin)
+	if err == nil && id != "" {
+		m.toolMu.Lock()
+		if m.tools == nil {
+			m.tools = map[string]string{}
+		}
+		m.tools[id] = v
+		m.toolMu.Unlock()
+	}
+	return v, err
+}
+
+// toolID identifies the file bin runs ("" when it cannot be found).
+func toolID(bin string) string {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return ""
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return ""
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s %d %d %d", p, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+func (m *Manager) runVersion(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--version")

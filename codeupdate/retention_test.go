@@ -27,6 +27,7 @@ func plainFiles(body string) map[string]string {
 // locker uses stays whatever its state, and the configured target's
 // release counts among the good ones kept.
 func TestPruneKeepsGoodReleases(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// A\n"))
 	m, _ := newManagerOpts(t, codeupdate.Options{Origin: o.url})
@@ -123,6 +124,7 @@ func TestPruneKeepsGoodReleases(t *testing.T) {
 // BUILD and BUILD.json show the commit and `git describe`, and a host
 // whose releases were numbered by commit count goes on above them.
 func TestBuildNumbers(t *testing.T) {
+	t.Parallel()
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// 1\n"))
 	o.commit("two", map[string]string{"server.js": "// 2\n"})
