@@ -66,8 +66,8 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown short commit", target: "deadbee", want: `unknown target "deadbee"`, is: codeupdate.ErrUnknownTarget},
 		{name: "empty target", target: "", want: "empty target", is: codeupdate.ErrUnknownTarget},
 		{name: "no package.json", target: "nopkg", want: "release has no package.json"},
-		{name: "npm ci fails", target: "outofsync", want: `running ["npm" "ci"]: exit status`},
-		{name: "npm times out", timeout: 50 * time.Millisecond, target: "slow", want: `running ["npm" "ci"]: timed out after 50ms`},
+		{name: "package.json and lockfile disagree", target: "outofsync", want: "`npm ci` can only install packages when your package.json and package-lock.json", is: codeupdate.ErrLockMismatch},
+		{name: "npm times out", timeout: 50 * time.Millisecond, target: "slow", want: `timed out after 50ms`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := origin.URL
@@ -104,9 +104,13 @@ func TestBadInput(t *testing.T) {
 		if len(logs) == 0 {
 			t.Fatalf("failed npm logs: got none, want one")
 		}
-		b, _ := os.ReadFile(logs[0])
-		if !strings.Contains(string(b), "npm ci") {
-			t.Errorf("failed npm log: got %q, want the npm ci output", b)
+		var all string
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			all += string(b)
+		}
+		if !strings.Contains(all, "npm ci --dry-run") || !strings.Contains(all, "EUSAGE") {
+			t.Errorf("failed npm logs: got %q, want the npm ci output", all)
 		}
 	})
 

@@ -18,7 +18,69 @@ import (
 const maxCommits = 50
 
 // npmFiles are the files whose change means npm must run.
-var npmFiles = []string{"package.json", "package-lock.json", "npm-shrinkwrap.json"}
+var npmFiles = []string{"package.json", "package-lock.json", "npm-shrinkwrap.json", ".npmrc"}
+
+// checkPackage reads the npm files of a tree (package.json, lockfile,
+// .npmrc) into a scratch folder and returns their modules key with this
+// host's node and npm, and npm's own message when package.json and the
+// lockfile disagree ("" when they agree). A tree without package.json
+// gives a zero pkgInfo.
+func (m *Manager) checkPackage(ctx context.Context, tree *object.Tree) (pkgInfo, string, error) {
+	dir, err := os.MkdirTemp(m.releasesDir(), ".tmp-check-")
+	if err != nil {
+		return pkgInfo{}, "", fmt.Errorf("checking the npm files: %w", diskFull(err, m.root))
+	}
+	defer os.RemoveAll(dir)
+	for _, n := range npmFiles {
+		f, err := tree.File(n)
+		if errors.Is(err, object.ErrFileNotFound) {
+			if n == "package.json" {
+				return pkgInfo{}, "", nil
+			}
+			continue
+		}
+		if err != nil {
+			return pkgInfo{}, "", corrupt(fmt.Errorf("reading %s of tree %s: %w", n, tree.Hash, err))
+		}
+		body, err := f.Contents()
+		if err != nil {
+			return pkgInfo{}, "", corrupt(fmt.Errorf("reading %s of tree %s: %w", n, tree.Hash, err))
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(body), 0o644); err != nil {
+			return pkgInfo{}, "", fmt.Errorf("checking the npm files: %w", diskFull(err, m.root))
+		}
+	}
+	node, err := m.toolVersion(ctx, m.node)
+	if err != nil {
+		return pkgInfo{}, "", fmt.Errorf("finding the node version: %w", err)
+	}
+	npmV, err := m.toolVersion(ctx, m.npm)
+	if err != nil {
+		return pkgInfo{}, "", fmt.Errorf("finding the npm version: %w", err)
+	}
+	pkg, err := readPkg(dir, node, npmV)
+	if err != nil {
+		return pkgInfo{}, "", nil // the build will say what is wrong
+	}
+	if pkg.lockName == "" || !pkg.deps {
+		return pkg, "", nil
+	}
+	if agrees, ok := lockAgrees(dir, pkg); agrees && ok {
+		return pkg, "", nil
+	}
+	ph, err := m.startPhase(ctx, dir)
+	if err != nil {
+		return pkg, "", err
+	}
+	defer ph.close()
+	if err := ph.run("ci", "--dry-run", "--ignore-scripts"); err != nil {
+		if ctx.Err() != nil {
+			return pkg, "", ctx.Err()
+		}
+		return pkg, err.Error(), nil
+	}
+	return pkg, "", nil
+}
 
 // CheckUpdate fetches the mirror and compares target with the current
 // release without building anything: whether they differ, how many commits
@@ -45,16 +107,37 @@ func (m *Manager) CheckUpdate(ctx context.Context, targetName string) (UpdateInf
 		if err != nil {
 			return err
 		}
-		info.TargetBuild = len(tgtAnc)
-		info.TargetRelease = fmt.Sprintf("%d-%s", len(tgtAnc), sha[:12])
-		if r, err := m.Release(info.TargetRelease); err == nil {
+		if info.TargetDescribe, err = describe(ctx, repo, t.commit); err != nil {
+			return err
+		}
+		if r, ok, err := m.releaseBySHA(sha); err != nil {
+			return err
+		} else if ok {
+			info.TargetBuild, info.TargetRelease = r.Build, r.Name
 			info.TargetBuilt = true
 			info.TargetBad = r.State == StateBad
+		} else {
+			info.TargetBuild = m.peekBuild()
+			info.TargetRelease = fmt.Sprintf("%d-%s", info.TargetBuild, sha[:12])
 		}
 		tgtTree, err := t.commit.Tree()
 		if err != nil {
 			return corrupt(fmt.Errorf("reading the tree of %s: %w", sha, err))
 		}
+		pkg, mismatch, err := m.checkPackage(ctx, tgtTree)
+		if err != nil {
+			return err
+		}
+		info.LockMismatch = mismatch
+		defer func() {
+			// What shapes node_modules decides, when both keys are known.
+			if haveCur && cur.ModulesKey != "" && pkg.key != "" && cur.SHA != sha {
+				info.NpmNeeded = pkg.deps && pkg.key != cur.ModulesKey
+			}
+			if info.LockMismatch != "" {
+				info.NpmNeeded = true
+			}
+		}()
 		if !haveCur {
 			info.Available, info.NpmNeeded = true, true
 			info.Behind = len(tgtAnc)

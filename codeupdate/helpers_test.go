@@ -2,6 +2,8 @@ package codeupdate_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,11 +23,26 @@ import (
 // lockHelperEnv makes the test binary a lock holder (see TestMain).
 const lockHelperEnv = "CODEUPDATE_TEST_LOCK_ROOT"
 
+// npmCache is the npm cache the package's tests share (one download of
+// each package per run).
+var npmCache string
+
 func TestMain(m *testing.M) {
 	if root := os.Getenv(lockHelperEnv); root != "" {
 		os.Exit(lockHelper(root))
 	}
-	os.Exit(m.Run())
+	if root := os.Getenv(buildHelperEnv); root != "" {
+		os.Exit(buildHelper(root))
+	}
+	dir, err := os.MkdirTemp("", "codeupdate-npm-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	npmCache = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // lockHelper takes the lock under root; it prints "locked" and holds it
@@ -69,16 +86,22 @@ func (l *logBuffer) String() string {
 // log it writes.
 func newManager(t *testing.T, root, origin string, npmTimeout time.Duration) (*codeupdate.Manager, *logBuffer) {
 	t.Helper()
-	if root == "" {
-		root = t.TempDir()
+	return newManagerOpts(t, codeupdate.Options{Root: root, Origin: origin, NpmTimeout: npmTimeout})
+}
+
+// newManagerOpts is newManager with more options; Root "" is a new temp
+// folder, NpmCache "" the package's shared test cache.
+func newManagerOpts(t *testing.T, opts codeupdate.Options) (*codeupdate.Manager, *logBuffer) {
+	t.Helper()
+	if opts.Root == "" {
+		opts.Root = t.TempDir()
+	}
+	if opts.NpmCache == "" {
+		opts.NpmCache = npmCache
 	}
 	logs := &logBuffer{}
-	m, err := codeupdate.New(codeupdate.Options{
-		Root:       root,
-		Origin:     origin,
-		NpmTimeout: npmTimeout,
-		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m, err := codeupdate.New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -203,6 +226,122 @@ func names(rs []codeupdate.Release) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Name)
+	}
+	return out
+}
+
+// requireNpm skips (or fails under CI=true) a test that needs node and npm
+// with the npm registry.
+func requireNpm(t *testing.T) {
+	t.Helper()
+	for _, bin := range []string{"node", "npm", "git"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI=true and %s is missing: run scripts/setup-host", bin)
+			}
+			t.Skipf("%s not found", bin)
+		}
+	}
+}
+
+// requireRoot skips (or fails under CI=true) a test that needs root.
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and not root: %s needs root", why)
+		}
+		t.Skipf("not root: %s needs root", why)
+	}
+}
+
+// testOrigin is a bare git origin made by the test from testdata files,
+// with a work tree to commit from.
+type testOrigin struct {
+	t    *testing.T
+	url  string
+	work string
+}
+
+// newTestOrigin makes a bare origin whose first commit on main holds files
+// (path -> content; a value starting with "@" names a file under
+// testdata to copy).
+func newTestOrigin(t *testing.T, files map[string]string) *testOrigin {
+	t.Helper()
+	dir := t.TempDir()
+	o := &testOrigin{t: t, url: filepath.Join(dir, "origin.git"), work: filepath.Join(dir, "work")}
+	git(t, dir, "init", "--quiet", "--bare", "--initial-branch=main", o.url)
+	git(t, dir, "init", "--quiet", "--initial-branch=main", o.work)
+	git(t, o.work, "remote", "add", "origin", o.url)
+	o.commit("first", files)
+	return o
+}
+
+// commit writes files (see newTestOrigin; "" removes the file), commits
+// and pushes the current branch; it returns the commit.
+func (o *testOrigin) commit(msg string, files map[string]string) string {
+	o.t.Helper()
+	for name, body := range files {
+		p := filepath.Join(o.work, name)
+		if body == "" {
+			os.Remove(p)
+			continue
+		}
+		if strings.HasPrefix(body, "@") {
+			b, err := os.ReadFile(filepath.Join("testdata", body[1:]))
+			if err != nil {
+				o.t.Fatal(err)
+			}
+			body = string(b)
+		}
+		writeFile(o.t, p, body, 0o644)
+	}
+	git(o.t, o.work, "add", "-A")
+	git(o.t, o.work, "commit", "--quiet", "--allow-empty", "-m", msg)
+	git(o.t, o.work, "push", "--quiet", "--force", "origin", "HEAD")
+	return git(o.t, o.work, "rev-parse", "HEAD")
+}
+
+// appFiles is the testdata app: is-number 7.0.0 with its lockfile and a
+// root postinstall (gen.js) that writes generated.txt and patches
+// node_modules/is-number/index.js.
+func appFiles() map[string]string {
+	return map[string]string{
+		"package.json":      "@app/package.json",
+		"package-lock.json": "@app/package-lock.json",
+		"gen.js":            "@app/gen.js",
+		"gen-input.txt":     "@app/gen-input.txt",
+		".gitignore":        "@app/.gitignore",
+		"server.js":         "@app/server.js",
+	}
+}
+
+// treeSums returns the sha256 of every regular file under dir (relative
+// path -> hex), symlinks as "-> target".
+func treeSums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.Type()&os.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			out[rel] = "-> " + l
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.Sum256(b)
+			out[rel] = hex.EncodeToString(h[:])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -67,9 +67,11 @@ func TestLifecycle(t *testing.T) {
 			what      string
 			got, want any
 		}{
-			{"Name", rel.Name, fmt.Sprintf("%d-%s", wantBuild, head[:12])},
+			{"Name", rel.Name, fmt.Sprintf("%d-%s", 1, head[:12])},
 			{"Path", rel.Path, filepath.Join(root, "releases", rel.Name)},
-			{"Build", rel.Build, wantBuild},
+			{"Build", rel.Build, 1},
+			{"Commits", rel.Commits, wantBuild},
+			{"Describe", rel.Describe, head[:7]},
 			{"SHA", rel.SHA, head},
 			{"Short", rel.Short, head[:12]},
 			{"Ref", rel.Ref, "main"},
@@ -86,7 +88,7 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("%s: got %v, want %v", c.what, c.got, c.want)
 			}
 		}
-		for _, s := range []string{"fetching", "resolved main", "checking out", "npm ci", "writing BUILD.json"} {
+		for _, s := range []string{"fetching", "resolved main", "checking out", "npm ci", "release " + rel.Name + " (build 1, "} {
 			if !st.has(s) {
 				t.Errorf("progress steps %q: got no %q", st.list, s)
 			}
@@ -97,7 +99,7 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("BUILD.json key %s: got none, want one (%v)", k, bj)
 			}
 		}
-		if got, want := bj["build"], float64(wantBuild); got != want {
+		if got, want := bj["build"], float64(1); got != want {
 			t.Errorf("BUILD.json build: got %v, want %v", got, want)
 		}
 		for _, p := range []string{"server.js", "package.json", "node_modules/ms/index.js", ".lxcfleet/npm.log"} {
@@ -148,7 +150,7 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("current link: got %q, want %q", link, want)
 		}
 		b, _ := os.ReadFile(filepath.Join(root, "BUILD"))
-		want := fmt.Sprintf("%d %s main %s\n", relA.Build, relA.Short, relA.CommitTime.UTC().Format(time.RFC3339))
+		want := fmt.Sprintf("%d %s main %s %s\n", relA.Build, relA.Short, relA.CommitTime.UTC().Format(time.RFC3339), relA.Short[:7])
 		if string(b) != want {
 			t.Errorf("BUILD: got %q, want %q", b, want)
 		}
@@ -202,8 +204,8 @@ func TestLifecycle(t *testing.T) {
 		if rel.Npm != "reused" || !st.has("reusing node_modules from "+relA.Name) {
 			t.Errorf("Npm: got %q (steps %q), want reused from %s", rel.Npm, st.list, relA.Name)
 		}
-		if want, _ := strconv.Atoi(origin.Count()); rel.Build != want {
-			t.Errorf("Build: got %v, want %v", rel.Build, want)
+		if want, _ := strconv.Atoi(origin.Count()); rel.Commits != want || rel.Build != relA.Build+1 {
+			t.Errorf("Build, Commits: got %v, %v, want %v, %v", rel.Build, rel.Commits, relA.Build+1, want)
 		}
 		if _, err := os.Stat(filepath.Join(rel.Path, ".lxcfleet", "npm.log")); !os.IsNotExist(err) {
 			t.Errorf("npm log of a reused release: got %v, want none", err)

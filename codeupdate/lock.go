@@ -65,12 +65,18 @@ func lockHolder(f *os.File) string {
 // flockWait takes an exclusive flock on path, polling until ctx is done.
 // It is used for the mirror, where a short wait is better than an error.
 func flockWait(ctx context.Context, path string) (func(), error) {
+	return flockWaitHow(ctx, path, unix.LOCK_EX)
+}
+
+// flockWaitHow takes a flock (unix.LOCK_EX or LOCK_SH) on path, polling
+// until ctx is done.
+func flockWaitHow(ctx context.Context, path string, how int) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return func() { f.Close() }, nil
 		}

@@ -26,13 +26,27 @@ var ErrNoPreviousGood = errors.New("no previous good release")
 // ErrNoRelease means a release name does not name a complete release.
 var ErrNoRelease = errors.New("no such release")
 
-// Options configures a Manager.
+// Options configures a Manager. Zero values take the defaults named.
 type Options struct {
 	Root       string        // layout root: repo.git/, releases/, current (symlink), BUILD, history
 	Origin     string        // URL or local path of the app's git origin (any URL go-git supports)
 	Npm        string        // npm binary (default "npm")
-	NpmTimeout time.Duration // default 10m
-	Logger     *slog.Logger
+	NpmTimeout time.Duration // one build's npm and root install scripts together; default 10m
+	// NpmCache is the npm cache every build shares (default Root/npm-cache).
+	NpmCache string
+	// Target is the branch or tag updates use by default (the agent's
+	// defaults.target); Prune keeps its newest good release. Empty: none.
+	Target string
+	// FetchStallTimeout ends a fetch that makes no progress (no byte of
+	// pack data, no progress message from the origin) for this long;
+	// default 60s.
+	FetchStallTimeout time.Duration
+	// FetchTimeout ends any fetch that takes longer; default 15m.
+	FetchTimeout time.Duration
+	// MaxPacks is how many pack files the mirror may hold before a fetch
+	// repacks it into one; default 32.
+	MaxPacks int
+	Logger   *slog.Logger
 }
 
 // Manager builds, switches, lists and prunes the releases under one root.
@@ -44,7 +58,15 @@ type Manager struct {
 	npm        string
 	node       string
 	npmTimeout time.Duration
+	npmCache   string
+	target     string
+	stall      time.Duration
+	fetchMax   time.Duration
+	maxPacks   int
 	log        *slog.Logger
+
+	toolMu sync.Mutex
+	tools  map[string]string // toolID -> version
 
 	mirrorMu sync.Mutex // guards repo.git within the process (with repo.lock across processes)
 	stateMu  sync.Mutex // guards history, marks, BUILD and current within the process
@@ -68,7 +90,24 @@ func New(opts Options) (*Manager, error) {
 		origin:     opts.Origin,
 		npm:        opts.Npm,
 		npmTimeout: opts.NpmTimeout,
+		npmCache:   opts.NpmCache,
+		target:     opts.Target,
+		stall:      opts.FetchStallTimeout,
+		fetchMax:   opts.FetchTimeout,
+		maxPacks:   opts.MaxPacks,
 		log:        opts.Logger,
+	}
+	if m.npmCache == "" {
+		m.npmCache = filepath.Join(root, "npm-cache")
+	}
+	if m.stall <= 0 {
+		m.stall = 60 * time.Second
+	}
+	if m.fetchMax <= 0 {
+		m.fetchMax = 15 * time.Minute
+	}
+	if m.maxPacks <= 0 {
+		m.maxPacks = 32
 	}
 	if m.npm == "" {
 		m.npm = "npm"
@@ -89,6 +128,8 @@ func New(opts Options) (*Manager, error) {
 	if err := os.MkdirAll(m.releasesDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("creating releases folder: %w", err)
 	}
+	installTransports()
+	m.removeLeftovers()
 	return m, nil
 }
 
@@ -110,8 +151,12 @@ func (m *Manager) releaseDir(n string) string {
 
 // buildInfo is the content of a release's BUILD.json.
 type buildInfo struct {
-	Name       string    `json:"name"`
-	Build      int       `json:"build"`
+	Name  string `json:"name"`
+	Build int    `json:"build"`
+	// Commits is `git rev-list --count` of the commit (the build number
+	// before host sequences); Describe is `git describe --tags --always`.
+	Commits    int       `json:"commits,omitempty"`
+	Describe   string    `json:"describe,omitempty"`
 	SHA        string    `json:"sha"`
 	Short      string    `json:"short"`
 	Ref        string    `json:"ref,omitempty"`
@@ -124,7 +169,14 @@ type buildInfo struct {
 	// NpmFrom names the release node_modules was linked from (Npm "reused").
 	NpmFrom  string `json:"npm_from,omitempty"`
 	LockHash string `json:"lock_hash,omitempty"`
-	Origin   string `json:"origin,omitempty"`
+	// ModulesKey is the sha256 of everything that shapes node_modules
+	// (see Build); ModulesCopy how node_modules was copied from NpmFrom
+	// ("hardlink", "reflink" or "copy").
+	ModulesKey  string `json:"modules_key,omitempty"`
+	ModulesCopy string `json:"modules_copy,omitempty"`
+	// Scripts are the root lifecycle scripts that ran in the release.
+	Scripts []string `json:"scripts,omitempty"`
+	Origin  string   `json:"origin,omitempty"`
 }
 
 func (b buildInfo) release(path string) Release {
@@ -132,6 +184,8 @@ func (b buildInfo) release(path string) Release {
 		Name: b.Name, Path: path, Build: b.Build, SHA: b.SHA, Short: b.Short, Ref: b.Ref,
 		Subject: b.Subject, CommitTime: b.CommitTime, BuildTime: b.BuildTime,
 		Node: b.Node, NpmVersion: b.NpmVersion, Npm: b.Npm, LockHash: b.LockHash,
+		Commits: b.Commits, Describe: b.Describe, NpmFrom: b.NpmFrom, ModulesKey: b.ModulesKey,
+		ModulesCopy: b.ModulesCopy, Scripts: b.Scripts,
 		State: StateGood,
 	}
 }
@@ -208,11 +262,15 @@ func (m *Manager) Current() (Release, error) {
 	return r, nil
 }
 
-// Release returns the complete release called name (e.g. "12-0123456789ab"),
-// with its State and Current set. The error wraps ErrNoRelease when there
-// is no such release.
+// Release returns the complete release called name (e.g.
+// "12-0123456789ab") or numbered name (a build number in decimal, e.g.
+// "12"), with its State and Current set. The error wraps ErrNoRelease when
+// there is no such release.
 func (m *Manager) Release(name string) (Release, error) {
 	r, err := m.readRelease(name)
+	if errors.Is(err, ErrNoRelease) && isBuildNumber(name) {
+		r, err = m.releaseByBuild(name)
+	}
 	if err != nil {
 		return Release{}, err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -50,6 +51,11 @@ func corrupt(err error) error {
 func (m *Manager) withMirror(ctx context.Context, progress func(string), fn func(*git.Repository) error) error {
 	m.mirrorMu.Lock()
 	defer m.mirrorMu.Unlock()
+	unbuild, err := m.buildLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unbuild()
 	release, err := flockWait(ctx, filepath.Join(m.root, "repo.lock"))
 	if err != nil {
 		return err
@@ -92,13 +98,13 @@ func (m *Manager) openAndFetch(ctx context.Context) (*git.Repository, error) {
 	if err != nil {
 		return nil, corrupt(fmt.Errorf("opening mirror: %w", err))
 	}
-	if err := m.fetch(ctx, repo); err != nil {
+	if err := m.fetch(ctx, repo, dir); err != nil {
 		return nil, err
 	}
 	if err := verifyRefs(repo); err != nil {
 		return nil, err
 	}
-	return repo, nil
+	return m.maybeRepack(repo)
 }
 
 // reclone fetches the origin into a fresh folder and, only when that
@@ -109,12 +115,12 @@ func (m *Manager) reclone(ctx context.Context) (*git.Repository, error) {
 	defer os.RemoveAll(fresh)
 	repo, err := git.PlainInit(fresh, true)
 	if err != nil {
-		return nil, fmt.Errorf("creating mirror %s: %w", fresh, err)
+		return nil, fmt.Errorf("creating mirror %s: %w", fresh, diskFull(err, m.root))
 	}
 	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{m.origin}, Fetch: mirrorRefSpecs, Mirror: true}); err != nil {
 		return nil, fmt.Errorf("configuring mirror %s: %w", fresh, err)
 	}
-	if err := m.fetch(ctx, repo); err != nil {
+	if err := m.fetch(ctx, repo, fresh); err != nil {
 		var ce *corruptError
 		if errors.As(err, &ce) {
 			return nil, ce.err // a fresh folder cannot be corrupt: report the fetch error itself
@@ -139,35 +145,157 @@ func (m *Manager) reclone(ctx context.Context) (*git.Repository, error) {
 	return git.PlainOpen(dir)
 }
 
-// fetch force-fetches every branch and tag of the origin, pruning refs the
-// origin no longer has. An error it cannot blame on the origin (the origin
-// answers a listing) is reported as mirror corruption.
-func (m *Manager) fetch(ctx context.Context, repo *git.Repository) error {
+// ErrFetchStalled means the origin sent nothing (no pack data, no
+// progress message) for Options.FetchStallTimeout.
+var ErrFetchStalled = errors.New("fetch stalled")
+
+// ErrFetchTimeout means a fetch took longer than Options.FetchTimeout.
+var ErrFetchTimeout = errors.New("fetch timed out")
+
+// fetch force-fetches every branch and tag of the origin into repo (whose
+// folder is dir), pruning refs the origin no longer has, in bounded time:
+// it ends with ErrFetchStalled when no byte arrives for the stall timeout
+// and with ErrFetchTimeout after the overall timeout. A full disk is
+// reported as ErrDiskFull with the free space. Any other error it cannot
+// blame on the origin (the origin answers a listing) is reported as mirror
+// corruption. A failed fetch's temporary pack files are removed.
+func (m *Manager) fetch(ctx context.Context, repo *git.Repository, dir string) error {
 	if err := m.ensureRemote(repo); err != nil {
 		return corrupt(err)
 	}
-	err := repo.FetchContext(ctx, &git.FetchOptions{
+	packDir := filepath.Join(dir, "objects", "pack")
+	meter := &byteMeter{}
+	fctx, cancel := context.WithTimeoutCause(ctx, m.fetchMax, fmt.Errorf("%w after %s", ErrFetchTimeout, m.fetchMax))
+	defer cancel()
+	fctx, stop := m.watchdog(withMeter(fctx, meter), packDir, meter)
+	defer stop()
+	err := repo.FetchContext(fctx, &git.FetchOptions{
 		RemoteName: "origin",
 		RemoteURL:  m.origin,
 		RefSpecs:   mirrorRefSpecs,
 		Tags:       git.NoTags,
 		Force:      true,
 		Prune:      true,
+		Progress:   meter,
 	})
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
 	}
+	derr := diskFull(err, dir) // the free space when it failed
+	m.removeTmpPacks(packDir)
 	if ctx.Err() != nil {
 		return fmt.Errorf("fetching %s: %w", m.origin, ctx.Err())
+	}
+	if cause := context.Cause(fctx); fctx.Err() != nil && cause != nil {
+		return fmt.Errorf("fetching %s: %w", m.origin, cause)
+	}
+	if errors.Is(derr, ErrDiskFull) {
+		return fmt.Errorf("fetching %s into %s (partial pack removed): %w", m.origin, dir, derr)
 	}
 	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return fmt.Errorf("fetching %s: the origin has no commits: %w", m.origin, err)
 	}
 	// Is it the origin or us?
-	if lerr := m.listOrigin(ctx); lerr != nil {
+	lctx, lcancel := context.WithTimeout(ctx, m.stall)
+	defer lcancel()
+	if lerr := m.listOrigin(lctx); lerr != nil {
 		return fmt.Errorf("fetching %s: origin unreachable: %w", m.origin, lerr)
 	}
-	return corrupt(fmt.Errorf("fetching %s into %s: %w", m.origin, m.mirrorDir(), err))
+	return corrupt(fmt.Errorf("fetching %s into %s: %w", m.origin, dir, err))
+}
+
+// watchdog returns a context that is cancelled with ErrFetchStalled when
+// neither the meter nor the temporary pack files in packDir grow for the
+// stall timeout. stop ends the watch.
+func (m *Manager) watchdog(ctx context.Context, packDir string, meter *byteMeter) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(max(10*time.Millisecond, min(m.stall/5, time.Second)))
+		defer tick.Stop()
+		last, since := int64(-1), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				n := meter.n.Load() + dirBytes(packDir, "tmp_*")
+				if n != last {
+					last, since = n, now
+					continue
+				}
+				if now.Sub(since) >= m.stall {
+					m.log.Warn("fetch stalled; giving up", "origin", m.origin, "stall_timeout", m.stall, "bytes", n)
+					cancel(fmt.Errorf("%w: no data from the origin for %s", ErrFetchStalled, m.stall))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
+}
+
+// dirBytes sums the sizes of the files matching glob in dir.
+func dirBytes(dir, glob string) int64 {
+	paths, _ := filepath.Glob(filepath.Join(dir, glob))
+	var n int64
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// removeTmpPacks removes the temporary pack files a failed fetch left.
+// go-git keeps a failed pack's files open (its PackWriter returns before
+// closing them when the pack does not parse), so removing them would not
+// give the space back: they are first emptied through this process's
+// /proc/self/fd links (the descriptors stay with go-git).
+func (m *Manager) removeTmpPacks(packDir string) {
+	fds, _ := filepath.Glob("/proc/self/fd/*")
+	for _, fd := range fds {
+		l, err := os.Readlink(fd)
+		if err != nil || !strings.HasPrefix(l, filepath.Join(packDir, "tmp_")) {
+			continue
+		}
+		if err := os.Truncate(fd, 0); err != nil {
+			m.log.Warn("emptying a failed fetch's temporary pack", "path", l, "err", err)
+		}
+	}
+	paths, _ := filepath.Glob(filepath.Join(packDir, "tmp_*"))
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil {
+			m.log.Warn("removing a failed fetch's temporary pack", "path", p, "err", err)
+		}
+	}
+}
+
+// maybeRepack repacks the mirror into one pack once it holds more than
+// Options.MaxPacks packs (every fetch adds one), and returns the mirror
+// opened again.
+func (m *Manager) maybeRepack(repo *git.Repository) (*git.Repository, error) {
+	packs, _ := filepath.Glob(filepath.Join(m.mirrorDir(), "objects", "pack", "pack-*.pack"))
+	if len(packs) <= m.maxPacks {
+		return repo, nil
+	}
+	begin := time.Now()
+	if err := repo.RepackObjects(&git.RepackConfig{}); err != nil {
+		m.removeTmpPacks(filepath.Join(m.mirrorDir(), "objects", "pack"))
+		if derr := diskFull(err, m.mirrorDir()); errors.Is(derr, ErrDiskFull) {
+			return nil, fmt.Errorf("repacking mirror %s: %w", m.mirrorDir(), derr)
+		}
+		return nil, corrupt(fmt.Errorf("repacking mirror %s: %w", m.mirrorDir(), err))
+	}
+	after, _ := filepath.Glob(filepath.Join(m.mirrorDir(), "objects", "pack", "pack-*.pack"))
+	m.log.Info("mirror repacked", "mirror", m.mirrorDir(), "packs_before", len(packs), "packs_after", len(after), "duration", time.Since(begin).Round(time.Millisecond))
+	repo, err := git.PlainOpen(m.mirrorDir())
+	if err != nil {
+		return nil, corrupt(fmt.Errorf("opening mirror after repacking: %w", err))
+	}
+	return repo, nil
 }
 
 // listOrigin asks the origin for its refs (git ls-remote) without touching

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -46,62 +46,97 @@ func lockfile(dir string) (name, sum string, err error) {
 	return "", "", nil
 }
 
-// hasDependencies reports whether package.json in dir declares any.
-func hasDependencies(dir string) (bool, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "package.json"))
-	if err != nil {
-		return false, err
-	}
-	var pj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &pj); err != nil {
-		return false, fmt.Errorf("parsing package.json: %w", err)
-	}
-	for _, k := range []string{"dependencies", "devDependencies", "optionalDependencies", "peerDependencies", "bundleDependencies", "bundledDependencies"} {
-		v := bytes.TrimSpace(pj[k])
-		if len(v) > 0 && !bytes.Equal(v, []byte("{}")) && !bytes.Equal(v, []byte("[]")) && !bytes.Equal(v, []byte("null")) {
-			return true, nil
-		}
-	}
-	return false, nil
+// ErrLockMismatch means package.json and its lockfile disagree: `npm ci`
+// would refuse them, so the build fails (with npm's own message) rather
+// than ship node_modules without what package.json asks for.
+var ErrLockMismatch = errors.New("package.json and its lockfile disagree")
+
+// phase is the npm part of one build: everything it runs shares one log
+// (dir/.lxcfleet/npm.log) and one deadline (Options.NpmTimeout).
+type phase struct {
+	m       *Manager
+	dir     string
+	logPath string
+	logf    *os.File
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
-// runNpm runs `npm <args>` in dir with the timeout, its output (stdout and
-// stderr) going to dir/.lxcfleet/npm.log. On failure the error carries the
-// argv and the log's tail.
-func (m *Manager) runNpm(ctx context.Context, dir string, args ...string) error {
+// startPhase opens the npm log in dir and starts the deadline.
+func (m *Manager) startPhase(ctx context.Context, dir string) (*phase, error) {
 	logPath := filepath.Join(dir, npmLogPath)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return fmt.Errorf("creating npm log: %w", err)
+		return nil, fmt.Errorf("creating npm log: %w", err)
 	}
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("creating npm log: %w", err)
+		return nil, fmt.Errorf("creating npm log: %w", err)
 	}
-	defer logf.Close()
 	ctx, cancel := context.WithTimeout(ctx, m.npmTimeout)
-	defer cancel()
+	return &phase{m: m, dir: dir, logPath: logPath, logf: logf, ctx: ctx, cancel: cancel}, nil
+}
+
+// close ends the deadline and closes the log; safe to call twice.
+func (p *phase) close() {
+	p.cancel()
+	if p.logf != nil {
+		p.logf.Close()
+		p.logf = nil
+	}
+}
+
+// discardLog removes the log of a phase that ran nothing.
+func (p *phase) discardLog() {
+	p.close()
+	_ = os.Remove(p.logPath)
+	_ = os.Remove(filepath.Dir(p.logPath)) // only when empty
+}
+
+// killGroupScript runs "$@" in the background and waits for it. The shell
+// leads its own process group; on SIGTERM or SIGHUP (the parent-death
+// signal the agent's exit sends) it SIGKILLs the whole group: npm and
+// every script npm started.
+const killGroupScript = `trap 'kill -KILL 0' TERM HUP; "$@" & wait $!`
+
+// run runs `npm <args>` in the phase's folder, its output (stdout and
+// stderr) appended to the log. npm runs in its own process group under a
+// small shell (killGroupScript): cancelling ctx or reaching the deadline
+// SIGKILLs the group, and the death of the calling process (even by
+// SIGKILL) makes the kernel send the shell SIGTERM (Pdeathsig), which
+// kills the group too. On failure the error carries the npm argv and the
+// log's npm error lines.
+func (p *phase) run(args ...string) error {
+	m := p.m
 	argv := append([]string{m.npm}, args...)
-	fmt.Fprintf(logf, "$ %s   (in %s, %s)\n", strings.Join(argv, " "), dir, time.Now().UTC().Format(time.RFC3339))
-	cmd := exec.CommandContext(ctx, m.npm, args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
+	fmt.Fprintf(p.logf, "$ %s   (in %s, %s)\n", strings.Join(argv, " "), p.dir, time.Now().UTC().Format(time.RFC3339))
+	start, _ := p.logf.Seek(0, io.SeekCurrent)
+	cmd := exec.CommandContext(p.ctx, "/bin/sh", append([]string{"-c", killGroupScript, "sh"}, argv...)...)
+	cmd.Dir = p.dir
+	cmd.Stdout, cmd.Stderr = p.logf, p.logf
 	cmd.Env = m.npmEnv()
-	// npm runs scripts in children: kill the whole group on timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	begin := time.Now()
-	err = cmd.Run()
-	fmt.Fprintf(logf, "\n# exit: %v after %s\n", errOr(err, "ok"), time.Since(begin).Round(time.Millisecond))
+	// Pdeathsig fires when the forking thread exits: keep it alive.
+	runtime.LockOSThread()
+	err := cmd.Run()
+	runtime.UnlockOSThread()
+	if err != nil && cmd.Process != nil {
+		// Whatever npm left behind in its group goes with it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	fmt.Fprintf(p.logf, "\n# exit: %v after %s\n", errOr(err, "ok"), time.Since(begin).Round(time.Millisecond))
 	if err == nil {
 		return nil
 	}
-	tail := npmSummary(fileTail(logPath, 64*1024))
-	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("running %q: timed out after %s: %w\n%s", argv, m.npmTimeout, ctx.Err(), tail)
+	end, _ := p.logf.Seek(0, io.SeekCurrent)
+	tail := npmSummary(fileRange(p.logPath, start, end, 64*1024))
+	if errors.Is(p.ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("running %q: timed out after %s: %w\n%s", argv, m.npmTimeout, p.ctx.Err(), tail)
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("running %q: %w", argv, ctx.Err())
+	if p.ctx.Err() != nil {
+		return fmt.Errorf("running %q: %w", argv, p.ctx.Err())
 	}
 	return fmt.Errorf("running %q: %w\n%s", argv, err, tail)
 }
@@ -122,10 +157,8 @@ func (m *Manager) npmEnv() []string {
 		"npm_config_update_notifier=false",
 		"npm_config_progress=false",
 	)
-	if os.Getenv("HOME") == "" {
-		// Daemons may run without HOME; give npm a cache it can use.
-		env = append(env, "npm_config_cache="+filepath.Join(m.root, "npm-cache"))
-	}
+	// One npm cache for every build of the host (Options.NpmCache).
+	env = append(env, "npm_config_cache="+m.npmCache)
 	if strings.ContainsRune(m.npm, '/') {
 		// npm's #!/usr/bin/env node must find the node next to it.
 		env = append(env, "PATH="+filepath.Dir(m.npm)+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -133,8 +166,52 @@ func (m *Manager) npmEnv() []string {
 	return env
 }
 
-// toolVersion runs `bin --version` and returns its first line.
+// toolVersion runs `bin --version` and returns its first line. The answer
+// is remembered while the file bin resolves to (through PATH and symlinks)
+// keeps its inode, size and modification time: an upgrade replaces it.
 func (m *Manager) toolVersion(ctx context.Context, bin string) (string, error) {
+	id := toolID(bin)
+	if id != "" {
+		m.toolMu.Lock()
+		v, ok := m.tools[id]
+		m.toolMu.Unlock()
+		if ok {
+			return v, nil
+		}
+	}
+	v, err := m.runVersion(ctx, bin)
+	if err == nil && id != "" {
+		m.toolMu.Lock()
+		if m.tools == nil {
+			m.tools = map[string]string{}
+		}
+		m.tools[id] = v
+		m.toolMu.Unlock()
+	}
+	return v, err
+}
+
+// toolID identifies the file bin runs ("" when it cannot be found).
+func toolID(bin string) string {
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return ""
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return ""
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s %d %d %d", p, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+}
+
+func (m *Manager) runVersion(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--version")
@@ -147,48 +224,6 @@ func (m *Manager) toolVersion(ctx context.Context, bin string) (string, error) {
 	}
 	s, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimSpace(s), nil
-}
-
-// linkTree recreates the folder src at dst with every regular file
-// hard-linked (os.Link), folders and symlinks recreated. src and dst must
-// be on one file system (both are under releases/).
-func linkTree(ctx context.Context, src, dst string) (files int, err error) {
-	err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		to := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			if files%256 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			if err := os.Mkdir(to, 0o755); err != nil {
-				return err
-			}
-			return os.Chmod(to, info.Mode().Perm())
-		case d.Type()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(t, to)
-		case d.Type().IsRegular():
-			files++
-			return os.Link(path, to)
-		default:
-			return nil // sockets, fifos: not part of a node_modules tree
-		}
-	})
-	return files, err
 }
 
 // npmSummary shortens npm's output for an error: npm prints the cause
@@ -213,6 +248,19 @@ func npmSummary(out string) string {
 		return tailString(strings.Join(lines[len(lines)-16:], "\n"), 2048)
 	}
 	return tailString(strings.Join(first, "\n")+"\n…\n"+strings.Join(last, "\n"), 2048)
+}
+
+// fileRange returns at most limit bytes (the last ones) of path between
+// the offsets start and end.
+func fileRange(path string, start, end, limit int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	off := max(start, end-limit)
+	b, _ := io.ReadAll(io.NewSectionReader(f, off, end-off))
+	return string(b)
 }
 
 // fileTail returns the last max bytes of a file.

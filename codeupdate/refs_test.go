@@ -11,9 +11,9 @@ import (
 	"lxcfleet/internal/testfleet"
 )
 
-// TestRefs resolves the ways a target can be named, counts build numbers
-// across merges like `git rev-list --count`, and builds one commit from
-// two managers at once.
+// TestRefs resolves the ways a target can be named, counts commits across
+// merges like `git rev-list --count`, numbers builds in the order they are
+// made, and builds one commit from two managers at once.
 func TestRefs(t *testing.T) {
 	testfleet.RequireNode(t)
 	origin := testfleet.NewOrigin(t)
@@ -45,6 +45,7 @@ func TestRefs(t *testing.T) {
 	mergedCount, _ := strconv.Atoi(git(t, work, "rev-list", "--count", "merged"))
 	sideSHA := git(t, work, "rev-parse", "side")
 
+	last := base.Build
 	for _, c := range []struct {
 		target string
 		sha    string
@@ -66,11 +67,19 @@ func TestRefs(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantCount, _ := strconv.Atoi(git(t, work, "rev-list", "--count", c.sha))
-			if rel.SHA != c.sha || rel.Build != wantCount {
-				t.Errorf("Build(%s): got %s build %d, want %s build %d", c.target, rel.SHA, rel.Build, c.sha, wantCount)
+			if rel.SHA != c.sha || rel.Commits != wantCount {
+				t.Errorf("Build(%s): got %s commits %d, want %s commits %d", c.target, rel.SHA, rel.Commits, c.sha, wantCount)
 			}
+			if st.has("release " + rel.Name + " is already built") {
+				if rel.Build > last {
+					t.Errorf("Build(%s) of a built commit: got build %d, want at most %d", c.target, rel.Build, last)
+				}
+			} else if rel.Build != last+1 {
+				t.Errorf("Build(%s): got build %d, want %d (the next on this host)", c.target, rel.Build, last+1)
+			}
+			last = max(last, rel.Build)
 			// The ref is the one of the first build of that commit.
-			if !st.has("release ") && rel.Ref != c.ref {
+			if !st.has("release "+rel.Name+" is already built") && rel.Ref != c.ref {
 				t.Errorf("Build(%s) ref: got %q, want %q", c.target, rel.Ref, c.ref)
 			}
 		})

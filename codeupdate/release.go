@@ -37,8 +37,16 @@ type Release struct {
 	Name string `json:"name"`
 	// Path is the absolute folder.
 	Path string `json:"path"`
-	// Build is the target's commit count (git rev-list --count).
+	// Build is the host's build number: unique and increasing on this
+	// host whatever the origin does (force-pushes, moved tags), given out
+	// when the release is completed. Releases built before host numbers
+	// keep their commit count.
 	Build int `json:"build"`
+	// Commits is the commit's `git rev-list --count`, for information.
+	Commits int `json:"commits,omitempty"`
+	// Describe is `git describe --tags --always` of the commit
+	// (e.g. "v1.2-3-gabcdef1"; the 7-digit sha without a tag).
+	Describe string `json:"describe,omitempty"`
 	// SHA is the full commit id; Short its first 12 hex digits.
 	SHA   string `json:"sha"`
 	Short string `json:"short"`
@@ -51,12 +59,23 @@ type Release struct {
 	// Node and NpmVersion are the tool versions the release was built with.
 	Node       string `json:"node,omitempty"`
 	NpmVersion string `json:"npm_version,omitempty"`
-	// Npm says how node_modules came to be: "ran" (npm ci / install),
-	// "reused" (lockfile unchanged: linked from the previous release) or
-	// "none" (no dependencies).
+	// Npm says how node_modules came to be: "ran" (npm ci, or npm install
+	// over a copy of NpmFrom's node_modules), "reused" (modules key
+	// unchanged: copied from NpmFrom) or "none" (no dependencies).
 	Npm string `json:"npm"`
 	// LockHash is the sha256 of package-lock.json (empty without one).
 	LockHash string `json:"lock_hash,omitempty"`
+	// NpmFrom names the release node_modules was copied from (reused, or
+	// the start of an incremental npm install); ModulesCopy says how:
+	// "hardlink", "reflink" or "copy".
+	NpmFrom     string `json:"npm_from,omitempty"`
+	ModulesCopy string `json:"modules_copy,omitempty"`
+	// ModulesKey is the sha256 over what shapes node_modules: lockfile,
+	// package.json dependency fields, root install scripts, .npmrc, node
+	// and npm versions. Equal keys reuse node_modules.
+	ModulesKey string `json:"modules_key,omitempty"`
+	// Scripts are the root lifecycle scripts that ran in the release.
+	Scripts []string `json:"scripts,omitempty"`
 	// State is good, proven or bad; BadReason says why it was marked bad.
 	State     State  `json:"state"`
 	BadReason string `json:"bad_reason,omitempty"`
@@ -90,12 +109,18 @@ type UpdateInfo struct {
 	// NpmNeeded is true when package-lock.json (or package.json) changed:
 	// the update runs npm; otherwise a restart is enough.
 	NpmNeeded bool `json:"npm_needed"`
+	// LockMismatch, when not empty, is npm's own message saying that the
+	// target's package.json and lockfile disagree: building it would fail
+	// (ErrLockMismatch).
+	LockMismatch string `json:"lock_mismatch,omitempty"`
 	// ChangedFiles counts the files that differ.
 	ChangedFiles int `json:"changed_files"`
-	// TargetBuild and TargetRelease are the build number and release name
-	// the target would get.
-	TargetBuild   int    `json:"target_build"`
-	TargetRelease string `json:"target_release"`
+	// TargetBuild and TargetRelease are the target's build number and
+	// release name: its release's when built, else the ones a build now
+	// would get. TargetDescribe is `git describe --tags --always`.
+	TargetBuild    int    `json:"target_build"`
+	TargetRelease  string `json:"target_release"`
+	TargetDescribe string `json:"target_describe,omitempty"`
 	// TargetBuilt is true when that release exists already; TargetBad when
 	// it is marked bad (updating to it needs --force).
 	TargetBuilt bool `json:"target_built,omitempty"`

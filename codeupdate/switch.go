@@ -73,13 +73,18 @@ func (m *Manager) Switch(ctx context.Context, rel Release, reason string) (Relea
 }
 
 // writeBuildLine rewrites Root/BUILD:
-// "<build> <sha12> <ref or -> <commit time, RFC 3339 UTC>".
+// "<build> <sha12> <ref or -> <commit time, RFC 3339 UTC> <git describe>"
+// (the describe field is left out for releases built without one).
 func (m *Manager) writeBuildLine(r Release) error {
 	ref := r.Ref
 	if ref == "" {
 		ref = "-"
 	}
-	line := fmt.Sprintf("%d %s %s %s\n", r.Build, r.Short, ref, r.CommitTime.UTC().Format(time.RFC3339))
+	line := fmt.Sprintf("%d %s %s %s", r.Build, r.Short, ref, r.CommitTime.UTC().Format(time.RFC3339))
+	if r.Describe != "" {
+		line += " " + r.Describe
+	}
+	line += "\n"
 	return atomicfile.WriteFile(m.buildLine(), []byte(line), 0o644)
 }
 

@@ -1,0 +1,3 @@
+'use strict';
+const isNumber = require('is-number');
+console.log(isNumber(5));
