@@ -107,6 +107,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if lost := jr.Lost(); lost != "" {
+		// The job history is gone; the desired state was kept beside it,
+		// and Run drives the lockers back to it.
+		deps.Logger.Error("the job journal was lost; starting with a new one", "err", lost)
+	}
 	base, stop := context.WithCancel(context.Background())
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)

@@ -55,16 +55,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.sched.c.Start()
 	defer a.sched.c.Stop()
 
-	if need, why, err := a.NeedsRecovery(); err != nil {
-		a.log.Error("checking for recovery", "err", err)
-	} else if need {
-		a.log.Warn("driving lockers back to their desired state", "reason", why)
-		if job, err := a.Submit(Request{Kind: KindRecover, Trigger: "recovery: " + why}); err != nil {
-			a.log.Error("starting recovery", "err", err)
-		} else {
-			a.log.Info("recovery job started", "job", job.ID)
-		}
-	}
+	a.recoverIfNeeded(ctx)
 
 	api := a.Handler()
 	var servers []*http.Server
@@ -104,6 +95,48 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = os.Remove(a.cfg.Listen.Socket)
 	}
 	return err
+}
+
+// recoverIfNeeded starts a recovery job after a crash, a host boot or a
+// lost journal. A lost journal is remembered until a recovery succeeds.
+func (a *Agent) recoverIfNeeded(ctx context.Context) {
+	need, why, err := a.NeedsRecovery()
+	if err != nil {
+		a.log.Error("checking for recovery", "err", err)
+		return
+	}
+	lost, err := a.jr.LostPending()
+	if err != nil {
+		a.log.Error("checking for a lost journal", "err", err)
+	}
+	if lost != "" {
+		need, why = true, "the journal was lost"
+	}
+	if !need {
+		return
+	}
+	a.log.Warn("driving lockers back to their desired state", "reason", why)
+	job, err := a.Submit(Request{Kind: KindRecover, Trigger: "recovery: " + why})
+	if err != nil {
+		a.log.Error("starting recovery", "err", err)
+		return
+	}
+	a.log.Info("recovery job started", "job", job.ID)
+	if lost == "" {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		j, err := a.Wait(a.base, job.ID)
+		if err != nil || j.State != JobSucceeded {
+			a.log.Warn("recovery after a lost journal did not succeed; it runs again at the next start", "job", job.ID, "state", j.State)
+			return
+		}
+		if err := a.jr.ClearLost(); err != nil {
+			a.log.Error("recording the recovery of a lost journal", "err", err)
+		}
+	}()
 }
 
 // Ready is closed once Run listens (see Addrs).
