@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"lxcfleet/mounts"
 )
 
 // DefaultConfigPath is where the agent and the CLI read their config.
@@ -212,6 +214,30 @@ func (c FileConfig) validate() error {
 		names[s.Name] = true
 	}
 	return nil
+}
+
+// MountLayout returns the [layout] section as a mounts.Layout: the one place
+// the layout is computed from the config.
+func (c FileConfig) MountLayout() mounts.Layout {
+	root := c.Layout.Root
+	if root == "" {
+		root = mounts.DefaultRoot
+	}
+	l := mounts.LayoutAt(root)
+	if c.Layout.AppPath != "" {
+		l.AppPath = c.Layout.AppPath
+	}
+	if c.Layout.MePath != "" {
+		l.MePath = c.Layout.MePath
+	}
+	if c.Layout.ConfigPath != "" {
+		l.ConfigPath = c.Layout.ConfigPath
+	}
+	if c.Layout.ConfigReadOnly != nil {
+		l.ConfigReadOnly = *c.Layout.ConfigReadOnly
+	}
+	l.Templates = c.Layout.Templates
+	return l
 }
 
 // AgentConfig returns the agent's Config for this file (Version and

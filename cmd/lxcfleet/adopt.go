@@ -29,11 +29,12 @@ A running container gets the new mounts when it restarts.`,
 			if err := checkLockerNames(args); err != nil {
 				return err
 			}
-			c, err := lf.config()
+			s, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
-			h, p, err := lf.provisioner(g, c)
+			h := s.host
+			p, err := s.provisioner()
 			if err != nil {
 				return err
 			}

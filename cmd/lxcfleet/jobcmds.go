@@ -245,7 +245,6 @@ With --current, print the current build (release, build number, commit).`,
 func clientFlagsOf(cmd *cobra.Command) clientFlags {
 	f := cmd.Flags()
 	var c clientFlags
-	c.config, _ = f.GetString("config")
 	c.socket, _ = f.GetString("socket")
 	c.local, _ = f.GetBool("local")
 	c.stateDir, _ = f.GetString("state-dir")
@@ -312,10 +311,11 @@ func newSchedulesCmd(g *globals) *cobra.Command {
 		Short: "Show the cron maintenance windows with their next and last runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fc, err := cf.loadConfig(cmd)
+			st, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
+			fc := st.fc
 			var out struct {
 				Schedules []agent.ScheduleInfo `json:"schedules"`
 			}

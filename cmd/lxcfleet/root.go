@@ -11,11 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
 )
 
 // globals are the flags every subcommand shares.
 type globals struct {
+	config   string
 	lxcpath  string
 	jsonOut  bool
 	logLevel string
@@ -43,7 +45,8 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.lxcpath, "lxcpath", lxcctl.DefaultLXCPath, "folder holding the containers (LXC's lxcpath)")
+	pf.StringVar(&g.config, "config", agent.DefaultConfigPath, "config file (TOML); the flags given override it")
+	pf.StringVar(&g.lxcpath, "lxcpath", "", "folder holding the containers (default: lxcpath of the config, else "+lxcctl.DefaultLXCPath+")")
 	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON instead of text")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
 	root.AddCommand(
@@ -72,15 +75,6 @@ func (g *globals) setupLogging() error {
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
 	return nil
-}
-
-// host opens the lxcpath; a missing one is bad input.
-func (g *globals) host() (*lxcctl.Host, error) {
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: g.lxcpath, Logger: slog.Default()})
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return h, nil
 }
 
 // selection is the flags that pick containers.

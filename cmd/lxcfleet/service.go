@@ -9,16 +9,14 @@ import (
 
 	"github.com/kardianos/service"
 	"github.com/spf13/cobra"
-
-	"lxcfleet/agent"
 )
 
 // agentService runs the agent under kardianos/service: Start returns at
 // once and runs the agent in a goroutine; Stop cancels its context and
 // waits for it to end.
 type agentService struct {
-	fc  agent.FileConfig
-	log *slog.Logger
+	stack *stack
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -33,7 +31,7 @@ func (s *agentService) Start(service.Service) error {
 	s.cancel, s.done = cancel, done
 	s.mu.Unlock()
 	go func() {
-		err := runAgent(ctx, s.fc, s.log)
+		err := runAgent(ctx, s.stack)
 		if err != nil {
 			s.log.Error("the agent stopped", "err", err)
 		}
@@ -76,7 +74,6 @@ func serviceConfig(configPath string) *service.Config {
 }
 
 func newServiceCmd(g *globals) *cobra.Command {
-	var config string
 	cmd := &cobra.Command{
 		Use:   "service install|uninstall|start|stop|restart|status|run",
 		Short: "Install, remove, start, stop or query the agent as a system service",
@@ -90,11 +87,11 @@ other.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"install", "uninstall", "start", "stop", "restart", "status", "run"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fc, err := agent.LoadConfig(config, cmd.Flags().Changed("config"))
+			st, err := g.wire(cmd)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
-			svc, err := service.New(&agentService{fc: fc, log: slog.Default()}, serviceConfig(config))
+			svc, err := service.New(&agentService{stack: st, log: slog.Default()}, serviceConfig(g.config))
 			if err != nil {
 				return fmt.Errorf("service: %w", err)
 			}
@@ -130,6 +127,5 @@ other.`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "config file the service's agent reads")
 	return cmd
 }

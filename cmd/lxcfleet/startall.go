@@ -14,7 +14,8 @@ func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
 	var health string
-	window, deadline := 4, 60*time.Second
+	var window int
+	var deadline time.Duration
 	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",
@@ -88,10 +89,10 @@ Exit code 1 when any is unhealthy or failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once (the window K; default: defaults.window)")
-	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline)")
+	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once, the window K (default: defaults.window of the config, 4)")
+	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline of the config, 1m)")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
-	cmd.Flags().StringVar(&health, "health", "none", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health)")
+	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
 	return cmd
 }
 

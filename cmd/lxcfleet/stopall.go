@@ -13,7 +13,8 @@ import (
 func newStopAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	parallel, timeout := 8, 10*time.Second
+	var parallel int
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "stop-all [NAME...]",
 		Short: "Stop lockers gracefully, a bounded number at once",
@@ -65,8 +66,8 @@ Exit code 1 when any failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: the agent's defaults.stop_parallel)")
-	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout)")
+	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: defaults.stop_parallel of the config, 8)")
+	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout of the config, 10s)")
 	return cmd
 }
 

@@ -1,4 +1,4 @@
-package agent
+package provision
 
 import (
 	"bufio"
@@ -27,14 +27,7 @@ import (
 	"lxcfleet/mounts"
 )
 
-// The forkstart re-exec (see lxcctl.ForkStartCommand) is routed in init
-// rather than in TestMain, so that this file claims no TestMain of the
-// package.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == lxcctl.ForkStartCommand {
-		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
-	}
-}
+func TestMain(m *testing.M) { testfleet.Main(m) }
 
 // layoutEnv is a real layout (root, two releases of the fixture app,
 // current -> r1, a config template folder) and a private lxcpath.
@@ -75,7 +68,7 @@ func newLayoutEnv(t *testing.T) *layoutEnv {
 		t.Fatal(err)
 	}
 	e.host = h
-	if e.prov, err = NewProvisioner(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
+	if e.prov, err = New(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("NewProvisioner: %v", err)
 	}
 	node, err := exec.LookPath("node")
@@ -148,8 +141,8 @@ func (e *layoutEnv) cleanup(t *testing.T, names ...string) {
 }
 
 // nodeOptions provisions lockers that run the fixture app from /opt/app.
-func (e *layoutEnv) nodeOptions(t *testing.T, n int) ProvisionOptions {
-	return ProvisionOptions{
+func (e *layoutEnv) nodeOptions(t *testing.T, n int) Options {
+	return Options{
 		Template: "busybox",
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
@@ -433,7 +426,7 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	opts.Template = "busybox"
 	for _, tc := range []struct {
 		names []string
-		opts  ProvisionOptions
+		opts  Options
 		want  string
 	}{
 		{[]string{"../etc"}, opts, "invalid container name"},
@@ -441,8 +434,8 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		{[]string{e.prefix + "ok", ".."}, opts, "invalid container name"},
 		{[]string{existing}, opts, "already exists"},
 		{[]string{e.prefix + "ok", e.prefix + "ok"}, opts, "named twice"},
-		{[]string{e.prefix + "ok"}, ProvisionOptions{Template: "busybox", Network: "bridge"}, "network"},
-		{[]string{e.prefix + "ok"}, ProvisionOptions{Template: "busybox", Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"}}, "unprivileged"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Network: "bridge"}, "network"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"}}, "unprivileged"},
 	} {
 		_, err := e.prov.Provision(ctx, tc.names, tc.opts)
 		var ie InvalidError
@@ -467,10 +460,10 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	} {
 		l := e.layout
 		tc.mod(&l)
-		_, err := NewProvisioner(e.host, l, nil)
+		_, err := New(e.host, l, nil)
 		var ie InvalidError
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("NewProvisioner(%+v): got %v, want an InvalidError with %q", l, err, tc.want)
+			t.Errorf("New(%+v): got %v, want an InvalidError with %q", l, err, tc.want)
 		}
 	}
 }
