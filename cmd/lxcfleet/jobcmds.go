@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -157,6 +158,25 @@ func newJobCmd(g *globals, kind agent.JobKind, use, short, long, example string,
 	}
 	if setup != nil {
 		setup(cmd)
+	}
+	return cmd
+}
+
+func newRestartCmd(g *globals) *cobra.Command {
+	cmd := newJobCmd(g, agent.KindRestart, "restart NAME...|--group GROUP",
+		"Restart lockers: stop gracefully, start, wait healthy, at most --window at once",
+		`Replace each named locker (or each of --group): a graceful stop (halt
+signal, then kill after --stop-timeout), a start on the current release, and
+a wait until it is healthy (--health, within --deadline). At most --window
+lockers are down at once. The restart is a job of the agent, journaled: a
+crash of the agent mid-job starts the stopped lockers again.`,
+		"  lxcfleet restart locker-001 locker-002\n  lxcfleet restart --group web --window 2 --health 'http://127.0.0.1:{port}/healthz'",
+		&rolloutFlags{}, nil)
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if g, _ := cmd.Flags().GetString("group"); len(args) == 0 && g == "" {
+			return errors.New("restart needs NAMEs or --group")
+		}
+		return nil
 	}
 	return cmd
 }

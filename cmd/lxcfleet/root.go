@@ -64,8 +64,51 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		newJobGroupCmd(g),
 		newServiceCmd(g),
 		newProvisionCmd(g), newAdoptCmd(g), newCheckCmd(g),
+		newRestartCmd(g),
 	)
+	root.Version = buildVersion()
+	root.SetVersionTemplate("lxcfleet {{.Version}}\n")
+	strictArgs(root)
 	return root
+}
+
+// strictArgs makes every argument error bad input (exit 2): an unknown
+// command, a group command given an unknown subcommand (`job cancl x`) or
+// none, and too many or too few arguments.
+func strictArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
+	if c.HasSubCommands() {
+		c.SuggestionsMinimumDistance = 2
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return usagef("%s (see '%s --help')", msg, cmd.CommandPath())
+		}
+		if c.RunE == nil && c.Run == nil {
+			c.RunE = func(cmd *cobra.Command, args []string) error {
+				if !cmd.HasParent() {
+					return cmd.Help()
+				}
+				return usagef("%s needs a subcommand (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
+			}
+		}
+		return
+	}
+	if v := c.Args; v != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := v(cmd, args); err != nil {
+				return usagef("%v (see '%s --help')", err, cmd.CommandPath())
+			}
+			return nil
+		}
+	}
 }
 
 func (g *globals) setupLogging() error {
