@@ -2,9 +2,19 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/spf13/cobra"
+
+	"lxcfleet/agent"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -40,14 +50,31 @@ the agent with a message naming it (exit code 2). Logs go to stderr.`,
 }
 
 // runAgent runs the daemon until ctx ends; a cancelled ctx is a normal stop.
+// Under systemd (Type=notify) it says READY=1 once it serves, pings the
+// watchdog while its API answers, and says STOPPING=1 on the way out.
+// SIGHUP is ignored (with a note): the config is read at start.
 func runAgent(ctx context.Context, s *stack) error {
 	fc, log := s.fc, s.log
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := s.agent(true)
 	if err != nil {
 		return err
 	}
 	log.Info("lxcfleet agent starting", "version", buildVersion(), "lxcpath", fc.LXCPath, "state_dir", fc.StateDir, "pid", os.Getpid(), "code_origin", fc.Code.Origin != "")
+	nctx, stopNotify := context.WithCancel(ctx)
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		notifySystemd(nctx, a, hup, log)
+	}()
 	err = a.Run(ctx)
+	stopNotify()
+	<-notified
+	if _, nerr := daemon.SdNotify(false, daemon.SdNotifyStopping); nerr != nil {
+		log.Debug("telling systemd the agent stops", "err", nerr)
+	}
 	if cerr := a.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -56,4 +83,63 @@ func runAgent(ctx context.Context, s *stack) error {
 	}
 	log.Info("lxcfleet agent stopped")
 	return nil
+}
+
+// notifySystemd tells the service manager the agent is ready once it
+// listens, then pings the watchdog (when WatchdogSec is set) each half
+// interval in which the agent's own /healthz answers, and logs each SIGHUP.
+func notifySystemd(ctx context.Context, a *agent.Agent, hup <-chan os.Signal, log *slog.Logger) {
+	select {
+	case <-a.Ready():
+	case <-ctx.Done():
+		return
+	}
+	if sent, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("telling systemd the agent is ready", "err", err)
+	} else if sent {
+		log.Info("told systemd the agent is ready")
+	}
+	var tick <-chan time.Time
+	if every, err := daemon.SdWatchdogEnabled(false); err != nil {
+		log.Warn("reading the systemd watchdog settings", "err", err)
+	} else if every > 0 {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	// The watchdog is pinged only after a real round trip through the
+	// agent's socket (a hung server or handler stops the pings).
+	var cl *http.Client
+	for _, ad := range a.Addrs() {
+		if ad.Network() == "unix" {
+			cl = socketClient(ad.String())
+			cl.Timeout = 5 * time.Second
+			break
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Warn("SIGHUP ignored: the config is read at start; restart the agent to apply a change")
+		case <-tick:
+			if cl != nil {
+				resp, err := cl.Get("http://lxcfleet/healthz")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					log.Error("the agent's /healthz does not answer: not pinging the systemd watchdog", "err", err)
+					continue
+				}
+			}
+			if _, err := daemon.SdNotify(false, daemon.SdNotifyWatchdog); err != nil {
+				log.Warn("pinging the systemd watchdog", "err", err)
+			}
+		}
+	}
 }
