@@ -73,4 +73,3 @@ func TestUnitVerifies(t *testing.T) {
 		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
 	}
 }
-
