@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -227,6 +228,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 			a.active = nil
 		}
 		a.mu.Unlock()
+		logFailedLockers(log, result)
 		r.finish(state, result, err)
 		a.metrics.jobDone(r.snapshot())
 		a.inv.refreshSoon()
@@ -328,5 +330,25 @@ func (a *Agent) Wait(ctx context.Context, id string) (Job, error) {
 		return r.snapshot(), nil
 	case <-ctx.Done():
 		return r.snapshot(), ctx.Err()
+	}
+}
+
+// logFailedLockers logs each locker a job failed to move, with the reason.
+func logFailedLockers(log *slog.Logger, result any) {
+	if result == nil {
+		return
+	}
+	b, err := json.Marshal(result)
+	if err != nil {
+		return
+	}
+	var res Result
+	if json.Unmarshal(b, &res) != nil {
+		return
+	}
+	for _, o := range res.Outcomes {
+		if o.Failed() {
+			log.Error("locker failed", "container", o.Name, "outcome", o.Outcome, "err", o.Error)
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lxcfleet/internal/testfleet"
 )
 
 const goodToken = "dGhpcyBpcyBhIDMyIGJ5dGUgdG9rZW4gZm9yIHRlc3RzIQ=="
@@ -139,5 +141,32 @@ func TestAPIDurationsAreStrings(t *testing.T) {
 	code, b = s.do(t, "POST", "/v1/stop-all", `{"stop_timeout": "30s"}`)
 	if code != http.StatusAccepted {
 		t.Errorf(`stop_timeout "30s": got %d %s, want 202`, code, b)
+	}
+}
+
+// TestFailedLockersAreLogged: a locker that fails to start is logged with
+// its name and reason, not only counted in the job's result.
+func TestFailedLockersAreLogged(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	bad := f.Add(1, testfleet.Crash)[0].Name
+	good := f.Add(1, testfleet.Normal)[0].Name
+	logs := &syncBuffer{}
+	s := serveAgent(t, Config{LXCPath: f.Path}, Deps{Containers: f.Host, Logger: slogTo(logs)})
+	j := s.submit(t, "/v1/start-all", `{"names":["`+bad+`","`+good+`"],"health":"http://127.0.0.1:{port}/healthz","deadline":"5s"}`)
+	j = waitJob(t, s.a, j.ID)
+	if j.State == JobSucceeded {
+		t.Fatalf("start-all with a crashing locker: got %s, want failed", j.State)
+	}
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `msg="locker failed"`) {
+			line = l
+			if strings.Contains(l, "container="+good) {
+				t.Errorf("a healthy locker logged as failed: %s", l)
+			}
+		}
+	}
+	if !strings.Contains(line, "container="+bad) || !strings.Contains(line, "level=ERROR") {
+		t.Errorf("logs: got\n%s\nwant an error naming %s", logs, bad)
 	}
 }

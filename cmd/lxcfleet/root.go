@@ -17,12 +17,13 @@ import (
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	config   string
-	lxcpath  string
-	jsonOut  bool
-	logLevel string
-	stdout   io.Writer
-	stderr   io.Writer
+	config    string
+	lxcpath   string
+	jsonOut   bool
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 func newRootCmd() *cobra.Command {
@@ -49,6 +50,7 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 	pf.StringVar(&g.lxcpath, "lxcpath", "", "folder holding the containers (default: lxcpath of the config, else "+lxcctl.DefaultLXCPath+")")
 	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON instead of text")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", logAuto, "log format on stderr: text, json, journal (syslog priority prefixes, no timestamps), or auto (journal when systemd's journal reads stderr, else text)")
 	root.AddCommand(
 		newStopAllCmd(g),
 		newStartAllCmd(g),
@@ -116,7 +118,11 @@ func (g *globals) setupLogging() error {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return usagef("invalid --log-level %q: want debug, info, warn or error", g.logLevel)
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
+	h, err := newLogHandler(g.logFormat, g.stderr, lvl)
+	if err != nil {
+		return usageError{err}
+	}
+	slog.SetDefault(slog.New(h))
 	return nil
 }
 

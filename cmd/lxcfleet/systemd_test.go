@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,21 +16,12 @@ import (
 	"lxcfleet/packaging"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// fileText reads a file each time it is printed.
+type fileText string
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+func (f fileText) String() string {
+	b, _ := os.ReadFile(string(f))
+	return string(b)
 }
 
 // TestAgentUnderSystemd runs the real binary as systemd would (Type=notify,
@@ -74,9 +63,19 @@ func TestAgentUnderSystemd(t *testing.T) {
 		}
 	}()
 	cmd := exec.Command(bin, "agent", "--config", cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify, "WATCHDOG_USEC=400000")
-	logs := &lockedBuffer{}
-	cmd.Stderr = logs
+	// stderr is "the journal": a file whose device:inode JOURNAL_STREAM names.
+	logf, err := os.Create(filepath.Join(dir, "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(logf.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify, "WATCHDOG_USEC=400000", fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	logs := fileText(filepath.Join(dir, "journal"))
+	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -142,6 +141,15 @@ func TestAgentUnderSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	await("STOPPING=1")
+	// Under the journal: a syslog priority on every line, no timestamp.
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if len(line) < 3 || line[0] != '<' || line[2] != '>' || strings.Contains(line, "time=") {
+			t.Errorf("log line not in journal form: %q", line)
+		}
+	}
+	if !strings.Contains(logs.String(), "<4>msg=\"SIGHUP ignored") || !strings.Contains(logs.String(), "<6>msg=\"lxcfleet agent starting\"") {
+		t.Errorf("logs: want priorities 4 (warning) and 6 (info):\n%s", logs)
+	}
 	select {
 	case <-done:
 		if waitErr != nil {
