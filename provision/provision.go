@@ -751,6 +751,24 @@ const backupSuffix = ".lxcfleet-backup-"
 // Invalid or unknown names are an InvalidError and nothing is done. A
 // locker that fails has the folders and files made for it removed again.
 func (p *Provisioner) Adopt(ctx context.Context, names []string) ([]LockerResult, error) {
+	return p.AdoptWith(ctx, names, AdoptOptions{})
+}
+
+// AdoptOptions tune Adopt.
+type AdoptOptions struct {
+	// ClearStartAuto sets lxc.start.auto = 0 in a container that has it at
+	// 1: otherwise lxc.service starts the locker at boot before the agent
+	// (one at a time, not in its bounded window) and stops it one at a time
+	// at shutdown. Without it Adopt keeps the line and warns in the Note.
+	ClearStartAuto bool
+}
+
+// startAutoOn matches a config line that makes lxc.service start the
+// container at boot.
+var startAutoOn = regexp.MustCompile(`(?m)^[ \t]*lxc\.start\.auto[ \t]*=[ \t]*1[ \t]*$`)
+
+// AdoptWith is Adopt with options.
+func (p *Provisioner) AdoptWith(ctx context.Context, names []string, opts AdoptOptions) ([]LockerResult, error) {
 	infos, err := p.existing(ctx, names)
 	if err != nil {
 		return nil, err
@@ -760,12 +778,12 @@ func (p *Provisioner) Adopt(ctx context.Context, names []string) ([]LockerResult
 		if err := ctx.Err(); err != nil {
 			return results[:i], err
 		}
-		results[i] = p.adoptOne(ctx, in)
+		results[i] = p.adoptOne(ctx, in, opts)
 	}
 	return results, nil
 }
 
-func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult {
+func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOptions) LockerResult {
 	r := LockerResult{Name: in.Name}
 	pl := &lockerPlan{name: in.Name}
 	fail := func(err error) LockerResult {
@@ -786,10 +804,22 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 		}
 	}
 	backup := ""
+	autoStart, clearedAuto := false, false
 	changed, err := p.host.EditConfig(in.Name, func(old []byte) ([]byte, error) {
 		out, changed, err := mounts.ApplyEntries(old, p.layout, in.Name)
-		if err != nil || !changed {
+		if err != nil {
 			return old, err
+		}
+		if startAutoOn.Match(out) {
+			if opts.ClearStartAuto {
+				out = startAutoOn.ReplaceAll(out, []byte("lxc.start.auto = 0"))
+				changed, clearedAuto = true, true
+			} else {
+				autoStart = true
+			}
+		}
+		if !changed {
+			return old, nil
 		}
 		b, err := writeBackup(p.host.ConfigPath(in.Name), old, p.now())
 		if err != nil {
@@ -811,6 +841,9 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 		r.Changes = append(r.Changes, "set the layout's mount entries in "+p.host.ConfigPath(in.Name))
 		r.Backup = backup
 	}
+	if clearedAuto {
+		r.Changes = append(r.Changes, "set lxc.start.auto = 0 (the agent starts it at boot, in its window)")
+	}
 	r.Outcome = OutcomeUnchanged
 	if len(r.Changes) > 0 {
 		r.Outcome = OutcomeAdopted
@@ -818,6 +851,14 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 			r.Note = "running: the new mounts apply when it restarts"
 		}
 		p.log.Info("adopted locker", "container", in.Name, "backup", backup)
+	}
+	if autoStart {
+		warn := "lxc.start.auto = 1: lxc.service starts it at boot before the agent (one at a time) and stops it one at a time at shutdown; adopt --clear-start-auto sets it to 0"
+		if r.Note != "" {
+			warn = r.Note + "; " + warn
+		}
+		r.Note = warn
+		p.log.Warn("adopted locker keeps lxc.start.auto = 1", "container", in.Name)
 	}
 	if port, err := strconv.Atoi(in.Env["PORT"]); err == nil {
 		r.Port = port

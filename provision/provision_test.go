@@ -613,3 +613,49 @@ func layoutRandHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// TestAdoptWarnsAboutStartAuto: a container with lxc.start.auto = 1 is
+// adopted with a warning (kept as it is); with ClearStartAuto the line is
+// set to 0, after a backup.
+func TestAdoptWarnsAboutStartAuto(t *testing.T) {
+	e := newLayoutEnv(t)
+	ctx := context.Background()
+	name := e.names("s", 1)[0]
+	e.cleanup(t, name)
+	if err := e.host.Create(ctx, name, "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := e.host.ConfigPath(name)
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "lxc.start.auto = 1")
+	f.Close()
+
+	res, err := e.prov.Adopt(ctx, []string{name})
+	if err != nil || len(res) != 1 || res[0].Outcome != OutcomeAdopted {
+		t.Fatalf("adopt: got %+v %v", res, err)
+	}
+	if !strings.Contains(res[0].Note, "lxc.start.auto = 1") || !strings.Contains(res[0].Note, "--clear-start-auto") {
+		t.Errorf("adopt note: got %q, want a warning about lxc.start.auto", res[0].Note)
+	}
+	if b, _ := os.ReadFile(cfgPath); !strings.Contains(string(b), "lxc.start.auto = 1") {
+		t.Errorf("adopt without the option changed lxc.start.auto:\n%s", b)
+	}
+
+	res, err = e.prov.AdoptWith(ctx, []string{name}, AdoptOptions{ClearStartAuto: true})
+	if err != nil || len(res) != 1 || res[0].Outcome != OutcomeAdopted || res[0].Backup == "" {
+		t.Fatalf("adopt --clear-start-auto: got %+v %v, want adopted with a backup", res, err)
+	}
+	b, _ := os.ReadFile(cfgPath)
+	if strings.Contains(string(b), "lxc.start.auto = 1") || !strings.Contains(string(b), "lxc.start.auto = 0") {
+		t.Errorf("config after --clear-start-auto:\n%s", b)
+	}
+	if strings.Contains(res[0].Note, "lxc.start.auto") {
+		t.Errorf("note after clearing: %q", res[0].Note)
+	}
+	if v, _ := e.host.ConfigItem(name, "lxc.start.auto"); len(v) != 1 || v[0] != "0" {
+		t.Errorf("LXC reads lxc.start.auto = %q, want 0", v)
+	}
+}
