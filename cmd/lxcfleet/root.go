@@ -81,7 +81,7 @@ func strictArgs(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		strictArgs(sub)
 	}
-	if c.HasSubCommands() {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
 		c.SuggestionsMinimumDistance = 2
 		c.Args = func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -93,13 +93,11 @@ func strictArgs(c *cobra.Command) {
 			}
 			return usagef("%s (see '%s --help')", msg, cmd.CommandPath())
 		}
-		if c.RunE == nil && c.Run == nil {
-			c.RunE = func(cmd *cobra.Command, args []string) error {
-				if !cmd.HasParent() {
-					return cmd.Help()
-				}
-				return usagef("%s needs a subcommand (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if !cmd.HasParent() {
+				return cmd.Help()
 			}
+			return usagef("%s needs a subcommand (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
 		}
 		return
 	}

@@ -98,16 +98,16 @@ Exit code 1 when any is unhealthy or failed.`,
 
 // startSummary is the outcome of a start-all.
 type startSummary struct {
-	Total          int                  `json:"total"`
-	Healthy        int                  `json:"healthy"`
-	AlreadyRunning int                  `json:"already_running"`
-	Failed         map[string]string    `json:"failed"`
-	Seconds        float64              `json:"seconds"`
-	Results        []lxcctl.StartResult `json:"results"`
+	Total          int               `json:"total"`
+	Healthy        int               `json:"healthy"`
+	AlreadyRunning int               `json:"already_running"`
+	Failed         map[string]string `json:"failed"`
+	Seconds        float64           `json:"seconds"`
+	Results        []lockerLine      `json:"results"`
 }
 
 func reportStart(g *globals, p *progress, res []lxcctl.StartResult, took time.Duration) error {
-	s := startSummary{Total: len(res), Failed: map[string]string{}, Seconds: took.Seconds(), Results: res}
+	s := startSummary{Total: len(res), Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
 	var failed []string
 	for _, r := range res {
 		switch r.Outcome {

@@ -88,17 +88,17 @@ func validNames(names []string, group string) ([]string, error) {
 
 // stopSummary is the outcome of a stop-all.
 type stopSummary struct {
-	Total          int                 `json:"total"`
-	Clean          int                 `json:"clean"`
-	Killed         []string            `json:"killed"`
-	AlreadyStopped int                 `json:"already_stopped"`
-	Failed         map[string]string   `json:"failed"`
-	Seconds        float64             `json:"seconds"`
-	Results        []lxcctl.StopResult `json:"results"`
+	Total          int               `json:"total"`
+	Clean          int               `json:"clean"`
+	Killed         []string          `json:"killed"`
+	AlreadyStopped int               `json:"already_stopped"`
+	Failed         map[string]string `json:"failed"`
+	Seconds        float64           `json:"seconds"`
+	Results        []lockerLine      `json:"results"`
 }
 
 func reportStop(g *globals, p *progress, res []lxcctl.StopResult, took time.Duration) error {
-	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Seconds: took.Seconds(), Results: res}
+	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
 	var failed []string
 	for _, r := range res {
 		switch r.Outcome {
