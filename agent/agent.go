@@ -229,6 +229,12 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		}
 		a.mu.Unlock()
 		logFailedLockers(log, result)
+		if state == JobSucceeded || state == JobFailed {
+			// A job that moved current leaves the last update check stale:
+			// check again before the job ends, so that whoever shows the
+			// job's end (the console) reads the new answer.
+			a.refreshUpdateCheck(a.base, req.Kind)
+		}
 		r.finish(state, result, err)
 		a.metrics.jobDone(r.snapshot())
 		a.inv.refreshSoon()
