@@ -18,7 +18,7 @@ setup:
 
 ## build: the lxcfleet binary (cgo, against liblxc)
 build:
-	go build -trimpath -o $(BIN) ./cmd/lxcfleet
+	go build -trimpath -ldflags "-X main.version=$$(packaging/deb-version)" -o $(BIN) ./cmd/lxcfleet
 
 ## test: set the host up, then vet and run every test (real containers; root)
 test: setup
@@ -51,9 +51,10 @@ demo: setup build
 demo-clean:
 	scripts/demo --clean
 
-## deb: the .deb (binary, systemd unit, default config, lxc-stop-all, update-code, lxc-start-all) in bin/
-deb: build
-	packaging/build-deb $(BIN) $(dir $(BIN))
+## deb: the .deb, built with debhelper (binary, systemd unit enabled and started on install, default config,
+## lxc-stop-all, update-code, lxc-start-all, the nginx example) in bin/; version from git tags; then lintian
+deb:
+	@deb=$$(packaging/build-deb $(dir $(BIN))) && echo "$$deb" && lintian --fail-on error --allow-root "$$deb"
 
 ## bench: issue 7's benchmark: N lockers (default 300; make bench N=20), five
 ## update scenarios side by side; results/<timestamp>/ report.json, report.md,

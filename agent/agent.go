@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,6 +113,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	jr, err := OpenJournal(filepath.Join(cfg.StateDir, "journal.db"))
 	if err != nil {
 		return nil, err
+	}
+	if lost := jr.Lost(); lost != "" {
+		// The job history is gone; the desired state was kept beside it,
+		// and Run drives the lockers back to it.
+		deps.Logger.Error("the job journal was lost; starting with a new one", "err", lost)
 	}
 	base, stop := context.WithCancelCause(context.Background())
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
@@ -235,6 +241,13 @@ func (a *Agent) Submit(req Request) (Job, error) {
 			a.active = nil
 		}
 		a.mu.Unlock()
+		logFailedLockers(log, result)
+		if state == JobSucceeded || state == JobFailed {
+			// A job that moved current leaves the last update check stale:
+			// check again before the job ends, so that whoever shows the
+			// job's end (the console) reads the new answer.
+			a.refreshUpdateCheck(a.base, req.Kind)
+		}
 		r.finish(state, result, err)
 		a.metrics.jobDone(r.snapshot())
 		a.inv.refreshSoon()
@@ -336,5 +349,25 @@ func (a *Agent) Wait(ctx context.Context, id string) (Job, error) {
 		return r.snapshot(), nil
 	case <-ctx.Done():
 		return r.snapshot(), ctx.Err()
+	}
+}
+
+// logFailedLockers logs each locker a job failed to move, with the reason.
+func logFailedLockers(log *slog.Logger, result any) {
+	if result == nil {
+		return
+	}
+	b, err := json.Marshal(result)
+	if err != nil {
+		return
+	}
+	var res Result
+	if json.Unmarshal(b, &res) != nil {
+		return
+	}
+	for _, o := range res.Outcomes {
+		if o.Failed() {
+			log.Error("locker failed", "container", o.Name, "outcome", o.Outcome, "err", o.Error)
+		}
 	}
 }

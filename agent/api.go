@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -107,12 +108,27 @@ func DecodeRequest(r io.Reader) (Request, error) {
 		if errors.Is(err, io.EOF) {
 			return Request{}, nil
 		}
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) && ute.Type == reflect.TypeFor[Duration]() {
+			return Request{}, invalidf("invalid JSON body: %s must be a duration string like \"30s\", got %s", ute.Field, ute.Value)
+		}
 		return Request{}, invalidf("invalid JSON body: %v", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Request{}, invalidf("invalid JSON body: trailing data after the request object")
 	}
 	return req, nil
+}
+
+// flusherFunc flushes through an http.ResponseController.
+type flusherFunc func() error
+
+func (f flusherFunc) Flush() { _ = f() }
+
+// durationTypeError refuses a JSON duration that is not a string; the
+// decoder adds the field's name to it.
+func durationTypeError(b []byte) error {
+	return &json.UnmarshalTypeError{Value: "number " + string(b), Type: reflect.TypeFor[Duration]()}
 }
 
 // Handler returns the API's routes.
@@ -419,10 +435,11 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer unsub()
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		return &httpError{Code: http.StatusInternalServerError, Msg: "streaming unsupported"}
-	}
+	rc := http.NewResponseController(w)
+	// The stream outlives the listener's read timeout: lift it for this
+	// request (the request has been read).
+	_ = rc.SetReadDeadline(time.Time{})
+	fl := flusherFunc(rc.Flush)
 	after, _ := strconv.Atoi(r.Header.Get("Last-Event-ID"))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

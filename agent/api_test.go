@@ -118,7 +118,7 @@ func TestAPIRoundTrip(t *testing.T) {
 }
 
 func TestAPITokenOnTCP(t *testing.T) {
-	const token = "s3cret-token"
+	const token = "s3cret-token-of-at-least-32-bytes"
 	s := serveAgent(t, Config{Listen: Listen{Token: token}}, Deps{Containers: emptyHost(t)})
 	if s.tcp == "" {
 		t.Fatal("no TCP listener")

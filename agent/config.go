@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"lxcfleet/mounts"
 )
 
 // DefaultConfigPath is where the agent and the CLI read their config.
@@ -31,6 +33,10 @@ type FileConfig struct {
 		TokenFile string `toml:"token_file"`
 		TLSCert   string `toml:"tls_cert"`
 		TLSKey    string `toml:"tls_key"`
+		// ReadTimeout bounds reading one request; IdleTimeout closes a
+		// keep-alive connection that sends nothing.
+		ReadTimeout Duration `toml:"read_timeout"`
+		IdleTimeout Duration `toml:"idle_timeout"`
 	} `toml:"listen"`
 
 	Layout struct {
@@ -88,6 +94,8 @@ func DefaultFileConfig() FileConfig {
 	c.InventoryInterval = Duration(5 * time.Second)
 	c.HealthInterval = Duration(15 * time.Second)
 	c.Listen.Socket = DefaultSocket
+	c.Listen.ReadTimeout = Duration(DefaultReadTimeout)
+	c.Listen.IdleTimeout = Duration(DefaultIdleTimeout)
 	c.Layout.Root = "/var/lib/lxcfleet"
 	c.Code.Npm = "npm"
 	c.Code.NpmTimeout = Duration(10 * time.Minute)
@@ -130,12 +138,25 @@ func LoadConfig(path string, explicit bool) (FileConfig, error) {
 		}
 		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
 	}
+	if c.Listen.Token != "" {
+		if err := CheckSecretFile(path); err != nil {
+			return c, fmt.Errorf("config %s holds listen.token: %w (or move the token to listen.token_file)", path, err)
+		}
+	}
 	if c.Listen.Token == "" && c.Listen.TokenFile != "" {
+		if err := CheckSecretFile(c.Listen.TokenFile); err != nil {
+			return c, fmt.Errorf("config %s: listen.token_file: %w", path, err)
+		}
 		tb, err := os.ReadFile(c.Listen.TokenFile)
 		if err != nil {
 			return c, fmt.Errorf("config %s: listen.token_file: %w", path, err)
 		}
 		c.Listen.Token = strings.TrimSpace(string(tb))
+	}
+	if c.Listen.TLSKey != "" {
+		if err := CheckSecretFile(c.Listen.TLSKey); err != nil {
+			return c, fmt.Errorf("config %s: listen.tls_key: %w", path, err)
+		}
 	}
 	if err := c.validate(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
@@ -171,6 +192,10 @@ func (c FileConfig) validate() error {
 		return fmt.Errorf("code.npm_timeout must not be negative")
 	case c.Listen.TCP != "" && c.Listen.Token == "":
 		return fmt.Errorf("listen.tcp is set but listen.token (or listen.token_file) is not: the TCP listener refuses every request without a token")
+	case c.Listen.Token != "" && len(c.Listen.Token) < MinTokenBytes:
+		return fmt.Errorf("listen.token is %d bytes, want at least %d: %s", len(c.Listen.Token), MinTokenBytes, MakeTokenHint)
+	case c.Listen.ReadTimeout < 0 || c.Listen.IdleTimeout < 0:
+		return fmt.Errorf("listen.read_timeout and listen.idle_timeout must not be negative")
 	case (c.Listen.TLSCert == "") != (c.Listen.TLSKey == ""):
 		return fmt.Errorf("listen.tls_cert and listen.tls_key go together")
 	case c.Provision.PortBase < 0 || c.Provision.PortBase > 65000:
@@ -192,6 +217,30 @@ func (c FileConfig) validate() error {
 	return nil
 }
 
+// MountLayout returns the [layout] section as a mounts.Layout: the one place
+// the layout is computed from the config.
+func (c FileConfig) MountLayout() mounts.Layout {
+	root := c.Layout.Root
+	if root == "" {
+		root = mounts.DefaultRoot
+	}
+	l := mounts.LayoutAt(root)
+	if c.Layout.AppPath != "" {
+		l.AppPath = c.Layout.AppPath
+	}
+	if c.Layout.MePath != "" {
+		l.MePath = c.Layout.MePath
+	}
+	if c.Layout.ConfigPath != "" {
+		l.ConfigPath = c.Layout.ConfigPath
+	}
+	if c.Layout.ConfigReadOnly != nil {
+		l.ConfigReadOnly = *c.Layout.ConfigReadOnly
+	}
+	l.Templates = c.Layout.Templates
+	return l
+}
+
 // AgentConfig returns the agent's Config for this file (Version and
 // Listen.Console are the caller's to fill).
 func (c FileConfig) AgentConfig() Config {
@@ -202,11 +251,13 @@ func (c FileConfig) AgentConfig() Config {
 		InventoryInterval: c.InventoryInterval.D(),
 		HealthInterval:    c.HealthInterval.D(),
 		Listen: Listen{
-			Socket:  c.Listen.Socket,
-			TCP:     c.Listen.TCP,
-			Token:   c.Listen.Token,
-			TLSCert: c.Listen.TLSCert,
-			TLSKey:  c.Listen.TLSKey,
+			Socket:      c.Listen.Socket,
+			TCP:         c.Listen.TCP,
+			Token:       c.Listen.Token,
+			TLSCert:     c.Listen.TLSCert,
+			TLSKey:      c.Listen.TLSKey,
+			ReadTimeout: c.Listen.ReadTimeout.D(),
+			IdleTimeout: c.Listen.IdleTimeout.D(),
 		},
 		Defaults:     c.AgentDefaults(),
 		KeepJobs:     c.KeepJobs,
@@ -252,6 +303,25 @@ func (c FileConfig) AgentDefaults() Defaults {
 	setD(&d.Soak, x.Soak)
 	d.DowntimePage = x.DowntimePage
 	return d
+}
+
+// MinTokenBytes is the shortest bearer token the agent accepts.
+const MinTokenBytes = 32
+
+// MakeTokenHint says how to make a token the agent accepts.
+const MakeTokenHint = "make one with `install -m 600 /dev/null /etc/lxcfleet/token && head -c 32 /dev/urandom | base64 > /etc/lxcfleet/token` and set listen.token_file = \"/etc/lxcfleet/token\""
+
+// CheckSecretFile refuses a file holding a secret (a token, a TLS key, a
+// config with a token) that its group or others may read or write.
+func CheckSecretFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s is readable or writable by group or others (mode %04o): run chmod 600 %s", path, m, path)
+	}
+	return nil
 }
 
 // UnmarshalText reads a duration like "10s" (for the TOML file).

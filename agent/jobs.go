@@ -235,25 +235,22 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON reads "1.5s" or a number of nanoseconds.
+// UnmarshalJSON reads a duration string like "1.5s". A bare number is
+// refused (it used to mean nanoseconds: "stop_timeout": 30 was 30ns) with
+// a *json.UnmarshalTypeError, to which the decoder adds the field's name.
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("invalid duration %q: %w", s, err)
-		}
-		*d = Duration(v)
-		return nil
+	if len(b) == 0 || b[0] != '"' {
+		return durationTypeError(b)
 	}
-	var n int64
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("invalid duration %s: want a string like \"10s\"", b)
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
 	}
-	*d = Duration(n)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"30s\", \"1m30s\"): %w", s, err)
+	}
+	*d = Duration(v)
 	return nil
 }
 

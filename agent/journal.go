@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"lxcfleet/internal/atomicfile"
 )
 
 // The journal's buckets.
@@ -32,36 +37,249 @@ var ErrJobNotFound = errors.New("job not found")
 // before and after each step runs), and every locker's desired state. It is
 // a bbolt file; every write is an fsync'd transaction, and only one process
 // can hold it at a time.
+//
+// The desired state is also kept in desired.json beside the journal (an
+// atomic rewrite on every change), so that it survives a lost journal.
 type Journal struct {
-	db *bolt.DB
+	db          *bolt.DB
+	path        string
+	desiredPath string
+	lost        string // why the journal found at open was set aside
+	aside       string // where it went
 }
+
+// DesiredFile is the name of the copy of the desired state kept beside the
+// journal.
+const DesiredFile = "desired.json"
 
 // OpenJournal opens (creating if needed) the journal at path. It fails with
 // ErrJournalLocked when another process holds it.
+//
+// It never panics on a bad file: a journal that is empty (0 bytes), cut
+// short, or garbled is moved aside (to path.lost-TIME) and a new one is
+// made, seeded with the desired state of desired.json; Lost then says why.
+// The caller should log that and drive the lockers back to their desired
+// state.
 func OpenJournal(path string) (*Journal, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating journal folder: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("opening journal %s: %w", path, ErrJournalLocked)
-	}
-	if err != nil {
+	jr := &Journal{path: path, desiredPath: filepath.Join(dir, DesiredFile)}
+	fresh := false
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		fresh = true
+	case err != nil:
 		return nil, fmt.Errorf("opening journal %s: %w", path, err)
+	case fi.Size() == 0:
+		jr.lost = "it is empty (0 bytes: its writes never reached the disk)"
 	}
+	var db *bolt.DB
+	if jr.lost == "" {
+		db, err = openChecked(path)
+		var ce corruptError
+		switch {
+		case errors.Is(err, bolt.ErrTimeout):
+			return nil, fmt.Errorf("opening journal %s: %w", path, ErrJournalLocked)
+		case errors.As(err, &ce):
+			jr.lost = ce.Error()
+		case err != nil:
+			return nil, fmt.Errorf("opening journal %s: %w", path, err)
+		}
+	}
+	if jr.lost != "" {
+		jr.aside = fmt.Sprintf("%s.lost-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+		if err := os.Rename(path, jr.aside); err != nil {
+			return nil, fmt.Errorf("moving the unreadable journal %s aside (%s): %w", path, jr.lost, err)
+		}
+		if err := atomicfile.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("moving the unreadable journal %s aside: %w", path, err)
+		}
+		db, err = openChecked(path)
+		if err != nil {
+			return nil, fmt.Errorf("making a new journal %s: %w", path, err)
+		}
+		fresh = true
+	}
+	jr.db = db
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketJobs, bucketSteps, bucketDesired, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		if fresh {
+			if err := jr.importDesired(tx); err != nil {
+				return err
+			}
+		}
+		if jr.lost != "" {
+			if err := tx.Bucket(bucketMeta).Put([]byte(metaLost), []byte(jr.lostMessage())); err != nil {
+				return err
+			}
+		}
+		// The journal is the truth while it is readable: bring the copy in line.
+		return jr.writeDesired(tx)
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialising journal %s: %w", path, err)
 	}
-	return &Journal{db: db}, nil
+	return jr, nil
+}
+
+// metaLost holds, until a recovery clears it, why the previous journal was
+// set aside.
+const metaLost = "journal_lost"
+
+// Lost says why the journal found at open could not be used and where it
+// was moved ("" when it was fine or new).
+func (j *Journal) Lost() string {
+	if j.lost == "" {
+		return ""
+	}
+	return j.lostMessage()
+}
+
+func (j *Journal) lostMessage() string {
+	return fmt.Sprintf("journal %s could not be read (%s); it was moved to %s and a new one made with the desired state of %s",
+		j.path, j.lost, j.aside, j.desiredPath)
+}
+
+// LostPending returns the message of a lost journal whose lockers have not
+// been driven back to their desired state yet ("" when none).
+func (j *Journal) LostPending() (string, error) { return j.Meta(metaLost) }
+
+// ClearLost records that the lockers of a lost journal were recovered.
+func (j *Journal) ClearLost() error {
+	return j.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete([]byte(metaLost)) })
+}
+
+// corruptError says a journal file cannot be used.
+type corruptError struct{ reason string }
+
+func (e corruptError) Error() string { return e.reason }
+
+// openChecked opens a bbolt file and reads every record in it, turning the
+// panics and memory faults bbolt raises on some corrupt files ("invalid
+// freelist page", "page expected to be", a fault past the end of a cut file)
+// into a corruptError.
+func openChecked(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			// A db whose open or read panicked cannot be closed safely: its
+			// file descriptor (and lock) is left to the process's end.
+			db, err = nil, corruptError{fmt.Sprintf("it is corrupt: %v", p)}
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) || isFSError(err) {
+			return nil, err
+		}
+		return nil, corruptError{fmt.Sprintf("it is corrupt: %v", err)}
+	}
+	if err := db.View(readAll); err != nil {
+		db.Close()
+		return nil, corruptError{fmt.Sprintf("it is corrupt: %v", err)}
+	}
+	return db, nil
+}
+
+// readAll reads and decodes every record: a journal whose pages or values
+// are garbled fails here rather than in a later job.
+func readAll(tx *bolt.Tx) error {
+	decode := func(bucket string) func(k, v []byte) error {
+		return func(k, v []byte) error {
+			if v == nil {
+				return nil
+			}
+			if !json.Valid(v) {
+				return fmt.Errorf("record %q of %s is not JSON", k, bucket)
+			}
+			return nil
+		}
+	}
+	for _, name := range [][]byte{bucketJobs, bucketDesired} {
+		if b := tx.Bucket(name); b != nil {
+			if err := b.ForEach(decode(string(name))); err != nil {
+				return err
+			}
+		}
+	}
+	if b := tx.Bucket(bucketMeta); b != nil {
+		if err := b.ForEach(func(k, v []byte) error { return nil }); err != nil {
+			return err
+		}
+	}
+	if b := tx.Bucket(bucketSteps); b != nil {
+		return b.ForEach(func(k, v []byte) error {
+			jb := b.Bucket(k)
+			if jb == nil {
+				return fmt.Errorf("steps of job %q are not a bucket", k)
+			}
+			return jb.ForEach(decode("steps of job " + string(k)))
+		})
+	}
+	return nil
+}
+
+// isFSError tells errors of the file system (permissions, a full disk)
+// from a bad file.
+func isFSError(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno)
+}
+
+// importDesired seeds a new journal's desired state from desired.json.
+func (j *Journal) importDesired(tx *bolt.Tx) error {
+	b, err := os.ReadFile(j.desiredPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading desired state %s: %w", j.desiredPath, err)
+	}
+	var m map[string]Desired
+	if err := json.Unmarshal(b, &m); err != nil {
+		// A bad copy is no reason not to start: the journal is the truth.
+		return nil
+	}
+	bk := tx.Bucket(bucketDesired)
+	for name, d := range m {
+		v, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if err := bk.Put([]byte(name), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDesired rewrites desired.json from the journal's desired state.
+func (j *Journal) writeDesired(tx *bolt.Tx) error {
+	m := map[string]json.RawMessage{}
+	err := tx.Bucket(bucketDesired).ForEach(func(k, v []byte) error {
+		m[string(k)] = append(json.RawMessage(nil), v...)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(j.desiredPath, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing desired state %s: %w", j.desiredPath, err)
+	}
+	return nil
 }
 
 // Close closes the journal.
@@ -172,7 +390,7 @@ func (j *Journal) SetDesired(names []string, d Desired) error {
 				return err
 			}
 		}
-		return nil
+		return j.writeDesired(tx)
 	})
 }
 

@@ -17,6 +17,12 @@ import (
 // DefaultSocket is where the agent serves its API to local clients.
 const DefaultSocket = "/run/lxcfleet.sock"
 
+// Listener timeouts used when Listen leaves them zero.
+const (
+	DefaultReadTimeout = 30 * time.Second
+	DefaultIdleTimeout = 60 * time.Second
+)
+
 // Listen says where the agent serves.
 type Listen struct {
 	// Socket is the Unix socket path (root only); default DefaultSocket.
@@ -28,6 +34,12 @@ type Listen struct {
 	// TLSCert and TLSKey, when both set, make the TCP listener serve TLS.
 	TLSCert string
 	TLSKey  string
+	// ReadTimeout bounds reading a request (its headers and body; an event
+	// stream clears it); default DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle that long; default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Console, when set, is served at / on the TCP listener (the login page
 	// and its assets are open; the API behind it needs the token).
 	Console http.Handler
@@ -55,16 +67,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.sched.c.Start()
 	defer a.sched.c.Stop()
 
-	if need, why, err := a.NeedsRecovery(); err != nil {
-		a.log.Error("checking for recovery", "err", err)
-	} else if need {
-		a.log.Warn("driving lockers back to their desired state", "reason", why)
-		if job, err := a.Submit(Request{Kind: KindRecover, Trigger: "recovery: " + why}); err != nil {
-			a.log.Error("starting recovery", "err", err)
-		} else {
-			a.log.Info("recovery job started", "job", job.ID)
-		}
-	}
+	a.recoverIfNeeded(ctx)
 
 	api := a.Handler()
 	var servers []*http.Server
@@ -73,7 +76,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		if l.tcp {
 			h = a.tcpHandler(api)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       orDefault(a.cfg.Listen.ReadTimeout, DefaultReadTimeout),
+			IdleTimeout:       orDefault(a.cfg.Listen.IdleTimeout, DefaultIdleTimeout),
+			MaxHeaderBytes:    64 << 10,
+			BaseContext:       func(net.Listener) context.Context { return ctx },
+		}
 		servers = append(servers, srv)
 		g.Go(func() error {
 			var err error
@@ -106,6 +116,48 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// recoverIfNeeded starts a recovery job after a crash, a host boot or a
+// lost journal. A lost journal is remembered until a recovery succeeds.
+func (a *Agent) recoverIfNeeded(ctx context.Context) {
+	need, why, err := a.NeedsRecovery()
+	if err != nil {
+		a.log.Error("checking for recovery", "err", err)
+		return
+	}
+	lost, err := a.jr.LostPending()
+	if err != nil {
+		a.log.Error("checking for a lost journal", "err", err)
+	}
+	if lost != "" {
+		need, why = true, "the journal was lost"
+	}
+	if !need {
+		return
+	}
+	a.log.Warn("driving lockers back to their desired state", "reason", why)
+	job, err := a.Submit(Request{Kind: KindRecover, Trigger: "recovery: " + why})
+	if err != nil {
+		a.log.Error("starting recovery", "err", err)
+		return
+	}
+	a.log.Info("recovery job started", "job", job.ID)
+	if lost == "" {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		j, err := a.Wait(a.base, job.ID)
+		if err != nil || j.State != JobSucceeded {
+			a.log.Warn("recovery after a lost journal did not succeed; it runs again at the next start", "job", job.ID, "state", j.State)
+			return
+		}
+		if err := a.jr.ClearLost(); err != nil {
+			a.log.Error("recording the recovery of a lost journal", "err", err)
+		}
+	}()
+}
+
 // Ready is closed once Run listens (see Addrs).
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
@@ -120,13 +172,57 @@ func (a *Agent) Addrs() []net.Addr {
 // tcpHandler puts the console at / and the token in front of the API.
 func (a *Agent) tcpHandler(api http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", RequireToken(a.cfg.Listen.Token, api))
-	mux.Handle("/metrics", RequireToken(a.cfg.Listen.Token, api))
+	guarded := a.logFailedLogins(RequireToken(a.cfg.Listen.Token, api))
+	mux.Handle("/v1/", guarded)
+	mux.Handle("/metrics", guarded)
 	mux.Handle("/healthz", api)
 	if a.cfg.Listen.Console != nil {
 		mux.Handle("/", a.cfg.Listen.Console)
 	}
 	return mux
+}
+
+// logFailedLogins logs every request the token check refuses (a security
+// event: who tried, what, from where).
+func (a *Agent) logFailedLogins(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if sw.code == http.StatusUnauthorized {
+			a.log.Warn("refused a request with a missing or wrong bearer token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "token_given", r.Header.Get("Authorization") != "")
+		}
+	})
+}
+
+// statusWriter records the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes and
+// deadlines of event streams).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 type listener struct {
@@ -161,10 +257,18 @@ func (a *Agent) listen() ([]listener, error) {
 	if addr := a.cfg.Listen.TCP; addr != "" {
 		if a.cfg.Listen.Token == "" {
 			closeAll(out)
-			return nil, fmt.Errorf("listening on %s: a TCP listener needs a token (listen.token)", addr)
+			return nil, fmt.Errorf("listening on %s: a TCP listener needs a token (listen.token_file): %s", addr, MakeTokenHint)
+		}
+		if n := len(a.cfg.Listen.Token); n < MinTokenBytes {
+			closeAll(out)
+			return nil, fmt.Errorf("listening on %s: the token is %d bytes, want at least %d: %s", addr, n, MinTokenBytes, MakeTokenHint)
 		}
 		var tc *tls.Config
 		if a.cfg.Listen.TLSCert != "" || a.cfg.Listen.TLSKey != "" {
+			if err := CheckSecretFile(a.cfg.Listen.TLSKey); err != nil {
+				closeAll(out)
+				return nil, fmt.Errorf("loading TLS key: %w", err)
+			}
 			cert, err := tls.LoadX509KeyPair(a.cfg.Listen.TLSCert, a.cfg.Listen.TLSKey)
 			if err != nil {
 				closeAll(out)

@@ -243,7 +243,7 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 		}
 	}
 	code := newStubCode(1, 2)
-	e := &env{fleet: fleet, lockers: lockers, code: code, token: "console-test-token-" + fleet.Prefix}
+	e := &env{fleet: fleet, lockers: lockers, code: code, token: "console-test-token-of-32-bytes-" + fleet.Prefix}
 	addr := freeAddr(t)
 	e.url = "http://" + addr + "/"
 	d := agent.DefaultDefaults()

@@ -2,5 +2,6 @@
 // unit (lxcfleet.service), the default config (lxcfleet.toml), the .deb
 // build (build-deb, run by `make deb`) and an example nginx config that
 // sends a locker's 502/503 to the agent's downtime page. The Go file here
-// only carries the tests that check those files with the real tools.
+// embeds the unit (for `lxcfleet service install`) and carries the tests
+// that check those files with the real tools.
 package packaging

@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"lxcfleet/agent"
+	"lxcfleet/packaging"
 )
 
 // need skips without a tool, and fails in CI (setup-host installs them).
@@ -45,10 +47,19 @@ func TestUnitVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Restart=on-failure", "After=", "lxc.service", "KillMode=process", "Delegate=yes"} {
+	for _, want := range []string{"Restart=on-failure", "After=", "lxc.service", "KillMode=mixed", "RestartPreventExitStatus=2",
+		"Type=notify", "WatchdogSec=", "TimeoutStopSec=10min", "Delegate=yes"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", want)
 		}
+	}
+	// TimeoutStopSec=10min must exceed the agent's own bound on a stop: the
+	// default stop timeout of a locker.
+	if d := agent.DefaultDefaults().StopTimeout; d >= 10*time.Minute {
+		t.Errorf("TimeoutStopSec=10min is not above the stop timeout %v", d)
+	}
+	if packaging.Unit != string(unit) || packaging.UnitFor(packaging.UnitBinary, packaging.UnitConfig) != string(unit) {
+		t.Errorf("the embedded unit differs from lxcfleet.service")
 	}
 	path := filepath.Join(dir, "lxcfleet.service")
 	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/bin/lxcfleet", exe)), 0o644); err != nil {
@@ -61,38 +72,4 @@ func TestUnitVerifies(t *testing.T) {
 	if strings.Contains(string(out), "lxcfleet.service:") {
 		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
 	}
-}
-
-func TestDebContents(t *testing.T) {
-	need(t, "dpkg-deb")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "lxcfleet")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/lxcfleet").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	out, err := exec.Command("./build-deb", bin, dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("build-deb: %v\n%s", err, out)
-	}
-	deb := strings.TrimSpace(string(out))
-	info, err := exec.Command("dpkg-deb", "--info", deb).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dpkg-deb --info: %v\n%s", err, info)
-	}
-	for _, want := range []string{"Package: lxcfleet", "Depends: lxc", "conffiles"} {
-		if !strings.Contains(string(info), want) {
-			t.Errorf("dpkg-deb --info lacks %q:\n%s", want, info)
-		}
-	}
-	contents, err := exec.Command("dpkg-deb", "--contents", deb).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dpkg-deb --contents: %v\n%s", err, contents)
-	}
-	for _, want := range []string{"./usr/bin/lxcfleet", "./lib/systemd/system/lxcfleet.service", "./etc/lxcfleet/lxcfleet.toml",
-		"./usr/sbin/lxc-stop-all", "./usr/sbin/update-code", "./usr/sbin/lxc-start-all"} {
-		if !strings.Contains(string(contents), want) {
-			t.Errorf("dpkg-deb --contents lacks %s:\n%s", want, contents)
-		}
-	}
-	t.Logf("dpkg-deb --info:\n%s\ndpkg-deb --contents:\n%s", info, contents)
 }

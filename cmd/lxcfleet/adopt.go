@@ -2,11 +2,13 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"lxcfleet/provision"
 )
 
 func newAdoptCmd(g *globals) *cobra.Command {
 	var lf layoutFlags
-	var all bool
+	var all, clearAuto bool
 	cmd := &cobra.Command{
 		Use:   "adopt NAME...|--all",
 		Short: "Put existing containers into the layout: folders, Config seed, mount entries",
@@ -16,7 +18,12 @@ Config from the templates without overwriting anything, and adds the
 layout's three mount entries to its config file, keeping every other line.
 Before a config file changes, a copy is saved next to it as
 config.lxcfleet-backup-<time>. Running adopt again changes nothing.
-A running container gets the new mounts when it restarts.`,
+A running container gets the new mounts when it restarts.
+
+A container with lxc.start.auto = 1 is started by lxc.service at boot,
+before the agent and one at a time, and stopped one at a time at shutdown:
+adopt warns about it, and --clear-start-auto sets it to 0 so that the agent
+alone starts the lockers, in its bounded window.`,
 		Example: `  lxcfleet adopt locker-001 locker-002
   lxcfleet adopt --all --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -29,11 +36,12 @@ A running container gets the new mounts when it restarts.`,
 			if err := checkLockerNames(args); err != nil {
 				return err
 			}
-			c, err := lf.config()
+			s, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
-			h, p, err := lf.provisioner(g, c)
+			h := s.host
+			p, err := s.provisioner()
 			if err != nil {
 				return err
 			}
@@ -43,7 +51,7 @@ A running container gets the new mounts when it restarts.`,
 					return usagef("no containers in %s", h.LXCPath())
 				}
 			}
-			results, err := p.Adopt(cmd.Context(), names)
+			results, err := p.AdoptWith(cmd.Context(), names, provision.AdoptOptions{ClearStartAuto: clearAuto})
 			if err != nil {
 				return asUsage(err)
 			}
@@ -52,5 +60,6 @@ A running container gets the new mounts when it restarts.`,
 	}
 	lf.register(cmd, true)
 	cmd.Flags().BoolVar(&all, "all", false, "adopt every container of the lxcpath")
+	cmd.Flags().BoolVar(&clearAuto, "clear-start-auto", false, "set lxc.start.auto = 0 where it is 1 (otherwise lxc.service starts the locker at boot before the agent, and adopt warns)")
 	return cmd
 }

@@ -2,71 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
-	"lxcfleet/codeupdate"
-	"lxcfleet/console"
-	"lxcfleet/lxcctl"
-	"lxcfleet/mounts"
 )
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
-
-// newAgent wires an agent from the config: lxcctl for the containers,
-// codeupdate when code.origin is set, and the mount table for each
-// locker's real release.
-func newAgent(fc agent.FileConfig, log *slog.Logger, daemon bool) (*agent.Agent, error) {
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: log})
-	if err != nil {
-		return nil, usageError{fmt.Errorf("lxcpath: %w", err)}
-	}
-	deps := agent.Deps{Containers: h, Logger: log}
-	layout := mounts.LayoutAt(fc.Layout.Root)
-	if fc.Layout.Templates != "" {
-		layout.Templates = fc.Layout.Templates
-	}
-	if fc.Code.Origin != "" {
-		m, err := codeupdate.New(codeupdate.Options{Root: fc.Layout.Root, Origin: fc.Code.Origin, Npm: fc.Code.Npm, NpmTimeout: fc.Code.NpmTimeout.D(), Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("code.origin: %w", err)
-		}
-		deps.Code = m
-		deps.ReleaseOf = func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }
-	}
-	cfg := fc.AgentConfig()
-	cfg.Version = version
-	var a *agent.Agent
-	if daemon {
-		// The web console at / of the TCP listener; its maintenance page
-		// names the expected end of a running offline update.
-		cfg.Listen.Console = console.New(console.Options{Until: func() time.Time {
-			if a == nil {
-				return time.Time{}
-			}
-			return a.MaintenanceUntil()
-		}})
-	} else {
-		// An in-process agent has no listener and runs no schedules.
-		cfg.Listen = agent.Listen{}
-		cfg.Schedules = nil
-	}
-	a, err = agent.New(cfg, deps)
-	if errors.Is(err, agent.ErrJournalLocked) {
-		return nil, fmt.Errorf("%w\n(the journal is %s/journal.db; give --state-dir to run beside it)", err, fc.StateDir)
-	}
-	return a, err
-}
-
 func newAgentCmd(g *globals) *cobra.Command {
-	var config string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the lxcfleet daemon: HTTP API, job journal, crash recovery, schedules",
@@ -82,34 +33,48 @@ the agent with a message naming it (exit code 2). Logs go to stderr.`,
   lxcfleet agent --config /etc/lxcfleet/lxcfleet.toml --log-level info`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fc, err := agent.LoadConfig(config, cmd.Flags().Changed("config"))
-			if err != nil {
-				return usageError{err}
-			}
-			if cmd.Flags().Changed("lxcpath") {
-				fc.LXCPath = g.lxcpath
-			}
 			if !cmd.Flags().Changed("log-level") {
 				g.logLevel = "info"
 				if err := g.setupLogging(); err != nil {
 					return err
 				}
 			}
-			return runAgent(cmd.Context(), fc, slog.Default())
+			s, err := g.wire(cmd)
+			if err != nil {
+				return err
+			}
+			return runAgent(cmd.Context(), s)
 		},
 	}
-	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "config file (TOML)")
 	return cmd
 }
 
 // runAgent runs the daemon until ctx ends; a cancelled ctx is a normal stop.
-func runAgent(ctx context.Context, fc agent.FileConfig, log *slog.Logger) error {
-	a, err := newAgent(fc, log, true)
+// Under systemd (Type=notify) it says READY=1 once it serves, pings the
+// watchdog while its API answers, and says STOPPING=1 on the way out.
+// SIGHUP is ignored (with a note): the config is read at start.
+func runAgent(ctx context.Context, s *stack) error {
+	fc, log := s.fc, s.log
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	a, err := s.agent(true)
 	if err != nil {
 		return err
 	}
-	log.Info("lxcfleet agent starting", "version", version, "lxcpath", fc.LXCPath, "state_dir", fc.StateDir, "pid", os.Getpid(), "code_origin", fc.Code.Origin != "")
+	log.Info("lxcfleet agent starting", "version", buildVersion(), "lxcpath", fc.LXCPath, "state_dir", fc.StateDir, "pid", os.Getpid(), "code_origin", fc.Code.Origin != "")
+	nctx, stopNotify := context.WithCancel(ctx)
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		notifySystemd(nctx, a, hup, log)
+	}()
 	err = a.Run(ctx)
+	stopNotify()
+	<-notified
+	if _, nerr := daemon.SdNotify(false, daemon.SdNotifyStopping); nerr != nil {
+		log.Debug("telling systemd the agent stops", "err", nerr)
+	}
 	if cerr := a.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -118,4 +83,63 @@ func runAgent(ctx context.Context, fc agent.FileConfig, log *slog.Logger) error 
 	}
 	log.Info("lxcfleet agent stopped")
 	return nil
+}
+
+// notifySystemd tells the service manager the agent is ready once it
+// listens, then pings the watchdog (when WatchdogSec is set) each half
+// interval in which the agent's own /healthz answers, and logs each SIGHUP.
+func notifySystemd(ctx context.Context, a *agent.Agent, hup <-chan os.Signal, log *slog.Logger) {
+	select {
+	case <-a.Ready():
+	case <-ctx.Done():
+		return
+	}
+	if sent, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("telling systemd the agent is ready", "err", err)
+	} else if sent {
+		log.Info("told systemd the agent is ready")
+	}
+	var tick <-chan time.Time
+	if every, err := daemon.SdWatchdogEnabled(false); err != nil {
+		log.Warn("reading the systemd watchdog settings", "err", err)
+	} else if every > 0 {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	// The watchdog is pinged only after a real round trip through the
+	// agent's socket (a hung server or handler stops the pings).
+	var cl *http.Client
+	for _, ad := range a.Addrs() {
+		if ad.Network() == "unix" {
+			cl = socketClient(ad.String())
+			cl.Timeout = 5 * time.Second
+			break
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Warn("SIGHUP ignored: the config is read at start; restart the agent to apply a change")
+		case <-tick:
+			if cl != nil {
+				resp, err := cl.Get("http://lxcfleet/healthz")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					log.Error("the agent's /healthz does not answer: not pinging the systemd watchdog", "err", err)
+					continue
+				}
+			}
+			if _, err := daemon.SdNotify(false, daemon.SdNotifyWatchdog); err != nil {
+				log.Warn("pinging the systemd watchdog", "err", err)
+			}
+		}
+	}
 }

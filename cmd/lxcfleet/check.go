@@ -25,11 +25,12 @@ Exit 1 when any locker deviates.`,
 			if err := checkLockerNames(args); err != nil {
 				return err
 			}
-			c, err := lf.config()
+			s, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
-			h, p, err := lf.provisioner(g, c)
+			h := s.host
+			p, err := s.provisioner()
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,6 @@ import (
 // socket, or (with --local, or when no daemon answers) an agent in this
 // process running the same code with no listener.
 type clientFlags struct {
-	config   string
 	socket   string
 	local    bool
 	stateDir string
@@ -34,19 +33,9 @@ type clientFlags struct {
 
 func (c *clientFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.config, "config", agent.DefaultConfigPath, "the agent's config file")
 	f.StringVar(&c.socket, "socket", "", "the agent's Unix socket (default: listen.socket of the config)")
 	f.BoolVar(&c.local, "local", false, "run in this process instead of through the agent daemon")
 	f.StringVar(&c.stateDir, "state-dir", "", "journal folder of a --local run (default: state_dir of the config; LXCPATH/.lxcfleet for another lxcpath)")
-}
-
-// loadConfig reads the config file; a bad one is bad input.
-func (c *clientFlags) loadConfig(cmd *cobra.Command) (agent.FileConfig, error) {
-	fc, err := agent.LoadConfig(c.config, cmd.Flags().Changed("config"))
-	if err != nil {
-		return fc, usageError{err}
-	}
-	return fc, nil
 }
 
 // apiClient talks HTTP to an agent: over its socket, or in process.
@@ -57,21 +46,20 @@ type apiClient struct {
 }
 
 // connect returns a client of the daemon when one answers on the socket
-// and serves the same lxcpath, and of an in-process agent otherwise.
+// and serves the same lxcpath, and of an in-process agent otherwise (with
+// a note on stderr unless --local asked for it).
 func (c *clientFlags) connect(cmd *cobra.Command, g *globals) (*apiClient, error) {
-	fc, err := c.loadConfig(cmd)
+	s, err := g.wire(cmd)
 	if err != nil {
 		return nil, err
 	}
-	lxcpath := fc.LXCPath
+	lxcpath := s.fc.LXCPath
 	explicitPath := cmd.Flags().Changed("lxcpath")
-	if explicitPath {
-		lxcpath, _ = filepath.Abs(g.lxcpath)
-	}
 	sock := c.socket
 	if sock == "" {
-		sock = fc.Listen.Socket
+		sock = s.fc.Listen.Socket
 	}
+	why := ""
 	if !c.local && c.stateDir == "" && sock != "" {
 		cl := &apiClient{http: socketClient(sock), close: func() {}}
 		var host agent.HostInfo
@@ -83,26 +71,27 @@ func (c *clientFlags) connect(cmd *cobra.Command, g *globals) (*apiClient, error
 			slog.Debug("using the agent", "socket", sock)
 			return cl, nil
 		case err == nil:
-			slog.Debug("the agent serves another lxcpath: running in process", "agent", host.LXCPath, "lxcpath", lxcpath)
+			why = fmt.Sprintf("the agent on %s serves %s, not %s", sock, host.LXCPath, lxcpath)
 		default:
-			slog.Debug("no agent answers: running in process", "socket", sock, "err", err)
+			why = fmt.Sprintf("no agent answers on %s", sock)
+			slog.Debug("no agent answers", "socket", sock, "err", err)
 		}
 	}
 	stateDir := c.stateDir
-	if stateDir == "" {
-		stateDir = fc.StateDir
-		if explicitPath && filepath.Clean(lxcpath) != filepath.Clean(fc.LXCPath) {
-			stateDir = filepath.Join(lxcpath, ".lxcfleet")
-		}
+	if stateDir == "" && explicitPath && s.lxcpathOverridden() {
+		stateDir = filepath.Join(lxcpath, ".lxcfleet")
 	}
-	fc.LXCPath = lxcpath
-	fc.StateDir = stateDir
-	a, err := newAgent(fc, slog.Default(), false)
+	if stateDir != "" {
+		s.fc.StateDir = stateDir
+	}
+	if why != "" {
+		fmt.Fprintf(g.stderr, "lxcfleet: %s: running in this process (journal in %s)\n", why, s.fc.StateDir)
+	}
+	a, err := s.agent(false)
 	if err != nil {
 		return nil, err
 	}
-	cl := inProcess(a)
-	return cl, nil
+	return inProcess(a), nil
 }
 
 func socketClient(sock string) *http.Client {

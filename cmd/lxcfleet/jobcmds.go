@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -161,6 +162,25 @@ func newJobCmd(g *globals, kind agent.JobKind, use, short, long, example string,
 	return cmd
 }
 
+func newRestartCmd(g *globals) *cobra.Command {
+	cmd := newJobCmd(g, agent.KindRestart, "restart NAME...|--group GROUP",
+		"Restart lockers: stop gracefully, start, wait healthy, at most --window at once",
+		`Replace each named locker (or each of --group): a graceful stop (halt
+signal, then kill after --stop-timeout), a start on the current release, and
+a wait until it is healthy (--health, within --deadline). At most --window
+lockers are down at once. The restart is a job of the agent, journaled: a
+crash of the agent mid-job starts the stopped lockers again.`,
+		"  lxcfleet restart locker-001 locker-002\n  lxcfleet restart --group web --window 2 --health 'http://127.0.0.1:{port}/healthz'",
+		&rolloutFlags{}, nil)
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if g, _ := cmd.Flags().GetString("group"); len(args) == 0 && g == "" {
+			return errors.New("restart needs NAMEs or --group")
+		}
+		return nil
+	}
+	return cmd
+}
+
 func newUpdateCodeCmd(g *globals) *cobra.Command {
 	rf := &rolloutFlags{withStrategy: true, withCode: true}
 	return newJobCmd(g, agent.KindUpdate, "update-code [NAME...]",
@@ -245,7 +265,6 @@ With --current, print the current build (release, build number, commit).`,
 func clientFlagsOf(cmd *cobra.Command) clientFlags {
 	f := cmd.Flags()
 	var c clientFlags
-	c.config, _ = f.GetString("config")
 	c.socket, _ = f.GetString("socket")
 	c.local, _ = f.GetBool("local")
 	c.stateDir, _ = f.GetString("state-dir")
@@ -312,10 +331,11 @@ func newSchedulesCmd(g *globals) *cobra.Command {
 		Short: "Show the cron maintenance windows with their next and last runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fc, err := cf.loadConfig(cmd)
+			st, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
+			fc := st.fc
 			var out struct {
 				Schedules []agent.ScheduleInfo `json:"schedules"`
 			}

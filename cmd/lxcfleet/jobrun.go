@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
+	"lxcfleet/codeupdate"
 	"lxcfleet/lxcctl"
 )
 
@@ -142,7 +144,7 @@ func reportJob(g *globals, p *progress, j agent.Job) error {
 	case res.Summary != "":
 		fmt.Fprintln(g.stdout, res.Summary)
 	case j.State == agent.JobSucceeded && len(j.Result) > 0:
-		fmt.Fprintf(g.stdout, "%s\n", j.Result)
+		printResultText(g.stdout, j)
 	}
 	for _, o := range res.Outcomes {
 		if o.Failed() {
@@ -153,6 +155,76 @@ func reportJob(g *globals, p *progress, j agent.Job) error {
 		return jobEnd(j, false)
 	}
 	return jobEnd(j, true)
+}
+
+// printResultText prints the result of a job with no summary (check-update,
+// build) as text for people.
+func printResultText(w io.Writer, j agent.Job) {
+	switch j.Kind {
+	case agent.KindCheckUpdate:
+		var u codeupdate.UpdateInfo
+		if err := json.Unmarshal(j.Result, &u); err != nil {
+			break
+		}
+		printUpdateInfo(w, u)
+		return
+	case agent.KindBuild:
+		var r codeupdate.Release
+		if err := json.Unmarshal(j.Result, &r); err != nil {
+			break
+		}
+		fmt.Fprintf(w, "built release %s: build %d, commit %s%s, npm %s; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject), r.Npm)
+		if r.State == codeupdate.StateBad {
+			fmt.Fprintf(w, "release %s is marked bad (%s): update-code to it needs --force\n", r.Name, r.BadReason)
+		}
+		return
+	}
+	fmt.Fprintf(w, "job %s %s\n", j.ID, j.State)
+}
+
+// printUpdateInfo says whether an update is available, what it brings and
+// what it needs.
+func printUpdateInfo(w io.Writer, u codeupdate.UpdateInfo) {
+	cur := u.CurrentRelease
+	if cur == "" {
+		cur = "none yet"
+	}
+	if !u.Available {
+		fmt.Fprintf(w, "up to date: current release %s is %s (%s)\n", cur, u.Target, short(u.TargetSHA))
+		return
+	}
+	need := "a restart is enough (package-lock.json unchanged)"
+	if u.NpmNeeded {
+		need = "npm will run (package-lock.json changed)"
+	}
+	fmt.Fprintf(w, "update available: %s is %s ahead of current release %s; target release %s; %s\n",
+		u.Target, plural(u.Behind, "commit"), cur, u.TargetRelease, need)
+	if u.TargetBuilt {
+		fmt.Fprintf(w, "release %s is built already\n", u.TargetRelease)
+	}
+	if u.TargetBad {
+		fmt.Fprintf(w, "WARNING: release %s is marked bad: update-code to it is refused without --force\n", u.TargetRelease)
+	}
+	for _, c := range u.Commits {
+		fmt.Fprintf(w, "  %s %s\n", short(c.SHA), c.Subject)
+	}
+	if len(u.Commits) < u.Behind {
+		fmt.Fprintf(w, "  ... and %d more\n", u.Behind-len(u.Commits))
+	}
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func subject(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
 }
 
 // stopResults and startResults turn a job's outcomes back into lxcctl's.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -61,10 +62,7 @@ func (p *progress) event(e lxcctl.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.enc != nil {
-		_ = p.enc.Encode(struct {
-			Type string `json:"type"`
-			lxcctl.Event
-		}{"event", e})
+		_ = p.enc.Encode(eventLine{Type: "event", Time: e.Time, Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome, Seconds: e.Duration.Seconds(), Error: e.Error})
 		return
 	}
 	finished := p.done[e.Phase] || e.Phase == lxcctl.PhaseFailed || e.Phase == lxcctl.PhaseSkipped
@@ -83,6 +81,48 @@ func (p *progress) event(e lxcctl.Event) {
 			fmt.Fprintln(p.plain, msg)
 		}
 	}
+}
+
+// eventLine is one container event of a --json stream (see the README's
+// JSON convention: RFC 3339 times, seconds as numbers).
+type eventLine struct {
+	Type      string    `json:"type"`
+	Time      time.Time `json:"time"`
+	Container string    `json:"container"`
+	Phase     string    `json:"phase"`
+	Outcome   string    `json:"outcome,omitempty"`
+	Seconds   float64   `json:"seconds,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// lockerLine is one container's outcome in the result of stop-all or
+// start-all with --json.
+type lockerLine struct {
+	Name    string  `json:"name"`
+	Outcome string  `json:"outcome"`
+	Seconds float64 `json:"seconds"`
+	Error   string  `json:"error,omitempty"`
+}
+
+func lockerLines[R lxcctl.StopResult | lxcctl.StartResult](res []R) []lockerLine {
+	out := make([]lockerLine, 0, len(res))
+	for _, r := range res {
+		var l lockerLine
+		switch r := any(r).(type) {
+		case lxcctl.StopResult:
+			l = lockerLine{Name: r.Name, Outcome: string(r.Outcome), Seconds: r.Duration.Seconds()}
+			if r.Err != nil {
+				l.Error = r.Err.Error()
+			}
+		case lxcctl.StartResult:
+			l = lockerLine{Name: r.Name, Outcome: string(r.Outcome), Seconds: r.Duration.Seconds()}
+			if r.Err != nil {
+				l.Error = r.Err.Error()
+			}
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // finish removes the bar.

@@ -5,68 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
-	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
+	"lxcfleet/provision"
 )
 
-// layoutFlags are the flags that say where the layout lives; their
-// defaults come from the [layout] section of agent.DefaultConfigPath.
-type layoutFlags struct {
-	root      string
-	templates string
-}
+// layoutFlags are the flags that override the config's [layout]; wire
+// reads them.
+type layoutFlags struct{}
 
-func (lf *layoutFlags) register(cmd *cobra.Command, templates bool) {
-	cmd.Flags().StringVar(&lf.root, "root", "", "layout root holding current, releases/ and lockers/ (default: layout.root of "+agent.DefaultConfigPath+", else "+mounts.DefaultRoot+")")
+func (layoutFlags) register(cmd *cobra.Command, templates bool) {
+	cmd.Flags().String("root", "", "layout root holding current, releases/ and lockers/ (default: layout.root of the config, else "+mounts.DefaultRoot+")")
 	if templates {
-		cmd.Flags().StringVar(&lf.templates, "templates", "", "folder of config templates seeded into each locker's Config, never overwriting (default: layout.templates of the config file)")
+		cmd.Flags().String("templates", "", "folder of config templates seeded into each locker's Config, never overwriting (default: layout.templates of the config)")
 	}
 }
 
-// config reads the config file (a missing one gives the defaults); a broken
-// one is bad input.
-func (lf *layoutFlags) config() (agent.FileConfig, error) {
-	c, err := agent.LoadConfig(agent.DefaultConfigPath, false)
-	if err != nil {
-		return c, usageError{err}
-	}
-	return c, nil
-}
-
-// layout returns the layout from the config file and the flags.
-func (lf *layoutFlags) layout(c agent.FileConfig) mounts.Layout {
-	if lf.root != "" {
-		c.Layout.Root = lf.root
-	}
-	if lf.templates != "" {
-		c.Layout.Templates = lf.templates
-	}
-	return agent.LayoutFromConfig(c)
-}
-
-// provisioner opens the lxcpath and checks the layout.
-func (lf *layoutFlags) provisioner(g *globals, c agent.FileConfig) (*lxcctl.Host, *agent.Provisioner, error) {
-	h, err := g.host()
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := agent.NewProvisioner(h, lf.layout(c), slog.Default())
-	if err != nil {
-		return nil, nil, asUsage(err)
-	}
-	return h, p, nil
-}
-
-// asUsage turns the agent's InvalidError into bad input (exit 2).
+// asUsage turns an InvalidError of the agent or of provision into bad
+// input (exit 2).
 func asUsage(err error) error {
 	var ie agent.InvalidError
-	if errors.As(err, &ie) {
+	var pe provision.InvalidError
+	if errors.As(err, &ie) || errors.As(err, &pe) {
 		return usageError{err}
 	}
 	return err
@@ -100,7 +64,8 @@ without a PORT there gets the lowest port from --port-base up that no
 container uses. The lockers are left stopped: start them with start-all.
 
 A locker that fails leaves nothing behind: no container, no folders.
-Defaults come from the [layout] and [provision] sections of ` + agent.DefaultConfigPath + `.`,
+Defaults come from the [layout] and [provision] sections of the config
+(--config, default ` + agent.DefaultConfigPath + `); the flags given override them.`,
 		Example: `  lxcfleet provision --template busybox --node /usr/bin/node \
       --init '/usr/bin/node /opt/app/server.js' --port-base 4100 locker-001 locker-002`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -110,11 +75,11 @@ Defaults come from the [layout] and [provision] sections of ` + agent.DefaultCon
 			if err := checkLockerNames(args); err != nil {
 				return err
 			}
-			c, err := lf.config()
+			s, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
-			opts := agent.ProvisionOptionsFromConfig(c)
+			opts := s.provisionOptions()
 			f := cmd.Flags()
 			if f.Changed("template") {
 				opts.Template = template
@@ -132,7 +97,7 @@ Defaults come from the [layout] and [provision] sections of ` + agent.DefaultCon
 				opts.PortBase = portBase
 			}
 			opts.Node, opts.Idmap = node, idmap
-			_, p, err := lf.provisioner(g, c)
+			p, err := s.provisioner()
 			if err != nil {
 				return err
 			}
@@ -157,12 +122,12 @@ Defaults come from the [layout] and [provision] sections of ` + agent.DefaultCon
 
 // printLockerResults prints what provision or adopt did; any failure is
 // exit 1.
-func printLockerResults(g *globals, results []agent.LockerResult) error {
+func printLockerResults(g *globals, results []provision.LockerResult) error {
 	failed := 0
 	counts := map[string]int{}
 	for _, r := range results {
 		counts[r.Outcome]++
-		if r.Outcome == agent.OutcomeFailed {
+		if r.Outcome == provision.OutcomeFailed {
 			failed++
 		}
 	}
@@ -175,7 +140,7 @@ func printLockerResults(g *globals, results []agent.LockerResult) error {
 	} else {
 		printLockerText(g.stdout, results)
 		var parts []string
-		for _, o := range []string{agent.OutcomeProvisioned, agent.OutcomeAdopted, agent.OutcomeUnchanged, agent.OutcomeFailed} {
+		for _, o := range []string{provision.OutcomeProvisioned, provision.OutcomeAdopted, provision.OutcomeUnchanged, provision.OutcomeFailed} {
 			if counts[o] > 0 {
 				parts = append(parts, fmt.Sprintf("%d %s", counts[o], o))
 			}
@@ -188,13 +153,13 @@ func printLockerResults(g *globals, results []agent.LockerResult) error {
 	return nil
 }
 
-func printLockerText(w io.Writer, results []agent.LockerResult) {
+func printLockerText(w io.Writer, results []provision.LockerResult) {
 	for _, r := range results {
 		switch r.Outcome {
-		case agent.OutcomeFailed:
+		case provision.OutcomeFailed:
 			fmt.Fprintf(w, "FAILED %s: %s\n", r.Name, r.Error)
 			continue
-		case agent.OutcomeUnchanged:
+		case provision.OutcomeUnchanged:
 			fmt.Fprintf(w, "unchanged %s\n", r.Name)
 			continue
 		}

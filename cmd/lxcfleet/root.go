@@ -11,16 +11,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
 )
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	lxcpath  string
-	jsonOut  bool
-	logLevel string
-	stdout   io.Writer
-	stderr   io.Writer
+	config    string
+	lxcpath   string
+	jsonOut   bool
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 func newRootCmd() *cobra.Command {
@@ -43,9 +46,11 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.lxcpath, "lxcpath", lxcctl.DefaultLXCPath, "folder holding the containers (LXC's lxcpath)")
+	pf.StringVar(&g.config, "config", agent.DefaultConfigPath, "config file (TOML); the flags given override it")
+	pf.StringVar(&g.lxcpath, "lxcpath", "", "folder holding the containers (default: lxcpath of the config, else "+lxcctl.DefaultLXCPath+")")
 	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON instead of text")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", logAuto, "log format on stderr: text, json, journal (syslog priority prefixes, no timestamps), or auto (journal when systemd's journal reads stderr, else text)")
 	root.AddCommand(
 		newStopAllCmd(g),
 		newStartAllCmd(g),
@@ -61,8 +66,49 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		newJobGroupCmd(g),
 		newServiceCmd(g),
 		newProvisionCmd(g), newAdoptCmd(g), newCheckCmd(g),
+		newRestartCmd(g),
 	)
+	root.Version = buildVersion()
+	root.SetVersionTemplate("lxcfleet {{.Version}}\n")
+	strictArgs(root)
 	return root
+}
+
+// strictArgs makes every argument error bad input (exit 2): an unknown
+// command, a group command given an unknown subcommand (`job cancl x`) or
+// none, and too many or too few arguments.
+func strictArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.SuggestionsMinimumDistance = 2
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return usagef("%s (see '%s --help')", msg, cmd.CommandPath())
+		}
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if !cmd.HasParent() {
+				return cmd.Help()
+			}
+			return usagef("%s needs a subcommand (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
+		}
+		return
+	}
+	if v := c.Args; v != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := v(cmd, args); err != nil {
+				return usagef("%v (see '%s --help')", err, cmd.CommandPath())
+			}
+			return nil
+		}
+	}
 }
 
 func (g *globals) setupLogging() error {
@@ -70,17 +116,12 @@ func (g *globals) setupLogging() error {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return usagef("invalid --log-level %q: want debug, info, warn or error", g.logLevel)
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl})))
-	return nil
-}
-
-// host opens the lxcpath; a missing one is bad input.
-func (g *globals) host() (*lxcctl.Host, error) {
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: g.lxcpath, Logger: slog.Default()})
+	h, err := newLogHandler(g.logFormat, g.stderr, lvl)
 	if err != nil {
-		return nil, usageError{err}
+		return usageError{err}
 	}
-	return h, nil
+	slog.SetDefault(slog.New(h))
+	return nil
 }
 
 // selection is the flags that pick containers.

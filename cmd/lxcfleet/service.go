@@ -5,20 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/kardianos/service"
 	"github.com/spf13/cobra"
 
-	"lxcfleet/agent"
+	"lxcfleet/packaging"
 )
 
 // agentService runs the agent under kardianos/service: Start returns at
 // once and runs the agent in a goroutine; Stop cancels its context and
 // waits for it to end.
 type agentService struct {
-	fc  agent.FileConfig
-	log *slog.Logger
+	stack *stack
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -33,7 +35,7 @@ func (s *agentService) Start(service.Service) error {
 	s.cancel, s.done = cancel, done
 	s.mu.Unlock()
 	go func() {
-		err := runAgent(ctx, s.fc, s.log)
+		err := runAgent(ctx, s.stack)
 		if err != nil {
 			s.log.Error("the agent stopped", "err", err)
 		}
@@ -55,46 +57,52 @@ func (s *agentService) Stop(service.Service) error {
 }
 
 // serviceConfig describes the lxcfleet unit as kardianos/service installs
-// it; packaging/lxcfleet.service is the same unit for the .deb.
-func serviceConfig(configPath string) *service.Config {
+// it: the .deb's unit (packaging.Unit), with this binary's path and the
+// config given, so that both install the same unit.
+func serviceConfig(binary, configPath string) *service.Config {
 	return &service.Config{
 		Name:        "lxcfleet",
 		DisplayName: "lxcfleet host agent",
 		Description: "lxcfleet host agent (bounded, graceful restarts and updates of LXC lockers)",
+		Executable:  binary,
 		Arguments:   []string{"agent", "--config", configPath},
-		Dependencies: []string{
-			"After=network-online.target lxc.service lxc-net.service lxc-monitord.service",
-			"Wants=network-online.target",
-		},
 		Option: service.KeyValue{
-			"Restart":           "on-failure",
-			"SuccessExitStatus": "130",
-			"LimitNOFILE":       1048576,
-			"KillMode":          "process",
+			// kardianos/service reads it as a text/template; the unit has
+			// no actions in it, so it is written as it is.
+			"SystemdScript": packaging.UnitFor(binary, configPath),
 		},
 	}
 }
 
 func newServiceCmd(g *globals) *cobra.Command {
-	var config string
 	cmd := &cobra.Command{
 		Use:   "service install|uninstall|start|stop|restart|status|run",
 		Short: "Install, remove, start, stop or query the agent as a system service",
 		Long: `Manage the agent as a system service (systemd on Debian) through
 kardianos/service. "install" writes a unit that runs "lxcfleet agent --config
-FILE" after LXC's own units, restarting on failure; "run" runs the agent in
-the foreground the way the service manager does.
-
-The .deb (make deb) ships packaging/lxcfleet.service instead: use one or the
-other.`,
+FILE": the same unit the .deb installs (Type=notify with a watchdog,
+KillMode=mixed, RestartPreventExitStatus=2), with this binary's path and
+the config given; "run" runs the agent in the foreground the way the service
+manager does. Use the .deb or "service install", not both.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"install", "uninstall", "start", "stop", "restart", "status", "run"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fc, err := agent.LoadConfig(config, cmd.Flags().Changed("config"))
+			st, err := g.wire(cmd)
+			if err != nil {
+				return err
+			}
+			exe, err := os.Executable()
+			if err == nil {
+				exe, err = filepath.EvalSymlinks(exe)
+			}
+			if err != nil {
+				return fmt.Errorf("finding this binary: %w", err)
+			}
+			config, err := filepath.Abs(g.config)
 			if err != nil {
 				return usageError{err}
 			}
-			svc, err := service.New(&agentService{fc: fc, log: slog.Default()}, serviceConfig(config))
+			svc, err := service.New(&agentService{stack: st, log: slog.Default()}, serviceConfig(exe, config))
 			if err != nil {
 				return fmt.Errorf("service: %w", err)
 			}
@@ -130,6 +138,5 @@ other.`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "config file the service's agent reads")
 	return cmd
 }

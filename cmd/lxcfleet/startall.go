@@ -14,7 +14,8 @@ func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
 	var health string
-	window, deadline := 4, 60*time.Second
+	var window int
+	var deadline time.Duration
 	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",
@@ -93,25 +94,25 @@ Exit code 1 when any is unhealthy or failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once (the window K; default: defaults.window)")
-	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline)")
+	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once, the window K (default: defaults.window of the config, 4)")
+	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline of the config, 1m)")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
-	cmd.Flags().StringVar(&health, "health", "none", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health)")
+	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
 	return cmd
 }
 
 // startSummary is the outcome of a start-all.
 type startSummary struct {
-	Total          int                  `json:"total"`
-	Healthy        int                  `json:"healthy"`
-	AlreadyRunning int                  `json:"already_running"`
-	Failed         map[string]string    `json:"failed"`
-	Seconds        float64              `json:"seconds"`
-	Results        []lxcctl.StartResult `json:"results"`
+	Total          int               `json:"total"`
+	Healthy        int               `json:"healthy"`
+	AlreadyRunning int               `json:"already_running"`
+	Failed         map[string]string `json:"failed"`
+	Seconds        float64           `json:"seconds"`
+	Results        []lockerLine      `json:"results"`
 }
 
 func reportStart(g *globals, p *progress, res []lxcctl.StartResult, took time.Duration) error {
-	s := startSummary{Total: len(res), Failed: map[string]string{}, Seconds: took.Seconds(), Results: res}
+	s := startSummary{Total: len(res), Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
 	var failed []string
 	for _, r := range res {
 		switch r.Outcome {

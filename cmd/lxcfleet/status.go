@@ -40,15 +40,11 @@ release whose folder was deleted under a running locker shows as
 		Example: `  lxcfleet status
   lxcfleet status --group web --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.host()
+			s, err := g.wire(cmd)
 			if err != nil {
 				return err
 			}
-			c, err := lf.config()
-			if err != nil {
-				return err
-			}
-			layout := lf.layout(c)
+			h, layout := s.host, s.layout
 			infos, err := sel.pick(cmd, h, args)
 			if err != nil {
 				return err

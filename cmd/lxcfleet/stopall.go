@@ -13,7 +13,8 @@ import (
 func newStopAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	parallel, timeout := 8, 10*time.Second
+	var parallel int
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "stop-all [NAME...]",
 		Short: "Stop lockers gracefully, a bounded number at once",
@@ -65,8 +66,8 @@ Exit code 1 when any failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: the agent's defaults.stop_parallel)")
-	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout)")
+	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: defaults.stop_parallel of the config, 8)")
+	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout of the config, 10s)")
 	return cmd
 }
 
@@ -87,17 +88,17 @@ func validNames(names []string, group string) ([]string, error) {
 
 // stopSummary is the outcome of a stop-all.
 type stopSummary struct {
-	Total          int                 `json:"total"`
-	Clean          int                 `json:"clean"`
-	Killed         []string            `json:"killed"`
-	AlreadyStopped int                 `json:"already_stopped"`
-	Failed         map[string]string   `json:"failed"`
-	Seconds        float64             `json:"seconds"`
-	Results        []lxcctl.StopResult `json:"results"`
+	Total          int               `json:"total"`
+	Clean          int               `json:"clean"`
+	Killed         []string          `json:"killed"`
+	AlreadyStopped int               `json:"already_stopped"`
+	Failed         map[string]string `json:"failed"`
+	Seconds        float64           `json:"seconds"`
+	Results        []lockerLine      `json:"results"`
 }
 
 func reportStop(g *globals, p *progress, res []lxcctl.StopResult, took time.Duration) error {
-	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Seconds: took.Seconds(), Results: res}
+	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
 	var failed []string
 	for _, r := range res {
 		switch r.Outcome {

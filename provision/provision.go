@@ -1,4 +1,4 @@
-package agent
+package provision
 
 import (
 	"bufio"
@@ -24,6 +24,14 @@ import (
 	"lxcfleet/mounts"
 )
 
+// InvalidError is bad input (a name, an option, a layout): exit 2 from
+// the CLI.
+type InvalidError struct{ Msg string }
+
+func (e InvalidError) Error() string { return e.Msg }
+
+func invalidf(format string, a ...any) error { return InvalidError{fmt.Sprintf(format, a...)} }
+
 // LockerHost is what provisioning, adoption and layout checks need from
 // LXC; *lxcctl.Host provides it.
 type LockerHost interface {
@@ -40,7 +48,7 @@ type LockerHost interface {
 // lines become the container's lxc.environment (PORT among them).
 const LockerEnvFile = "locker.env"
 
-// The networks ProvisionOptions.Network accepts.
+// The networks Options.Network accepts.
 const (
 	// NetworkNone shares the host's network (each locker on its own port).
 	NetworkNone = "none"
@@ -50,8 +58,8 @@ const (
 	NetworkTemplate = "template"
 )
 
-// ProvisionOptions says how Provision makes a locker's container.
-type ProvisionOptions struct {
+// Options says how Provision makes a locker's container.
+type Options struct {
 	// Template is the LXC template ("busybox", "download", ...); required.
 	Template string
 	// TemplateArgs are passed to the template (e.g. --dist alpine ...).
@@ -136,10 +144,10 @@ type Provisioner struct {
 	portMu sync.Mutex
 }
 
-// NewProvisioner checks the layout (its root must exist, no path may lead
+// New checks the layout (its root must exist, no path may lead
 // out of it, a template folder must exist) and returns a Provisioner. A bad
 // layout is an InvalidError.
-func NewProvisioner(h LockerHost, l mounts.Layout, log *slog.Logger) (*Provisioner, error) {
+func New(h LockerHost, l mounts.Layout, log *slog.Logger) (*Provisioner, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -163,47 +171,8 @@ func NewProvisioner(h LockerHost, l mounts.Layout, log *slog.Logger) (*Provision
 // Layout returns the layout the Provisioner applies.
 func (p *Provisioner) Layout() mounts.Layout { return p.layout }
 
-// LayoutFromConfig returns the [layout] section of the config file as a
-// mounts.Layout.
-func LayoutFromConfig(c FileConfig) mounts.Layout {
-	root := c.Layout.Root
-	if root == "" {
-		root = mounts.DefaultRoot
-	}
-	l := mounts.LayoutAt(root)
-	if c.Layout.AppPath != "" {
-		l.AppPath = c.Layout.AppPath
-	}
-	if c.Layout.MePath != "" {
-		l.MePath = c.Layout.MePath
-	}
-	if c.Layout.ConfigPath != "" {
-		l.ConfigPath = c.Layout.ConfigPath
-	}
-	if c.Layout.ConfigReadOnly != nil {
-		l.ConfigReadOnly = *c.Layout.ConfigReadOnly
-	}
-	l.Templates = c.Layout.Templates
-	return l
-}
-
-// ProvisionOptionsFromConfig returns the [provision] section of the config
-// file as ProvisionOptions.
-func ProvisionOptionsFromConfig(c FileConfig) ProvisionOptions {
-	x := c.Provision
-	return ProvisionOptions{
-		Template:     x.Template,
-		TemplateArgs: slices.Clone(x.TemplateArgs),
-		Network:      x.Network,
-		HaltSignal:   x.HaltSignal,
-		Init:         x.Init,
-		PortBase:     x.PortBase,
-		ExtraConfig:  slices.Clone(x.ExtraConfig),
-	}
-}
-
 // withDefaults fills zero fields and validates the options.
-func (o ProvisionOptions) withDefaults() (ProvisionOptions, error) {
+func (o Options) withDefaults() (Options, error) {
 	if o.Network == "" {
 		o.Network = NetworkNone
 	}
@@ -296,7 +265,7 @@ type lockerPlan struct {
 // locker either is provisioned completely or, on failure, leaves nothing
 // behind: no container, and none of the folders and files this call made.
 // The results come back in the order of names.
-func (p *Provisioner) Provision(ctx context.Context, names []string, opts ProvisionOptions) ([]LockerResult, error) {
+func (p *Provisioner) Provision(ctx context.Context, names []string, opts Options) ([]LockerResult, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -361,7 +330,7 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Provis
 }
 
 // provisionChanges describes a provisioned locker for a human.
-func provisionChanges(pl *lockerPlan, opts ProvisionOptions) []string {
+func provisionChanges(pl *lockerPlan, opts Options) []string {
 	out := []string{fmt.Sprintf("created container from template %q", opts.Template)}
 	for _, c := range pl.created {
 		out = append(out, "created folder "+c)
@@ -423,7 +392,7 @@ func (p *Provisioner) undo(ctx context.Context, pl *lockerPlan) error {
 
 // prepare makes a locker's folders, seeds its Config, reads its
 // environment and hands out its port.
-func (p *Provisioner) prepare(pl *lockerPlan, opts ProvisionOptions, used map[int]bool) error {
+func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool) error {
 	created, err := p.layout.Provision(pl.name, pl.owner)
 	pl.created = created
 	if err != nil {
@@ -468,7 +437,7 @@ func (p *Provisioner) prepare(pl *lockerPlan, opts ProvisionOptions, used map[in
 }
 
 // build creates the container and writes its config.
-func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts ProvisionOptions) error {
+func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) error {
 	if err := p.host.Create(ctx, pl.name, opts.Template, opts.TemplateArgs...); err != nil {
 		// Create cleans up after itself, but a container that exists now
 		// is ours to remove.
@@ -495,7 +464,7 @@ var keyRe = regexp.MustCompile(`^\s*([a-z0-9_.]+)\s*=\s*(.*?)\s*$`)
 // render rewrites a freshly created container's config: the keys
 // Provision sets are dropped where the template put them and written after
 // the template's lines, then the layout's mount entries are applied.
-func (p *Provisioner) render(old []byte, pl *lockerPlan, opts ProvisionOptions) ([]byte, error) {
+func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, error) {
 	drop := func(key, value string) bool {
 		switch {
 		case opts.Network != NetworkTemplate && strings.HasPrefix(key, "lxc.net."):
@@ -782,6 +751,24 @@ const backupSuffix = ".lxcfleet-backup-"
 // Invalid or unknown names are an InvalidError and nothing is done. A
 // locker that fails has the folders and files made for it removed again.
 func (p *Provisioner) Adopt(ctx context.Context, names []string) ([]LockerResult, error) {
+	return p.AdoptWith(ctx, names, AdoptOptions{})
+}
+
+// AdoptOptions tune Adopt.
+type AdoptOptions struct {
+	// ClearStartAuto sets lxc.start.auto = 0 in a container that has it at
+	// 1: otherwise lxc.service starts the locker at boot before the agent
+	// (one at a time, not in its bounded window) and stops it one at a time
+	// at shutdown. Without it Adopt keeps the line and warns in the Note.
+	ClearStartAuto bool
+}
+
+// startAutoOn matches a config line that makes lxc.service start the
+// container at boot.
+var startAutoOn = regexp.MustCompile(`(?m)^[ \t]*lxc\.start\.auto[ \t]*=[ \t]*1[ \t]*$`)
+
+// AdoptWith is Adopt with options.
+func (p *Provisioner) AdoptWith(ctx context.Context, names []string, opts AdoptOptions) ([]LockerResult, error) {
 	infos, err := p.existing(ctx, names)
 	if err != nil {
 		return nil, err
@@ -791,12 +778,12 @@ func (p *Provisioner) Adopt(ctx context.Context, names []string) ([]LockerResult
 		if err := ctx.Err(); err != nil {
 			return results[:i], err
 		}
-		results[i] = p.adoptOne(ctx, in)
+		results[i] = p.adoptOne(ctx, in, opts)
 	}
 	return results, nil
 }
 
-func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult {
+func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOptions) LockerResult {
 	r := LockerResult{Name: in.Name}
 	pl := &lockerPlan{name: in.Name}
 	fail := func(err error) LockerResult {
@@ -817,10 +804,22 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 		}
 	}
 	backup := ""
+	autoStart, clearedAuto := false, false
 	changed, err := p.host.EditConfig(in.Name, func(old []byte) ([]byte, error) {
 		out, changed, err := mounts.ApplyEntries(old, p.layout, in.Name)
-		if err != nil || !changed {
+		if err != nil {
 			return old, err
+		}
+		if startAutoOn.Match(out) {
+			if opts.ClearStartAuto {
+				out = startAutoOn.ReplaceAll(out, []byte("lxc.start.auto = 0"))
+				changed, clearedAuto = true, true
+			} else {
+				autoStart = true
+			}
+		}
+		if !changed {
+			return old, nil
 		}
 		b, err := writeBackup(p.host.ConfigPath(in.Name), old, p.now())
 		if err != nil {
@@ -842,6 +841,9 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 		r.Changes = append(r.Changes, "set the layout's mount entries in "+p.host.ConfigPath(in.Name))
 		r.Backup = backup
 	}
+	if clearedAuto {
+		r.Changes = append(r.Changes, "set lxc.start.auto = 0 (the agent starts it at boot, in its window)")
+	}
 	r.Outcome = OutcomeUnchanged
 	if len(r.Changes) > 0 {
 		r.Outcome = OutcomeAdopted
@@ -849,6 +851,14 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info) LockerResult
 			r.Note = "running: the new mounts apply when it restarts"
 		}
 		p.log.Info("adopted locker", "container", in.Name, "backup", backup)
+	}
+	if autoStart {
+		warn := "lxc.start.auto = 1: lxc.service starts it at boot before the agent (one at a time) and stops it one at a time at shutdown; adopt --clear-start-auto sets it to 0"
+		if r.Note != "" {
+			warn = r.Note + "; " + warn
+		}
+		r.Note = warn
+		p.log.Warn("adopted locker keeps lxc.start.auto = 1", "container", in.Name)
 	}
 	if port, err := strconv.Atoi(in.Env["PORT"]); err == nil {
 		r.Port = port

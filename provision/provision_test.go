@@ -1,4 +1,4 @@
-package agent
+package provision
 
 import (
 	"bufio"
@@ -27,14 +27,7 @@ import (
 	"lxcfleet/mounts"
 )
 
-// The forkstart re-exec (see lxcctl.ForkStartCommand) is routed in init
-// rather than in TestMain, so that this file claims no TestMain of the
-// package.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == lxcctl.ForkStartCommand {
-		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
-	}
-}
+func TestMain(m *testing.M) { testfleet.Main(m) }
 
 // layoutEnv is a real layout (root, two releases of the fixture app,
 // current -> r1, a config template folder) and a private lxcpath.
@@ -75,7 +68,7 @@ func newLayoutEnv(t *testing.T) *layoutEnv {
 		t.Fatal(err)
 	}
 	e.host = h
-	if e.prov, err = NewProvisioner(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
+	if e.prov, err = New(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("NewProvisioner: %v", err)
 	}
 	node, err := exec.LookPath("node")
@@ -148,8 +141,8 @@ func (e *layoutEnv) cleanup(t *testing.T, names ...string) {
 }
 
 // nodeOptions provisions lockers that run the fixture app from /opt/app.
-func (e *layoutEnv) nodeOptions(t *testing.T, n int) ProvisionOptions {
-	return ProvisionOptions{
+func (e *layoutEnv) nodeOptions(t *testing.T, n int) Options {
+	return Options{
 		Template: "busybox",
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
@@ -433,7 +426,7 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	opts.Template = "busybox"
 	for _, tc := range []struct {
 		names []string
-		opts  ProvisionOptions
+		opts  Options
 		want  string
 	}{
 		{[]string{"../etc"}, opts, "invalid container name"},
@@ -441,8 +434,8 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		{[]string{e.prefix + "ok", ".."}, opts, "invalid container name"},
 		{[]string{existing}, opts, "already exists"},
 		{[]string{e.prefix + "ok", e.prefix + "ok"}, opts, "named twice"},
-		{[]string{e.prefix + "ok"}, ProvisionOptions{Template: "busybox", Network: "bridge"}, "network"},
-		{[]string{e.prefix + "ok"}, ProvisionOptions{Template: "busybox", Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"}}, "unprivileged"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Network: "bridge"}, "network"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"}}, "unprivileged"},
 	} {
 		_, err := e.prov.Provision(ctx, tc.names, tc.opts)
 		var ie InvalidError
@@ -467,10 +460,10 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	} {
 		l := e.layout
 		tc.mod(&l)
-		_, err := NewProvisioner(e.host, l, nil)
+		_, err := New(e.host, l, nil)
 		var ie InvalidError
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("NewProvisioner(%+v): got %v, want an InvalidError with %q", l, err, tc.want)
+			t.Errorf("New(%+v): got %v, want an InvalidError with %q", l, err, tc.want)
 		}
 	}
 }
@@ -619,4 +612,50 @@ func layoutRandHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestAdoptWarnsAboutStartAuto: a container with lxc.start.auto = 1 is
+// adopted with a warning (kept as it is); with ClearStartAuto the line is
+// set to 0, after a backup.
+func TestAdoptWarnsAboutStartAuto(t *testing.T) {
+	e := newLayoutEnv(t)
+	ctx := context.Background()
+	name := e.names("s", 1)[0]
+	e.cleanup(t, name)
+	if err := e.host.Create(ctx, name, "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := e.host.ConfigPath(name)
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "lxc.start.auto = 1")
+	f.Close()
+
+	res, err := e.prov.Adopt(ctx, []string{name})
+	if err != nil || len(res) != 1 || res[0].Outcome != OutcomeAdopted {
+		t.Fatalf("adopt: got %+v %v", res, err)
+	}
+	if !strings.Contains(res[0].Note, "lxc.start.auto = 1") || !strings.Contains(res[0].Note, "--clear-start-auto") {
+		t.Errorf("adopt note: got %q, want a warning about lxc.start.auto", res[0].Note)
+	}
+	if b, _ := os.ReadFile(cfgPath); !strings.Contains(string(b), "lxc.start.auto = 1") {
+		t.Errorf("adopt without the option changed lxc.start.auto:\n%s", b)
+	}
+
+	res, err = e.prov.AdoptWith(ctx, []string{name}, AdoptOptions{ClearStartAuto: true})
+	if err != nil || len(res) != 1 || res[0].Outcome != OutcomeAdopted || res[0].Backup == "" {
+		t.Fatalf("adopt --clear-start-auto: got %+v %v, want adopted with a backup", res, err)
+	}
+	b, _ := os.ReadFile(cfgPath)
+	if strings.Contains(string(b), "lxc.start.auto = 1") || !strings.Contains(string(b), "lxc.start.auto = 0") {
+		t.Errorf("config after --clear-start-auto:\n%s", b)
+	}
+	if strings.Contains(res[0].Note, "lxc.start.auto") {
+		t.Errorf("note after clearing: %q", res[0].Note)
+	}
+	if v, _ := e.host.ConfigItem(name, "lxc.start.auto"); len(v) != 1 || v[0] != "0" {
+		t.Errorf("LXC reads lxc.start.auto = %q, want 0", v)
+	}
 }

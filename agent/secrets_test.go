@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/internal/testfleet"
+)
+
+const goodToken = "dGhpcyBpcyBhIDMyIGJ5dGUgdG9rZW4gZm9yIHRlc3RzIQ=="
+
+// TestLoadConfigRefusesExposedSecrets: token files, TLS keys and configs
+// holding a token that group or others may read are refused, and so are
+// short tokens, with a message saying how to make a good one.
+func TestLoadConfigRefusesExposedSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", goodToken+"\n", 0o600)
+	open := write("open", goodToken+"\n", 0o644)
+	group := write("group", goodToken+"\n", 0o640)
+	short := write("short", "x\n", 0o600)
+	keyOpen := write("key-open.pem", "k", 0o644)
+	keyGood := write("key.pem", "k", 0o600)
+	tests := []struct {
+		name string
+		body string
+		mode os.FileMode
+		want string // "" = accepted
+	}{
+		{"token file 0600", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", good), 0o644, ""},
+		{"world-readable token file", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", open), 0o644, "chmod 600 " + open},
+		{"group-readable token file", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", group), 0o644, "mode 0640"},
+		{"one-byte token", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", short), 0o644, "head -c 32 /dev/urandom"},
+		{"inline token in a readable config", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken = %q\n", goodToken), 0o644, "holds listen.token"},
+		{"inline token in a 0600 config", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken = %q\n", goodToken), 0o600, ""},
+		{"short inline token", "[listen]\ntcp = \"127.0.0.1:0\"\ntoken = \"abc\"\n", 0o600, "at least 32"},
+		{"world-readable TLS key", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\ntls_cert = %q\ntls_key = %q\n", good, keyOpen, keyOpen), 0o644, "listen.tls_key"},
+		{"TLS key 0600", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\ntls_cert = %q\ntls_key = %q\n", good, keyGood, keyGood), 0o644, ""},
+		{"duration as a number", "[listen]\nidle_timeout = 30\n", 0o644, "idle_timeout"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := write(fmt.Sprintf("c%d.toml", i), tc.body, tc.mode)
+			_, err := LoadConfig(cfg, true)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v, want it accepted", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestListenerRefusesShortToken: the agent itself refuses a short token.
+func TestListenerRefusesShortToken(t *testing.T) {
+	a, err := New(Config{StateDir: t.TempDir(), Listen: Listen{TCP: "127.0.0.1:0", Token: "short"}}, Deps{Containers: emptyHost(t), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Errorf("Run with a 5-byte token: got %v, want a refusal", err)
+	}
+}
+
+// TestListenerClosesIdleConnections: a keep-alive connection that sends
+// nothing more is closed after the idle timeout, and one that never sends
+// a whole request after the read timeout; refused tokens are logged.
+func TestListenerClosesIdleConnections(t *testing.T) {
+	logs := &syncBuffer{}
+	s := serveAgent(t, Config{Listen: Listen{Token: goodToken, IdleTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond}}, Deps{Containers: emptyHost(t), Logger: slogTo(logs)})
+	// Idle after an unauthenticated request.
+	c, err := net.Dial("tcp", s.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v1/host HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong token: got %d, want 401", resp.StatusCode)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	begin := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("idle keep-alive connection: got %v, want EOF (closed by the agent)", err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("idle connection closed after %v, want about 300ms", d)
+	}
+	if !strings.Contains(logs.String(), "refused a request") || !strings.Contains(logs.String(), "/v1/host") {
+		t.Errorf("logs: got\n%s\nwant the refused request logged", logs)
+	}
+
+	// A request body that never arrives.
+	c2, err := net.Dial("tcp", s.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{", goodToken)
+	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c2)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("a stalled request body: the connection stayed open 5s (read %q)", b)
+	}
+}
+
+// TestAPIDurationsAreStrings: "30s" is a duration, 30 is a 400 naming the
+// field (it used to mean 30 nanoseconds).
+func TestAPIDurationsAreStrings(t *testing.T) {
+	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t)})
+	code, b := s.do(t, "POST", "/v1/stop-all", `{"stop_timeout": 30}`)
+	if code != http.StatusBadRequest || !strings.Contains(string(b), "stop_timeout") || !strings.Contains(string(b), `\"30s\"`) {
+		t.Errorf("stop_timeout 30: got %d %s, want 400 naming stop_timeout", code, b)
+	}
+	code, b = s.do(t, "POST", "/v1/stop-all", `{"stop_timeout": "30s"}`)
+	if code != http.StatusAccepted {
+		t.Errorf(`stop_timeout "30s": got %d %s, want 202`, code, b)
+	}
+}
+
+// TestFailedLockersAreLogged: a locker that fails to start is logged with
+// its name and reason, not only counted in the job's result.
+func TestFailedLockersAreLogged(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	bad := f.Add(1, testfleet.Crash)[0].Name
+	good := f.Add(1, testfleet.Normal)[0].Name
+	logs := &syncBuffer{}
+	s := serveAgent(t, Config{LXCPath: f.Path}, Deps{Containers: f.Host, Logger: slogTo(logs)})
+	j := s.submit(t, "/v1/start-all", `{"names":["`+bad+`","`+good+`"],"health":"http://127.0.0.1:{port}/healthz","deadline":"5s"}`)
+	j = waitJob(t, s.a, j.ID)
+	if j.State == JobSucceeded {
+		t.Fatalf("start-all with a crashing locker: got %s, want failed", j.State)
+	}
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `msg="locker failed"`) {
+			line = l
+			if strings.Contains(l, "container="+good) {
+				t.Errorf("a healthy locker logged as failed: %s", l)
+			}
+		}
+	}
+	if !strings.Contains(line, "container="+bad) || !strings.Contains(line, "level=ERROR") {
+		t.Errorf("logs: got\n%s\nwant an error naming %s", logs, bad)
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
+)
+
+// TestUsageErrorsExitTwo: every kind of usage error is exit 2 with a
+// message, never help and exit 0 or exit 1.
+func TestUsageErrorsExitTwo(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"stopall"}, "did you mean stop-all"},
+		{[]string{"job", "cancl", "x"}, `unknown command "cancl" for "lxcfleet job"`},
+		{[]string{"job"}, "needs a subcommand"},
+		{[]string{"service"}, "accepts 1 arg"},
+		{[]string{"restart"}, "restart needs NAMEs or --group"},
+		{[]string{"check-update", "extra"}, "unknown command"},
+		{[]string{"jobs", "--bogus"}, "--bogus"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, tc.args...)
+			if code != 2 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("got exit %d, stderr %q, stdout %.80q; want 2 and %q", code, stderr, stdout, tc.want)
+			}
+		})
+	}
+}
+
+// TestHelpShowsOneDefault: no flag's help carries two defaults ("(default:
+// defaults.window) (default 4)").
+func TestHelpShowsOneDefault(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, line := range strings.Split(c.Flags().FlagUsages()+c.InheritedFlags().FlagUsages(), "\n") {
+			if strings.Count(line, "(default") > 1 {
+				t.Errorf("%s: %s", c.CommandPath(), strings.TrimSpace(line))
+			}
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newRootCmd())
+}
+
+// TestVersionFlag: --version prints the version the binary was built with.
+func TestVersionFlag(t *testing.T) {
+	out, _, code := runCLI(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "lxcfleet ") || strings.TrimSpace(out) == "lxcfleet" {
+		t.Errorf("--version: exit %d %q, want lxcfleet VERSION", code, out)
+	}
+}
+
+// TestResultText: check-update and build print text, not raw JSON, and a
+// target marked bad is flagged.
+func TestResultText(t *testing.T) {
+	tests := []struct {
+		name string
+		u    codeupdate.UpdateInfo
+		want []string
+	}{
+		{"up to date", codeupdate.UpdateInfo{Target: "main", TargetSHA: "0123456789abcdef", CurrentRelease: "7-0123456789ab"}, []string{"up to date", "7-0123456789ab", "main"}},
+		{"behind", codeupdate.UpdateInfo{Target: "main", Available: true, Behind: 1, CurrentRelease: "7-a", TargetRelease: "8-b", NpmNeeded: true,
+			Commits: []codeupdate.Commit{{SHA: "bbbbbbbbbbbbbbbb", Subject: "fix the login"}}}, []string{"1 commit ahead", "npm will run", "bbbbbbbbbbbb fix the login"}},
+		{"bad target", codeupdate.UpdateInfo{Target: "main", Available: true, Behind: 2, CurrentRelease: "7-a", TargetRelease: "9-c", TargetBad: true}, []string{"2 commits ahead", "9-c is marked bad", "--force"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printUpdateInfo(&b, tc.u)
+			for _, w := range tc.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("got %q, want %q in it", b.String(), w)
+				}
+			}
+			if strings.Contains(b.String(), "{") {
+				t.Errorf("got %q, want text, not JSON", b.String())
+			}
+		})
+	}
+}
+
+// TestRestartCommand: `lxcfleet restart NAME...` replaces the named
+// lockers (new init pids, running, healthy) and leaves the others alone;
+// with no agent answering it says it runs in this process.
+func TestRestartCommand(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	names := testfleet.Names(f.Add(3, testfleet.Normal))
+	ctx := context.Background()
+	if _, err := f.Host.StartAll(ctx, names, lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]int{}
+	infos, _ := f.Host.Select(ctx, names, "")
+	for _, in := range infos {
+		before[in.Name] = in.InitPID
+	}
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(cfg, []byte("[listen]\nsocket = \""+filepath.Join(t.TempDir(), "none.sock")+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runCLI(t, "restart", "--config", cfg, "--lxcpath", f.Path, "--health", "http://127.0.0.1:{port}/healthz", names[0], names[1])
+	if code != 0 || !strings.Contains(out, "restarted 2 lockers") {
+		t.Fatalf("restart: exit %d\n%s%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "running in this process") {
+		t.Errorf("stderr: got %q, want a note that the job runs in this process", stderr)
+	}
+	infos, _ = f.Host.Select(ctx, names, "")
+	for _, in := range infos {
+		restarted := in.Name != names[2]
+		if in.State != lxcctl.StateRunning || (in.InitPID != before[in.Name]) != restarted {
+			t.Errorf("%s: state %s pid %d (was %d); want running, restarted=%v", in.Name, in.State, in.InitPID, before[in.Name], restarted)
+		}
+	}
+}
