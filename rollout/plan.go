@@ -243,16 +243,24 @@ func PlanUpdate(lockers []Locker, f ReleaseFacts, target string, targetProven bo
 	if p.Fallback == target {
 		p.Fallback = f.LastGood
 	}
+	p.Items = moveTo(lockers, target)
+	return p
+}
+
+// moveTo is the items that bring lockers onto target: running ones not on
+// it are replaced, stopped ones whose desired state is running started.
+func moveTo(lockers []Locker, target string) []Item {
+	var items []Item
 	for _, l := range lockers {
 		switch {
 		case l.on(target):
 		case l.Running:
-			p.Items = append(p.Items, Item{l.Name, OpReplace})
+			items = append(items, Item{l.Name, OpReplace})
 		case l.WantRunning:
-			p.Items = append(p.Items, Item{l.Name, OpStart})
+			items = append(items, Item{l.Name, OpStart})
 		}
 	}
-	return p
+	return items
 }
 
 // PlanStart starts the given lockers on current, at most W starting at
@@ -301,17 +309,7 @@ func PlanStop(lockers []Locker, pol Policy) Plan {
 // RollbackTarget: running lockers on another release are replaced and
 // stopped lockers whose desired state is running are started (I6).
 func PlanRollback(lockers []Locker, target string, pol Policy) Plan {
-	p := Plan{Kind: KindRollback, Target: target, Fallback: target, Switch: true, Policy: pol}
-	for _, l := range lockers {
-		switch {
-		case l.on(target):
-		case l.Running:
-			p.Items = append(p.Items, Item{l.Name, OpReplace})
-		case l.WantRunning:
-			p.Items = append(p.Items, Item{l.Name, OpStart})
-		}
-	}
-	return p
+	return Plan{Kind: KindRollback, Target: target, Fallback: target, Switch: true, Policy: pol, Items: moveTo(lockers, target)}
 }
 
 // RecoveryTarget decides where an interrupted plan ends (I4): its target

@@ -71,7 +71,7 @@ var mutants = []mutant{
 	{"I6: rollback may move forward", "rollout/plan.go",
 		"if r == current || at > curAt || (at == curAt && history[at].To == r) {", "if r == current {"},
 	{"I6: rollback leaves stopped lockers down", "rollout/plan.go",
-		"\t\tcase l.WantRunning:\n\t\t\tp.Items = append(p.Items, Item{l.Name, OpStart})\n\t\t}\n\t}\n\treturn p\n}\n\n// RecoveryTarget", "\t\t}\n\t}\n\treturn p\n}\n\n// RecoveryTarget"},
+		"\t\tcase l.WantRunning:\n\t\t\titems = append(items, Item{l.Name, OpStart})", ""},
 }
 
 func main() {
