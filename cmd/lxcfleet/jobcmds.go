@@ -20,6 +20,7 @@ type rolloutFlags struct {
 	window                 int
 	stopParallel           int
 	stopTimeout, deadline  time.Duration
+	monitor                time.Duration
 	health                 string
 	strategy, target       string
 	canary                 int
@@ -37,6 +38,7 @@ func (r *rolloutFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&r.stopTimeout, "stop-timeout", 0, "grace period before a locker is killed (default: defaults.stop_timeout)")
 	f.DurationVar(&r.deadline, "deadline", 0, "start-to-healthy limit per locker (default: defaults.deadline)")
 	f.StringVar(&r.health, "health", "", "health check (default: defaults.health)")
+	f.DurationVar(&r.monitor, "monitor", 0, "how long each locker must stay healthy to count as moved; it holds its place in the window until then (default: defaults.monitor)")
 	if r.withCode {
 		f.StringVar(&r.target, "target", "", "branch, tag or commit to update to (default: defaults.target)")
 		f.BoolVar(&r.force, "force", false, "allow a release marked bad")
@@ -76,6 +78,12 @@ func (r *rolloutFlags) fill(cmd *cobra.Command, req *agent.Request) error {
 			return err
 		}
 		req.Deadline = agent.Duration(r.deadline)
+	}
+	if f.Changed("monitor") {
+		if err := positiveDuration("monitor", r.monitor); err != nil {
+			return err
+		}
+		req.Monitor = agent.Duration(r.monitor)
 	}
 	if f.Changed("health") {
 		if _, err := lxcctl.ParseHealthCheck(r.health); err != nil {

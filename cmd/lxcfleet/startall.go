@@ -16,7 +16,7 @@ func newStartAllCmd(g *globals) *cobra.Command {
 	var health string
 	var window int
 	var deadline time.Duration
-	var delay time.Duration
+	var delay, monitor time.Duration
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",
 		Short: "Start lockers in a bounded window, each counted only once healthy",
@@ -32,7 +32,11 @@ Health checks (--health):
   tcp:127.0.0.1:{port}               a TCP connect succeeds
   exec:COMMAND ARGS                  the command exits 0 inside the container
 {port} is the container's lxc.environment PORT, {env:KEY} any other key,
-{name} its name.
+{name} its name. After its first healthy check each container is checked
+for the --monitor window (default 10 s) before it counts as started; on a
+release that is not yet proven (after lxc-stop-all; update-code) the failure
+policy applies: too many failures mark it bad, put current back on the last
+good release and start every container there.
 
 The start is a job of the agent: through the daemon when one answers on its
 socket, in this process otherwise (or with --local). Flags left out take the
@@ -62,6 +66,12 @@ Exit code 1 when any is unhealthy or failed.`,
 				return usagef("--delay must not be negative, got %v", delay)
 			}
 			req.Delay = agent.Duration(delay)
+			if f.Changed("monitor") {
+				if err := positiveDuration("monitor", monitor); err != nil {
+					return err
+				}
+				req.Monitor = agent.Duration(monitor)
+			}
 			if f.Changed("health") {
 				if _, err := lxcctl.ParseHealthCheck(health); err != nil {
 					return usageError{err}
@@ -97,6 +107,7 @@ Exit code 1 when any is unhealthy or failed.`,
 	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once, the window K (default: defaults.window of the config, 4)")
 	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline of the config, 1m)")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
+	cmd.Flags().DurationVar(&monitor, "monitor", 0, "how long each container must stay healthy to count as started (default: defaults.monitor)")
 	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
 	return cmd
 }
