@@ -68,7 +68,7 @@ func TestSmoke(t *testing.T) {
 	results := filepath.Join(tmp, "results")
 	rep, err := Run(ctx, Options{
 		N: 5, Work: 10, Results: results, LXCFleet: bin, WorkDir: work,
-		APIDuration: 2 * time.Second, AgentIdle: time.Second,
+		APIDuration: 2 * time.Second, AgentIdle: time.Second, Monitor: time.Second,
 	})
 	if err != nil {
 		t.Fatalf("Run: %v", err)

@@ -80,6 +80,9 @@ health = "http://127.0.0.1:{port}/healthz"
 deadline = "120s"
 stop_timeout = "10s"
 `, r.fleet.Path, filepath.Join(r.root, "state"), r.socket, r.root, r.origin.URL)
+	if r.o.Monitor > 0 {
+		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
+	}
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}

@@ -44,6 +44,9 @@ type Options struct {
 	APIRate     int
 	// AgentIdle is how long the agent idles before its RSS is read (8 s).
 	AgentIdle time.Duration
+	// Monitor is lxcfleet's monitor window in scenarios 4 and 5 (0: its
+	// default, 10 s); the smoke test shortens it.
+	Monitor time.Duration
 	// Log receives progress.
 	Log *slog.Logger
 }
