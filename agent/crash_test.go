@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -130,7 +131,7 @@ func TestCrashRecovery(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	// Stubborn lockers use their whole grace period: a slow, steady stop.
 	lockers := testfleet.Names(f.Add(6, testfleet.Stubborn))
-	if _, err := f.Host.StartAll(context.Background(), lockers, lxcctl.StartOptions{Window: 6, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(context.Background(), f.Host, lockers, lxcctl.StartOptions{Window: 6, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	bin := buildBinary(t)

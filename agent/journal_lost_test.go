@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -211,7 +212,7 @@ func TestLostJournalRestartsStoppedLockers(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []string{"empty", "truncated", "garbled"} {
 		t.Run(c, func(t *testing.T) {
-			if _, err := f.Host.StartAll(ctx, ls, lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+			if _, err := lockerverbs.StartAll(ctx, f.Host, ls, lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
@@ -225,7 +226,7 @@ func TestLostJournalRestartsStoppedLockers(t *testing.T) {
 			}
 			jr.Close()
 			// The interrupted job had stopped two of them.
-			if _, err := f.Host.StopAll(ctx, ls[:2], lxcctl.StopOptions{Parallel: 2, Timeout: 5 * time.Second}); err != nil {
+			if _, err := lockerverbs.StopAll(ctx, f.Host, ls[:2], lxcctl.StopOptions{Parallel: 2, Timeout: 5 * time.Second}); err != nil {
 				t.Fatal(err)
 			}
 			switch c {

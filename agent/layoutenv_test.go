@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
@@ -86,7 +87,7 @@ func (e *layoutEnv) startAll(t *testing.T, names []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.host.StartAll(ctx, names, lxcctl.StartOptions{Window: 10, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
+	res, err := lockerverbs.StartAll(ctx, e.host, names, lxcctl.StartOptions{Window: 10, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil {
 		t.Fatalf("StartAll: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
 )
@@ -18,31 +19,6 @@ import (
 // executor: the per-locker verbs over lxcctl, the release store over
 // codeupdate, and the journal and event stream fed by rollout's events.
 // Every job that moves lockers runs a rollout.Plan through execute.
-
-// lockerVerbs adapts the container host to rollout.Host with the job's
-// health check.
-type lockerVerbs struct {
-	c  Containers
-	hc lxcctl.HealthCheck
-}
-
-func (v lockerVerbs) Stop(ctx context.Context, name string, timeout time.Duration) (rollout.StopOutcome, error) {
-	so, err := v.c.Stop(ctx, name, timeout)
-	return rollout.StopOutcome(so), err
-}
-
-func (v lockerVerbs) Start(ctx context.Context, name string, deadline time.Duration) (rollout.StartOutcome, error) {
-	r := v.c.StartHealthy(ctx, name, v.hc, deadline)
-	return rollout.StartOutcome(r.Outcome), r.Err
-}
-
-func (v lockerVerbs) Check(ctx context.Context, name string) error {
-	err := v.c.CheckRunning(ctx, name, v.hc)
-	if errors.Is(err, lxcctl.ErrNotRunning) {
-		return fmt.Errorf("%w: %w", rollout.ErrNotRunning, err)
-	}
-	return err
-}
 
 // codeReleases adapts the release manager to rollout.Releases.
 type codeReleases struct{ code Code }
@@ -167,7 +143,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 		j.Progress = Progress{Total: len(plan.Items)}
 	})
 	env := rollout.Env{
-		Host:    lockerVerbs{c: a.deps.Containers, hc: req.healthCheck()},
+		Host:    lockerverbs.Verbs{C: a.deps.Containers, Health: req.healthCheck()},
 		Observe: hold.wrap(a.track(r).onEvent),
 		Reason:  "job " + r.job.ID,
 	}

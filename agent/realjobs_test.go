@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -20,7 +21,7 @@ func TestJobsOverTheSocket(t *testing.T) {
 	normal := f.Add(2, testfleet.Normal)
 	stubborn := f.Add(2, testfleet.Stubborn)
 	all := testfleet.Names(append(normal, stubborn...))
-	if _, err := f.Host.StartAll(t.Context(), all, lxcctl.StartOptions{Window: 4, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(t.Context(), f.Host, all, lxcctl.StartOptions{Window: 4, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond}, Deps{Containers: f.Host})
@@ -106,7 +107,7 @@ func TestJobsOverTheSocket(t *testing.T) {
 func TestScheduleSkippedWhileBusy(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	stubborn := testfleet.Names(f.Add(2, testfleet.Stubborn))
-	if _, err := f.Host.StartAll(t.Context(), stubborn, lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(t.Context(), f.Host, stubborn, lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	code := newFakeCode("1-a")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -23,7 +24,7 @@ func strategyFleet(t *testing.T, normal int, broken bool) (*Agent, *fakeCode, *t
 		bad = f.Add(1, testfleet.Broken)[0].Name
 		names = append(names, bad)
 	}
-	if _, err := f.Host.StartAll(context.Background(), names, lxcctl.StartOptions{Window: 4, Deadline: 20 * time.Second}); err != nil {
+	if _, err := lockerverbs.StartAll(context.Background(), f.Host, names, lxcctl.StartOptions{Window: 4, Deadline: 20 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	code := newFakeCode("1-old")

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 
@@ -372,7 +373,7 @@ func (r *runner) waitAll(ctx context.Context, build string, deadline time.Time) 
 func (r *runner) startAll(ctx context.Context, build string) error {
 	r.log.Info("starting the fleet", "build", build)
 	hc := lxcctl.HealthCheck{Kind: lxcctl.HealthHTTP, Target: "http://127.0.0.1:{port}/healthz", Interval: 50 * time.Millisecond}
-	res, err := r.fleet.Host.StartAll(ctx, r.fleet.Names(), lxcctl.StartOptions{Window: 4, Deadline: 2 * time.Minute, Health: hc})
+	res, err := lockerverbs.StartAll(ctx, r.fleet.Host, r.fleet.Names(), lxcctl.StartOptions{Window: 4, Deadline: 2 * time.Minute, Health: hc})
 	if err != nil {
 		return err
 	}
@@ -390,7 +391,7 @@ func (r *runner) startAll(ctx context.Context, build string) error {
 
 // stopAll stops every locker (8 at once; not measured).
 func (r *runner) stopAll(ctx context.Context) error {
-	res, err := r.fleet.Host.StopAll(ctx, r.fleet.Names(), lxcctl.StopOptions{Parallel: 8, Timeout: 5 * time.Second})
+	res, err := lockerverbs.StopAll(ctx, r.fleet.Host, r.fleet.Names(), lxcctl.StopOptions{Parallel: 8, Timeout: 5 * time.Second})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/console"
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -233,7 +234,7 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 	lockers := fleet.Add(n, testfleet.Normal)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := fleet.Host.StartAll(ctx, testfleet.Names(lockers), lxcctl.StartOptions{Window: n, Deadline: 30 * time.Second, Health: testfleet.HealthCheck()})
+	res, err := lockerverbs.StartAll(ctx, fleet.Host, testfleet.Names(lockers), lxcctl.StartOptions{Window: n, Deadline: 30 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -56,7 +57,7 @@ func TestStartStopOne(t *testing.T) {
 	if err := f.Host.Start(ctx, l.Name); err != nil {
 		t.Fatalf("second Start: %v", err)
 	}
-	res, err := f.Host.StartAll(ctx, []string{l.Name}, lxcctl.StartOptions{Window: 1, Deadline: 10 * time.Second, Health: testfleet.HealthCheck()})
+	res, err := lockerverbs.StartAll(ctx, f.Host, []string{l.Name}, lxcctl.StartOptions{Window: 1, Deadline: 10 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil || res[0].Outcome != lxcctl.AlreadyRunning {
 		t.Fatalf("StartAll on a running locker = %+v, %v; want already-running", res, err)
 	}
@@ -105,7 +106,7 @@ func TestStopAllKillsStubbornAfterOneTimeout(t *testing.T) {
 	f.Add(2, testfleet.Stubborn)
 	ctx := context.Background()
 	names := testfleet.Names(f.Lockers())
-	start, err := f.Host.StartAll(ctx, names, lxcctl.StartOptions{Window: 8, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
+	start, err := lockerverbs.StartAll(ctx, f.Host, names, lxcctl.StartOptions{Window: 8, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestStopAllKillsStubbornAfterOneTimeout(t *testing.T) {
 
 	const timeout = 2 * time.Second
 	begin := time.Now()
-	res, err := f.Host.StopAll(ctx, names, lxcctl.StopOptions{Parallel: 8, Timeout: timeout})
+	res, err := lockerverbs.StopAll(ctx, f.Host, names, lxcctl.StopOptions{Parallel: 8, Timeout: timeout})
 	wall := time.Since(begin)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +177,7 @@ func TestStartAllKeepsWindow(t *testing.T) {
 			starting--
 		}
 	}
-	res, err := f.Host.StartAll(ctx, testfleet.Names(lockers), lxcctl.StartOptions{
+	res, err := lockerverbs.StartAll(ctx, f.Host, testfleet.Names(lockers), lxcctl.StartOptions{
 		Window: k, Deadline: 30 * time.Second, Health: testfleet.HealthCheck(), OnEvent: onEvent,
 	})
 	if err != nil {
@@ -241,7 +242,7 @@ func TestStartAllReportsBrokenWithoutBlocking(t *testing.T) {
 	healthyAt := map[string]time.Duration{}
 	var mu sync.Mutex
 	begin := time.Now()
-	res, err := f.Host.StartAll(ctx, names, lxcctl.StartOptions{
+	res, err := lockerverbs.StartAll(ctx, f.Host, names, lxcctl.StartOptions{
 		Window: 2, Deadline: deadline, Health: testfleet.HealthCheck(),
 		OnEvent: func(e lxcctl.Event) {
 			if e.Phase == lxcctl.PhaseHealthy {
@@ -280,7 +281,7 @@ func TestForkStartLeavesCallerCgroups(t *testing.T) {
 	lockers := f.Add(3, testfleet.Normal)
 	ctx := context.Background()
 	before := readFile(t, "/proc/self/cgroup")
-	res, err := f.Host.StartAll(ctx, testfleet.Names(lockers), lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
+	res, err := lockerverbs.StartAll(ctx, f.Host, testfleet.Names(lockers), lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func TestForkStartLeavesCallerCgroups(t *testing.T) {
 		}
 	}
 	during := readFile(t, "/proc/self/cgroup")
-	if _, err := f.Host.StopAll(ctx, testfleet.Names(lockers), lxcctl.StopOptions{Parallel: 3, Timeout: 5 * time.Second}); err != nil {
+	if _, err := lockerverbs.StopAll(ctx, f.Host, testfleet.Names(lockers), lxcctl.StopOptions{Parallel: 3, Timeout: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	after := readFile(t, "/proc/self/cgroup")
@@ -349,7 +350,7 @@ func TestExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.Host.StartAll(ctx, []string{l.Name}, lxcctl.StartOptions{Window: 1, Deadline: 5 * time.Second, Health: hc})
+	res, err := lockerverbs.StartAll(ctx, f.Host, []string{l.Name}, lxcctl.StartOptions{Window: 1, Deadline: 5 * time.Second, Health: hc})
 	if err != nil || !res[0].OK() {
 		t.Errorf("StartAll with an exec check: %+v %v", res, err)
 	}
@@ -411,13 +412,13 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := h.StopAll(ctx, nil, lxcctl.StopOptions{Parallel: 0, Timeout: time.Second}); err == nil {
+	if _, err := lockerverbs.StopAll(ctx, h, nil, lxcctl.StopOptions{Parallel: 0, Timeout: time.Second}); err == nil {
 		t.Error("StopAll with parallel 0: no error")
 	}
-	if _, err := h.StopAll(ctx, nil, lxcctl.StopOptions{Parallel: 1, Timeout: -time.Second}); err == nil {
+	if _, err := lockerverbs.StopAll(ctx, h, nil, lxcctl.StopOptions{Parallel: 1, Timeout: -time.Second}); err == nil {
 		t.Error("StopAll with a negative timeout: no error")
 	}
-	if _, err := h.StartAll(ctx, nil, lxcctl.StartOptions{Window: 0, Deadline: time.Second}); err == nil {
+	if _, err := lockerverbs.StartAll(ctx, h, nil, lxcctl.StartOptions{Window: 0, Deadline: time.Second}); err == nil {
 		t.Error("StartAll with window 0: no error")
 	}
 	if _, err := h.Stop(ctx, "x", 0); err == nil {

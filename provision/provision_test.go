@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
@@ -154,7 +155,7 @@ func (e *layoutEnv) startAll(t *testing.T, names []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.host.StartAll(ctx, names, lxcctl.StartOptions{Window: 10, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
+	res, err := lockerverbs.StartAll(ctx, e.host, names, lxcctl.StartOptions{Window: 10, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
 	if err != nil {
 		t.Fatalf("StartAll: %v", err)
 	}
@@ -257,7 +258,7 @@ func TestProvisionTenLockers(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted := names[:5]
-	if _, err := e.host.StopAll(ctx, restarted, lxcctl.StopOptions{Parallel: 5, Timeout: 5 * time.Second}); err != nil {
+	if _, err := lockerverbs.StopAll(ctx, e.host, restarted, lxcctl.StopOptions{Parallel: 5, Timeout: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	e.startAll(t, restarted)

@@ -289,11 +289,12 @@ func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			begin := x.env.Clock.Now()
 			so, err := x.stopOne(ctx, i)
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			o := &x.out[i]
-			o.Stop = so
+			o.Stop, o.Duration = so, x.env.Clock.Now().Sub(begin)
 			switch {
 			case err != nil:
 				o.Outcome, o.Error = OutFailed, err.Error()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -20,7 +21,7 @@ import (
 func TestJSONConvention(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	names := testfleet.Names(f.Add(2, testfleet.Normal))
-	if _, err := f.Host.StartAll(context.Background(), names, lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(context.Background(), f.Host, names, lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(t.TempDir(), "c.toml")

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -103,7 +104,7 @@ func TestRestartCommand(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	names := testfleet.Names(f.Add(3, testfleet.Normal))
 	ctx := context.Background()
-	if _, err := f.Host.StartAll(ctx, names, lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(ctx, f.Host, names, lxcctl.StartOptions{Window: 3, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	before := map[string]int{}

@@ -3,13 +3,14 @@ package lxcctl
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 	"time"
-
-	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 )
+
+// This file holds the shapes of starting and stopping containers: phases,
+// events, options and results. The per-container verbs are Stop
+// (stop.go) and StartHealthy (verbs.go); moving many containers in a
+// bounded window is the rollout executor's (internal/lockerverbs adapts
+// these verbs to it).
 
 // Phase is a step of one container in a bulk operation.
 type Phase string
@@ -61,53 +62,6 @@ type StopResult struct {
 	Err      error         `json:"-"`
 }
 
-// StopAll stops the given containers, at most opts.Parallel at once, each
-// gracefully with its own timeout and then killed. Containers are stopped in
-// reverse start order (the reverse of names, which should be in start
-// order, as Select returns them). It returns one result per container in the
-// order of names; a cancelled ctx leaves the rest untouched and reports them
-// failed with ctx's error.
-func (h *Host) StopAll(ctx context.Context, names []string, opts StopOptions) ([]StopResult, error) {
-	if opts.Parallel <= 0 {
-		return nil, fmt.Errorf("stopping containers: parallel must be positive, got %d", opts.Parallel)
-	}
-	if opts.Timeout <= 0 {
-		return nil, fmt.Errorf("stopping containers: timeout must be positive, got %v", opts.Timeout)
-	}
-	results := make([]StopResult, len(names))
-	var g errgroup.Group
-	g.SetLimit(opts.Parallel)
-	for i := len(names) - 1; i >= 0; i-- {
-		name := names[i]
-		results[i] = StopResult{Name: name, Outcome: StopFailed}
-		if ctx.Err() != nil {
-			results[i].Err = ctx.Err()
-			continue
-		}
-		g.Go(func() error {
-			if err := ctx.Err(); err != nil {
-				results[i].Err = err
-				return nil
-			}
-			begin := time.Now()
-			emit(opts.OnEvent, Event{Container: name, Phase: PhaseStopping})
-			outcome, err := h.Stop(ctx, name, opts.Timeout)
-			results[i] = StopResult{Name: name, Outcome: outcome, Duration: time.Since(begin), Err: err}
-			e := Event{Container: name, Phase: PhaseStopped, Outcome: string(outcome), Duration: results[i].Duration}
-			switch {
-			case err != nil:
-				e.Phase, e.Error = PhaseFailed, err.Error()
-			case outcome == AlreadyStopped:
-				e.Phase = PhaseSkipped
-			}
-			emit(opts.OnEvent, e)
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return results, nil
-}
-
 // StartOutcome says how a container's start ended.
 type StartOutcome string
 
@@ -153,58 +107,6 @@ type StartResult struct {
 // OK reports whether the container runs healthy after the start.
 func (r StartResult) OK() bool { return r.Outcome == Started || r.Outcome == AlreadyRunning }
 
-// StartAll starts the given containers in the order given (Select returns
-// lxc-autostart's order), keeping at most opts.Window of them starting at
-// once: a container counts as started only when its health check passes or
-// its deadline expires. A failed or unhealthy container does not block the
-// others. Results come back in the order of names.
-func (h *Host) StartAll(ctx context.Context, names []string, opts StartOptions) ([]StartResult, error) {
-	if opts.Window <= 0 {
-		return nil, fmt.Errorf("starting containers: window must be positive, got %d", opts.Window)
-	}
-	if opts.Deadline <= 0 {
-		return nil, fmt.Errorf("starting containers: deadline must be positive, got %v", opts.Deadline)
-	}
-	if opts.Delay < 0 {
-		return nil, fmt.Errorf("starting containers: delay must not be negative, got %v", opts.Delay)
-	}
-	chk := h.healthChecker()
-	results := make([]StartResult, len(names))
-	slots := semaphore.NewWeighted(int64(opts.Window))
-	var wg sync.WaitGroup
-	var stopErr error
-	var lastLaunch time.Time
-	for i, name := range names {
-		results[i] = StartResult{Name: name, Outcome: StartFailed}
-		if stopErr == nil {
-			stopErr = slots.Acquire(ctx, 1)
-			if stopErr == nil && opts.Pace != nil {
-				if stopErr = opts.Pace(ctx); stopErr != nil {
-					slots.Release(1)
-				}
-			}
-			if stopErr == nil && opts.Delay > 0 && !lastLaunch.IsZero() {
-				if stopErr = sleepCtx(ctx, time.Until(lastLaunch.Add(opts.Delay))); stopErr != nil {
-					slots.Release(1)
-				}
-			}
-		}
-		if stopErr != nil {
-			results[i].Err = stopErr
-			continue
-		}
-		lastLaunch = time.Now()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer slots.Release(1)
-			results[i] = h.startOne(ctx, chk, name, opts)
-		}()
-	}
-	wg.Wait()
-	return results, nil
-}
-
 // startOne starts one container and waits for it to be healthy.
 func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts StartOptions) StartResult {
 	begin := time.Now()
@@ -238,15 +140,4 @@ func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts Sta
 	d := time.Since(begin)
 	emit(opts.OnEvent, Event{Container: name, Phase: PhaseHealthy, Outcome: string(Started), Duration: d})
 	return StartResult{Name: name, Outcome: Started, Duration: d}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
