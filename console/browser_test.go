@@ -328,6 +328,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.wait("the new build number", `document.querySelector('#build-number').textContent === '#3'`, 10*time.Second)
 		p.wait("every locker up on build 3", fmt.Sprintf(`document.querySelectorAll('#grid .tile.s-up').length === %d && !document.querySelector('#lockers-table [data-old]')`, n), 15*time.Second)
 		p.wait("the job in the history", `[...document.querySelectorAll('#jobs-table tbody tr')].some(r => r.textContent.includes('update-code') && r.textContent.includes('succeeded'))`, 10*time.Second)
+		// The update card follows the update (build 2 -> 3, main at 4): it
+		// said "2 commits behind".
+		p.wait("the update card refreshed after the update", `document.querySelector('#update-body').textContent.includes('1 commit behind main')`, 15*time.Second)
 		for _, l := range e.lockers {
 			if !healthy(l) {
 				t.Errorf("%s does not answer after the update", l.Name)
