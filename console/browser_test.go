@@ -397,6 +397,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	step("a narrow screen needs no sideways scrolling", func(t *testing.T) {
+		p.do("a 390 px wide screen", chromedp.EmulateViewport(390, 844))
+		defer p.do("the wide screen again", chromedp.EmulateViewport(1440, 1250))
+		p.wait("the layout at 390 px", `window.innerWidth === 390`, 5*time.Second)
+		if w := eval[int](p, `document.documentElement.scrollWidth`); w > 390 {
+			wide := eval[string](p, `[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391 && getComputedStyle(e).position !== 'fixed').slice(0, 8).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className ? '.' + String(e.className).split(' ')[0] : '') + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')`)
+			t.Errorf("page is %d px wide on a 390 px screen; too wide: %s", w, wide)
+		}
+		p.screenshot("console-narrow.png")
+	})
+
 	step("agent down shows a clear message", func(t *testing.T) {
 		e.stop()
 		p.wait("the agent-down banner", `!document.querySelector('#banner').hidden`, 15*time.Second)
