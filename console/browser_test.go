@@ -397,6 +397,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	step("a target marked bad is flagged", func(t *testing.T) {
+		e.code.addBadHead()
+		p.wait("no running job", `!document.querySelector('#btn-check').disabled`, 15*time.Second)
+		p.click("#btn-check")
+		p.wait("the bad target on the update card", `document.querySelector('#update-body').textContent.includes('marked bad')`, 15*time.Second)
+		if got := p.text("#update-body"); !strings.Contains(got, "--force") {
+			t.Errorf("update card: got %q, want it to say an update needs --force", got)
+		}
+	})
+
 	step("a narrow screen needs no sideways scrolling", func(t *testing.T) {
 		p.do("a 390 px wide screen", chromedp.EmulateViewport(390, 844))
 		defer p.do("the wide screen again", chromedp.EmulateViewport(1440, 1250))

@@ -151,8 +151,26 @@ func (s *stubCode) CheckUpdate(ctx context.Context, target string) (codeupdate.U
 	cur, _ := s.Current()
 	commits := []codeupdate.Commit{{SHA: "feedface00", Subject: "locker: retry the owner sync"}, {SHA: "beadbead00", Subject: "config: new default theme"}}
 	behind := max(stubHead-cur.Build, 0)
-	return codeupdate.UpdateInfo{Target: target, TargetSHA: "feedface", CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind,
-		Commits: commits[:min(behind, len(commits))], ChangedFiles: 3}, nil
+	u := codeupdate.UpdateInfo{Target: target, TargetSHA: "feedface", CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind,
+		Commits: commits[:min(behind, len(commits))], ChangedFiles: 3, TargetBuild: stubHead}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.releases {
+		if r.Build == stubHead {
+			u.TargetRelease, u.TargetBuilt, u.TargetBad = r.Name, true, r.State == codeupdate.StateBad
+		}
+	}
+	return u, nil
+}
+
+// addBadHead adds the origin's head build as a release marked bad (as a
+// failed update leaves it).
+func (s *stubCode) addBadHead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.release(stubHead)
+	r.State, r.BadReason = codeupdate.StateBad, "3 of 4 lockers failed their health check"
+	s.releases = append(s.releases, r)
 }
 
 func (s *stubCode) Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error) {

@@ -327,9 +327,14 @@
     const need = u.npm_needed
       ? el('span', { class: 'badge amber', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
       : el('span', { class: 'badge blue', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
+    const bad = u.target_bad
+      ? el('div', { class: 'sub' }, el('span', { class: 'badge red', title: 'a failed update or a rollback marked this release bad',
+        text: 'release ' + (u.target_release || '') + ' is marked bad' }), ' updating to it needs --force')
+      : '';
     box.append(
       el('div', {}, el('b', { text: plural(u.behind || 0, 'commit') + ' behind ' }), el('code', { text: u.target || '' }), ' ', need,
         el('span', { class: 'muted', text: (u.changed_files ? ' · ' + plural(u.changed_files, 'file') + ' changed' : '') + checked })),
+      bad,
       el('ul', { class: 'commits' }, (u.commits || []).slice(0, 12).map((c) =>
         el('li', { title: c.subject }, el('code', { text: (c.sha || '').slice(0, 8) }), c.subject))));
   }
