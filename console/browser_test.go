@@ -397,6 +397,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	step("the fleet map tells lockers off current", func(t *testing.T) {
+		cur, err := e.code.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		older, err := e.code.PreviousGood()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// current moves without a restart: every running locker is off it.
+		if _, err := e.code.Switch(context.Background(), older, "test"); err != nil {
+			t.Fatal(err)
+		}
+		p.wait("every tile marked off current", fmt.Sprintf(`document.querySelectorAll('#grid .tile.off').length === %d`, n), 15*time.Second)
+		if got := p.text(`#legend [data-legend=off]`); !strings.Contains(got, fmt.Sprintf("not on current %d", n)) {
+			t.Errorf("legend: got %q, want %d not on current", got, n)
+		}
+		if _, err := e.code.Switch(context.Background(), cur, "test"); err != nil {
+			t.Fatal(err)
+		}
+		p.wait("no tile marked once current is back", `document.querySelectorAll('#grid .tile.off').length === 0 && document.querySelectorAll('#grid .tile').length > 0`, 15*time.Second)
+	})
+
 	step("a target marked bad is flagged", func(t *testing.T) {
 		e.code.addBadHead()
 		p.wait("no running job", `!document.querySelector('#btn-check').disabled`, 15*time.Second)
