@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
 )
 
 const goodToken = "dGhpcyBpcyBhIDMyIGJ5dGUgdG9rZW4gZm9yIHRlc3RzIQ=="
@@ -168,5 +169,26 @@ func TestFailedLockersAreLogged(t *testing.T) {
 	}
 	if !strings.Contains(line, "container="+bad) || !strings.Contains(line, "level=ERROR") {
 		t.Errorf("logs: got\n%s\nwant an error naming %s", logs, bad)
+	}
+}
+
+// TestEventStreamOutlivesReadTimeout: a job's event stream runs longer
+// than the listener's read timeout and still reaches its end.
+func TestEventStreamOutlivesReadTimeout(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	name := f.Add(1, testfleet.Stubborn)[0].Name
+	if _, err := f.Host.StartAll(t.Context(), []string{name}, lxcctl.StartOptions{Window: 1, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+		t.Fatal(err)
+	}
+	s := serveAgent(t, Config{LXCPath: f.Path, Listen: Listen{ReadTimeout: 200 * time.Millisecond}}, Deps{Containers: f.Host})
+	// The stubborn locker takes its whole 1.5s grace period.
+	j := s.submit(t, "/v1/stop-all", `{"names":["`+name+`"],"stop_timeout":"1500ms"}`)
+	begin := time.Now()
+	events := s.follow(t, j.ID, nil)
+	if events[len(events)-1].Type != "end" {
+		t.Errorf("stream: last event %q, want end", events[len(events)-1].Type)
+	}
+	if d := time.Since(begin); d < time.Second {
+		t.Errorf("the stream lasted %v, want longer than the read timeout (the stop takes 1.5s)", d)
 	}
 }

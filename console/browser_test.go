@@ -328,6 +328,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		p.wait("the new build number", `document.querySelector('#build-number').textContent === '#3'`, 10*time.Second)
 		p.wait("every locker up on build 3", fmt.Sprintf(`document.querySelectorAll('#grid .tile.s-up').length === %d && !document.querySelector('#lockers-table [data-old]')`, n), 15*time.Second)
 		p.wait("the job in the history", `[...document.querySelectorAll('#jobs-table tbody tr')].some(r => r.textContent.includes('update-code') && r.textContent.includes('succeeded'))`, 10*time.Second)
+		// The update card follows the update (build 2 -> 3, main at 4): it
+		// said "2 commits behind".
+		p.wait("the update card refreshed after the update", `document.querySelector('#update-body').textContent.includes('1 commit behind main')`, 15*time.Second)
 		for _, l := range e.lockers {
 			if !healthy(l) {
 				t.Errorf("%s does not answer after the update", l.Name)
@@ -392,6 +395,50 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got := p.text("#job-counts"); !strings.Contains(got, "1 of 1 locker done") {
 			t.Errorf("restart counts: got %q, want 1 of 1", got)
 		}
+	})
+
+	step("the fleet map tells lockers off current", func(t *testing.T) {
+		cur, err := e.code.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		older, err := e.code.PreviousGood()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// current moves without a restart: every running locker is off it.
+		if _, err := e.code.Switch(context.Background(), older, "test"); err != nil {
+			t.Fatal(err)
+		}
+		p.wait("every tile marked off current", fmt.Sprintf(`document.querySelectorAll('#grid .tile.off').length === %d`, n), 15*time.Second)
+		if got := p.text(`#legend [data-legend=off]`); !strings.Contains(got, fmt.Sprintf("not on current %d", n)) {
+			t.Errorf("legend: got %q, want %d not on current", got, n)
+		}
+		if _, err := e.code.Switch(context.Background(), cur, "test"); err != nil {
+			t.Fatal(err)
+		}
+		p.wait("no tile marked once current is back", `document.querySelectorAll('#grid .tile.off').length === 0 && document.querySelectorAll('#grid .tile').length > 0`, 15*time.Second)
+	})
+
+	step("a target marked bad is flagged", func(t *testing.T) {
+		e.code.addBadHead()
+		p.wait("no running job", `!document.querySelector('#btn-check').disabled`, 15*time.Second)
+		p.click("#btn-check")
+		p.wait("the bad target on the update card", `document.querySelector('#update-body').textContent.includes('marked bad')`, 15*time.Second)
+		if got := p.text("#update-body"); !strings.Contains(got, "--force") {
+			t.Errorf("update card: got %q, want it to say an update needs --force", got)
+		}
+	})
+
+	step("a narrow screen needs no sideways scrolling", func(t *testing.T) {
+		p.do("a 390 px wide screen", chromedp.EmulateViewport(390, 844))
+		defer p.do("the wide screen again", chromedp.EmulateViewport(1440, 1250))
+		p.wait("the layout at 390 px", `window.innerWidth === 390`, 5*time.Second)
+		if w := eval[int](p, `document.documentElement.scrollWidth`); w > 390 {
+			wide := eval[string](p, `[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391 && getComputedStyle(e).position !== 'fixed').slice(0, 8).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className ? '.' + String(e.className).split(' ')[0] : '') + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')`)
+			t.Errorf("page is %d px wide on a 390 px screen; too wide: %s", w, wide)
+		}
+		p.screenshot("console-narrow.png")
 	})
 
 	step("agent down shows a clear message", func(t *testing.T) {

@@ -157,10 +157,34 @@ func (s *stubCode) Releases() ([]codeupdate.Release, error) {
 	return out, nil
 }
 
+// stubHead is the build the origin's main is at: a check is as many commits
+// behind as current is builds below it.
+const stubHead = 4
+
 func (s *stubCode) CheckUpdate(ctx context.Context, target string) (codeupdate.UpdateInfo, error) {
 	cur, _ := s.Current()
-	return codeupdate.UpdateInfo{Target: target, TargetSHA: "feedface", CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: true, Behind: 2,
-		Commits: []codeupdate.Commit{{SHA: "feedface00", Subject: "locker: retry the owner sync"}, {SHA: "beadbead00", Subject: "config: new default theme"}}, ChangedFiles: 3}, nil
+	commits := []codeupdate.Commit{{SHA: "feedface00", Subject: "locker: retry the owner sync"}, {SHA: "beadbead00", Subject: "config: new default theme"}}
+	behind := max(stubHead-cur.Build, 0)
+	u := codeupdate.UpdateInfo{Target: target, TargetSHA: "feedface", CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind,
+		Commits: commits[:min(behind, len(commits))], ChangedFiles: 3, TargetBuild: stubHead}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.releases {
+		if r.Build == stubHead {
+			u.TargetRelease, u.TargetBuilt, u.TargetBad = r.Name, true, r.State == codeupdate.StateBad
+		}
+	}
+	return u, nil
+}
+
+// addBadHead adds the origin's head build as a release marked bad (as a
+// failed update leaves it).
+func (s *stubCode) addBadHead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.release(stubHead)
+	r.State, r.BadReason = codeupdate.StateBad, "3 of 4 lockers failed their health check"
+	s.releases = append(s.releases, r)
 }
 
 func (s *stubCode) Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error) {

@@ -327,9 +327,14 @@
     const need = u.npm_needed
       ? el('span', { class: 'badge amber', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
       : el('span', { class: 'badge blue', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
+    const bad = u.target_bad
+      ? el('div', { class: 'sub' }, el('span', { class: 'badge red', title: 'a failed update or a rollback marked this release bad',
+        text: 'release ' + (u.target_release || '') + ' is marked bad' }), ' updating to it needs --force')
+      : '';
     box.append(
       el('div', {}, el('b', { text: plural(u.behind || 0, 'commit') + ' behind ' }), el('code', { text: u.target || '' }), ' ', need,
         el('span', { class: 'muted', text: (u.changed_files ? ' · ' + plural(u.changed_files, 'file') + ' changed' : '') + checked })),
+      bad,
       el('ul', { class: 'commits' }, (u.commits || []).slice(0, 12).map((c) =>
         el('li', { title: c.subject }, el('code', { text: (c.sha || '').slice(0, 8) }), c.subject))));
   }
@@ -382,11 +387,18 @@
     const counts = {};
     const frag = document.createDocumentFragment();
     const names = new Set();
+    const current = S.host && S.host.build ? S.host.build.release : '';
+    let other = 0;
     for (const l of S.lockers) {
       names.add(l.name);
       const st = tileState(l);
       counts[st] = (counts[st] || 0) + 1;
-      frag.append(el('div', { class: 'tile s-' + st, 'data-name': l.name, 'data-state': st, title: l.name + ': ' + st }, shortName(l.name)));
+      // A running locker on another release than current is marked: the
+      // map tells moved lockers from those still to move.
+      const off = l.state === 'RUNNING' && !!l.release && !!current && !l.on_current;
+      if (off) other++;
+      frag.append(el('div', { class: 'tile s-' + st + (off ? ' off' : ''), 'data-name': l.name, 'data-state': st, 'data-off': off,
+        title: l.name + ': ' + st + (l.release ? ' on ' + l.release + (off ? ' (current is ' + current + ')' : '') : '') }, shortName(l.name)));
     }
     // Lockers the job reports that the inventory does not know yet.
     if (S.live && !S.live.ended) {
@@ -400,7 +412,9 @@
     grid.replaceChildren(frag);
     const legend = $('legend');
     legend.replaceChildren(...STATES.map(([k, label]) =>
-      el('span', { 'data-legend': k }, el('i', { class: 's-' + k }), label + ' ' + (counts[k] || 0))));
+      el('span', { 'data-legend': k }, el('i', { class: 's-' + k }), label + ' ' + (counts[k] || 0))),
+      el('span', { 'data-legend': 'off', title: 'running a release other than current' + (current ? ' (' + current + ')' : '') },
+        el('i', { class: 'off' }), 'not on current ' + other));
   }
 
   // liveBusy: the running job has this locker down or in a step, so the
