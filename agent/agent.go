@@ -367,7 +367,7 @@ func logFailedLockers(log *slog.Logger, result any) {
 	}
 	for _, o := range res.Outcomes {
 		if o.Failed() {
-			log.Error("locker failed", "container", o.Name, "outcome", o.Outcome, "err", o.Error)
+			log.Error("locker failed", "container", o.Name, "outcome", o.Outcome, "err", o.Error, "back", o.Back, "back_err", o.BackError)
 		}
 	}
 }

@@ -154,11 +154,6 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 	if res.Err != nil {
 		a.log.Error("job could not carry out its plan", "job", r.job.ID, "err", res.Err)
 	}
-	for _, o := range res.Outcomes {
-		if o.Failed() {
-			a.log.Warn("locker failed", "job", r.job.ID, "container", o.Name, "outcome", o.Outcome, "back", o.Back, "err", o.Error+o.BackError)
-		}
-	}
 	return res
 }
 
@@ -285,9 +280,9 @@ func tail(res rollout.Result, plan rollout.Plan) string {
 	}
 	switch n := res.Counts()["back-"+rollout.BackRolledBack]; {
 	case res.RolledBack:
-		parts = append(parts, fmt.Sprintf("rolled back to %s (%d lockers moved back)", orDash(plan.Fallback), n))
+		parts = append(parts, fmt.Sprintf("rolled back to %s (%s moved back)", orDash(plan.Fallback), nLockers(n)))
 	case n > 0:
-		parts = append(parts, fmt.Sprintf("%d lockers moved back to %s", n, orDash(plan.Fallback)))
+		parts = append(parts, fmt.Sprintf("%s moved back to %s", nLockers(n), orDash(plan.Fallback)))
 	}
 	if n := res.Counts()["back-"+rollout.BackFailed]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d failed on the way back", n))

@@ -156,7 +156,7 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	out := toResult(res, begin)
-	return out, summarize(out, res, plan, fmt.Sprintf("stopped %d lockers", len(plan.Items)))
+	return out, summarize(out, res, plan, "stopped "+nLockers(len(plan.Items)))
 }
 
 // startAllJob starts lockers on current with at most Window starting at
@@ -180,7 +180,7 @@ func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lx
 	res := a.execute(ctx, r, req, plan, nil)
 	out := toResult(res, begin)
 	out.To = f.Current
-	return out, summarize(out, res, plan, fmt.Sprintf("started %d lockers", len(plan.Items)))
+	return out, summarize(out, res, plan, "started "+nLockers(len(plan.Items)))
 }
 
 // restartJob replaces each locker (stop, start, healthy through the
@@ -197,5 +197,13 @@ func (a *Agent) restartJob(ctx context.Context, r *run, req Request, infos []lxc
 	plan := rollout.PlanRestart(ls, a.factsFor(ls), policyOf(req))
 	res := a.execute(ctx, r, req, plan, nil)
 	out := toResult(res, begin)
-	return out, summarize(out, res, plan, fmt.Sprintf("restarted %d lockers", len(plan.Items)))
+	return out, summarize(out, res, plan, "restarted "+nLockers(len(plan.Items)))
+}
+
+// nLockers is "1 locker" or "n lockers".
+func nLockers(n int) string {
+	if n == 1 {
+		return "1 locker"
+	}
+	return fmt.Sprintf("%d lockers", n)
 }

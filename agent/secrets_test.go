@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -177,7 +178,7 @@ func TestFailedLockersAreLogged(t *testing.T) {
 func TestEventStreamOutlivesReadTimeout(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	name := f.Add(1, testfleet.Stubborn)[0].Name
-	if _, err := f.Host.StartAll(t.Context(), []string{name}, lxcctl.StartOptions{Window: 1, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
+	if _, err := lockerverbs.StartAll(t.Context(), f.Host, []string{name}, lxcctl.StartOptions{Window: 1, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
 	s := serveAgent(t, Config{LXCPath: f.Path, Listen: Listen{ReadTimeout: 200 * time.Millisecond}}, Deps{Containers: f.Host})

@@ -81,8 +81,8 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
-	r.stage("plan", fmt.Sprintf("%s: %d lockers to move to %s, at most %d down at once; falls back to %s; %s",
-		req.Strategy, len(plan.Items), rel.Name, req.Window, orDash(plan.Fallback), healthNote(req)))
+	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, at most %d down at once; falls back to %s; %s",
+		req.Strategy, nLockers(len(plan.Items)), rel.Name, req.Window, orDash(plan.Fallback), healthNote(req)))
 	var hold *portHold
 	if plan.Strategy == rollout.Offline {
 		hold = a.holdPorts(ctx, r, req, plan.Names(rollout.OpReplace))
