@@ -19,13 +19,17 @@
 //
 // # Invariants
 //
-// Each has table tests against the fake host in internal/fakehost, and a
-// mutant in mutants_test.go that breaks it and must make a test fail.
+// Each has table tests against the fake host in internal/fakehost, and at
+// least one mutant in internal/mutants (make mutants) that breaks it and
+// must make a test fail.
 //
 //   - I1. At most K (Policy.MaxUnavailable) lockers are down because of the
 //     job at any moment, failed ones included: a locker holds its place from
 //     its stop until it has passed the monitor window; a failed locker keeps
-//     it until the failure policy has brought it back.
+//     it until the failure policy has brought it back; stopped lockers the
+//     plan starts hold a place until they are up (they start first). On the
+//     way back, running lockers are replaced only with the places failed
+//     ones left; none left, they stay where they are and the run says so.
 //   - I2. current points at an unproven release only while a job watches it
 //     with a failure policy (or while no locker runs at all, so that the
 //     next start applies the policy, I3). Any end of that job other than
@@ -41,8 +45,10 @@
 //     (PlanRecovery).
 //   - I5. A Result never says more than happened: each locker's Outcome is
 //     one of moved, started, stopped, killed, already-stopped,
-//     already-running, failed, skipped (left where it was) or rolled-back,
-//     and a cancelled or interrupted run says so.
+//     already-running, unverified (healthy once; the window was cut by a
+//     cancel or a shutdown), failed or skipped (left where it was); its Back
+//     says how its way back went (rolled-back or failed); a cancelled or
+//     interrupted run says so, even when the policy tripped too.
 //   - I6. Rollback always has a target and never moves forward
 //     (RollbackTarget: a stack of good releases, each rollback one further
 //     back); it moves stopped lockers whose desired state is running too.
@@ -53,6 +59,13 @@
 //
 // K = 4, monitor window 10 s (Nomad's min_healthy_time default) probed every
 // 500 ms, start deadline 60 s, failure ratio 0.1, failure action rollback.
+// A release is proven once min(K, lockers) of them (W for offline and
+// start plans; the canaries, after their soak, when there are canaries)
+// passed the monitor window; a watched run that ends with its release
+// unproven trips the policy if any locker failed (ratio 1 never trips on
+// its own: only a window full of failed lockers or that end does).
+// Canaries and soak apply to rolling updates only; a soak without
+// canaries does nothing.
 // With no health check configured, "healthy" means RUNNING: the monitor
 // window still catches a release that exits at start or within 10 s, but
 // not one that runs and serves errors.

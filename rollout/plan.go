@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -70,7 +71,7 @@ type Policy struct {
 	// (Kubernetes' maxUnavailable, Swarm's parallelism); > 0.
 	MaxUnavailable int `json:"max_unavailable"`
 	// MaxStarting is W ≤ K, the most lockers starting at once (from their
-	// start to their first healthy check); 0 means K.
+	// start to their first healthy check); 0, or more than K, means K.
 	MaxStarting int `json:"max_starting,omitempty"`
 	// StopParallel is the most lockers stopping at once in a stop phase
 	// (stop-all, offline); 0 means K.
@@ -359,25 +360,31 @@ type Switched struct {
 	From, To string
 }
 
-// RollbackTarget returns where a rollback from current goes (I6): with to
-// set, that release, refused when it is current, bad, or became current
-// after current did (never forward); else the newest release that was
-// current before current first became current and is not bad. exists says
-// whether a release is still on disk; bad whether it is marked bad.
+// RollbackTarget returns where a rollback from current goes (I6). The
+// rollback stack is the switch history replayed: a switch to a release
+// already on the stack (a rollback, or a failure policy going back) pops
+// every release above it; any other switch pushes. With to set, the target
+// is that release, refused when it is current, bad, gone, or not on the
+// stack below current (never forward); else it is the nearest release
+// below current that still exists and is not bad. exists says whether a
+// release is still on disk; bad whether it is marked bad.
 func RollbackTarget(history []Switched, current, to string, exists, bad func(string) bool) (string, error) {
-	first := map[string]int{} // release -> index of its first becoming current
-	for i, h := range history {
-		for _, r := range []string{h.From, h.To} {
-			if _, ok := first[r]; !ok && r != "" {
-				first[r] = i
-			}
+	var stack []string
+	for _, h := range history {
+		if h.To == "" {
+			continue
+		}
+		if len(stack) == 0 && h.From != "" && h.From != h.To {
+			stack = append(stack, h.From)
+		}
+		if i := slices.Index(stack, h.To); i >= 0 {
+			stack = stack[:i+1]
+		} else {
+			stack = append(stack, h.To)
 		}
 	}
-	// An older release was current before From of the entry that first made
-	// it current; order by first appearance.
-	curAt, ok := first[current]
-	if !ok {
-		curAt = len(history)
+	if i := slices.Index(stack, current); i >= 0 {
+		stack = stack[:i] // what lies below current
 	}
 	if to != "" {
 		switch {
@@ -387,28 +394,19 @@ func RollbackTarget(history []Switched, current, to string, exists, bad func(str
 			return "", fmt.Errorf("rolling back to %s: no such release on this host", to)
 		case bad(to):
 			return "", fmt.Errorf("rolling back to %s: it is marked bad", to)
-		}
-		if at, ok := first[to]; !ok || at > curAt || (at == curAt && history[at].To == to) {
-			return "", fmt.Errorf("rolling back to %s: it was never current before %s (a rollback never moves forward; use update-code)", to, current)
+		case !slices.ContainsFunc(history, func(h Switched) bool { return h.To == to || h.From == to }):
+			return "", fmt.Errorf("rolling back to %s: it was never current on this host (use update-code)", to)
+		case !slices.Contains(stack, to):
+			return "", fmt.Errorf("rolling back to %s: it is not below %s on the rollback stack (a rollback never moves forward; use update-code)", to, orNone(current))
 		}
 		return to, nil
 	}
-	best, bestAt := "", -1
-	for r, at := range first {
-		if r == current || at > curAt || (at == curAt && history[at].To == r) {
-			continue
-		}
-		if !exists(r) || bad(r) {
-			continue
-		}
-		if at > bestAt || (at == bestAt && r == history[at].To) {
-			best, bestAt = r, at
+	for i := len(stack) - 1; i >= 0; i-- {
+		if r := stack[i]; exists(r) && !bad(r) {
+			return r, nil
 		}
 	}
-	if best == "" {
-		return "", fmt.Errorf("rolling back from %s: no good release was current before it", orNone(current))
-	}
-	return best, nil
+	return "", fmt.Errorf("rolling back from %s: no good release was current before it", orNone(current))
 }
 
 func orNone(s string) string {

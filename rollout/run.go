@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -54,7 +55,8 @@ func (o Outcome) Failed() bool { return o.Outcome == OutFailed || o.Back == Back
 // Result is what a run did, and no more (I5).
 type Result struct {
 	Outcomes []Outcome `json:"outcomes"`
-	// Switched is true when current was pointed at the target.
+	// Switched is true when current was pointed at the target (or may
+	// have been: a switch that failed after its rename).
 	Switched bool `json:"switched,omitempty"`
 	// Current is where current points at the end, as far as the run knows.
 	Current string `json:"current,omitempty"`
@@ -105,9 +107,12 @@ func (r Result) OK() bool {
 	return r.Err == nil && r.Tripped == "" && r.Halted == "" && !r.Cancelled && !r.Interrupted && len(r.Failed()) == 0
 }
 
-// Run carries plan out on env and returns what happened. It never returns
-// early with a locker it stopped left down, except on Shutdown (the next
-// agent recovers those, I4). See the package doc for the invariants.
+// Run carries plan out on env and returns what happened. A locker it
+// stopped is started again before it returns: one whose start failed gets
+// one more start when the run halts, is cancelled, or has nowhere to go
+// back, and is reported failed if that fails too (I5). Only on Shutdown
+// does it leave lockers for the next agent's recovery (I4). See the
+// package doc for the invariants.
 func Run(ctx context.Context, plan Plan, env Env) Result {
 	if env.Clock == nil {
 		env.Clock = RealClock{}
@@ -141,9 +146,10 @@ type runner struct {
 	cond     *sync.Cond
 	out      []Outcome
 	down     int  // lockers down because of the job (K)
-	failDown int  // of those, failed ones (they keep their place)
 	starting int  // lockers starting (W)
 	canary   bool // in the canary phase: any failure trips
+	pending  int  // stopped lockers (OpStart) not yet up: they hold K places
+	active   int  // workers running
 	finished []int
 	moved    int
 	need     int // moved lockers that prove the target
@@ -229,6 +235,16 @@ func (x *runner) run(ctx context.Context) {
 		x.res.Current = x.plan.Target
 		x.observe(Event{Stage: "switch", Release: x.plan.Target, Message: "current -> " + x.plan.Target})
 	}
+	// Lockers that are down already start first: they count against K
+	// until they are up (I1), and bringing them up adds no downtime.
+	slices.SortStableFunc(launch, func(a, b int) int {
+		return x.downAlready(a) - x.downAlready(b)
+	})
+	for _, i := range launch {
+		if x.plan.Items[i].Op == OpStart {
+			x.pending++
+		}
+	}
 	x.need = len(launch)
 	if x.plan.Unproven {
 		x.need = min(x.need, x.plan.Policy.starting())
@@ -251,12 +267,25 @@ func (x *runner) run(ctx context.Context) {
 		x.soak(ctx, launch[:canary])
 		x.mu.Lock()
 		x.canary = false
+		ready := x.tripped == "" && ctx.Err() == nil && x.moved >= x.need
 		x.mu.Unlock()
+		if ready {
+			x.prove()
+		}
 		launch = launch[canary:]
 	}
 	x.launch(ctx, launch)
 	x.wg.Wait()
 	x.end(ctx)
+}
+
+// downAlready is 0 for a locker that is down before the run touches it
+// (a start), 1 for one it takes down (a replace).
+func (x *runner) downAlready(i int) int {
+	if x.plan.Items[i].Op == OpStart || x.prestop[i] {
+		return 0
+	}
+	return 1
 }
 
 // indices returns the items with op ("" for all).
@@ -346,11 +375,11 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 				x.mu.Unlock()
 				return
 			}
-			if needDown && x.failDown >= x.pol.MaxUnavailable {
+			if needDown && x.down+x.pending >= x.pol.MaxUnavailable && x.active == 0 {
 				x.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", x.pol.MaxUnavailable))
 				continue
 			}
-			if needDown && x.down < x.pol.MaxUnavailable {
+			if needDown && x.down+x.pending < x.pol.MaxUnavailable {
 				x.down++
 				break
 			}
@@ -361,9 +390,23 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 			x.cond.Wait()
 		}
 		x.launched[i] = true
+		x.active++
 		x.mu.Unlock()
 		if x.pol.Delay > 0 && !last.IsZero() {
-			_ = x.env.Clock.Sleep(context.WithoutCancel(ctx), x.pol.Delay-x.env.Clock.Now().Sub(last))
+			if err := x.env.Clock.Sleep(ctx, x.pol.Delay-x.env.Clock.Now().Sub(last)); err != nil {
+				// Cancelled during the delay: this one is not launched.
+				x.mu.Lock()
+				x.launched[i] = false
+				x.active--
+				if needDown {
+					x.down--
+				} else {
+					x.starting--
+				}
+				x.cond.Broadcast()
+				x.mu.Unlock()
+				return
+			}
 		}
 		last = x.env.Clock.Now()
 		x.wg.Add(1)
@@ -412,7 +455,9 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 	startAt := x.env.Clock.Now()
 	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target})
 	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
-	if err == nil && (st == Started || st == AlreadyRunning) {
+	// started frees the start place once the start's event is out (so
+	// that the events never show more than W starting).
+	started := func() {
 		x.mu.Lock()
 		x.starting--
 		x.cond.Broadcast()
@@ -437,11 +482,13 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 	case st == AlreadyRunning && it.Op == OpStart:
 		o.Outcome, o.Duration = OutAlreadyRunning, x.env.Clock.Now().Sub(begin)
 		x.observe(Event{Container: it.Name, Phase: PhaseSkipped, Op: "start", Outcome: OutAlreadyRunning})
+		started()
 		x.finish(i, o, false)
 		return
 	}
 	o.Downtime = x.env.Clock.Now().Sub(downFrom)
 	x.observe(Event{Container: it.Name, Phase: PhaseHealthy, Op: "start", Outcome: string(Started), Release: x.plan.Target, Duration: o.Downtime})
+	started()
 	o.Outcome = OutMoved
 	if it.Op == OpStart {
 		o.Outcome = OutStarted
@@ -474,12 +521,13 @@ const unhealthyChecks = 3
 // monitor checks a locker every interval for the monitor window. It
 // returns errCut when ctx ends meanwhile.
 func (x *runner) monitor(ctx context.Context, name string) error {
-	return x.holdHealthy(ctx, []string{name}, x.pol.Monitor, "in its monitor window")
+	_, err := x.holdHealthy(ctx, []string{name}, x.pol.Monitor, "in its monitor window")
+	return err
 }
 
 // holdHealthy checks names every interval for d; the first to fail ends
 // it with an error naming it.
-func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duration, where string) error {
+func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duration, where string) (string, error) {
 	iv := x.pol.interval()
 	bad := map[string]int{}
 	for waited := time.Duration(0); waited < d; waited += iv {
@@ -487,7 +535,7 @@ func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duratio
 		if err := x.env.Clock.Sleep(ctx, step); err != nil {
 			// The agent stops or the operator cancelled: the window is
 			// cut, and the locker is not counted as moved.
-			return errCut
+			return "", errCut
 		}
 		for _, n := range names {
 			err := x.env.Host.Check(ctx, n)
@@ -497,11 +545,11 @@ func (x *runner) holdHealthy(ctx context.Context, names []string, d time.Duratio
 			}
 			bad[n]++
 			if errors.Is(err, ErrNotRunning) || bad[n] >= unhealthyChecks {
-				return fmt.Errorf("%s failed %v after its first healthy check, %s: %w", n, (waited + step).Round(time.Millisecond), where, err)
+				return n, fmt.Errorf("%s failed %v after its first healthy check, %s: %w", n, (waited + step).Round(time.Millisecond), where, err)
 			}
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // finish records a locker's outcome, frees its place unless it failed
@@ -524,36 +572,48 @@ func (x *runner) finishStart(i int, o Outcome) {
 func (x *runner) record(i int, o Outcome, failed bool) {
 	x.out[i] = o
 	x.finished = append(x.finished, i)
+	x.active--
+	if !failed && x.plan.Items[i].Op == OpStart {
+		x.pending-- // it is up: its place is free
+	}
 	holdsDown := x.plan.Items[i].Op == OpReplace && !x.prestop[i]
-	if failed {
-		if holdsDown {
-			x.failDown++
-		}
-	} else {
-		if holdsDown {
-			x.down--
-		}
-		if o.Outcome == OutMoved || o.Outcome == OutStarted {
-			x.moved++
-		}
+	switch {
+	case failed:
+		// A failed locker is down: it keeps its place in K (I1).
+	case holdsDown:
+		x.down--
+	}
+	if !failed && (o.Outcome == OutMoved || o.Outcome == OutStarted) {
+		x.moved++
 	}
 	if failed && x.plan.Watched() {
 		x.checkPolicy()
 	}
-	prove := x.plan.Unproven && !x.proven && x.tripped == "" && x.need > 0 && x.moved >= x.need
-	if prove {
-		x.proven = true
-	}
+	// Canaries prove the release only once they passed the soak too.
+	ready := x.tripped == "" && !x.canary && x.need > 0 && x.moved >= x.need
 	x.cond.Broadcast()
 	x.mu.Unlock()
-	if prove {
-		if err := x.env.Releases.MarkProven(x.plan.Target); err != nil {
-			x.observe(Event{Stage: "proven", Release: x.plan.Target, Error: err.Error()})
-		} else {
-			x.res.Proven = true
-			x.observe(Event{Stage: "proven", Release: x.plan.Target, Message: fmt.Sprintf("%s is proven: %d lockers passed the monitor window", x.plan.Target, x.need)})
-		}
+	if ready {
+		x.prove()
 	}
+}
+
+// prove marks the target proven, once.
+func (x *runner) prove() {
+	x.mu.Lock()
+	do := x.plan.Unproven && !x.proven && x.plan.Target != "" && x.env.Releases != nil
+	x.proven = x.proven || do
+	moved := x.moved
+	x.mu.Unlock()
+	if !do {
+		return
+	}
+	if err := x.env.Releases.MarkProven(x.plan.Target); err != nil {
+		x.observe(Event{Stage: "proven", Release: x.plan.Target, Error: err.Error()})
+		return
+	}
+	x.res.Proven = true
+	x.observe(Event{Stage: "proven", Release: x.plan.Target, Message: fmt.Sprintf("%s is proven: %d lockers passed the monitor window", x.plan.Target, moved)})
 }
 
 // checkPolicy trips the failure policy (Swarm's max_failure_ratio over the
@@ -569,12 +629,12 @@ func (x *runner) checkPolicy() {
 		}
 	}
 	k := x.plan.Policy.MaxUnavailable
+	// The last K finished (or all so far, when fewer): a failure among
+	// the first lockers weighs as much as one later.
 	lastFailed := 0
-	if len(x.finished) >= k {
-		for _, i := range x.finished[len(x.finished)-k:] {
-			if x.out[i].Outcome == OutFailed {
-				lastFailed++
-			}
+	for _, i := range x.finished[max(0, len(x.finished)-k):] {
+		if x.out[i].Outcome == OutFailed {
+			lastFailed++
 		}
 	}
 	switch {
@@ -600,38 +660,45 @@ func (x *runner) soak(ctx context.Context, canaries []int) {
 		names = append(names, x.plan.Items[i].Name)
 	}
 	x.stage("soak", fmt.Sprintf("holding %v with %d canaries on %s, checked every %v", x.pol.Soak, len(names), x.plan.Target, x.pol.interval()))
-	err := x.holdHealthy(ctx, names, x.pol.Soak, "during the soak")
+	who, err := x.holdHealthy(ctx, names, x.pol.Soak, "during the soak")
 	if err == nil || errors.Is(err, errCut) {
 		return
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, i := range canaries {
-		if n := x.plan.Items[i].Name; x.out[i].Outcome != OutFailed && containsName(err.Error(), n) {
+		if x.out[i].Outcome != OutFailed && x.plan.Items[i].Name == who {
 			x.out[i].Outcome, x.out[i].Error = OutFailed, err.Error()
-			x.failDown++
 			x.down++ // it was given back when it passed its window
 		}
 	}
 	x.stop("a canary failed during the soak: " + err.Error())
 }
 
-func containsName(msg, name string) bool {
-	return len(msg) >= len(name) && msg[:len(name)] == name
-}
-
 // end decides how the run ends once every worker returned.
 func (x *runner) end(ctx context.Context) {
 	cause := context.Cause(ctx)
+	if x.tripped == "" && ctx.Err() == nil && x.unprovenOnTarget() && x.plan.Watched() {
+		// The run is over and its release is still unproven: fewer lockers
+		// passed the monitor window than prove it. With failures, that is
+		// a failed release; without, every locker it ran passed.
+		switch failed := x.count(OutFailed); {
+		case failed > 0:
+			x.tripped = fmt.Sprintf("%s was not proven: %d of %d lockers failed", x.plan.Target, failed, len(x.plan.Items))
+		case x.moved > 0:
+			x.prove()
+		}
+	}
 	switch {
 	case x.tripped != "":
 		x.res.Tripped = x.tripped
+		x.endCancel(ctx)
 		x.stage("trip", "failure policy tripped: "+x.tripped)
 		x.goBack(ctx, true, x.tripped)
 	case errors.Is(cause, Shutdown):
 		x.res.Interrupted = true
 		x.stage("interrupted", "the agent is stopping: launching stopped; the next agent recovers")
-		if x.plan.Unproven && !x.proven && x.res.Switched && x.plan.Fallback != "" {
+		if x.unprovenOnTarget() && x.plan.Fallback != "" {
 			x.switchBack()
 		}
 	case ctx.Err() != nil:
@@ -640,7 +707,39 @@ func (x *runner) end(ctx context.Context) {
 			x.undo(ctx)
 		}
 	}
-	x.res.Halted = x.halted
+	if x.halted != "" {
+		// Launching stopped with the window full of failed lockers: each
+		// gets one more start before the run gives up on it.
+		x.res.Halted = x.halted
+		var back []int
+		for i, o := range x.out {
+			if o.Outcome == OutFailed {
+				back = append(back, i)
+			}
+		}
+		x.runBack(ctx, back, nil)
+	}
+}
+
+// unprovenOnTarget reports whether current points at the plan's target
+// (switched by the run, or the plan runs on current) and the target is
+// still unproven.
+func (x *runner) unprovenOnTarget() bool {
+	onTarget := x.res.Switched || (!x.plan.Switch && x.plan.Target != "")
+	return onTarget && x.plan.Unproven && !x.proven && x.plan.Target != "" && x.env.Releases != nil
+}
+
+// count counts the outcomes equal to out.
+func (x *runner) count(out string) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for _, o := range x.out {
+		if o.Outcome == out {
+			n++
+		}
+	}
+	return n
 }
 
 func (x *runner) endCancel(ctx context.Context) {
@@ -649,7 +748,9 @@ func (x *runner) endCancel(ctx context.Context) {
 		x.res.Interrupted = true
 	} else if ctx.Err() != nil {
 		x.res.Cancelled = true
-		x.stage("cancel", "cancelled: launching stopped")
+		if x.tripped == "" {
+			x.stage("cancel", "cancelled: launching stopped")
+		}
 	}
 }
 
@@ -657,14 +758,16 @@ func (x *runner) endCancel(ctx context.Context) {
 // back, every locker touched back on the fallback); otherwise lockers the
 // job stopped and did not start again are started.
 func (x *runner) undo(ctx context.Context) {
-	if x.plan.Unproven && !x.proven && x.res.Switched && x.plan.Fallback != "" {
+	if x.unprovenOnTarget() && x.plan.Fallback != "" {
 		x.res.Undone = true
 		x.goBack(ctx, false, "cancelled")
 		return
 	}
+	// Nothing to undo: the lockers the job stopped and did not start, and
+	// those that failed, get one start on current.
 	var back []int
-	for i := range x.plan.Items {
-		if x.prestop[i] && !x.launched[i] {
+	for i, o := range x.out {
+		if x.prestop[i] && !x.launched[i] || o.Outcome == OutFailed {
 			back = append(back, i)
 		}
 	}
@@ -704,6 +807,14 @@ func (x *runner) goBack(ctx context.Context, tripped bool, why string) {
 	if fb == "" || fb == x.plan.Target {
 		x.res.Paused = true
 		x.stage("pause", "no good release to go back to: lockers stay where they are")
+		// Lockers the job stopped and never started are not left down.
+		var back []int
+		for i := range x.plan.Items {
+			if x.prestop[i] && !x.launched[i] {
+				back = append(back, i)
+			}
+		}
+		x.runBack(ctx, back, nil)
 		return
 	}
 	if !x.switchBack() {
@@ -765,11 +876,23 @@ func (x *runner) runBack(ctx context.Context, idx []int, release *string) {
 			stillDown++
 		}
 	}
-	x.backWave(ctx, up, release, max(x.plan.Policy.MaxUnavailable-stillDown, 1))
+	k := x.plan.Policy.MaxUnavailable - stillDown
+	if k <= 0 && len(up) > 0 {
+		// Replacing even one would put more than K down (I1): they stay
+		// where they are, and the run says so.
+		x.res.Paused = true
+		x.stage("pause", fmt.Sprintf("%d lockers could not be moved back: %d failed lockers still hold every place of the window", len(up), stillDown))
+		return
+	}
+	x.backWave(ctx, up, release, k)
 }
 
 // backWave brings idx back with at most k at once.
 func (x *runner) backWave(ctx context.Context, idx []int, release *string, k int) {
+	if len(idx) == 0 {
+		return
+	}
+	k = max(k, 1)
 	sem := make(chan struct{}, k)
 	var wg sync.WaitGroup
 	for _, i := range idx {
