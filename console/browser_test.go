@@ -325,6 +325,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got := p.text("#job-counts"); !strings.Contains(got, fmt.Sprintf("%d of %d lockers done", n, n)) {
 			t.Errorf("counts: got %q", got)
 		}
+		// The stage list keeps every stage and shows the newest (it used to
+		// clip at 8 and hide a rollback at the end).
+		p.wait("the newest stage in view", `(() => { const s = document.querySelector('#job-stages'); const li = s.lastElementChild;
+			return s.children.length > 8 && li && li.getBoundingClientRect().bottom <= s.getBoundingClientRect().bottom + 2; })()`, 10*time.Second)
 		p.wait("the new build number", `document.querySelector('#build-number').textContent === '#3'`, 10*time.Second)
 		p.wait("every locker up on build 3", fmt.Sprintf(`document.querySelectorAll('#grid .tile.s-up').length === %d && !document.querySelector('#lockers-table [data-old]')`, n), 15*time.Second)
 		p.wait("the job in the history", `[...document.querySelectorAll('#jobs-table tbody tr')].some(r => r.textContent.includes('update-code') && r.textContent.includes('succeeded'))`, 10*time.Second)

@@ -465,7 +465,7 @@
     try {
       const r = typeof j.result === 'string' ? JSON.parse(j.result) : j.result;
       if (r && r.summary) return r.summary;
-      if (r && r.available !== undefined) return r.available ? r.behind + ' commits behind ' + r.target : 'up to date';
+      if (r && r.available !== undefined) return r.available ? r.behind + (r.behind === 1 ? ' commit behind ' : ' commits behind ') + r.target : 'up to date';
     } catch (e) { /* not JSON: no summary */ }
     return '';
   }
@@ -740,9 +740,13 @@
 
     // Stages.
     const sl = $('job-stages');
-    sl.replaceChildren(...live.stages.slice(-40).map((s) =>
+    // Every stage (the newest 500), scrolled to the newest: a rollback at
+    // the end of a long job must be in view, not below the fold.
+    const atEnd = sl.scrollTop + sl.clientHeight >= sl.scrollHeight - 4;
+    sl.replaceChildren(...live.stages.slice(-500).map((s) =>
       el('li', { class: s.err ? 'err' : '' }, el('span', { class: 't', text: clock(s.t) }), el('b', {}, s.stage), s.msg ? ': ' + s.msg : '', s.err ? ' — ' + s.err : '')));
     if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: live.ended ? 'this job has no stages' : 'waiting for the first stage…' }));
+    if (atEnd) sl.scrollTop = sl.scrollHeight;
 
     // Failures.
     const fl = $('job-failures');
