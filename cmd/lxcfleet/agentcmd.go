@@ -34,7 +34,8 @@ func newAgent(fc agent.FileConfig, log *slog.Logger, daemon bool) (*agent.Agent,
 		layout.Templates = fc.Layout.Templates
 	}
 	if fc.Code.Origin != "" {
-		m, err := codeupdate.New(codeupdate.Options{Root: fc.Layout.Root, Origin: fc.Code.Origin, Npm: fc.Code.Npm, NpmTimeout: fc.Code.NpmTimeout.D(), Logger: log})
+		m, err := codeupdate.New(codeupdate.Options{Root: fc.Layout.Root, Origin: fc.Code.Origin, Npm: fc.Code.Npm, NpmTimeout: fc.Code.NpmTimeout.D(),
+			Target: fc.Defaults.Target, FetchStallTimeout: fc.Code.FetchStallTimeout.D(), FetchTimeout: fc.Code.FetchTimeout.D(), MaxPacks: fc.Code.MaxPacks, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("code.origin: %w", err)
 		}
