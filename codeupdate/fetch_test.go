@@ -141,7 +141,7 @@ func TestFetchBounded(t *testing.T) {
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// 1\n"))
 	srv := newGitServer(t, o.url)
-	m, logs := newManagerOpts(t, codeupdate.Options{Origin: srv.url, FetchStallTimeout: time.Second, FetchTimeout: 3 * time.Second})
+	m, logs := newManagerOpts(t, codeupdate.Options{Origin: srv.url, FetchStallTimeout: 2 * time.Second, FetchTimeout: 5 * time.Second})
 	ctx := context.Background()
 	if _, err := m.CheckUpdate(ctx, "main"); err != nil {
 		t.Fatalf("CheckUpdate over HTTP: %v", err)
@@ -154,8 +154,8 @@ func TestFetchBounded(t *testing.T) {
 		is   error
 		want time.Duration
 	}{
-		{"stalled mid-transfer", stallMid, codeupdate.ErrFetchStalled, time.Second},
-		{"trickling", trickle, codeupdate.ErrFetchTimeout, 3 * time.Second},
+		{"stalled mid-transfer", stallMid, codeupdate.ErrFetchStalled, 2 * time.Second},
+		{"trickling", trickle, codeupdate.ErrFetchTimeout, 5 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv.mode.Store(c.mode)
