@@ -319,3 +319,16 @@ func TestFetchDiskFull(t *testing.T) {
 		t.Errorf("mirror: got %v, want it kept", err)
 	}
 }
+
+// TestNonBareOrigin builds from a local origin that is a work tree, not a
+// bare repository (local origins are served in-process by go-git).
+func TestNonBareOrigin(t *testing.T) {
+	t.Parallel()
+	requireNpm(t)
+	o := newTestOrigin(t, plainFiles("// 1\n"))
+	m, _ := newManager(t, "", o.work, 0)
+	rel, err := m.Build(context.Background(), "main", nil)
+	if err != nil || rel.SHA != git(t, o.work, "rev-parse", "HEAD") {
+		t.Errorf("Build from a work tree: got %s, %v, want its head", rel.SHA, err)
+	}
+}
