@@ -52,6 +52,11 @@ type FileConfig struct {
 		Origin     string   `toml:"origin"`
 		Npm        string   `toml:"npm"`
 		NpmTimeout Duration `toml:"npm_timeout"`
+		// FetchStallTimeout, FetchTimeout and MaxPacks: see
+		// codeupdate.Options (0: its defaults, 60s, 15m and 32).
+		FetchStallTimeout Duration `toml:"fetch_stall_timeout"`
+		FetchTimeout      Duration `toml:"fetch_timeout"`
+		MaxPacks          int      `toml:"max_packs"`
 	} `toml:"code"`
 
 	Provision struct {
@@ -190,6 +195,12 @@ func (c FileConfig) validate() error {
 		return fmt.Errorf("health_interval must not be negative")
 	case c.Code.NpmTimeout < 0:
 		return fmt.Errorf("code.npm_timeout must not be negative")
+	case c.Code.FetchStallTimeout < 0:
+		return fmt.Errorf("code.fetch_stall_timeout must not be negative")
+	case c.Code.FetchTimeout < 0:
+		return fmt.Errorf("code.fetch_timeout must not be negative")
+	case c.Code.MaxPacks < 0:
+		return fmt.Errorf("code.max_packs must not be negative, got %d", c.Code.MaxPacks)
 	case c.Listen.TCP != "" && c.Listen.Token == "":
 		return fmt.Errorf("listen.tcp is set but listen.token (or listen.token_file) is not: the TCP listener refuses every request without a token")
 	case c.Listen.Token != "" && len(c.Listen.Token) < MinTokenBytes:

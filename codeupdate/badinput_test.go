@@ -49,6 +49,18 @@ func TestBadInput(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "package-lock.json"), string(lock)+"\n", 0o644)
 	})
 	hex := "0123abcd0123abcd0123abcd0123abcd0123abcd"
+	// A submodule (a gitlink entry) and a Git LFS pointer: things the
+	// checkout cannot reproduce.
+	sub := filepath.Join(t.TempDir(), "sub")
+	git(t, filepath.Dir(sub), "clone", "--quiet", origin.URL, sub)
+	git(t, sub, "checkout", "--quiet", "-b", "submodule")
+	git(t, sub, "update-index", "--add", "--cacheinfo", "160000,"+origin.Head()+",vendor/lib")
+	git(t, sub, "commit", "--quiet", "-m", "a submodule")
+	git(t, sub, "push", "--quiet", "origin", "submodule")
+	pushBranch(t, origin.URL, "lfs", func(dir string) {
+		writeFile(t, filepath.Join(dir, ".gitattributes"), "*.bin filter=lfs diff=lfs merge=lfs -text\n", 0o644)
+		writeFile(t, filepath.Join(dir, "model.bin"), "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n", 0o644)
+	})
 
 	for _, c := range []struct {
 		name    string
@@ -66,6 +78,8 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown short commit", target: "deadbee", want: `unknown target "deadbee"`, is: codeupdate.ErrUnknownTarget},
 		{name: "empty target", target: "", want: "empty target", is: codeupdate.ErrUnknownTarget},
 		{name: "no package.json", target: "nopkg", want: "release has no package.json"},
+		{name: "submodule", target: "submodule", want: "vendor/lib is a git submodule", is: codeupdate.ErrIncomplete},
+		{name: "git lfs pointer", target: "lfs", want: "writing model.bin: commit cannot be checked out whole: it is a Git LFS pointer", is: codeupdate.ErrIncomplete},
 		{name: "package.json and lockfile disagree", target: "outofsync", want: "`npm ci` can only install packages when your package.json and package-lock.json", is: codeupdate.ErrLockMismatch},
 		{name: "npm times out", timeout: 50 * time.Millisecond, target: "slow", want: `timed out after 50ms`},
 	} {

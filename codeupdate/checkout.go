@@ -1,7 +1,9 @@
 package codeupdate
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,10 +15,19 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
+// ErrIncomplete means a commit holds something the checkout cannot
+// reproduce (a submodule, a Git LFS pointer): the build fails rather than
+// ship a release with an empty folder or a pointer in place of a file.
+var ErrIncomplete = errors.New("commit cannot be checked out whole")
+
+// lfsPointer starts every Git LFS pointer file.
+const lfsPointer = "version https://git-lfs.github.com/spec/v1\n"
+
 // checkout writes the tree of commit c into dir (which exists and is
 // empty): regular files 0644, executables 0755, symlinks as symlinks,
-// folders 0755. Submodules become empty folders (logged). Entry names that
-// could escape dir or write into a .git folder are refused.
+// folders 0755. A submodule or a Git LFS pointer fails it with
+// ErrIncomplete. Entry names that could escape dir or write into a .git
+// folder are refused.
 func (m *Manager) checkout(ctx context.Context, repo *git.Repository, c *object.Commit, dir string) error {
 	tree, err := c.Tree()
 	if err != nil {
@@ -79,10 +90,7 @@ func (m *Manager) writeTree(ctx context.Context, repo *git.Repository, tree *obj
 				return fmt.Errorf("creating symlink %s: %w", name, err)
 			}
 		case filemode.Submodule:
-			m.log.Warn("submodule left empty in release", "path", name, "commit", e.Hash.String())
-			if err := os.Mkdir(path, 0o755); err != nil {
-				return fmt.Errorf("creating folder %s: %w", name, err)
-			}
+			return fmt.Errorf("%w: %s is a git submodule (commit %s), which lxcfleet does not fetch; vendor it or make it an npm dependency", ErrIncomplete, name, e.Hash)
 		default:
 			return fmt.Errorf("tree entry %s has unsupported mode %s", name, e.Mode)
 		}
@@ -106,7 +114,14 @@ func writeBlob(repo *git.Repository, e object.TreeEntry, path string, perm os.Fi
 		return err
 	}
 	er := &errReader{r: r}
-	n, err := io.Copy(f, er)
+	br := bufio.NewReader(er)
+	if b.Size < 1024 {
+		if head, _ := br.Peek(len(lfsPointer)); string(head) == lfsPointer {
+			f.Close()
+			return fmt.Errorf("%w: it is a Git LFS pointer, and lxcfleet does not fetch LFS objects; commit the file itself", ErrIncomplete)
+		}
+	}
+	n, err := io.Copy(f, br)
 	if err != nil {
 		f.Close()
 		if er.err != nil {

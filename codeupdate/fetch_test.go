@@ -141,7 +141,7 @@ func TestFetchBounded(t *testing.T) {
 	requireNpm(t)
 	o := newTestOrigin(t, plainFiles("// 1\n"))
 	srv := newGitServer(t, o.url)
-	m, logs := newManagerOpts(t, codeupdate.Options{Origin: srv.url, FetchStallTimeout: time.Second, FetchTimeout: 3 * time.Second})
+	m, logs := newManagerOpts(t, codeupdate.Options{Origin: srv.url, FetchStallTimeout: 2 * time.Second, FetchTimeout: 5 * time.Second})
 	ctx := context.Background()
 	if _, err := m.CheckUpdate(ctx, "main"); err != nil {
 		t.Fatalf("CheckUpdate over HTTP: %v", err)
@@ -154,8 +154,8 @@ func TestFetchBounded(t *testing.T) {
 		is   error
 		want time.Duration
 	}{
-		{"stalled mid-transfer", stallMid, codeupdate.ErrFetchStalled, time.Second},
-		{"trickling", trickle, codeupdate.ErrFetchTimeout, 3 * time.Second},
+		{"stalled mid-transfer", stallMid, codeupdate.ErrFetchStalled, 2 * time.Second},
+		{"trickling", trickle, codeupdate.ErrFetchTimeout, 5 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv.mode.Store(c.mode)
@@ -317,5 +317,18 @@ func TestFetchDiskFull(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(m.Root(), "repo.git", "HEAD")); err != nil {
 		t.Errorf("mirror: got %v, want it kept", err)
+	}
+}
+
+// TestNonBareOrigin builds from a local origin that is a work tree, not a
+// bare repository (local origins are served in-process by go-git).
+func TestNonBareOrigin(t *testing.T) {
+	t.Parallel()
+	requireNpm(t)
+	o := newTestOrigin(t, plainFiles("// 1\n"))
+	m, _ := newManager(t, "", o.work, 0)
+	rel, err := m.Build(context.Background(), "main", nil)
+	if err != nil || rel.SHA != git(t, o.work, "rev-parse", "HEAD") {
+		t.Errorf("Build from a work tree: got %s, %v, want its head", rel.SHA, err)
 	}
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/plumbing/transport/server"
@@ -50,8 +54,24 @@ func installTransports() {
 		t := githttp.NewClientWithOptions(c, nil)
 		client.InstallProtocol("http", t)
 		client.InstallProtocol("https", t)
-		client.InstallProtocol("file", server.NewClient(server.DefaultLoader))
+		client.InstallProtocol("file", server.NewClient(localLoader{}))
 	})
+}
+
+// localLoader opens a local origin for go-git's in-process server: a bare
+// repository at the path, or else the .git folder of a work tree there
+// (git-upload-pack accepted both; go-git's own loader opens a work tree's
+// root, where it finds no refs).
+type localLoader struct{}
+
+func (localLoader) Load(ep *transport.Endpoint) (storer.Storer, error) {
+	_, cerr := os.Stat(filepath.Join(ep.Path, "config"))
+	if fi, err := os.Stat(filepath.Join(ep.Path, ".git")); cerr != nil && err == nil && fi.IsDir() {
+		dotGit := *ep
+		dotGit.Path = filepath.Join(ep.Path, ".git")
+		return server.DefaultLoader.Load(&dotGit)
+	}
+	return server.DefaultLoader.Load(ep)
 }
 
 // meteredTransport wraps response bodies in a meteredBody.

@@ -31,7 +31,7 @@ func TestModules(t *testing.T) {
 	m, _ := newManager(t, "", o.url, 2*time.Minute)
 	root := m.Root()
 	ctx := context.Background()
-	read := func(rel codeupdate.Release, name string) string {
+	read := func(t *testing.T, rel codeupdate.Release, name string) string {
 		t.Helper()
 		b, err := os.ReadFile(filepath.Join(rel.Path, name))
 		if err != nil {
@@ -39,7 +39,7 @@ func TestModules(t *testing.T) {
 		}
 		return string(b)
 	}
-	build := func(target string) (codeupdate.Release, time.Duration) {
+	build := func(t *testing.T, target string) (codeupdate.Release, time.Duration) {
 		t.Helper()
 		begin := time.Now()
 		rel, err := m.Build(ctx, target, nil)
@@ -49,9 +49,9 @@ func TestModules(t *testing.T) {
 		return rel, time.Since(begin)
 	}
 
-	relA, tookA := build("main")
-	if relA.Npm != "ran" || read(relA, "generated.txt") != "generated from input 1\n" {
-		t.Fatalf("first build: got npm %q, generated %q, want ran and generated from input 1", relA.Npm, read(relA, "generated.txt"))
+	relA, tookA := build(t, "main")
+	if relA.Npm != "ran" || read(t, relA, "generated.txt") != "generated from input 1\n" {
+		t.Fatalf("first build: got npm %q, generated %q, want ran and generated from input 1", relA.Npm, read(t, relA, "generated.txt"))
 	}
 	if _, err := m.Switch(ctx, relA, "first"); err != nil {
 		t.Fatal(err)
@@ -62,13 +62,13 @@ func TestModules(t *testing.T) {
 	t.Run("app-only change reuses node_modules and runs the postinstall", func(t *testing.T) {
 		before := treeSums(t, relA.Path)
 		o.commit("app change", map[string]string{"gen-input.txt": "input 2\n"})
-		rel, took := build("main")
+		rel, took := build(t, "main")
 		relB = rel
 		t.Logf("app-only build with a root postinstall: %v (%s)", took, rel.ModulesCopy)
 		if rel.Npm != "reused" || rel.NpmFrom != relA.Name {
 			t.Errorf("Npm: got %q from %q, want reused from %s", rel.Npm, rel.NpmFrom, relA.Name)
 		}
-		if got := read(rel, "generated.txt"); got != "generated from input 2\n" {
+		if got := read(t, rel, "generated.txt"); got != "generated from input 2\n" {
 			t.Errorf("generated.txt: got %q, want the postinstall's output from input 2", got)
 		}
 		if rel.ModulesCopy == "hardlink" {
@@ -116,7 +116,7 @@ func TestModules(t *testing.T) {
 		if err != nil || !info.NpmNeeded {
 			t.Errorf("CheckUpdate: got npm needed %v, %v, want true", info.NpmNeeded, err)
 		}
-		rel, _ := build("npmrc")
+		rel, _ := build(t, "npmrc")
 		if rel.Npm != "ran" {
 			t.Errorf("Npm: got %q, want ran", rel.Npm)
 		}
@@ -126,14 +126,14 @@ func TestModules(t *testing.T) {
 		before := treeSums(t, relB.Path)
 		o.commit("is-number 6", map[string]string{
 			"package-lock.json": "@lock-is-number-6.json",
-			"package.json":      strings.Replace(read(relB, "package.json"), `"is-number": "7.0.0"`, `"is-number": "6.0.0"`, 1),
+			"package.json":      strings.Replace(read(t, relB, "package.json"), `"is-number": "7.0.0"`, `"is-number": "6.0.0"`, 1),
 			"gen-input.txt":     "input 3\n",
 		})
 		info, err := m.CheckUpdate(ctx, "main")
 		if err != nil || !info.NpmNeeded || info.LockMismatch != "" {
 			t.Errorf("CheckUpdate: got %+v, %v, want npm needed, no mismatch", info, err)
 		}
-		rel, took := build("main")
+		rel, took := build(t, "main")
 		t.Logf("one-dependency lockfile change: lxcfleet build %v (npm %s from %q, %s)", took, rel.Npm, rel.NpmFrom, rel.ModulesCopy)
 		if rel.Npm != "ran" || rel.NpmFrom != relB.Name || rel.ModulesCopy == "hardlink" || rel.ModulesCopy == "" {
 			t.Errorf("Npm: got %q from %q (%s), want ran over an independent copy of %s", rel.Npm, rel.NpmFrom, rel.ModulesCopy, relB.Name)
@@ -141,7 +141,7 @@ func TestModules(t *testing.T) {
 		if v := readJSON(t, filepath.Join(rel.Path, "node_modules/is-number/package.json"))["version"]; v != "6.0.0" {
 			t.Errorf("new release's is-number: got %v, want 6.0.0", v)
 		}
-		if got := read(rel, "generated.txt"); got != "generated from input 3\n" {
+		if got := read(t, rel, "generated.txt"); got != "generated from input 3\n" {
 			t.Errorf("generated.txt: got %q, want from input 3", got)
 		}
 		if v := readJSON(t, filepath.Join(relB.Path, "node_modules/is-number/package.json"))["version"]; v != "7.0.0" {
@@ -155,7 +155,7 @@ func TestModules(t *testing.T) {
 			}
 			t.Errorf("the old release changed while npm installed into the copy")
 		}
-		if lock := read(rel, "package-lock.json"); lock != readFileT(t, "testdata/lock-is-number-6.json") {
+		if lock := read(t, rel, "package-lock.json"); lock != readFileT(t, "testdata/lock-is-number-6.json") {
 			t.Errorf("the release's package-lock.json differs from the commit's")
 		}
 
@@ -166,7 +166,7 @@ func TestModules(t *testing.T) {
 			t.Fatalf("cp: %v %s", err, out)
 		}
 		for _, f := range []string{"package.json", "package-lock.json", "gen-input.txt"} {
-			writeFile(t, filepath.Join(inPlace, f), read(rel, f), 0o644)
+			writeFile(t, filepath.Join(inPlace, f), read(t, rel, f), 0o644)
 		}
 		cmd := exec.Command("npm", "install", "--no-audit", "--no-fund")
 		cmd.Dir = inPlace
@@ -184,7 +184,7 @@ func TestModules(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "package.json"), pj, 0o644)
 			os.Remove(filepath.Join(dir, "package-lock.json"))
 		})
-		first, took1 := build("nolock")
+		first, took1 := build(t, "nolock")
 		pushBranch(t, o.url, "nolock2", func(dir string) {
 			writeFile(t, filepath.Join(dir, "package.json"), pj, 0o644)
 			os.Remove(filepath.Join(dir, "package-lock.json"))
@@ -194,7 +194,7 @@ func TestModules(t *testing.T) {
 		if _, err := m.Switch(ctx, first, "nolock"); err != nil {
 			t.Fatal(err)
 		}
-		second, took2 := build("nolock2")
+		second, took2 := build(t, "nolock2")
 		t.Logf("no lockfile: first build %v (npm %s), second with package.json unchanged %v (npm %s, %s)", took1, first.Npm, took2, second.Npm, second.ModulesCopy)
 		if first.Npm != "ran" || second.Npm != "reused" || second.NpmFrom != first.Name {
 			t.Errorf("Npm: got %q then %q from %q, want ran then reused from %s", first.Npm, second.Npm, second.NpmFrom, first.Name)

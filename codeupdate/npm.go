@@ -263,22 +263,6 @@ func fileRange(path string, start, end, limit int64) string {
 	return string(b)
 }
 
-// fileTail returns the last max bytes of a file.
-func fileTail(path string, limit int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(0, fi.Size()-limit)
-	b, _ := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	return tailString(string(b), int(limit))
-}
-
 func tailString(s string, limit int) string {
 	s = strings.TrimSpace(s)
 	if len(s) > limit {
