@@ -233,7 +233,13 @@ func (a *Agent) checkUpdateJob(ctx context.Context, r *run, req Request) (any, e
 		if info.NpmNeeded {
 			need = "npm install needed"
 		}
-		msg = fmt.Sprintf("%d commits behind %s; %s", info.Behind, req.Target, need)
+		msg = fmt.Sprintf("%d %s behind %s; %s", info.Behind, plural(info.Behind, "commit", "commits"), req.Target, need)
+		if info.LockMismatch != "" {
+			msg += "; package.json and package-lock.json disagree, so the build will fail: " + info.LockMismatch
+		}
+		if info.TargetBad {
+			msg += "; the target's release is marked bad (update-code needs --force)"
+		}
 	}
 	r.stage("check", msg)
 	return info, nil
@@ -291,4 +297,12 @@ func (a *Agent) ReleasesInUse(ctx context.Context) (map[string]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// plural picks one or many by n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
