@@ -8,7 +8,7 @@ N        ?= 20
 GOTEST   ?= go test
 TESTARGS ?=
 
-.PHONY: all setup build test test-short fuzz mutants demo demo-clean bench lint fmt clean deb
+.PHONY: all setup build test test-short fuzz mutants bench-builds demo demo-clean bench lint fmt clean deb
 
 all: build
 
@@ -67,6 +67,10 @@ bench: setup build
 	  cp $$latest/report.md $$latest/report.json bench/latest/; \
 	  if [ -f $$latest/healthy.png ]; then cp $$latest/healthy.png bench/latest/; fi; \
 	  echo "results: $$latest (copied to bench/latest/)"
+
+## bench-builds: issue 12's build timings (needs the npm registry; prints them)
+bench-builds:
+	go test -run '^$$' -bench BuildTimes -benchtime 1x -v ./codeupdate/
 
 ## lint: formatting, vet and the import rules
 lint:
