@@ -272,6 +272,7 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 	addr := freeAddr(t)
 	e.url = "http://" + addr + "/"
 	d := agent.DefaultDefaults()
+	d.Monitor = time.Second // the monitor window is tested in agent and rollout
 	d.Health = "http://127.0.0.1:{port}/healthz"
 	d.StopTimeout = 5 * time.Second
 	d.Deadline = 30 * time.Second
