@@ -63,6 +63,8 @@ type Config struct {
 	// KeepReleases is how many releases a successful update keeps (besides
 	// any a running locker uses); 0 keeps all.
 	KeepReleases int
+	// Supervision restarts lockers that stop on their own while Run runs.
+	Supervision SupervisionConfig
 }
 
 // finishedRunTTL is how long a finished job's events stay in memory.
@@ -84,6 +86,7 @@ type Agent struct {
 	stop   context.CancelCauseFunc
 
 	inv     *inventory
+	sup     *supervisor
 	metrics *metrics
 	sched   *scheduler
 
@@ -122,6 +125,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	base, stop := context.WithCancelCause(context.Background())
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
+	a.sup = newSupervisor(a, cfg.Supervision)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()

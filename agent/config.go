@@ -87,6 +87,16 @@ type FileConfig struct {
 	} `toml:"defaults"`
 
 	Schedules []Schedule `toml:"schedule"`
+
+	// Supervision restarts lockers that stop on their own (see
+	// SupervisionConfig).
+	Supervision struct {
+		Off        bool     `toml:"off"`
+		Burst      int      `toml:"burst"`
+		Interval   Duration `toml:"interval"`
+		Backoff    Duration `toml:"backoff"`
+		MaxBackoff Duration `toml:"max_backoff"`
+	} `toml:"supervision"`
 }
 
 // DefaultFileConfig returns the settings used where the file is silent.
@@ -273,6 +283,8 @@ func (c FileConfig) AgentConfig() Config {
 		Defaults:     c.AgentDefaults(),
 		KeepJobs:     c.KeepJobs,
 		KeepReleases: c.KeepReleases,
+		Supervision: SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
+			Backoff: c.Supervision.Backoff.D(), MaxBackoff: c.Supervision.MaxBackoff.D()},
 	}
 }
 

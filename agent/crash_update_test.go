@@ -254,7 +254,8 @@ func TestAgentExitMidUpdate(t *testing.T) {
 // the last good release with every locker running; rollback moves lockers
 // that died too, and never moves forward.
 func TestLateCrashAndOperatorScripts(t *testing.T) {
-	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"5s\"")
+	// Supervision off: this test stops lockers from outside on purpose.
+	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"5s\"\n[supervision]\noff = true")
 	good, err := e.code.Current()
 	if err != nil {
 		t.Fatal(err)

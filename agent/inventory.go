@@ -24,7 +24,7 @@ type Locker struct {
 	Release        string            `json:"release,omitempty"`         // what its init really mounts
 	ReleaseDeleted bool              `json:"release_deleted,omitempty"` // its release folder is gone
 	OnCurrent      bool              `json:"on_current"`
-	Health         string            `json:"health"` // healthy, unhealthy, unknown, stopped
+	Health         string            `json:"health"` // healthy, starting (failing within its start deadline), unhealthy, unknown, stopped
 	HealthError    string            `json:"health_error,omitempty"`
 	HealthAt       time.Time         `json:"health_at,omitzero"`
 	StartedAt      time.Time         `json:"started_at,omitzero"`
@@ -76,6 +76,8 @@ func (inv *inventory) run(ctx context.Context, healthEvery time.Duration) {
 	for {
 		if err := inv.refresh(ctx); err != nil && ctx.Err() == nil {
 			inv.a.log.Warn("refreshing locker inventory", "err", err)
+		} else if err == nil {
+			inv.a.sup.tick()
 		}
 		if healthEvery > 0 && time.Since(lastHealth) >= healthEvery {
 			inv.checkHealth(ctx)
@@ -117,10 +119,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 			l.OnCurrent = current != "" && l.Release == current && !l.ReleaseDeleted
 			l.Health = "unknown"
 			if h, ok := health[in.Name]; ok && h.pid == in.InitPID {
-				l.Health, l.HealthError, l.HealthAt = "unhealthy", h.err, h.at
-				if h.ok {
-					l.Health = "healthy"
-				}
+				l.Health, l.HealthError, l.HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Deadline), h.err, h.at
 			}
 		}
 		byName[in.Name] = len(lockers)
@@ -167,10 +166,7 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 	inv.health = marks
 	for i, l := range inv.lockers {
 		if h, ok := marks[l.Name]; ok && h.pid == l.InitPID {
-			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = "unhealthy", h.err, h.at
-			if h.ok {
-				inv.lockers[i].Health = "healthy"
-			}
+			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Deadline), h.err, h.at
 		}
 	}
 	inv.mu.Unlock()

@@ -16,6 +16,7 @@ type metrics struct {
 	jobs    *prometheus.CounterVec
 	jobDur  *prometheus.HistogramVec
 	ops     *prometheus.CounterVec
+	sup     *prometheus.CounterVec
 	lockers *prometheus.Desc
 	health  *prometheus.Desc
 	offCur  *prometheus.Desc
@@ -38,6 +39,9 @@ func newMetrics(a *Agent) *metrics {
 			Name: "lxcfleet_job_duration_seconds", Help: "Duration of finished jobs, by kind.",
 			Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600},
 		}, []string{"kind"}),
+		sup: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lxcfleet_supervision_total", Help: "Supervision actions: restart (lockers that stopped on their own), gave-up (a locker hit its start limit), rollback (a crash-looping release).",
+		}, []string{"action"}),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lxcfleet_container_operations_total", Help: "Container starts and stops done by jobs, by action and outcome (healthy, clean, killed, failed, unhealthy, ...).",
 		}, []string{"action", "outcome"}),
@@ -50,7 +54,7 @@ func newMetrics(a *Agent) *metrics {
 		behind:  prometheus.NewDesc("lxcfleet_update_commits_behind", "Commits the current release is behind its target, at the last check.", nil, nil),
 		running: prometheus.NewDesc("lxcfleet_job_running", "1 while a mutating job runs.", nil, nil),
 	}
-	m.reg.MustRegister(m.jobs, m.jobDur, m.ops, m,
+	m.reg.MustRegister(m.jobs, m.jobDur, m.ops, m.sup, m,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -67,7 +71,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // update check: a scrape costs the host nothing.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]int{"running": 0, "stopped": 0}
-	health := map[string]int{"healthy": 0, "unhealthy": 0, "unknown": 0}
+	health := map[string]int{"healthy": 0, "starting": 0, "unhealthy": 0, "unknown": 0}
 	off := 0
 	cur := m.a.currentRelease()
 	for _, l := range m.a.inv.snapshot() {
@@ -125,6 +129,13 @@ func (m *metrics) jobDone(j Job) {
 }
 
 // containerOp records one container start or stop.
+// supervision counts one supervision action.
+func (m *metrics) supervision(action string) {
+	if m != nil {
+		m.sup.WithLabelValues(action).Inc()
+	}
+}
+
 func (m *metrics) containerOp(action, outcome string) {
 	if m == nil || outcome == "" {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"lxcfleet/lxcctl"
@@ -165,6 +166,9 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 // goes back to the last good release (I3).
 func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
 	begin := time.Now()
+	if !strings.HasPrefix(req.Trigger, "supervision") {
+		a.sup.forget(namesOf(infos)) // started on purpose: a fresh start limit
+	}
 	if err := a.jr.SetDesired(namesOf(infos), Desired{Running: true, JobID: r.job.ID, Since: begin}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
@@ -187,6 +191,7 @@ func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lx
 // monitor window) with at most Window lockers down at once.
 func (a *Agent) restartJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
 	begin := time.Now()
+	a.sup.forget(namesOf(infos))
 	if err := a.jr.SetDesired(namesOf(infos), Desired{Running: true, JobID: r.job.ID, Since: begin}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}

@@ -68,6 +68,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.sched.c.Stop()
 
 	a.recoverIfNeeded(ctx)
+	a.sup.ready.Store(true) // after the recovery, which comes first
 
 	api := a.Handler()
 	var servers []*http.Server

@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
+)
+
+// supervisionJobs returns the jobs supervision started, newest first.
+func supervisionJobs(t *testing.T, a *Agent, kind JobKind) []Job {
+	t.Helper()
+	jobs, err := a.Jobs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Job
+	for _, j := range jobs {
+		if j.Kind == kind && strings.HasPrefix(j.Trigger, "supervision") {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// TestSupervision: a locker killed from outside comes back within its
+// backoff, through a journaled start-all job; a locker that keeps
+// crashing is restarted up to its start limit, then left alone.
+func TestSupervision(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	good := testfleet.Names(f.Add(2, testfleet.Normal))
+	crash := f.Add(1, testfleet.Crash)[0].Name
+	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond,
+		Supervision: SupervisionConfig{Burst: 2, Interval: time.Minute, Backoff: 300 * time.Millisecond}}, Deps{Containers: f.Host})
+	all := append(slices.Clone(good), crash)
+	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: all, Health: "http://127.0.0.1:{port}/healthz", Deadline: Duration(5 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.a, j.ID)
+
+	// Killed from outside (not a job): its desired state is running.
+	if _, err := f.Host.Stop(context.Background(), good[0], 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st, _ := f.Host.State(context.Background(), good[0]); st == lxcctl.StateRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s killed from outside is not running again after 20s", good[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The crashing locker: 2 restarts (the start limit), then given up.
+	for !slices.Contains(s.a.sup.GaveUp(), crash) {
+		if time.Now().After(deadline) {
+			t.Fatalf("supervision did not give up on %s (restarts: %d jobs)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	n := len(supervisionJobs(t, s.a, KindStartAll))
+	time.Sleep(1500 * time.Millisecond)
+	jobs := supervisionJobs(t, s.a, KindStartAll)
+	if len(jobs) != n {
+		t.Errorf("supervision went on after giving up: %d jobs, then %d", n, len(jobs))
+	}
+	restarted := 0
+	for _, j := range jobs {
+		if slices.Contains(j.Request.Names, crash) {
+			restarted++
+		}
+	}
+	if restarted != 2 {
+		t.Errorf("%s restarted %d times, want the start limit, 2", crash, restarted)
+	}
+	if st, _ := f.Host.State(context.Background(), good[1]); st != lxcctl.StateRunning {
+		t.Errorf("%s (never touched) is %s", good[1], st)
+	}
+}
+
+// TestSupervisionRollsBackACrashLoop: when the lockers of the current
+// release crash-loop past the failure ratio, supervision rolls the
+// release back (marked bad) instead of restarting them in a loop.
+func TestSupervisionRollsBackACrashLoop(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	names := testfleet.Names(f.Add(2, testfleet.Crash))
+	code := newFakeCode("1-old")
+	rel, err := code.Build(context.Background(), "2-new", func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := code.Switch(context.Background(), rel, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// Proven (it passed its window once): starting it applies no policy, so
+	// only supervision can find out that it crash-loops now.
+	if err := code.MarkProven("2-new"); err != nil {
+		t.Fatal(err)
+	}
+	d := testDefaults()
+	d.Deadline = 3 * time.Second
+	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
+		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf})
+	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.a, j.ID)
+	deadline := time.Now().Add(40 * time.Second)
+	for len(supervisionJobs(t, s.a, KindRollback)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	rb := waitJob(t, s.a, supervisionJobs(t, s.a, KindRollback)[0].ID)
+	if code.state("2-new") != codeupdate.StateBad {
+		t.Errorf("2-new is %s after supervision's rollback (job %s %q), want bad", code.state("2-new"), rb.State, rb.Error)
+	}
+	if cur, _ := code.Current(); cur.Name != "1-old" {
+		t.Errorf("current %s, want 1-old", cur.Name)
+	}
+}
