@@ -74,7 +74,7 @@ func (a *Agent) lockers(infos []lxcctl.Info) ([]rollout.Locker, error) {
 	}
 	out := make([]rollout.Locker, len(infos))
 	for i, in := range infos {
-		l := rollout.Locker{Name: in.Name, Running: in.State == lxcctl.StateRunning}
+		l := rollout.Locker{Name: in.Name, Running: in.State == lxcctl.StateRunning, StartDelay: in.StartDelay}
 		d, ok := desired[in.Name]
 		l.WantRunning = !ok && l.Running || d.Running
 		if l.Running && a.deps.ReleaseOf != nil && in.InitPID > 0 {

@@ -61,6 +61,9 @@ const (
 type Item struct {
 	Name string `json:"name"`
 	Op   Op     `json:"op"`
+	// Delay is waited after this locker's launch before the next one
+	// (its lxc.start.delay, as lxc-autostart honours it).
+	Delay time.Duration `json:"delay,omitempty"`
 }
 
 // Policy is how a plan moves lockers: its limits, its health over time and
@@ -208,6 +211,8 @@ type Locker struct {
 	Stale   bool   `json:"stale,omitempty"`
 	// WantRunning is its desired state.
 	WantRunning bool `json:"want_running"`
+	// StartDelay is its lxc.start.delay.
+	StartDelay time.Duration `json:"start_delay,omitempty"`
 }
 
 // on reports whether the locker runs release rel, intact.
@@ -256,9 +261,9 @@ func moveTo(lockers []Locker, target string) []Item {
 		switch {
 		case l.on(target):
 		case l.Running:
-			items = append(items, Item{l.Name, OpReplace})
+			items = append(items, Item{l.Name, OpReplace, l.StartDelay})
 		case l.WantRunning:
-			items = append(items, Item{l.Name, OpStart})
+			items = append(items, Item{l.Name, OpStart, l.StartDelay})
 		}
 	}
 	return items
@@ -273,7 +278,7 @@ func PlanStart(lockers []Locker, f ReleaseFacts, pol Policy) Plan {
 		p.Fallback = ""
 	}
 	for _, l := range lockers {
-		p.Items = append(p.Items, Item{l.Name, OpStart})
+		p.Items = append(p.Items, Item{l.Name, OpStart, l.StartDelay})
 	}
 	p.Policy.MaxStarting = pol.starting()
 	p.Policy.MaxUnavailable = max(len(p.Items), 1)
@@ -292,7 +297,7 @@ func PlanRestart(lockers []Locker, f ReleaseFacts, pol Policy) Plan {
 		if !l.Running {
 			op = OpStart
 		}
-		p.Items = append(p.Items, Item{l.Name, op})
+		p.Items = append(p.Items, Item{l.Name, op, l.StartDelay})
 	}
 	return p
 }
@@ -301,7 +306,7 @@ func PlanRestart(lockers []Locker, f ReleaseFacts, pol Policy) Plan {
 func PlanStop(lockers []Locker, pol Policy) Plan {
 	p := Plan{Kind: KindStop, Policy: pol}
 	for _, l := range lockers {
-		p.Items = append(p.Items, Item{l.Name, OpStop})
+		p.Items = append(p.Items, Item{Name: l.Name, Op: OpStop})
 	}
 	return p
 }
@@ -347,9 +352,9 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 		}
 		switch {
 		case !l.Running:
-			p.Items = append(p.Items, Item{l.Name, OpStart})
+			p.Items = append(p.Items, Item{l.Name, OpStart, l.StartDelay})
 		case target != "" && (l.Stale || (l.Release != "" && l.Release != target)):
-			p.Items = append(p.Items, Item{l.Name, OpReplace})
+			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
 		}
 	}
 	return p

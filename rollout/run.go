@@ -366,6 +366,7 @@ func (x *runner) stopOne(ctx context.Context, i int) (StopOutcome, error) {
 // skipped.
 func (x *runner) launch(ctx context.Context, idx []int) {
 	var last time.Time
+	var wait time.Duration // after the last launch
 	for _, i := range idx {
 		op := x.plan.Items[i].Op
 		needDown := op == OpReplace && !x.prestop[i]
@@ -392,8 +393,8 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 		x.launched[i] = true
 		x.active++
 		x.mu.Unlock()
-		if x.pol.Delay > 0 && !last.IsZero() {
-			if err := x.env.Clock.Sleep(ctx, x.pol.Delay-x.env.Clock.Now().Sub(last)); err != nil {
+		if wait > 0 && !last.IsZero() {
+			if err := x.env.Clock.Sleep(ctx, wait-x.env.Clock.Now().Sub(last)); err != nil {
 				// Cancelled during the delay: this one is not launched.
 				x.mu.Lock()
 				x.launched[i] = false
@@ -409,6 +410,7 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 			}
 		}
 		last = x.env.Clock.Now()
+		wait = max(x.pol.Delay, x.plan.Items[i].Delay)
 		x.wg.Add(1)
 		go func() {
 			defer x.wg.Done()

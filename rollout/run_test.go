@@ -591,3 +591,35 @@ func TestOfflineWindow(t *testing.T) {
 		t.Errorf("B not proven")
 	}
 }
+
+// TestStartDelay: a locker's lxc.start.delay is waited after its launch,
+// before the next one, as lxc-autostart does (and the policy's Delay
+// between any two).
+func TestStartDelay(t *testing.T) {
+	names := fakehost.Names(4)
+	h := fakehost.New("A", names...)
+	h.SetStopped(names...)
+	ls := h.Lockers(nil)
+	ls[1].StartDelay = 7 * time.Second
+	pl := pol()
+	pl.Monitor = 0 // only the delays move the virtual clock
+	p := rollout.PlanStart(ls, h.Facts(""), pl)
+	var mu sync.Mutex
+	at := map[string]time.Time{}
+	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
+		if e.Phase == rollout.PhaseStarting {
+			mu.Lock()
+			at[e.Container] = e.Time
+			mu.Unlock()
+		}
+	}))
+	if !res.OK() {
+		t.Fatalf("start: %+v", res)
+	}
+	if d := at[names[2]].Sub(at[names[1]]); d < 7*time.Second {
+		t.Errorf("%s launched %v after %s, want at least its 7s start delay", names[2], d, names[1])
+	}
+	if d := at[names[1]].Sub(at[names[0]]); d >= 7*time.Second {
+		t.Errorf("%s waited %v after %s, which has no start delay", names[1], d, names[0])
+	}
+}

@@ -50,6 +50,8 @@ var mutants = []mutant{
 		"k := x.plan.Policy.MaxUnavailable - stillDown", "k := x.plan.Policy.MaxUnavailable + len(down)"},
 	{"I1: offline starts every locker at once (a storm)", "rollout/run.go",
 		"\t\tx.pol.MaxStarting = x.plan.Policy.starting()\n", ""},
+	{"lxc.start.delay is not honoured", "rollout/run.go",
+		"wait = max(x.pol.Delay, x.plan.Items[i].Delay)", "wait = x.pol.Delay"},
 	{"I2: a tripped policy leaves current on the bad release", "rollout/run.go",
 		"\tif !x.switchBack() {\n\t\tx.res.Paused = true\n\t\treturn\n\t}", "\tif false {\n\t\treturn\n\t}"},
 	{"I2: a shutdown leaves current on the unproven release", "rollout/run.go",
@@ -73,7 +75,7 @@ var mutants = []mutant{
 	{"I6: a rollback does not pop the releases it went back past", "rollout/plan.go",
 		"\t\t\tstack = stack[:i+1]\n", "\t\t\t_ = i\n"},
 	{"I6: rollback leaves stopped lockers down", "rollout/plan.go",
-		"\t\tcase l.WantRunning:\n\t\t\titems = append(items, Item{l.Name, OpStart})", ""},
+		"\t\tcase l.WantRunning:\n\t\t\titems = append(items, Item{l.Name, OpStart, l.StartDelay})", ""},
 }
 
 func main() {
