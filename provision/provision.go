@@ -76,6 +76,11 @@ type Options struct {
 	// Node, when set, is a host file (the node binary) bind-mounted
 	// read-only at /usr/bin/node.
 	Node string
+	// Tini, when set with Init, is a host file (a static tini, Debian's
+	// DefaultTini) bind-mounted read-only at /sbin/tini and run as PID 1 in
+	// front of Init: it forwards the halt signal to the app (Node as PID 1
+	// ignores SIGTERM unless the app handles it) and reaps zombies.
+	Tini string
 	// PortBase is the first port handed out to a locker whose Config has
 	// no PORT: the lowest port from PortBase up that no container of the
 	// host uses. 0 hands out none.
@@ -194,17 +199,22 @@ func (o Options) withDefaults() (Options, error) {
 		// not own its network namespace.
 		return o, invalidf("an unprivileged (idmapped) locker cannot use network %q (LXC cannot mount /sys in it): use %q", NetworkNone, NetworkEmpty)
 	}
-	for _, v := range []struct{ what, s string }{{"init", o.Init}, {"halt signal", o.HaltSignal}, {"node", o.Node}} {
+	for _, v := range []struct{ what, s string }{{"init", o.Init}, {"halt signal", o.HaltSignal}, {"node", o.Node}, {"tini", o.Tini}} {
 		if strings.ContainsAny(v.s, "\n\r") {
 			return o, invalidf("%s %q contains a line break", v.what, v.s)
 		}
 	}
 	if o.Node != "" {
-		if !filepath.IsAbs(o.Node) || strings.ContainsAny(o.Node, " \t\\#") {
-			return o, invalidf("node %q: want an absolute path without blanks", o.Node)
+		if err := checkHostFile("node", o.Node); err != nil {
+			return o, err
 		}
-		if fi, err := os.Stat(o.Node); err != nil || !fi.Mode().IsRegular() {
-			return o, invalidf("node %q: not a file on this host", o.Node)
+	}
+	if o.Tini != "" {
+		if err := checkHostFile("tini", o.Tini); err != nil {
+			return o, err
+		}
+		if o.Init == "" {
+			return o, invalidf("tini %q needs an init command to run (the app's, e.g. /usr/bin/node /opt/app/server.js)", o.Tini)
 		}
 	}
 	for _, l := range o.ExtraConfig {
@@ -473,6 +483,7 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		case key == "lxc.idmap" && len(opts.Idmap) > 0:
 		case key == "lxc.environment":
 		case key == "lxc.mount.entry" && opts.Node != "" && mountTarget(value) == "usr/bin/node":
+		case key == "lxc.mount.entry" && opts.Tini != "" && mountTarget(value) == tiniTarget:
 		default:
 			return false
 		}
@@ -495,7 +506,7 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	}
 	add("lxc.signal.halt", opts.HaltSignal)
 	if opts.Init != "" {
-		add("lxc.init.cmd", opts.Init)
+		add("lxc.init.cmd", initCmd(opts.Init, opts.Tini != ""))
 	}
 	for _, m := range opts.Idmap {
 		add("lxc.idmap", m)
@@ -508,6 +519,9 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	}
 	if opts.Node != "" {
 		add("lxc.mount.entry", opts.Node+" usr/bin/node none bind,ro,create=file 0 0")
+	}
+	if opts.Tini != "" {
+		add("lxc.mount.entry", tiniEntry(opts.Tini))
 	}
 	for _, l := range opts.ExtraConfig {
 		b.WriteString(l + "\n")
@@ -761,6 +775,11 @@ type AdoptOptions struct {
 	// (one at a time, not in its bounded window) and stops it one at a time
 	// at shutdown. Without it Adopt keeps the line and warns in the Note.
 	ClearStartAuto bool
+	// Tini, when set, is a host file (a static tini, DefaultTini) to run
+	// an app init (lxc.init.cmd) under, bound read-only at /sbin/tini, with
+	// lxc.signal.halt = SIGTERM. Without it Adopt still replaces a halt
+	// signal Node takes as a debugger signal (SIGUSR1) by SIGTERM.
+	Tini string
 }
 
 // startAutoOn matches a config line that makes lxc.service start the
@@ -769,6 +788,11 @@ var startAutoOn = regexp.MustCompile(`(?m)^[ \t]*lxc\.start\.auto[ \t]*=[ \t]*1[
 
 // AdoptWith is Adopt with options.
 func (p *Provisioner) AdoptWith(ctx context.Context, names []string, opts AdoptOptions) ([]LockerResult, error) {
+	if opts.Tini != "" {
+		if err := checkHostFile("tini", opts.Tini); err != nil {
+			return nil, err
+		}
+	}
 	infos, err := p.existing(ctx, names)
 	if err != nil {
 		return nil, err
@@ -805,11 +829,20 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 	}
 	backup := ""
 	autoStart, clearedAuto := false, false
+	var initChanges []string
+	mountsChanged := false
 	changed, err := p.host.EditConfig(in.Name, func(old []byte) ([]byte, error) {
-		out, changed, err := mounts.ApplyEntries(old, p.layout, in.Name)
+		if _, mountsChanged, err = mounts.ApplyEntries(old, p.layout, in.Name); err != nil {
+			return old, err
+		}
+		// The init lines first: the layout's entries stay the file's end.
+		fixed, ch := fixInit(old, opts.Tini)
+		initChanges = ch
+		out, changed, err := mounts.ApplyEntries(fixed, p.layout, in.Name)
 		if err != nil {
 			return old, err
 		}
+		changed = changed || len(ch) > 0
 		if startAutoOn.Match(out) {
 			if opts.ClearStartAuto {
 				out = startAutoOn.ReplaceAll(out, []byte("lxc.start.auto = 0"))
@@ -837,13 +870,16 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 	for _, c := range pl.copied {
 		r.Changes = append(r.Changes, "seeded Config/"+c)
 	}
-	if changed {
+	if mountsChanged {
 		r.Changes = append(r.Changes, "set the layout's mount entries in "+p.host.ConfigPath(in.Name))
+	}
+	if changed {
 		r.Backup = backup
 	}
 	if clearedAuto {
 		r.Changes = append(r.Changes, "set lxc.start.auto = 0 (the agent starts it at boot, in its window)")
 	}
+	r.Changes = append(r.Changes, initChanges...)
 	r.Outcome = OutcomeUnchanged
 	if len(r.Changes) > 0 {
 		r.Outcome = OutcomeAdopted
@@ -937,6 +973,7 @@ func (p *Provisioner) checkOne(in lxcctl.Info) CheckResult {
 		r.Deviations = append(r.Deviations, fmt.Sprintf("reading its config: %v", err))
 	} else {
 		r.Deviations = append(r.Deviations, mounts.DeviationsInConfig(config, p.layout, in.Name)...)
+		r.Deviations = append(r.Deviations, haltDeviations(initFactsOf(config))...)
 	}
 	owner, err := p.ownerOf(in.Name)
 	if err != nil {

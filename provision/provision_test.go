@@ -147,6 +147,7 @@ func (e *layoutEnv) nodeOptions(t *testing.T, n int) Options {
 		Template: "busybox",
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
+		Tini:     requireTini(t),
 		PortBase: freePortRange(t, n),
 	}
 }
