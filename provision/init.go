@@ -7,6 +7,10 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"lxcfleet/internal/atomicfile"
+	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
 )
 
 // DefaultTini is where Debian's tini package puts its static binary, the
@@ -17,21 +21,78 @@ const DefaultTini = "/usr/bin/tini-static"
 // rootfs, as lxc.mount.entry wants it).
 const tiniTarget = "sbin/tini"
 
-// tiniPrefix starts the lxc.init.cmd of a locker run under tini: -s makes
-// it a subreaper should it not be PID 1, "--" ends its options.
-const tiniPrefix = "/sbin/tini -s -- "
+// wrapperName is the init wrapper's file in the container's folder of the
+// lxcpath, and wrapperTarget where it is bound (read-only) inside.
+const (
+	wrapperName   = "lxcfleet-init"
+	wrapperTarget = "sbin/lxcfleet-init"
+	// appLogTarget is where the container's lxcctl.AppLogDir is bound.
+	appLogTarget = "var/log/lxcfleet"
+)
 
-// initCmd returns the lxc.init.cmd that runs app, under tini when withTini.
-func initCmd(app string, withTini bool) string {
-	if !withTini {
-		return app
-	}
-	return tiniPrefix + app
+// tiniPrefix starts the lxc.init.cmd of a locker run under tini: -s makes
+// it a subreaper should it not be PID 1, -g forwards signals to the app's
+// whole process group (the wrapper and the app), "--" ends its options.
+const tiniPrefix = "/sbin/tini -s -g -- /" + wrapperTarget + " "
+
+// wrapperScript is the init wrapper tini runs: it sends the app's stdout
+// and stderr to the app log (on the host, outside /Me) and records the
+// app's exit status there. Its trap is a handler, not an ignore, so the app
+// it starts gets the halt signal's default action back, and the wrapper
+// outlives the app to write the status line.
+const wrapperScript = `#!/bin/sh
+# lxcfleet locker init wrapper (run by tini): the app's output goes to the
+# host's <lxcpath>/<name>/` + lxcctl.AppLogDir + `/` + lxcctl.AppLogName + `.
+trap : TERM INT HUP QUIT USR2
+exec >>/` + appLogTarget + `/` + lxcctl.AppLogName + ` 2>&1
+"$@"
+rc=$?
+echo "` + lxcctl.AppExitLine + `$rc"
+exit $rc
+`
+
+// initSetup is how a locker's init is set up: tini from the host and the
+// wrapper and app log in the container's folder of the lxcpath.
+type initSetup struct {
+	tini  string // host tini binary
+	ctDir string // the container's folder of the lxcpath
 }
 
-// tiniEntry is the lxc.mount.entry value binding the host's tini read-only.
-func tiniEntry(hostTini string) string {
-	return hostTini + " " + tiniTarget + " none bind,ro,create=file 0 0"
+// cmd returns the lxc.init.cmd that runs app under tini and the wrapper.
+func (s initSetup) cmd(app string) string { return tiniPrefix + app }
+
+// entries are the lxc.mount.entry values of tini, the wrapper and the log.
+func (s initSetup) entries() []string {
+	return []string{
+		s.tini + " " + tiniTarget + " none bind,ro,create=file 0 0",
+		filepath.Join(s.ctDir, wrapperName) + " " + wrapperTarget + " none bind,ro,create=file 0 0",
+		filepath.Join(s.ctDir, lxcctl.AppLogDir) + " " + appLogTarget + " none bind,create=dir 0 0",
+	}
+}
+
+// ownsTarget reports whether a mount target is one of the init's.
+func ownsInitTarget(target string) bool {
+	return target == tiniTarget || target == wrapperTarget || target == appLogTarget
+}
+
+// writeFiles writes the wrapper and makes the app log folder, owned by the
+// container's root.
+func (s initSetup) writeFiles(owner mounts.Owner) error {
+	w := filepath.Join(s.ctDir, wrapperName)
+	if err := atomicfile.WriteFile(w, []byte(wrapperScript), 0o755); err != nil {
+		return fmt.Errorf("writing init wrapper %s: %w", w, err)
+	}
+	if err := os.Chmod(w, 0o755); err != nil {
+		return fmt.Errorf("writing init wrapper %s: %w", w, err)
+	}
+	d := filepath.Join(s.ctDir, lxcctl.AppLogDir)
+	if err := os.MkdirAll(d, 0o750); err != nil {
+		return fmt.Errorf("making app log folder %s: %w", d, err)
+	}
+	if err := os.Chown(d, owner.UID, owner.GID); err != nil {
+		return fmt.Errorf("making app log folder %s: %w", d, err)
+	}
+	return nil
 }
 
 // checkHostFile checks that p is an absolute path without blanks (it goes
@@ -125,13 +186,13 @@ func haltDeviations(f initFacts) []string {
 // of an app init becomes SIGTERM, always; with hostTini, an app init not yet
 // under tini is put under it (tini bound read-only, halt signal SIGTERM).
 // It returns the new config and what changed, for a human.
-func fixInit(config []byte, hostTini string) ([]byte, []string) {
+func fixInit(config []byte, setup initSetup) ([]byte, []string) {
 	f := initFactsOf(config)
 	if !f.runsApp() {
 		return config, nil
 	}
 	var changes []string
-	wantTini := hostTini != "" && !f.underTini()
+	wantTini := setup.tini != "" && !f.underTini()
 	setHalt := debuggerSignal(f.halt) || (wantTini && f.halt != "SIGTERM")
 	var b bytes.Buffer
 	lines := strings.SplitAfter(string(config), "\n")
@@ -143,7 +204,7 @@ func fixInit(config []byte, hostTini string) ([]byte, []string) {
 			continue
 		case wantTini && m[1] == "lxc.init.cmd":
 			continue
-		case wantTini && m[1] == "lxc.mount.entry" && mountTarget(m[2]) == tiniTarget:
+		case wantTini && m[1] == "lxc.mount.entry" && ownsInitTarget(mountTarget(m[2])):
 			continue
 		}
 		b.WriteString(line)
@@ -164,9 +225,11 @@ func fixInit(config []byte, hostTini string) ([]byte, []string) {
 		changes = append(changes, fmt.Sprintf("set lxc.signal.halt = SIGTERM (was %s)", was))
 	}
 	if wantTini {
-		fmt.Fprintf(&b, "lxc.init.cmd = %s\n", initCmd(f.init, true))
-		fmt.Fprintf(&b, "lxc.mount.entry = %s\n", tiniEntry(hostTini))
-		changes = append(changes, "runs its app under tini ("+hostTini+" bound read-only at /"+tiniTarget+")")
+		fmt.Fprintf(&b, "lxc.init.cmd = %s\n", setup.cmd(f.init))
+		for _, e := range setup.entries() {
+			fmt.Fprintf(&b, "lxc.mount.entry = %s\n", e)
+		}
+		changes = append(changes, "runs its app under tini ("+setup.tini+" bound read-only at /"+tiniTarget+"), its output logged to "+filepath.Join(setup.ctDir, lxcctl.AppLogDir, lxcctl.AppLogName))
 	}
 	return b.Bytes(), changes
 }

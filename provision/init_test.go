@@ -74,13 +74,17 @@ func newAppEnv(t *testing.T, app string) *layoutEnv {
 	return e
 }
 
+// rootHTTP checks GET / on the locker's PORT.
+func rootHTTP() lxcctl.HealthCheck {
+	return lxcctl.HealthCheck{Kind: lxcctl.HealthHTTP, Target: "http://127.0.0.1:{port}/", Interval: 20 * time.Millisecond}
+}
+
 // startStop starts a locker healthy on its PORT and stops it with a 5 s
 // timeout, returning how it stopped and how long the stop took.
 func (e *layoutEnv) startStop(t *testing.T, name string) (lxcctl.StopOutcome, time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	hc := lxcctl.HealthCheck{Kind: lxcctl.HealthHTTP, Target: "http://127.0.0.1:{port}/", Interval: 20 * time.Millisecond}
-	if r := e.host.StartHealthy(ctx, name, hc, 15*time.Second); !r.OK() {
+	if r := e.host.StartHealthy(ctx, name, rootHTTP(), 15*time.Second); !r.OK() {
 		t.Fatalf("starting %s: %s: %v (log: %s)", name, r.Outcome, r.Err, logTail(e.host.LogFile(name)))
 	}
 	begin := time.Now()
@@ -108,8 +112,8 @@ func TestTiniStopsNodeAppWithoutHandler(t *testing.T) {
 		if err != nil || res[0].Outcome != OutcomeProvisioned {
 			t.Fatalf("Provision: %+v %v", res, err)
 		}
-		if v, _ := e.host.ConfigItem(name, "lxc.init.cmd"); len(v) != 1 || v[0] != "/sbin/tini -s -- /usr/bin/node /opt/app/s.js" {
-			t.Errorf("lxc.init.cmd: got %q, want /sbin/tini -s -- /usr/bin/node /opt/app/s.js", v)
+		if v, _ := e.host.ConfigItem(name, "lxc.init.cmd"); len(v) != 1 || v[0] != "/sbin/tini -s -g -- /sbin/lxcfleet-init /usr/bin/node /opt/app/s.js" {
+			t.Errorf("lxc.init.cmd: got %q, want /sbin/tini -s -g -- /sbin/lxcfleet-init /usr/bin/node /opt/app/s.js", v)
 		}
 		if c, _ := e.prov.Check(ctx, []string{name}); len(c) != 1 || !c[0].OK() {
 			t.Errorf("Check: got %+v, want no deviation", c)
@@ -187,4 +191,63 @@ func TestTiniStopsNodeAppWithoutHandler(t *testing.T) {
 			t.Errorf("stop: got %s in %v, want %s well inside the 5s timeout", out, took, lxcctl.StoppedClean)
 		}
 	})
+}
+
+// brokenApp is a release that fails at start, as a broken build does.
+const brokenApp = `console.log('starting');
+console.error('broken build');
+process.exit(4);
+`
+
+// TestStartErrorCarriesAppExitAndOutput: a locker whose app exits at start
+// fails StartHealthy with the app's exit status and its last stderr line,
+// read from its app log on the host (outside /Me), which is rotated at a
+// size.
+func TestStartErrorCarriesAppExitAndOutput(t *testing.T) {
+	tini := requireTini(t)
+	e := newAppEnv(t, brokenApp)
+	ctx := context.Background()
+	name := e.names("c", 1)[0]
+	e.cleanup(t, name)
+	opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: freePortRange(t, 1)}
+	if res, err := e.prov.Provision(ctx, []string{name}, opts); err != nil || res[0].Outcome != OutcomeProvisioned {
+		t.Fatalf("Provision: %+v %v", res, err)
+	}
+	appLog := e.host.AppLogFile(name)
+	if strings.HasPrefix(appLog, e.layout.Lockers) {
+		t.Errorf("app log %s is in the lockers' folders, want it outside /Me", appLog)
+	}
+	hc := rootHTTP()
+	for i, big := range []bool{false, true} {
+		if big {
+			// A log past its cap is rotated before the next start.
+			if err := os.WriteFile(appLog, []byte(strings.Repeat("old line\n", 150000)), 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}
+		begin := time.Now()
+		r := e.host.StartHealthy(ctx, name, hc, 10*time.Second)
+		if r.OK() || r.Err == nil {
+			t.Fatalf("start %d: got %s, want a failure", i, r.Outcome)
+		}
+		msg := r.Err.Error()
+		t.Logf("start %d: %s", i, msg)
+		for _, want := range []string{"stopped while starting", "app exited with status 4", "broken build", "starting"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("start %d: error %q, want %q in it", i, msg, want)
+			}
+		}
+		if strings.Contains(msg, "old line") {
+			t.Errorf("start %d: error %q carries lines of an earlier run", i, msg)
+		}
+		if took := time.Since(begin); took > 5*time.Second {
+			t.Errorf("start %d: failed after %v, want well before the 10s deadline", i, took)
+		}
+	}
+	if fi, err := os.Stat(appLog + ".1"); err != nil || fi.Size() < 1<<20 {
+		t.Errorf("%s.1: got %v, want the rotated big log", appLog, err)
+	}
+	if b, err := os.ReadFile(appLog); err != nil || !strings.Contains(string(b), "broken build") || len(b) > 1<<20 {
+		t.Errorf("%s: got %d bytes %v, want a small log with the app's output", appLog, len(b), err)
+	}
 }

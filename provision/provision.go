@@ -462,10 +462,20 @@ func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) e
 			return err
 		}
 	}
+	if opts.Tini != "" {
+		if err := p.initSetup(pl.name, opts.Tini).writeFiles(pl.owner); err != nil {
+			return err
+		}
+	}
 	_, err := p.host.EditConfig(pl.name, func(old []byte) ([]byte, error) {
 		return p.render(old, pl, opts)
 	})
 	return err
+}
+
+// initSetup returns how a locker's init is set up with the host's tini.
+func (p *Provisioner) initSetup(name, tini string) initSetup {
+	return initSetup{tini: tini, ctDir: filepath.Dir(p.host.ConfigPath(name))}
 }
 
 // keyRe matches the key of an LXC config line.
@@ -483,7 +493,7 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		case key == "lxc.idmap" && len(opts.Idmap) > 0:
 		case key == "lxc.environment":
 		case key == "lxc.mount.entry" && opts.Node != "" && mountTarget(value) == "usr/bin/node":
-		case key == "lxc.mount.entry" && opts.Tini != "" && mountTarget(value) == tiniTarget:
+		case key == "lxc.mount.entry" && opts.Tini != "" && ownsInitTarget(mountTarget(value)):
 		default:
 			return false
 		}
@@ -504,9 +514,14 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	if opts.Network != NetworkTemplate {
 		add("lxc.net.0.type", opts.Network)
 	}
+
 	add("lxc.signal.halt", opts.HaltSignal)
-	if opts.Init != "" {
-		add("lxc.init.cmd", initCmd(opts.Init, opts.Tini != ""))
+	setup := p.initSetup(pl.name, opts.Tini)
+	switch {
+	case opts.Init != "" && opts.Tini != "":
+		add("lxc.init.cmd", setup.cmd(opts.Init))
+	case opts.Init != "":
+		add("lxc.init.cmd", opts.Init)
 	}
 	for _, m := range opts.Idmap {
 		add("lxc.idmap", m)
@@ -521,7 +536,9 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		add("lxc.mount.entry", opts.Node+" usr/bin/node none bind,ro,create=file 0 0")
 	}
 	if opts.Tini != "" {
-		add("lxc.mount.entry", tiniEntry(opts.Tini))
+		for _, e := range setup.entries() {
+			add("lxc.mount.entry", e)
+		}
 	}
 	for _, l := range opts.ExtraConfig {
 		b.WriteString(l + "\n")
@@ -827,6 +844,16 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 			return fail(err)
 		}
 	}
+	if opts.Tini != "" {
+		// The wrapper and the log folder exist before the config uses them.
+		if b, err := os.ReadFile(p.host.ConfigPath(in.Name)); err == nil {
+			if f := initFactsOf(b); f.runsApp() && !f.underTini() {
+				if err := p.initSetup(in.Name, opts.Tini).writeFiles(owner); err != nil {
+					return fail(err)
+				}
+			}
+		}
+	}
 	backup := ""
 	autoStart, clearedAuto := false, false
 	var initChanges []string
@@ -836,7 +863,7 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 			return old, err
 		}
 		// The init lines first: the layout's entries stay the file's end.
-		fixed, ch := fixInit(old, opts.Tini)
+		fixed, ch := fixInit(old, p.initSetup(in.Name, opts.Tini))
 		initChanges = ch
 		out, changed, err := mounts.ApplyEntries(fixed, p.layout, in.Name)
 		if err != nil {
@@ -934,8 +961,9 @@ func writeBackup(configPath string, old []byte, now time.Time) (string, error) {
 
 // Check reports, for each named container (every container of the host
 // when names is empty), how its mount entries, folders and their ownership
-// deviate from the layout; for a running one also whether it runs without
-// the code mount or from a deleted release. Config template drift is
+// deviate from the layout; a halt signal its app cannot handle; for a
+// running one also whether it runs without the code mount or from a
+// deleted release. Config template drift is
 // reported beside. Invalid or unknown names are an InvalidError.
 func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult, error) {
 	var infos []lxcctl.Info
