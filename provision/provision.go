@@ -52,7 +52,9 @@ const LockerEnvFile = "locker.env"
 const (
 	// NetworkNone shares the host's network (each locker on its own port).
 	NetworkNone = "none"
-	// NetworkEmpty gives the locker a network namespace with loopback only.
+	// NetworkEmpty gives the locker a network namespace of its own with
+	// loopback only, up (lxc.net.0.flags = up): every locker may listen on
+	// the same port, and health is checked inside (exec:).
 	NetworkEmpty = "empty"
 	// NetworkTemplate keeps what the LXC template configured.
 	NetworkTemplate = "template"
@@ -514,7 +516,11 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	if opts.Network != NetworkTemplate {
 		add("lxc.net.0.type", opts.Network)
 	}
-
+	if opts.Network == NetworkEmpty {
+		// Measured: "empty" leaves lo down, and nothing (not even the app
+		// itself) reaches 127.0.0.1 inside.
+		add("lxc.net.0.flags", "up")
+	}
 	add("lxc.signal.halt", opts.HaltSignal)
 	setup := p.initSetup(pl.name, opts.Tini)
 	switch {
@@ -961,9 +967,9 @@ func writeBackup(configPath string, old []byte, now time.Time) (string, error) {
 
 // Check reports, for each named container (every container of the host
 // when names is empty), how its mount entries, folders and their ownership
-// deviate from the layout; a halt signal its app cannot handle; for a
-// running one also whether it runs without the code mount or from a
-// deleted release. Config template drift is
+// deviate from the layout; a halt signal its app cannot handle; an empty
+// network with its loopback down; for a running one also whether it runs
+// without the code mount or from a deleted release. Config template drift is
 // reported beside. Invalid or unknown names are an InvalidError.
 func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult, error) {
 	var infos []lxcctl.Info
@@ -1002,6 +1008,7 @@ func (p *Provisioner) checkOne(in lxcctl.Info) CheckResult {
 	} else {
 		r.Deviations = append(r.Deviations, mounts.DeviationsInConfig(config, p.layout, in.Name)...)
 		r.Deviations = append(r.Deviations, haltDeviations(initFactsOf(config))...)
+		r.Deviations = append(r.Deviations, netDeviations(config)...)
 	}
 	owner, err := p.ownerOf(in.Name)
 	if err != nil {

@@ -117,7 +117,7 @@ Defaults come from the [layout] and [provision] sections of the config
 	f := cmd.Flags()
 	f.StringVar(&template, "template", "", "LXC template to create the containers from, e.g. busybox or download (default: provision.template)")
 	f.StringArrayVar(&templateArgs, "template-arg", nil, "argument for the template, repeatable (e.g. --template-arg=--dist --template-arg=alpine)")
-	f.StringVar(&network, "network", "", "lxc.net.0.type: none (host network, default), empty, or template to keep the template's")
+	f.StringVar(&network, "network", "", "lxc.net.0.type: none (host network, one port each; default), empty (a namespace of its own, loopback up: lockers may share a fixed port, check health with exec:), or template to keep the template's")
 	f.StringVar(&init, "init", "", "lxc.init.cmd, e.g. '/usr/bin/node /opt/app/server.js' (default: the template's)")
 	f.StringVar(&tini, "tini", provision.DefaultTini, "host tini binary bound read-only at /sbin/tini and run as PID 1 in front of --init (forwards the halt signal, reaps zombies); '' runs the app as PID 1")
 	f.StringVar(&node, "node", "", "host node binary to bind-mount read-only at /usr/bin/node")
