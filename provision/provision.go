@@ -85,7 +85,9 @@ type Options struct {
 	Tini string
 	// PortBase is the first port handed out to a locker whose Config has
 	// no PORT: the lowest port from PortBase up that no container of the
-	// host uses. 0 hands out none.
+	// host uses and no socket of the host listens on, below the kernel's
+	// ephemeral port range (net.ipv4.ip_local_port_range; a base in it is
+	// an InvalidError). 0 hands out none.
 	PortBase int
 	// Idmap are lxc.idmap values ("u 0 100000 65536", "g 0 100000 65536")
 	// for an unprivileged locker; empty makes a privileged one.
@@ -304,6 +306,24 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Option
 	if err != nil {
 		return nil, err
 	}
+	portLimit := 65536
+	if opts.PortBase > 0 {
+		lo, hi, err := ephemeralRange()
+		if err != nil {
+			return nil, err
+		}
+		if opts.PortBase >= lo {
+			return nil, invalidf("port base %d is not below the kernel's ephemeral port range %d-%d (net.ipv4.ip_local_port_range): a locker port there can be taken by any outgoing connection; use a base below %d", opts.PortBase, lo, hi, lo)
+		}
+		portLimit = lo
+		ls, err := hostListeners()
+		if err != nil {
+			return nil, err
+		}
+		for port := range ls {
+			used[port] = true
+		}
+	}
 
 	results := make([]LockerResult, len(names))
 	plans := make([]*lockerPlan, len(names))
@@ -312,7 +332,7 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Option
 	for i, name := range names {
 		results[i] = LockerResult{Name: name}
 		pl := &lockerPlan{name: name, owner: owner}
-		if err := p.prepare(pl, opts, used); err != nil {
+		if err := p.prepare(pl, opts, used, portLimit); err != nil {
 			p.fail(ctx, &results[i], pl, err)
 			continue
 		}
@@ -404,7 +424,7 @@ func (p *Provisioner) undo(ctx context.Context, pl *lockerPlan) error {
 
 // prepare makes a locker's folders, seeds its Config, reads its
 // environment and hands out its port.
-func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool) error {
+func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool, portLimit int) error {
 	created, err := p.layout.Provision(pl.name, pl.owner)
 	pl.created = created
 	if err != nil {
@@ -436,8 +456,8 @@ func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool) e
 		for used[port] {
 			port++
 		}
-		if port > 65535 {
-			return fmt.Errorf("no free port from %d up for locker %q", opts.PortBase, pl.name)
+		if port >= portLimit {
+			return fmt.Errorf("handing out a port to locker %q: none free from %d below %d (the kernel's ephemeral port range starts there)", pl.name, opts.PortBase, portLimit)
 		}
 		pl.port = port
 		pl.env = append(pl.env, [2]string{"PORT", strconv.Itoa(port)})
@@ -968,8 +988,9 @@ func writeBackup(configPath string, old []byte, now time.Time) (string, error) {
 // Check reports, for each named container (every container of the host
 // when names is empty), how its mount entries, folders and their ownership
 // deviate from the layout; a halt signal its app cannot handle; an empty
-// network with its loopback down; for a running one also whether it runs
-// without the code mount or from a deleted release. Config template drift is
+// network with its loopback down; a PORT on the host's network held by
+// something other than its own app; for a running one also whether it
+// runs without the code mount or from a deleted release. Config template drift is
 // reported beside. Invalid or unknown names are an InvalidError.
 func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult, error) {
 	var infos []lxcctl.Info
@@ -990,17 +1011,21 @@ func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult,
 			return nil, err
 		}
 	}
+	ls, err := hostListeners()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]CheckResult, 0, len(infos))
 	for _, in := range infos {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		out = append(out, p.checkOne(in))
+		out = append(out, p.checkOne(in, ls))
 	}
 	return out, nil
 }
 
-func (p *Provisioner) checkOne(in lxcctl.Info) CheckResult {
+func (p *Provisioner) checkOne(in lxcctl.Info, ls listeners) CheckResult {
 	r := CheckResult{Name: in.Name, State: string(in.State)}
 	config, err := os.ReadFile(p.host.ConfigPath(in.Name))
 	if err != nil {
@@ -1009,6 +1034,7 @@ func (p *Provisioner) checkOne(in lxcctl.Info) CheckResult {
 		r.Deviations = append(r.Deviations, mounts.DeviationsInConfig(config, p.layout, in.Name)...)
 		r.Deviations = append(r.Deviations, haltDeviations(initFactsOf(config))...)
 		r.Deviations = append(r.Deviations, netDeviations(config)...)
+		r.Deviations = append(r.Deviations, portDeviations(in, config, ls)...)
 	}
 	owner, err := p.ownerOf(in.Name)
 	if err != nil {
