@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // AppLogDir is the folder, in a container's folder of the lxcpath (beside
@@ -56,11 +57,16 @@ func (a AppExit) String() string {
 // the last lines of output before it.
 func readAppExit(path string, offset int64) AppExit {
 	out := AppExit{Status: -1}
-	f, err := os.Open(path)
+	// The container may put anything in its log folder: never follow a
+	// symlink it made to a file of the host's.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return out
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return out
+	}
 	if fi, err := f.Stat(); err == nil && fi.Size() < offset {
 		offset = 0 // rotated or truncated since
 	}
