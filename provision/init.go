@@ -70,7 +70,7 @@ func (s initSetup) entries() []string {
 	}
 }
 
-// ownsTarget reports whether a mount target is one of the init's.
+// ownsInitTarget reports whether a mount target is one of the init's.
 func ownsInitTarget(target string) bool {
 	return target == tiniTarget || target == wrapperTarget || target == appLogTarget
 }

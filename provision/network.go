@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"strings"
 )
 
@@ -8,6 +9,14 @@ import (
 // (lxc.net.0.type = empty) whose loopback stays down: its app cannot be
 // reached even from inside, so it never passes a health check.
 func netDeviations(config []byte) []string {
+	if loopbackDown(config) {
+		return []string{"lxc.net.0.type = empty without lxc.net.0.flags = up: its loopback is down, so nothing (not even its own health check) reaches its app: add lxc.net.0.flags = up (adopt does)"}
+	}
+	return nil
+}
+
+// loopbackDown reports an empty network without lxc.net.0.flags = up.
+func loopbackDown(config []byte) bool {
 	var typ, flags string
 	for _, line := range strings.Split(string(config), "\n") {
 		m := keyRe.FindStringSubmatch(line)
@@ -25,8 +34,25 @@ func netDeviations(config []byte) []string {
 			}
 		}
 	}
-	if typ == NetworkEmpty && flags != "up" {
-		return []string{"lxc.net.0.type = empty without lxc.net.0.flags = up: its loopback is down, so nothing (not even its own health check) reaches its app: add lxc.net.0.flags = up"}
+	return typ == NetworkEmpty && flags != "up"
+}
+
+// fixNet brings the loopback of an empty network up, for Adopt: it
+// replaces any lxc.net.0.flags line by lxc.net.0.flags = up.
+func fixNet(config []byte) ([]byte, []string) {
+	if !loopbackDown(config) {
+		return config, nil
 	}
-	return nil
+	var b bytes.Buffer
+	for _, line := range strings.SplitAfter(string(config), "\n") {
+		if m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n")); m != nil && m[1] == "lxc.net.0.flags" {
+			continue
+		}
+		b.WriteString(line)
+	}
+	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
+		b.WriteByte('\n')
+	}
+	b.WriteString("# lxcfleet adopt: loopback up in its own network namespace\nlxc.net.0.flags = up\n")
+	return b.Bytes(), []string{"set lxc.net.0.flags = up (its empty network's loopback was down)"}
 }

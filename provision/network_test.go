@@ -65,6 +65,14 @@ func TestFixedPortLockersInOwnNamespaces(t *testing.T) {
 	if err != nil || len(c) != 1 || !strings.Contains(strings.Join(c[0].Deviations, "; "), "loopback is down") {
 		t.Errorf("Check of a locker without lxc.net.0.flags = up: got %+v %v, want its loopback reported", c, err)
 	}
+	// Adopt brings it up again.
+	ar, err := e.prov.Adopt(ctx, names[1:])
+	if err != nil || len(ar) != 1 || !strings.Contains(strings.Join(ar[0].Changes, "; "), "lxc.net.0.flags = up") {
+		t.Errorf("Adopt of a locker without lxc.net.0.flags = up: got %+v %v, want the flag set", ar, err)
+	}
+	if c, _ := e.prov.Check(ctx, names[1:]); len(c) != 1 || !c[0].OK() {
+		t.Errorf("Check after adopt: got %+v, want no deviation", c)
+	}
 	if b, _ := os.ReadFile(e.host.ConfigPath(names[0])); !strings.Contains(string(b), "lxc.net.0.type = empty\nlxc.net.0.flags = up\n") {
 		t.Errorf("config of %s:\n%s\nwant lxc.net.0.type = empty and lxc.net.0.flags = up", names[0], b)
 	}

@@ -882,7 +882,7 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 	}
 	backup := ""
 	autoStart, clearedAuto := false, false
-	var initChanges []string
+	var fixChanges []string
 	mountsChanged := false
 	changed, err := p.host.EditConfig(in.Name, func(old []byte) ([]byte, error) {
 		if _, mountsChanged, err = mounts.ApplyEntries(old, p.layout, in.Name); err != nil {
@@ -890,7 +890,9 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 		}
 		// The init lines first: the layout's entries stay the file's end.
 		fixed, ch := fixInit(old, p.initSetup(in.Name, opts.Tini))
-		initChanges = ch
+		fixed, netCh := fixNet(fixed)
+		ch = append(ch, netCh...)
+		fixChanges = ch
 		out, changed, err := mounts.ApplyEntries(fixed, p.layout, in.Name)
 		if err != nil {
 			return old, err
@@ -932,7 +934,7 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 	if clearedAuto {
 		r.Changes = append(r.Changes, "set lxc.start.auto = 0 (the agent starts it at boot, in its window)")
 	}
-	r.Changes = append(r.Changes, initChanges...)
+	r.Changes = append(r.Changes, fixChanges...)
 	r.Outcome = OutcomeUnchanged
 	if len(r.Changes) > 0 {
 		r.Outcome = OutcomeAdopted
