@@ -29,7 +29,9 @@ alone starts the lockers, in its bounded window.
 A container whose lxc.init.cmd runs the app with lxc.signal.halt = SIGUSR1
 (the busybox template's) would have Node open its inspector on every stop:
 adopt always sets SIGTERM there. --tini runs such an app under tini (bound
-read-only at /sbin/tini), so that an app with no SIGTERM handler stops.`,
+read-only at /sbin/tini), so that an app with no SIGTERM handler stops,
+with its output and exit status in <lxcpath>/<name>/applog/app.log. An
+empty network gets its loopback up (lxc.net.0.flags = up).`,
 		Example: `  lxcfleet adopt locker-001 locker-002
   lxcfleet adopt --all --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
