@@ -3,6 +3,7 @@ package lxcctl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -124,6 +125,9 @@ func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts Sta
 		return StartResult{Name: name, Outcome: AlreadyRunning}
 	}
 	emit(opts.OnEvent, Event{Container: name, Phase: PhaseStarting})
+	appLog := h.AppLogFile(name)
+	rotateLog(appLog)
+	appOffset := fileSize(appLog)
 	deadline := begin.Add(opts.Deadline)
 	sctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -132,6 +136,11 @@ func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts Sta
 	}
 	emit(opts.OnEvent, Event{Container: name, Phase: PhaseRunning, Duration: time.Since(begin)})
 	if err := chk.waitHealthy(ctx, opts.Health, in, deadline); err != nil {
+		if ctx.Err() == nil {
+			if why := readAppExit(appLog, appOffset).String(); why != "" {
+				err = fmt.Errorf("%w: %s", err, why)
+			}
+		}
 		if errors.Is(err, errUnhealthy) {
 			return fail(StartUnhealthy, err)
 		}

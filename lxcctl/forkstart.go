@@ -105,6 +105,7 @@ func (h *Host) Start(ctx context.Context, name string) error {
 		logfile = h.LogFile(name)
 	}
 	rotateLog(logfile)
+	rotateLog(h.AppLogFile(name))
 	offset := fileSize(logfile)
 
 	var stderr bytes.Buffer
@@ -135,7 +136,8 @@ func fileSize(path string) int64 {
 	return st.Size()
 }
 
-// rotateLog moves a log over maxLogBytes to path.1 so that logs stay small.
+// rotateLog moves a log over maxLogBytes to path.1 (replacing the older
+// one) so that a log takes at most about twice maxLogBytes.
 func rotateLog(path string) {
 	if fileSize(path) > maxLogBytes {
 		_ = os.Rename(path, path+".1")

@@ -52,7 +52,9 @@ const LockerEnvFile = "locker.env"
 const (
 	// NetworkNone shares the host's network (each locker on its own port).
 	NetworkNone = "none"
-	// NetworkEmpty gives the locker a network namespace with loopback only.
+	// NetworkEmpty gives the locker a network namespace of its own with
+	// loopback only, up (lxc.net.0.flags = up): every locker may listen on
+	// the same port, and health is checked inside (exec:).
 	NetworkEmpty = "empty"
 	// NetworkTemplate keeps what the LXC template configured.
 	NetworkTemplate = "template"
@@ -76,9 +78,16 @@ type Options struct {
 	// Node, when set, is a host file (the node binary) bind-mounted
 	// read-only at /usr/bin/node.
 	Node string
+	// Tini, when set with Init, is a host file (a static tini, Debian's
+	// DefaultTini) bind-mounted read-only at /sbin/tini and run as PID 1 in
+	// front of Init: it forwards the halt signal to the app (Node as PID 1
+	// ignores SIGTERM unless the app handles it) and reaps zombies.
+	Tini string
 	// PortBase is the first port handed out to a locker whose Config has
 	// no PORT: the lowest port from PortBase up that no container of the
-	// host uses. 0 hands out none.
+	// host uses and no socket of the host listens on, below the kernel's
+	// ephemeral port range (net.ipv4.ip_local_port_range; a base in it is
+	// an InvalidError). 0 hands out none.
 	PortBase int
 	// Idmap are lxc.idmap values ("u 0 100000 65536", "g 0 100000 65536")
 	// for an unprivileged locker; empty makes a privileged one.
@@ -194,17 +203,22 @@ func (o Options) withDefaults() (Options, error) {
 		// not own its network namespace.
 		return o, invalidf("an unprivileged (idmapped) locker cannot use network %q (LXC cannot mount /sys in it): use %q", NetworkNone, NetworkEmpty)
 	}
-	for _, v := range []struct{ what, s string }{{"init", o.Init}, {"halt signal", o.HaltSignal}, {"node", o.Node}} {
+	for _, v := range []struct{ what, s string }{{"init", o.Init}, {"halt signal", o.HaltSignal}, {"node", o.Node}, {"tini", o.Tini}} {
 		if strings.ContainsAny(v.s, "\n\r") {
 			return o, invalidf("%s %q contains a line break", v.what, v.s)
 		}
 	}
 	if o.Node != "" {
-		if !filepath.IsAbs(o.Node) || strings.ContainsAny(o.Node, " \t\\#") {
-			return o, invalidf("node %q: want an absolute path without blanks", o.Node)
+		if err := checkHostFile("node", o.Node); err != nil {
+			return o, err
 		}
-		if fi, err := os.Stat(o.Node); err != nil || !fi.Mode().IsRegular() {
-			return o, invalidf("node %q: not a file on this host", o.Node)
+	}
+	if o.Tini != "" {
+		if err := checkHostFile("tini", o.Tini); err != nil {
+			return o, err
+		}
+		if o.Init == "" {
+			return o, invalidf("tini %q needs an init command to run (the app's, e.g. /usr/bin/node /opt/app/server.js)", o.Tini)
 		}
 	}
 	for _, l := range o.ExtraConfig {
@@ -292,6 +306,24 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Option
 	if err != nil {
 		return nil, err
 	}
+	portLimit := 65536
+	if opts.PortBase > 0 {
+		lo, hi, err := ephemeralRange()
+		if err != nil {
+			return nil, err
+		}
+		if opts.PortBase >= lo {
+			return nil, invalidf("port base %d is not below the kernel's ephemeral port range %d-%d (net.ipv4.ip_local_port_range): a locker port there can be taken by any outgoing connection; use a base below %d", opts.PortBase, lo, hi, lo)
+		}
+		portLimit = lo
+		ls, err := hostListeners()
+		if err != nil {
+			return nil, err
+		}
+		for port := range ls {
+			used[port] = true
+		}
+	}
 
 	results := make([]LockerResult, len(names))
 	plans := make([]*lockerPlan, len(names))
@@ -300,7 +332,7 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Option
 	for i, name := range names {
 		results[i] = LockerResult{Name: name}
 		pl := &lockerPlan{name: name, owner: owner}
-		if err := p.prepare(pl, opts, used); err != nil {
+		if err := p.prepare(pl, opts, used, portLimit); err != nil {
 			p.fail(ctx, &results[i], pl, err)
 			continue
 		}
@@ -392,7 +424,7 @@ func (p *Provisioner) undo(ctx context.Context, pl *lockerPlan) error {
 
 // prepare makes a locker's folders, seeds its Config, reads its
 // environment and hands out its port.
-func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool) error {
+func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool, portLimit int) error {
 	created, err := p.layout.Provision(pl.name, pl.owner)
 	pl.created = created
 	if err != nil {
@@ -424,8 +456,8 @@ func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool) e
 		for used[port] {
 			port++
 		}
-		if port > 65535 {
-			return fmt.Errorf("no free port from %d up for locker %q", opts.PortBase, pl.name)
+		if port >= portLimit {
+			return fmt.Errorf("handing out a port to locker %q: none free from %d below %d (the kernel's ephemeral port range starts there)", pl.name, opts.PortBase, portLimit)
 		}
 		pl.port = port
 		pl.env = append(pl.env, [2]string{"PORT", strconv.Itoa(port)})
@@ -452,10 +484,20 @@ func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) e
 			return err
 		}
 	}
+	if opts.Tini != "" {
+		if err := p.initSetup(pl.name, opts.Tini).writeFiles(pl.owner); err != nil {
+			return err
+		}
+	}
 	_, err := p.host.EditConfig(pl.name, func(old []byte) ([]byte, error) {
 		return p.render(old, pl, opts)
 	})
 	return err
+}
+
+// initSetup returns how a locker's init is set up with the host's tini.
+func (p *Provisioner) initSetup(name, tini string) initSetup {
+	return initSetup{tini: tini, ctDir: filepath.Dir(p.host.ConfigPath(name))}
 }
 
 // keyRe matches the key of an LXC config line.
@@ -473,6 +515,7 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		case key == "lxc.idmap" && len(opts.Idmap) > 0:
 		case key == "lxc.environment":
 		case key == "lxc.mount.entry" && opts.Node != "" && mountTarget(value) == "usr/bin/node":
+		case key == "lxc.mount.entry" && opts.Tini != "" && ownsInitTarget(mountTarget(value)):
 		default:
 			return false
 		}
@@ -493,8 +536,17 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	if opts.Network != NetworkTemplate {
 		add("lxc.net.0.type", opts.Network)
 	}
+	if opts.Network == NetworkEmpty {
+		// Measured: "empty" leaves lo down, and nothing (not even the app
+		// itself) reaches 127.0.0.1 inside.
+		add("lxc.net.0.flags", "up")
+	}
 	add("lxc.signal.halt", opts.HaltSignal)
-	if opts.Init != "" {
+	setup := p.initSetup(pl.name, opts.Tini)
+	switch {
+	case opts.Init != "" && opts.Tini != "":
+		add("lxc.init.cmd", setup.cmd(opts.Init))
+	case opts.Init != "":
 		add("lxc.init.cmd", opts.Init)
 	}
 	for _, m := range opts.Idmap {
@@ -508,6 +560,11 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	}
 	if opts.Node != "" {
 		add("lxc.mount.entry", opts.Node+" usr/bin/node none bind,ro,create=file 0 0")
+	}
+	if opts.Tini != "" {
+		for _, e := range setup.entries() {
+			add("lxc.mount.entry", e)
+		}
 	}
 	for _, l := range opts.ExtraConfig {
 		b.WriteString(l + "\n")
@@ -761,6 +818,11 @@ type AdoptOptions struct {
 	// (one at a time, not in its bounded window) and stops it one at a time
 	// at shutdown. Without it Adopt keeps the line and warns in the Note.
 	ClearStartAuto bool
+	// Tini, when set, is a host file (a static tini, DefaultTini) to run
+	// an app init (lxc.init.cmd) under, bound read-only at /sbin/tini, with
+	// lxc.signal.halt = SIGTERM. Without it Adopt still replaces a halt
+	// signal Node takes as a debugger signal (SIGUSR1) by SIGTERM.
+	Tini string
 }
 
 // startAutoOn matches a config line that makes lxc.service start the
@@ -769,6 +831,11 @@ var startAutoOn = regexp.MustCompile(`(?m)^[ \t]*lxc\.start\.auto[ \t]*=[ \t]*1[
 
 // AdoptWith is Adopt with options.
 func (p *Provisioner) AdoptWith(ctx context.Context, names []string, opts AdoptOptions) ([]LockerResult, error) {
+	if opts.Tini != "" {
+		if err := checkHostFile("tini", opts.Tini); err != nil {
+			return nil, err
+		}
+	}
 	infos, err := p.existing(ctx, names)
 	if err != nil {
 		return nil, err
@@ -803,13 +870,34 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 			return fail(err)
 		}
 	}
+	if opts.Tini != "" {
+		// The wrapper and the log folder exist before the config uses them.
+		if b, err := os.ReadFile(p.host.ConfigPath(in.Name)); err == nil {
+			if f := initFactsOf(b); f.runsApp() && !f.underTini() {
+				if err := p.initSetup(in.Name, opts.Tini).writeFiles(owner); err != nil {
+					return fail(err)
+				}
+			}
+		}
+	}
 	backup := ""
 	autoStart, clearedAuto := false, false
+	var fixChanges []string
+	mountsChanged := false
 	changed, err := p.host.EditConfig(in.Name, func(old []byte) ([]byte, error) {
-		out, changed, err := mounts.ApplyEntries(old, p.layout, in.Name)
+		if _, mountsChanged, err = mounts.ApplyEntries(old, p.layout, in.Name); err != nil {
+			return old, err
+		}
+		// The init lines first: the layout's entries stay the file's end.
+		fixed, ch := fixInit(old, p.initSetup(in.Name, opts.Tini))
+		fixed, netCh := fixNet(fixed)
+		ch = append(ch, netCh...)
+		fixChanges = ch
+		out, changed, err := mounts.ApplyEntries(fixed, p.layout, in.Name)
 		if err != nil {
 			return old, err
 		}
+		changed = changed || len(ch) > 0
 		if startAutoOn.Match(out) {
 			if opts.ClearStartAuto {
 				out = startAutoOn.ReplaceAll(out, []byte("lxc.start.auto = 0"))
@@ -837,13 +925,16 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 	for _, c := range pl.copied {
 		r.Changes = append(r.Changes, "seeded Config/"+c)
 	}
-	if changed {
+	if mountsChanged {
 		r.Changes = append(r.Changes, "set the layout's mount entries in "+p.host.ConfigPath(in.Name))
+	}
+	if changed {
 		r.Backup = backup
 	}
 	if clearedAuto {
 		r.Changes = append(r.Changes, "set lxc.start.auto = 0 (the agent starts it at boot, in its window)")
 	}
+	r.Changes = append(r.Changes, fixChanges...)
 	r.Outcome = OutcomeUnchanged
 	if len(r.Changes) > 0 {
 		r.Outcome = OutcomeAdopted
@@ -898,8 +989,10 @@ func writeBackup(configPath string, old []byte, now time.Time) (string, error) {
 
 // Check reports, for each named container (every container of the host
 // when names is empty), how its mount entries, folders and their ownership
-// deviate from the layout; for a running one also whether it runs without
-// the code mount or from a deleted release. Config template drift is
+// deviate from the layout; a halt signal its app cannot handle; an empty
+// network with its loopback down; a PORT on the host's network held by
+// something other than its own app; for a running one also whether it
+// runs without the code mount or from a deleted release. Config template drift is
 // reported beside. Invalid or unknown names are an InvalidError.
 func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult, error) {
 	var infos []lxcctl.Info
@@ -920,23 +1013,30 @@ func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult,
 			return nil, err
 		}
 	}
+	ls, err := hostListeners()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]CheckResult, 0, len(infos))
 	for _, in := range infos {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		out = append(out, p.checkOne(in))
+		out = append(out, p.checkOne(in, ls))
 	}
 	return out, nil
 }
 
-func (p *Provisioner) checkOne(in lxcctl.Info) CheckResult {
+func (p *Provisioner) checkOne(in lxcctl.Info, ls listeners) CheckResult {
 	r := CheckResult{Name: in.Name, State: string(in.State)}
 	config, err := os.ReadFile(p.host.ConfigPath(in.Name))
 	if err != nil {
 		r.Deviations = append(r.Deviations, fmt.Sprintf("reading its config: %v", err))
 	} else {
 		r.Deviations = append(r.Deviations, mounts.DeviationsInConfig(config, p.layout, in.Name)...)
+		r.Deviations = append(r.Deviations, haltDeviations(initFactsOf(config))...)
+		r.Deviations = append(r.Deviations, netDeviations(config)...)
+		r.Deviations = append(r.Deviations, portDeviations(in, config, ls)...)
 	}
 	owner, err := p.ownerOf(in.Name)
 	if err != nil {

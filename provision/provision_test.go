@@ -147,6 +147,7 @@ func (e *layoutEnv) nodeOptions(t *testing.T, n int) Options {
 		Template: "busybox",
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
+		Tini:     requireTini(t),
 		PortBase: freePortRange(t, n),
 	}
 }
@@ -572,8 +573,10 @@ func statOwner(t *testing.T, p string) (int, int) {
 func freePortRange(t *testing.T, n int) int {
 	t.Helper()
 	for range 200 {
-		r, _ := rand.Int(rand.Reader, big.NewInt(20000))
-		base := 30000 + int(r.Int64())
+		// Below the kernel's ephemeral range (32768 up): provision refuses
+		// a base in it.
+		r, _ := rand.Int(rand.Reader, big.NewInt(11000))
+		base := 20000 + int(r.Int64())
 		ok := true
 		var ls []net.Listener
 		for p := base; p < base+n; p++ {

@@ -9,6 +9,7 @@ import (
 func newAdoptCmd(g *globals) *cobra.Command {
 	var lf layoutFlags
 	var all, clearAuto bool
+	var tini string
 	cmd := &cobra.Command{
 		Use:   "adopt NAME...|--all",
 		Short: "Put existing containers into the layout: folders, Config seed, mount entries",
@@ -23,7 +24,14 @@ A running container gets the new mounts when it restarts.
 A container with lxc.start.auto = 1 is started by lxc.service at boot,
 before the agent and one at a time, and stopped one at a time at shutdown:
 adopt warns about it, and --clear-start-auto sets it to 0 so that the agent
-alone starts the lockers, in its bounded window.`,
+alone starts the lockers, in its bounded window.
+
+A container whose lxc.init.cmd runs the app with lxc.signal.halt = SIGUSR1
+(the busybox template's) would have Node open its inspector on every stop:
+adopt always sets SIGTERM there. --tini runs such an app under tini (bound
+read-only at /sbin/tini), so that an app with no SIGTERM handler stops,
+with its output and exit status in <lxcpath>/<name>/applog/app.log. An
+empty network gets its loopback up (lxc.net.0.flags = up).`,
 		Example: `  lxcfleet adopt locker-001 locker-002
   lxcfleet adopt --all --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -51,7 +59,7 @@ alone starts the lockers, in its bounded window.`,
 					return usagef("no containers in %s", h.LXCPath())
 				}
 			}
-			results, err := p.AdoptWith(cmd.Context(), names, provision.AdoptOptions{ClearStartAuto: clearAuto})
+			results, err := p.AdoptWith(cmd.Context(), names, provision.AdoptOptions{ClearStartAuto: clearAuto, Tini: tini})
 			if err != nil {
 				return asUsage(err)
 			}
@@ -61,5 +69,7 @@ alone starts the lockers, in its bounded window.`,
 	lf.register(cmd, true)
 	cmd.Flags().BoolVar(&all, "all", false, "adopt every container of the lxcpath")
 	cmd.Flags().BoolVar(&clearAuto, "clear-start-auto", false, "set lxc.start.auto = 0 where it is 1 (otherwise lxc.service starts the locker at boot before the agent, and adopt warns)")
+	cmd.Flags().StringVar(&tini, "tini", "", "run the app init under this host tini binary (bare --tini: "+provision.DefaultTini+"), halt signal SIGTERM")
+	cmd.Flags().Lookup("tini").NoOptDefVal = provision.DefaultTini
 	return cmd
 }

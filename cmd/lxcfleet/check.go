@@ -16,7 +16,10 @@ func newCheckCmd(g *globals) *cobra.Command {
 given) with the layout: its mount entries (missing, duplicate, wrong source,
 rw where ro is wanted), its Me and Config folders (missing, symlinks, wrong
 owner for its idmap), and, when it runs, whether it runs without the code
-mount or from a deleted release. Config templates newer than or missing in a
+mount or from a deleted release. It also reports a halt signal the app
+cannot handle (SIGUSR1, which opens Node's inspector; node as PID 1 without
+tini), an empty network whose loopback is down, and a PORT on the host's
+network held by another process. Config templates newer than or missing in a
 locker's Config are reported as drift, which is not a deviation.
 Exit 1 when any locker deviates.`,
 		Example: `  lxcfleet check

@@ -290,7 +290,9 @@ func TestLayoutCLIProvisionStatusCheckAdopt(t *testing.T) {
 // freeRange returns a base port from which n ports on 127.0.0.1 are free.
 func freeRange(t *testing.T, n int) int {
 	t.Helper()
-	for base := 31000 + int(time.Now().UnixNano()%20000); base < 64000; base += n {
+	// Below the kernel's ephemeral range (32768 up): provision refuses a
+	// base in it.
+	for base := 20000 + int(time.Now().UnixNano()%11000); base < 32000; base += n {
 		ok := true
 		for p := base; p < base+n && ok; p++ {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

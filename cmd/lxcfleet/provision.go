@@ -49,7 +49,7 @@ func checkLockerNames(names []string) error {
 
 func newProvisionCmd(g *globals) *cobra.Command {
 	var lf layoutFlags
-	var template, network, init, node string
+	var template, network, init, node, tini string
 	var templateArgs, idmap []string
 	var portBase int
 	cmd := &cobra.Command{
@@ -62,6 +62,8 @@ mapped root when --idmap is given) and Config seeded from the templates.
 Its environment comes from Config/locker.env (KEY=VALUE lines); a locker
 without a PORT there gets the lowest port from --port-base up that no
 container uses. The lockers are left stopped: start them with start-all.
+The app (--init) runs under tini (--tini), which forwards the halt signal
+(SIGTERM) to it: a Node app with no SIGTERM handler still stops at once.
 
 A locker that fails leaves nothing behind: no container, no folders.
 Defaults come from the [layout] and [provision] sections of the config
@@ -97,6 +99,9 @@ Defaults come from the [layout] and [provision] sections of the config
 				opts.PortBase = portBase
 			}
 			opts.Node, opts.Idmap = node, idmap
+			if opts.Init != "" {
+				opts.Tini = tini
+			}
 			p, err := s.provisioner()
 			if err != nil {
 				return err
@@ -112,8 +117,9 @@ Defaults come from the [layout] and [provision] sections of the config
 	f := cmd.Flags()
 	f.StringVar(&template, "template", "", "LXC template to create the containers from, e.g. busybox or download (default: provision.template)")
 	f.StringArrayVar(&templateArgs, "template-arg", nil, "argument for the template, repeatable (e.g. --template-arg=--dist --template-arg=alpine)")
-	f.StringVar(&network, "network", "", "lxc.net.0.type: none (host network, default), empty, or template to keep the template's")
+	f.StringVar(&network, "network", "", "lxc.net.0.type: none (host network, one port each; default), empty (a namespace of its own, loopback up: lockers may share a fixed port, check health with exec:), or template to keep the template's")
 	f.StringVar(&init, "init", "", "lxc.init.cmd, e.g. '/usr/bin/node /opt/app/server.js' (default: the template's)")
+	f.StringVar(&tini, "tini", provision.DefaultTini, "host tini binary bound read-only at /sbin/tini and run as PID 1 in front of --init (forwards the halt signal, reaps zombies); '' runs the app as PID 1")
 	f.StringVar(&node, "node", "", "host node binary to bind-mount read-only at /usr/bin/node")
 	f.IntVar(&portBase, "port-base", 0, "first PORT handed out to a locker whose Config/locker.env has none (default: provision.port_base)")
 	f.StringArrayVar(&idmap, "idmap", nil, "lxc.idmap line for an unprivileged locker, repeatable (e.g. 'u 0 100000 65536')")
