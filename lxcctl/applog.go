@@ -53,6 +53,12 @@ func (a AppExit) String() string {
 	return strings.Join(parts, "; ")
 }
 
+// LastAppExit reads what the app log says about the app's last run (for
+// a locker that stopped on its own after it was first healthy).
+func (h *Host) LastAppExit(name string) AppExit {
+	return readAppExit(h.AppLogFile(name), 0)
+}
+
 // readAppExit reads the app log from offset: the last exit status line and
 // the last lines of output before it.
 func readAppExit(path string, offset int64) AppExit {

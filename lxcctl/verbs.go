@@ -33,7 +33,7 @@ func (h *Host) CheckRunning(ctx context.Context, name string, hc HealthCheck) er
 		return err
 	}
 	if before.State != StateRunning {
-		return fmt.Errorf("container %q is %s: %w", name, before.State, ErrNotRunning)
+		return fmt.Errorf("container %q is %s%s: %w", name, before.State, h.exitNote(name), ErrNotRunning)
 	}
 	checkErr := h.healthChecker().once(ctx, hc, before)
 	after, err := h.Info(ctx, name)
@@ -41,10 +41,18 @@ func (h *Host) CheckRunning(ctx context.Context, name string, hc HealthCheck) er
 		return err
 	}
 	if after.State != StateRunning || after.InitPID != before.InitPID {
-		return fmt.Errorf("container %q stopped during its health check (%s, init %d -> %d): %w", name, after.State, before.InitPID, after.InitPID, ErrNotRunning)
+		return fmt.Errorf("container %q stopped during its health check (%s, init %d -> %d)%s: %w", name, after.State, before.InitPID, after.InitPID, h.exitNote(name), ErrNotRunning)
 	}
 	if checkErr != nil {
 		return fmt.Errorf("health check of container %q: %w", name, checkErr)
 	}
 	return nil
+}
+
+// exitNote is "; " and what the app log says of the app's exit, or "".
+func (h *Host) exitNote(name string) string {
+	if s := h.LastAppExit(name).String(); s != "" {
+		return "; " + s
+	}
+	return ""
 }
