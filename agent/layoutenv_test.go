@@ -73,12 +73,15 @@ func (e *layoutEnv) cleanup(t *testing.T, names ...string) {
 	}
 }
 
-// nodeOptions provisions lockers that run the fixture app from /opt/app.
+// nodeOptions provisions lockers that run the fixture app from /opt/app,
+// under tini and the init wrapper (as provision does by default), so that
+// a crash leaves its exit status and output in the app log.
 func (e *layoutEnv) nodeOptions(t *testing.T, n int) ProvisionOptions {
 	return ProvisionOptions{
 		Template: "busybox",
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
+		Tini:     provision.DefaultTini,
 		PortBase: freePortRange(t, n),
 	}
 }

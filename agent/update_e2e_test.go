@@ -415,6 +415,13 @@ func TestUpdateEndToEnd(t *testing.T) {
 		if most > e2eWindow {
 			t.Errorf("the prober saw %d lockers down at once (%v) while a broken release rolled out; want at most K=%d", most, who, e2eWindow)
 		}
+		// Why they failed is in the result (issue 11): the app's exit
+		// status and its last output, from the app log.
+		for _, o := range result(t, j).Outcomes {
+			if o.Outcome == "failed" && !(strings.Contains(o.Error, "app exited with status 4") && strings.Contains(o.Error, "broken build")) {
+				t.Errorf("%s failed with %q: want the app's exit status 4 and its last output, broken build", o.Name, o.Error)
+			}
+		}
 		res := result(t, j)
 		if !res.RolledBack {
 			t.Errorf("broken update: rolled back = false (%s)", res.Summary)
