@@ -249,3 +249,29 @@ func FuzzApplyEntries(f *testing.F) {
 		}
 	})
 }
+
+// TestApplyEntriesKeepsOtherBindsUnderRoot: an lxcpath inside the layout
+// root (as the demo has it) holds each locker's init wrapper and app log;
+// their binds are provision's, not the layout's, and must survive
+// ApplyEntries (they were dropped, and every demo locker failed to start).
+func TestApplyEntriesKeepsOtherBindsUnderRoot(t *testing.T) {
+	l := LayoutAt("/var/lib/lxcfleet-demo")
+	keep := []string{
+		"lxc.mount.entry = /var/lib/lxcfleet-demo/lxc/demo-001/lxcfleet-init sbin/lxcfleet-init none bind,ro,create=file 0 0",
+		"lxc.mount.entry = /var/lib/lxcfleet-demo/lxc/demo-001/applog var/log/lxcfleet none bind,create=dir 0 0",
+	}
+	stale := "lxc.mount.entry = /var/lib/lxcfleet-demo/releases/1-abc opt/app none bind,ro,create=dir 0 0"
+	in := []byte(strings.Join(append(append([]string{}, keep...), stale), "\n") + "\n")
+	out, _, err := ApplyEntries(in, l, "demo-001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keep {
+		if !strings.Contains(string(out), k) {
+			t.Errorf("ApplyEntries dropped %q:\n%s", k, out)
+		}
+	}
+	if strings.Contains(string(out), stale) {
+		t.Errorf("ApplyEntries kept the stale release bind %q:\n%s", stale, out)
+	}
+}

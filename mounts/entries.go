@@ -77,19 +77,28 @@ func (l Layout) Entries(name string) ([]string, error) {
 }
 
 // Owns reports whether an lxc.mount.entry value is one this layout manages:
-// its source lies inside the layout root, or its target is AppPath, MePath
+// its source is current, or lies inside the releases or lockers folders of
+// the layout, or its target is AppPath, MePath
 // or ConfigPath. ApplyEntries replaces owned entries, so that re-rendering
 // with changed settings (read-write Config, another root) leaves no stale
-// entry behind. A bind of any other folder under the root counts as owned
-// too: the root belongs to lxcfleet.
+// entry behind. Other binds from under the root are not owned: an lxcpath
+// kept inside the root holds each locker's init wrapper and app log, bound
+// by provision (the demo keeps its lxcpath there).
 func (l Layout) Owns(entryValue string) bool {
 	e, ok := parseEntry(entryValue)
 	if !ok {
 		return false
 	}
 	l = l.clean()
-	if l.Root != "" && l.Root != "/" && filepath.IsAbs(e.Source) && within(l.Root, filepath.Clean(e.Source)) {
-		return true
+	// Sources the layout renders or rendered: current, a release, a
+	// locker's folders. Other files under the root (an lxcpath kept inside
+	// it, with a locker's init wrapper and app log) are not the layout's.
+	if src := filepath.Clean(e.Source); filepath.IsAbs(src) {
+		for _, own := range []string{l.Current, l.Releases, l.Lockers} {
+			if own != "" && own != "/" && (src == own || within(own, src)) {
+				return true
+			}
+		}
 	}
 	t := cleanTarget(e.Target)
 	for _, want := range []string{l.AppPath, l.MePath, l.ConfigPath} {
