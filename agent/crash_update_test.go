@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -332,10 +333,12 @@ func TestLateCrashAndOperatorScripts(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		cmd := exec.Command(e.bin, "rollback", "--config", e.config, "--to", good.Name)
+		// --to takes a build number (the host's, in BUILD.json) as well as
+		// a release name.
+		cmd := exec.Command(e.bin, "rollback", "--config", e.config, "--to", strconv.Itoa(good.Build))
 		b, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("rollback --to %s: %v\n%s", good.Name, err, b)
+			t.Fatalf("rollback --to %d (%s): %v\n%s", good.Build, good.Name, err, b)
 		}
 		if cur := e.oneRelease(t); cur.Name != good.Name {
 			t.Errorf("after rollback --to: current %s, want %s", cur.Name, good.Name)

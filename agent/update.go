@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"lxcfleet/codeupdate"
@@ -121,7 +119,7 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 	}
 	to := req.To
 	if to != "" {
-		rel, err := a.releaseByNameOrBuild(to)
+		rel, err := a.deps.Code.Release(to) // a release name or a build number
 		if err != nil {
 			return nil, invalidf("rollback target %q: %v", to, err)
 		}
@@ -161,38 +159,6 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 	tr, _ := a.deps.Code.Release(target)
 	out.From, out.To, out.Build = cur.Name, target, tr.Build
 	return out, summarize(out, res, plan, fmt.Sprintf("rolled back from %s to %s (build %d); %s marked bad", cur.Name, target, tr.Build, cur.Name))
-}
-
-// releaseByNameOrBuild finds a release by its name or its build number.
-func (a *Agent) releaseByNameOrBuild(s string) (codeupdate.Release, error) {
-	if rel, err := a.deps.Code.Release(s); err == nil {
-		return rel, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return codeupdate.Release{}, fmt.Errorf("no release named %s", s)
-	}
-	rels, err := a.deps.Code.Releases()
-	if err != nil {
-		return codeupdate.Release{}, err
-	}
-	var found []codeupdate.Release
-	for _, r := range rels {
-		if r.Build == n {
-			found = append(found, r)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return codeupdate.Release{}, fmt.Errorf("no release with build number %d", n)
-	case 1:
-		return found[0], nil
-	}
-	names := make([]string, len(found))
-	for i, r := range found {
-		names[i] = r.Name
-	}
-	return codeupdate.Release{}, fmt.Errorf("build number %d is ambiguous (%s): give the release name", n, strings.Join(names, ", "))
 }
 
 // buildJob builds the target release (fetch, checkout, npm when the
