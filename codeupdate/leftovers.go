@@ -53,7 +53,7 @@ func (m *Manager) removeLeftovers() {
 	var held []*os.File
 	defer func() {
 		for _, f := range held {
-			f.Close()
+			unlockClose(f)
 		}
 	}()
 	for _, n := range []string{"lock", "build.lock", "repo.lock"} {

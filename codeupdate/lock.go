@@ -40,9 +40,20 @@ func (m *Manager) Lock() (unlock func() error, err error) {
 	var once sync.Once
 	var cerr error
 	return func() error {
-		once.Do(func() { cerr = f.Close() })
+		once.Do(func() { cerr = unlockClose(f) })
 		return cerr
 	}, nil
+}
+
+// unlockClose drops the flock on f's open file description, then closes f.
+// Closing alone is not enough: a child forked by any goroutine of this
+// process shares the description between fork and exec (O_CLOEXEC takes
+// effect only at exec), and an flock lives until every descriptor of it is
+// closed, so the next Lock would see the lock "held by" this very process
+// (TestLockReleasedUnderForks). LOCK_UN acts on the description itself.
+func unlockClose(f *os.File) error {
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return f.Close()
 }
 
 // lockHolder reads "pid N since T" from a lock file held by someone else.
@@ -78,7 +89,7 @@ func flockWaitHow(ctx context.Context, path string, how int) (func(), error) {
 	for {
 		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			return func() { unlockClose(f) }, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()

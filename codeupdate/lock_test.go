@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"lxcfleet/codeupdate"
@@ -102,4 +103,46 @@ func TestLock(t *testing.T) {
 			t.Errorf("helper output: got %q, want %q...", out, want)
 		}
 	})
+}
+
+// TestLockReleasedUnderForks takes and releases the host lock 300 times
+// while other goroutines fork and exec without pause, as the agent does
+// (npm, git, lxc): after each unlock the next Lock, and a new Manager's
+// cleanup of leftovers, find the lock free. Closing the lock file alone
+// left the flock held by a child between its fork and exec: "update
+// already running (lock held by pid <this process>)" (a CI flake, and the
+// next job of a real agent could hit it too).
+func TestLockReleasedUnderForks(t *testing.T) {
+	root := t.TempDir()
+	m, _ := newManager(t, root, "unused", 0)
+	stop := make(chan struct{})
+	var forkers sync.WaitGroup
+	for range 4 {
+		forkers.Add(1)
+		go func() {
+			defer forkers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = exec.Command("/bin/true").Run()
+			}
+		}()
+	}
+	defer forkers.Wait()
+	defer close(stop)
+	for i := range 300 {
+		unlock, err := m.Lock()
+		if err != nil {
+			t.Fatalf("Lock %d after an unlock: %v", i, err)
+		}
+		if err := unlock(); err != nil {
+			t.Fatal(err)
+		}
+		if _, logs := newManager(t, root, "unused", 0); strings.Contains(logs.String(), "not removing leftovers") {
+			t.Fatalf("new Manager %d after an unlock: %s", i, logs.String())
+		}
+	}
 }

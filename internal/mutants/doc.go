@@ -1,7 +1,8 @@
-// Command mutants is the rollout policy's mutation check (make mutants):
-// it breaks each rule of the policy on purpose, one at a time, through
-// `go test -overlay` (the tree is never written), runs the package's fast
-// tests, and fails unless every mutant makes a test fail. Each mutant
+// Command mutants is the mutation check (make mutants) of the rollout
+// policy and of the host lock: it breaks each rule on purpose, one at a
+// time, through `go test -overlay` (the tree is never written), runs the
+// rollout package's fast tests (or, for a mutant elsewhere, the one test
+// named in testsFor), and fails unless every mutant makes a test fail. Each mutant
 // names the rule it breaks; a mutant whose text no longer matches the
 // source exactly once is an error too (keep the list in step with the
 // code).
