@@ -77,6 +77,7 @@ type FileConfig struct {
 		Delay           Duration `toml:"delay"`
 		Health          string   `toml:"health"`
 		Monitor         Duration `toml:"monitor"`
+		Pacing          string   `toml:"pacing"`
 		Target          string   `toml:"target"`
 		Strategy        string   `toml:"strategy"`
 		MaxFailureRatio *float64 `toml:"max_failure_ratio"`
@@ -314,6 +315,7 @@ func (c FileConfig) AgentDefaults() Defaults {
 	setD(&d.Delay, x.Delay)
 	setS(&d.Health, x.Health)
 	setD(&d.Monitor, x.Monitor)
+	setS(&d.Pacing, x.Pacing)
 	setS(&d.Target, x.Target)
 	setS(&d.Strategy, x.Strategy)
 	if x.MaxFailureRatio != nil {

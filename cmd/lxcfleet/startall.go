@@ -13,7 +13,7 @@ import (
 func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	var health string
+	var health, pacing string
 	var window int
 	var deadline time.Duration
 	var delay, monitor time.Duration
@@ -78,6 +78,11 @@ Exit code 1 when any is unhealthy or failed.`,
 				}
 				req.Health = health
 			}
+			if f.Changed("pacing") {
+				if err := setPacing(&req, pacing); err != nil {
+					return err
+				}
+			}
 			names, err := validNames(args, sel.group)
 			if err != nil {
 				return err
@@ -109,6 +114,7 @@ Exit code 1 when any is unhealthy or failed.`,
 	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
 	cmd.Flags().DurationVar(&monitor, "monitor", 0, "how long each container must stay healthy to count as started (default: defaults.monitor)")
 	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
+	cmd.Flags().StringVar(&pacing, "pacing", "", pacingHelp)
 	return cmd
 }
 
