@@ -34,7 +34,7 @@ type rolloutFlags struct {
 
 func (r *rolloutFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.IntVar(&r.window, "window", 0, "most lockers down (being replaced) at once, K (default: defaults.window)")
+	f.IntVar(&r.window, "window", 0, "K, the most lockers down (being replaced) at once; offline: the first W of adaptive pacing, or the most starting at once with --pacing fixed (default: defaults.window)")
 	f.IntVar(&r.stopParallel, "stop-parallel", 0, "most lockers stopping at once in an offline update (default: defaults.stop_parallel)")
 	f.DurationVar(&r.stopTimeout, "stop-timeout", 0, "grace period before a locker is killed (default: defaults.stop_timeout)")
 	f.DurationVar(&r.deadline, "deadline", 0, "start-to-healthy limit per locker (default: defaults.deadline)")
