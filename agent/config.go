@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
 
@@ -98,6 +99,14 @@ type FileConfig struct {
 		Backoff    Duration `toml:"backoff"`
 		MaxBackoff Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
+
+	// Cgroup places the lockers the agent starts under one parent cgroup
+	// with a low CPU weight, so that busy lockers cannot starve the agent
+	// (lxcctl.CgroupParent). parent = "" leaves them where LXC puts them.
+	Cgroup struct {
+		Parent    string `toml:"parent"`
+		CPUWeight int    `toml:"cpu_weight"`
+	} `toml:"cgroup"`
 }
 
 // DefaultFileConfig returns the settings used where the file is silent.
@@ -119,6 +128,8 @@ func DefaultFileConfig() FileConfig {
 	c.Provision.Network = "none"
 	c.Provision.HaltSignal = "SIGTERM"
 	c.Provision.PortBase = 4100
+	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
+	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight
 	d := DefaultDefaults()
 	c.Defaults.StopParallel = d.StopParallel
 	c.Defaults.StopTimeout = Duration(d.StopTimeout)
@@ -192,6 +203,9 @@ func (c FileConfig) validate() error {
 	if c.StateDir == "" {
 		return errors.New("state_dir must be set")
 	}
+	if err := c.CgroupParent().Validate(); err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
 	if c.Listen.Socket == "" && c.Listen.TCP == "" {
 		return errors.New("listen.socket and listen.tcp are both empty: the agent would serve nowhere")
 	}
@@ -237,6 +251,11 @@ func (c FileConfig) validate() error {
 		names[s.Name] = true
 	}
 	return nil
+}
+
+// CgroupParent is the [cgroup] section for lxcctl.
+func (c FileConfig) CgroupParent() lxcctl.CgroupParent {
+	return lxcctl.CgroupParent{Path: c.Cgroup.Parent, CPUWeight: c.Cgroup.CPUWeight}
 }
 
 // MountLayout returns the [layout] section as a mounts.Layout: the one place

@@ -56,7 +56,7 @@ func (g *globals) wire(cmd *cobra.Command) (*stack, error) {
 	}
 	s.fc = fc
 	s.layout = fc.MountLayout()
-	s.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: s.log})
+	s.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: s.log, Cgroup: fc.CgroupParent()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("lxcpath: %w", err)}
 	}
