@@ -66,38 +66,35 @@ func checkAnswerOwner(name string, initPID int, remote net.Addr) error {
 // answeringListeners returns the inodes of the listening sockets that take
 // connections to ta: those bound to ta's address exactly or, when there are
 // none, those bound to the wildcard address, in the network namespace the
-// connection reached.
+// connection reached (the caller's own through sock_diag, the container's
+// through /proc/PID/net/tcp{,6}).
 func answeringListeners(initPID int, ta *net.TCPAddr) (map[uint64]bool, error) {
-	procs := []string{"/proc/self"}
+	var spaces []func() ([]listener, error)
 	if initPID > 0 && !sameNetNS(initPID) && !ta.IP.IsLoopback() {
 		// A container in a network namespace of its own, probed on an
 		// address of its own (a veth): its listeners first.
-		procs = []string{"/proc/" + strconv.Itoa(initPID), "/proc/self"}
+		spaces = append(spaces, func() ([]listener, error) { return procListeners("/proc/" + strconv.Itoa(initPID)) })
 	}
-	for _, p := range procs {
-		pfs, err := procfs.NewFS(p)
+	spaces = append(spaces, func() ([]listener, error) {
+		ls, err := netlinkListeners()
+		if err != nil { // no sock_diag in this kernel: the slow way
+			return procListeners("/proc/self")
+		}
+		return ls, nil
+	})
+	for _, read := range spaces {
+		ls, err := read()
 		if err != nil {
-			return nil, fmt.Errorf("reading listening sockets in %s: %w", p, err)
+			return nil, err
 		}
 		exact, wild := map[uint64]bool{}, map[uint64]bool{}
-		for _, read := range []func() (procfs.NetTCP, error){pfs.NetTCP, pfs.NetTCP6} {
-			lines, err := read()
-			if errors.Is(err, fs.ErrNotExist) { // no IPv6
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("reading listening sockets in %s: %w", p, err)
-			}
-			for _, l := range lines {
-				if l.St != tcpStateListen || int(l.LocalPort) != ta.Port {
-					continue
-				}
-				switch {
-				case l.LocalAddr.Equal(ta.IP):
-					exact[l.Inode] = true
-				case l.LocalAddr.IsUnspecified():
-					wild[l.Inode] = true
-				}
+		for _, l := range ls {
+			switch {
+			case l.port != ta.Port:
+			case l.ip.Equal(ta.IP):
+				exact[l.inode] = true
+			case l.ip.IsUnspecified():
+				wild[l.inode] = true
 			}
 		}
 		if len(exact) > 0 {
@@ -108,6 +105,31 @@ func answeringListeners(initPID int, ta *net.TCPAddr) (map[uint64]bool, error) {
 		}
 	}
 	return nil, nil
+}
+
+// procListeners reads the listening sockets of a process's network
+// namespace from dir/net/tcp and dir/net/tcp6 (dir is /proc/PID).
+func procListeners(dir string) ([]listener, error) {
+	pfs, err := procfs.NewFS(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading listening sockets in %s: %w", dir, err)
+	}
+	var out []listener
+	for _, read := range []func() (procfs.NetTCP, error){pfs.NetTCP, pfs.NetTCP6} {
+		lines, err := read()
+		if errors.Is(err, fs.ErrNotExist) { // no IPv6
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading listening sockets in %s: %w", dir, err)
+		}
+		for _, l := range lines {
+			if l.St == tcpStateListen {
+				out = append(out, listener{ip: l.LocalAddr, port: int(l.LocalPort), inode: l.Inode})
+			}
+		}
+	}
+	return out, nil
 }
 
 // sameNetNS reports whether the process initPID shares the caller's
