@@ -585,27 +585,34 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 // namespace, and the kernel refuses it sysfs).
 func noSysfs(opts Options) bool { return len(opts.Idmap) > 0 && opts.Network == NetworkNone }
 
-// mountAutoWithoutSys returns the template's lxc.mount.auto (every line,
-// an empty value clearing the earlier ones) without its sys entries
-// ("sys", "sys:ro", "sys:mixed", ...).
+// mountAutoWithoutSys returns a config's lxc.mount.auto (see mountAutoOf)
+// without its sys entries ("sys", "sys:ro", "sys:mixed", ...).
 func mountAutoWithoutSys(config []byte) string {
 	var keep []string
+	for _, f := range strings.Fields(mountAutoOf(config)) {
+		if f != "sys" && !strings.HasPrefix(f, "sys:") {
+			keep = append(keep, f)
+		}
+	}
+	return strings.Join(keep, " ")
+}
+
+// mountAutoOf returns the entries of every lxc.mount.auto line of a
+// config, space-separated; an empty value clears the earlier ones.
+func mountAutoOf(config []byte) string {
+	var all []string
 	for _, line := range strings.Split(string(config), "\n") {
 		m := keyRe.FindStringSubmatch(line)
 		if m == nil || m[1] != "lxc.mount.auto" {
 			continue
 		}
 		if m[2] == "" {
-			keep = nil
+			all = nil
 			continue
 		}
-		for _, f := range strings.Fields(m[2]) {
-			if f != "sys" && !strings.HasPrefix(f, "sys:") {
-				keep = append(keep, f)
-			}
-		}
+		all = append(all, strings.Fields(m[2])...)
 	}
-	return strings.Join(keep, " ")
+	return strings.Join(all, " ")
 }
 
 // mountTarget returns the cleaned target of an lxc.mount.entry value.

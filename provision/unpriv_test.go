@@ -18,7 +18,8 @@ import (
 // the host's network (network none: checked over HTTP from the host, so
 // through the owner match; provision drops sys from lxc.mount.auto, which
 // LXC cannot mount there) and in a namespace of its own (network empty:
-// checked inside with exec:).
+// checked inside with exec:). A locker on the host's network whose config
+// mounts sys again is reported by Check and fixed by Adopt.
 func TestUnprivilegedLockersHealthyInBothNetworks(t *testing.T) {
 	tini := requireTini(t)
 	if !rootHasSubIDs("/etc/subuid", 100000, 65536) || !rootHasSubIDs("/etc/subgid", 100000, 65536) {
@@ -89,6 +90,33 @@ func TestUnprivilegedLockersHealthyInBothNetworks(t *testing.T) {
 			out, err := e.host.Stop(ctx, name, 5*time.Second)
 			if err != nil || out != lxcctl.StoppedClean {
 				t.Errorf("Stop: got %s %v, want a clean stop (tini forwards SIGTERM)", out, err)
+			}
+			if tc.network != NetworkNone {
+				return
+			}
+			// A hand-made config that mounts sys: Check reports it, Adopt
+			// drops sys, and the locker starts again.
+			if _, err := e.host.EditConfig(name, func(old []byte) ([]byte, error) {
+				return append(old, "lxc.mount.auto = cgroup:mixed proc:mixed sys:ro\n"...), nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if r := e.host.StartHealthy(ctx, name, hc, 20*time.Second); r.OK() {
+				t.Fatalf("StartHealthy with sys in lxc.mount.auto: got %s, want LXC to refuse it (the case this guards)", r.Outcome)
+			}
+			c, err := e.prov.Check(ctx, []string{name})
+			if err != nil || len(c) != 1 || !strings.Contains(strings.Join(c[0].Deviations, "; "), "sys in lxc.mount.auto") {
+				t.Errorf("Check with sys in lxc.mount.auto: got %+v %v, want it reported", c, err)
+			}
+			ar, err := e.prov.Adopt(ctx, []string{name})
+			if err != nil || len(ar) != 1 || !strings.Contains(strings.Join(ar[0].Changes, "; "), "set lxc.mount.auto = cgroup:mixed proc:mixed") {
+				t.Errorf("Adopt: got %+v %v, want sys dropped from lxc.mount.auto", ar, err)
+			}
+			if c, err := e.prov.Check(ctx, []string{name}); err != nil || len(c) != 1 || !c[0].OK() {
+				t.Errorf("Check after adopt: got %+v %v, want no deviation", c, err)
+			}
+			if r := e.host.StartHealthy(ctx, name, hc, 20*time.Second); !r.OK() {
+				t.Errorf("StartHealthy after adopt: %s: %v", r.Outcome, r.Err)
 			}
 		})
 	}
