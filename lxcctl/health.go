@@ -35,7 +35,10 @@ const (
 // descendant; see ErrForeignListener): another process of the host
 // answering on the locker's port (its app died of EADDRINUSE, or it is
 // stopped) never makes it healthy. A check through a proxy of the host
-// therefore never passes: probe the app's own port.
+// therefore never passes: probe the app's own port. An exec check of a
+// container on the host's network (which reaches the host's sockets from
+// inside) also fails when the container's PORT is held only by processes
+// outside it.
 type HealthCheck struct {
 	Kind     HealthKind    `json:"kind"`
 	Target   string        `json:"target,omitempty"`
@@ -185,7 +188,15 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if res.ExitCode != 0 {
 			return fmt.Errorf("%s exited %d: %s", cmd, res.ExitCode, strings.TrimSpace(string(res.Stderr)))
 		}
-		return nil
+		pid := in.InitPID
+		if pid <= 0 {
+			now, err := k.host.Info(ctx, in.Name)
+			if err != nil {
+				return err
+			}
+			pid = now.InitPID
+		}
+		return checkPortOwner(in.Name, pid, in.Env)
 	}
 	return fmt.Errorf("unknown health check kind %q", hc.Kind)
 }

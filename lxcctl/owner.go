@@ -63,6 +63,41 @@ func checkAnswerOwner(name string, initPID int, remote net.Addr) error {
 	return fmt.Errorf("health check of container %q: port %d (%s) is held by %s, not by the container's app%s: %w", name, ta.Port, ta.IP, who, note, ErrForeignListener)
 }
 
+// checkPortOwner checks, for a container on the caller's network
+// namespace (the host's network) with a PORT, that the sockets listening on
+// that port, if any, include one a process of the container holds: an exec
+// check run inside such a container reaches the host's sockets, so a
+// squatter on its PORT would answer it. No listener at all passes (the
+// exec check decides); listeners held only by others give an error
+// wrapping ErrForeignListener naming them. A container with a network
+// namespace of its own, or without a PORT, passes.
+func checkPortOwner(name string, initPID int, env map[string]string) error {
+	port, err := strconv.Atoi(env["PORT"])
+	if err != nil || port <= 0 || initPID <= 0 || !sameNetNS(initPID) {
+		return nil
+	}
+	ls, err := netlinkListeners()
+	if err != nil {
+		if ls, err = procListeners("/proc/self"); err != nil {
+			return fmt.Errorf("matching the PORT %d of container %q to its owner: %w", port, name, err)
+		}
+	}
+	inodes := map[uint64]bool{}
+	for _, l := range ls {
+		if l.port == port {
+			inodes[l.inode] = true
+		}
+	}
+	if len(inodes) == 0 || holdsAny(containerPIDs(initPID), inodes) {
+		return nil
+	}
+	who := "no process lxcfleet can see"
+	if owners := socketHolders(inodes); len(owners) > 0 {
+		who = strings.Join(owners, ", ")
+	}
+	return fmt.Errorf("health check of container %q: its PORT %d (host network) is held by %s, not by the container's app: %w", name, port, who, ErrForeignListener)
+}
+
 // answeringListeners returns the inodes of the listening sockets that take
 // connections to ta: those bound to ta's address exactly or, when there are
 // none, those bound to the wildcard address, in the network namespace the

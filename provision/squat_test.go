@@ -52,7 +52,8 @@ func squatter(t *testing.T, node string, port int) int {
 // healthy: neither when its app dies of EADDRINUSE (the container stops)
 // nor when the app carries on without a listener (the container stays
 // RUNNING with the same init, which the state-before-and-after check
-// cannot see). The errors name the squatter's pid; Check reports the port
+// cannot see), over HTTP, TCP or an exec: wget inside (the container
+// shares the host's network). The errors name the squatter's pid; Check reports the port
 // held by it; a locker whose own app holds its port passes the same checks.
 func TestSquattedPortNeverHealthy(t *testing.T) {
 	tini := requireTini(t)
@@ -78,6 +79,7 @@ func TestSquattedPortNeverHealthy(t *testing.T) {
 	}
 	httpCheck := rootHTTP()
 	tcpCheck := lxcctl.HealthCheck{Kind: lxcctl.HealthTCP, Target: "127.0.0.1:{port}", Interval: 20 * time.Millisecond}
+	execCheck := lxcctl.HealthCheck{Kind: lxcctl.HealthExec, Target: "wget -q -O /dev/null http://127.0.0.1:{port}/", Interval: 20 * time.Millisecond}
 	squatted := func(name string) string {
 		return "port " + strconv.Itoa(ports[name]) + " (127.0.0.1) is held by pid " + strconv.Itoa(pids[name]) + " (node)"
 	}
@@ -115,6 +117,12 @@ func TestSquattedPortNeverHealthy(t *testing.T) {
 				t.Errorf("CheckRunning (%s) of %s: got %v, want ErrForeignListener naming %q", hc, stay, err, squatted(stay))
 			}
 		}
+		// wget inside a container on the host's network reaches the
+		// squatter too.
+		err := e.host.CheckRunning(ctx, stay, execCheck)
+		if want := "its PORT " + strconv.Itoa(ports[stay]) + " (host network) is held by pid " + strconv.Itoa(pids[stay]) + " (node)"; !errors.Is(err, lxcctl.ErrForeignListener) || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckRunning (%s) of %s: got %v, want ErrForeignListener with %q", execCheck, stay, err, want)
+		}
 		checks, err := e.prov.Check(ctx, []string{stay})
 		if err != nil {
 			t.Fatal(err)
@@ -129,7 +137,7 @@ func TestSquattedPortNeverHealthy(t *testing.T) {
 		if r := e.host.StartHealthy(ctx, own, httpCheck, 15*time.Second); !r.OK() {
 			t.Fatalf("StartHealthy of %s: %s %v", own, r.Outcome, r.Err)
 		}
-		for _, hc := range []lxcctl.HealthCheck{httpCheck, tcpCheck} {
+		for _, hc := range []lxcctl.HealthCheck{httpCheck, tcpCheck, execCheck} {
 			if err := e.host.CheckRunning(ctx, own, hc); err != nil {
 				t.Errorf("CheckRunning (%s) of %s: %v", hc, own, err)
 			}
