@@ -19,7 +19,8 @@ import (
 // answers it, and the dead locker would count as healthy. So an HTTP or TCP
 // check passes only when a listening socket that takes the probe's
 // connection is held by a process of the container (its init or one of
-// the init's descendants).
+// the init's descendants), and an exec check of a container on the host's
+// network only when its PORT is not held by others alone.
 
 // ErrForeignListener is wrapped by a health check error when the socket
 // answering the probe is not held by a process of the container.
