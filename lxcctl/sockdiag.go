@@ -34,6 +34,12 @@ const (
 // the kernel walks every bucket of its established-connections table,
 // large on a host with much memory), which a background check of 300
 // lockers every 15 s would pay 300 times.
+//
+// Why not a library: vishvananda/netlink v1.3.1 (the well-kept one) has
+// no state filter in its dump: SocketDiagTCP took 11.6 ms per call with
+// 284 TCP sockets on the test VM, and SocketGet 8.0 ms for one socket and
+// it does not find wildcard listeners (measured 2026-11-30). This request
+// asks the kernel for LISTEN sockets only (0.4 ms).
 func netlinkListeners() ([]listener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
