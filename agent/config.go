@@ -12,6 +12,7 @@ import (
 
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
+	"lxcfleet/provision"
 )
 
 // DefaultConfigPath is where the agent and the CLI read their config.
@@ -64,10 +65,13 @@ type FileConfig struct {
 		Template     string   `toml:"template"`
 		TemplateArgs []string `toml:"template_args"`
 		Init         string   `toml:"init"`
-		HaltSignal   string   `toml:"halt_signal"`
-		Network      string   `toml:"network"`
-		ExtraConfig  []string `toml:"extra_config"`
-		PortBase     int      `toml:"port_base"`
+		// Tini is the host's static tini, run as PID 1 in front of Init
+		// (provision --tini); "" runs the app as PID 1.
+		Tini        string   `toml:"tini"`
+		HaltSignal  string   `toml:"halt_signal"`
+		Network     string   `toml:"network"`
+		ExtraConfig []string `toml:"extra_config"`
+		PortBase    int      `toml:"port_base"`
 	} `toml:"provision"`
 
 	Defaults struct {
@@ -127,6 +131,7 @@ func DefaultFileConfig() FileConfig {
 	c.Provision.Template = "download"
 	c.Provision.Network = "none"
 	c.Provision.HaltSignal = "SIGTERM"
+	c.Provision.Tini = provision.DefaultTini
 	c.Provision.PortBase = 4100
 	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
 	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight

@@ -99,8 +99,11 @@ Defaults come from the [layout] and [provision] sections of the config
 				opts.PortBase = portBase
 			}
 			opts.Node, opts.Idmap = node, idmap
-			if opts.Init != "" {
+			if f.Changed("tini") {
 				opts.Tini = tini
+			}
+			if opts.Init == "" {
+				opts.Tini = "" // tini runs an init; the template's own needs none
 			}
 			p, err := s.provisioner()
 			if err != nil {
@@ -119,7 +122,7 @@ Defaults come from the [layout] and [provision] sections of the config
 	f.StringArrayVar(&templateArgs, "template-arg", nil, "argument for the template, repeatable (e.g. --template-arg=--dist --template-arg=alpine)")
 	f.StringVar(&network, "network", "", "lxc.net.0.type: none (host network, one port each; default), empty (a namespace of its own, loopback up: lockers may share a fixed port, check health with exec:), or template to keep the template's")
 	f.StringVar(&init, "init", "", "lxc.init.cmd, e.g. '/usr/bin/node /opt/app/server.js' (default: the template's)")
-	f.StringVar(&tini, "tini", provision.DefaultTini, "host tini binary bound read-only at /sbin/tini and run as PID 1 in front of --init (forwards the halt signal, reaps zombies); '' runs the app as PID 1")
+	f.StringVar(&tini, "tini", "", "host tini binary bound read-only at /sbin/tini and run as PID 1 in front of --init (forwards the halt signal, reaps zombies); '' runs the app as PID 1 (default: provision.tini, "+provision.DefaultTini+")")
 	f.StringVar(&node, "node", "", "host node binary to bind-mount read-only at /usr/bin/node")
 	f.IntVar(&portBase, "port-base", 0, "first PORT handed out to a locker whose Config/locker.env has none (default: provision.port_base)")
 	f.StringArrayVar(&idmap, "idmap", nil, "lxc.idmap line for an unprivileged locker, repeatable (e.g. 'u 0 100000 65536')")

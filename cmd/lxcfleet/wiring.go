@@ -100,6 +100,7 @@ func (s *stack) provisionOptions() provision.Options {
 		Network:      x.Network,
 		HaltSignal:   x.HaltSignal,
 		Init:         x.Init,
+		Tini:         x.Tini,
 		PortBase:     x.PortBase,
 		ExtraConfig:  slices.Clone(x.ExtraConfig),
 	}
