@@ -51,37 +51,48 @@ func (a *Agent) NeedsRecovery() (bool, string, error) {
 // stoppedByInterrupted returns the lockers that jobs interrupted by a crash
 // (and not yet recovered) began to stop: their stop steps are journaled
 // before the stop runs. A locker found already stopped is not counted.
-func (a *Agent) stoppedByInterrupted() (map[string]bool, error) {
+// stopping holds those whose last step is a stop's begin: the dead agent
+// may have sent the halt signal, and the stop may land after the
+// recovery looked.
+func (a *Agent) stoppedByInterrupted() (out, stopping map[string]bool, err error) {
 	handled, err := a.jr.Meta("recovered_through")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	jobs, err := a.jr.Jobs(0)
 	if err != nil {
-		return nil, fmt.Errorf("reading journal: %w", err)
+		return nil, nil, fmt.Errorf("reading journal: %w", err)
 	}
-	out := map[string]bool{}
+	out, stopping = map[string]bool{}, map[string]bool{}
 	for _, j := range jobs {
 		if j.State != JobInterrupted || j.ID <= handled {
 			continue
 		}
 		steps, err := a.jr.Steps(j.ID)
 		if err != nil {
-			return nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
+			return nil, nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
 		}
 		for _, s := range steps {
-			if s.Container == "" || (s.Action != "stop" && s.Action != "replace-stop" && s.Action != "back-stop") {
+			if s.Container == "" {
+				continue
+			}
+			if s.Action != "stop" && s.Action != "replace-stop" && s.Action != "back-stop" {
+				delete(stopping, s.Container) // a later step: the stop ended
 				continue
 			}
 			switch {
 			case s.Phase == "begin":
 				out[s.Container] = true
+				stopping[s.Container] = true
 			case s.Outcome == string(lxcctl.AlreadyStopped):
 				delete(out, s.Container)
+				delete(stopping, s.Container)
+			default:
+				delete(stopping, s.Container)
 			}
 		}
 	}
-	return out, nil
+	return out, stopping, nil
 }
 
 // currentRelease is the name of the release `current` points to, or "".
@@ -131,13 +142,16 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	if err != nil {
 		return nil, fmt.Errorf("listing lockers: %w", err)
 	}
-	stopped, err := a.stoppedByInterrupted()
+	stopped, stopping, err := a.stoppedByInterrupted()
 	if err != nil {
 		return nil, err
 	}
 	ls, err := a.lockers(infos)
 	if err != nil {
 		return nil, err
+	}
+	for i := range ls {
+		ls[i].Stopping = stopping[ls[i].Name]
 	}
 	f := a.facts() // a split fleet proves nothing
 	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)

@@ -286,3 +286,21 @@ func stoppedLockersHoldK(t *testing.T, k int) {
 		t.Errorf("tripped %q, halted %q: want the window full of failed lockers", res.Tripped, res.Halted)
 	}
 }
+
+// TestRecoveryReplacesLockerMidStop: a locker whose stop the dead agent
+// began (and recorded no end of) is replaced by the recovery even when it
+// still runs on the target: the halt signal may land a moment later.
+func TestRecoveryReplacesLockerMidStop(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("A", names...)
+	ls := h.Lockers(nil)
+	ls[0].Stopping = true
+	p := rollout.PlanRecovery(ls, map[string]bool{names[0]: true}, "A", false, h.Facts(""), pol())
+	if len(p.Items) != 1 || p.Items[0] != (rollout.Item{Name: names[0], Op: rollout.OpReplace}) {
+		t.Fatalf("recovery items %+v, want one replace of %s", p.Items, names[0])
+	}
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	if !res.OK() || len(h.Running()) != 3 {
+		t.Errorf("recovery %+v, running %v", res, h.Running())
+	}
+}

@@ -226,6 +226,10 @@ type Locker struct {
 	WantRunning bool `json:"want_running"`
 	// StartDelay is its lxc.start.delay.
 	StartDelay time.Duration `json:"start_delay,omitempty"`
+	// Stopping is true when an interrupted job began to stop it and
+	// recorded no end: the halt signal may be on its way, so RUNNING now
+	// says nothing about a moment later (PlanRecovery replaces it).
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 // on reports whether the locker runs release rel, intact.
@@ -366,6 +370,10 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 		switch {
 		case !l.Running:
 			p.Items = append(p.Items, Item{l.Name, OpStart, l.StartDelay})
+		case l.Stopping:
+			// The dead agent's stop may still land: stop it for good
+			// (bounded, then a kill) and start it again.
+			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
 		case target != "" && (l.Stale || (l.Release != "" && l.Release != target)):
 			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
 		}

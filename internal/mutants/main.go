@@ -74,6 +74,8 @@ var mutants = []mutant{
 		"\t\t\tstack = stack[:i+1]\n", "\t\t\t_ = i\n"},
 	{"I6: rollback leaves stopped lockers down", "rollout/plan.go",
 		"\t\tcase l.WantRunning:\n\t\t\titems = append(items, Item{l.Name, OpStart, l.StartDelay})", ""},
+	{"I4: recovery trusts a locker the dead agent was stopping", "rollout/plan.go",
+		"\t\tcase l.Stopping:\n", "\t\tcase false:\n"},
 	// Pacing (W, the most starting at once).
 	{"pacing: a failed start does not halve W", "rollout/pace.go",
 		"case !ok:\n\t\twhy = \"a start failed\"", "case false:\n\t\twhy = \"a start failed\""},
