@@ -591,3 +591,136 @@ func TestBreak2WayBackIgnoresW(t *testing.T) {
 		})
 	}
 }
+
+// TestCover2StoppedLockersHoldKAdaptive: TestStoppedLockersHoldK under
+// adaptive pacing (W halved by the failed starts): two stopped lockers
+// whose starts fail hold two of K's places; with K=2 nothing is taken
+// down and the run says the window is full, without hanging.
+func TestCover2StoppedLockersHoldKAdaptive(t *testing.T) {
+	for _, k := range []int{3, 2} {
+		t.Run(fmt.Sprint("K=", k), func(t *testing.T) {
+			names := fakehost.Names(8)
+			h := fakehost.New("A", names...)
+			h.SetStopped(names[0], names[1])
+			h.FailNextStart(names[0])
+			h.FailNextStart(names[1])
+			pl := pol()
+			pl.MaxUnavailable = k
+			pl.MaxFailureRatio = 1
+			want := map[string]bool{}
+			for _, n := range names {
+				want[n] = true
+			}
+			p := rollout.PlanUpdate(h.Lockers(want), h.Facts(""), "B", false, rollout.Rolling, pl)
+			res := within(t, 10*time.Second, "rolling", func() rollout.Result { return rollout.Run(context.Background(), p, env(h, nil)) })
+			consistent(t, p, res)
+			if h.MaxDown() > k-2 {
+				t.Errorf("%d running lockers down at once while 2 of K=%d places were held by failed stopped ones", h.MaxDown(), k)
+			}
+			if k == 2 && !strings.Contains(res.Tripped+res.Halted, "held by failed lockers") {
+				t.Errorf("tripped %q, halted %q: want the window full of failed lockers", res.Tripped, res.Halted)
+			}
+		})
+	}
+}
+
+// TestCover2CancelInLaunchDelay: an operator's cancel while the launcher
+// waits the delay between launches (holding a start place, and a place
+// in K for a replace) gives both back: the run ends, nothing is left
+// down, the unproven move is undone, with adaptive and fixed pacing,
+// rolling and offline, and for a start plan.
+func TestCover2CancelInLaunchDelay(t *testing.T) {
+	for _, pacing := range []rollout.Pacing{rollout.Adaptive, rollout.Fixed} {
+		for _, kind := range []string{"rolling", "offline", "start"} {
+			for _, at := range []int{0, 1, 2, 5} {
+				t.Run(fmt.Sprintf("%s/%s/after-%d", pacing, kind, at), func(t *testing.T) {
+					names := fakehost.Names(8)
+					h := fakehost.New("A", names...)
+					pl := pol()
+					pl.MaxUnavailable = 3
+					pl.Pacing = pacing
+					pl.Delay = 2 * time.Second
+					ctx, cancel := context.WithCancel(context.Background())
+					defer cancel()
+					var mu sync.Mutex
+					seen := 0
+					obs := func(e rollout.Event) {
+						if e.Phase != rollout.PhaseStarting || e.Back {
+							return
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						if seen++; seen == at+1 {
+							cancel() // the launcher is in (or about to be in) the delay
+						}
+					}
+					var p rollout.Plan
+					switch kind {
+					case "rolling":
+						p = rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+					case "offline":
+						p = rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+					case "start":
+						h.SetStopped(names...)
+						p = rollout.PlanStart(h.Lockers(nil), h.Facts(""), pl)
+					}
+					res := within(t, 10*time.Second, kind, func() rollout.Result { return rollout.Run(ctx, p, env(h, obs)) })
+					consistent(t, p, res)
+					if !res.Cancelled {
+						t.Errorf("not cancelled: %+v", res)
+					}
+					switch {
+					case kind == "start":
+						// current A is proven: what started stays up.
+					case h.Proven("B"):
+						// proven before the cancel: kept, none left down.
+						if got := running(h); got != len(names) {
+							t.Errorf("%d of %d lockers running after a cancel of a proven move: %v", got, len(names), h.Where())
+						}
+					default:
+						allOn(t, h, "A")
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestCover2CanaryAdaptive: canaries under adaptive pacing: a failing
+// canary trips and rolls back; a healthy canary phase goes on with the W
+// the canaries earned, and W never passes K.
+func TestCover2CanaryAdaptive(t *testing.T) {
+	for _, bad := range []bool{false, true} {
+		t.Run(fmt.Sprint("bad=", bad), func(t *testing.T) {
+			names := fakehost.Names(12)
+			h := fakehost.New("A", names...)
+			if bad {
+				h.Behave("B", fakehost.Behavior{DiesAfter: 2})
+			}
+			pl := pol()
+			pl.MaxUnavailable = 3
+			pl.MaxStarting = 1
+			pl.Canary = 2
+			pl.Soak = 4 * time.Second
+			w := &watch2{}
+			p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+			res := within(t, 10*time.Second, "canary", func() rollout.Result { return rollout.Run(context.Background(), p, env(h, w.observe)) })
+			consistent(t, p, res)
+			w.check(t, 3)
+			if h.MaxDown() > 3 {
+				t.Errorf("%d down at once, K=3", h.MaxDown())
+			}
+			if bad {
+				if !res.RolledBack || !h.Bad("B") {
+					t.Errorf("a dying canary: %+v", res)
+				}
+				allOn(t, h, "A")
+			} else {
+				if !res.OK() || !h.Proven("B") {
+					t.Errorf("healthy canaries: %+v", res)
+				}
+				allOn(t, h, "B")
+			}
+		})
+	}
+}
