@@ -77,7 +77,8 @@
 // start over 3× the fastest recent one, or PSI pressure over target
 // (DefaultPaceTargets), at most once per window. Fixed keeps W =
 // MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
-// before pacing ran. The way back always runs fixed.
+// before pacing ran. The way back always runs fixed (W = MaxStarting, or
+// K, for its replaces too).
 // With no health check configured, "healthy" means RUNNING: the monitor
 // window still catches a release that exits at start or within 10 s, but
 // not one that runs and serves errors.

@@ -79,7 +79,8 @@ const (
 // and Cap:
 //
 //   - W healthy starts in a row, with pressure under its targets and none
-//     slow, add one to W (one per window of healthy starts);
+//     slow, add one to W (one per window of healthy starts; starts
+//     launched before the last decrease do not count);
 //   - a start failure, a start slower than SlowFactor × the fastest of the
 //     last 32 healthy starts (and 500 ms more), or pressure over a target
 //     halves W (rounded down, at least 1);
@@ -153,6 +154,11 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 		p.Last = why
 		return p.w != before
 	}
+	if p.launchedBefore(seq) {
+		// A healthy start launched under the old W is no ack of the
+		// new one: only starts launched since the cut make its window.
+		return false
+	}
 	if p.acks++; p.acks < p.w || p.w == p.cap {
 		return false
 	}
@@ -161,6 +167,10 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 	p.Last = fmt.Sprintf("a window of healthy starts (fastest recent %v)", p.fastest().Round(time.Millisecond))
 	return true
 }
+
+// launchedBefore reports whether the start with seq was launched before
+// the last decrease of W (under the old W).
+func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.cutAt }
 
 func over(v, target float64) bool { return target > 0 && v > target }
 

@@ -157,6 +157,7 @@ type runner struct {
 	halted   string
 	proven   bool
 	pacer    *Pacer       // adaptive pacing; nil: W is fixed
+	pmu      sync.Mutex   // held by paced from W's change to its stage (before mu)
 	prestop  map[int]bool // offline: stopped in the stop phase
 	launched map[int]bool
 	wg       sync.WaitGroup
@@ -470,6 +471,10 @@ func (x *runner) paced(seq int, ok bool, took time.Duration) {
 			pr = &p
 		}
 	}
+	// pmu keeps the stages in the order of W's changes: two starts
+	// ending together must not report "W 3 -> 4" before "W 2 -> 3".
+	x.pmu.Lock()
+	defer x.pmu.Unlock()
 	x.mu.Lock()
 	before := x.pacer.W()
 	changed := x.pacer.Done(seq, ok, took, pr)
@@ -901,8 +906,8 @@ func (x *runner) goBack(ctx context.Context, tripped bool, why string) {
 }
 
 // runBack brings lockers back: a running one is replaced, a stopped one
-// started, at most K down at once; no policy (the fallback is good) and
-// no monitor window. It runs to its end whatever ctx does.
+// started, at most K down and W (fixed) starting at once; no policy (the
+// fallback is good) and no monitor window. It runs to its end whatever ctx does.
 func (x *runner) runBack(ctx context.Context, idx []int, release *string) {
 	if len(idx) == 0 {
 		return
@@ -933,7 +938,9 @@ func (x *runner) runBack(ctx context.Context, idx []int, release *string) {
 		x.stage("pause", fmt.Sprintf("%d lockers could not be moved back: %d failed lockers still hold every place of the window", len(up), stillDown))
 		return
 	}
-	x.backWave(ctx, up, release, k)
+	// Each replace takes its start place before its stop, as in the run:
+	// at most W (fixed: the way back runs without the pacer) at once.
+	x.backWave(ctx, up, release, min(k, x.plan.Policy.starting()))
 }
 
 // backWave brings idx back with at most k at once.

@@ -23,6 +23,9 @@ type Behavior struct {
 	UnhealthyAfter int
 	// StopKills: the halt signal is ignored; stops end in a kill.
 	StopKills bool
+	// StartTakes: a start moves the virtual clock on by this much (a slow
+	// start, for the adaptive pacer); 0: starts take no time.
+	StartTakes time.Duration
 }
 
 type locker struct {
@@ -51,6 +54,10 @@ type Host struct {
 	// SwitchErr fails the next Switch to a release (then it is cleared),
 	// after current was renamed (as a full disk does).
 	SwitchErr map[string]error
+	// BeforeStart and BeforeStop, when set (before a run), are called at
+	// the top of every Start and Stop, outside the host's lock: a test
+	// can block there to force an interleaving. nil: nothing is called.
+	BeforeStart, BeforeStop func(name string)
 }
 
 // New returns a host with current on release cur and the named lockers
@@ -224,6 +231,9 @@ func (h *Host) Lockers(want map[string]bool) []rollout.Locker {
 
 // Stop implements rollout.Host.
 func (h *Host) Stop(ctx context.Context, name string, timeout time.Duration) (rollout.StopOutcome, error) {
+	if h.BeforeStop != nil {
+		h.BeforeStop(name)
+	}
 	runtime.Gosched()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -253,6 +263,9 @@ func (h *Host) FailNextStart(name string) {
 
 // Start implements rollout.Host: the locker starts on current.
 func (h *Host) Start(ctx context.Context, name string, deadline time.Duration) (rollout.StartOutcome, error) {
+	if h.BeforeStart != nil {
+		h.BeforeStart(name)
+	}
 	runtime.Gosched()
 	if err := ctx.Err(); err != nil {
 		return rollout.StartFailed, fmt.Errorf("starting %s: %w", name, err)
@@ -268,6 +281,7 @@ func (h *Host) Start(ctx context.Context, name string, deadline time.Duration) (
 	}
 	rel := h.current
 	b := h.behave[rel]
+	h.now = h.now.Add(b.StartTakes)
 	*l = locker{release: rel}
 	if b.StartFails || h.failStart[name] {
 		delete(h.failStart, name)

@@ -25,6 +25,10 @@ var testsFor = map[string][]string{
 	"codeupdate: unlock by close alone": {"-run", "^TestLockReleasedUnderForks$", "./codeupdate/"},
 }
 
+// openBreaks matches the rollout tests that fail on the unmutated code
+// because they show a break not fixed yet (see their doc comments).
+const openBreaks = "^TestBreak2StartEventOverItsW$"
+
 var mutants = []mutant{
 	// The five planted by hand in the issue.
 	{"per-window ratio check removed", "rollout/run.go",
@@ -91,6 +95,13 @@ var mutants = []mutant{
 		"if !needDown && x.starting < x.maxStarting() {", "if !needDown && x.starting < x.pol.MaxUnavailable {"},
 	{"pacing: a replace stops before it has a start place", "rollout/run.go",
 		"x.down+x.pending < x.pol.MaxUnavailable && x.starting < x.maxStarting() {", "x.down+x.pending < x.pol.MaxUnavailable {"},
+	// Found by breaker2 (rollout/breaker2_test.go).
+	{"pacing: starts launched before a cut count as a window of the new W", "rollout/pace.go",
+		"\tif p.launchedBefore(seq) {\n", "\tif false {\n"},
+	{"pacing: stages of W's changes may come out of order", "rollout/run.go",
+		"\tx.pmu.Lock()\n\tdefer x.pmu.Unlock()\n", ""},
+	{"pacing: the way back replaces more than W at once", "rollout/run.go",
+		"x.backWave(ctx, up, release, min(k, x.plan.Policy.starting()))", "x.backWave(ctx, up, release, k)"},
 	// Outside the policy: a lock released by close alone stays held by
 	// children forked before it was closed (the CI flake of stop 16).
 	{"codeupdate: unlock by close alone", "codeupdate/lock.go",
@@ -141,7 +152,9 @@ func main() {
 		begin := time.Now()
 		target := testsFor[m.name]
 		if target == nil {
-			target = []string{"./rollout/"}
+			// Tests that show a break still open fail on the unmutated
+			// code: they would "kill" every mutant, so they are skipped.
+			target = []string{"-skip", openBreaks, "./rollout/"}
 		}
 		cmd := exec.Command("go", append([]string{"test", "-count=1", "-overlay", ovFile, "-timeout", "60s"}, target...)...)
 		var out bytes.Buffer
