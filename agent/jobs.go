@@ -100,8 +100,10 @@ type Event struct {
 	Error     string    `json:"error,omitempty"`
 	Duration  Duration  `json:"duration,omitempty"`
 	// MaxStarting is W, the most lockers starting at once, when this
-	// locker's start place was taken (its stopping or starting event).
+	// locker's start place was taken (its stopping or starting event),
+	// and Starting how many places were held then, this one included.
 	MaxStarting int      `json:"max_starting,omitempty"`
+	Starting    int      `json:"starting,omitempty"`
 	Progress    Progress `json:"progress"`
 	State       JobState `json:"state,omitempty"`
 }

@@ -234,7 +234,7 @@ func (t *tracker) onEvent(e rollout.Event) {
 		}
 	}
 	t.r.emit(Event{Type: "container", Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome,
-		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e), MaxStarting: e.MaxStarting})
+		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e), MaxStarting: e.MaxStarting, Starting: e.Starting})
 }
 
 func backNote(e rollout.Event) string {

@@ -121,9 +121,9 @@ type gauge struct{ p rollout.Pressure }
 
 func (g gauge) Pressure() (rollout.Pressure, error) { return g.p, nil }
 
-// starts watches a run's events: the most lockers starting (or stopping
-// for a start) at once, and whether any launch had more in flight than
-// the W it was launched under.
+// starts watches a run's events: the most lockers starting at once (as
+// the events show it), and whether any launch took its place with more
+// places held than the W it was launched under (Event.Starting).
 type starts struct {
 	mu             sync.Mutex
 	inFlight, most int
@@ -143,8 +143,8 @@ func (s *starts) observe(e rollout.Event) {
 		s.atW[e.MaxStarting]++
 		s.inFlight++
 		s.most = max(s.most, s.inFlight)
-		if e.MaxStarting > 0 && s.inFlight > e.MaxStarting {
-			s.overW = append(s.overW, e.Container)
+		if e.MaxStarting <= 0 || e.Starting <= 0 || e.Starting > e.MaxStarting {
+			s.overW = append(s.overW, fmt.Sprintf("%s: %d of W=%d", e.Container, e.Starting, e.MaxStarting))
 		}
 	case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed) && e.Op == "start" && !e.Back:
 		s.inFlight--
@@ -159,6 +159,9 @@ func TestAdaptiveOffline(t *testing.T) {
 	h := fakehost.New("A", names...)
 	pl := pol()
 	pl.MaxUnavailable = 2
+	// The fake host's one virtual clock makes start times meaningless
+	// (every locker's monitor sleeps move it): no slow-start signal.
+	pl.Pace = rollout.PaceTargets{}
 	s := starts{atW: map[int]int{}}
 	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
 	res := rollout.Run(context.Background(), p, env(h, s.observe))
@@ -182,6 +185,7 @@ func TestAdaptivePressure(t *testing.T) {
 	h.SetStopped(names...)
 	pl := pol()
 	pl.MaxUnavailable = 4
+	pl.Pace = rollout.PaceTargets{Memory: 0.1} // pressure alone (see TestAdaptiveOffline)
 	s := starts{atW: map[int]int{}}
 	p := rollout.PlanStart(h.Lockers(nil), h.Facts(""), pl)
 	e := env(h, s.observe)
@@ -206,6 +210,7 @@ func TestAdaptiveRollingCap(t *testing.T) {
 	pl := pol()
 	pl.MaxUnavailable = 3
 	pl.MaxStarting = 1
+	pl.Pace = rollout.PaceTargets{} // see TestAdaptiveOffline
 	s := starts{atW: map[int]int{}}
 	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
 	res := rollout.Run(context.Background(), p, env(h, s.observe))

@@ -331,7 +331,7 @@ func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			begin := x.env.Clock.Now()
-			so, err := x.stopOne(ctx, i, 0)
+			so, err := x.stopOne(ctx, i, place{})
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			o := &x.out[i]
@@ -355,11 +355,12 @@ func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
 }
 
 // stopOne stops one locker; a stop once begun runs to its end.
-// w is W when a replace's start place was taken (0 in a stop phase).
-func (x *runner) stopOne(ctx context.Context, i, w int) (StopOutcome, error) {
+// pl is W and the places held when a replace's start place was taken
+// (zero in a stop phase).
+func (x *runner) stopOne(ctx context.Context, i int, pl place) (StopOutcome, error) {
 	name := x.plan.Items[i].Name
 	begin := x.env.Clock.Now()
-	x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: false, MaxStarting: w})
+	x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: false, MaxStarting: pl.w, Starting: pl.held})
 	so, err := x.env.Host.Stop(context.WithoutCancel(ctx), name, x.pol.StopTimeout)
 	d := x.env.Clock.Now().Sub(begin)
 	if err == nil && so == StopFailed {
@@ -406,7 +407,7 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 			}
 			x.cond.Wait()
 		}
-		seq, w := 0, x.maxStarting()
+		seq, w, held := 0, x.maxStarting(), x.starting
 		if x.pacer != nil {
 			seq = x.pacer.Launch()
 		}
@@ -433,7 +434,7 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 		x.wg.Add(1)
 		go func() {
 			defer x.wg.Done()
-			x.work(ctx, i, needDown, seq, w)
+			x.work(ctx, i, needDown, seq, place{w, held})
 		}()
 	}
 }
@@ -486,9 +487,12 @@ func (x *runner) paced(seq int, ok bool, took time.Duration) {
 	}
 }
 
+// place is W and the start places held when a launch took its own.
+type place struct{ w, held int }
+
 // work moves one locker: stop (replace), start, monitor. It holds a start
 // place (taken at launch) until its start is over.
-func (x *runner) work(ctx context.Context, i int, holdsDown bool, seq, w int) {
+func (x *runner) work(ctx context.Context, i int, holdsDown bool, seq int, pl place) {
 	it := x.plan.Items[i]
 	o := Outcome{Name: it.Name, Op: it.Op}
 	begin := x.env.Clock.Now()
@@ -501,7 +505,7 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool, seq, w int) {
 		x.mu.Unlock()
 	}
 	if holdsDown {
-		so, err := x.stopOne(ctx, i, w)
+		so, err := x.stopOne(ctx, i, pl)
 		o.Stop = so
 		if err != nil {
 			o.Outcome, o.Error = OutFailed, err.Error()
@@ -513,7 +517,7 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool, seq, w int) {
 		o.Stop = x.out[i].Stop
 	}
 	startAt := x.env.Clock.Now()
-	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target, MaxStarting: w})
+	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target, MaxStarting: pl.w, Starting: pl.held})
 	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
 	downFrom := begin
 	if !holdsDown && !x.prestop[i] {

@@ -118,9 +118,14 @@ type Event struct {
 	Duration  time.Duration `json:"duration,omitempty"`
 	// Back is true for steps of the way back (rollback, undo).
 	Back bool `json:"back,omitempty"`
-	// MaxStarting is W when this locker's start place was taken
-	// (starting and stopping events of the run's launches).
+	// MaxStarting is W when this locker's start place was taken, and
+	// Starting how many held start places then, this one included (never
+	// more than MaxStarting); on the starting and stopping events of the
+	// run's launches. Events are sent by each locker's worker, so the
+	// stream's order is not the order places were taken in: compare these
+	// two, not a count of events in flight.
 	MaxStarting int `json:"max_starting,omitempty"`
+	Starting    int `json:"starting,omitempty"`
 }
 
 // Env is what Run works with.
