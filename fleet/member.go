@@ -170,6 +170,10 @@ func (m *Member) serve(ctx context.Context, sess *concurrency.Session) {
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil {
 				wch = nil
+				select { // no leader, or a broken stream: do not spin
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
 				continue
 			}
 			// Other hosts' registry refreshes change nothing here.
