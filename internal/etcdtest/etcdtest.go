@@ -110,9 +110,10 @@ func Start(t testing.TB, n int) *Cluster {
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
 	ready := make(chan error, n)
+	token := fmt.Sprintf("t%d", time.Now().UnixNano()) // one per cluster
 	for _, m := range c.Members {
 		m.cmd = exec.Command(bin, "-name", m.Name, "-data-dir", m.dir, "-client", m.ClientURL, "-peer", m.PeerURL,
-			"-initial-cluster", strings.Join(initial, ","), "-token", fmt.Sprintf("t%d", time.Now().UnixNano()))
+			"-initial-cluster", strings.Join(initial, ","), "-token", token)
 		m.cmd.Stderr = testLog{t, m.Name}
 		out, err := m.cmd.StdoutPipe()
 		if err != nil {
