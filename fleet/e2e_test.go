@@ -297,12 +297,27 @@ func (f *testFleet) fleetJobs(t *testing.T, h *testHost) []agent.Job {
 	return out
 }
 
+// lockers returns the host's lockers as its agent sees them.
+func (f *testFleet) lockers(h *testHost) ([]agent.Locker, error) {
+	var body struct {
+		Containers []agent.Locker `json:"containers"`
+	}
+	err := f.get(h, "/v1/containers", &body)
+	return body.Containers, err
+}
+
+// done reports whether the host runs commit with no job running.
+func (f *testFleet) done(h *testHost, commit string) bool {
+	var hi agent.HostInfo
+	return f.build(h) == commit && f.get(h, "/v1/host", &hi) == nil && hi.RunningJob == nil
+}
+
 // lockersOn checks that each of the host's lockers runs and really runs
 // the release of commit.
 func (f *testFleet) lockersOn(t *testing.T, h *testHost, commit string) {
 	t.Helper()
-	var ls []agent.Locker
-	if err := f.get(h, "/v1/containers", &ls); err != nil {
+	ls, err := f.lockers(h)
+	if err != nil {
 		t.Fatalf("containers of %s: %v", h.id, err)
 	}
 	if len(ls) != len(h.names) {
@@ -341,7 +356,7 @@ func (f *testFleet) waitAllOn(t *testing.T, hs []*testHost, commit string, d tim
 	t.Helper()
 	waitFor(t, d, "every host on "+commit[:12], func() bool {
 		for _, h := range hs {
-			if f.build(h) != commit {
+			if !f.done(h, commit) {
 				return false
 			}
 		}

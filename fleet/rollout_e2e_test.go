@@ -153,8 +153,8 @@ func TestFleetRollouts(t *testing.T) {
 		f.startAgent(victim)
 		f.waitAllOn(t, f.hosts, commit, 2*time.Minute)
 		waitFor(t, 30*time.Second, "every locker of "+victim.id+" running on C", func() bool {
-			var ls []agent.Locker
-			if f.get(victim, "/v1/containers", &ls) != nil {
+			ls, err := f.lockers(victim)
+			if err != nil {
 				return false
 			}
 			for _, l := range ls {
