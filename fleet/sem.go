@@ -142,13 +142,16 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		resp, err := s.cli.Txn(tctx).If(
 			clientv3.Compare(clientv3.ModRevision(s.k.channel()), "=", rev),
 			clientv3.Compare(clientv3.CreateRevision(s.k.slot(h.Slot)), "=", h.CreateRevision),
-		).Then(clientv3.OpPut(s.k.channel(), string(b))).Commit()
+		).Then(clientv3.OpPut(s.k.channel(), string(b))).Else(clientv3.OpGet(s.k.slot(h.Slot))).Commit()
 		cancel()
 		if err != nil {
 			return false, fmt.Errorf("pausing channel %s: %w", s.group, err)
 		}
 		if resp.Succeeded {
 			return true, nil
+		}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != h.CreateRevision {
+			return false, nil // no longer the holder: fenced out
 		}
 	}
 	return false, fmt.Errorf("pausing channel %s: it kept changing (20 tries)", s.group)
