@@ -367,7 +367,7 @@ func orEmpty[T any](s []T) []T {
 
 // etcdError is a 503: the fleet's etcd did not answer.
 func etcdError(err error) error {
-	return &httpError{Code: http.StatusServiceUnavailable, Msg: "etcd: " + err.Error(), Err: err}
+	return &httpError{Code: http.StatusServiceUnavailable, Msg: "etcd did not answer: " + err.Error()}
 }
 
 // fleetError maps the fleet's errors to statuses.

@@ -193,16 +193,24 @@ func (m *Member) serve(ctx context.Context, sess *concurrency.Session) {
 
 // step reads, decides and acts once.
 func (m *Member) step(ctx context.Context, sess *concurrency.Session) {
-	hs, err := m.up.State(ctx)
-	if err != nil {
-		m.log.Warn("reading the host's state for the fleet", "err", err)
-	}
+	hs, herr := m.up.State(ctx)
 	v, err := m.store.View(ctx)
 	if err != nil {
 		m.unreachable(err)
 		return
 	}
 	m.reachable(v.Channel)
+	if herr != nil {
+		// A host that cannot say what it runs takes no part (it would
+		// take a slot and fail): it waits, and says why.
+		why := "cannot read this host's state: " + herr.Error()
+		if m.Status().Note != why {
+			m.log.Warn("not following the channel", "err", herr)
+		}
+		m.setDecision(Decision{State: StateWaiting, Why: why})
+		m.register(ctx, sess, hs, StateWaiting, why, false)
+		return
+	}
 	now := time.Now()
 	d := Decide(v, m.cfg.HostID, hs.Commit, now)
 	lease := sess.Lease()
