@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"lxcfleet/fleet"
+	"lxcfleet/internal/etcdtest"
 )
 
 func TestFleetConfig(t *testing.T) {
@@ -92,4 +93,64 @@ func getJSON(t *testing.T, cl *http.Client, path string, out any) int {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(out)
 	return resp.StatusCode
+}
+
+// TestFleetAPI drives the operators' routes against a real etcd (one
+// member, its own process on 127.0.0.1): publish, channel, policy (K at run
+// time), pause, resume, hosts, holders, unlock, metrics.
+func TestFleetAPI(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := serveAgent(t, Config{Version: "test", Fleet: fleet.Config{Endpoints: c.Endpoints(), HostID: "h1", Group: "api", TTL: 2 * time.Second, Prefix: "/lxcfleet-api"}},
+		Deps{Containers: emptyHost(t)})
+	commit := strings.Repeat("ab", 20)
+	post := func(path, body string, want int) map[string]any {
+		t.Helper()
+		code, b := s.do(t, "POST", path, body)
+		var out map[string]any
+		_ = json.Unmarshal(b, &out)
+		if code != want {
+			t.Fatalf("POST %s %s: %d %s, want %d", path, body, code, b, want)
+		}
+		return out
+	}
+	post("/v1/fleet/publish", `{"ref":"main"}`, 400) // no origin here to resolve it
+	post("/v1/fleet/publish", `{"ref":"main","commit":"abc"}`, 400)
+	ch := post("/v1/fleet/publish", `{"ref":"main","commit":"`+commit+`","policy":{"max_hosts":2,"safe_mode":true}}`, 200)
+	if rel := ch["release"].(map[string]any); rel["commit"] != commit {
+		t.Errorf("published: %v", ch)
+	}
+	post("/v1/fleet/policy", `{"max_hosts":3,"period":"30m","max_per_period":4}`, 200)
+	post("/v1/fleet/policy", `{"max_hosts":-1}`, 400)
+	post("/v1/fleet/pause", `{"reason":"maintenance"}`, 200)
+	var ci ChannelInfo
+	if code := getJSON(t, s.unix, "/v1/fleet/channel", &ci); code != 200 || ci.Channel == nil || !ci.Channel.Paused ||
+		ci.Channel.PausedReason != "maintenance" || ci.Channel.Policy.MaxHosts != 3 || !ci.Channel.Policy.SafeMode || ci.Channel.Policy.MaxPerPeriod != 4 {
+		t.Errorf("channel after policy and pause: %d %+v", code, ci.Channel)
+	}
+	post("/v1/fleet/resume", ``, 200)
+	if getJSON(t, s.unix, "/v1/fleet/channel", &ci); ci.Channel.Paused {
+		t.Errorf("channel after resume: still paused")
+	}
+	// The host registers itself; without a code origin it takes no part.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var hs []fleet.HostRecord
+		getJSON(t, s.unix, "/v1/fleet/hosts", &hs)
+		if len(hs) == 1 && hs[0].ID == "h1" && hs[0].Version == "test" && hs[0].State == fleet.StateWaiting && strings.Contains(hs[0].Note, "code origin") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry: %+v; want h1 waiting for want of a code origin", hs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var holders []fleet.Holder
+	if code := getJSON(t, s.unix, "/v1/fleet/holders", &holders); code != 200 || len(holders) != 0 {
+		t.Errorf("holders: %d %v, want none", code, holders)
+	}
+	post("/v1/fleet/unlock/nobody", ``, 404)
+	code, body := s.do(t, "GET", "/metrics", "")
+	if code != 200 || !strings.Contains(string(body), `lxcfleet_fleet_hosts{state="waiting"} 1`) || !strings.Contains(string(body), "lxcfleet_fleet_etcd_connected 1") {
+		t.Errorf("/metrics: %d, want the fleet's host states and etcd connected", code)
+	}
 }
