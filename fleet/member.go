@@ -60,6 +60,10 @@ type Member struct {
 
 	mu      sync.Mutex
 	st      Status
+	// cutShort is set when an update was left running at ctx's end: the
+	// lease is then left to expire (TTL) rather than revoked, so the slot
+	// stays taken while the job winds down.
+	cutShort bool
 	lastReg HostRecord
 	regAt   time.Time
 }
@@ -118,7 +122,10 @@ func (m *Member) Run(ctx context.Context) {
 			continue
 		}
 		m.serve(ctx, sess)
-		if ctx.Err() != nil {
+		m.mu.Lock()
+		cut := m.cutShort
+		m.mu.Unlock()
+		if ctx.Err() != nil && !cut {
 			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, _ = m.cli.Revoke(cctx, sess.Lease())
 			cancel()
@@ -264,6 +271,9 @@ func (m *Member) update(ctx context.Context, sess *concurrency.Session, hs HostS
 	begin := time.Now()
 	job, err := m.up.Update(ctx, rel)
 	if errors.Is(err, ErrNotRun) || ctx.Err() != nil {
+		m.mu.Lock()
+		m.cutShort = true
+		m.mu.Unlock()
 		m.log.Warn("the fleet update did not run to an end; the slot stays held until this host's session ends", "release", rel.String(), "err", err)
 		return
 	}
