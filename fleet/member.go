@@ -281,6 +281,15 @@ func (m *Member) update(ctx context.Context, sess *concurrency.Session, hs HostS
 	if err != nil {
 		r.Error = err.Error()
 	}
+	hs2, serr := m.up.State(ctx)
+	if serr != nil {
+		hs2 = hs
+	}
+	if r.OK && serr == nil && hs2.Commit != rel.Commit {
+		// A job that succeeded without putting the host on the commit
+		// would be retried for ever: it counts as a failure.
+		r.OK, r.Error = false, fmt.Sprintf("job %s succeeded but the host runs commit %s, not %s", job, hs2.Commit, rel.Commit)
+	}
 	held, rerr := m.store.report(ctx, h, rel, r)
 	if rerr != nil {
 		m.unreachable(rerr)
@@ -304,9 +313,8 @@ func (m *Member) update(ctx context.Context, sess *concurrency.Session, hs HostS
 	} else {
 		m.log.Info("fleet update done; slot released", "release", rel.String(), "job", job, "duration", r.End.Sub(r.Begin))
 	}
-	hs2, err := m.up.State(ctx)
-	if err != nil {
-		hs2 = hs
+	if hs3, err := m.up.State(ctx); err == nil {
+		hs2 = hs3
 	}
 	m.setDecision(Decision{State: state, Why: note})
 	m.register(ctx, sess, hs2, state, note, true)
