@@ -58,14 +58,14 @@ type Member struct {
 	up    Updater
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	st      Status
+	mu sync.Mutex
+	st Status
 	// cutShort is set when an update was left running at ctx's end: the
 	// lease is then left to expire (TTL) rather than revoked, so the slot
 	// stays taken while the job winds down.
 	cutShort bool
-	lastReg HostRecord
-	regAt   time.Time
+	lastReg  HostRecord
+	regAt    time.Time
 }
 
 // NewMember dials etcd (lazily: an unreachable cluster is not an error
