@@ -36,18 +36,6 @@ func (k keys) start(at time.Time, host string) string {
 // startTimeFormat has a fixed width, so keys sort by time.
 const startTimeFormat = "20060102T150405.000000000Z"
 
-// prefixEnd is the end of the range of keys that start with p.
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return "\x00"
-}
-
 // ValidID reports whether s may be a host id or a group name: 1-64 of
 // [A-Za-z0-9._-], not starting with a dot (it becomes one etcd key segment).
 func ValidID(s string) error {

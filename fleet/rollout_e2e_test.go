@@ -97,6 +97,21 @@ func TestFleetRollouts(t *testing.T) {
 				t.Errorf("registry entry %s: commit %s state %s lockers %v last job %v; want %s idle with 2 running", r.ID, r.Commit, r.State, r.Lockers, r.LastJob, commit[:12])
 			}
 		}
+		// The operators' view, from the CLI (straight on etcd).
+		out := f.cli(t, f.hosts[2], 0, "fleet", "hosts")
+		for _, h := range f.hosts {
+			if !strings.Contains(out, h.id+" ") || !strings.Contains(out, commit[:12]) || !strings.Contains(out, "2/2 running") {
+				t.Errorf("fleet hosts does not show %s idle on %s with 2/2 running:\n%s", h.id, commit[:12], out)
+			}
+		}
+		out = f.cli(t, f.hosts[2], 0, "fleet", "channel")
+		if !strings.Contains(out, "at most 2 hosts at once") || strings.Count(out, ": ok in ") != 3 || !strings.Contains(out, "no slot held") {
+			t.Errorf("fleet channel: want K=2, 3 ok results and no holder:\n%s", out)
+		}
+		var ci agent.ChannelInfo
+		if err := json.Unmarshal([]byte(f.cli(t, f.hosts[2], 0, "fleet", "channel", "--json")), &ci); err != nil || ci.Channel == nil || ci.Channel.Release.Commit != commit || len(ci.Results) != 3 {
+			t.Errorf("fleet channel --json: %+v %v", ci, err)
+		}
 	})
 
 	t.Run("K=1 and per-period limit, measured", func(t *testing.T) {

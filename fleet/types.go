@@ -46,6 +46,7 @@ func (r Release) Short() string {
 	return r.Commit
 }
 
+// String is "ref@sha12".
 func (r Release) String() string { return r.Ref + "@" + r.Short() }
 
 // Policy is how a channel rolls its release out across hosts. The zero
