@@ -306,10 +306,24 @@ func (f *testFleet) lockers(h *testHost) ([]agent.Locker, error) {
 	return body.Containers, err
 }
 
-// done reports whether the host runs commit with no job running.
+// done reports whether the host runs commit with no job running: neither
+// the agent's running job nor one its journal has not yet recorded as
+// ended (the agent frees its job slot a moment before it journals the end).
 func (f *testFleet) done(h *testHost, commit string) bool {
 	var hi agent.HostInfo
-	return f.build(h) == commit && f.get(h, "/v1/host", &hi) == nil && hi.RunningJob == nil
+	if f.build(h) != commit || f.get(h, "/v1/host", &hi) != nil || hi.RunningJob != nil {
+		return false
+	}
+	var body struct{ Jobs []agent.Job }
+	if f.get(h, "/v1/jobs?limit=5", &body) != nil {
+		return false
+	}
+	for _, j := range body.Jobs {
+		if !j.State.Done() {
+			return false
+		}
+	}
+	return true
 }
 
 // lockersOn checks that each of the host's lockers runs and really runs
