@@ -92,7 +92,21 @@ func (c *Cluster) Endpoints() []string {
 }
 
 // Start starts an n-member cluster and waits until every member serves.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t testing.TB, n int) *Cluster { return StartWith(t, n, Options{}) }
+
+// Options tune a cluster.
+type Options struct {
+	// TLS, when set, makes the members serve clients over https with
+	// these PEM files (peers stay on plain http, loopback only).
+	TLS *TLSFiles
+}
+
+// TLSFiles are the members' client TLS files. With ClientCA set, a client
+// must present a certificate that chains to it.
+type TLSFiles struct{ Cert, Key, ClientCA string }
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := Binary(t)
 	ports := freePorts(t, 2*n)
@@ -101,7 +115,7 @@ func Start(t testing.TB, n int) *Cluster {
 	for i := range n {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", map[bool]string{true: "https", false: "http"}[o.TLS != nil], ports[2*i]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			dir:       filepath.Join(t.TempDir(), fmt.Sprintf("m%d", i)),
 			exited:    make(chan struct{}),
@@ -114,6 +128,9 @@ func Start(t testing.TB, n int) *Cluster {
 	for _, m := range c.Members {
 		m.cmd = exec.Command(bin, "-name", m.Name, "-data-dir", m.dir, "-client", m.ClientURL, "-peer", m.PeerURL,
 			"-initial-cluster", strings.Join(initial, ","), "-token", token)
+		if o.TLS != nil {
+			m.cmd.Args = append(m.cmd.Args, "-cert", o.TLS.Cert, "-key", o.TLS.Key, "-client-ca", o.TLS.ClientCA)
+		}
 		m.cmd.Stderr = testLog{t, m.Name}
 		out, err := m.cmd.StdoutPipe()
 		if err != nil {

@@ -26,14 +26,21 @@ func main() {
 	peer := flag.String("peer", "", "peer URL, e.g. http://127.0.0.1:2380")
 	cluster := flag.String("initial-cluster", "", "name=peerURL,... of every member")
 	token := flag.String("token", "lxcfleet-test", "initial cluster token")
+	cert := flag.String("cert", "", "server certificate (PEM) for an https client URL")
+	key := flag.String("key", "", "its key (PEM)")
+	ca := flag.String("client-ca", "", "CA (PEM) that client certificates must chain to; set: clients need one")
 	flag.Parse()
-	if err := run(*name, *dir, *client, *peer, *cluster, *token); err != nil {
+	tls := tlsFiles{cert: *cert, key: *key, ca: *ca}
+	if err := run(*name, *dir, *client, *peer, *cluster, *token, tls); err != nil {
 		fmt.Fprintf(os.Stderr, "etcdmember %s: %v\n", *name, err)
 		os.Exit(1)
 	}
 }
 
-func run(name, dir, client, peer, cluster, token string) error {
+// tlsFiles are the client listener's TLS files (empty: plain http).
+type tlsFiles struct{ cert, key, ca string }
+
+func run(name, dir, client, peer, cluster, token string, tf tlsFiles) error {
 	cu, err := url.Parse(client)
 	if err != nil {
 		return fmt.Errorf("parsing client URL %q: %w", client, err)
@@ -52,6 +59,12 @@ func run(name, dir, client, peer, cluster, token string) error {
 	cfg.InitialCluster = cluster
 	cfg.InitialClusterToken = token
 	cfg.ClusterState = embed.ClusterStateFlagNew
+	if tf.cert != "" {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = tf.cert, tf.key
+		if tf.ca != "" {
+			cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = tf.ca, true
+		}
+	}
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
 	// Loopback only, small and quick to elect: a test cluster.
