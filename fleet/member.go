@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"sync"
@@ -192,6 +193,14 @@ func (m *Member) serve(ctx context.Context, sess *concurrency.Session) {
 			}
 			if !relevant {
 				continue
+			}
+			// A freed slot wakes every waiting host at once: a random
+			// pause of up to 200 ms spreads them (the transaction lets one
+			// win anyway; the others would only re-read and lose).
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(rand.N(200 * time.Millisecond)):
 			}
 		case <-tick.C:
 		}
