@@ -88,6 +88,9 @@ type FileConfig struct {
 
 	Schedules []Schedule `toml:"schedule"`
 
+	// Fleet joins the host to a fleet on etcd (see agent/fleet.go).
+	Fleet FleetFileConfig `toml:"fleet"`
+
 	// Supervision restarts lockers that stop on their own (see
 	// SupervisionConfig).
 	Supervision struct {
@@ -97,9 +100,6 @@ type FileConfig struct {
 		Backoff    Duration `toml:"backoff"`
 		MaxBackoff Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
-
-	// Fleet joins the host to a fleet on etcd (see agent/fleet.go).
-	Fleet FleetFileConfig `toml:"fleet"`
 }
 
 // DefaultFileConfig returns the settings used where the file is silent.
