@@ -64,6 +64,12 @@
 //     the agent restarted) keeps it; an earlier session's slot is moved to
 //     the new lease in a transaction fenced on the slot's create revision
 //     (FleetLock's recursive locking).
+//   - A host id belongs to one live session: the registry entry is
+//     written only if absent or already under the writer's lease, and a
+//     host takes no slot before it registered. Two agents configured with
+//     one id (cloned machines with one hostname) would otherwise share
+//     slots through re-entrancy; the second waits, and says why. An agent
+//     restarted without revoking its lease waits up to the TTL.
 //   - Every write that depends on holding a slot (the report that frees
 //     it or marks it failed, the pause after a failure) is a transaction
 //     comparing the slot key's create revision with the holder's: a host

@@ -67,6 +67,9 @@ type Member struct {
 	cutShort bool
 	lastReg  HostRecord
 	regAt    time.Time
+	// owns is set once this session registered the host id (see
+	// Store.register): only then does the host take slots.
+	owns bool
 }
 
 // NewMember dials etcd (lazily: an unreachable cluster is not an error
@@ -151,7 +154,7 @@ func (m *Member) session(ctx context.Context) (*concurrency.Session, error) {
 	}
 	m.mu.Lock()
 	m.st.Lease = leaseHex(lr.ID)
-	m.regAt = time.Time{}
+	m.regAt, m.owns = time.Time{}, false
 	m.mu.Unlock()
 	m.log.Info("fleet session started", "lease", leaseHex(lr.ID), "ttl", m.cfg.TTL)
 	return s, nil
@@ -216,6 +219,9 @@ func (m *Member) step(ctx context.Context, sess *concurrency.Session) {
 		return
 	}
 	m.reachable(v.Channel)
+	if !m.owned(ctx, sess, hs) {
+		return
+	}
 	if herr != nil {
 		// A host that cannot say what it runs takes no part (it would
 		// take a slot and fail): it waits, and says why.
@@ -339,14 +345,41 @@ func (m *Member) register(ctx context.Context, sess *concurrency.Session, hs Hos
 		return
 	}
 	rec.Updated = time.Now().UTC()
-	if err := m.store.register(ctx, rec, sess.Lease()); err != nil {
+	err := m.store.register(ctx, rec, sess.Lease())
+	if errors.Is(err, ErrHostIDTaken) {
+		m.mu.Lock()
+		was := m.owns
+		m.owns = false
+		m.mu.Unlock()
+		if was || m.Status().Note != err.Error() {
+			m.log.Warn("not following the channel: the host id is registered by another live session (two agents with one host_id, or this agent's previous run until its lease expires within the ttl)", "err", err)
+		}
+		m.setDecision(Decision{State: StateWaiting, Why: err.Error()})
+		return
+	}
+	if err != nil {
 		m.unreachable(err)
 		return
 	}
 	rec.Updated = time.Time{}
 	m.mu.Lock()
-	m.lastReg, m.regAt = rec, time.Now()
+	m.lastReg, m.regAt, m.owns = rec, time.Now(), true
 	m.mu.Unlock()
+}
+
+// owned registers the host if it has not yet under this session, and
+// reports whether the host id is this session's.
+func (m *Member) owned(ctx context.Context, sess *concurrency.Session, hs HostState) bool {
+	m.mu.Lock()
+	owns := m.owns
+	m.mu.Unlock()
+	if owns {
+		return true
+	}
+	m.register(ctx, sess, hs, StateWaiting, "joining", true)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.owns
 }
 
 func (m *Member) setDecision(d Decision) {

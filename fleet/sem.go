@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -165,13 +166,41 @@ func (s *Store) pruneStarts(ctx context.Context, before time.Time) error {
 	return err
 }
 
-// register writes the host's registry entry under its session lease.
+// ErrHostIDTaken is returned by register when another live session holds
+// the host id (two agents configured with one id, e.g. cloned machines
+// with the same hostname; or this agent's previous session, which expires
+// within the TTL).
+var ErrHostIDTaken = errors.New("another live agent is registered with this host id")
+
+// register writes the host's registry entry under its session lease, only
+// if the entry is absent or already under that lease: a host id belongs to
+// one live session at a time (slots are re-entrant per host id, so two
+// agents sharing an id would share slots).
 func (s *Store) register(ctx context.Context, rec HostRecord, lease clientv3.LeaseID) error {
 	b, _ := json.Marshal(rec)
+	key := s.k.host(rec.ID)
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	if _, err := s.cli.Put(ctx, s.k.host(rec.ID), string(b), clientv3.WithLease(lease)); err != nil {
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
 		return fmt.Errorf("registering host %s: %w", rec.ID, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 1 && clientv3.LeaseID(kvs[0].Lease) != lease {
+		return fmt.Errorf("registering host %s: %w (lease %s)", rec.ID, ErrHostIDTaken, leaseHex(clientv3.LeaseID(kvs[0].Lease)))
+	}
+	resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).
+		Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
+	if err != nil {
+		return fmt.Errorf("registering host %s: %w", rec.ID, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("registering host %s: %w (it changed hands meanwhile)", rec.ID, ErrHostIDTaken)
 	}
 	return nil
 }

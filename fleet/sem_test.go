@@ -286,6 +286,35 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 	})
 }
 
+// TestHostIDBelongsToOneSession: a second live agent with the same host
+// id is refused (it would share the first one's slots); the same session
+// re-registers freely; once the first session ends the id is free.
+func TestHostIDBelongsToOneSession(t *testing.T) {
+	s, cli := realStore(t)
+	ctx := t.Context()
+	a, b := session(t, cli, 30), session(t, cli, 30)
+	rec := HostRecord{ID: "box-1", Group: "g1", State: StateIdle}
+	if err := s.register(ctx, rec, a.Lease()); err != nil {
+		t.Fatalf("first registration: %v", err)
+	}
+	if err := s.register(ctx, rec, a.Lease()); err != nil {
+		t.Fatalf("the same session again: %v", err)
+	}
+	if err := s.register(ctx, rec, b.Lease()); !errors.Is(err, ErrHostIDTaken) {
+		t.Fatalf("a second session with the same id: %v, want ErrHostIDTaken", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.register(ctx, rec, b.Lease()); err != nil {
+		t.Fatalf("after the first session ended: %v", err)
+	}
+	hs, err := s.Hosts(ctx)
+	if err != nil || len(hs) != 1 || hs[0].ID != "box-1" {
+		t.Errorf("registry: %+v %v, want box-1 once", hs, err)
+	}
+}
+
 func holds(hs []Holder, host string) bool {
 	for _, h := range hs {
 		if h.Host == host {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -170,6 +171,10 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 				rc = code
 			}
 			rel, err := agent.ResolveRelease(cmd.Context(), rc, args[0], commit)
+			var inv agent.InvalidError
+			if errors.As(err, &inv) {
+				return usageError{err}
+			}
 			if err != nil {
 				return err
 			}
