@@ -97,6 +97,7 @@ func TestFleetRollouts(t *testing.T) {
 				t.Errorf("registry entry %s: commit %s state %s lockers %v last job %v; want %s idle with 2 running", r.ID, r.Commit, r.State, r.Lockers, r.LastJob, commit[:12])
 			}
 		}
+		f.cli(t, f.hosts[2], 2, "fleet", "publish", "main", "--commit", "abc") // not a full commit id: bad input
 		// The operators' view, from the CLI (straight on etcd).
 		out := f.cli(t, f.hosts[2], 0, "fleet", "hosts")
 		for _, h := range f.hosts {
