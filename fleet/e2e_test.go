@@ -28,7 +28,18 @@ import (
 	"lxcfleet/lxcctl"
 )
 
-func TestMain(m *testing.M) { testfleet.Main(m) }
+// TestMain routes the forkstart re-exec (as testfleet.Main) and removes
+// the lxcfleet binary the tests built.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == lxcctl.ForkStartCommand {
+		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
+	}
+	code := m.Run()
+	if binOnce.path != "" {
+		_ = os.RemoveAll(filepath.Dir(binOnce.path))
+	}
+	os.Exit(code)
+}
 
 var binOnce struct {
 	sync.Once

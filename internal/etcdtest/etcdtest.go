@@ -8,6 +8,8 @@ package etcdtest
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -40,23 +42,44 @@ func Require(t testing.TB) {
 	}
 }
 
-// Binary builds ./etcdmember once per test binary and returns its path.
+// Binary builds ./etcdmember and returns its path. The binary is kept in
+// one folder of the system's temporary folder named after a hash of its
+// source and of go.sum, so that every test binary and every run reuses it
+// (nothing piles up in /tmp); a build goes to a temporary name first and
+// is renamed into place.
 func Binary(t testing.TB) string {
 	t.Helper()
 	Require(t)
 	built.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
-		dir, err := os.MkdirTemp("", "etcdmember-")
-		if err != nil {
-			built.err = err
+		src := filepath.Dir(file)
+		h := sha256.New()
+		for _, f := range []string{filepath.Join(src, "etcdmember", "main.go"), filepath.Join(src, "..", "..", "go.sum")} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				built.err = err
+				return
+			}
+			h.Write(b)
+		}
+		dir := filepath.Join(os.TempDir(), "lxcfleet-etcdmember-"+hex.EncodeToString(h.Sum(nil))[:16])
+		built.path = filepath.Join(dir, "etcdmember")
+		if _, err := os.Stat(built.path); err == nil {
 			return
 		}
-		built.path = filepath.Join(dir, "etcdmember")
+		if built.err = os.MkdirAll(dir, 0o755); built.err != nil {
+			return
+		}
+		tmp := fmt.Sprintf("%s.tmp-%d", built.path, os.Getpid())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", built.path, "./etcdmember")
-		cmd.Dir = filepath.Dir(file)
-		built.out, built.err = cmd.CombinedOutput()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./etcdmember")
+		cmd.Dir = src
+		if built.out, built.err = cmd.CombinedOutput(); built.err != nil {
+			_ = os.Remove(tmp)
+			return
+		}
+		built.err = os.Rename(tmp, built.path)
 	})
 	if built.err != nil {
 		t.Fatalf("building the etcd member: %v\n%s", built.err, built.out)
