@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"lxcfleet/fleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
 )
@@ -68,6 +69,8 @@ type Config struct {
 	KeepReleases int
 	// Supervision restarts lockers that stop on their own while Run runs.
 	Supervision SupervisionConfig
+	// Fleet, when it has endpoints, joins the host to a fleet on etcd.
+	Fleet fleet.Config
 }
 
 // finishedRunTTL is how long a finished job's events stay in memory.
@@ -92,6 +95,8 @@ type Agent struct {
 	sup     *supervisor
 	metrics *metrics
 	sched   *scheduler
+
+	fleet *fleet.Member // nil without [fleet]
 
 	ready chan struct{} // closed once Run listens
 	addrs []net.Addr
@@ -140,6 +145,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return fail(err)
 	}
 	a.sched = sched
+	if err := a.initFleet(); err != nil {
+		return fail(err)
+	}
 	if err := a.markInterrupted(); err != nil {
 		return fail(err)
 	}
@@ -153,6 +161,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 func (a *Agent) Close() error {
 	a.stop(rollout.Shutdown)
 	a.wg.Wait()
+	a.closeFleet()
 	return a.jr.Close()
 }
 

@@ -153,6 +153,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.Handle("GET /v1/releases", a.serve(a.handleReleases))
 	mux.Handle("GET /v1/update-available", a.serve(a.handleUpdateAvailable))
 	mux.Handle("GET /v1/schedules", a.serve(a.handleSchedules))
+	a.fleetRoutes(mux)
 	if a.metrics != nil {
 		mux.Handle("GET /metrics", a.metrics.handler())
 	}

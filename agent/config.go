@@ -94,6 +94,9 @@ type FileConfig struct {
 
 	Schedules []Schedule `toml:"schedule"`
 
+	// Fleet joins the host to a fleet on etcd (see agent/fleet.go).
+	Fleet FleetFileConfig `toml:"fleet"`
+
 	// Supervision restarts lockers that stop on their own (see
 	// SupervisionConfig).
 	Supervision struct {
@@ -242,6 +245,9 @@ func (c FileConfig) validate() error {
 	case c.Provision.PortBase < 0 || c.Provision.PortBase > 65000:
 		return fmt.Errorf("provision.port_base must be between 0 and 65000, got %d", c.Provision.PortBase)
 	}
+	if err := c.FleetConfig().Validate(); err != nil {
+		return err
+	}
 	if _, err := (Request{Kind: KindStartAll}).withDefaults(c.AgentDefaults()); err != nil {
 		return fmt.Errorf("defaults: %w", err)
 	}
@@ -310,6 +316,7 @@ func (c FileConfig) AgentConfig() Config {
 		KeepReleases: c.KeepReleases,
 		Supervision: SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
 			Backoff: c.Supervision.Backoff.D(), MaxBackoff: c.Supervision.MaxBackoff.D()},
+		Fleet: c.FleetConfig(),
 	}
 }
 

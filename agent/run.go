@@ -69,6 +69,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.recoverIfNeeded(ctx)
 	a.sup.ready.Store(true) // after the recovery, which comes first
+	g.Go(func() error { a.runFleet(gctx); return nil })
 
 	api := a.Handler()
 	var servers []*http.Server

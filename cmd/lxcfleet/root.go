@@ -67,6 +67,7 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		newServiceCmd(g),
 		newProvisionCmd(g), newAdoptCmd(g), newCheckCmd(g),
 		newRestartCmd(g),
+		newFleetCmd(g),
 	)
 	root.Version = buildVersion()
 	root.SetVersionTemplate("lxcfleet {{.Version}}\n")

@@ -139,6 +139,7 @@ func (s *stack) agent(daemon bool) (*agent.Agent, error) {
 	} else {
 		cfg.Listen = agent.Listen{}
 		cfg.Schedules = nil
+		cfg.Fleet.Endpoints = nil // only the daemon joins the fleet
 	}
 	a, err = agent.New(cfg, deps)
 	if errors.Is(err, agent.ErrJournalLocked) {

@@ -240,7 +240,48 @@
       if (!S.live || S.live.id !== running.id) follow(running);
     }
     render();
+    pollFleet();
     S.pollTimer = setTimeout(poll, POLL_MS);
+  }
+
+  // The fleet view (only when this host's agent has [fleet]): the group's
+  // hosts from the etcd registry, who holds the update slots, the channel.
+  async function pollFleet() {
+    let st;
+    try { st = await api('GET', '/v1/fleet'); } catch (e) { return; }
+    const card = $('hosts-card');
+    if (!st || !st.enabled) { card.hidden = true; return; }
+    card.hidden = false;
+    $('fleet-group').textContent = 'fleet group ' + (st.group || '');
+    const ch = st.channel;
+    let line = st.connected ? '' : 'etcd unreachable (' + (st.error || 'no answer') + '): this host starts no update until it is back. ';
+    if (ch && ch.release) {
+      line += 'release ' + ch.release.ref + ' @ ' + (ch.release.commit || '').slice(0, 12) +
+        ' · at most ' + ((ch.policy && ch.policy.max_hosts) || 1) + ' at once' + (ch.paused ? ' · PAUSED: ' + (ch.paused_reason || '') : '');
+    }
+    $('fleet-channel').textContent = line;
+    let hosts, holders;
+    try {
+      [hosts, holders] = await Promise.all([api('GET', '/v1/fleet/hosts'), api('GET', '/v1/fleet/holders')]);
+    } catch (e) { return; }
+    const slot = {};
+    for (const h of holders || []) slot[h.host] = h;
+    const tb = $('hosts-table').querySelector('tbody');
+    tb.textContent = '';
+    for (const h of hosts || []) {
+      const lk = h.lockers || {};
+      const total = Object.values(lk).reduce((a, b) => a + b, 0);
+      const s = slot[h.id];
+      const cells = [h.id, h.state, h.build ? '#' + h.build : '—', (h.commit || '').slice(0, 12), (lk.RUNNING || 0) + '/' + total + ' running',
+        s ? 'slot ' + s.slot + (s.failed ? ' (failed)' : '') : '', h.note || ''];
+      const tr = document.createElement('tr');
+      for (const c of cells) {
+        const td = document.createElement('td');
+        td.textContent = c;
+        tr.appendChild(td);
+      }
+      tb.appendChild(tr);
+    }
   }
 
   function setDown(message) {

@@ -1,0 +1,436 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lxcfleet/fleet"
+)
+
+// FleetFileConfig is the [fleet] section of the config file. Without
+// endpoints the host is not in a fleet: no etcd client is made and
+// nothing below runs (the single-host path is unchanged).
+type FleetFileConfig struct {
+	Endpoints []string `toml:"endpoints"`
+	Group     string   `toml:"group"`
+	HostID    string   `toml:"host_id"`
+	TTL       Duration `toml:"ttl"`
+	Prefix    string   `toml:"prefix"`
+	CA        string   `toml:"ca"`
+	Cert      string   `toml:"cert"`
+	Key       string   `toml:"key"`
+}
+
+// FleetConfig returns the [fleet] section as a fleet.Config.
+func (c FileConfig) FleetConfig() fleet.Config {
+	x := c.Fleet
+	return fleet.Config{Endpoints: x.Endpoints, Group: x.Group, HostID: x.HostID, TTL: x.TTL.D(), Prefix: x.Prefix, CA: x.CA, Cert: x.Cert, Key: x.Key}
+}
+
+// initFleet makes the fleet member when [fleet] is configured.
+func (a *Agent) initFleet() error {
+	fc := a.cfg.Fleet
+	if !fc.Enabled() {
+		return nil
+	}
+	if fc.Key != "" {
+		if err := CheckSecretFile(fc.Key); err != nil {
+			return fmt.Errorf("fleet.key: %w", err)
+		}
+	}
+	m, err := fleet.NewMember(fc, fleetUpdater{a}, a.log)
+	if err != nil {
+		return fmt.Errorf("joining the fleet: %w", err)
+	}
+	a.fleet = m
+	a.metrics.reg.MustRegister(fleetCollector{a})
+	return nil
+}
+
+// runFleet follows the channel while Run runs (after any recovery).
+func (a *Agent) runFleet(ctx context.Context) {
+	if a.fleet == nil {
+		return
+	}
+	a.fleet.Run(ctx)
+}
+
+// closeFleet closes the etcd client.
+func (a *Agent) closeFleet() {
+	if a.fleet != nil {
+		_ = a.fleet.Close()
+	}
+}
+
+// FleetStatus is this host's view of its fleet (nil without [fleet]).
+func (a *Agent) FleetStatus() *fleet.Status {
+	if a.fleet == nil {
+		return nil
+	}
+	st := a.fleet.Status()
+	return &st
+}
+
+// fleetUpdater runs the fleet's updates as this agent's own jobs.
+type fleetUpdater struct{ a *Agent }
+
+func (u fleetUpdater) State(ctx context.Context) (fleet.HostState, error) {
+	a := u.a
+	hs := fleet.HostState{Version: a.cfg.Version, Lockers: map[string]int{}}
+	for _, l := range a.inv.snapshot() {
+		hs.Lockers[string(l.State)]++
+	}
+	if jobs, err := a.jr.Jobs(1); err == nil && len(jobs) > 0 {
+		j := jobs[0]
+		hs.LastJob = &fleet.JobRef{ID: j.ID, Kind: string(j.Kind), State: string(j.State), Error: j.Error, Trigger: j.Trigger, Created: j.Created, Finished: j.Finished}
+	}
+	if a.deps.Code == nil {
+		return hs, errors.New("no code origin configured (code.origin): this host cannot update")
+	}
+	rel, err := a.deps.Code.Current()
+	if err != nil {
+		return hs, fmt.Errorf("reading the current release: %w", err)
+	}
+	hs.Build, hs.ReleaseName, hs.Commit = rel.Build, rel.Name, rel.SHA
+	return hs, nil
+}
+
+// Update submits an update-code job to rel.Commit with the host's own
+// defaults (strategy, window, failure policy) and waits for its end. A job
+// already running is waited for first (jobs never overlap).
+func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, error) {
+	a := u.a
+	for {
+		j, err := a.Submit(Request{Kind: KindUpdate, Target: rel.Commit, Trigger: "fleet: " + a.cfg.Fleet.WithDefaults().Group + " " + rel.String()})
+		var busy BusyError
+		if errors.As(err, &busy) {
+			_, _ = a.Wait(ctx, busy.JobID)
+			select {
+			case <-ctx.Done():
+				return "", fmt.Errorf("%w: %v", fleet.ErrNotRun, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			if a.base.Err() != nil {
+				return "", fmt.Errorf("%w: %v", fleet.ErrNotRun, err)
+			}
+			return "", fmt.Errorf("submitting the update to %s: %w", rel, err)
+		}
+		j, err = a.Wait(ctx, j.ID)
+		if err != nil {
+			return j.ID, fmt.Errorf("%w: %v", fleet.ErrNotRun, err)
+		}
+		switch j.State {
+		case JobSucceeded:
+			return j.ID, nil
+		case JobInterrupted:
+			return j.ID, fmt.Errorf("%w: job %s was interrupted", fleet.ErrNotRun, j.ID)
+		}
+		return j.ID, fmt.Errorf("update job %s %s: %s", j.ID, j.State, j.Error)
+	}
+}
+
+// fleetRoutes adds the fleet's operator routes (404 without [fleet]).
+func (a *Agent) fleetRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/fleet", a.serve(a.handleFleetStatus))
+	mux.Handle("GET /v1/fleet/hosts", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		hs, err := s.Hosts(r.Context())
+		if err != nil {
+			return etcdError(err)
+		}
+		writeJSON(w, http.StatusOK, hs)
+		return nil
+	})))
+	mux.Handle("GET /v1/fleet/channel", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		v, err := ChannelView(r.Context(), s)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	})))
+	mux.Handle("GET /v1/fleet/holders", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		hs, err := s.Holders(r.Context())
+		if err != nil {
+			return etcdError(err)
+		}
+		writeJSON(w, http.StatusOK, orEmpty(hs))
+		return nil
+	})))
+	mux.Handle("POST /v1/fleet/publish", a.serve(a.withFleet(a.handleFleetPublish)))
+	mux.Handle("POST /v1/fleet/policy", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		var p PolicyChange
+		if err := decodeJSON(r, &p); err != nil {
+			return err
+		}
+		ch, err := s.SetPolicy(r.Context(), p.Apply)
+		if err != nil {
+			return fleetError(err)
+		}
+		writeJSON(w, http.StatusOK, ch)
+		return nil
+	})))
+	mux.Handle("POST /v1/fleet/pause", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
+			return err
+		}
+		if body.Reason == "" {
+			body.Reason = "paused by an operator"
+		}
+		ch, err := s.Pause(r.Context(), body.Reason)
+		if err != nil {
+			return fleetError(err)
+		}
+		writeJSON(w, http.StatusOK, ch)
+		return nil
+	})))
+	mux.Handle("POST /v1/fleet/resume", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		ch, err := s.Resume(r.Context())
+		if err != nil {
+			return fleetError(err)
+		}
+		writeJSON(w, http.StatusOK, ch)
+		return nil
+	})))
+	mux.Handle("POST /v1/fleet/unlock/{host}", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+		h, err := s.Unlock(r.Context(), r.PathValue("host"))
+		if err != nil {
+			return fleetError(err)
+		}
+		a.log.Warn("fleet slot force-unlocked by an operator", "holder", h.Host, "slot", h.Slot)
+		writeJSON(w, http.StatusOK, h)
+		return nil
+	})))
+}
+
+func (a *Agent) handleFleetStatus(w http.ResponseWriter, r *http.Request) error {
+	st := a.FleetStatus()
+	if st == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": false, "note": "this host has no [fleet] config: it updates on its own"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Enabled bool `json:"enabled"`
+		*fleet.Status
+	}{true, st})
+	return nil
+}
+
+// withFleet passes the fleet's store, or answers 404 without [fleet].
+func (a *Agent) withFleet(h func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if a.fleet == nil {
+			return &httpError{Code: http.StatusNotFound, Msg: "this host has no [fleet] config"}
+		}
+		return h(w, r, a.fleet.Store())
+	}
+}
+
+// PublishRequest is the body of POST /v1/fleet/publish.
+type PublishRequest struct {
+	// Ref is a branch, tag or commit of the origin; the agent resolves it
+	// to a commit (fetching) unless Commit is given.
+	Ref    string        `json:"ref"`
+	Commit string        `json:"commit,omitempty"`
+	Policy *PolicyChange `json:"policy,omitempty"`
+}
+
+var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
+	var req PublishRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Ref == "" {
+		return invalidf("publish: ref is empty")
+	}
+	rel, err := ResolveRelease(r.Context(), a.deps.Code, req.Ref, req.Commit)
+	if err != nil {
+		return err
+	}
+	var pol *fleet.Policy
+	if req.Policy != nil {
+		cur, _, err := s.Channel(r.Context())
+		if err != nil && !errors.Is(err, fleet.ErrNoChannel) {
+			return etcdError(err)
+		}
+		p := cur.Policy
+		req.Policy.Apply(&p)
+		pol = &p
+	}
+	ch, err := s.Publish(r.Context(), rel, pol, "agent "+hostname())
+	if err != nil {
+		return fleetError(err)
+	}
+	a.log.Info("published a release to the fleet", "release", rel.String(), "group", s.Group())
+	writeJSON(w, http.StatusOK, ch)
+	return nil
+}
+
+// ResolveRelease turns a ref into a release: a full commit id is taken as
+// it is; otherwise code fetches the origin and resolves it.
+func ResolveRelease(ctx context.Context, code Code, ref, commit string) (fleet.Release, error) {
+	switch {
+	case commit != "":
+		if !fullSHA.MatchString(commit) {
+			return fleet.Release{}, invalidf("commit %q is not a full 40-digit commit id", commit)
+		}
+		return fleet.Release{Ref: ref, Commit: commit}, nil
+	case fullSHA.MatchString(ref):
+		return fleet.Release{Ref: ref, Commit: ref}, nil
+	case code == nil:
+		return fleet.Release{}, invalidf("resolving %s: no code origin configured (code.origin); give the full commit id", ref)
+	}
+	info, err := code.CheckUpdate(ctx, ref)
+	if err != nil {
+		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: %w", ref, err)
+	}
+	if !fullSHA.MatchString(info.TargetSHA) {
+		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: got %q", ref, info.TargetSHA)
+	}
+	return fleet.Release{Ref: ref, Commit: info.TargetSHA}, nil
+}
+
+// PolicyChange sets the fields it names (a JSON body or CLI flags).
+type PolicyChange struct {
+	MaxHosts       *int            `json:"max_hosts,omitempty"`
+	MaxPerPeriod   *int            `json:"max_per_period,omitempty"`
+	Period         *fleet.Duration `json:"period,omitempty"`
+	PhaseStart     *float64        `json:"phase_start,omitempty"`
+	PhaseDuration  *fleet.Duration `json:"phase_duration,omitempty"`
+	SafeMode       *bool           `json:"safe_mode,omitempty"`
+	MaxFailedHosts *int            `json:"max_failed_hosts,omitempty"`
+}
+
+// Apply sets p's fields named by c.
+func (c PolicyChange) Apply(p *fleet.Policy) {
+	if c.MaxHosts != nil {
+		p.MaxHosts = *c.MaxHosts
+	}
+	if c.MaxPerPeriod != nil {
+		p.MaxPerPeriod = *c.MaxPerPeriod
+	}
+	if c.Period != nil {
+		p.Period = *c.Period
+	}
+	if c.PhaseStart != nil {
+		p.PhaseStart = *c.PhaseStart
+	}
+	if c.PhaseDuration != nil {
+		p.PhaseDuration = *c.PhaseDuration
+	}
+	if c.SafeMode != nil {
+		p.SafeMode = *c.SafeMode
+	}
+	if c.MaxFailedHosts != nil {
+		p.MaxFailedHosts = *c.MaxFailedHosts
+	}
+}
+
+// ChannelInfo is GET /v1/fleet/channel: the channel, its holders and the
+// hosts' results on its release.
+type ChannelInfo struct {
+	Group   string         `json:"group"`
+	Channel *fleet.Channel `json:"channel"`
+	Holders []fleet.Holder `json:"holders"`
+	Results []fleet.Result `json:"results"`
+}
+
+// ChannelView reads a ChannelInfo.
+func ChannelView(ctx context.Context, s *fleet.Store) (ChannelInfo, error) {
+	v, err := s.View(ctx)
+	if err != nil {
+		return ChannelInfo{}, etcdError(err)
+	}
+	return ChannelInfo{Group: s.Group(), Channel: v.Channel, Holders: orEmpty(v.Holders), Results: orEmpty(v.Results)}, nil
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// etcdError is a 503: the fleet's etcd did not answer.
+func etcdError(err error) error {
+	return &httpError{Code: http.StatusServiceUnavailable, Msg: "etcd did not answer: " + err.Error()}
+}
+
+// fleetError maps the fleet's errors to statuses.
+func fleetError(err error) error {
+	switch {
+	case errors.Is(err, fleet.ErrNoChannel), errors.Is(err, fleet.ErrNoHolder):
+		return &httpError{Code: http.StatusNotFound, Msg: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return etcdError(err)
+	}
+	return &httpError{Code: http.StatusBadRequest, Msg: err.Error()}
+}
+
+// decodeJSON reads a small JSON body (empty: zero value), no unknown fields.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && err.Error() != "EOF" {
+		return invalidf("invalid JSON body: %v", err)
+	}
+	return nil
+}
+
+// fleetCollector exports this host's fleet view and the registry's host
+// states.
+type fleetCollector struct{ a *Agent }
+
+var (
+	fleetConnectedDesc = prometheus.NewDesc("lxcfleet_fleet_etcd_connected", "1 while this host's last etcd request succeeded.", nil, nil)
+	fleetSlotDesc      = prometheus.NewDesc("lxcfleet_fleet_slot_held", "1 while this host holds a fleet update slot.", nil, nil)
+	fleetHostsDesc     = prometheus.NewDesc("lxcfleet_fleet_hosts", "Hosts of this host's group in the registry, by state (idle, waiting, updating, failed).", []string{"state"}, nil)
+)
+
+func (c fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fleetConnectedDesc
+	ch <- fleetSlotDesc
+	ch <- fleetHostsDesc
+}
+
+func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.a.FleetStatus()
+	if st == nil {
+		return
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	ch <- prometheus.MustNewConstMetric(fleetConnectedDesc, prometheus.GaugeValue, b2f(st.Connected))
+	ch <- prometheus.MustNewConstMetric(fleetSlotDesc, prometheus.GaugeValue, b2f(st.Slot != nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs, err := c.a.fleet.Store().Hosts(ctx)
+	if err != nil {
+		return
+	}
+	n := map[string]int{fleet.StateIdle: 0, fleet.StateWaiting: 0, fleet.StateUpdating: 0, fleet.StateFailed: 0}
+	for _, h := range hs {
+		n[h.State]++
+	}
+	for s, v := range n {
+		ch <- prometheus.MustNewConstMetric(fleetHostsDesc, prometheus.GaugeValue, float64(v), s)
+	}
+}

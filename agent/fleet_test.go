@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/fleet"
+	"lxcfleet/internal/etcdtest"
+)
+
+func TestFleetConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := LoadConfig(write("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"web\"\nhost_id = \"box-1\"\nttl = \"10s\"\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := c.AgentConfig().Fleet
+	if !fc.Enabled() || fc.Group != "web" || fc.HostID != "box-1" || fc.TTL != 10*time.Second {
+		t.Errorf("fleet config: got %+v", fc)
+	}
+	if c, _ := LoadConfig(write(""), true); c.AgentConfig().Fleet.Enabled() {
+		t.Errorf("no [fleet]: want the fleet off")
+	}
+	for _, bad := range []struct{ body, key string }{
+		{"[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n", "fleet.endpoints"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"a/b\"\n", "fleet.group"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nttl = \"100ms\"\n", "fleet.ttl"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ncert = \"/x\"\n", "fleet.cert"},
+		{"[fleet]\nendpoint = [\"http://127.0.0.1:2379\"]\n", "fleet.endpoint"},
+	} {
+		if _, err := LoadConfig(write(bad.body), true); err == nil || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("config %q: got %v, want an error naming %s", bad.body, err, bad.key)
+		}
+	}
+}
+
+// TestFleetOffAndUnreachable: an agent without [fleet] says so on
+// /v1/fleet and 404s the fleet's routes; an agent whose etcd does not
+// answer starts, serves, and says that etcd is unreachable.
+func TestFleetOffAndUnreachable(t *testing.T) {
+	off := serveAgent(t, Config{}, Deps{Containers: emptyHost(t)})
+	var st map[string]any
+	if code := getJSON(t, off.unix, "/v1/fleet", &st); code != 200 || st["enabled"] != false {
+		t.Errorf("GET /v1/fleet without [fleet]: %d %v", code, st)
+	}
+	if code := getJSON(t, off.unix, "/v1/fleet/hosts", &st); code != 404 {
+		t.Errorf("GET /v1/fleet/hosts without [fleet]: %d, want 404", code)
+	}
+	// A loopback port nobody listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	on := serveAgent(t, Config{Fleet: fleet.Config{Endpoints: []string{"http://" + addr}, HostID: "h1", TTL: 2 * time.Second}}, Deps{Containers: emptyHost(t)})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var s fleet.Status
+		code := getJSON(t, on.unix, "/v1/fleet", &s)
+		if code == 200 && !s.Connected && s.Error != "" && strings.Contains(s.Note, "etcd unreachable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /v1/fleet with etcd down: %d %+v; want connected=false naming the error", code, s)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code := getJSON(t, on.unix, "/v1/fleet/hosts", &st); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /v1/fleet/hosts with etcd down: %d, want 503", code)
+	}
+}
+
+func getJSON(t *testing.T, cl *http.Client, path string, out any) int {
+	t.Helper()
+	resp, err := cl.Get("http://agent" + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(out)
+	return resp.StatusCode
+}
+
+// TestFleetAPI drives the operators' routes against a real etcd (one
+// member, its own process on 127.0.0.1): publish, channel, policy (K at run
+// time), pause, resume, hosts, holders, unlock, metrics.
+func TestFleetAPI(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := serveAgent(t, Config{Version: "test", Fleet: fleet.Config{Endpoints: c.Endpoints(), HostID: "h1", Group: "api", TTL: 2 * time.Second, Prefix: "/lxcfleet-api"}},
+		Deps{Containers: emptyHost(t)})
+	commit := strings.Repeat("ab", 20)
+	post := func(path, body string, want int) map[string]any {
+		t.Helper()
+		code, b := s.do(t, "POST", path, body)
+		var out map[string]any
+		_ = json.Unmarshal(b, &out)
+		if code != want {
+			t.Fatalf("POST %s %s: %d %s, want %d", path, body, code, b, want)
+		}
+		return out
+	}
+	post("/v1/fleet/publish", `{"ref":"main"}`, 400) // no origin here to resolve it
+	post("/v1/fleet/publish", `{"ref":"main","commit":"abc"}`, 400)
+	ch := post("/v1/fleet/publish", `{"ref":"main","commit":"`+commit+`","policy":{"max_hosts":2,"safe_mode":true}}`, 200)
+	if rel := ch["release"].(map[string]any); rel["commit"] != commit {
+		t.Errorf("published: %v", ch)
+	}
+	post("/v1/fleet/policy", `{"max_hosts":3,"period":"30m","max_per_period":4}`, 200)
+	post("/v1/fleet/policy", `{"max_hosts":-1}`, 400)
+	post("/v1/fleet/pause", `{"reason":"maintenance"}`, 200)
+	var ci ChannelInfo
+	if code := getJSON(t, s.unix, "/v1/fleet/channel", &ci); code != 200 || ci.Channel == nil || !ci.Channel.Paused ||
+		ci.Channel.PausedReason != "maintenance" || ci.Channel.Policy.MaxHosts != 3 || !ci.Channel.Policy.SafeMode || ci.Channel.Policy.MaxPerPeriod != 4 {
+		t.Errorf("channel after policy and pause: %d %+v", code, ci.Channel)
+	}
+	post("/v1/fleet/resume", ``, 200)
+	if getJSON(t, s.unix, "/v1/fleet/channel", &ci); ci.Channel.Paused {
+		t.Errorf("channel after resume: still paused")
+	}
+	// The host registers itself; without a code origin it takes no part.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var hs []fleet.HostRecord
+		getJSON(t, s.unix, "/v1/fleet/hosts", &hs)
+		if len(hs) == 1 && hs[0].ID == "h1" && hs[0].Version == "test" && hs[0].State == fleet.StateWaiting && strings.Contains(hs[0].Note, "code origin") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry: %+v; want h1 waiting for want of a code origin", hs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var holders []fleet.Holder
+	if code := getJSON(t, s.unix, "/v1/fleet/holders", &holders); code != 200 || len(holders) != 0 {
+		t.Errorf("holders: %d %v, want none", code, holders)
+	}
+	post("/v1/fleet/unlock/nobody", ``, 404)
+	code, body := s.do(t, "GET", "/metrics", "")
+	if code != 200 || !strings.Contains(string(body), `lxcfleet_fleet_hosts{state="waiting"} 1`) || !strings.Contains(string(body), "lxcfleet_fleet_etcd_connected 1") {
+		t.Errorf("/metrics: %d, want the fleet's host states and etcd connected", code)
+	}
+}

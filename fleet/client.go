@@ -1,0 +1,137 @@
+package fleet
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Config is the [fleet] section of the agent's config. A host without
+// Endpoints is not in a fleet: nothing here runs and no etcd is needed.
+type Config struct {
+	// Endpoints are the etcd client URLs ("https://10.0.0.1:2379").
+	Endpoints []string
+	// Group names the channel the host follows (default "default").
+	Group string
+	// HostID names the host in the registry (default: the hostname).
+	HostID string
+	// TTL is the session lease's time to live: a host that dies (or hangs,
+	// or loses etcd) leaves the registry and frees its slot that long
+	// after its last keep-alive (default DefaultTTL; etcd's minimum 5s
+	// does not apply to tests' members).
+	TTL time.Duration
+	// Prefix is the key prefix (default DefaultPrefix).
+	Prefix string
+	// CA, Cert and Key are PEM files for TLS to etcd: CA alone verifies
+	// the server; Cert and Key add a client certificate.
+	CA, Cert, Key string
+	// DialTimeout bounds connecting (default 5s).
+	DialTimeout time.Duration
+}
+
+// DefaultTTL is the session lease TTL when the config has none: a dead
+// host's slot frees within 30 s (kured's --lock-ttl is off by default, so
+// its locks outlive their nodes; ours never do).
+const DefaultTTL = 30 * time.Second
+
+// DefaultGroup is the group of a host whose config names none.
+const DefaultGroup = "default"
+
+// Enabled reports whether the host is in a fleet.
+func (c Config) Enabled() bool { return len(c.Endpoints) > 0 }
+
+// WithDefaults fills the zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.HostID == "" {
+		c.HostID, _ = os.Hostname()
+	}
+	if c.TTL <= 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// Validate names the first bad key (as fleet.KEY of the config file).
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	for _, e := range c.Endpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			return fmt.Errorf("fleet.endpoints: %q is not an http:// or https:// URL", e)
+		}
+	}
+	if c.Group != "" {
+		if err := ValidID(c.Group); err != nil {
+			return fmt.Errorf("fleet.group: %w", err)
+		}
+	}
+	if c.HostID != "" {
+		if err := ValidID(c.HostID); err != nil {
+			return fmt.Errorf("fleet.host_id: %w", err)
+		}
+	}
+	if c.TTL < 0 || (c.TTL > 0 && c.TTL < time.Second) {
+		return fmt.Errorf("fleet.ttl must be at least 1s, got %s", c.TTL)
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return errors.New("fleet.cert and fleet.key go together")
+	}
+	return nil
+}
+
+// Dial connects to etcd. It does not wait for a member to answer: the
+// first request does (so a host whose etcd is down still starts).
+func Dial(c Config) (*clientv3.Client, error) {
+	c = c.WithDefaults()
+	cc := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.DialTimeout,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(), // errors reach the caller; the member loop logs them
+	}
+	if c.CA != "" || c.Cert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CA != "" {
+			pem, err := os.ReadFile(c.CA)
+			if err != nil {
+				return nil, fmt.Errorf("reading fleet.ca %s: %w", c.CA, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("reading fleet.ca %s: no PEM certificate in it", c.CA)
+			}
+			tc.RootCAs = pool
+		}
+		if c.Cert != "" {
+			cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+			if err != nil {
+				return nil, fmt.Errorf("loading fleet.cert %s and fleet.key %s: %w", c.Cert, c.Key, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		cc.TLS = tc
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(c.Endpoints, ","), err)
+	}
+	return cli, nil
+}

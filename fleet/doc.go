@@ -1,0 +1,99 @@
+// Package fleet coordinates updates across many lxcfleet hosts through
+// etcd (go.etcd.io/etcd/client/v3 and its concurrency package). A host
+// without [fleet] endpoints never imports a byte of it at run time: the
+// agent makes no Member, dials nothing, and updates on its own as before.
+//
+// # Keys (one group; prefix default "/lxcfleet")
+//
+//	<prefix>/<group>/hosts/<host-id>          HostRecord (JSON), under the host's session lease
+//	<prefix>/<group>/channel                  Channel (JSON): release {ref, commit}, policy, paused; no lease
+//	<prefix>/<group>/sem/slot/<nnnn>          Holder (JSON), nnnn = 0000..K-1, under the holder's session lease
+//	<prefix>/<group>/sem/start/<time>-<host>  Start (JSON): one per update started (for max_per_period); pruned after max(period, 24h)
+//	<prefix>/<group>/results/<commit>/<host>  Result (JSON): a host's outcome on that release; no lease
+//
+// # How a host follows its channel
+//
+// Each agent (Member.Run) keeps a session (a lease of TTL, kept alive by
+// the client) and registers its host under it: id, lxcfleet version,
+// current build and commit, lockers by state, last job and its outcome, and
+// its fleet state (idle, waiting, updating, failed) with the reason. It
+// watches the group's keys and, on every change and every 2 s, reads the
+// channel, the slots, the starts and the results at one revision and
+// decides with the pure function Decide: take a slot, update with the slot
+// it holds, release it, keep it, or wait (the reason is in the registry).
+// An update is the agent's own update-code job to the release's commit
+// (journaled, never overlapping another job, with the host's rolling
+// policy and its rollback). Then it reports, in one transaction fenced on
+// its slot: success writes its result and frees the slot; failure writes
+// its result and keeps the slot, marked failed, and the channel is paused
+// once max_failed_hosts hosts failed on the release.
+//
+// # Invariants, and where each rule comes from
+//
+//   - At most K hosts hold a slot, so at most K update at once. A slot is
+//     taken in one transaction that puts the slot key under the taker's
+//     lease only if the slot key does not exist AND nothing under sem/
+//     (slots, starts), the channel (K, pause) or the release's results
+//     changed since the revision the decision read (a prefix compare on mod
+//     revisions). Racing hosts cannot both win, and a lower K at run time
+//     takes effect for every new slot (FleetLock's counting semaphore; K
+//     lives in etcd and can change, unlike airlock's, frozen at first
+//     init). Tested: the hosts' own job records never overlap more than K.
+//   - A dead host frees its slot: the slot key is bound to the holder's
+//     lease, which expires TTL after the last keep-alive (SIGKILL, a hung
+//     process under SIGSTOP, a lost network). FleetLock's implementations
+//     (airlock, poseidon/fleetlock) keep a dead holder's slot forever;
+//     kured's --lock-ttl is off by default. Default TTL 30 s.
+//   - A live host whose update failed keeps its slot (host dead is not
+//     release bad) and pauses the channel after max_failed_hosts failures
+//     (default 1). Nothing starts on a paused channel, nor on a release
+//     with max_failed_hosts failed results (a second guard, read by every
+//     host). A host never retries a release it failed on. (Nebraska's
+//     safe mode pauses a rollout when updates fail or time out.)
+//   - Safe mode: while no host has succeeded on the release, K is 1 (the
+//     first host is a canary, alone). (Nebraska's safe mode.)
+//   - Max updates per period: a slot is taken only while fewer than
+//     max_per_period starts are younger than period (Nebraska's "max
+//     updates per period"). Counted across releases, by the takers' clocks.
+//   - Phased rollout: throttling rises linearly from phase_start at
+//     publication to 1 after phase_duration; a host takes the release once
+//     hash(host id, commit) <= throttling (Fedora CoreOS's rollouts in
+//     Cincinnati: the rate needs no coordination).
+//   - Locking is re-entrant per host id: a host that holds a slot (from
+//     this session, or from an earlier one whose lease has not yet expired:
+//     the agent restarted) keeps it; an earlier session's slot is moved to
+//     the new lease in a transaction fenced on the slot's create revision
+//     (FleetLock's recursive locking).
+//   - A host id belongs to one live session: the registry entry is
+//     written only if absent or already under the writer's lease, and a
+//     host takes no slot before it registered. Two agents configured with
+//     one id (cloned machines with one hostname) would otherwise share
+//     slots through re-entrancy; the second waits, and says why. An agent
+//     restarted without revoking its lease waits up to the TTL.
+//   - Every write that depends on holding a slot (the report that frees
+//     it or marks it failed, the pause after a failure) is a transaction
+//     comparing the slot key's create revision with the holder's: a host
+//     whose slot expired or was unlocked changes nothing that belongs to
+//     the new holder. Its result is still written (it is the host's own
+//     record).
+//   - Operators force-unlock by holder id, never by slot name: Unlock
+//     deletes only the slot that host holds, compared on its create
+//     revision (Deployer reverted an auto-unlock on failure because it let
+//     a second deploy break the first: release a lock by its owner).
+//   - etcd unreachable: the host starts no update (it cannot hold a slot),
+//     keeps its lockers as they are, and says so (Status.Connected, the
+//     registry note once back, one log line per change, the metric
+//     lxcfleet_fleet_etcd_connected). A job already running finishes.
+//
+// # Defaults
+//
+// group "default", host id the hostname, TTL 30 s, prefix "/lxcfleet",
+// K (max_hosts) 1, no per-period limit (period 1 h when one is set), no
+// phasing, no safe mode, max_failed_hosts 1. A channel keeps its policy
+// across publishes unless the publish sets one; publishing does not
+// resume a paused channel.
+//
+// Operators use Store (the CLI's `lxcfleet fleet ...` and the agent's
+// /v1/fleet routes): Hosts, Channel, Publish, SetPolicy, Pause, Resume,
+// Holders, Unlock, Results.
+package fleet
