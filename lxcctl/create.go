@@ -1,8 +1,10 @@
 package lxcctl
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -12,6 +14,12 @@ import (
 // Create makes a new container from an LXC template (for example "busybox"
 // or "download") with the template's extra arguments. The container must
 // not exist yet. On failure nothing of the container is left behind.
+//
+// It runs LXC's own lxc-create in a process of its own, not liblxc in this
+// one: liblxc forks to run the template, and a fork of this multithreaded
+// process can deadlock in the child on a lock another thread held (seen:
+// a clone's child stuck in a futex for 16 minutes in a test run); a
+// separate process also dies with ctx.
 func (h *Host) Create(ctx context.Context, name, template string, args ...string) error {
 	if err := ValidName(name); err != nil {
 		return err
@@ -19,21 +27,46 @@ func (h *Host) Create(ctx context.Context, name, template string, args ...string
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c, err := lxc.NewContainer(name, h.lxcpath)
-	if err != nil {
-		return fmt.Errorf("creating container %q: %s", name, err)
-	}
-	defer c.Release()
-	if c.Defined() {
+	if h.defined(name) {
 		return fmt.Errorf("creating container %q in %s: it already exists", name, h.lxcpath)
 	}
-	c.SetVerbosity(lxc.Quiet)
-	opts := lxc.TemplateOptions{Template: template, ExtraArgs: args}
-	if err := c.Create(opts); err != nil {
-		if c.Defined() {
-			_ = c.Destroy()
+	argv := []string{"-P", h.lxcpath, "-n", name, "-t", template}
+	if len(args) > 0 {
+		argv = append(append(argv, "--"), args...)
+	}
+	if err := h.lxcTool(ctx, "lxc-create", argv...); err != nil {
+		_ = h.Destroy(context.WithoutCancel(ctx), name)
+		return fmt.Errorf("creating container %q from template %q %s: %w", name, template, strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// defined reports whether a container of that name exists.
+func (h *Host) defined(name string) bool {
+	c, err := lxc.NewContainer(name, h.lxcpath)
+	if err != nil {
+		return false
+	}
+	defer c.Release()
+	return c.Defined()
+}
+
+// lxcTool runs one of LXC's command-line tools and returns its last
+// output lines in the error when it fails.
+func (h *Host) lxcTool(ctx context.Context, tool string, args ...string) error {
+	cmd := exec.CommandContext(ctx, tool, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if lines := strings.Split(msg, "\n"); len(lines) > 5 {
+			msg = strings.Join(lines[len(lines)-5:], "\n")
 		}
-		return fmt.Errorf("creating container %q from template %q %s: %s", name, template, strings.Join(args, " "), err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", tool, ctx.Err())
+		}
+		return fmt.Errorf("%s: %v: %s", tool, err, msg)
 	}
 	return nil
 }
@@ -50,9 +83,14 @@ func (h *Host) Clone(ctx context.Context, src, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Release()
-	if err := c.Clone(dst, lxc.CloneOptions{ConfigPath: h.lxcpath, Backend: lxc.Directory}); err != nil {
-		return fmt.Errorf("cloning container %q to %q: %s", src, dst, err)
+	_ = c.Release()
+	if h.defined(dst) {
+		return fmt.Errorf("cloning container %q to %q in %s: %q already exists", src, dst, h.lxcpath, dst)
+	}
+	// lxc-copy in a process of its own, for the reason Create gives.
+	if err := h.lxcTool(ctx, "lxc-copy", "-P", h.lxcpath, "-n", src, "-N", dst, "-B", "dir"); err != nil {
+		_ = h.Destroy(context.WithoutCancel(ctx), dst)
+		return fmt.Errorf("cloning container %q to %q: %w", src, dst, err)
 	}
 	return nil
 }
