@@ -96,7 +96,8 @@ func (h *Host) Clone(ctx context.Context, src, dst string) error {
 }
 
 // Destroy kills a container if it runs and removes it with its rootfs. A
-// container that does not exist is not an error.
+// container that does not exist is not an error. Once the removal has
+// begun it runs to its end, whatever ctx does.
 func (h *Host) Destroy(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -117,8 +118,11 @@ func (h *Host) Destroy(ctx context.Context, name string) error {
 			return fmt.Errorf("destroying container %q: %w", name, err)
 		}
 	}
-	if err := c.Destroy(); err != nil {
-		return fmt.Errorf("destroying container %q: %s", name, err)
+	// lxc-destroy in a process of its own: for an unprivileged container
+	// liblxc forks into its user namespace to remove the rootfs (see
+	// Create for why not in this process).
+	if err := h.lxcTool(context.WithoutCancel(ctx), "lxc-destroy", "-P", h.lxcpath, "-n", name); err != nil {
+		return fmt.Errorf("destroying container %q: %w", name, err)
 	}
 	return nil
 }
