@@ -41,7 +41,11 @@ type Report struct {
 	// ProberCPUPercent is the prober's CPU use over its life, in % of one
 	// core (from /proc/<pid>/stat).
 	ProberCPUPercent float64 `json:"prober_cpu_percent"`
-	Targets          []Goal  `json:"targets"`
+	// Probing is what measuring costs (the prober and the lockers
+	// answering it); Breakdown one locker's restart in its parts.
+	Probing   ProbingFigure `json:"probing"`
+	Breakdown []Breakdown   `json:"restart_breakdown,omitempty"`
+	Targets   []Goal        `json:"targets"`
 }
 
 // Goal is one performance target of issue 7 and whether this run met it.
