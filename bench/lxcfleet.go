@@ -27,7 +27,7 @@ type lxcfleetCLI struct {
 	Agent      bool   `json:"agent"`       // has `agent`
 	// Pacing: update-code has --pacing adaptive|fixed (issue 13).
 	Pacing bool   `json:"pacing"`
-	Err        string `json:"error,omitempty"`
+	Err    string `json:"error,omitempty"`
 }
 
 // probeLXCFleet asks the binary's help which commands it has.
