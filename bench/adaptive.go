@@ -19,7 +19,7 @@ import (
 //     that is down and whose port appears is asked over HTTP at once; its
 //     answer (the build) makes it serving again, from that tick.
 //   - a serving locker is asked over HTTP only every Serving (2 s, or
-//     N / ServingRate when longer: 15 s at N=300; on a keep-alive connection): to read its build and to catch an app that
+//     N / ServingRate when longer: 30 s at N=300; on a keep-alive connection): to read its build and to catch an app that
 //     hangs with its port open (that fallback is the only edge measured
 //     to within Serving rather than Tick).
 //   - a locker that is down, or whose probe just failed, is asked every
@@ -27,7 +27,7 @@ import (
 //     is closed (nothing could answer).
 //
 // Both edges are therefore seen to within one Tick plus the time to
-// schedule the prober; the lockers answer at most ServingRate (20)
+// schedule the prober; the lockers answer at most ServingRate (10)
 // requests a second plus one per start, instead of N × 20 (6,000 at N=300).
 
 // aLocker is one locker's state in the adaptive prober.

@@ -16,7 +16,7 @@
 //     process (`lockerbench probe`). Adaptive: every 25 ms one sock_diag
 //     dump of the listening ports and one getdents of the containers'
 //     cgroups give both edges of each locker's unavailability; HTTP only
-//     at each up edge and for serving lockers at 20 requests a second in
+//     at each up edge and for serving lockers at 10 requests a second in
 //     all. (Issue 7's 20 Hz HTTP poll stays as a mode, the reference.) It
 //     samples host pressure (load, PSI, memory) and writes JSON lines.
 //   - probing.go: what probing costs (prober and lockers, calibrated on

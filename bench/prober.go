@@ -52,7 +52,7 @@ type ProbeConfig struct {
 	// port open.
 	Serving time.Duration `json:"serving,omitempty"`
 	// ServingRate caps the serving lockers' probes at so many requests a
-	// second in all (default 20): Serving grows to N / ServingRate, so
+	// second in all (default 10): Serving grows to N / ServingRate, so
 	// that the lockers' cost of answering does not grow with N.
 	ServingRate float64 `json:"serving_rate,omitempty"`
 }
@@ -136,7 +136,7 @@ func RunProber(ctx context.Context, cfg ProbeConfig) error {
 		cfg.Serving = 2 * time.Second
 	}
 	if cfg.ServingRate <= 0 {
-		cfg.ServingRate = 20
+		cfg.ServingRate = 10
 	}
 	cfg.Serving = max(cfg.Serving, time.Duration(float64(len(cfg.Targets))/cfg.ServingRate*float64(time.Second)))
 	states := make([]*lockerState, len(cfg.Targets))

@@ -25,6 +25,7 @@ type ProbingFigure struct {
 	// The adaptive prober (the one every scenario is measured with).
 	TickMs            float64 `json:"tick_ms"`
 	ServingSeconds    float64 `json:"serving_seconds"`
+	ServingRate       float64 `json:"serving_rate"`
 	AdaptiveProberPct float64 `json:"adaptive_prober_pct"`
 	AdaptiveLockerPct float64 `json:"adaptive_lockers_pct"`
 	AdaptiveReqPerSec float64 `json:"adaptive_requests_per_s"`
@@ -69,7 +70,8 @@ func (r *runner) resumeProber() {
 // measureProbing runs the calibration on the idle fleet.
 func (r *runner) measureProbing(ctx context.Context) ProbingFigure {
 	d := r.o.CalibrateFor
-	f := ProbingFigure{Seconds: d.Seconds(), TickMs: 25, ServingSeconds: max(r.o.ProbeServing.Seconds(), float64(len(r.fleet.Targets))/20)}
+	f := ProbingFigure{Seconds: d.Seconds(), TickMs: 25, ServingRate: r.o.ProbeServingRate,
+		ServingSeconds: max(r.o.ProbeServing.Seconds(), float64(len(r.fleet.Targets))/r.o.ProbeServingRate)}
 	sleep := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():

@@ -48,9 +48,11 @@ type Options struct {
 	Monitor time.Duration
 	// ProbeMode is the prober's mode (ProbeAdaptive by default; ProbePoll
 	// is issue 7's 20 Hz prober); ProbeServing the adaptive prober's period
-	// for serving lockers (2 s).
-	ProbeMode    string
-	ProbeServing time.Duration
+	// for serving lockers (2 s, longer when ProbeServingRate, the cap on
+	// their probes in all, 10 a second, asks for it).
+	ProbeMode        string
+	ProbeServing     time.Duration
+	ProbeServingRate float64
 	// CalibrateFor is the length of each period of the probing-cost
 	// calibration (5 s); NoPollReference leaves out its 20 Hz reference
 	// period.
@@ -104,6 +106,9 @@ func (o *Options) defaults() error {
 	}
 	if o.ProbeServing == 0 {
 		o.ProbeServing = 2 * time.Second
+	}
+	if o.ProbeServingRate == 0 {
+		o.ProbeServingRate = 10
 	}
 	if o.CalibrateFor == 0 {
 		o.CalibrateFor = 5 * time.Second
@@ -356,7 +361,7 @@ func (r *runner) pointCurrent(target string) error {
 func (r *runner) startProber() error {
 	r.events = filepath.Join(r.dir, "events.jsonl")
 	cmd, status, err := r.launchProber("main", ProbeConfig{Events: r.events, Interval: 50 * time.Millisecond, Timeout: time.Second,
-		SampleEvery: 500 * time.Millisecond, Mode: r.o.ProbeMode, Serving: r.o.ProbeServing})
+		SampleEvery: 500 * time.Millisecond, Mode: r.o.ProbeMode, Serving: r.o.ProbeServing, ServingRate: r.o.ProbeServingRate})
 	if err != nil {
 		return err
 	}
