@@ -130,50 +130,42 @@ type Breakdown struct {
 	Median RestartParts `json:"median"`
 }
 
-// measureBreakdown restarts lockers 0, 1, 2, … one at a time with nothing
-// probing (the prober stopped), then as many under the 20 Hz prober.
-func (r *runner) measureBreakdown(ctx context.Context) []Breakdown {
-	n := min(r.o.BreakdownRuns, len(r.fleet.Targets))
-	var out []Breakdown
-	loads := []string{"none"}
-	if !r.o.NoPollReference {
-		loads = append(loads, "20 Hz prober")
-	}
+// partsAlone times locker i's restart with nothing probing (the prober
+// stopped meanwhile).
+func (r *runner) partsAlone(ctx context.Context, i int) RestartParts {
 	r.pauseProber()
 	defer r.resumeProber()
-	for _, load := range loads {
-		b := Breakdown{Load: load}
-		if load != "none" {
-			cmd, _, err := r.launchProber("breakdown", ProbeConfig{Mode: ProbePoll, Interval: 50 * time.Millisecond, Timeout: time.Second, SampleEvery: time.Second})
-			if err != nil {
-				b.Runs = append(b.Runs, RestartParts{Load: load, Err: err.Error()})
-				out = append(out, b)
-				continue
-			}
-			time.Sleep(2 * time.Second)
-			b.Runs = r.breakdownRuns(ctx, n, load)
-			stopCmd(cmd)
-		} else {
-			time.Sleep(time.Second)
-			b.Runs = r.breakdownRuns(ctx, n, load)
-		}
-		b.Median = medianParts(b.Runs)
-		out = append(out, b)
-		r.log.Info("restart breakdown", "load", load, "stop", b.Median.Stop, "lxc_start", b.Median.LXCStart, "app_ready", b.Median.AppReady, "detect", b.Median.Detect, "sum", b.Median.Sum, "app_cpu", b.Median.AppCPU)
-	}
-	return out
+	time.Sleep(time.Second)
+	return r.restartParts(ctx, i, "none")
 }
 
-func (r *runner) breakdownRuns(ctx context.Context, n int, load string) []RestartParts {
-	var runs []RestartParts
-	for i := range n {
+// breakdownUnderPoll times restarts of lockers 0, 1, 2, … under issue 7's
+// 20 Hz prober (the adaptive one stopped): what a heavy prober does to a
+// restart.
+func (r *runner) breakdownUnderPoll(ctx context.Context) Breakdown {
+	const load = "20 Hz prober"
+	b := Breakdown{Load: load}
+	r.pauseProber()
+	defer r.resumeProber()
+	cmd, _, err := r.launchProber("breakdown", ProbeConfig{Mode: ProbePoll, Interval: 50 * time.Millisecond, Timeout: time.Second, SampleEvery: time.Second})
+	if err != nil {
+		b.Runs = append(b.Runs, RestartParts{Load: load, Err: err.Error()})
+		b.Median = medianParts(b.Runs)
+		return b
+	}
+	defer stopCmd(cmd)
+	time.Sleep(2 * time.Second)
+	for i := range min(r.o.BreakdownRuns, len(r.fleet.Targets)) {
 		if ctx.Err() != nil {
 			break
 		}
-		runs = append(runs, r.restartParts(ctx, i, load))
+		b.Runs = append(b.Runs, r.restartParts(ctx, i, load))
 		time.Sleep(500 * time.Millisecond)
 	}
-	return runs
+	b.Median = medianParts(b.Runs)
+	r.log.Info("restart breakdown", "load", load, "stop", b.Median.Stop, "lxc_start", b.Median.LXCStart, "app_ready", b.Median.AppReady,
+		"detect", b.Median.Detect, "sum", b.Median.Sum, "app_cpu", b.Median.AppCPU)
+	return b
 }
 
 func medianParts(runs []RestartParts) RestartParts {

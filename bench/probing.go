@@ -46,6 +46,7 @@ type ProbingFigure struct {
 	RunTotalPct     float64 `json:"run_total_pct"`
 	CalibrationNote string  `json:"note,omitempty"`
 	Err             string  `json:"error,omitempty"`
+	idle            float64 // the lockers' idle CPU, cores
 }
 
 // lockerCPU is the CPU seconds the fleet's containers have used.
@@ -106,34 +107,43 @@ func (r *runner) measureProbing(ctx context.Context) ProbingFigure {
 	f.AdaptiveProberPct = 100 * (p1 - p0) / el
 	f.AdaptiveLockerPct = max(0, 100*((l1-l0)/el-idle))
 	f.AdaptiveReqPerSec = float64(s1.Requests-s0.Requests) / el
-	if r.o.NoPollReference {
-		return f
+	f.idle = idle
+	return f
+}
+
+// measurePollProbing adds the 20 Hz prober's cost to f: in a process of
+// its own, with the adaptive one stopped meanwhile.
+func (r *runner) measurePollProbing(ctx context.Context, f *ProbingFigure) {
+	d := r.o.CalibrateFor
+	idle := f.idle
+	sleep := func(d time.Duration) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
 	}
-	// The 20 Hz prober, in a process of its own, with the adaptive one
-	// stopped meanwhile.
 	r.pauseProber()
 	defer r.resumeProber()
 	cmd, status, err := r.launchProber("calibrate", ProbeConfig{Mode: ProbePoll, Interval: 50 * time.Millisecond, Timeout: time.Second, SampleEvery: time.Second})
 	if err != nil {
 		f.Err = err.Error()
-		return f
+		return
 	}
 	defer stopCmd(cmd)
 	sleep(time.Second)
-	s0, _ = ReadStatus(status)
-	p0, l0 = procCPUSeconds(cmd.Process.Pid), r.lockerCPU()
-	t0 = time.Now()
+	s0, _ := ReadStatus(status)
+	p0, l0 := procCPUSeconds(cmd.Process.Pid), r.lockerCPU()
+	t0 := time.Now()
 	sleep(d)
-	s1, _ = ReadStatus(status)
-	p1, l1 = procCPUSeconds(cmd.Process.Pid), r.lockerCPU()
-	el = time.Since(t0).Seconds()
+	s1, _ := ReadStatus(status)
+	p1, l1 := procCPUSeconds(cmd.Process.Pid), r.lockerCPU()
+	el := time.Since(t0).Seconds()
 	f.PollProberPct = 100 * (p1 - p0) / el
 	f.PollLockerPct = max(0, 100*((l1-l0)/el-idle))
 	f.PollReqPerSec = float64(s1.Requests-s0.Requests) / el
 	if n := s1.Requests - s0.Requests; n > 0 {
 		f.LockerCPUPerRequestMs = 1000 * max(0, (l1-l0)-idle*el) / float64(n)
 	}
-	return f
 }
 
 // finishProbing adds the run-wide figures, before the prober stops.

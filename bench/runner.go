@@ -273,24 +273,38 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		return rep, err
 	}
 	proberStarted := time.Now()
-	// What probing costs, on the idle fleet; then one locker's restart
-	// broken into its parts with nothing probing (and under the 20 Hz
-	// prober, to show what it costs).
+	// What probing costs, on the idle fleet (no probing, then the adaptive
+	// prober). Then one locker restarted alone, three times (the yardstick
+	// for rolling), each followed by the same restart broken into its parts
+	// with nothing probing: pairs taken under the same conditions on a
+	// shared machine. The 20 Hz reference (its cost, a restart under it)
+	// comes last, so that its load does not spill into the others.
 	r.log.Info("calibrating the probing cost")
 	rep.Probing = r.measureProbing(ctx)
-	r.log.Info("probing cost", "prober_pct", rep.Probing.AdaptiveProberPct, "lockers_pct", rep.Probing.AdaptiveLockerPct,
-		"poll_prober_pct", rep.Probing.PollProberPct, "poll_lockers_pct", rep.Probing.PollLockerPct)
-	rep.Breakdown = r.measureBreakdown(ctx)
-	if _, ok := r.waitAll(ctx, BuildA, time.Now().Add(time.Minute)); !ok {
-		return rep, errors.New("lockers do not all answer build A after the restart breakdown")
-	}
-	// One locker restarted alone, three times: the yardstick for rolling.
+	r.log.Info("probing cost", "prober_pct", rep.Probing.AdaptiveProberPct, "lockers_pct", rep.Probing.AdaptiveLockerPct)
+	none := Breakdown{Load: "none"}
 	for i := range min(3, o.N) {
 		m, err := r.restartAlone(ctx, i)
 		r.marks = append(r.marks, m)
 		if err != nil {
 			return rep, err
 		}
+		if i < r.o.BreakdownRuns {
+			none.Runs = append(none.Runs, r.partsAlone(ctx, i))
+		}
+	}
+	none.Median = medianParts(none.Runs)
+	rep.Breakdown = append(rep.Breakdown, none)
+	r.log.Info("restart breakdown", "load", none.Load, "stop", none.Median.Stop, "lxc_start", none.Median.LXCStart, "app_ready", none.Median.AppReady,
+		"detect", none.Median.Detect, "sum", none.Median.Sum, "app_cpu", none.Median.AppCPU)
+	if !r.o.NoPollReference {
+		r.measurePollProbing(ctx, &rep.Probing)
+		r.log.Info("20 Hz probing cost", "prober_pct", rep.Probing.PollProberPct, "lockers_pct", rep.Probing.PollLockerPct)
+		rep.Breakdown = append(rep.Breakdown, r.breakdownUnderPoll(ctx))
+		time.Sleep(5 * time.Second)
+	}
+	if _, ok := r.waitAll(ctx, BuildA, time.Now().Add(time.Minute)); !ok {
+		return rep, errors.New("lockers do not all answer build A after the restart breakdown")
 	}
 	for _, id := range o.Scenarios {
 		if err := ctx.Err(); err != nil {
