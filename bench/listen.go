@@ -43,16 +43,11 @@ const (
 	sizeofInetDiagMsg = 72 // struct inet_diag_msg
 )
 
-// scan returns the set of IPv4 and IPv6 TCP ports in LISTEN state. It
-// reuses into (cleared first).
+// scan returns the set of IPv4 TCP ports in LISTEN state (the lockers
+// listen on 127.0.0.1). It reuses into (cleared first).
 func (s *listenScanner) scan(into map[int]bool) error {
 	clear(into)
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := s.dump(family, into); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.dump(unix.AF_INET, into)
 }
 
 func (s *listenScanner) dump(family uint8, into map[int]bool) error {
