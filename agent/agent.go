@@ -36,7 +36,10 @@ type Deps struct {
 	// ReleaseOf says which release a running locker's init really uses
 	// (from its mountinfo); nil when the host has no layout.
 	ReleaseOf func(initPID int) (release string, deleted bool, err error)
-	Logger    *slog.Logger
+	// Gauge reads the host's pressure for adaptive pacing; nil: starts
+	// and failures alone set W.
+	Gauge  rollout.Gauge
+	Logger *slog.Logger
 }
 
 // Config is the agent's configuration (see LoadConfig for the file).

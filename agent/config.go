@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
 
@@ -77,6 +78,7 @@ type FileConfig struct {
 		Delay           Duration `toml:"delay"`
 		Health          string   `toml:"health"`
 		Monitor         Duration `toml:"monitor"`
+		Pacing          string   `toml:"pacing"`
 		Target          string   `toml:"target"`
 		Strategy        string   `toml:"strategy"`
 		MaxFailureRatio *float64 `toml:"max_failure_ratio"`
@@ -97,6 +99,14 @@ type FileConfig struct {
 		Backoff    Duration `toml:"backoff"`
 		MaxBackoff Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
+
+	// Cgroup places the lockers the agent starts under one parent cgroup
+	// with a low CPU weight, so that busy lockers cannot starve the agent
+	// (lxcctl.CgroupParent). parent = "" leaves them where LXC puts them.
+	Cgroup struct {
+		Parent    string `toml:"parent"`
+		CPUWeight int    `toml:"cpu_weight"`
+	} `toml:"cgroup"`
 }
 
 // DefaultFileConfig returns the settings used where the file is silent.
@@ -118,6 +128,8 @@ func DefaultFileConfig() FileConfig {
 	c.Provision.Network = "none"
 	c.Provision.HaltSignal = "SIGTERM"
 	c.Provision.PortBase = 4100
+	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
+	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight
 	d := DefaultDefaults()
 	c.Defaults.StopParallel = d.StopParallel
 	c.Defaults.StopTimeout = Duration(d.StopTimeout)
@@ -191,6 +203,9 @@ func (c FileConfig) validate() error {
 	if c.StateDir == "" {
 		return errors.New("state_dir must be set")
 	}
+	if err := c.CgroupParent().Validate(); err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
 	if c.Listen.Socket == "" && c.Listen.TCP == "" {
 		return errors.New("listen.socket and listen.tcp are both empty: the agent would serve nowhere")
 	}
@@ -236,6 +251,11 @@ func (c FileConfig) validate() error {
 		names[s.Name] = true
 	}
 	return nil
+}
+
+// CgroupParent is the [cgroup] section for lxcctl.
+func (c FileConfig) CgroupParent() lxcctl.CgroupParent {
+	return lxcctl.CgroupParent{Path: c.Cgroup.Parent, CPUWeight: c.Cgroup.CPUWeight}
 }
 
 // MountLayout returns the [layout] section as a mounts.Layout: the one place
@@ -314,6 +334,7 @@ func (c FileConfig) AgentDefaults() Defaults {
 	setD(&d.Delay, x.Delay)
 	setS(&d.Health, x.Health)
 	setD(&d.Monitor, x.Monitor)
+	setS(&d.Pacing, x.Pacing)
 	setS(&d.Target, x.Target)
 	setS(&d.Strategy, x.Strategy)
 	if x.MaxFailureRatio != nil {

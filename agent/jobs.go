@@ -99,8 +99,11 @@ type Event struct {
 	Message   string    `json:"message,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	Duration  Duration  `json:"duration,omitempty"`
-	Progress  Progress  `json:"progress"`
-	State     JobState  `json:"state,omitempty"`
+	// MaxStarting is W, the most lockers starting at once, when this
+	// locker's start place was taken (its stopping or starting event).
+	MaxStarting int      `json:"max_starting,omitempty"`
+	Progress    Progress `json:"progress"`
+	State       JobState `json:"state,omitempty"`
 }
 
 // BusyError is returned when a mutating job is submitted while another runs.

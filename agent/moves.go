@@ -53,6 +53,8 @@ func policyOf(req Request) rollout.Policy {
 		Soak:            req.Soak.D(),
 		MaxFailureRatio: *req.MaxFailureRatio,
 		FailureAction:   rollout.Action(req.FailureAction),
+		Pacing:          rollout.Pacing(req.Pacing),
+		Pace:            rollout.DefaultPaceTargets(),
 	}
 }
 
@@ -146,6 +148,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 		Host:    lockerverbs.Verbs{C: a.deps.Containers, Health: req.healthCheck()},
 		Observe: hold.wrap(a.track(r).onEvent),
 		Reason:  "job " + r.job.ID,
+		Gauge:   a.deps.Gauge,
 	}
 	if a.deps.Code != nil {
 		env.Releases = codeReleases{a.deps.Code}
@@ -231,7 +234,7 @@ func (t *tracker) onEvent(e rollout.Event) {
 		}
 	}
 	t.r.emit(Event{Type: "container", Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome,
-		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e)})
+		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e), MaxStarting: e.MaxStarting})
 }
 
 func backNote(e rollout.Event) string {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // Request asks the agent for one operation. Zero fields take the agent's
@@ -29,6 +30,10 @@ type Request struct {
 	// healthy check to count as moved (Swarm's monitor, Nomad's
 	// min_healthy_time); it holds its place in the window until then.
 	Monitor Duration `json:"monitor,omitempty" toml:"monitor"`
+	// Pacing is "adaptive" (W, the most starting at once, adapts between
+	// 1 and Window, or all lockers for offline updates and start-all, see
+	// rollout.Pacer) or "fixed" (W = Window).
+	Pacing string `json:"pacing,omitempty" toml:"pacing"`
 
 	// update-code and rollback.
 	Target          string   `json:"target,omitempty" toml:"target"`     // branch, tag or commit
@@ -47,6 +52,8 @@ const (
 	StrategyOffline = "offline"
 	ActionPause     = "pause"
 	ActionRollback  = "rollback"
+	PacingAdaptive  = string(rollout.Adaptive)
+	PacingFixed     = string(rollout.Fixed)
 )
 
 // Defaults are the values a Request's zero fields take.
@@ -58,6 +65,7 @@ type Defaults struct {
 	Delay           time.Duration `json:"delay"`
 	Health          string        `json:"health"`
 	Monitor         time.Duration `json:"monitor"`
+	Pacing          string        `json:"pacing"`
 	Target          string        `json:"target"`
 	Strategy        string        `json:"strategy"`
 	MaxFailureRatio float64       `json:"max_failure_ratio"`
@@ -78,6 +86,7 @@ func DefaultDefaults() Defaults {
 		Deadline:        60 * time.Second,
 		Health:          "none",
 		Monitor:         10 * time.Second,
+		Pacing:          PacingAdaptive,
 		Target:          "main",
 		Strategy:        StrategyRolling,
 		MaxFailureRatio: 0.1,
@@ -134,6 +143,9 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	if r.Monitor == 0 {
 		r.Monitor = Duration(d.Monitor)
 	}
+	if r.Pacing == "" {
+		r.Pacing = d.Pacing
+	}
 	if r.Target == "" {
 		r.Target = d.Target
 	}
@@ -180,6 +192,11 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	if _, err := lxcctl.ParseHealthCheck(r.Health); err != nil {
 		return r, InvalidError{err.Error()}
 	}
+	pacing, err := rollout.ParsePacing(r.Pacing)
+	if err != nil {
+		return r, InvalidError{err.Error()}
+	}
+	r.Pacing = string(pacing)
 	switch r.Strategy {
 	case StrategyRolling, StrategyOffline:
 	default:

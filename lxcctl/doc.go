@@ -14,6 +14,12 @@
 // starting at once, where a container holds its slot until its health check
 // passes or its deadline expires.
 //
+// A health check counts only what the container itself answers (owner.go):
+// the listening socket that took an HTTP or TCP probe must be held by the
+// container's init or a descendant (found through NETLINK_SOCK_DIAG and
+// /proc/PID/fd), so a host process squatting a locker's port never makes it
+// healthy.
+//
 // go-lxc pitfalls this package designs around (see LXC-NOTES.md):
 // Shutdown/Wait truncate timeouts to whole seconds, Shutdown does not kill,
 // one Container object holds one lock for a whole Wait, and errors are

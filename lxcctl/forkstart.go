@@ -18,7 +18,7 @@ import (
 // ForkStartCommand is the hidden subcommand through which a Host starts a
 // container: the Host re-executes its binary as
 //
-//	<exe> forkstart <lxcpath> <name> <logfile>
+//	<exe> forkstart <lxcpath> <name> <logfile> [<cgroup parent>]
 //
 // and the child calls go-lxc's Start with daemonize. liblxc forks the
 // container's monitor from that short-lived child, so the long-running
@@ -37,11 +37,12 @@ const ForkStartCommand = "forkstart"
 const maxLogBytes = 1 << 20
 
 // ForkStartMain is the body of the forkstart subcommand: args are lxcpath,
-// name and log file. It returns the process exit code and writes a one-line
-// error to stderr on failure.
+// name, log file and, optionally, the cgroup parent (lxc.cgroup.dir, set in
+// memory unless the config sets one). It returns the process exit code and
+// writes a one-line error to stderr on failure.
 func ForkStartMain(args []string) int {
-	if len(args) != 3 {
-		fmt.Fprintf(os.Stderr, "usage: %s LXCPATH NAME LOGFILE\n", ForkStartCommand)
+	if len(args) != 3 && len(args) != 4 {
+		fmt.Fprintf(os.Stderr, "usage: %s LXCPATH NAME LOGFILE [CGROUP_PARENT]\n", ForkStartCommand)
 		return 2
 	}
 	lxcpath, name, logfile := args[0], args[1], args[2]
@@ -64,6 +65,12 @@ func ForkStartMain(args []string) int {
 			return 1
 		}
 		_ = c.SetLogLevel(lxc.WARN)
+	}
+	if len(args) == 4 && args[3] != "" && !ownCgroupDir(c) {
+		if err := c.SetConfigItem("lxc.cgroup.dir", args[3]); err != nil {
+			fmt.Fprintf(os.Stderr, "placing %q under cgroup %s: %s\n", name, args[3], err)
+			return 1
+		}
 	}
 	if err := c.WantDaemonize(true); err != nil {
 		fmt.Fprintf(os.Stderr, "daemonizing %q: %s\n", name, err)
@@ -109,7 +116,7 @@ func (h *Host) Start(ctx context.Context, name string) error {
 	offset := fileSize(logfile)
 
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, h.exe, ForkStartCommand, h.lxcpath, name, logfile)
+	cmd := exec.CommandContext(ctx, h.exe, ForkStartCommand, h.lxcpath, name, logfile, h.cgroupParent())
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
 	// The container's monitor is forked from the child; should it ever keep
@@ -126,6 +133,29 @@ func (h *Host) Start(ctx context.Context, name string) error {
 		return fmt.Errorf("starting container %q: %s (%s %s %s %s %s: %v)", name, msg, h.exe, ForkStartCommand, h.lxcpath, name, logfile, err)
 	}
 	return nil
+}
+
+// cgroupParent creates the parent cgroup at the first start and returns
+// its path, or "" when it cannot be made (warned once).
+func (h *Host) cgroupParent() string {
+	h.cgroupOnce.Do(func() {
+		if err := h.cgroup.Ensure(); err != nil {
+			h.log.Warn("starting lockers without a parent cgroup: the agent competes with each locker for CPU", "err", err)
+			h.cgroup = CgroupParent{}
+		}
+	})
+	return h.cgroup.Path
+}
+
+// ownCgroupDir: the container's config places it itself. (go-lxc returns
+// "(null)" for an unset key.)
+func ownCgroupDir(c *lxc.Container) bool {
+	for _, k := range []string{"lxc.cgroup.dir", "lxc.cgroup.dir.container"} {
+		if v := c.ConfigItem(k); len(v) > 0 && v[0] != "" && v[0] != "(null)" {
+			return true
+		}
+	}
+	return false
 }
 
 func fileSize(path string) int64 {

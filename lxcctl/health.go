@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"time"
 )
@@ -17,8 +18,8 @@ type HealthKind string
 // The health checks lxcfleet knows.
 const (
 	HealthNone HealthKind = "none" // healthy once RUNNING
-	HealthHTTP HealthKind = "http" // GET returns 2xx
-	HealthTCP  HealthKind = "tcp"  // a TCP connect succeeds
+	HealthHTTP HealthKind = "http" // GET returns 2xx, answered by the container
+	HealthTCP  HealthKind = "tcp"  // a TCP connect succeeds, answered by the container
 	HealthExec HealthKind = "exec" // a command inside the container exits 0
 )
 
@@ -28,6 +29,16 @@ const (
 // one check serves a fleet whose lockers each listen on their own port, e.g.
 // "http://127.0.0.1:{port}/healthz". For HealthExec, Target is the command
 // (split on spaces) run inside the container.
+//
+// An HTTP or TCP attempt passes only when the listening socket that took
+// its connection is held by a process of the container (its init or a
+// descendant; see ErrForeignListener): another process of the host
+// answering on the locker's port (its app died of EADDRINUSE, or it is
+// stopped) never makes it healthy. A check through a proxy of the host
+// therefore never passes: probe the app's own port. An exec check of a
+// container on the host's network (which reaches the host's sockets from
+// inside) also fails when the container's PORT is held only by processes
+// outside it.
 type HealthCheck struct {
 	Kind     HealthKind    `json:"kind"`
 	Target   string        `json:"target,omitempty"`
@@ -134,7 +145,9 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		var remote net.Addr
+		trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { remote = ci.Conn.RemoteAddr() }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, url, nil)
 		if err != nil {
 			return fmt.Errorf("health check of container %q: %w", in.Name, err)
 		}
@@ -147,7 +160,7 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			return fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
-		return nil
+		return k.answeredByOwn(ctx, in, remote)
 	case HealthTCP:
 		addr, err := hc.Expand(in)
 		if err != nil {
@@ -158,7 +171,11 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if err != nil {
 			return err
 		}
-		return conn.Close()
+		remote := conn.RemoteAddr()
+		if err := conn.Close(); err != nil {
+			return err
+		}
+		return k.answeredByOwn(ctx, in, remote)
 	case HealthExec:
 		cmd, err := hc.Expand(in)
 		if err != nil {
@@ -171,9 +188,33 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if res.ExitCode != 0 {
 			return fmt.Errorf("%s exited %d: %s", cmd, res.ExitCode, strings.TrimSpace(string(res.Stderr)))
 		}
-		return nil
+		pid := in.InitPID
+		if pid <= 0 {
+			now, err := k.host.Info(ctx, in.Name)
+			if err != nil {
+				return err
+			}
+			pid = now.InitPID
+		}
+		return checkPortOwner(in.Name, pid, in.Env)
 	}
 	return fmt.Errorf("unknown health check kind %q", hc.Kind)
+}
+
+// answeredByOwn checks that the socket that answered a probe of the
+// container on remote is held by a process of the container (see
+// checkAnswerOwner); in.InitPID is read again when it is not known (the
+// Info of a container taken before its start).
+func (k *checker) answeredByOwn(ctx context.Context, in Info, remote net.Addr) error {
+	pid := in.InitPID
+	if pid <= 0 {
+		now, err := k.host.Info(ctx, in.Name)
+		if err != nil {
+			return err
+		}
+		pid = now.InitPID
+	}
+	return checkAnswerOwner(in.Name, pid, remote)
 }
 
 // CheckHealth runs one attempt of hc against a running container.

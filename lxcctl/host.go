@@ -46,6 +46,12 @@ type Options struct {
 	Exe string
 	// Logger receives debug logs; default slog.Default().
 	Logger *slog.Logger
+	// Cgroup places started containers under a parent cgroup (see
+	// CgroupParent); zero leaves them where LXC puts them. The first Start
+	// creates the parent and sets its weight; when it cannot (a read-only
+	// cgroup file system), it logs a warning once and starts containers
+	// where LXC puts them: a locker that does not start is worse.
+	Cgroup CgroupParent
 }
 
 // Host is one lxcpath on this machine and the operations lxcfleet performs on
@@ -55,6 +61,9 @@ type Host struct {
 	lxcpath string
 	exe     string
 	log     *slog.Logger
+	cgroup  CgroupParent
+
+	cgroupOnce sync.Once
 
 	checkOnce sync.Once
 	check     *checker
@@ -82,7 +91,10 @@ func NewHost(opts Options) (*Host, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("opening lxcpath %s: not a directory", abs)
 	}
-	return &Host{lxcpath: abs, exe: opts.Exe, log: opts.Logger}, nil
+	if err := opts.Cgroup.Validate(); err != nil {
+		return nil, fmt.Errorf("opening lxcpath %s: %w", abs, err)
+	}
+	return &Host{lxcpath: abs, exe: opts.Exe, log: opts.Logger, cgroup: opts.Cgroup}, nil
 }
 
 // LXCPath returns the absolute lxcpath of the host.

@@ -25,8 +25,12 @@ func (h *Host) StartHealthy(ctx context.Context, name string, hc HealthCheck, de
 // CheckRunning runs one attempt of hc against a container and passes only
 // when the container is RUNNING before and after the attempt with the same
 // init: a check answered while the container stopped (by another process
-// holding its port, say) does not count. A container that is not running
-// gives an error wrapping ErrNotRunning.
+// holding its port, say) does not count. An HTTP or TCP check must also be
+// answered by a socket a process of the container holds: one answered by
+// another process holding the container's port (the app died of
+// EADDRINUSE but its init runs on) gives an error wrapping
+// ErrForeignListener that names that process. A container that is not
+// running gives an error wrapping ErrNotRunning.
 func (h *Host) CheckRunning(ctx context.Context, name string, hc HealthCheck) error {
 	before, err := h.Info(ctx, name)
 	if err != nil {

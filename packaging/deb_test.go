@@ -89,7 +89,7 @@ func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
 	}
 	dpkg("-i", deb)
 	st := dpkg("-s", "lxcfleet")
-	for _, want := range []string{"Status: install ok installed", "Conffiles:", "/etc/lxcfleet/lxcfleet.toml", "Depends: lxc", "libc6 (>="} {
+	for _, want := range []string{"Status: install ok installed", "Conffiles:", "/etc/lxcfleet/lxcfleet.toml", "Depends: lxc, tini,", "libc6 (>="} {
 		if !strings.Contains(st, want) {
 			t.Errorf("dpkg -s lacks %q:\n%s", want, st)
 		}

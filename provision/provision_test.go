@@ -437,7 +437,7 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		{[]string{existing}, opts, "already exists"},
 		{[]string{e.prefix + "ok", e.prefix + "ok"}, opts, "named twice"},
 		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Network: "bridge"}, "network"},
-		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"}}, "unprivileged"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Idmap: []string{"u 0 100000 65536", "x 0 100000 65536"}}, "is not u, g or b"},
 	} {
 		_, err := e.prov.Provision(ctx, tc.names, tc.opts)
 		var ie InvalidError
@@ -508,7 +508,7 @@ func TestProvisionUnprivilegedLockerWritesMe(t *testing.T) {
 	e.cleanup(t, name)
 	opts := e.nodeOptions(t, 1)
 	opts.Idmap = []string{"u 0 100000 65536", "g 0 100000 65536"}
-	opts.Network = NetworkEmpty // LXC cannot mount /sys on the host's network from a user namespace
+	opts.Network = NetworkEmpty // the host's network: TestUnprivilegedLockersHealthyInBothNetworks
 	res, err := e.prov.Provision(ctx, []string{name}, opts)
 	if err != nil || res[0].Outcome != OutcomeProvisioned {
 		t.Fatalf("Provision: %+v %v", res, err)

@@ -66,6 +66,18 @@
 // its own: only a window full of failed lockers or that end does).
 // Canaries and soak apply to rolling updates only; a soak without
 // canaries does nothing.
+//
+// # Pacing
+//
+// K bounds the lockers down, W ≤ K the lockers starting (a replace takes
+// its start place before its stop). With Policy.Pacing Adaptive (the
+// default) the Pacer, an AIMD controller, sets W between 1 and K (all
+// lockers for offline and start plans, which have no serving capacity to
+// protect): +1 per window of healthy starts; halved on a failed start, a
+// start over 3× the fastest recent one, or PSI pressure over target
+// (DefaultPaceTargets), at most once per window. Fixed keeps W =
+// MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
+// before pacing ran. The way back always runs fixed.
 // With no health check configured, "healthy" means RUNNING: the monitor
 // window still catches a release that exits at start or within 10 s, but
 // not one that runs and serves errors.

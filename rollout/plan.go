@@ -74,8 +74,15 @@ type Policy struct {
 	// (Kubernetes' maxUnavailable, Swarm's parallelism); > 0.
 	MaxUnavailable int `json:"max_unavailable"`
 	// MaxStarting is W ≤ K, the most lockers starting at once (from their
-	// start to their first healthy check); 0, or more than K, means K.
+	// stop, for a replace, to their first healthy check); 0, or more than
+	// K, means K. With adaptive pacing it is W's first value, and W moves
+	// between 1 and K (all lockers for offline and start plans).
 	MaxStarting int `json:"max_starting,omitempty"`
+	// Pacing: Adaptive (DefaultPolicy) or Fixed; empty is Fixed, as plans
+	// journaled before pacing existed ran.
+	Pacing Pacing `json:"pacing,omitempty"`
+	// Pace are the adaptive pacer's targets; zero fields disable a signal.
+	Pace PaceTargets `json:"pace,omitempty"`
 	// StopParallel is the most lockers stopping at once in a stop phase
 	// (stop-all, offline); 0 means K.
 	StopParallel int `json:"stop_parallel,omitempty"`
@@ -114,6 +121,8 @@ func DefaultPolicy() Policy {
 		Interval:        500 * time.Millisecond,
 		MaxFailureRatio: 0.1,
 		FailureAction:   Rollback,
+		Pacing:          Adaptive,
+		Pace:            DefaultPaceTargets(),
 	}
 }
 
@@ -136,6 +145,10 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("canary must not be negative, got %d", p.Canary)
 	case p.MaxFailureRatio < 0 || p.MaxFailureRatio > 1:
 		return fmt.Errorf("max failure ratio must be between 0 and 1, got %v", p.MaxFailureRatio)
+	case p.Pacing != "" && p.Pacing != Adaptive && p.Pacing != Fixed:
+		return fmt.Errorf("unknown pacing %q (want adaptive or fixed)", p.Pacing)
+	case p.Pace.CPU < 0 || p.Pace.Memory < 0 || p.Pace.IO < 0 || p.Pace.SlowFactor < 0:
+		return fmt.Errorf("pace targets must not be negative, got %+v", p.Pace)
 	}
 	switch p.FailureAction {
 	case Pause, Rollback:

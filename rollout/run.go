@@ -156,6 +156,7 @@ type runner struct {
 	tripped  string
 	halted   string
 	proven   bool
+	pacer    *Pacer       // adaptive pacing; nil: W is fixed
 	prestop  map[int]bool // offline: stopped in the stop phase
 	launched map[int]bool
 	wg       sync.WaitGroup
@@ -216,6 +217,16 @@ func (x *runner) run(ctx context.Context) {
 			x.end(ctx)
 			return
 		}
+	}
+	if x.pol.Pacing == Adaptive {
+		// W adapts up to K where serving capacity is at stake; offline
+		// and start plans have none to protect, so only the pacer's
+		// signals bound W there.
+		limit := x.pol.MaxUnavailable
+		if x.plan.Kind == KindStart {
+			limit = max(len(x.plan.Items), 1)
+		}
+		x.pacer = NewPacer(x.plan.Policy.starting(), limit, x.pol.Pace)
 	}
 	if x.plan.Switch && x.plan.Target != "" {
 		if err := ctx.Err(); err != nil {
@@ -319,7 +330,7 @@ func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			begin := x.env.Clock.Now()
-			so, err := x.stopOne(ctx, i)
+			so, err := x.stopOne(ctx, i, 0)
 			x.mu.Lock()
 			defer x.mu.Unlock()
 			o := &x.out[i]
@@ -343,10 +354,11 @@ func (x *runner) stopPhase(ctx context.Context, idx []int, keepDown bool) {
 }
 
 // stopOne stops one locker; a stop once begun runs to its end.
-func (x *runner) stopOne(ctx context.Context, i int) (StopOutcome, error) {
+// w is W when a replace's start place was taken (0 in a stop phase).
+func (x *runner) stopOne(ctx context.Context, i, w int) (StopOutcome, error) {
 	name := x.plan.Items[i].Name
 	begin := x.env.Clock.Now()
-	x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: false})
+	x.observe(Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: false, MaxStarting: w})
 	so, err := x.env.Host.Stop(context.WithoutCancel(ctx), name, x.pol.StopTimeout)
 	d := x.env.Clock.Now().Sub(begin)
 	if err == nil && so == StopFailed {
@@ -380,15 +392,22 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 				x.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", x.pol.MaxUnavailable))
 				continue
 			}
-			if needDown && x.down+x.pending < x.pol.MaxUnavailable {
+			// A replace takes its start place before its stop, so that
+			// no locker is down waiting for one.
+			if needDown && x.down+x.pending < x.pol.MaxUnavailable && x.starting < x.maxStarting() {
 				x.down++
+				x.starting++
 				break
 			}
-			if !needDown && x.starting < x.pol.starting() {
+			if !needDown && x.starting < x.maxStarting() {
 				x.starting++
 				break
 			}
 			x.cond.Wait()
+		}
+		seq, w := 0, x.maxStarting()
+		if x.pacer != nil {
+			seq = x.pacer.Launch()
 		}
 		x.launched[i] = true
 		x.active++
@@ -401,9 +420,8 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 				x.active--
 				if needDown {
 					x.down--
-				} else {
-					x.starting--
 				}
+				x.starting--
 				x.cond.Broadcast()
 				x.mu.Unlock()
 				return
@@ -414,7 +432,7 @@ func (x *runner) launch(ctx context.Context, idx []int) {
 		x.wg.Add(1)
 		go func() {
 			defer x.wg.Done()
-			x.work(ctx, i, needDown)
+			x.work(ctx, i, needDown, seq, w)
 		}()
 	}
 }
@@ -432,31 +450,43 @@ func (x *runner) stop(why string) {
 	x.cond.Broadcast()
 }
 
-// work moves one locker: stop (replace), start, monitor.
-func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
+// maxStarting is W now. Called with mu held.
+func (x *runner) maxStarting() int {
+	if x.pacer != nil {
+		return x.pacer.W()
+	}
+	return x.pol.starting()
+}
+
+// paced feeds the pacer one finished start (seq from its launch) and
+// reports a change of W as a "pacing" stage.
+func (x *runner) paced(seq int, ok bool, took time.Duration) {
+	if x.pacer == nil {
+		return
+	}
+	var pr *Pressure
+	if x.env.Gauge != nil {
+		if p, err := x.env.Gauge.Pressure(); err == nil {
+			pr = &p
+		}
+	}
+	x.mu.Lock()
+	before := x.pacer.W()
+	changed := x.pacer.Done(seq, ok, took, pr)
+	after, why := x.pacer.W(), x.pacer.Last
+	x.cond.Broadcast()
+	x.mu.Unlock()
+	if changed {
+		x.stage("pacing", fmt.Sprintf("W %d -> %d (cap %d): %s", before, after, x.pacer.Cap(), why))
+	}
+}
+
+// work moves one locker: stop (replace), start, monitor. It holds a start
+// place (taken at launch) until its start is over.
+func (x *runner) work(ctx context.Context, i int, holdsDown bool, seq, w int) {
 	it := x.plan.Items[i]
 	o := Outcome{Name: it.Name, Op: it.Op}
 	begin := x.env.Clock.Now()
-	if holdsDown {
-		so, err := x.stopOne(ctx, i)
-		o.Stop = so
-		if err != nil {
-			o.Outcome, o.Error = OutFailed, err.Error()
-			x.finish(i, o, true)
-			return
-		}
-		x.mu.Lock()
-		for x.starting >= x.pol.starting() {
-			x.cond.Wait()
-		}
-		x.starting++
-		x.mu.Unlock()
-	} else if x.prestop[i] {
-		o.Stop = x.out[i].Stop
-	}
-	startAt := x.env.Clock.Now()
-	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target})
-	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
 	// started frees the start place once the start's event is out (so
 	// that the events never show more than W starting).
 	started := func() {
@@ -465,6 +495,21 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 		x.cond.Broadcast()
 		x.mu.Unlock()
 	}
+	if holdsDown {
+		so, err := x.stopOne(ctx, i, w)
+		o.Stop = so
+		if err != nil {
+			o.Outcome, o.Error = OutFailed, err.Error()
+			started()
+			x.finish(i, o, true)
+			return
+		}
+	} else if x.prestop[i] {
+		o.Stop = x.out[i].Stop
+	}
+	startAt := x.env.Clock.Now()
+	x.observe(Event{Container: it.Name, Phase: PhaseStarting, Op: "start", Release: x.plan.Target, MaxStarting: w})
+	st, err := x.env.Host.Start(context.WithoutCancel(ctx), it.Name, x.pol.Deadline)
 	downFrom := begin
 	if !holdsDown && !x.prestop[i] {
 		downFrom = startAt
@@ -477,8 +522,9 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 		}
 		o.Outcome, o.Error, o.Duration = OutFailed, err.Error(), x.env.Clock.Now().Sub(begin)
 		x.observe(Event{Container: it.Name, Phase: PhaseFailed, Op: "start", Outcome: string(st), Error: err.Error(), Duration: o.Duration})
-		// Its start place is freed only with its failure recorded: the
-		// next launch sees the policy's verdict (I3).
+		// Its start place is freed only with its failure recorded (and
+		// W halved): the next launch sees the policy's verdict (I3).
+		x.paced(seq, false, x.env.Clock.Now().Sub(startAt))
 		x.finishStart(i, o)
 		return
 	case st == AlreadyRunning && it.Op == OpStart:
@@ -490,6 +536,7 @@ func (x *runner) work(ctx context.Context, i int, holdsDown bool) {
 	}
 	o.Downtime = x.env.Clock.Now().Sub(downFrom)
 	x.observe(Event{Container: it.Name, Phase: PhaseHealthy, Op: "start", Outcome: string(Started), Release: x.plan.Target, Duration: o.Downtime})
+	x.paced(seq, true, x.env.Clock.Now().Sub(startAt))
 	started()
 	o.Outcome = OutMoved
 	if it.Op == OpStart {

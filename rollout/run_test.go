@@ -555,6 +555,7 @@ func TestOfflineWindow(t *testing.T) {
 	h := fakehost.New("A", names...)
 	pl := pol()
 	pl.MaxUnavailable = 3
+	pl.Pacing = rollout.Fixed
 	var mu sync.Mutex
 	inFlight, most, stoppedBeforeStart := 0, 0, true
 	starts := 0

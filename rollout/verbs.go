@@ -118,6 +118,9 @@ type Event struct {
 	Duration  time.Duration `json:"duration,omitempty"`
 	// Back is true for steps of the way back (rollback, undo).
 	Back bool `json:"back,omitempty"`
+	// MaxStarting is W when this locker's start place was taken
+	// (starting and stopping events of the run's launches).
+	MaxStarting int `json:"max_starting,omitempty"`
 }
 
 // Env is what Run works with.
@@ -129,6 +132,9 @@ type Env struct {
 	Observe func(Event)
 	// Reason is added to switches and marks ("job <id>").
 	Reason string
+	// Gauge feeds the adaptive pacer pressure; nil: starts and failures
+	// alone set W.
+	Gauge Gauge
 }
 
 // Shutdown is the cancel cause that means "the agent is stopping": Run

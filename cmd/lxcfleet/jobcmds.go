@@ -22,6 +22,7 @@ type rolloutFlags struct {
 	stopTimeout, deadline  time.Duration
 	monitor                time.Duration
 	health                 string
+	pacing                 string
 	strategy, target       string
 	canary                 int
 	soak                   time.Duration
@@ -33,12 +34,13 @@ type rolloutFlags struct {
 
 func (r *rolloutFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.IntVar(&r.window, "window", 0, "most lockers down (being replaced) at once, K (default: defaults.window)")
+	f.IntVar(&r.window, "window", 0, "K, the most lockers down (being replaced) at once; offline: the first W of adaptive pacing, or the most starting at once with --pacing fixed (default: defaults.window)")
 	f.IntVar(&r.stopParallel, "stop-parallel", 0, "most lockers stopping at once in an offline update (default: defaults.stop_parallel)")
 	f.DurationVar(&r.stopTimeout, "stop-timeout", 0, "grace period before a locker is killed (default: defaults.stop_timeout)")
 	f.DurationVar(&r.deadline, "deadline", 0, "start-to-healthy limit per locker (default: defaults.deadline)")
 	f.StringVar(&r.health, "health", "", "health check (default: defaults.health)")
 	f.DurationVar(&r.monitor, "monitor", 0, "how long each locker must stay healthy to count as moved; it holds its place in the window until then (default: defaults.monitor)")
+	f.StringVar(&r.pacing, "pacing", "", pacingHelp)
 	if r.withCode {
 		f.StringVar(&r.target, "target", "", "branch, tag or commit to update to (default: defaults.target)")
 		f.BoolVar(&r.force, "force", false, "allow a release marked bad")
@@ -50,6 +52,18 @@ func (r *rolloutFlags) register(cmd *cobra.Command) {
 		f.Float64Var(&r.maxFailureRatio, "max-failure-ratio", 0, "failures allowed, overall and per wave, before the failure action (0..1; default: defaults.max_failure_ratio)")
 		f.StringVar(&r.failureAction, "failure-action", "", "pause or rollback, when too many lockers fail (default: defaults.failure_action)")
 	}
+}
+
+// pacingHelp is the --pacing flag's help, the same on every command.
+const pacingHelp = "adaptive: the most lockers starting at once (W) adapts between 1 and the window K (all lockers for offline and start-all) to start failures, start times and pressure; fixed: W = K (default: defaults.pacing, adaptive)"
+
+// setPacing checks a --pacing value and puts it into req.
+func setPacing(req *agent.Request, v string) error {
+	if v != agent.PacingAdaptive && v != agent.PacingFixed {
+		return usagef("--pacing must be adaptive or fixed, got %q", v)
+	}
+	req.Pacing = v
+	return nil
 }
 
 // fill copies the flags given into req; bad values are bad input.
@@ -90,6 +104,11 @@ func (r *rolloutFlags) fill(cmd *cobra.Command, req *agent.Request) error {
 			return usageError{err}
 		}
 		req.Health = r.health
+	}
+	if f.Changed("pacing") {
+		if err := setPacing(req, r.pacing); err != nil {
+			return err
+		}
 	}
 	req.Target, req.Force = r.target, r.force
 	if !r.withStrategy {

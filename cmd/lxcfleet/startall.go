@@ -13,7 +13,7 @@ import (
 func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	var health string
+	var health, pacing string
 	var window int
 	var deadline time.Duration
 	var delay, monitor time.Duration
@@ -22,9 +22,12 @@ func newStartAllCmd(g *globals) *cobra.Command {
 		Short: "Start lockers in a bounded window, each counted only once healthy",
 		Long: `Start the named containers (all of the lxcpath when none is named, or those of
 --group) in lxc-autostart's order (lxc.start.order, then name), keeping at
-most --parallel of them starting at once. A container holds its place in the
-window until its health check passes or its --timeout expires, so the window
-bounds the real startup load: no startup storm.
+most W of them starting at once. A container holds its place in the window
+until its health check passes or its --timeout expires, so the window bounds
+the real startup load: no startup storm. With --pacing fixed W is --parallel;
+with adaptive pacing (the default) W starts at --parallel, grows by one per
+window of healthy starts and halves on a failed start, a start over 3x the
+fastest recent one, or pressure (PSI) over target.
 
 Health checks (--health):
   none                               running is enough
@@ -78,6 +81,11 @@ Exit code 1 when any is unhealthy or failed.`,
 				}
 				req.Health = health
 			}
+			if f.Changed("pacing") {
+				if err := setPacing(&req, pacing); err != nil {
+					return err
+				}
+			}
 			names, err := validNames(args, sel.group)
 			if err != nil {
 				return err
@@ -104,11 +112,12 @@ Exit code 1 when any is unhealthy or failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&window, "parallel", "p", window, "most containers starting at once, the window K (default: defaults.window of the config, 4)")
+	cmd.Flags().IntVarP(&window, "parallel", "p", window, "the window: with --pacing fixed the most containers starting at once; with adaptive pacing (the default) the first W, which then adapts between 1 and all of them (default: defaults.window of the config, 4)")
 	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline of the config, 1m)")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
 	cmd.Flags().DurationVar(&monitor, "monitor", 0, "how long each container must stay healthy to count as started (default: defaults.monitor)")
 	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
+	cmd.Flags().StringVar(&pacing, "pacing", "", pacingHelp)
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/console"
+	"lxcfleet/internal/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
@@ -55,7 +56,7 @@ func (g *globals) wire(cmd *cobra.Command) (*stack, error) {
 	}
 	s.fc = fc
 	s.layout = fc.MountLayout()
-	s.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: s.log})
+	s.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: s.log, Cgroup: fc.CgroupParent()})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("lxcpath: %w", err)}
 	}
@@ -108,6 +109,11 @@ func (s *stack) provisionOptions() provision.Options {
 // one in this process for a CLI command (no listener, no schedules).
 func (s *stack) agent(daemon bool) (*agent.Agent, error) {
 	deps := agent.Deps{Containers: s.host, Logger: s.log}
+	if g, err := lockerverbs.NewPSIGauge(""); err == nil {
+		deps.Gauge = g
+	} else {
+		s.log.Info("adaptive pacing without pressure: starts and failures alone set W", "err", err)
+	}
 	code, err := s.code()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,106 @@
+package lxcctl_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
+)
+
+// TestCgroupParent: a Host with a cgroup parent starts lockers under it
+// (lxc.payload.NAME inside the parent, in the CPU controller), with the
+// parent's CPU weight written (cpu.shares on v1), without writing the
+// lockers' configs; a locker whose config sets lxc.cgroup.dir keeps its
+// own; a parent that escapes the cgroup root is refused.
+func TestCgroupParent(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	lockers := f.Add(2, testfleet.Normal)
+	own := "lxcfleet-own-" + strings.TrimSuffix(f.Prefix, "-")
+	parent := lxcctl.CgroupParent{Path: "lxcfleet-test-" + strings.TrimSuffix(f.Prefix, "-"), CPUWeight: 25}
+	t.Cleanup(func() { removeCgroup(t, parent.Path); removeCgroup(t, own) })
+	cfg := filepath.Join(f.Path, lockers[1].Name, "config")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, append(b, []byte("lxc.cgroup.dir = "+own+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(f.Path, lockers[0].Name, "config"))
+
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.Path, Cgroup: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := lockerverbs.StartAll(ctx, h, testfleet.Names(lockers), lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = lockerverbs.StopAll(ctx, h, testfleet.Names(lockers), lxcctl.StopOptions{Parallel: 2, Timeout: 5 * time.Second})
+	})
+	for _, r := range res {
+		if !r.OK() {
+			t.Fatalf("%s: %s %v", r.Name, r.Outcome, r.Err)
+		}
+	}
+	if w, err := parent.CPUWeightNow(); err != nil || (w != 256 && w != 25) {
+		t.Errorf("parent weight: %d, %v; want 256 cpu.shares (v1) or cpu.weight 25 (v2)", w, err)
+	}
+	for i, want := range []string{"/" + parent.Path + "/lxc.payload." + lockers[0].Name, "/" + own + "/lxc.payload." + lockers[1].Name} {
+		info, err := h.Info(ctx, lockers[i].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := lxcctl.CgroupOf(info.InitPID)
+		if err != nil || got != want {
+			t.Errorf("%s's cgroup: %q, %v; want %q", lockers[i].Name, got, err, want)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(f.Path, lockers[0].Name, "config")); string(after) != string(before) {
+		t.Errorf("the locker's config was written:\n%s", after)
+	}
+	for _, bad := range []string{"../escape", "/abs", "a/../../b", ""} {
+		p := lxcctl.CgroupParent{Path: bad, CPUWeight: 25}
+		if err := p.Validate(); (err == nil) != (bad == "") {
+			t.Errorf("Validate(%q) = %v", bad, err)
+		}
+	}
+	if err := (lxcctl.CgroupParent{Path: "x", CPUWeight: 10001}).Validate(); err == nil {
+		t.Errorf("weight 10001 accepted")
+	}
+}
+
+// removeCgroup removes a test's parent cgroup (and LXC's lxc.pivot in it)
+// from every controller, once its containers have stopped.
+func removeCgroup(t *testing.T, path string) {
+	dirs, _ := filepath.Glob(filepath.Join(lxcctl.CgroupRoot, "*", path))
+	if lxcctl.CgroupV2() {
+		dirs = []string{filepath.Join(lxcctl.CgroupRoot, path)}
+	}
+	for _, d := range dirs {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			subs, _ := filepath.Glob(filepath.Join(d, "*", "cgroup.procs"))
+			for _, s := range subs {
+				_ = os.Remove(filepath.Dir(s))
+			}
+			err := os.Remove(d)
+			if err == nil || os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Logf("removing test cgroup %s: %v", d, err)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package rollout
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Pacing is how the executor sets W, the most lockers starting at once.
+type Pacing string
+
+const (
+	// Adaptive sets W between 1 and its cap with the AIMD controller
+	// (Pacer); the default.
+	Adaptive Pacing = "adaptive"
+	// Fixed keeps W at Policy.MaxStarting (or K), as before.
+	Fixed Pacing = "fixed"
+)
+
+// ParsePacing accepts "", "adaptive" and "fixed" ("" is adaptive).
+func ParsePacing(s string) (Pacing, error) {
+	switch Pacing(s) {
+	case "", Adaptive:
+		return Adaptive, nil
+	case Fixed:
+		return Fixed, nil
+	}
+	return "", fmt.Errorf("unknown pacing %q (want adaptive or fixed)", s)
+}
+
+// Pressure is the share of recent wall time (0..1) in which some task
+// stalled on CPU, memory or IO: the "some" lines of Linux PSI
+// (/proc/pressure or a cgroup v2 group's *.pressure files), as a rate over
+// the last sampling period, not the kernel's 10 s average.
+type Pressure struct {
+	CPU, Memory, IO float64
+}
+
+// Gauge reads pressure. The agent's reads /proc/pressure (or the lockers'
+// parent cgroup on cgroup v2); nil in Env means no pressure signal.
+type Gauge interface {
+	Pressure() (Pressure, error)
+}
+
+// PaceTargets are the pressure levels over which the pacer halves W, and
+// how much slower than the fastest recent start a start may be before it
+// counts as a congestion signal.
+type PaceTargets struct {
+	// CPU, Memory and IO are "some" shares (0..1); 0 disables that signal.
+	CPU    float64 `json:"cpu,omitempty"`
+	Memory float64 `json:"memory,omitempty"`
+	IO     float64 `json:"io,omitempty"`
+	// SlowFactor: a start taking more than SlowFactor × the fastest of the
+	// last baselineStarts starts (and at least slowMargin more) halves W.
+	SlowFactor float64 `json:"slow_factor,omitempty"`
+}
+
+// DefaultPaceTargets: memory stalls are the earliest sign of a box about
+// to thrash (oomd and senpai act on them at 10-20 %); IO at 40 %; CPU at
+// 90 %, because on cgroup v1 only the system-wide figure exists and it
+// already reads 50-90 % on a busy shared VM (LXC-NOTES): there the start
+// latency signal does the work. A start 3× slower than the fastest recent
+// one is queueing, not working (TCP Vegas' view of a growing RTT).
+func DefaultPaceTargets() PaceTargets {
+	return PaceTargets{CPU: 0.9, Memory: 0.1, IO: 0.4, SlowFactor: 3}
+}
+
+const (
+	// baselineStarts is how many recent healthy starts the baseline (the
+	// fastest) is taken from.
+	baselineStarts = 32
+	// slowMargin keeps jitter on very fast starts from counting as slow.
+	slowMargin = 500 * time.Millisecond
+)
+
+// Pacer is the AIMD controller of W (additive increase, multiplicative
+// decrease, the shape of TCP congestion avoidance and of Netflix
+// concurrency-limits' AIMD limit). W starts at Initial and stays between 1
+// and Cap:
+//
+//   - W healthy starts in a row, with pressure under its targets and none
+//     slow, add one to W (one per window of healthy starts);
+//   - a start failure, a start slower than SlowFactor × the fastest of the
+//     last 32 healthy starts (and 500 ms more), or pressure over a target
+//     halves W (rounded down, at least 1);
+//   - W is halved at most once per window: signals from starts launched
+//     before the last decrease are ignored (TCP's once per round trip),
+//     since they were launched under the old W.
+//
+// A Pacer is not safe for concurrent use; the executor holds its lock.
+type Pacer struct {
+	targets  PaceTargets
+	cap      int
+	w        int
+	acks     int // healthy starts since W last changed
+	launched int // sequence number of the last launch
+	cutAt    int // launches before the last decrease
+	recent   []time.Duration
+	// Last is the reason of the last change of W ("" before any).
+	Last string
+}
+
+// NewPacer returns a pacer with W = initial, capped to [1, cap].
+func NewPacer(initial, cap int, t PaceTargets) *Pacer {
+	cap = max(cap, 1)
+	return &Pacer{targets: t, cap: cap, w: min(max(initial, 1), cap)}
+}
+
+// W is the current most starting at once.
+func (p *Pacer) W() int { return p.w }
+
+// Cap is the most W can reach.
+func (p *Pacer) Cap() int { return p.cap }
+
+// Launch records a start's launch and returns its sequence number, which
+// its Done call passes back.
+func (p *Pacer) Launch() int {
+	p.launched++
+	return p.launched
+}
+
+// Done feeds one finished start: seq from Launch, ok when it became
+// healthy, took its time from start to first healthy check, pr the
+// pressure read then (nil: none). It returns true when W changed.
+func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
+	before := p.W()
+	why := ""
+	switch {
+	case !ok:
+		why = "a start failed"
+	case pr != nil && over(pr.Memory, p.targets.Memory):
+		why = fmt.Sprintf("memory pressure %.0f%% over %.0f%%", pr.Memory*100, p.targets.Memory*100)
+	case pr != nil && over(pr.IO, p.targets.IO):
+		why = fmt.Sprintf("IO pressure %.0f%% over %.0f%%", pr.IO*100, p.targets.IO*100)
+	case pr != nil && over(pr.CPU, p.targets.CPU):
+		why = fmt.Sprintf("CPU pressure %.0f%% over %.0f%%", pr.CPU*100, p.targets.CPU*100)
+	case p.slow(took):
+		why = fmt.Sprintf("a start took %v, over %g× the fastest recent (%v)", took.Round(time.Millisecond), p.targets.SlowFactor, p.fastest().Round(time.Millisecond))
+	}
+	if ok {
+		p.recent = append(p.recent, took)
+		if len(p.recent) > baselineStarts {
+			p.recent = p.recent[1:]
+		}
+	}
+	if why != "" {
+		if seq <= p.cutAt {
+			return false // launched under the old W
+		}
+		p.w = max(1, p.w/2)
+		p.acks = 0
+		p.cutAt = p.launched
+		p.Last = why
+		return p.w != before
+	}
+	if p.acks++; p.acks < p.w || p.w == p.cap {
+		return false
+	}
+	p.w++
+	p.acks = 0
+	p.Last = fmt.Sprintf("a window of healthy starts (fastest recent %v)", p.fastest().Round(time.Millisecond))
+	return true
+}
+
+func over(v, target float64) bool { return target > 0 && v > target }
+
+func (p *Pacer) fastest() time.Duration {
+	if len(p.recent) == 0 {
+		return 0
+	}
+	return slices.Min(p.recent)
+}
+
+// slow: took is over SlowFactor × the fastest recent healthy start, and
+// slowMargin more; never before a baseline exists.
+func (p *Pacer) slow(took time.Duration) bool {
+	f := p.fastest()
+	if f <= 0 || p.targets.SlowFactor <= 0 {
+		return false
+	}
+	return float64(took) > p.targets.SlowFactor*float64(f) && took-f > slowMargin
+}

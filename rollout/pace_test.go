@@ -1,0 +1,288 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
+)
+
+const ms = time.Millisecond
+
+// TestPacerAIMD: W grows by about one per window of healthy starts, up to
+// its cap, and never above it.
+func TestPacerAIMD(t *testing.T) {
+	p := rollout.NewPacer(4, 6, rollout.DefaultPaceTargets())
+	var ws []int
+	for range 40 {
+		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{})
+		ws = append(ws, p.W())
+	}
+	// 4 starts at W=4 make it 5, 5 more make it 6, then the cap holds.
+	if ws[2] != 4 || ws[3] != 5 || ws[7] != 5 || ws[8] != 6 || ws[39] != 6 || p.Cap() != 6 {
+		t.Errorf("W after each healthy start: %v; want 4 for 3 starts, 5 after the 4th, 6 after the 9th, capped at 6", ws)
+	}
+	if q := rollout.NewPacer(9, 3, rollout.PaceTargets{}); q.W() != 3 {
+		t.Errorf("initial W above the cap: got %d, want 3", q.W())
+	}
+	if q := rollout.NewPacer(0, 3, rollout.PaceTargets{}); q.W() != 1 {
+		t.Errorf("initial W 0: got %d, want 1", q.W())
+	}
+}
+
+// TestPacerDecrease: a failure, a slow start and pressure over a target
+// each halve W, at most once per window (signals from starts launched
+// before the cut are ignored), never below 1.
+func TestPacerDecrease(t *testing.T) {
+	t.Run("failure, once per window", func(t *testing.T) {
+		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+		var seqs []int
+		for range 8 {
+			seqs = append(seqs, p.Launch())
+		}
+		if !p.Done(seqs[0], false, 100*ms, nil) || p.W() != 4 {
+			t.Fatalf("after a failure: W %d, want 4", p.W())
+		}
+		if p.Done(seqs[1], false, 100*ms, nil) || p.W() != 4 {
+			t.Errorf("a second failure launched before the cut: W %d, want 4 (once per window)", p.W())
+		}
+		if !p.Done(p.Launch(), false, 100*ms, nil) || p.W() != 2 {
+			t.Errorf("a failure launched after the cut: W %d, want 2", p.W())
+		}
+		p.Done(p.Launch(), false, 0, nil)
+		p.Done(p.Launch(), false, 0, nil)
+		if p.W() != 1 {
+			t.Errorf("W after many failures: %d, want 1", p.W())
+		}
+		if !strings.Contains(p.Last, "a start failed") {
+			t.Errorf("reason %q", p.Last)
+		}
+	})
+	t.Run("slow start", func(t *testing.T) {
+		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+		p.Done(p.Launch(), true, 300*ms, nil) // baseline 300 ms
+		if p.Done(p.Launch(), true, 850*ms, nil); p.W() != 8 {
+			t.Errorf("a start 2.8× the fastest halved W to %d", p.W())
+		}
+		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 4 || !strings.Contains(p.Last, "fastest recent (300ms)") {
+			t.Errorf("a start 4× the fastest: W %d (%s), want 4", p.W(), p.Last)
+		}
+		q := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+		q.Done(q.Launch(), true, 10*ms, nil)
+		if q.Done(q.Launch(), true, 400*ms, nil); q.W() != 8 {
+			t.Errorf("40× a 10 ms start but within the 500 ms margin halved W to %d", q.W())
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		pr   rollout.Pressure
+		want int
+	}{
+		{"memory over target", rollout.Pressure{Memory: 0.2}, 4},
+		{"io over target", rollout.Pressure{IO: 0.5}, 4},
+		{"cpu over target", rollout.Pressure{CPU: 0.95}, 4},
+		{"all under target", rollout.Pressure{CPU: 0.85, Memory: 0.05, IO: 0.3}, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+			p.Done(p.Launch(), true, 300*ms, &tc.pr)
+			if p.W() != tc.want {
+				t.Errorf("W %d, want %d (%s)", p.W(), tc.want, p.Last)
+			}
+		})
+	}
+	t.Run("zero target disables", func(t *testing.T) {
+		p := rollout.NewPacer(8, 8, rollout.PaceTargets{})
+		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{CPU: 1, Memory: 1, IO: 1})
+		p.Done(p.Launch(), true, 30*time.Second, nil)
+		if p.W() != 8 {
+			t.Errorf("W %d with every signal disabled, want 8", p.W())
+		}
+	})
+}
+
+func TestParsePacing(t *testing.T) {
+	for in, want := range map[string]rollout.Pacing{"": rollout.Adaptive, "adaptive": rollout.Adaptive, "fixed": rollout.Fixed} {
+		if got, err := rollout.ParsePacing(in); err != nil || got != want {
+			t.Errorf("ParsePacing(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := rollout.ParsePacing("aimd"); err == nil || !strings.Contains(err.Error(), "want adaptive or fixed") {
+		t.Errorf("ParsePacing(aimd): %v, want an error naming the choices", err)
+	}
+}
+
+type gauge struct{ p rollout.Pressure }
+
+func (g gauge) Pressure() (rollout.Pressure, error) { return g.p, nil }
+
+// starts watches a run's events: the most lockers starting (or stopping
+// for a start) at once, and whether any launch had more in flight than
+// the W it was launched under.
+type starts struct {
+	mu             sync.Mutex
+	inFlight, most int
+	overW          []string
+	pacing         []string
+	decreased      bool
+	atW            map[int]int // starts launched under each W
+}
+
+func (s *starts) observe(e rollout.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case e.Stage == "pacing":
+		s.pacing = append(s.pacing, e.Message)
+	case e.Phase == rollout.PhaseStarting && !e.Back:
+		s.atW[e.MaxStarting]++
+		s.inFlight++
+		s.most = max(s.most, s.inFlight)
+		if e.MaxStarting > 0 && s.inFlight > e.MaxStarting {
+			s.overW = append(s.overW, e.Container)
+		}
+	case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed) && e.Op == "start" && !e.Back:
+		s.inFlight--
+	}
+}
+
+// TestAdaptiveOffline: offline with adaptive pacing and no congestion: W
+// grows past its first value (K = the window) towards all lockers, and no
+// launch ever has more starting than its W.
+func TestAdaptiveOffline(t *testing.T) {
+	names := fakehost.Names(60)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable = 2
+	s := starts{atW: map[int]int{}}
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+	res := rollout.Run(context.Background(), p, env(h, s.observe))
+	if !res.OK() {
+		t.Fatalf("offline: %+v", res)
+	}
+	allOn(t, h, "B")
+	if len(s.overW) > 0 {
+		t.Errorf("started above W: %v", s.overW)
+	}
+	if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 2 -> 3 (cap 60)") {
+		t.Errorf("pacing stages %q: want W to grow from 2 with cap 60", s.pacing)
+	}
+}
+
+// TestAdaptivePressure: with memory pressure over its target W falls to 1
+// and stays there: after the first decrease, never two starting at once.
+func TestAdaptivePressure(t *testing.T) {
+	names := fakehost.Names(20)
+	h := fakehost.New("A", names...)
+	h.SetStopped(names...)
+	pl := pol()
+	pl.MaxUnavailable = 4
+	s := starts{atW: map[int]int{}}
+	p := rollout.PlanStart(h.Lockers(nil), h.Facts(""), pl)
+	e := env(h, s.observe)
+	e.Gauge = gauge{rollout.Pressure{Memory: 0.5}}
+	res := rollout.Run(context.Background(), p, e)
+	if c := res.Counts(); c[rollout.OutStarted] != 20 {
+		t.Fatalf("counts %v, want 20 started", c)
+	}
+	// Launched under W 4 first, then at most a window at W 2, the rest at 1.
+	if s.atW[1] < 20-4-2 || len(s.overW) > 0 {
+		t.Errorf("starts launched under each W %v, over W %v: want W down to 1 after one window each", s.atW, s.overW)
+	}
+	if !strings.Contains(strings.Join(s.pacing, "\n"), "W 2 -> 1 (cap 20): memory pressure 50% over 10%") {
+		t.Errorf("pacing %q: want W 4 -> 2 -> 1 on memory pressure", s.pacing)
+	}
+}
+
+// TestAdaptiveRollingCap: rolling, W never passes K however well starts go.
+func TestAdaptiveRollingCap(t *testing.T) {
+	names := fakehost.Names(30)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable = 3
+	pl.MaxStarting = 1
+	s := starts{atW: map[int]int{}}
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, s.observe))
+	if !res.OK() {
+		t.Fatalf("rolling: %+v", res)
+	}
+	if s.most > 3 || h.MaxDown() > 3 || len(s.overW) > 0 {
+		t.Errorf("most starting %d, most down %d, over W %v: want at most K=3", s.most, h.MaxDown(), s.overW)
+	}
+	if len(s.pacing) == 0 || !strings.Contains(s.pacing[len(s.pacing)-1], "-> 3 (cap 3)") {
+		t.Errorf("pacing %q: want W to grow from 1 to K=3", s.pacing)
+	}
+}
+
+// TestReplaceTakesStartPlace: rolling with K=4 and a fixed W=1: a replace
+// takes its start place before its stop, so at most one locker is between
+// its stop and its first healthy check at any time (none waits down for a
+// start place).
+func TestReplaceTakesStartPlace(t *testing.T) {
+	names := fakehost.Names(12)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable = 4
+	pl.MaxStarting = 1
+	pl.Pacing = rollout.Fixed
+	var mu sync.Mutex
+	busy, most := 0, 0
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case e.Phase == rollout.PhaseStopping && !e.Back:
+			busy++
+			most = max(most, busy)
+		case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed) && !e.Back:
+			busy--
+		}
+	}))
+	if !res.OK() {
+		t.Fatalf("rolling: %+v", res)
+	}
+	if most > 1 {
+		t.Errorf("%d lockers between stop and healthy at once, want at most W=1", most)
+	}
+}
+
+// TestStoppedLockersHoldK: stopped lockers an update starts hold their
+// places in K until they are up (I1): two whose starts fail hold two of
+// K=3, so at most one running locker is down at a time; with K=2 they
+// hold both, so none is taken down at all, and the run says why.
+func TestStoppedLockersHoldK(t *testing.T) {
+	for _, k := range []int{3, 2} {
+		t.Run(fmt.Sprint("K=", k), func(t *testing.T) { stoppedLockersHoldK(t, k) })
+	}
+}
+
+func stoppedLockersHoldK(t *testing.T, k int) {
+	names := fakehost.Names(8)
+	h := fakehost.New("A", names...)
+	h.SetStopped(names[0], names[1])
+	h.FailNextStart(names[0])
+	h.FailNextStart(names[1])
+	pl := pol()
+	pl.MaxUnavailable = k
+	pl.Pacing = rollout.Fixed
+	pl.MaxFailureRatio = 1
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	p := rollout.PlanUpdate(h.Lockers(want), h.Facts(""), "B", false, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	if h.MaxDown() > k-2 {
+		t.Errorf("%d running lockers down at once while 2 of K=%d places were held by failed stopped ones", h.MaxDown(), k)
+	}
+	if k == 2 && !strings.Contains(res.Tripped+res.Halted, "held by failed lockers") {
+		t.Errorf("tripped %q, halted %q: want the window full of failed lockers", res.Tripped, res.Halted)
+	}
+}
