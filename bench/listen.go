@@ -2,7 +2,9 @@ package bench
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,18 +108,33 @@ func (s *listenScanner) dump(family uint8, into map[int]bool) error {
 // their inodes in one getdents pass over the CPU accounting hierarchy: a
 // new inode under a known name is a new start.
 type cgroupScanner struct {
-	dir string
-	buf []byte
+	dirs []string
+	buf  []byte
 }
 
 func newCgroupScanner(cg cgroupReader) *cgroupScanner {
-	return &cgroupScanner{dir: cg.dir, buf: make([]byte, 1<<16)}
+	c := &cgroupScanner{buf: make([]byte, 1<<16)}
+	for _, p := range cg.parents {
+		c.dirs = append(c.dirs, filepath.Join(cg.dir, p))
+	}
+	return c
 }
 
-// scan fills into with name → inode for every lxc.payload.* folder.
+// scan fills into with name → inode for every lxc.payload.* folder at the
+// root of the hierarchy or under one of the parents (a parent that does
+// not exist yet holds none).
 func (c *cgroupScanner) scan(into map[string]uint64) error {
 	clear(into)
-	f, err := os.Open(c.dir)
+	for _, d := range c.dirs {
+		if err := c.scanDir(d, into); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cgroupScanner) scanDir(dir string, into map[string]uint64) error {
+	f, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -126,7 +143,7 @@ func (c *cgroupScanner) scan(into map[string]uint64) error {
 	for {
 		n, err := unix.Getdents(fd, c.buf)
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", c.dir, err)
+			return fmt.Errorf("reading %s: %w", dir, err)
 		}
 		if n <= 0 {
 			return nil
@@ -137,7 +154,7 @@ func (c *cgroupScanner) scan(into map[string]uint64) error {
 			ino := binary.NativeEndian.Uint64(b[0:])
 			reclen := int(binary.NativeEndian.Uint16(b[16:]))
 			if reclen < 19 || reclen > len(b) {
-				return fmt.Errorf("reading %s: bad dirent", c.dir)
+				return fmt.Errorf("reading %s: bad dirent", dir)
 			}
 			name := b[19:reclen]
 			if i := strings.IndexByte(string(name), 0); i >= 0 {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,6 +208,7 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	var agentCPU0 float64
+	var apiEvents []any
 	var lat []float64
 	var apiErrs int
 	loadDone := make(chan struct{})
@@ -224,6 +226,7 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 		stopLoad()
 		<-loadDone
 		ua.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - agentCPU0
+		apiEvents = jobEvents(ctx, ap.client, stdout.Bytes())
 		ua.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
 		ua.Rate, ua.Requests, ua.Errors = r.o.APIRate, len(lat)+apiErrs, apiErrs
 		ua.P50ms, ua.P99ms, ua.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
@@ -252,6 +255,12 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 	log := fmt.Sprintf("$ %s %s\n%s\n--- stderr\n%s", bin, strings.Join(args, " "), stdout.String(), stderr.String())
 	_ = os.WriteFile(outPath, []byte(log), 0o644)
 	fillFromJSON(&m, stdout.Bytes())
+	if len(apiEvents) > 0 {
+		// The agent's own events carry W (max_starting); the CLI's
+		// --json lines do not.
+		m.CtlMaxStarting, m.CtlStarts, m.CtlMaxW, m.CtlWChanges, m.CtlOverCap = 0, 0, 0, 0, 0
+		ctlStarting(&m, apiEvents)
+	}
 	var ok bool
 	m.Done, ok = r.waitAll(ctx, to, r.deadline())
 	m.TimedOut = !ok
@@ -374,10 +383,14 @@ func ctlStarting(m *Mark, all []any) {
 			continue
 		}
 		switch e["type"] {
-		case "event":
+		case "event", "container":
 			c, _ := e["container"].(string)
 			ph, _ := e["phase"].(string)
 			evs = append(evs, ev{t: t, c: c, phase: ph})
+			// The agent's events state W on each stopping/starting event.
+			if w, ok := e["max_starting"].(float64); ok && w > 0 {
+				evs[len(evs)-1].w = int(w)
+			}
 		case "stage":
 			msg, _ := e["message"].(string)
 			if sm := wRe.FindStringSubmatch(msg); sm != nil {
@@ -391,10 +404,14 @@ func ctlStarting(m *Mark, all []any) {
 	w := 0
 	for _, e := range evs {
 		if e.w > 0 {
+			if e.w != w {
+				m.CtlWChanges++
+			}
 			w = e.w
 			m.CtlMaxW = max(m.CtlMaxW, w)
-			m.CtlWChanges++
-			continue
+			if e.c == "" {
+				continue
+			}
 		}
 		switch e.phase {
 		case "starting":
@@ -412,4 +429,56 @@ func ctlStarting(m *Mark, all []any) {
 			m.CtlOverCap++
 		}
 	}
+}
+
+// jobEvents reads a finished job's events from the agent
+// (GET /v1/jobs/{id}/events, a Server-Sent Events stream that replays the
+// job's events and ends), the job id taken from update-code's --json
+// output. It returns nil when it cannot.
+func jobEvents(ctx context.Context, c *http.Client, out []byte) []any {
+	var id string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() && id == "" {
+		var v struct {
+			Job string `json:"job"`
+		}
+		if json.Unmarshal(sc.Bytes(), &v) == nil {
+			id = v.Job
+		}
+	}
+	if id == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/jobs/"+id+"/events", nil)
+	if err != nil {
+		return nil
+	}
+	cl := *c
+	cl.Timeout = 0 // the stream is bounded by ctx
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var evs []any
+	rd := bufio.NewScanner(resp.Body)
+	rd.Buffer(make([]byte, 1<<20), 16<<20)
+	for rd.Scan() {
+		line := rd.Text()
+		if strings.HasPrefix(line, "event: end") {
+			break
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var v any
+		if json.Unmarshal([]byte(data), &v) == nil {
+			evs = append(evs, v)
+		}
+	}
+	return evs
 }

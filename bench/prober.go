@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"lxcfleet/lxcctl"
 )
 
 // Target is one locker the prober watches.
@@ -403,20 +405,35 @@ func memUsed() int64 {
 
 // cgroupReader finds a container's cgroup and its CPU use. LXC puts a
 // container named NAME into lxc.payload.NAME (cgroup v1: in every
-// hierarchy; v2: in the unified tree).
+// hierarchy; v2: in the unified tree), at the root, or under the parent
+// cgroup lxcfleet starts its lockers in (lxcctl.DefaultCgroupParent, issue
+// 13): lockers started by the LXC tools or the bench land at the root,
+// those lxcfleet starts under the parent.
 type cgroupReader struct {
-	dir string // the hierarchy holding the CPU accounting
-	v2  bool
+	dir     string   // the hierarchy holding the CPU accounting
+	parents []string // where to look, relative to dir ("" = dir itself)
+	v2      bool
 }
+
+// benchCgroupParents are where the prober looks for the lockers' cgroups.
+var benchCgroupParents = []string{"", lxcctl.DefaultCgroupParent}
 
 func detectCgroup() cgroupReader {
 	if _, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil {
-		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct"}
+		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct", parents: benchCgroupParents}
 	}
-	return cgroupReader{dir: "/sys/fs/cgroup", v2: true}
+	return cgroupReader{dir: "/sys/fs/cgroup", parents: benchCgroupParents, v2: true}
 }
 
+// path is the container's cgroup folder: the first parent holding it (the
+// root's when none does).
 func (c cgroupReader) path(name string) string {
+	for _, p := range c.parents {
+		d := filepath.Join(c.dir, p, "lxc.payload."+name)
+		if _, err := os.Stat(d); err == nil {
+			return d
+		}
+	}
 	return filepath.Join(c.dir, "lxc.payload."+name)
 }
 
