@@ -36,6 +36,10 @@ type AgentFigure struct {
 	P50ms    float64 `json:"p50_ms"`
 	P99ms    float64 `json:"p99_ms"`
 	MaxMs    float64 `json:"max_ms"`
+	// CPUSeconds is the agent's CPU time during that load: what serving
+	// the API costs it (CPUPerRequestMs per request).
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPerRequestMs float64 `json:"cpu_per_request_ms"`
 	// Containers is how many lockers the answer listed.
 	Containers int    `json:"containers"`
 	Err        string `json:"error,omitempty"`
@@ -63,8 +67,13 @@ func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 	}
 	a.IdleRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmRSS:")
 	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()
+	cpu0 := procCPUSeconds(ap.cmd.Process.Pid)
 	lat, errs := loadGet(ctx, ap.client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration)
+	a.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - cpu0
 	a.Requests, a.Errors = len(lat)+errs, errs
+	if a.Requests > 0 {
+		a.CPUPerRequestMs = 1000 * a.CPUSeconds / float64(a.Requests)
+	}
 	a.P50ms, a.P99ms, a.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
 	a.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
 	return a

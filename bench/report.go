@@ -333,8 +333,8 @@ func (rep *Report) Markdown() string {
 	}
 	a := rep.Agent
 	if a.Err == "" {
-		fmt.Fprintf(&b, "Agent (%s) with %d lockers, idle fleet: idle RSS %.1f MiB; GET /v1/containers at %d req/s for %.0f s: p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors.\n\n",
-			a.Source, rep.N, a.IdleRSSMiB, a.Rate, a.Seconds, a.P50ms, a.P99ms, a.MaxMs, a.Errors)
+		fmt.Fprintf(&b, "Agent (%s) with %d lockers, idle fleet: idle RSS %.1f MiB; GET /v1/containers at %d req/s for %.0f s: p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors; the agent used %.2f CPU s for them (%.2f ms a request).\n\n",
+			a.Source, rep.N, a.IdleRSSMiB, a.Rate, a.Seconds, a.P50ms, a.P99ms, a.MaxMs, a.Errors, a.CPUSeconds, a.CPUPerRequestMs)
 	} else {
 		fmt.Fprintf(&b, "Agent: not measured: %s\n\n", a.Err)
 	}
