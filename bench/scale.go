@@ -33,6 +33,9 @@ type ScaleRow struct {
 	AgentCPUPct     float64 `json:"agent_update_cpu_pct"`
 	AgentVia        string  `json:"agent_via"`
 	APIP99ms        float64 `json:"api_p99_ms"`
+	// APICPUPerRequestMs is the agent's CPU per GET /v1/containers on the
+	// idle fleet: with the API rate, the API's share of the CPU above.
+	APICPUPerRequestMs float64 `json:"api_cpu_per_request_ms"`
 	APIErrors       int     `json:"api_errors"`
 	// One restart alone (prober running) and its parts' sum (nothing
 	// probing); probing's cost over the run (% of one core).
@@ -114,6 +117,7 @@ func (row *ScaleRow) fill(rep *Report) {
 		}
 	}
 	row.AgentIdleRSSMiB = rep.Agent.IdleRSSMiB
+	row.APICPUPerRequestMs = rep.Agent.CPUPerRequestMs
 	row.AloneSeconds = rep.AloneRestartSeconds
 	for _, b := range rep.Breakdown {
 		if b.Load == "none" {
@@ -138,16 +142,16 @@ func (sr *ScaleReport) write(dir string) error {
 func (sr *ScaleReport) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## lockerbench scale, %s\n\nCommand: `%s`. One run per N (storm and lxcfleet offline); each N's full report is in its folder.\n\n", sr.Started.UTC().Format("2006-01-02 15:04 UTC"), sr.Command)
-	b.WriteString("| N | storm window s | offline window s (restart phase) | offline p50 / p99 s | pacing | agent idle RSS MiB | agent during offline: peak RSS MiB / CPU s / % of a core | API p99 ms (errors) | one restart alone s (parts) | probing % of a core | load at start | run min |\n")
+	b.WriteString("| N | storm window s | offline window s (restart phase) | offline p50 / p99 s | pacing | agent idle RSS MiB | agent during offline: peak RSS MiB / CPU s / % of a core | API p99 ms (errors); agent CPU ms per GET | one restart alone s (parts) | probing % of a core | load at start | run min |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range sr.Rows {
 		if r.Err != "" && r.StormWindow == 0 && r.OfflineWindow == 0 {
 			fmt.Fprintf(&b, "| %d | failed: %s |||||||||||\n", r.N, r.Err)
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %.1f | %.1f (%.1f) | %.2f / %.2f | %s | %.1f | %.1f / %.2f / %.0f (%s) | %.1f (%d) | %.2f (%.2f) | %.1f | %s | %.1f |\n",
+		fmt.Fprintf(&b, "| %d | %.1f | %.1f (%.1f) | %.2f / %.2f | %s | %.1f | %.1f / %.2f / %.0f (%s) | %.1f (%d); %.2f | %.2f (%.2f) | %.1f | %s | %.1f |\n",
 			r.N, r.StormWindow, r.OfflineWindow, r.OfflineRestart, r.OfflineP50, r.OfflineP99, r.OfflinePacing, r.AgentIdleRSSMiB,
-			r.AgentPeakRSSMiB, r.AgentCPUSeconds, r.AgentCPUPct, orDash(r.AgentVia), r.APIP99ms, r.APIErrors, r.AloneSeconds, r.PartsSum, r.ProbingPct, r.LoadAtStart, r.Minutes)
+			r.AgentPeakRSSMiB, r.AgentCPUSeconds, r.AgentCPUPct, orDash(r.AgentVia), r.APIP99ms, r.APIErrors, r.APICPUPerRequestMs, r.AloneSeconds, r.PartsSum, r.ProbingPct, r.LoadAtStart, r.Minutes)
 	}
 	return b.String()
 }
