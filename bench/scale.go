@@ -36,7 +36,7 @@ type ScaleRow struct {
 	// APICPUPerRequestMs is the agent's CPU per GET /v1/containers on the
 	// idle fleet: with the API rate, the API's share of the CPU above.
 	APICPUPerRequestMs float64 `json:"api_cpu_per_request_ms"`
-	APIErrors       int     `json:"api_errors"`
+	APIErrors          int     `json:"api_errors"`
 	// One restart alone (prober running) and its parts' sum (nothing
 	// probing); probing's cost over the run (% of one core).
 	AloneSeconds float64 `json:"alone_s"`
