@@ -33,6 +33,9 @@ type Report struct {
 	Machine          Machine     `json:"machine"`
 	LXCFleet         lxcfleetCLI `json:"lxcfleet"`
 	ProvisionSeconds float64     `json:"provision_seconds"`
+	// CgroupParent is where every scenario's lockers sit (lxc.cgroup.dir in
+	// their configs) and its CPU weight.
+	CgroupParent string `json:"cgroup_parent"`
 	// Alone is one locker restarted with the rest idle (three times);
 	// AloneRestartSeconds is the median of its unavailability.
 	Alone               []Figures   `json:"alone"`
@@ -260,7 +263,7 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "## lockerbench: %d lockers, %s\n\n", rep.N, rep.Started.UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: %d cores (%s), %.1f GiB, kernel %s, LXC %s, node %s, npm %s, PSI %v, load at start %s.  \n",
 		m.Cores, orDash(m.CPU), m.MemoryGiB, m.Kernel, m.LXC, m.Node, m.Npm, m.PSI, m.LoadAtStart)
-	fmt.Fprintf(&b, "Command: `%s`; lxcfleet: `%s` (update-code: %v, agent: %v).  \n", rep.Command, rep.LXCFleet.Bin, rep.LXCFleet.UpdateCode, rep.LXCFleet.Agent)
+	fmt.Fprintf(&b, "Command: `%s`; lxcfleet: `%s` (update-code: %v, agent: %v, --pacing: %v). Every scenario's lockers sit in the cgroup parent %s.  \n", rep.Command, rep.LXCFleet.Bin, rep.LXCFleet.UpdateCode, rep.LXCFleet.Agent, rep.LXCFleet.Pacing, orDash(rep.CgroupParent))
 	fmt.Fprintf(&b, "One locker restarted alone: %.2f s unavailable (median of %d); a start costs %s CPU s.\n\n", rep.AloneRestartSeconds, len(rep.Alone), aloneCPU(rep.Alone))
 	b.WriteString("| scenario | window s | unavail p50 / p99 / max s | most unavail at once | most starting at once | failed starts | peak load1 | peak PSI cpu / mem % | npm s | CPU floor s | window / floor |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")

@@ -62,6 +62,9 @@ type Options struct {
 	// its parts with nothing probing (3; and as many under the 20 Hz
 	// prober unless NoPollReference).
 	BreakdownRuns int
+	// NoCgroupParent leaves the lockers' cgroups where LXC puts them for
+	// the LXC tools (top level) instead of in lxcfleet's parent cgroup.
+	NoCgroupParent bool
 	// Log receives progress.
 	Log *slog.Logger
 }
@@ -258,7 +261,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	r.log.Info("making lockers", "n", o.N)
 	t := time.Now()
-	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true, Log: r.log})
+	parent := lxcctl.CgroupParent{Path: lxcctl.DefaultCgroupParent, CPUWeight: lxcctl.DefaultLockersCPUWeight}
+	if o.NoCgroupParent {
+		parent = lxcctl.CgroupParent{}
+	}
+	rep.CgroupParent = fmt.Sprintf("%s (cpu weight %d)", orDash(parent.Path), parent.CPUWeight)
+	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true,
+		CgroupParent: parent, Log: r.log})
 	if err != nil {
 		return nil, err
 	}

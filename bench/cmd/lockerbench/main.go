@@ -51,6 +51,7 @@ func commonFlags(fs *flag.FlagSet, o *bench.Options) {
 	fs.IntVar(&o.APIRate, "api-rate", 200, "requests a second of the GET /v1/containers load (idle fleet and during offline updates)")
 	fs.StringVar(&o.ProbeMode, "probe", bench.ProbeAdaptive, "prober: adaptive, or poll (issue 7's 20 Hz HTTP prober)")
 	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
+	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
 	fs.BoolVar(&o.NoPollReference, "no-poll-reference", false, "leave out the 20 Hz prober's calibration period and restart breakdown")
 }
 
