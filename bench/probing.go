@@ -36,9 +36,10 @@ type ProbingFigure struct {
 	// LockerCPUPerRequestMs is a locker's CPU per answered probe (from the
 	// 20 Hz period: many requests, a precise figure).
 	LockerCPUPerRequestMs float64 `json:"locker_cpu_per_request_ms"`
-	// Over the whole run: the prober's CPU over its life; the requests it
-	// sent, and the lockers' CPU answering them (requests × the per-request
-	// cost above), both per second of the run.
+	// Over the run (from the fleet's first start, less the time the prober
+	// was stopped for the calibration and the breakdowns): the prober's CPU;
+	// the requests it sent, and the lockers' CPU answering them (requests ×
+	// the per-request cost above), both per second it ran.
 	RunProberPct    float64 `json:"run_prober_pct"`
 	RunRequests     int64   `json:"run_requests"`
 	RunSeconds      float64 `json:"run_seconds"`
@@ -57,14 +58,17 @@ func (r *runner) lockerCPU() float64 {
 // pauseProber stops the prober with SIGSTOP (the lockers see no probe
 // while it is stopped); resume continues it.
 func (r *runner) pauseProber() {
-	if r.prober != nil {
+	if r.prober != nil && r.pausedAt.IsZero() {
 		_ = r.prober.Process.Signal(syscall.SIGSTOP)
+		r.pausedAt = time.Now()
 	}
 }
 
 func (r *runner) resumeProber() {
-	if r.prober != nil {
+	if r.prober != nil && !r.pausedAt.IsZero() {
 		_ = r.prober.Process.Signal(syscall.SIGCONT)
+		r.paused += time.Since(r.pausedAt)
+		r.pausedAt = time.Time{}
 	}
 }
 
@@ -151,11 +155,14 @@ func (r *runner) finishProbing(f *ProbingFigure, started time.Time) {
 	if r.prober == nil {
 		return
 	}
-	f.RunProberPct = procCPUPercent(r.prober.Process.Pid)
-	if s, err := ReadStatus(r.status); err == nil {
-		f.RunRequests = s.Requests
+	// Over the time it ran: the calibration and the breakdowns stop it.
+	f.RunSeconds = (time.Since(started) - r.paused).Seconds()
+	if f.RunSeconds > 0 {
+		f.RunProberPct = 100 * (procCPUSeconds(r.prober.Process.Pid) - r.proberCPUAtStart) / f.RunSeconds
 	}
-	f.RunSeconds = time.Since(started).Seconds()
+	if s, err := ReadStatus(r.status); err == nil {
+		f.RunRequests = s.Requests - r.proberReqAtStart
+	}
 	perReq := f.LockerCPUPerRequestMs
 	if perReq == 0 && f.AdaptiveReqPerSec > 0 {
 		perReq = 1000 * (f.AdaptiveLockerPct / 100) / f.AdaptiveReqPerSec

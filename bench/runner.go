@@ -173,20 +173,29 @@ type Mark struct {
 
 // runner holds one run's state.
 type runner struct {
-	o       Options
-	log     *slog.Logger
-	dir     string // results/<timestamp>
-	work    string
-	root    string
-	origin  *Origin
-	fleet   *Fleet
-	prober  *exec.Cmd
-	status  string
-	events  string
-	cfgPath string
-	socket  string
-	marks   []Mark
-	lxcf    lxcfleetCLI
+	o      Options
+	log    *slog.Logger
+	dir    string // results/<timestamp>
+	work   string
+	root   string
+	origin *Origin
+	fleet  *Fleet
+	prober *exec.Cmd
+	// pausedAt is when the prober was stopped with SIGSTOP (zero while it
+	// runs); paused the time it spent stopped, which the run-wide probing
+	// figures leave out.
+	pausedAt time.Time
+	paused   time.Duration
+	// The prober's CPU and requests when the measured part of the run
+	// began (after the fleet's first start).
+	proberCPUAtStart float64
+	proberReqAtStart int64
+	status           string
+	events           string
+	cfgPath          string
+	socket           string
+	marks            []Mark
+	lxcf             lxcfleetCLI
 }
 
 // Run runs the whole benchmark and writes its report. Every container it
@@ -282,6 +291,10 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		return rep, err
 	}
 	proberStarted := time.Now()
+	r.proberCPUAtStart = procCPUSeconds(r.prober.Process.Pid)
+	if st, err := ReadStatus(r.status); err == nil {
+		r.proberReqAtStart = st.Requests
+	}
 	// What probing costs, on the idle fleet (no probing, then the adaptive
 	// prober). Then one locker restarted alone, three times (the yardstick
 	// for rolling), each followed by the same restart broken into its parts
