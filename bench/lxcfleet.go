@@ -179,6 +179,12 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 	m := Mark{ID: id, Title: scenarioTitles[id], From: from, To: to, Window: r.window()}
 	if r.lxcf.Pacing {
 		m.Pacing = pacing
+		if strategy == "offline" && pacing == "adaptive" {
+			// Offline with adaptive pacing: K is every locker, the
+			// configured window only W's first value.
+			m.Notes = append(m.Notes, fmt.Sprintf("K = all %d lockers; W starts at the window, %d", len(r.fleet.Targets), m.Window))
+			m.Window = len(r.fleet.Targets)
+		}
 	} else {
 		m.Title = strings.Replace(m.Title, " --pacing adaptive", "", 1) + " (binary without --pacing: its fixed window)"
 		m.Notes = append(m.Notes, "the lxcfleet binary has no --pacing: run with its own (fixed) window")
