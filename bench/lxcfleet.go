@@ -91,6 +91,11 @@ stop_timeout = "10s"
 	if r.o.Monitor > 0 {
 		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
 	}
+	if r.o.NoCgroupParent {
+		// lxcfleet's lockers stay where LXC puts them too, like the
+		// others'.
+		cfg += "\n[cgroup]\nparent = \"\"\n"
+	}
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
