@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,10 @@ type AgentFigure struct {
 	P50ms    float64 `json:"p50_ms"`
 	P99ms    float64 `json:"p99_ms"`
 	MaxMs    float64 `json:"max_ms"`
+	// CPUSeconds is the agent's CPU time during that load: what serving
+	// the API costs it (CPUPerRequestMs per request).
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUPerRequestMs float64 `json:"cpu_per_request_ms"`
 	// Containers is how many lockers the answer listed.
 	Containers int    `json:"containers"`
 	Err        string `json:"error,omitempty"`
@@ -45,40 +50,74 @@ type AgentFigure struct {
 // bench fleet, measures its idle RSS and loads its API.
 func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 	var a AgentFigure
-	var cmd *exec.Cmd
-	if r.lxcf.Agent {
-		cmd = exec.Command(r.o.LXCFleet, "--lxcpath", r.fleet.Path, "agent", "--config", r.cfgPath)
-		a.Source = "lxcfleet agent"
-	} else {
-		cmd = exec.Command(r.o.Self, "agent", r.cfgPath)
-		a.Source = "lxcfleet/agent in lockerbench's agent subcommand (the lxcfleet binary has no agent command yet)"
-	}
-	logf, err := os.Create(filepath.Join(r.dir, "agent.log"))
+	ap, err := r.startAgent(ctx, "agent.log")
 	if err != nil {
 		a.Err = err.Error()
 		return a
 	}
-	defer logf.Close()
+	defer ap.stop()
+	a.Source = ap.source
+	a.Containers = ap.containers
+	// Idle: let its inventory refresh a couple of times.
+	select {
+	case <-ctx.Done():
+		a.Err = ctx.Err().Error()
+		return a
+	case <-time.After(r.o.AgentIdle):
+	}
+	a.IdleRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmRSS:")
+	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()
+	cpu0 := procCPUSeconds(ap.cmd.Process.Pid)
+	lat, errs := loadGet(ctx, ap.client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration)
+	a.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - cpu0
+	a.Requests, a.Errors = len(lat)+errs, errs
+	if a.Requests > 0 {
+		a.CPUPerRequestMs = 1000 * a.CPUSeconds / float64(a.Requests)
+	}
+	a.P50ms, a.P99ms, a.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
+	a.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
+	return a
+}
+
+// agentProc is an agent process this run started.
+type agentProc struct {
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	client     *http.Client
+	source     string
+	containers int
+	logf       *os.File
+}
+
+// startAgent starts the agent (lxcfleet's `agent` command, or this
+// program's in-process stand-in while the binary has none) on the bench
+// fleet and waits until GET /v1/containers answers.
+func (r *runner) startAgent(ctx context.Context, logName string) (*agentProc, error) {
+	ap := &agentProc{exited: make(chan struct{})}
+	var cmd *exec.Cmd
+	if r.lxcf.Agent {
+		cmd = exec.Command(r.o.LXCFleet, "--lxcpath", r.fleet.Path, "agent", "--config", r.cfgPath)
+		ap.source = "lxcfleet agent"
+	} else {
+		cmd = exec.Command(r.o.Self, "agent", r.cfgPath)
+		ap.source = "lxcfleet/agent in lockerbench's agent subcommand (the lxcfleet binary has no agent command yet)"
+	}
+	logf, err := os.Create(filepath.Join(r.dir, logName))
+	if err != nil {
+		return nil, err
+	}
+	ap.logf = logf
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	_ = os.Remove(r.socket)
 	if err := cmd.Start(); err != nil {
-		a.Err = fmt.Sprintf("starting the agent: %v", err)
-		return a
+		logf.Close()
+		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
-	r.log.Info("agent started", "pid", cmd.Process.Pid, "source", a.Source)
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	client := &http.Client{
+	ap.cmd = cmd
+	r.log.Info("agent started", "pid", cmd.Process.Pid, "source", ap.source)
+	go func() { _ = cmd.Wait(); close(ap.exited) }()
+	ap.client = &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -90,46 +129,44 @@ func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := client.Get("http://agent/v1/containers")
+		resp, err := ap.client.Get("http://agent/v1/containers")
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				a.Containers = strings.Count(string(body), `"name"`)
-				break
+				ap.containers = strings.Count(string(body), `"name"`)
+				return ap, nil
 			}
 		}
 		select {
-		case <-exited:
-			a.Err = "the agent exited at start (see agent.log)"
-			return a
+		case <-ap.exited:
+			ap.stop()
+			return nil, errors.New("the agent exited at start (see " + logName + ")")
 		default:
 		}
-		if time.Now().After(deadline) {
-			a.Err = fmt.Sprintf("the agent did not answer on %s within 20s: %v", r.socket, err)
-			return a
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			ap.stop()
+			return nil, fmt.Errorf("the agent did not answer on %s within 20s: %v", r.socket, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Idle: let its inventory refresh a couple of times.
+}
+
+// stop ends the agent by its PID (SIGTERM, then SIGKILL after 15 s).
+func (ap *agentProc) stop() {
+	_ = ap.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-ctx.Done():
-		a.Err = ctx.Err().Error()
-		return a
-	case <-time.After(r.o.AgentIdle):
+	case <-ap.exited:
+	case <-time.After(15 * time.Second):
+		_ = ap.cmd.Process.Kill()
+		<-ap.exited
 	}
-	a.IdleRSSMiB = procStatusMiB(cmd.Process.Pid, "VmRSS:")
-	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()
-	lat, errs := loadGet(ctx, client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration)
-	a.Requests, a.Errors = len(lat)+errs, errs
-	a.P50ms, a.P99ms, a.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
-	a.PeakRSSMiB = procStatusMiB(cmd.Process.Pid, "VmHWM:")
-	return a
+	ap.logf.Close()
 }
 
 // loadGet sends GETs at a steady rate (open loop: a slow answer does not
-// hold the next request back) and returns the latencies in ms of the
-// successful ones and the count of failures.
+// hold the next request back) for d or until ctx ends, and returns the
+// latencies in ms of the successful ones and the count of failures.
 func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.Duration) ([]float64, int) {
 	var mu sync.Mutex
 	var lat []float64

@@ -1,4 +1,4 @@
-// Package bench is lxcfleet's benchmark (issue 7): it measures, side by side
+// Package bench is lxcfleet's benchmark (issues 7 and 13): it measures, side by side
 // in one run on one machine, how long a fleet of real lockers is unavailable
 // while it is updated from build A to build B by the operators' shell plans
 // and by lxcfleet.
@@ -12,11 +12,18 @@
 //     changed: npm must run) and C (app-only change of B: lockfile unchanged).
 //   - fleet.go: N busybox lockers in a private lxcpath with unique names,
 //     mounted with the mounts package's layout; Destroy removes every one.
-//   - prober.go: the external prober, a separate process (`lockerbench probe`)
-//     that polls every locker's /healthz at 20 Hz, watches each locker's
-//     cgroup (to see starts and read their CPU time), samples host pressure
-//     (load, PSI, memory), and writes everything as JSON lines.
-//   - scenarios.go: the five update scenarios and the resets between them.
+//   - prober.go, adaptive.go, listen.go: the external prober, a separate
+//     process (`lockerbench probe`). Adaptive: every 25 ms one sock_diag
+//     dump of the listening ports and one getdents of the containers'
+//     cgroups give both edges of each locker's unavailability; HTTP only
+//     at each up edge and for serving lockers at 10 requests a second in
+//     all. (Issue 7's 20 Hz HTTP poll stays as a mode, the reference.) It
+//     samples host pressure (load, PSI, memory) and writes JSON lines.
+//   - probing.go: what probing costs (prober and lockers, calibrated on
+//     the idle fleet); breakdown.go: one restart in its parts.
+//   - scenarios.go: the update scenarios (with --pacing adaptive / fixed
+//     where the binary has it) and the resets between them.
+//   - scale.go: one cheap run per N (lockerbench scale).
 //   - analyze.go: the figures, computed from the prober's events only.
 //   - agentload.go: the agent's idle RSS and GET /v1/containers latency.
 //   - report.go, chart.go: results/<timestamp>/ report.json, report.md and

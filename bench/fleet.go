@@ -45,7 +45,14 @@ type FleetOptions struct {
 	Work int
 	// Autostart marks lockers lxc.start.auto = 1 (for lxc-autostart).
 	Autostart bool
-	Log       *slog.Logger
+	// CgroupParent, when set, is written into every locker's config
+	// (lxc.cgroup.dir) after Ensure: then every scenario's lockers, started
+	// by the LXC tools, the bench or lxcfleet, sit in the same parent with
+	// the same CPU weight as the lockers lxcfleet starts (issue 13). On a
+	// shared machine a storm of top-level cgroups would otherwise outweigh
+	// everything else while lxcfleet's lockers share one low weight.
+	CgroupParent lxcctl.CgroupParent
+	Log          *slog.Logger
 }
 
 // NewFleet makes the base container and N stopped lockers. On failure the
@@ -89,6 +96,12 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 		"lxc.init.cmd = /usr/bin/node /" + strings.TrimPrefix(f.Layout.AppPath, "/") + "/server.js",
 		"lxc.mount.entry = " + node + " usr/bin/node none bind,ro,create=file 0 0",
 		fmt.Sprintf("lxc.environment = WORK=%d", opts.Work),
+	}
+	if opts.CgroupParent.Path != "" {
+		if err := opts.CgroupParent.Ensure(); err != nil {
+			return nil, fmt.Errorf("preparing the lockers' cgroup parent: %w", err)
+		}
+		lines = append(lines, "lxc.cgroup.dir = "+opts.CgroupParent.Path)
 	}
 	if _, err := h.EditConfig(f.base, func(old []byte) ([]byte, error) {
 		return appendLines(dropKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor.", "lxc.start."), lines...), nil

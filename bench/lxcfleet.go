@@ -6,10 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"lxcfleet/agent"
@@ -21,7 +26,9 @@ type lxcfleetCLI struct {
 	Version    string `json:"version,omitempty"`
 	UpdateCode bool   `json:"update_code"` // has `update-code --local`
 	Agent      bool   `json:"agent"`       // has `agent`
-	Err        string `json:"error,omitempty"`
+	// Pacing: update-code has --pacing adaptive|fixed (issue 13).
+	Pacing bool   `json:"pacing"`
+	Err    string `json:"error,omitempty"`
 }
 
 // probeLXCFleet asks the binary's help which commands it has.
@@ -37,6 +44,7 @@ func probeLXCFleet(bin string) lxcfleetCLI {
 	}
 	if out, err := exec.Command(bin, "update-code", "--help").CombinedOutput(); err == nil {
 		c.UpdateCode = strings.Contains(string(out), "--local") && strings.Contains(string(out), "--strategy")
+		c.Pacing = strings.Contains(string(out), "--pacing")
 	}
 	if out, err := exec.Command(bin, "agent", "--help").CombinedOutput(); err == nil {
 		c.Agent = strings.Contains(string(out), "agent")
@@ -83,6 +91,11 @@ stop_timeout = "10s"
 	if r.o.Monitor > 0 {
 		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
 	}
+	if r.o.NoCgroupParent {
+		// lxcfleet's lockers stay where LXC puts them too, like the
+		// others'.
+		cfg += "\n[cgroup]\nparent = \"\"\n"
+	}
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -102,11 +115,20 @@ func (r *runner) window() int {
 }
 
 // updateCommand is the update-code command line: the lxcfleet binary's
-// when it has the command, else lockerbench's in-process stand-in.
-func (r *runner) updateCommand(strategy, build string) (bin string, args []string) {
+// when it has the command, else lockerbench's in-process stand-in. pacing
+// ("adaptive", "fixed" or "" for none) is passed only to a binary that
+// has --pacing; local false sends the job to a running agent.
+func (r *runner) updateCommand(strategy, build, pacing string, local bool) (bin string, args []string) {
 	if r.lxcf.UpdateCode {
-		return r.o.LXCFleet, []string{"--lxcpath", r.fleet.Path, "update-code", "--config", r.cfgPath, "--local",
-			"--strategy", strategy, "--target", buildTag[build], "--json"}
+		args = []string{"--lxcpath", r.fleet.Path, "update-code", "--config", r.cfgPath}
+		if local {
+			args = append(args, "--local")
+		}
+		args = append(args, "--strategy", strategy, "--target", buildTag[build], "--json")
+		if pacing != "" && r.lxcf.Pacing {
+			args = append(args, "--pacing", pacing)
+		}
+		return r.o.LXCFleet, args
 	}
 	return r.o.Self, []string{"update-code", r.cfgPath, strategy, buildTag[build]}
 }
@@ -125,7 +147,7 @@ func (r *runner) resetLXCFleet(ctx context.Context) error {
 			return err
 		}
 	}
-	bin, args := r.updateCommand("offline", BuildA)
+	bin, args := r.updateCommand("offline", BuildA, "", true)
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	if _, serr := os.Stat(filepath.Join(r.root, "current", "BENCH_BUILD")); serr != nil {
 		return fmt.Errorf("lxcfleet update-code to build A left no current release (%v): %s", err, tail(out))
@@ -133,29 +155,123 @@ func (r *runner) resetLXCFleet(ctx context.Context) error {
 	return r.startAll(ctx, BuildA)
 }
 
+// UpdateAgent is the agent that ran an lxcfleet update, measured during
+// it: through the daemon (offline updates, when the binary has `agent`),
+// with GET /v1/containers loaded at the API rate for the whole update; or
+// the update-code --local process itself (the agent in process).
+type UpdateAgent struct {
+	Via string `json:"via"` // "daemon" or "local"
+	// CPUSeconds is the agent process's CPU time during the update;
+	// CPUPct the same in % of one core over the command.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPUPct     float64 `json:"cpu_pct"`
+	// IdleRSSMiB before the update (daemon only); PeakRSSMiB its high-water
+	// mark (VmHWM, or the --local process's max RSS).
+	IdleRSSMiB float64 `json:"idle_rss_mib,omitempty"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// The API under the update (daemon only).
+	Rate     int     `json:"rate,omitempty"`
+	Requests int     `json:"requests,omitempty"`
+	Errors   int     `json:"errors,omitempty"`
+	P50ms    float64 `json:"p50_ms,omitempty"`
+	P99ms    float64 `json:"p99_ms,omitempty"`
+	MaxMs    float64 `json:"max_ms,omitempty"`
+	Err      string  `json:"error,omitempty"`
+}
+
 // lxcfleetUpdate runs one measured lxcfleet update-code.
-func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to string) (Mark, error) {
+func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pacing string) (Mark, error) {
 	m := Mark{ID: id, Title: scenarioTitles[id], From: from, To: to, Window: r.window()}
+	if r.lxcf.Pacing {
+		m.Pacing = pacing
+		if strategy == "offline" && pacing == "adaptive" {
+			// Offline with adaptive pacing: K is every locker, the
+			// configured window only W's first value.
+			m.Notes = append(m.Notes, fmt.Sprintf("K = all %d lockers; W starts at the window, %d", len(r.fleet.Targets), m.Window))
+			m.Window = len(r.fleet.Targets)
+		}
+	} else {
+		m.Title = strings.Replace(m.Title, " --pacing adaptive", "", 1) + " (binary without --pacing: its fixed window)"
+		m.Notes = append(m.Notes, "the lxcfleet binary has no --pacing: run with its own (fixed) window")
+	}
 	r.log.Info("scenario", "id", id, "title", m.Title)
 	outPath := filepath.Join(r.dir, "scenario-"+id+".log")
 	m.Output = filepath.Base(outPath)
-	bin, args := r.updateCommand(strategy, to)
+	ua := &UpdateAgent{Via: "local"}
+	var ap *agentProc
+	if strategy == "offline" && r.lxcf.Agent && r.lxcf.UpdateCode {
+		var err error
+		if ap, err = r.startAgent(ctx, "agent-"+id+".log"); err != nil {
+			ua.Err = err.Error()
+			m.Notes = append(m.Notes, "run with --local: "+err.Error())
+		} else {
+			ua.Via = "daemon"
+			defer ap.stop()
+			time.Sleep(time.Second)
+			ua.IdleRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmRSS:")
+		}
+	}
+	bin, args := r.updateCommand(strategy, to, pacing, ap == nil)
 	if bin == r.o.Self {
 		m.Notes = append(m.Notes, "run with lockerbench's in-process stand-in for `lxcfleet update-code --local` (agent + codeupdate, same code path): the lxcfleet binary has no update-code command yet")
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var agentCPU0 float64
+	var apiEvents []any
+	var lat []float64
+	var apiErrs int
+	loadDone := make(chan struct{})
 	m.T0 = time.Now()
-	err := cmd.Run()
-	m.CmdEnd = time.Now()
+	if ap != nil {
+		agentCPU0 = procCPUSeconds(ap.cmd.Process.Pid)
+		lctx, stopLoad := context.WithCancel(ctx)
+		defer stopLoad()
+		go func() {
+			defer close(loadDone)
+			lat, apiErrs = loadGet(lctx, ap.client, "http://agent/v1/containers", r.o.APIRate, 24*time.Hour)
+		}()
+		err := cmd.Run()
+		m.CmdEnd = time.Now()
+		stopLoad()
+		<-loadDone
+		ua.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - agentCPU0
+		apiEvents = jobEvents(ctx, ap.client, stdout.Bytes())
+		ua.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
+		ua.Rate, ua.Requests, ua.Errors = r.o.APIRate, len(lat)+apiErrs, apiErrs
+		ua.P50ms, ua.P99ms, ua.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
+		if err != nil {
+			m.CmdFailures++
+			m.Err = fmt.Sprintf("lxcfleet update-code: %v: %s", err, tail(stderr.Bytes()))
+		}
+	} else {
+		err := cmd.Run()
+		m.CmdEnd = time.Now()
+		if ps := cmd.ProcessState; ps != nil {
+			ua.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
+			if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+				ua.PeakRSSMiB = float64(ru.Maxrss) / 1024
+			}
+		}
+		if err != nil {
+			m.CmdFailures++
+			m.Err = fmt.Sprintf("lxcfleet update-code: %v: %s", err, tail(stderr.Bytes()))
+		}
+	}
+	if d := m.CmdEnd.Sub(m.T0).Seconds(); d > 0 {
+		ua.CPUPct = 100 * ua.CPUSeconds / d
+	}
+	m.Agent = ua
 	log := fmt.Sprintf("$ %s %s\n%s\n--- stderr\n%s", bin, strings.Join(args, " "), stdout.String(), stderr.String())
 	_ = os.WriteFile(outPath, []byte(log), 0o644)
-	if err != nil {
-		m.CmdFailures++
-		m.Err = fmt.Sprintf("lxcfleet update-code: %v: %s", err, tail(stderr.Bytes()))
-	}
 	fillFromJSON(&m, stdout.Bytes())
+	if len(apiEvents) > 0 {
+		// The agent's own events carry W (max_starting); the CLI's
+		// --json lines do not.
+		m.CtlMaxStarting, m.CtlStarts, m.CtlMaxW, m.CtlWChanges, m.CtlOverCap = 0, 0, 0, 0, 0
+		ctlStarting(&m, apiEvents)
+	}
 	var ok bool
 	m.Done, ok = r.waitAll(ctx, to, r.deadline())
 	m.TimedOut = !ok
@@ -203,6 +319,7 @@ func fillFromJSON(m *Mark, out []byte) {
 			npmAt = t
 		}
 	}
+	ctlStarting(m, all)
 	for _, v := range all {
 		walkJSON(v, func(k string, x any) {
 			switch k {
@@ -247,4 +364,132 @@ func tail(b []byte) string {
 		s = "…" + s[len(s)-600:]
 	}
 	return s
+}
+
+// wRe finds the pacing controller's starting limit in a stage message
+// ("W=3", "W = 3").
+var wRe = regexp.MustCompile(`\bW\s*=\s*(\d+)`)
+
+// ctlStarting computes, from lxcfleet's --json container events, the most
+// lockers starting at once as the controller counts them (a "starting"
+// event until that locker's "healthy", "moved", "failed" or "skipped"),
+// and checks it against the controller's cap: the starting limit W where
+// a stage message states it, else K.
+func ctlStarting(m *Mark, all []any) {
+	type ev struct {
+		t     time.Time
+		c     string
+		phase string
+		w     int
+	}
+	var evs []ev
+	for _, v := range all {
+		e, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		ts, _ := e["time"].(string)
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		switch e["type"] {
+		case "event", "container":
+			c, _ := e["container"].(string)
+			ph, _ := e["phase"].(string)
+			evs = append(evs, ev{t: t, c: c, phase: ph})
+			// The agent's events state W on each stopping/starting event.
+			if w, ok := e["max_starting"].(float64); ok && w > 0 {
+				evs[len(evs)-1].w = int(w)
+			}
+		case "stage":
+			msg, _ := e["message"].(string)
+			if sm := wRe.FindStringSubmatch(msg); sm != nil {
+				w, _ := strconv.Atoi(sm[1])
+				evs = append(evs, ev{t: t, w: w})
+			}
+		}
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].t.Before(evs[j].t) })
+	starting := map[string]bool{}
+	w := 0
+	for _, e := range evs {
+		if e.w > 0 {
+			if e.w != w {
+				m.CtlWChanges++
+			}
+			w = e.w
+			m.CtlMaxW = max(m.CtlMaxW, w)
+			if e.c == "" {
+				continue
+			}
+		}
+		switch e.phase {
+		case "starting":
+			starting[e.c] = true
+			m.CtlStarts++
+		case "healthy", "moved", "failed", "skipped", "stopped":
+			delete(starting, e.c)
+		}
+		m.CtlMaxStarting = max(m.CtlMaxStarting, len(starting))
+		limit := w
+		if limit == 0 {
+			limit = m.Window
+		}
+		if limit > 0 && len(starting) > limit {
+			m.CtlOverCap++
+		}
+	}
+}
+
+// jobEvents reads a finished job's events from the agent
+// (GET /v1/jobs/{id}/events, a Server-Sent Events stream that replays the
+// job's events and ends), the job id taken from update-code's --json
+// output. It returns nil when it cannot.
+func jobEvents(ctx context.Context, c *http.Client, out []byte) []any {
+	var id string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() && id == "" {
+		var v struct {
+			Job string `json:"job"`
+		}
+		if json.Unmarshal(sc.Bytes(), &v) == nil {
+			id = v.Job
+		}
+	}
+	if id == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/jobs/"+id+"/events", nil)
+	if err != nil {
+		return nil
+	}
+	cl := *c
+	cl.Timeout = 0 // the stream is bounded by ctx
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var evs []any
+	rd := bufio.NewScanner(resp.Body)
+	rd.Buffer(make([]byte, 1<<20), 16<<20)
+	for rd.Scan() {
+		line := rd.Text()
+		if strings.HasPrefix(line, "event: end") {
+			break
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var v any
+		if json.Unmarshal([]byte(data), &v) == nil {
+			evs = append(evs, v)
+		}
+	}
+	return evs
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"lxcfleet/lxcctl"
@@ -51,6 +52,16 @@ func ProbeMain(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// LOCKERBENCH_PROBER_CPUPROFILE names a file for the prober's CPU
+	// profile (to see where its own cost goes).
+	if path := os.Getenv("LOCKERBENCH_PROBER_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			defer f.Close()
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	if err := RunProber(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

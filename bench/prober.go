@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"lxcfleet/lxcctl"
 )
 
 // Target is one locker the prober watches.
@@ -37,7 +39,31 @@ type ProbeConfig struct {
 	Timeout time.Duration `json:"timeout"`
 	// SampleEvery is the host pressure sampling period.
 	SampleEvery time.Duration `json:"sample_every"`
+	// Mode is ProbeAdaptive (the default) or ProbePoll (every locker over
+	// HTTP every Interval: the 20 Hz prober of issue 7, kept as the
+	// reference the adaptive one is checked against).
+	Mode string `json:"mode,omitempty"`
+	// Tick is the adaptive prober's scan period: each tick it lists the
+	// listening TCP ports (one netlink dump) and the containers' cgroups
+	// (one getdents), so both edges of a locker's unavailability are seen
+	// to within Tick. Default 25ms.
+	Tick time.Duration `json:"tick,omitempty"`
+	// Serving is how often the adaptive prober asks a locker that serves
+	// for its build over HTTP (default 2s): the only load it puts on the
+	// lockers, and the fallback that catches an app that hangs with its
+	// port open.
+	Serving time.Duration `json:"serving,omitempty"`
+	// ServingRate caps the serving lockers' probes at so many requests a
+	// second in all (default 10): Serving grows to N / ServingRate, so
+	// that the lockers' cost of answering does not grow with N.
+	ServingRate float64 `json:"serving_rate,omitempty"`
 }
+
+// The prober's modes.
+const (
+	ProbeAdaptive = "adaptive"
+	ProbePoll     = "poll"
+)
 
 // Event is one line of the prober's output. Kind says which fields are set:
 //
@@ -66,7 +92,14 @@ type Event struct {
 type Status struct {
 	T      int64          `json:"t"`
 	Builds map[string]int `json:"builds"` // "" = not answering
+	// Requests is the count of HTTP probes sent so far (what the lockers
+	// had to answer); Scans the adaptive prober's scans.
+	Requests int64 `json:"requests"`
+	Scans    int64 `json:"scans,omitempty"`
 }
+
+// probeCounters are the prober's running totals, for its status.
+type probeCounters struct{ requests, scans atomic.Int64 }
 
 // lockerState is one locker's last observed state.
 type lockerState struct {
@@ -95,19 +128,51 @@ func RunProber(ctx context.Context, cfg ProbeConfig) error {
 	w := &eventWriter{bw: bufio.NewWriterSize(f, 1<<20)}
 	cg := detectCgroup()
 
+	if cfg.Mode == "" {
+		cfg.Mode = ProbeAdaptive
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 25 * time.Millisecond
+	}
+	if cfg.Serving <= 0 {
+		cfg.Serving = 2 * time.Second
+	}
+	if cfg.ServingRate <= 0 {
+		cfg.ServingRate = 10
+	}
+	cfg.Serving = max(cfg.Serving, time.Duration(float64(len(cfg.Targets))/cfg.ServingRate*float64(time.Second)))
 	states := make([]*lockerState, len(cfg.Targets))
-	var wg sync.WaitGroup
-	for i, tg := range cfg.Targets {
+	for i := range cfg.Targets {
 		st := &lockerState{}
 		empty := ""
 		st.build.Store(&empty)
 		states[i] = st
-		wg.Go(func() { probeLocker(ctx, cfg, cg, w, i, tg, st) })
+	}
+	var cnt probeCounters
+	var wg sync.WaitGroup
+	var perr error
+	switch cfg.Mode {
+	case ProbePoll:
+		for i, tg := range cfg.Targets {
+			wg.Go(func() { probeLocker(ctx, cfg, cg, w, i, tg, states[i], &cnt) })
+		}
+	case ProbeAdaptive:
+		ls, err := newListenScanner()
+		if err != nil {
+			return err
+		}
+		defer ls.Close()
+		wg.Go(func() { perr = runAdaptive(ctx, cfg, cg, ls, w, states, &cnt) })
+	default:
+		return fmt.Errorf("unknown prober mode %q", cfg.Mode)
 	}
 	wg.Go(func() { sampleHost(ctx, cfg.SampleEvery, w) })
-	wg.Go(func() { writeStatus(ctx, cfg.Status, states) })
+	wg.Go(func() { writeStatus(ctx, cfg.Status, states, &cnt) })
 	wg.Wait()
-	return w.flush()
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return perr
 }
 
 // eventWriter serialises events from many goroutines.
@@ -130,8 +195,8 @@ func (w *eventWriter) flush() error {
 	return w.bw.Flush()
 }
 
-// probeLocker is one locker's 20 Hz loop.
-func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *eventWriter, i int, tg Target, st *lockerState) {
+// probeLocker is one locker's 20 Hz loop (ProbePoll).
+func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *eventWriter, i int, tg Target, st *lockerState, cnt *probeCounters) {
 	client := &http.Client{
 		Timeout: cfg.Timeout,
 		Transport: &http.Transport{
@@ -168,6 +233,7 @@ func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *event
 			st.up = up
 		}
 		st.ino = ino
+		cnt.requests.Add(1)
 		b := probe(ctx, client, url)
 		if ctx.Err() != nil {
 			return
@@ -219,14 +285,14 @@ func probe(ctx context.Context, c *http.Client, url string) string {
 }
 
 // writeStatus rewrites the status file every 100ms.
-func writeStatus(ctx context.Context, path string, states []*lockerState) {
+func writeStatus(ctx context.Context, path string, states []*lockerState, cnt *probeCounters) {
 	if path == "" {
 		return
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		s := Status{T: time.Now().UnixNano(), Builds: map[string]int{}}
+		s := Status{T: time.Now().UnixNano(), Builds: map[string]int{}, Requests: cnt.requests.Load(), Scans: cnt.scans.Load()}
 		for _, st := range states {
 			s.Builds[*st.build.Load()]++
 		}
@@ -339,20 +405,35 @@ func memUsed() int64 {
 
 // cgroupReader finds a container's cgroup and its CPU use. LXC puts a
 // container named NAME into lxc.payload.NAME (cgroup v1: in every
-// hierarchy; v2: in the unified tree).
+// hierarchy; v2: in the unified tree), at the root, or under the parent
+// cgroup lxcfleet starts its lockers in (lxcctl.DefaultCgroupParent, issue
+// 13): lockers started by the LXC tools or the bench land at the root,
+// those lxcfleet starts under the parent.
 type cgroupReader struct {
-	dir string // the hierarchy holding the CPU accounting
-	v2  bool
+	dir     string   // the hierarchy holding the CPU accounting
+	parents []string // where to look, relative to dir ("" = dir itself)
+	v2      bool
 }
+
+// benchCgroupParents are where the prober looks for the lockers' cgroups.
+var benchCgroupParents = []string{"", lxcctl.DefaultCgroupParent}
 
 func detectCgroup() cgroupReader {
 	if _, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil {
-		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct"}
+		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct", parents: benchCgroupParents}
 	}
-	return cgroupReader{dir: "/sys/fs/cgroup", v2: true}
+	return cgroupReader{dir: "/sys/fs/cgroup", parents: benchCgroupParents, v2: true}
 }
 
+// path is the container's cgroup folder: the first parent holding it (the
+// root's when none does).
 func (c cgroupReader) path(name string) string {
+	for _, p := range c.parents {
+		d := filepath.Join(c.dir, p, "lxc.payload."+name)
+		if _, err := os.Stat(d); err == nil {
+			return d
+		}
+	}
 	return filepath.Join(c.dir, "lxc.payload."+name)
 }
 

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"lxcfleet/internal/lockerverbs"
@@ -48,6 +46,25 @@ type Options struct {
 	// Monitor is lxcfleet's monitor window in scenarios 4 and 5 (0: its
 	// default, 10 s); the smoke test shortens it.
 	Monitor time.Duration
+	// ProbeMode is the prober's mode (ProbeAdaptive by default; ProbePoll
+	// is issue 7's 20 Hz prober); ProbeServing the adaptive prober's period
+	// for serving lockers (2 s, longer when ProbeServingRate, the cap on
+	// their probes in all, 10 a second, asks for it).
+	ProbeMode        string
+	ProbeServing     time.Duration
+	ProbeServingRate float64
+	// CalibrateFor is the length of each period of the probing-cost
+	// calibration (5 s); NoPollReference leaves out its 20 Hz reference
+	// period.
+	CalibrateFor    time.Duration
+	NoPollReference bool
+	// BreakdownRuns is how many times one locker's restart is broken into
+	// its parts with nothing probing (3; and as many under the 20 Hz
+	// prober unless NoPollReference).
+	BreakdownRuns int
+	// NoCgroupParent leaves the lockers' cgroups where LXC puts them for
+	// the LXC tools (top level) instead of in lxcfleet's parent cgroup.
+	NoCgroupParent bool
 	// Log receives progress.
 	Log *slog.Logger
 }
@@ -73,7 +90,7 @@ func (o *Options) defaults() error {
 		o.PortBase = 12000
 	}
 	if len(o.Scenarios) == 0 {
-		o.Scenarios = []string{"1", "2", "3", "4", "5"}
+		o.Scenarios = []string{"1", "2", "3", "4", "4f", "5"}
 	}
 	if o.APIDuration == 0 {
 		o.APIDuration = 20 * time.Second
@@ -86,6 +103,21 @@ func (o *Options) defaults() error {
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	if o.ProbeMode == "" {
+		o.ProbeMode = ProbeAdaptive
+	}
+	if o.ProbeServing == 0 {
+		o.ProbeServing = 2 * time.Second
+	}
+	if o.ProbeServingRate == 0 {
+		o.ProbeServingRate = 10
+	}
+	if o.CalibrateFor == 0 {
+		o.CalibrateFor = 5 * time.Second
+	}
+	if o.BreakdownRuns == 0 {
+		o.BreakdownRuns = 3
 	}
 	return nil
 }
@@ -104,8 +136,24 @@ type Mark struct {
 	T0     time.Time `json:"t0"`
 	CmdEnd time.Time `json:"cmd_end"`
 	Done   time.Time `json:"done"`
-	// Window is K for lxcfleet scenarios.
-	Window int `json:"window,omitempty"`
+	// Window is K for lxcfleet scenarios; Pacing the --pacing it was run
+	// with ("" when the binary has none).
+	Window int    `json:"window,omitempty"`
+	Pacing string `json:"pacing,omitempty"`
+	// From lxcfleet's --json events: the most lockers starting at once as
+	// its controller counts them, its starts, the highest starting limit W
+	// its stage messages stated (0: none stated) and how often it changed,
+	// and the events at which more were starting than the cap (W, or K
+	// where no W was stated).
+	CtlMaxStarting int `json:"ctl_max_starting,omitempty"`
+	CtlStarts      int `json:"ctl_starts,omitempty"`
+	CtlMaxW        int `json:"ctl_max_w,omitempty"`
+	CtlWChanges    int `json:"ctl_w_changes,omitempty"`
+	CtlOverCap     int `json:"ctl_over_cap,omitempty"`
+	// Parts is a single-locker restart timed by the runner itself.
+	Parts *RestartParts `json:"parts,omitempty"`
+	// Agent is the agent that ran the update, measured during it.
+	Agent *UpdateAgent `json:"agent,omitempty"`
 	// NpmSeconds is the time spent in npm (measured around the command for
 	// the shell plans; from lxcfleet's own report for lxcfleet).
 	NpmSeconds *float64 `json:"npm_seconds,omitempty"`
@@ -125,20 +173,29 @@ type Mark struct {
 
 // runner holds one run's state.
 type runner struct {
-	o       Options
-	log     *slog.Logger
-	dir     string // results/<timestamp>
-	work    string
-	root    string
-	origin  *Origin
-	fleet   *Fleet
-	prober  *exec.Cmd
-	status  string
-	events  string
-	cfgPath string
-	socket  string
-	marks   []Mark
-	lxcf    lxcfleetCLI
+	o      Options
+	log    *slog.Logger
+	dir    string // results/<timestamp>
+	work   string
+	root   string
+	origin *Origin
+	fleet  *Fleet
+	prober *exec.Cmd
+	// pausedAt is when the prober was stopped with SIGSTOP (zero while it
+	// runs); paused the time it spent stopped, which the run-wide probing
+	// figures leave out.
+	pausedAt time.Time
+	paused   time.Duration
+	// The prober's CPU and requests when the measured part of the run
+	// began (after the fleet's first start).
+	proberCPUAtStart float64
+	proberReqAtStart int64
+	status           string
+	events           string
+	cfgPath          string
+	socket           string
+	marks            []Mark
+	lxcf             lxcfleetCLI
 }
 
 // Run runs the whole benchmark and writes its report. Every container it
@@ -213,7 +270,13 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	r.log.Info("making lockers", "n", o.N)
 	t := time.Now()
-	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true, Log: r.log})
+	parent := lxcctl.CgroupParent{Path: lxcctl.DefaultCgroupParent, CPUWeight: lxcctl.DefaultLockersCPUWeight}
+	if o.NoCgroupParent {
+		parent = lxcctl.CgroupParent{}
+	}
+	rep.CgroupParent = fmt.Sprintf("%s (cpu weight %d)", orDash(parent.Path), parent.CPUWeight)
+	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true,
+		CgroupParent: parent, Log: r.log})
 	if err != nil {
 		return nil, err
 	}
@@ -227,13 +290,43 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if err := r.startAll(ctx, BuildA); err != nil {
 		return rep, err
 	}
-	// One locker restarted alone, three times: the yardstick for rolling.
+	proberStarted := time.Now()
+	r.proberCPUAtStart = procCPUSeconds(r.prober.Process.Pid)
+	if st, err := ReadStatus(r.status); err == nil {
+		r.proberReqAtStart = st.Requests
+	}
+	// What probing costs, on the idle fleet (no probing, then the adaptive
+	// prober). Then one locker restarted alone, three times (the yardstick
+	// for rolling), each followed by the same restart broken into its parts
+	// with nothing probing: pairs taken under the same conditions on a
+	// shared machine. The 20 Hz reference (its cost, a restart under it)
+	// comes last, so that its load does not spill into the others.
+	r.log.Info("calibrating the probing cost")
+	rep.Probing = r.measureProbing(ctx)
+	r.log.Info("probing cost", "prober_pct", rep.Probing.AdaptiveProberPct, "lockers_pct", rep.Probing.AdaptiveLockerPct)
+	none := Breakdown{Load: "none"}
 	for i := range min(3, o.N) {
 		m, err := r.restartAlone(ctx, i)
 		r.marks = append(r.marks, m)
 		if err != nil {
 			return rep, err
 		}
+		if i < r.o.BreakdownRuns {
+			none.Runs = append(none.Runs, r.partsAlone(ctx, i))
+		}
+	}
+	none.Median = medianParts(none.Runs)
+	rep.Breakdown = append(rep.Breakdown, none)
+	r.log.Info("restart breakdown", "load", none.Load, "stop", none.Median.Stop, "lxc_start", none.Median.LXCStart, "app_ready", none.Median.AppReady,
+		"detect", none.Median.Detect, "sum", none.Median.Sum, "app_cpu", none.Median.AppCPU)
+	if !r.o.NoPollReference {
+		r.measurePollProbing(ctx, &rep.Probing)
+		r.log.Info("20 Hz probing cost", "prober_pct", rep.Probing.PollProberPct, "lockers_pct", rep.Probing.PollLockerPct)
+		rep.Breakdown = append(rep.Breakdown, r.breakdownUnderPoll(ctx))
+		time.Sleep(5 * time.Second)
+	}
+	if _, ok := r.waitAll(ctx, BuildA, time.Now().Add(time.Minute)); !ok {
+		return rep, errors.New("lockers do not all answer build A after the restart breakdown")
 	}
 	for _, id := range o.Scenarios {
 		if err := ctx.Err(); err != nil {
@@ -250,6 +343,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	rep.Agent = r.measureAgent(ctx)
 	rep.ProberCPUPercent = procCPUPercent(r.prober.Process.Pid)
+	r.finishProbing(&rep.Probing, proberStarted)
 	r.stopProber()
 	evs, err := ReadEvents(r.events)
 	if err != nil {
@@ -302,33 +396,14 @@ func (r *runner) pointCurrent(target string) error {
 
 func (r *runner) startProber() error {
 	r.events = filepath.Join(r.dir, "events.jsonl")
-	r.status = filepath.Join(r.work, "status.json")
-	cfg := ProbeConfig{Targets: r.fleet.Targets, Events: r.events, Status: r.status, Interval: 50 * time.Millisecond, Timeout: time.Second, SampleEvery: 500 * time.Millisecond}
-	b, _ := json.Marshal(cfg)
-	cfgPath := filepath.Join(r.work, "probe.json")
-	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
-		return err
-	}
-	logf, err := os.Create(filepath.Join(r.dir, "prober.log"))
+	cmd, status, err := r.launchProber("main", ProbeConfig{Events: r.events, Interval: 50 * time.Millisecond, Timeout: time.Second,
+		SampleEvery: 500 * time.Millisecond, Mode: r.o.ProbeMode, Serving: r.o.ProbeServing, ServingRate: r.o.ProbeServingRate})
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(r.o.Self, "probe", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the prober: %w", err)
-	}
-	r.prober = cmd
-	r.log.Info("prober started", "pid", cmd.Process.Pid)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := ReadStatus(r.status); err == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return errors.New("the prober wrote no status within 10s")
+	r.prober, r.status = cmd, status
+	r.log.Info("prober started", "pid", cmd.Process.Pid, "mode", r.o.ProbeMode)
+	return nil
 }
 
 // stopProber ends the prober by its PID (SIGTERM, then SIGKILL).
@@ -338,15 +413,7 @@ func (r *runner) stopProber() {
 	}
 	p := r.prober
 	r.prober = nil
-	_ = p.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.Process.Kill()
-		<-done
-	}
+	stopCmd(p)
 }
 
 // waitAll waits until the prober sees every locker answer build, and
@@ -403,18 +470,19 @@ func (r *runner) stopAll(ctx context.Context) error {
 	return nil
 }
 
-// restartAlone restarts locker i with the rest of the fleet idle.
+// restartAlone restarts locker i with the rest of the fleet idle and the
+// prober running. The runner times the same restart itself (RestartParts,
+// 2 ms resolution): the prober's figure is checked against it.
 func (r *runner) restartAlone(ctx context.Context, i int) (Mark, error) {
 	name := r.fleet.Targets[i].Name
 	time.Sleep(time.Second)
 	m := Mark{ID: "alone", Title: "one locker restarted alone", Locker: i, From: BuildA, To: BuildA, T0: time.Now()}
-	if _, err := r.fleet.Host.Stop(ctx, name, 5*time.Second); err != nil {
-		return m, err
-	}
-	if err := r.fleet.Host.Start(ctx, name); err != nil {
-		return m, err
+	p := r.restartParts(ctx, i, "prober ("+r.o.ProbeMode+")")
+	if p.Err != "" {
+		return m, fmt.Errorf("restarting locker %s alone: %s", name, p.Err)
 	}
 	m.CmdEnd = time.Now()
+	m.Parts = &p
 	// The locker must first be seen down, then up again.
 	var ok bool
 	m.Done, ok = r.waitAll(ctx, BuildA, time.Now().Add(time.Minute))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,11 +31,67 @@ func main() {
 		}
 		os.Exit(0)
 	}
-	if len(os.Args) < 2 || os.Args[1] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: lockerbench run [flags]   (see lockerbench run -h)\n       lockerbench clean   (containers left by a killed run)")
+	if len(os.Args) < 2 || (os.Args[1] != "run" && os.Args[1] != "scale") {
+		fmt.Fprintln(os.Stderr, "usage: lockerbench run [flags]     (see lockerbench run -h)\n       lockerbench scale [flags]   (one cheap run per N; lockerbench scale -h)\n       lockerbench clean           (containers left by a killed run)")
 		os.Exit(2)
 	}
+	if os.Args[1] == "scale" {
+		os.Exit(scaleCmd(os.Args[2:]))
+	}
 	os.Exit(runCmd(os.Args[2:]))
+}
+
+// commonFlags are the flags run and scale share.
+func commonFlags(fs *flag.FlagSet, o *bench.Options) {
+	fs.IntVar(&o.Work, "work", 40, "startup work per locker, thousands of sha256 rounds (40 ≈ 0.3 CPU s)")
+	fs.StringVar(&o.Results, "out", "results", "folder for results/<timestamp>/")
+	fs.StringVar(&o.LXCFleet, "lxcfleet", "bin/lxcfleet", "the lxcfleet binary (scenarios 4 and 5, agent figures)")
+	fs.IntVar(&o.PortBase, "port-base", 12000, "first locker port tried (below the ephemeral range)")
+	fs.DurationVar(&o.APIDuration, "api-duration", 20*time.Second, "length of the GET /v1/containers load on the idle fleet")
+	fs.IntVar(&o.APIRate, "api-rate", 200, "requests a second of the GET /v1/containers load (idle fleet and during offline updates)")
+	fs.StringVar(&o.ProbeMode, "probe", bench.ProbeAdaptive, "prober: adaptive, or poll (issue 7's 20 Hz HTTP prober)")
+	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
+	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
+	fs.BoolVar(&o.NoPollReference, "no-poll-reference", false, "leave out the 20 Hz prober's calibration period and restart breakdown")
+}
+
+func scaleCmd(args []string) int {
+	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
+	var o bench.Options
+	var ns, scen string
+	fs.StringVar(&ns, "n", "50,100,300", "fleet sizes, comma-separated")
+	fs.StringVar(&scen, "scenarios", "2,4", "scenarios each N runs (2 = storm, 4 = lxcfleet offline with pacing)")
+	commonFlags(fs, &o)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var sizes []int
+	for _, s := range strings.Split(ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "lockerbench scale: bad -n %q\n", ns)
+			return 2
+		}
+		sizes = append(sizes, n)
+	}
+	o.Scenarios = strings.Split(scen, ",")
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	sr, dir, err := bench.Scale(ctx, sizes, o)
+	if sr != nil {
+		fmt.Println(sr.Markdown())
+		fmt.Println("results:", dir)
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "lockerbench: interrupted; every container it made was destroyed")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "lockerbench scale:", err)
+		return 1
+	}
+	return 0
 }
 
 func runCmd(args []string) int {
@@ -42,13 +99,8 @@ func runCmd(args []string) int {
 	var o bench.Options
 	var scen string
 	fs.IntVar(&o.N, "n", 300, "number of lockers")
-	fs.IntVar(&o.Work, "work", 40, "startup work per locker, thousands of sha256 rounds (40 ≈ 0.3 CPU s)")
-	fs.StringVar(&o.Results, "out", "results", "folder for results/<timestamp>/")
-	fs.StringVar(&o.LXCFleet, "lxcfleet", "bin/lxcfleet", "the lxcfleet binary (scenarios 4 and 5, agent figures)")
-	fs.IntVar(&o.PortBase, "port-base", 12000, "first locker port tried (below the ephemeral range)")
-	fs.StringVar(&scen, "scenarios", "1,2,3,4,5", "scenarios to run, comma-separated")
-	fs.DurationVar(&o.APIDuration, "api-duration", 20*time.Second, "length of the GET /v1/containers load")
-	fs.IntVar(&o.APIRate, "api-rate", 200, "requests a second of the GET /v1/containers load")
+	fs.StringVar(&scen, "scenarios", "1,2,3,4,4f,5", "scenarios to run, comma-separated (4f: offline --pacing fixed; 5f: rolling --pacing fixed)")
+	commonFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
