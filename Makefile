@@ -8,7 +8,7 @@ N        ?= 20
 GOTEST   ?= go test
 TESTARGS ?=
 
-.PHONY: all setup build test test-short fuzz mutants bench-builds demo demo-clean bench lint fmt clean deb
+.PHONY: all setup build test test-short fuzz mutants bench-builds bench-scale demo demo-clean bench lint fmt clean deb
 
 all: build
 
@@ -50,6 +50,13 @@ demo: setup build
 ## demo-clean: destroy the demo fleet
 demo-clean:
 	scripts/demo --clean
+
+## bench-scale: the storm and the paced offline update at each N of NS (default 50,100,300), with the
+## agent's RSS and CPU: results/scale-*/scale.md
+bench-scale: NS = 50,100,300
+bench-scale: setup build
+	go build -trimpath -o bin/lockerbench ./bench/cmd/lockerbench
+	bin/lockerbench scale -n $(NS) -lxcfleet $(BIN) -out results
 
 ## deb: the .deb, built with debhelper (binary, systemd unit enabled and started on install, default config,
 ## lxc-stop-all, update-code, lxc-start-all, the nginx example) in bin/; version from git tags; then lintian

@@ -74,8 +74,9 @@
 // default) the Pacer, an AIMD controller, sets W between 1 and K (all
 // lockers for offline and start plans, which have no serving capacity to
 // protect): +1 per window of healthy starts; halved on a failed start, a
-// start over 3× the fastest recent one, or PSI pressure over target
-// (DefaultPaceTargets), at most once per window. Fixed keeps W =
+// start over 3× the recent baseline, or PSI pressure over target
+// (DefaultPaceTargets: memory and IO; CPU off, as the system-wide figure
+// is noise on a shared cgroup v1 box), at most once per window. Fixed keeps W =
 // MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
 // before pacing ran. The way back always runs fixed (W = MaxStarting, or
 // K, for its replaces too).

@@ -64,17 +64,24 @@ func TestPacerDecrease(t *testing.T) {
 		}
 	})
 	t.Run("slow start", func(t *testing.T) {
-		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
-		p.Done(p.Launch(), true, 300*ms, nil) // baseline 300 ms
-		if p.Done(p.Launch(), true, 850*ms, nil); p.W() != 8 {
-			t.Errorf("a start 2.8× the fastest halved W to %d", p.W())
+		// Window 16, cap 16: the starts below do not grow W past a window.
+		p := rollout.NewPacer(16, 16, rollout.DefaultPaceTargets())
+		p.Done(p.Launch(), true, 100*ms, nil) // one lucky start
+		for range 3 {
+			p.Done(p.Launch(), true, 300*ms, nil)
 		}
-		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 4 || !strings.Contains(p.Last, "fastest recent (300ms)") {
-			t.Errorf("a start 4× the fastest: W %d (%s), want 4", p.W(), p.Last)
+		// The baseline is the 4th fastest, 300 ms, not the lucky 100 ms.
+		if p.Done(p.Launch(), true, 850*ms, nil); p.W() != 16 {
+			t.Errorf("a start 2.8× the baseline (8.5× the luckiest) halved W to %d (%s)", p.W(), p.Last)
+		}
+		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 8 || !strings.Contains(p.Last, "fastest recent (300ms)") {
+			t.Errorf("a start 4× the baseline: W %d (%s), want 8", p.W(), p.Last)
 		}
 		q := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
-		q.Done(q.Launch(), true, 10*ms, nil)
-		if q.Done(q.Launch(), true, 400*ms, nil); q.W() != 8 {
+		for range 4 {
+			q.Done(q.Launch(), true, 10*ms, nil)
+		}
+		if q.Done(q.Launch(), true, 400*ms, nil); q.W() < 8 {
 			t.Errorf("40× a 10 ms start but within the 500 ms margin halved W to %d", q.W())
 		}
 	})
@@ -85,17 +92,26 @@ func TestPacerDecrease(t *testing.T) {
 	}{
 		{"memory over target", rollout.Pressure{Memory: 0.2}, 4},
 		{"io over target", rollout.Pressure{IO: 0.5}, 4},
-		{"cpu over target", rollout.Pressure{CPU: 0.95}, 4},
+		{"cpu over a set target", rollout.Pressure{CPU: 0.95}, 4},
 		{"all under target", rollout.Pressure{CPU: 0.85, Memory: 0.05, IO: 0.3}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+			targets := rollout.DefaultPaceTargets()
+			targets.CPU = 0.9
+			p := rollout.NewPacer(8, 8, targets)
 			p.Done(p.Launch(), true, 300*ms, &tc.pr)
 			if p.W() != tc.want {
 				t.Errorf("W %d, want %d (%s)", p.W(), tc.want, p.Last)
 			}
 		})
 	}
+	t.Run("system-wide CPU pressure is no signal by default", func(t *testing.T) {
+		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{CPU: 0.96})
+		if p.W() != 8 {
+			t.Errorf("W %d after CPU pressure 96%% with the default targets, want 8 (%s)", p.W(), p.Last)
+		}
+	})
 	t.Run("zero target disables", func(t *testing.T) {
 		p := rollout.NewPacer(8, 8, rollout.PaceTargets{})
 		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{CPU: 1, Memory: 1, IO: 1})

@@ -32,7 +32,7 @@ func (v *jobView) event(e agent.Event) {
 		if v.p == nil {
 			v.p = newProgress(v.g, v.verb, e.Progress.Total, v.done...)
 		}
-		v.p.event(lxcctl.Event{Time: e.Time, Container: e.Container, Phase: lxcctl.Phase(e.Phase), Outcome: e.Outcome, Duration: e.Duration.D(), Error: e.Error})
+		v.p.eventPaced(lxcctl.Event{Time: e.Time, Container: e.Container, Phase: lxcctl.Phase(e.Phase), Outcome: e.Outcome, Duration: e.Duration.D(), Error: e.Error}, e.MaxStarting, e.Starting)
 	case "stage":
 		if v.g.jsonOut {
 			_ = json.NewEncoder(v.g.stdout).Encode(struct {

@@ -58,11 +58,16 @@ func isTerminal(w io.Writer) bool {
 }
 
 // event is the OnEvent callback of lxcctl's bulk operations.
-func (p *progress) event(e lxcctl.Event) {
+func (p *progress) event(e lxcctl.Event) { p.eventPaced(e, 0, 0) }
+
+// eventPaced is event with a job event's W and start places held (see
+// eventLine), passed on in --json lines.
+func (p *progress) eventPaced(e lxcctl.Event, maxStarting, starting int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.enc != nil {
-		_ = p.enc.Encode(eventLine{Type: "event", Time: e.Time, Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome, Seconds: e.Duration.Seconds(), Error: e.Error})
+		_ = p.enc.Encode(eventLine{Type: "event", Time: e.Time, Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome,
+			Seconds: e.Duration.Seconds(), Error: e.Error, MaxStarting: maxStarting, Starting: starting})
 		return
 	}
 	finished := p.done[e.Phase] || e.Phase == lxcctl.PhaseFailed || e.Phase == lxcctl.PhaseSkipped
@@ -93,6 +98,10 @@ type eventLine struct {
 	Outcome   string    `json:"outcome,omitempty"`
 	Seconds   float64   `json:"seconds,omitempty"`
 	Error     string    `json:"error,omitempty"`
+	// MaxStarting and Starting: W when this locker's start place was
+	// taken, and the places held then (starting and stopping events).
+	MaxStarting int `json:"max_starting,omitempty"`
+	Starting    int `json:"starting,omitempty"`
 }
 
 // lockerLine is one container's outcome in the result of stop-all or

@@ -81,6 +81,8 @@ var mutants = []mutant{
 		"case !ok:\n\t\twhy = \"a start failed\"", "case false:\n\t\twhy = \"a start failed\""},
 	{"pacing: pressure over target is ignored", "rollout/pace.go",
 		"case pr != nil && over(pr.Memory, p.targets.Memory):", "case false:"},
+	{"pacing: one lucky start sets the baseline", "rollout/pace.go",
+		"return sorted[min(baselineRank, len(sorted))-1]", "return sorted[0]"},
 	{"pacing: a slow start is no signal", "rollout/pace.go",
 		"case p.slow(took):", "case false:"},
 	{"pacing: W halved more than once per window", "rollout/pace.go",
