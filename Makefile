@@ -6,6 +6,7 @@ export CGO_ENABLED := 1
 BIN      ?= bin/lxcfleet
 N        ?= 20
 GOTEST   ?= go test
+BENCHARGS ?=
 TESTARGS ?=
 
 .PHONY: all setup build test test-short fuzz mutants bench-builds bench-scale demo demo-clean bench lint fmt clean deb
@@ -69,7 +70,7 @@ deb:
 bench: N = 300
 bench: setup build
 	go build -trimpath -o bin/lockerbench ./bench/cmd/lockerbench
-	bin/lockerbench run -n $(N) -lxcfleet $(BIN) -out results
+	bin/lockerbench run -n $(N) -lxcfleet $(BIN) -out results $(BENCHARGS)
 	@latest=$$(ls -td results/*/ | head -1); mkdir -p bench/latest; \
 	  cp $$latest/report.md $$latest/report.json bench/latest/; \
 	  if [ -f $$latest/healthy.png ]; then cp $$latest/healthy.png bench/latest/; fi; \

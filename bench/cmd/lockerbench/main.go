@@ -53,6 +53,7 @@ func commonFlags(fs *flag.FlagSet, o *bench.Options) {
 	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
 	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
 	fs.BoolVar(&o.NoPollReference, "no-poll-reference", false, "leave out the 20 Hz prober's calibration period and restart breakdown")
+	fs.DurationVar(&o.Monitor, "monitor", 0, "lxcfleet's monitor window in scenarios 4 and 5 (0: its default, 10s); a rolling update holds each of its K places for it, so it bounds the rolling window at about N/K x (monitor + restart)")
 }
 
 func scaleCmd(args []string) int {
