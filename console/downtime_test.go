@@ -60,7 +60,8 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 	testfleet.RequireLXC(t)
 	e := newEnv(t, 3, testfleet.Options{StartupMS: 300}, func(c *agent.Config) {
 		c.Defaults.DowntimePage = true
-		c.Defaults.Window = 1 // the last locker waits for the others' starts
+		c.Defaults.Window = 1                 // the last locker waits for the others' starts
+		c.Defaults.Pacing = agent.PacingFixed // (adaptive pacing would widen W)
 	})
 	target := e.lockers[len(e.lockers)-1] // started last
 
