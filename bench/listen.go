@@ -10,99 +10,29 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"lxcfleet/lxcctl"
 )
 
 // listenScanner lists the TCP ports something listens on in this network
-// namespace, with one sock_diag netlink dump (the kernel walks only its
-// listening sockets): the adaptive prober's way to see every locker's app
-// open or close its port without sending the app anything. The lockers
-// share the host's network (lxc.net.0.type = none), so their listening
-// sockets are the host's.
-type listenScanner struct {
-	fd  int
-	seq uint32
-	buf []byte
-}
+// namespace with one sock_diag query (lxcctl.ListeningPorts; the kernel
+// walks only its listening sockets): the adaptive prober's way to see every
+// locker's app open or close its port without sending the app anything.
+// The lockers share the host's network (lxc.net.0.type = none), so their
+// listening sockets are the host's.
+type listenScanner struct{}
 
 func newListenScanner() (*listenScanner, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("opening a sock_diag socket: %w", err)
+	if err := lxcctl.ListeningPorts(map[int]bool{}); err != nil {
+		return nil, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("binding a sock_diag socket: %w", err)
-	}
-	return &listenScanner{fd: fd, buf: make([]byte, 1<<16)}, nil
+	return &listenScanner{}, nil
 }
 
-func (s *listenScanner) Close() error { return unix.Close(s.fd) }
+func (s *listenScanner) Close() error { return nil }
 
-const (
-	tcpListen         = 10 // TCP_LISTEN in the kernel's tcp_states.h
-	sizeofNlMsghdr    = 16
-	sizeofInetDiagReq = 56 // struct inet_diag_req_v2
-	sizeofInetDiagMsg = 72 // struct inet_diag_msg
-)
-
-// scan returns the set of IPv4 TCP ports in LISTEN state (the lockers
-// listen on 127.0.0.1). It reuses into (cleared first).
-func (s *listenScanner) scan(into map[int]bool) error {
-	clear(into)
-	return s.dump(unix.AF_INET, into)
-}
-
-func (s *listenScanner) dump(family uint8, into map[int]bool) error {
-	s.seq++
-	req := make([]byte, sizeofNlMsghdr+sizeofInetDiagReq)
-	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], s.seq)
-	req[16] = family
-	req[17] = unix.IPPROTO_TCP
-	ne.PutUint32(req[20:], 1<<tcpListen) // states
-	if err := unix.Sendto(s.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("sock_diag request: %w", err)
-	}
-	for {
-		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
-		if err != nil {
-			return fmt.Errorf("sock_diag answer: %w", err)
-		}
-		b := s.buf[:n]
-		for len(b) >= sizeofNlMsghdr {
-			l := int(ne.Uint32(b[0:]))
-			typ := ne.Uint16(b[4:])
-			seq := ne.Uint32(b[8:])
-			if l < sizeofNlMsghdr || l > len(b) {
-				return fmt.Errorf("sock_diag: bad message length %d", l)
-			}
-			if seq == s.seq {
-				switch typ {
-				case unix.NLMSG_DONE:
-					return nil
-				case unix.NLMSG_ERROR:
-					if l >= sizeofNlMsghdr+4 {
-						if e := int32(ne.Uint32(b[16:])); e != 0 {
-							return fmt.Errorf("sock_diag: %w", unix.Errno(-e))
-						}
-					}
-					return nil
-				case unix.SOCK_DIAG_BY_FAMILY:
-					if l >= sizeofNlMsghdr+sizeofInetDiagMsg {
-						m := b[sizeofNlMsghdr:]
-						// idiag_family, state, timer, retrans, then the
-						// socket id: sport (big endian) first.
-						into[int(binary.BigEndian.Uint16(m[4:6]))] = true
-					}
-				}
-			}
-			b = b[(l+3)&^3:]
-		}
-	}
-}
+// scan fills into (cleared first) with the ports in LISTEN state.
+func (s *listenScanner) scan(into map[int]bool) error { return lxcctl.ListeningPorts(into) }
 
 // cgroupScanner lists the containers' cgroups (lxc.payload.NAME) with
 // their inodes in one getdents pass over the CPU accounting hierarchy: a
