@@ -43,7 +43,7 @@ type Gauge interface {
 }
 
 // PaceTargets are the pressure levels over which the pacer halves W, and
-// how much slower than the fastest recent start a start may be before it
+// how much slower than the baseline start a start may be before it
 // counts as a congestion signal.
 type PaceTargets struct {
 	// CPU, Memory and IO are "some" shares (0..1); 0 disables that signal.
@@ -51,7 +51,7 @@ type PaceTargets struct {
 	Memory float64 `json:"memory,omitempty"`
 	IO     float64 `json:"io,omitempty"`
 	// SlowFactor: a start taking more than SlowFactor × the baseline (the
-	// 4th fastest of the last 32 starts) and slowMargin more halves W.
+	// 4th fastest healthy start of the run) and slowMargin more halves W.
 	SlowFactor float64 `json:"slow_factor,omitempty"`
 }
 
@@ -61,7 +61,7 @@ type PaceTargets struct {
 // has no other), which other work on a shared box keeps at 50-96 % before
 // anything starts (LXC-NOTES; the benchmark saw W pinned at 1 for 150 s by
 // it), so it says nothing about the lockers. Start latency is the CPU
-// signal instead: a start 3× slower than the recent baseline is queueing,
+// signal instead: a start 3× slower than the baseline is queueing,
 // not working (TCP Vegas' view of a growing RTT). Set CPU where the gauge
 // reads the lockers' own cgroup (v2's cpu.pressure).
 func DefaultPaceTargets() PaceTargets {
@@ -69,13 +69,15 @@ func DefaultPaceTargets() PaceTargets {
 }
 
 const (
-	// baselineStarts is how many recent healthy starts the baseline is
-	// taken from, and baselineRank which of them, fastest first: the 4th
-	// fastest, so that one lucky start on a quiet moment does not set a
-	// baseline every later start is "slow" against (measured: a 0.57 s
+	// baselineRank: the baseline is the 4th fastest healthy start of the
+	// run (the slowest while fewer are known). Of the whole run, as TCP
+	// Vegas' base RTT is the minimum over the connection: a window of
+	// recent starts follows the load up (measured at N=300: a 32-start
+	// window let the baseline climb from 2.1 s to 15 s while W grew to 25,
+	// and no start was ever "slow"). The 4th, not the first, so that one
+	// lucky start on a quiet moment does not set it (measured: a 0.57 s
 	// start made 2.3 s ones halve W again and again).
-	baselineStarts = 32
-	baselineRank   = 4
+	baselineRank = 4
 	// slowMargin keeps jitter on very fast starts from counting as slow.
 	slowMargin = 500 * time.Millisecond
 )
@@ -89,7 +91,7 @@ const (
 //     slow, add one to W (one per window of healthy starts; starts
 //     launched before the last decrease do not count);
 //   - a start failure, a start slower than SlowFactor × the baseline (the
-//     4th fastest of the last 32 healthy starts) and 500 ms more, or
+//     4th fastest healthy start of the run) and 500 ms more, or
 //     pressure over a target halves W (rounded down, at least 1);
 //   - W is halved at most once per window: signals from starts launched
 //     before the last decrease are ignored (TCP's once per round trip),
@@ -103,7 +105,7 @@ type Pacer struct {
 	acks     int // healthy starts since W last changed
 	launched int // sequence number of the last launch
 	cutAt    int // launches before the last decrease
-	recent   []time.Duration
+	best     []time.Duration // the baselineRank fastest healthy starts, ascending
 	// Last is the reason of the last change of W ("" before any).
 	Last string
 }
@@ -143,12 +145,12 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 	case pr != nil && over(pr.CPU, p.targets.CPU):
 		why = fmt.Sprintf("CPU pressure %.0f%% over %.0f%%", pr.CPU*100, p.targets.CPU*100)
 	case p.slow(took):
-		why = fmt.Sprintf("a start took %v, over %g× the fastest recent (%v)", took.Round(time.Millisecond), p.targets.SlowFactor, p.fastest().Round(time.Millisecond))
+		why = fmt.Sprintf("a start took %v, over %g× the baseline (%v)", took.Round(time.Millisecond), p.targets.SlowFactor, p.fastest().Round(time.Millisecond))
 	}
 	if ok {
-		p.recent = append(p.recent, took)
-		if len(p.recent) > baselineStarts {
-			p.recent = p.recent[1:]
+		i, _ := slices.BinarySearch(p.best, took)
+		if p.best = slices.Insert(p.best, i, took); len(p.best) > baselineRank {
+			p.best = p.best[:baselineRank]
 		}
 	}
 	if why != "" {
@@ -171,7 +173,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 	}
 	p.w++
 	p.acks = 0
-	p.Last = fmt.Sprintf("a window of healthy starts (fastest recent %v)", p.fastest().Round(time.Millisecond))
+	p.Last = fmt.Sprintf("a window of healthy starts (baseline %v)", p.fastest().Round(time.Millisecond))
 	return true
 }
 
@@ -181,17 +183,16 @@ func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.cutAt }
 
 func over(v, target float64) bool { return target > 0 && v > target }
 
-// fastest is the baseline: the baselineRank-th fastest recent healthy
-// start (the slowest, while fewer are known).
+// fastest is the baseline: the baselineRank-th fastest healthy start of
+// the run (the slowest known while fewer are known).
 func (p *Pacer) fastest() time.Duration {
-	if len(p.recent) == 0 {
+	if len(p.best) == 0 {
 		return 0
 	}
-	sorted := slices.Sorted(slices.Values(p.recent))
-	return sorted[min(baselineRank, len(sorted))-1]
+	return p.best[len(p.best)-1]
 }
 
-// slow: took is over SlowFactor × the fastest recent healthy start, and
+// slow: took is over SlowFactor × the baseline, and
 // slowMargin more; never before a baseline exists.
 func (p *Pacer) slow(took time.Duration) bool {
 	f := p.fastest()

@@ -74,8 +74,16 @@ func TestPacerDecrease(t *testing.T) {
 		if p.Done(p.Launch(), true, 850*ms, nil); p.W() != 16 {
 			t.Errorf("a start 2.8× the baseline (8.5× the luckiest) halved W to %d (%s)", p.W(), p.Last)
 		}
-		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 8 || !strings.Contains(p.Last, "fastest recent (300ms)") {
+		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 8 || !strings.Contains(p.Last, "baseline (300ms)") {
 			t.Errorf("a start 4× the baseline: W %d (%s), want 8", p.W(), p.Last)
+		}
+		// The baseline does not follow the load up: after 40 slow starts it
+		// is still 300 ms, and they keep W down.
+		for range 40 {
+			p.Done(p.Launch(), true, 1500*ms, nil)
+		}
+		if p.W() != 1 || !strings.Contains(p.Last, "baseline (300ms)") {
+			t.Errorf("after 40 starts of 1.5 s: W %d (%s), want 1 against a baseline of 300ms", p.W(), p.Last)
 		}
 		q := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
 		for range 4 {
