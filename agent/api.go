@@ -262,18 +262,22 @@ func (a *Agent) handleBuild(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *Agent) handleContainers(w http.ResponseWriter, r *http.Request) error {
-	lockers := a.inv.snapshot()
-	if g := r.URL.Query().Get("group"); g != "" {
-		var kept []Locker
-		for _, l := range lockers {
-			for _, x := range l.Groups {
-				if x == g {
-					kept = append(kept, l)
-					break
-				}
+	g := r.URL.Query().Get("group")
+	if g == "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(a.inv.encodedAll())
+		return nil
+	}
+	var lockers []Locker
+	for _, l := range a.inv.snapshot() {
+		for _, x := range l.Groups {
+			if x == g {
+				lockers = append(lockers, l)
+				break
 			}
 		}
-		lockers = kept
 	}
 	if lockers == nil {
 		lockers = []Locker{}

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
@@ -43,6 +45,15 @@ type inventory struct {
 	health   map[string]healthMark
 	kick     chan struct{}
 	interval time.Duration
+	gen      uint64 // counts changes of lockers (refreshes, health marks)
+
+	// encoded is GET /v1/containers' body for generation encGen: at N=300
+	// encoding it took 5 ms of CPU a request, a core at 200 req/s
+	// (measured in the benchmark), for an answer that changes every few
+	// seconds.
+	encMu   sync.Mutex
+	encGen  uint64
+	encoded []byte
 }
 
 type healthMark struct {
@@ -127,6 +138,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 	}
 	inv.mu.Lock()
 	inv.lockers, inv.byName, inv.at = lockers, byName, time.Now()
+	inv.gen++
 	inv.mu.Unlock()
 	return nil
 }
@@ -164,6 +176,7 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 	_ = g.Wait()
 	inv.mu.Lock()
 	inv.health = marks
+	inv.gen++
 	for i, l := range inv.lockers {
 		if h, ok := marks[l.Name]; ok && h.pid == l.InitPID {
 			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Deadline), h.err, h.at
@@ -177,6 +190,29 @@ func (inv *inventory) snapshot() []Locker {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	return inv.lockers
+}
+
+// encodedAll returns the JSON body of every locker ({"containers": [...],
+// "at": ...}), encoded once per change of the snapshot.
+func (inv *inventory) encodedAll() []byte {
+	inv.mu.RLock()
+	gen, lockers, at := inv.gen, inv.lockers, inv.at
+	inv.encMu.Lock()
+	defer inv.encMu.Unlock()
+	if inv.encoded != nil && inv.encGen == gen {
+		inv.mu.RUnlock()
+		return inv.encoded
+	}
+	if lockers == nil {
+		lockers = []Locker{}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(map[string]any{"containers": lockers, "at": at})
+	inv.mu.RUnlock()
+	inv.encGen, inv.encoded = gen, b.Bytes()
+	return inv.encoded
 }
 
 // refreshedAt is when the snapshot was last refreshed.
