@@ -65,6 +65,8 @@ type watch2 struct {
 func (w *watch2) observe(e rollout.Event) {
 	w.mu.Lock()
 	switch {
+	case e.Stage == "pacing" && e.Error != "":
+		// A gauge that cannot be read, said once (TestGaugeErrorSaidOnce).
 	case e.Stage == "pacing":
 		m := pacingRe.FindStringSubmatch(e.Message)
 		if m == nil {

@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -331,5 +332,36 @@ func TestRecoveryReplacesLockerMidStop(t *testing.T) {
 	res := rollout.Run(context.Background(), p, env(h, nil))
 	if !res.OK() || len(h.Running()) != 3 {
 		t.Errorf("recovery %+v, running %v", res, h.Running())
+	}
+}
+
+type badGauge struct{}
+
+func (badGauge) Pressure() (rollout.Pressure, error) {
+	return rollout.Pressure{}, errors.New("no /proc/pressure")
+}
+
+// TestGaugeErrorSaidOnce: a gauge that cannot be read is reported once as
+// a pacing stage, and the run goes on with starts and failures alone.
+func TestGaugeErrorSaidOnce(t *testing.T) {
+	names := fakehost.Names(10)
+	h := fakehost.New("A", names...)
+	h.SetStopped(names...)
+	var mu sync.Mutex
+	var said []string
+	e := env(h, func(ev rollout.Event) {
+		if ev.Stage == "pacing" && ev.Error != "" {
+			mu.Lock()
+			said = append(said, ev.Message+": "+ev.Error)
+			mu.Unlock()
+		}
+	})
+	e.Gauge = badGauge{}
+	res := rollout.Run(context.Background(), rollout.PlanStart(h.Lockers(nil), h.Facts(""), pol()), e)
+	if c := res.Counts(); c[rollout.OutStarted] != 10 {
+		t.Fatalf("counts %v, want 10 started", c)
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "no /proc/pressure") {
+		t.Errorf("gauge errors reported %q, want once", said)
 	}
 }

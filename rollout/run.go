@@ -156,12 +156,14 @@ type runner struct {
 	tripped  string
 	halted   string
 	proven   bool
-	pacer    *Pacer       // adaptive pacing; nil: W is fixed
-	pmu      sync.Mutex   // held by paced from W's change to its stage (before mu)
-	prestop  map[int]bool // offline: stopped in the stop phase
-	launched map[int]bool
-	wg       sync.WaitGroup
-	res      Result
+	pacer    *Pacer // adaptive pacing; nil: W is fixed
+	// gaugeFailed: a Gauge error was reported (under pmu).
+	gaugeFailed bool
+	pmu         sync.Mutex   // held by paced from W's change to its stage (before mu)
+	prestop     map[int]bool // offline: stopped in the stop phase
+	launched    map[int]bool
+	wg          sync.WaitGroup
+	res         Result
 }
 
 func (x *runner) result() Result {
@@ -467,15 +469,23 @@ func (x *runner) paced(seq int, ok bool, took time.Duration) {
 		return
 	}
 	var pr *Pressure
+	var gaugeErr error
 	if x.env.Gauge != nil {
-		if p, err := x.env.Gauge.Pressure(); err == nil {
+		p, err := x.env.Gauge.Pressure()
+		if err == nil {
 			pr = &p
 		}
+		gaugeErr = err
 	}
 	// pmu keeps the stages in the order of W's changes: two starts
 	// ending together must not report "W 3 -> 4" before "W 2 -> 3".
 	x.pmu.Lock()
 	defer x.pmu.Unlock()
+	if gaugeErr != nil && !x.gaugeFailed {
+		// Said once per run: the pressure signal is off until it reads.
+		x.gaugeFailed = true
+		x.observe(Event{Stage: "pacing", Message: "pressure unreadable: W follows starts and failures alone", Error: gaugeErr.Error()})
+	}
 	x.mu.Lock()
 	before := x.pacer.W()
 	changed := x.pacer.Done(seq, ok, took, pr)

@@ -138,7 +138,9 @@ type Env struct {
 	// Reason is added to switches and marks ("job <id>").
 	Reason string
 	// Gauge feeds the adaptive pacer pressure; nil: starts and failures
-	// alone set W.
+	// alone set W. It is called from many goroutines at once; its first
+	// error is reported as a "pacing" stage, and W then follows starts and
+	// failures until a read succeeds.
 	Gauge Gauge
 }
 

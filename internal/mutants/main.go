@@ -85,6 +85,8 @@ var mutants = []mutant{
 		"return p.best[len(p.best)-1]", "return p.best[0]"},
 	{"pacing: the baseline follows the load up", "rollout/pace.go",
 		"p.best = p.best[:baselineRank]", "p.best = p.best[1:]"},
+	{"pacing: an unreadable gauge is not said", "rollout/run.go",
+		"if gaugeErr != nil && !x.gaugeFailed {", "if false {"},
 	{"pacing: a slow start is no signal", "rollout/pace.go",
 		"case p.slow(took):", "case false:"},
 	{"pacing: W halved more than once per window", "rollout/pace.go",
