@@ -102,9 +102,9 @@ type Pacer struct {
 	targets  PaceTargets
 	cap      int
 	w        int
-	acks     int // healthy starts since W last changed
-	launched int // sequence number of the last launch
-	cutAt    int // launches before the last decrease
+	acks     int             // healthy starts since W last changed
+	launched int             // sequence number of the last launch
+	cutAt    int             // launches before the last decrease
 	best     []time.Duration // the baselineRank fastest healthy starts, ascending
 	// Last is the reason of the last change of W ("" before any).
 	Last string
