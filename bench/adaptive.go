@@ -32,12 +32,10 @@ import (
 
 // aLocker is one locker's state in the adaptive prober.
 type aLocker struct {
-	url      string
-	client   *http.Client
-	seen     bool // an answer (or its absence) has been written
-	up       bool // its cgroup exists
-	ino      uint64
-	healthy  bool // answered since its cgroup last appeared
+	url    string
+	client *http.Client
+	seen   bool // an answer (or its absence) has been written
+	cgroupEdge
 	serving  bool // answering a build now
 	build    string
 	gen      uint64 // bumped on every down edge: answers sent before are stale
@@ -109,20 +107,7 @@ func runAdaptive(ctx context.Context, cfg ProbeConfig, cg cgroupReader, ls *list
 		for i, tg := range cfg.Targets {
 			a := ls2[i]
 			ino, up := cgroups[tg.Name]
-			if up && a.up && ino != a.ino {
-				// A new cgroup under the same name: stopped and started
-				// again between two ticks.
-				w.write(Event{T: now.UnixNano() - 1, Kind: "c", L: i, Up: false})
-				a.up = false
-			}
-			if up != a.up || first {
-				w.write(Event{T: now.UnixNano(), Kind: "c", L: i, Up: up})
-				if up != a.up {
-					a.healthy = false
-				}
-				a.up = up
-			}
-			a.ino = ino
+			a.observe(w, i, now, ino, up, first)
 			open := listening[tg.Port]
 			switch {
 			case first:

@@ -103,10 +103,35 @@ type probeCounters struct{ requests, scans atomic.Int64 }
 
 // lockerState is one locker's last observed state.
 type lockerState struct {
-	build   atomic.Pointer[string]
+	build atomic.Pointer[string]
+	cgroupEdge
+}
+
+// cgroupEdge follows one locker's container cgroup from scan to scan, for
+// both probers.
+type cgroupEdge struct {
 	up      bool
 	ino     uint64 // inode of its cgroup folder: a new one is a new start
 	healthy bool   // answered since its cgroup last appeared
+}
+
+// observe records the cgroup as seen at now (ino, up) and writes its edges
+// ("c" events of locker i); first writes the state as it is.
+func (c *cgroupEdge) observe(w *eventWriter, i int, now time.Time, ino uint64, up, first bool) {
+	if up && c.up && ino != c.ino {
+		// A new cgroup under the same name: the container was stopped and
+		// started again between two scans.
+		w.write(Event{T: now.UnixNano() - 1, Kind: "c", L: i, Up: false})
+		c.up = false
+	}
+	if up != c.up || first {
+		w.write(Event{T: now.UnixNano(), Kind: "c", L: i, Up: up})
+		if up != c.up {
+			c.healthy = false
+		}
+		c.up = up
+	}
+	c.ino = ino
 }
 
 // RunProber polls every target until ctx ends, then flushes its events.
@@ -219,20 +244,7 @@ func probeLocker(ctx context.Context, cfg ProbeConfig, cg cgroupReader, w *event
 	for {
 		now := time.Now()
 		ino, up := cg.exists(tg.Name)
-		if up && st.up && ino != st.ino {
-			// A new cgroup under the same name: the container was stopped
-			// and started again between two ticks.
-			w.write(Event{T: now.UnixNano() - 1, Kind: "c", L: i, Up: false})
-			st.up = false
-		}
-		if up != st.up || first {
-			w.write(Event{T: now.UnixNano(), Kind: "c", L: i, Up: up})
-			if up != st.up {
-				st.healthy = false
-			}
-			st.up = up
-		}
-		st.ino = ino
+		st.observe(w, i, now, ino, up, first)
 		cnt.requests.Add(1)
 		b := probe(ctx, client, url)
 		if ctx.Err() != nil {
