@@ -212,8 +212,10 @@ func (a *Agent) Submit(req Request) (Job, error) {
 	}
 	now := time.Now()
 	ctx, cancel := context.WithCancelCause(a.base)
+	record := req
+	record.Policy = nil // the resolved policy is the plan's, once
 	r := &run{
-		job:    Job{ID: newJobID(now), Kind: req.Kind, Request: req, State: JobRunning, Trigger: req.Trigger, Created: now},
+		job:    Job{ID: newJobID(now), Kind: req.Kind, Request: record, State: JobRunning, Trigger: req.Trigger, Created: now},
 		subs:   map[chan Event]struct{}{},
 		done:   make(chan struct{}),
 		cancel: cancel,
@@ -233,6 +235,14 @@ func (a *Agent) Submit(req Request) (Job, error) {
 
 	log := a.log.With("job", r.job.ID, "kind", req.Kind)
 	log.Info("job started", "trigger", req.Trigger)
+	for _, k := range req.deprecated {
+		msg := fmt.Sprintf("knob %s at the request's top level is deprecated: put it under \"policy\"", k)
+		if now, ok := rollout.Deprecated[k]; ok {
+			msg = fmt.Sprintf("knob %s is deprecated: use %s", k, now)
+		}
+		log.Warn(msg)
+		r.emit(Event{Type: "stage", Stage: "deprecated", Message: msg})
+	}
 	go func() {
 		defer a.wg.Done()
 		defer cancel(nil)

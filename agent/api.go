@@ -125,12 +125,6 @@ type flusherFunc func() error
 
 func (f flusherFunc) Flush() { _ = f() }
 
-// durationTypeError refuses a JSON duration that is not a string; the
-// decoder adds the field's name to it.
-func durationTypeError(b []byte) error {
-	return &json.UnmarshalTypeError{Value: "number " + string(b), Type: reflect.TypeFor[Duration]()}
-}
-
 // Handler returns the API's routes.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()

@@ -13,6 +13,7 @@ import (
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
+	"lxcfleet/rollout"
 )
 
 // DefaultConfigPath is where the agent and the CLI read their config.
@@ -74,23 +75,12 @@ type FileConfig struct {
 		PortBase    int      `toml:"port_base"`
 	} `toml:"provision"`
 
-	Defaults struct {
-		StopParallel    int      `toml:"stop_parallel"`
-		StopTimeout     Duration `toml:"stop_timeout"`
-		Window          int      `toml:"window"`
-		Deadline        Duration `toml:"deadline"`
-		Delay           Duration `toml:"delay"`
-		Health          string   `toml:"health"`
-		Monitor         Duration `toml:"monitor"`
-		Pacing          string   `toml:"pacing"`
-		Target          string   `toml:"target"`
-		Strategy        string   `toml:"strategy"`
-		MaxFailureRatio *float64 `toml:"max_failure_ratio"`
-		FailureAction   string   `toml:"failure_action"`
-		Canary          *int     `toml:"canary"`
-		Soak            Duration `toml:"soak"`
-		DowntimePage    bool     `toml:"downtime_page"`
-	} `toml:"defaults"`
+	// Defaults is the [defaults] section: knobs of the policy by their one
+	// name (rollout.Policy's JSON names: max_unavailable, monitor, ...),
+	// decoded over rollout.DefaultPolicy, plus target, strategy and
+	// downtime_page. Old names (window) still work and are reported by
+	// Warnings.
+	Defaults map[string]any `toml:"defaults"`
 
 	Schedules []Schedule `toml:"schedule"`
 
@@ -138,15 +128,6 @@ func DefaultFileConfig() FileConfig {
 	c.Provision.PortBase = 4100
 	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
 	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight
-	d := DefaultDefaults()
-	c.Defaults.StopParallel = d.StopParallel
-	c.Defaults.StopTimeout = Duration(d.StopTimeout)
-	c.Defaults.Window = d.Window
-	c.Defaults.Deadline = Duration(d.Deadline)
-	c.Defaults.Health = d.Health
-	c.Defaults.Target = d.Target
-	c.Defaults.Strategy = d.Strategy
-	c.Defaults.FailureAction = d.FailureAction
 	return c
 }
 
@@ -248,6 +229,9 @@ func (c FileConfig) validate() error {
 	if err := c.FleetConfig().Validate(); err != nil {
 		return err
 	}
+	if _, _, err := c.defaults(); err != nil {
+		return err
+	}
 	if _, err := (Request{Kind: KindStartAll}).withDefaults(c.AgentDefaults()); err != nil {
 		return fmt.Errorf("defaults: %w", err)
 	}
@@ -320,45 +304,55 @@ func (c FileConfig) AgentConfig() Config {
 	}
 }
 
-// AgentDefaults returns the [defaults] section as request defaults.
+// AgentDefaults returns the [defaults] section as request defaults (the
+// built-in ones where it is invalid: LoadConfig refuses such a file).
 func (c FileConfig) AgentDefaults() Defaults {
-	d := DefaultDefaults()
-	x := c.Defaults
-	set := func(dst *int, v int) {
-		if v != 0 {
-			*dst = v
-		}
-	}
-	setD := func(dst *time.Duration, v Duration) {
-		if v != 0 {
-			*dst = v.D()
-		}
-	}
-	setS := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
-		}
-	}
-	set(&d.StopParallel, x.StopParallel)
-	setD(&d.StopTimeout, x.StopTimeout)
-	set(&d.Window, x.Window)
-	setD(&d.Deadline, x.Deadline)
-	setD(&d.Delay, x.Delay)
-	setS(&d.Health, x.Health)
-	setD(&d.Monitor, x.Monitor)
-	setS(&d.Pacing, x.Pacing)
-	setS(&d.Target, x.Target)
-	setS(&d.Strategy, x.Strategy)
-	if x.MaxFailureRatio != nil {
-		d.MaxFailureRatio = *x.MaxFailureRatio
-	}
-	setS(&d.FailureAction, x.FailureAction)
-	if x.Canary != nil {
-		d.Canary = *x.Canary
-	}
-	setD(&d.Soak, x.Soak)
-	d.DowntimePage = x.DowntimePage
+	d, _, _ := c.defaults()
 	return d
+}
+
+// Warnings says what in the file still works but is deprecated (old knob
+// names), one sentence each.
+func (c FileConfig) Warnings() []string {
+	_, old, _ := c.defaults()
+	var out []string
+	for _, k := range old {
+		out = append(out, fmt.Sprintf("config: defaults.%s is deprecated: use defaults.%s", k, rollout.Deprecated[k]))
+	}
+	return out
+}
+
+// defaults decodes [defaults] over DefaultDefaults: the policy's knobs
+// through rollout.Policy.Apply (the one decoder and validator of a
+// policy), the rest by name.
+func (c FileConfig) defaults() (Defaults, []string, error) {
+	d := DefaultDefaults()
+	patch := rollout.Patch{}
+	for k, v := range c.Defaults {
+		var ok bool
+		switch k {
+		case "target":
+			d.Target, ok = v.(string)
+		case "strategy":
+			d.Strategy, ok = v.(string)
+		case "downtime_page":
+			d.DowntimePage, ok = v.(bool)
+		default:
+			patch[k], ok = v, true
+		}
+		if !ok {
+			return d, nil, fmt.Errorf("defaults.%s: wrong type %T", k, v)
+		}
+	}
+	pol, old, err := d.Policy.Apply(patch)
+	if err != nil {
+		return d, old, fmt.Errorf("defaults: %w", err)
+	}
+	if _, err := lxcctl.ParseHealthCheck(pol.Health); err != nil {
+		return d, old, fmt.Errorf("defaults.health: %w", err)
+	}
+	d.Policy = pol
+	return d, old, nil
 }
 
 // MinTokenBytes is the shortest bearer token the agent accepts.
@@ -380,15 +374,3 @@ func CheckSecretFile(path string) error {
 	return nil
 }
 
-// UnmarshalText reads a duration like "10s" (for the TOML file).
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q (want e.g. 10s, 1m30s)", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText writes the duration as "10s".
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }

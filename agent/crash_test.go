@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"lxcfleet/rollout"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,7 +161,7 @@ monitor = "1s"
 	cl := unixClient(sock)
 	p := startAgentProc(t, bin, config, cl)
 
-	body, _ := json.Marshal(Request{Kind: KindStopAll, Names: lockers, StopParallel: 1, StopTimeout: Duration(600 * time.Millisecond)})
+	body, _ := json.Marshal(Request{Kind: KindStopAll, Names: lockers, Policy: rollout.Patch{"stop_parallel": 1, "stop_timeout": Duration(600 * time.Millisecond)}})
 	resp, err := cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)

@@ -186,7 +186,7 @@ func (e *binaryEnv) oneRelease(t *testing.T) codeupdate.Release {
 // at start; each time the next agent must drive the fleet to one release
 // with every locker running (I4), and never onto the broken one (I2, I3).
 func TestAgentExitMidUpdate(t *testing.T) {
-	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"1s\"")
+	e := newBinaryEnv(t, 4, "max_unavailable = 2\ndeadline = \"8s\"\nmonitor = \"1s\"")
 	type point struct {
 		broken bool
 		at     int
@@ -256,7 +256,7 @@ func TestAgentExitMidUpdate(t *testing.T) {
 // that died too, and never moves forward.
 func TestLateCrashAndOperatorScripts(t *testing.T) {
 	// Supervision off: this test stops lockers from outside on purpose.
-	e := newBinaryEnv(t, 4, "window = 2\ndeadline = \"8s\"\nmonitor = \"5s\"\n[supervision]\noff = true")
+	e := newBinaryEnv(t, 4, "max_unavailable = 2\ndeadline = \"8s\"\nmonitor = \"5s\"\n[supervision]\noff = true")
 	good, err := e.code.Current()
 	if err != nil {
 		t.Fatal(err)

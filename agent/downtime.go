@@ -47,8 +47,8 @@ func (a *Agent) holdPorts(ctx context.Context, r *run, req Request, names []stri
 // them down: the stops, then the starts in windows of K, a few seconds
 // each. The maintenance page shows it as the expected end.
 func offlineEstimate(req Request, n int) time.Duration {
-	stops := (n + max(req.StopParallel, 1) - 1) / max(req.StopParallel, 1)
-	starts := (n + max(req.Window, 1) - 1) / max(req.Window, 1)
+	stops := (n + max(req.pol.StopParallel, 1) - 1) / max(req.pol.StopParallel, 1)
+	starts := (n + max(req.pol.MaxUnavailable, 1) - 1) / max(req.pol.MaxUnavailable, 1)
 	return time.Duration(stops)*2*time.Second + time.Duration(starts)*3*time.Second + 10*time.Second
 }
 

@@ -105,10 +105,10 @@ func TestFixedPortAppStartedAndUpdated(t *testing.T) {
 
 	layout := e.layout
 	cfg := Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: testDefaults()}
-	cfg.Defaults.Window = 2
-	cfg.Defaults.StopTimeout = 5 * time.Second
-	cfg.Defaults.Deadline = 20 * time.Second
-	cfg.Defaults.Health = "exec:wget -q -O /dev/null http://127.0.0.1:" + strconv.Itoa(fixedPort) + "/healthz"
+	cfg.Defaults.Policy.MaxUnavailable = 2
+	cfg.Defaults.Policy.StopTimeout = 5 * time.Second
+	cfg.Defaults.Policy.Deadline = 20 * time.Second
+	cfg.Defaults.Policy.Health = "exec:wget -q -O /dev/null http://127.0.0.1:" + strconv.Itoa(fixedPort) + "/healthz"
 	a, err := New(cfg, Deps{
 		Containers: e.host,
 		Code:       code,

@@ -60,7 +60,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		for _, n := range full.Names {
 			checkSafeName(t, n)
 		}
-		if full.Window <= 0 || full.StopParallel <= 0 || full.Deadline <= 0 || full.StopTimeout <= 0 {
+		if p := full.pol; p.MaxUnavailable <= 0 || p.StopParallel < 0 || p.Deadline <= 0 || p.StopTimeout <= 0 {
 			t.Fatalf("accepted request with a non-positive bound: %+v", full)
 		}
 	})

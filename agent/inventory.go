@@ -130,7 +130,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 			l.OnCurrent = current != "" && l.Release == current && !l.ReleaseDeleted
 			l.Health = "unknown"
 			if h, ok := health[in.Name]; ok && h.pid == in.InitPID {
-				l.Health, l.HealthError, l.HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Deadline), h.err, h.at
+				l.Health, l.HealthError, l.HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Policy.Deadline), h.err, h.at
 			}
 		}
 		byName[in.Name] = len(lockers)
@@ -146,7 +146,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 // checkHealth runs the configured health check once against each running
 // locker, 8 at once.
 func (inv *inventory) checkHealth(ctx context.Context) {
-	hc, err := lxcctl.ParseHealthCheck(inv.a.cfg.Defaults.Health)
+	hc, err := lxcctl.ParseHealthCheck(inv.a.cfg.Defaults.Policy.Health)
 	if err != nil {
 		return
 	}
@@ -179,7 +179,7 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 	inv.gen++
 	for i, l := range inv.lockers {
 		if h, ok := marks[l.Name]; ok && h.pid == l.InitPID {
-			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Deadline), h.err, h.at
+			inv.lockers[i].Health, inv.lockers[i].HealthError, inv.lockers[i].HealthAt = healthOf(h.ok, l.StartedAt, inv.a.cfg.Defaults.Policy.Deadline), h.err, h.at
 		}
 	}
 	inv.mu.Unlock()

@@ -232,35 +232,8 @@ func newJobID(now time.Time) string {
 	return now.UTC().Format("20060102T150405.000Z") + "-" + hex.EncodeToString(b)
 }
 
-// Duration is a time.Duration that reads and writes JSON as "1.5s".
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
-}
-
-// UnmarshalJSON reads a duration string like "1.5s". A bare number is
-// refused (it used to mean nanoseconds: "stop_timeout": 30 was 30ns) with
-// a *json.UnmarshalTypeError, to which the decoder adds the field's name.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '"' {
-		return durationTypeError(b)
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q (want e.g. \"30s\", \"1m30s\"): %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D returns the time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// Duration is rollout's one duration type: "1.5s" in JSON and TOML.
+type Duration = rollout.Duration
 
 // isCancel reports whether err is a normal stop rather than a failure.
 func isCancel(err error) bool {

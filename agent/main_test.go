@@ -64,7 +64,7 @@ type served struct {
 // that tests of other things do not wait 10s per locker.
 func testDefaults() Defaults {
 	d := DefaultDefaults()
-	d.Monitor = time.Second
+	d.Policy.Monitor = time.Second
 	return d
 }
 

@@ -40,31 +40,13 @@ func (c codeReleases) CurrentRelease() (string, error) {
 	return r.Name, err
 }
 
-// policyOf turns a request into rollout's policy.
-func policyOf(req Request) rollout.Policy {
-	return rollout.Policy{
-		MaxUnavailable:  req.Window,
-		StopParallel:    req.StopParallel,
-		StopTimeout:     req.StopTimeout.D(),
-		Deadline:        req.Deadline.D(),
-		Delay:           req.Delay.D(),
-		Monitor:         req.Monitor.D(),
-		Canary:          *req.Canary,
-		Soak:            req.Soak.D(),
-		MaxFailureRatio: *req.MaxFailureRatio,
-		FailureAction:   rollout.Action(req.FailureAction),
-		Pacing:          rollout.Pacing(req.Pacing),
-		Pace:            rollout.DefaultPaceTargets(),
-	}
-}
-
 // healthNote says what a health check really checks, for the job's log.
-func healthNote(req Request) string {
-	hc, _ := lxcctl.ParseHealthCheck(req.Health)
+func healthNote(p rollout.Policy) string {
+	hc := healthOfPolicy(p)
 	if hc.Kind == lxcctl.HealthNone {
-		return fmt.Sprintf("health check none: a locker counts as healthy while it is RUNNING for the %v monitor window (a release that exits is caught; one that runs and serves errors is not: set defaults.health)", req.Monitor.D())
+		return fmt.Sprintf("health check none: a locker counts as healthy while it is RUNNING for the %v monitor window (a release that exits is caught; one that runs and serves errors is not: set defaults.health)", p.Monitor)
 	}
-	return fmt.Sprintf("health check %s, held for a %v monitor window", hc, req.Monitor.D())
+	return fmt.Sprintf("health check %s, held for a %v monitor window", hc, p.Monitor)
 }
 
 // lockers describes infos for the planners: desired state from the
@@ -145,7 +127,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 		j.Progress = Progress{Total: len(plan.Items)}
 	})
 	env := rollout.Env{
-		Host:    lockerverbs.Verbs{C: a.deps.Containers, Health: req.healthCheck()},
+		Host:    lockerverbs.Verbs{C: a.deps.Containers, Health: healthOfPolicy(plan.Policy)},
 		Observe: hold.wrap(a.track(r).onEvent),
 		Reason:  "job " + r.job.ID,
 		Gauge:   a.deps.Gauge,

@@ -144,7 +144,7 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 	if err != nil {
 		return nil, err
 	}
-	plan := rollout.PlanStop(ls, policyOf(req))
+	plan := rollout.PlanStop(ls, req.pol)
 	res := a.execute(ctx, r, req, plan, nil)
 	var stopped []string
 	for _, o := range res.Outcomes {
@@ -177,9 +177,9 @@ func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lx
 		return nil, err
 	}
 	f := a.factsFor(ls)
-	plan := rollout.PlanStart(ls, f, policyOf(req))
+	plan := rollout.PlanStart(ls, f, req.pol)
 	if plan.Unproven {
-		r.stage("policy", fmt.Sprintf("current %s is unproven: the failure policy applies (%s); falls back to %s", plan.Target, healthNote(req), orDash(plan.Fallback)))
+		r.stage("policy", fmt.Sprintf("current %s is unproven: the failure policy applies (%s); falls back to %s", plan.Target, healthNote(plan.Policy), orDash(plan.Fallback)))
 	}
 	res := a.execute(ctx, r, req, plan, nil)
 	out := toResult(res, begin)
@@ -199,7 +199,7 @@ func (a *Agent) restartJob(ctx context.Context, r *run, req Request, infos []lxc
 	if err != nil {
 		return nil, err
 	}
-	plan := rollout.PlanRestart(ls, a.factsFor(ls), policyOf(req))
+	plan := rollout.PlanRestart(ls, a.factsFor(ls), req.pol)
 	res := a.execute(ctx, r, req, plan, nil)
 	out := toResult(res, begin)
 	return out, summarize(out, res, plan, "restarted "+nLockers(len(plan.Items)))

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"lxcfleet/rollout"
 	"net/http"
 	"strings"
 	"sync"
@@ -27,7 +28,7 @@ func TestJobsOverTheSocket(t *testing.T) {
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond}, Deps{Containers: f.Host})
 
 	// The stubborn lockers take their whole grace period: the job runs ~1s.
-	body, _ := json.Marshal(Request{Names: all, StopParallel: 1, StopTimeout: Duration(500 * time.Millisecond)})
+	body, _ := json.Marshal(Request{Names: all, Policy: rollout.Patch{"stop_parallel": 1, "stop_timeout": Duration(500 * time.Millisecond)}})
 	job := s.submit(t, "/v1/stop-all", string(body))
 
 	code, b := s.do(t, "POST", "/v1/start-all", `{}`)
@@ -89,7 +90,7 @@ func TestJobsOverTheSocket(t *testing.T) {
 		t.Errorf("late follower: got %v", ev)
 	}
 
-	body, _ = json.Marshal(Request{Names: all, Health: "http://127.0.0.1:{port}/healthz", Window: 4})
+	body, _ = json.Marshal(Request{Names: all, Policy: rollout.Patch{"health": "http://127.0.0.1:{port}/healthz", "max_unavailable": 4}})
 	job = s.submit(t, "/v1/start-all", string(body))
 	if j := waitJob(t, s.a, job.ID); j.State != JobSucceeded {
 		t.Fatalf("start-all: %s %s", j.State, j.Error)
@@ -114,7 +115,7 @@ func TestScheduleSkippedWhileBusy(t *testing.T) {
 	s := serveAgent(t, Config{LXCPath: f.Path, Schedules: []Schedule{{Name: "check", Cron: "@every 1s", Request: Request{Kind: KindCheckUpdate}}}},
 		Deps{Containers: f.Host, Code: code})
 	// Busy for ~2.4s: two stubborn lockers, one at a time, 1.2s each.
-	body, _ := json.Marshal(Request{Names: stubborn, StopParallel: 1, StopTimeout: Duration(1200 * time.Millisecond)})
+	body, _ := json.Marshal(Request{Names: stubborn, Policy: rollout.Patch{"stop_parallel": 1, "stop_timeout": Duration(1200 * time.Millisecond)}})
 	job := s.submit(t, "/v1/stop-all", string(body))
 	waitJob(t, s.a, job.ID)
 	var info ScheduleInfo

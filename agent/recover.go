@@ -155,7 +155,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	}
 	f := a.facts() // a split fleet proves nothing
 	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)
-	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, policyOf(req))
+	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, req.pol)
 	how := "no interrupted update: lockers back to their desired state on current " + orDash(f.Current)
 	if interrupted != nil {
 		how = fmt.Sprintf("job %s was moving lockers to %s: ", jobID, interrupted.Target)

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"lxcfleet/rollout"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -49,7 +51,7 @@ func TestUpdateStrategies(t *testing.T) {
 
 	t.Run("rolling with a canary", func(t *testing.T) {
 		before := pids(t, f.Host, names)
-		j, err := a.Submit(Request{Kind: KindUpdate, Target: "2-new", Strategy: StrategyRolling, Window: 2, Canary: ptr(1), Soak: Duration(200 * time.Millisecond), Health: health})
+		j, err := a.Submit(Request{Kind: KindUpdate, Target: "2-new", Strategy: StrategyRolling, Policy: rollout.Patch{"max_unavailable": 2, "canary": ptr(1), "soak": Duration(200 * time.Millisecond), "health": health}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +89,7 @@ func TestUpdateStrategies(t *testing.T) {
 	})
 
 	t.Run("offline", func(t *testing.T) {
-		j, err := a.Submit(Request{Kind: KindUpdate, Target: "3-next", Strategy: StrategyOffline, StopParallel: 4, Window: 4, Health: health})
+		j, err := a.Submit(Request{Kind: KindUpdate, Target: "3-next", Strategy: StrategyOffline, Policy: rollout.Patch{"stop_parallel": 4, "max_unavailable": 4, "health": health}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +134,7 @@ func TestUpdateStrategies(t *testing.T) {
 	})
 
 	t.Run("rollback job", func(t *testing.T) {
-		j, _ := a.Submit(Request{Kind: KindRollback, Window: 2, Health: health})
+		j, _ := a.Submit(Request{Kind: KindRollback, Policy: rollout.Patch{"max_unavailable": 2, "health": health}})
 		j = waitJob(t, a, j.ID)
 		res := result(t, j)
 		if j.State != JobSucceeded || res.To != "2-new" || res.From != "3-next" {
@@ -159,12 +161,13 @@ func TestUpdateFailurePolicy(t *testing.T) {
 	}
 	order := append([]string{bad}, names[:len(names)-1]...)
 	health := "http://127.0.0.1:{port}/healthz"
-	base := Request{Kind: KindUpdate, Strategy: StrategyRolling, Window: 1, Deadline: Duration(1500 * time.Millisecond), Health: health, MaxFailureRatio: ptr(0.1)}
+	base := Request{Kind: KindUpdate, Strategy: StrategyRolling, Policy: rollout.Patch{"max_unavailable": 1, "deadline": Duration(1500 * time.Millisecond), "health": health, "max_failure_ratio": ptr(0.1)}}
 
 	t.Run("canary fails: pause", func(t *testing.T) {
 		before := pids(t, f.Host, order)
 		req := base
-		req.Target, req.Canary, req.FailureAction = "2-canary", ptr(1), ActionPause
+		req.Policy = maps.Clone(base.Policy)
+		req.Target, req.Policy["canary"], req.Policy["failure_action"] = "2-canary", 1, ActionPause
 		j, _ := a.Submit(req)
 		j = waitJob(t, a, j.ID)
 		res := result(t, j)
@@ -187,7 +190,8 @@ func TestUpdateFailurePolicy(t *testing.T) {
 
 	t.Run("ratio tripped: rollback", func(t *testing.T) {
 		req := base
-		req.Target, req.Canary, req.FailureAction = "3-roll", ptr(0), ActionRollback
+		req.Policy = maps.Clone(base.Policy)
+		req.Target, req.Policy["canary"], req.Policy["failure_action"] = "3-roll", 0, ActionRollback
 		j, _ := a.Submit(req)
 		j = waitJob(t, a, j.ID)
 		res := result(t, j)

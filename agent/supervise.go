@@ -184,7 +184,7 @@ func (s *supervisor) recent(name string, now time.Time) []time.Time {
 // crashLoop rolls the current release back when more of its lockers than
 // the failure ratio allows crash-loop on it; it reports whether it did.
 func (s *supervisor) crashLoop(looping, want int, cur string) bool {
-	ratio := s.a.cfg.Defaults.MaxFailureRatio
+	ratio := s.a.cfg.Defaults.Policy.MaxFailureRatio
 	if s.a.deps.Code == nil || cur == "" || want == 0 || float64(looping) <= ratio*float64(want) {
 		return false
 	}

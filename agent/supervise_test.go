@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"lxcfleet/rollout"
 	"slices"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func TestSupervision(t *testing.T) {
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond,
 		Supervision: SupervisionConfig{Burst: 2, Interval: time.Minute, Backoff: 300 * time.Millisecond}}, Deps{Containers: f.Host})
 	all := append(slices.Clone(good), crash)
-	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: all, Health: "http://127.0.0.1:{port}/healthz", Deadline: Duration(5 * time.Second)})
+	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: all, Policy: rollout.Patch{"health": "http://127.0.0.1:{port}/healthz", "deadline": Duration(5 * time.Second)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := testDefaults()
-	d.Deadline = 3 * time.Second
+	d.Policy.Deadline = 3 * time.Second
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
 		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf})
 	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names})

@@ -74,13 +74,13 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 		return nil, err
 	}
 	f := a.factsFor(ls)
-	plan := rollout.PlanUpdate(ls, f, rel.Name, rel.State == codeupdate.StateProven, rollout.Strategy(req.Strategy), policyOf(req))
+	plan := rollout.PlanUpdate(ls, f, rel.Name, rel.State == codeupdate.StateProven, rollout.Strategy(req.Strategy), req.pol)
 	// Every locker this job stops is started again, even after a crash.
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, at most %d down at once; falls back to %s; %s",
-		req.Strategy, nLockers(len(plan.Items)), rel.Name, req.Window, orDash(plan.Fallback), healthNote(req)))
+		req.Strategy, nLockers(len(plan.Items)), rel.Name, req.pol.MaxUnavailable, orDash(plan.Fallback), healthNote(plan.Policy)))
 	var hold *portHold
 	if plan.Strategy == rollout.Offline {
 		hold = a.holdPorts(ctx, r, req, plan.Names(rollout.OpReplace))
@@ -150,7 +150,7 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 	if err != nil {
 		return nil, err
 	}
-	plan := rollout.PlanRollback(ls, target, policyOf(req))
+	plan := rollout.PlanRollback(ls, target, req.pol)
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"lxcfleet/rollout"
 	"net/http"
 	"os"
 	"os/exec"
@@ -111,10 +112,10 @@ func newUpdateEnvAt(t *testing.T, n int, root string) *updateEnv {
 		KeepReleases: 10,
 		Defaults:     testDefaults(),
 	}
-	cfg.Defaults.Window = e2eWindow
-	cfg.Defaults.StopTimeout = 5 * time.Second
-	cfg.Defaults.Deadline = 20 * time.Second
-	cfg.Defaults.Health = "http://127.0.0.1:{port}/healthz"
+	cfg.Defaults.Policy.MaxUnavailable = e2eWindow
+	cfg.Defaults.Policy.StopTimeout = 5 * time.Second
+	cfg.Defaults.Policy.Deadline = 20 * time.Second
+	cfg.Defaults.Policy.Health = "http://127.0.0.1:{port}/healthz"
 	a, err := New(cfg, Deps{
 		Containers: e.host,
 		Code:       code,
@@ -379,7 +380,7 @@ func TestUpdateEndToEnd(t *testing.T) {
 
 	t.Run("offline to a broken release stops launching when the ratio trips", func(t *testing.T) {
 		e.origin.Broken("build D0: crashes at start")
-		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyOffline, Window: 2, Deadline: Duration(5 * time.Second), Trigger: "test"})
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test", Policy: rollout.Patch{"max_unavailable": 2, "deadline": Duration(5 * time.Second)}})
 		if j.State != JobFailed {
 			t.Fatalf("broken offline update: got %s, want failed", j.State)
 		}
@@ -406,7 +407,7 @@ func TestUpdateEndToEnd(t *testing.T) {
 	t.Run("a broken release is rolled back automatically", func(t *testing.T) {
 		e.origin.Broken("build D: crashes at start")
 		p := e.startProber()
-		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Deadline: Duration(5 * time.Second), Trigger: "test"})
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test", Policy: rollout.Patch{"deadline": Duration(5 * time.Second)}})
 		most, _, who := p.finish()
 		if j.State != JobFailed {
 			t.Fatalf("broken update: got %s, want failed", j.State)

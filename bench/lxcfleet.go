@@ -111,7 +111,7 @@ func (r *runner) window() int {
 	if err != nil {
 		return 0
 	}
-	return c.AgentDefaults().Window
+	return c.AgentDefaults().Policy.MaxUnavailable
 }
 
 // updateCommand is the update-code command line: the lxcfleet binary's

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"lxcfleet/rollout"
 	"net/http"
 	"strings"
 	"sync"
@@ -60,8 +61,8 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 	testfleet.RequireLXC(t)
 	e := newEnv(t, 3, testfleet.Options{StartupMS: 300}, func(c *agent.Config) {
 		c.Defaults.DowntimePage = true
-		c.Defaults.Window = 1                 // the last locker waits for the others' starts
-		c.Defaults.Pacing = agent.PacingFixed // (adaptive pacing would widen W)
+		c.Defaults.Policy.MaxUnavailable = 1     // the last locker waits for the others' starts
+		c.Defaults.Policy.Pacing = rollout.Fixed // (adaptive pacing would widen W)
 	})
 	target := e.lockers[len(e.lockers)-1] // started last
 

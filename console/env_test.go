@@ -272,11 +272,11 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 	addr := freeAddr(t)
 	e.url = "http://" + addr + "/"
 	d := agent.DefaultDefaults()
-	d.Monitor = time.Second // the monitor window is tested in agent and rollout
-	d.Health = "http://127.0.0.1:{port}/healthz"
-	d.StopTimeout = 5 * time.Second
-	d.Deadline = 30 * time.Second
-	d.Window = 2
+	d.Policy.Monitor = time.Second // the monitor window is tested in agent and rollout
+	d.Policy.Health = "http://127.0.0.1:{port}/healthz"
+	d.Policy.StopTimeout = 5 * time.Second
+	d.Policy.Deadline = 30 * time.Second
+	d.Policy.MaxUnavailable = 2
 	cfg := agent.Config{
 		LXCPath:           fleet.Path,
 		StateDir:          t.TempDir(),

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +31,11 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the shipped config does not load: %v", err)
 	}
-	if c.Listen.Socket != agent.DefaultSocket || c.Defaults.Window != 4 {
-		t.Errorf("shipped config: got socket %q window %d, want the defaults", c.Listen.Socket, c.Defaults.Window)
+	if d := c.AgentDefaults(); c.Listen.Socket != agent.DefaultSocket || !reflect.DeepEqual(d, agent.DefaultDefaults()) {
+		t.Errorf("shipped config: got socket %q defaults %+v, want the built-in defaults %+v", c.Listen.Socket, d, agent.DefaultDefaults())
+	}
+	if w := c.Warnings(); len(w) > 0 {
+		t.Errorf("shipped config uses deprecated names: %v", w)
 	}
 }
 
@@ -55,7 +59,7 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	// TimeoutStopSec=10min must exceed the agent's own bound on a stop: the
 	// default stop timeout of a locker.
-	if d := agent.DefaultDefaults().StopTimeout; d >= 10*time.Minute {
+	if d := agent.DefaultDefaults().Policy.StopTimeout; d >= 10*time.Minute {
 		t.Errorf("TimeoutStopSec=10min is not above the stop timeout %v", d)
 	}
 	if packaging.Unit != string(unit) || packaging.UnitFor(packaging.UnitBinary, packaging.UnitConfig) != string(unit) {

@@ -66,119 +66,6 @@ type Item struct {
 	Delay time.Duration `json:"delay,omitempty"`
 }
 
-// Policy is how a plan moves lockers: its limits, its health over time and
-// its failure policy. Durations are time.Duration (nanoseconds in JSON).
-type Policy struct {
-	// MaxUnavailable is K, the most lockers down because of the job at
-	// once, from a locker's stop until it passed the monitor window
-	// (Kubernetes' maxUnavailable, Swarm's parallelism); > 0.
-	MaxUnavailable int `json:"max_unavailable"`
-	// MaxStarting is W ≤ K, the most lockers starting at once (from their
-	// stop, for a replace, to their first healthy check); 0, or more than
-	// K, means K. With adaptive pacing it is W's first value, and W moves
-	// between 1 and K (all lockers for offline and start plans).
-	MaxStarting int `json:"max_starting,omitempty"`
-	// Pacing: Adaptive (DefaultPolicy) or Fixed; empty is Fixed, as plans
-	// journaled before pacing existed ran.
-	Pacing Pacing `json:"pacing,omitempty"`
-	// Pace are the adaptive pacer's targets; zero fields disable a signal.
-	Pace PaceTargets `json:"pace,omitempty"`
-	// StopParallel is the most lockers stopping at once in a stop phase
-	// (stop-all, offline); 0 means K.
-	StopParallel int `json:"stop_parallel,omitempty"`
-	// StopTimeout is each locker's grace period before it is killed.
-	StopTimeout time.Duration `json:"stop_timeout"`
-	// Deadline bounds a locker's start to its first healthy check.
-	Deadline time.Duration `json:"deadline"`
-	// Delay is waited between two launches (lxc.start.delay's role).
-	Delay time.Duration `json:"delay,omitempty"`
-	// Monitor is how long a locker must stay healthy after its first
-	// healthy check to count as moved (Swarm's monitor, Nomad's
-	// min_healthy_time); 0 counts it at the first check.
-	Monitor time.Duration `json:"monitor"`
-	// Interval is the time between two checks in the monitor window and the
-	// soak; default 500ms.
-	Interval time.Duration `json:"interval,omitempty"`
-	// Canary lockers move first, alone, then stay healthy for Soak before
-	// the rest moves; any canary failure trips the policy.
-	Canary int           `json:"canary,omitempty"`
-	Soak   time.Duration `json:"soak,omitempty"`
-	// MaxFailureRatio trips the failure policy when more than this share of
-	// the plan's lockers, or of the last K finished ones, failed (Swarm's
-	// max_failure_ratio); 0 trips on the first failure.
-	MaxFailureRatio float64 `json:"max_failure_ratio"`
-	// FailureAction is what a tripped policy does.
-	FailureAction Action `json:"failure_action"`
-}
-
-// DefaultPolicy returns the defaults documented in the package doc.
-func DefaultPolicy() Policy {
-	return Policy{
-		MaxUnavailable:  4,
-		StopTimeout:     10 * time.Second,
-		Deadline:        60 * time.Second,
-		Monitor:         10 * time.Second,
-		Interval:        500 * time.Millisecond,
-		MaxFailureRatio: 0.1,
-		FailureAction:   Rollback,
-		Pacing:          Adaptive,
-		Pace:            DefaultPaceTargets(),
-	}
-}
-
-// Validate reports the first field out of range, naming it.
-func (p Policy) Validate() error {
-	switch {
-	case p.MaxUnavailable <= 0:
-		return fmt.Errorf("max unavailable (K) must be positive, got %d", p.MaxUnavailable)
-	case p.MaxStarting < 0:
-		return fmt.Errorf("max starting (W) must not be negative, got %d", p.MaxStarting)
-	case p.StopParallel < 0:
-		return fmt.Errorf("stop parallel must not be negative, got %d", p.StopParallel)
-	case p.StopTimeout <= 0:
-		return fmt.Errorf("stop timeout must be positive, got %v", p.StopTimeout)
-	case p.Deadline <= 0:
-		return fmt.Errorf("start deadline must be positive, got %v", p.Deadline)
-	case p.Delay < 0 || p.Monitor < 0 || p.Interval < 0 || p.Soak < 0:
-		return fmt.Errorf("delay, monitor, interval and soak must not be negative")
-	case p.Canary < 0:
-		return fmt.Errorf("canary must not be negative, got %d", p.Canary)
-	case p.MaxFailureRatio < 0 || p.MaxFailureRatio > 1:
-		return fmt.Errorf("max failure ratio must be between 0 and 1, got %v", p.MaxFailureRatio)
-	case p.Pacing != "" && p.Pacing != Adaptive && p.Pacing != Fixed:
-		return fmt.Errorf("unknown pacing %q (want adaptive or fixed)", p.Pacing)
-	case p.Pace.CPU < 0 || p.Pace.Memory < 0 || p.Pace.IO < 0 || p.Pace.SlowFactor < 0:
-		return fmt.Errorf("pace targets must not be negative, got %+v", p.Pace)
-	}
-	switch p.FailureAction {
-	case Pause, Rollback:
-	default:
-		return fmt.Errorf("unknown failure action %q (want pause or rollback)", p.FailureAction)
-	}
-	return nil
-}
-
-func (p Policy) starting() int {
-	if p.MaxStarting <= 0 || p.MaxStarting > p.MaxUnavailable {
-		return p.MaxUnavailable
-	}
-	return p.MaxStarting
-}
-
-func (p Policy) stopping() int {
-	if p.StopParallel <= 0 {
-		return p.MaxUnavailable
-	}
-	return p.StopParallel
-}
-
-func (p Policy) interval() time.Duration {
-	if p.Interval <= 0 {
-		return 500 * time.Millisecond
-	}
-	return p.Interval
-}
-
 // Plan is a job's work as data: it is journaled with the job, so that
 // recovery resumes or undoes this plan rather than inventing another.
 type Plan struct {
@@ -297,7 +184,11 @@ func PlanStart(lockers []Locker, f ReleaseFacts, pol Policy) Plan {
 	for _, l := range lockers {
 		p.Items = append(p.Items, Item{l.Name, OpStart, l.StartDelay})
 	}
-	p.Policy.MaxStarting = pol.starting()
+	// K is all (a stopped locker is down already); W is max starting,
+	// or the configured K when it is unset (start-all's window).
+	if p.Policy.MaxStarting <= 0 {
+		p.Policy.MaxStarting = pol.MaxUnavailable
+	}
 	p.Policy.MaxUnavailable = max(len(p.Items), 1)
 	return p
 }

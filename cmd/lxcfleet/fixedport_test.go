@@ -74,7 +74,7 @@ port_base = 0
 health = "exec:wget -q -O /dev/null http://127.0.0.1:3000/"
 deadline = "20s"
 monitor = "1s"
-window = 2
+max_unavailable = 2
 `, lxcpath, filepath.Join(dir, "state"), filepath.Join(dir, "none.sock"), root, templates, origin.URL)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

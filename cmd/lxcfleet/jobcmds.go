@@ -15,132 +15,55 @@ import (
 	"lxcfleet/lxcctl"
 )
 
-// rolloutFlags are the flags of the jobs that restart lockers in waves.
+// rolloutFlags are the flags of the jobs that move lockers: the policy's
+// knobs (knobFlags) and, for update-code, the strategy, target and force.
 type rolloutFlags struct {
-	window                 int
-	stopParallel           int
-	stopTimeout, deadline  time.Duration
-	monitor                time.Duration
-	health                 string
-	pacing                 string
+	knobs                  *knobFlags
 	strategy, target       string
-	canary                 int
-	soak                   time.Duration
-	maxFailureRatio        float64
-	failureAction          string
 	force                  bool
 	withStrategy, withCode bool
 }
 
+// rollingKnobs are the knobs of restart and rollback (no canary: they move
+// lockers onto a release already chosen).
+var rollingKnobs = []string{"max_unavailable", "max_starting", "pacing", "stop_parallel", "stop_timeout", "deadline", "delay", "health", "monitor", "interval", "max_failure_ratio", "failure_action"}
+
 func (r *rolloutFlags) register(cmd *cobra.Command) {
+	if r.knobs == nil {
+		keys := rollingKnobs
+		if r.withStrategy {
+			keys = nil // every knob
+		}
+		r.knobs = newKnobFlags(keys, nil, alias{old: "window", key: "max_unavailable"})
+	}
+	r.knobs.register(cmd)
 	f := cmd.Flags()
-	f.IntVar(&r.window, "window", 0, "K, the most lockers down (being replaced) at once; offline: the first W of adaptive pacing, or the most starting at once with --pacing fixed (default: defaults.window)")
-	f.IntVar(&r.stopParallel, "stop-parallel", 0, "most lockers stopping at once in an offline update (default: defaults.stop_parallel)")
-	f.DurationVar(&r.stopTimeout, "stop-timeout", 0, "grace period before a locker is killed (default: defaults.stop_timeout)")
-	f.DurationVar(&r.deadline, "deadline", 0, "start-to-healthy limit per locker (default: defaults.deadline)")
-	f.StringVar(&r.health, "health", "", "health check (default: defaults.health)")
-	f.DurationVar(&r.monitor, "monitor", 0, "how long each locker must stay healthy to count as moved; it holds its place in the window until then (default: defaults.monitor)")
-	f.StringVar(&r.pacing, "pacing", "", pacingHelp)
 	if r.withCode {
 		f.StringVar(&r.target, "target", "", "branch, tag or commit to update to (default: defaults.target)")
 		f.BoolVar(&r.force, "force", false, "allow a release marked bad")
 	}
 	if r.withStrategy {
 		f.StringVar(&r.strategy, "strategy", "", "offline (stop all, switch, start all) or rolling (K at a time) (default: defaults.strategy)")
-		f.IntVar(&r.canary, "canary", 0, "lockers moved first and held for --soak before the rest")
-		f.DurationVar(&r.soak, "soak", 0, "how long the canaries run before the rest follow")
-		f.Float64Var(&r.maxFailureRatio, "max-failure-ratio", 0, "failures allowed, overall and per wave, before the failure action (0..1; default: defaults.max_failure_ratio)")
-		f.StringVar(&r.failureAction, "failure-action", "", "pause or rollback, when too many lockers fail (default: defaults.failure_action)")
 	}
-}
-
-// pacingHelp is the --pacing flag's help, the same on every command.
-const pacingHelp = "adaptive: the most lockers starting at once (W) adapts between 1 and the window K (all lockers for offline and start-all) to start failures, start times and pressure; fixed: W = K (default: defaults.pacing, adaptive)"
-
-// setPacing checks a --pacing value and puts it into req.
-func setPacing(req *agent.Request, v string) error {
-	if v != agent.PacingAdaptive && v != agent.PacingFixed {
-		return usagef("--pacing must be adaptive or fixed, got %q", v)
-	}
-	req.Pacing = v
-	return nil
 }
 
 // fill copies the flags given into req; bad values are bad input.
 func (r *rolloutFlags) fill(cmd *cobra.Command, req *agent.Request) error {
-	f := cmd.Flags()
-	if f.Changed("window") {
-		if err := positiveInt("window", r.window); err != nil {
-			return err
-		}
-		req.Window = r.window
-	}
-	if f.Changed("stop-parallel") {
-		if err := positiveInt("stop-parallel", r.stopParallel); err != nil {
-			return err
-		}
-		req.StopParallel = r.stopParallel
-	}
-	if f.Changed("stop-timeout") {
-		if err := positiveDuration("stop-timeout", r.stopTimeout); err != nil {
-			return err
-		}
-		req.StopTimeout = agent.Duration(r.stopTimeout)
-	}
-	if f.Changed("deadline") {
-		if err := positiveDuration("deadline", r.deadline); err != nil {
-			return err
-		}
-		req.Deadline = agent.Duration(r.deadline)
-	}
-	if f.Changed("monitor") {
-		if err := positiveDuration("monitor", r.monitor); err != nil {
-			return err
-		}
-		req.Monitor = agent.Duration(r.monitor)
-	}
-	if f.Changed("health") {
-		if _, err := lxcctl.ParseHealthCheck(r.health); err != nil {
-			return usageError{err}
-		}
-		req.Health = r.health
-	}
-	if f.Changed("pacing") {
-		if err := setPacing(req, r.pacing); err != nil {
-			return err
-		}
+	if err := r.knobs.fill(cmd, req); err != nil {
+		return err
 	}
 	req.Target, req.Force = r.target, r.force
 	if !r.withStrategy {
 		return nil
+	}
+	if cmd.Flags().Changed("strategy") && r.strategy == "" {
+		return usagef("--strategy must be offline or rolling, got \"\"")
 	}
 	switch r.strategy {
 	case "", agent.StrategyOffline, agent.StrategyRolling:
 		req.Strategy = r.strategy
 	default:
 		return usagef("--strategy must be offline or rolling, got %q", r.strategy)
-	}
-	switch r.failureAction {
-	case "", agent.ActionPause, agent.ActionRollback:
-		req.FailureAction = r.failureAction
-	default:
-		return usagef("--failure-action must be pause or rollback, got %q", r.failureAction)
-	}
-	if f.Changed("canary") {
-		if r.canary < 0 {
-			return usagef("--canary must not be negative, got %d", r.canary)
-		}
-		req.Canary = &r.canary
-	}
-	if r.soak < 0 {
-		return usagef("--soak must not be negative, got %v", r.soak)
-	}
-	req.Soak = agent.Duration(r.soak)
-	if f.Changed("max-failure-ratio") {
-		if r.maxFailureRatio < 0 || r.maxFailureRatio > 1 {
-			return usagef("--max-failure-ratio must be between 0 and 1, got %v", r.maxFailureRatio)
-		}
-		req.MaxFailureRatio = &r.maxFailureRatio
 	}
 	return nil
 }
@@ -191,13 +114,13 @@ func newJobCmd(g *globals, kind agent.JobKind, use, short, long, example string,
 
 func newRestartCmd(g *globals) *cobra.Command {
 	cmd := newJobCmd(g, agent.KindRestart, "restart NAME...|--group GROUP",
-		"Restart lockers: stop gracefully, start, wait healthy, at most --window at once",
+		"Restart lockers: stop gracefully, start, wait healthy, at most --max-unavailable at once",
 		`Replace each named locker (or each of --group): a graceful stop (halt
 signal, then kill after --stop-timeout), a start on the current release, and
-a wait until it is healthy (--health, within --deadline). At most --window
+a wait until it is healthy (--health, within --deadline). At most --max-unavailable
 lockers are down at once. The restart is a job of the agent, journaled: a
 crash of the agent mid-job starts the stopped lockers again.`,
-		"  lxcfleet restart locker-001 locker-002\n  lxcfleet restart --group web --window 2 --health 'http://127.0.0.1:{port}/healthz'",
+		"  lxcfleet restart locker-001 locker-002\n  lxcfleet restart --group web --max-unavailable 2 --health 'http://127.0.0.1:{port}/healthz'",
 		&rolloutFlags{}, nil)
 	cmd.Args = func(cmd *cobra.Command, args []string) error {
 		if g, _ := cmd.Flags().GetString("group"); len(args) == 0 && g == "" {
@@ -225,7 +148,7 @@ Too many failures (--max-failure-ratio, overall and per wave) mark the
 release bad, put current back and pause or roll back (--failure-action).`,
 		`  lxcfleet update-code
   lxcfleet update-code --strategy offline --target v2.3.0
-  lxcfleet update-code --canary 2 --soak 1m --window 8 --failure-action pause`, rf, nil)
+  lxcfleet update-code --canary 2 --soak 1m --max-unavailable 8 --failure-action pause`, rf, nil)
 }
 
 func newRollbackCmd(g *globals) *cobra.Command {

@@ -13,19 +13,18 @@ import (
 func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	var health, pacing string
-	var window int
-	var deadline time.Duration
-	var delay, monitor time.Duration
+	kf := newKnobFlags([]string{"max_starting", "pacing", "deadline", "delay", "health", "monitor", "interval", "max_failure_ratio", "failure_action"},
+		map[string]string{"max_starting": "p", "deadline": "t"}, alias{old: "parallel", key: "max_starting"}, alias{old: "timeout", key: "deadline"})
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",
 		Short: "Start lockers in a bounded window, each counted only once healthy",
 		Long: `Start the named containers (all of the lxcpath when none is named, or those of
 --group) in lxc-autostart's order (lxc.start.order, then name), keeping at
 most W of them starting at once. A container holds its place in the window
-until its health check passes or its --timeout expires, so the window bounds
-the real startup load: no startup storm. With --pacing fixed W is --parallel;
-with adaptive pacing (the default) W starts at --parallel, grows by one per
+until its health check passes or its --deadline expires, so the window bounds
+the real startup load: no startup storm. With --pacing fixed W is
+--max-starting; with adaptive pacing (the default) W starts at --max-starting
+(default: defaults.max_starting, else defaults.max_unavailable), grows by one per
 window of healthy starts and halves on a failed start, a start over 3x the
 fastest recent one, or pressure (PSI) over target.
 
@@ -48,43 +47,12 @@ agent's [defaults].
 Each container is reported as healthy, already-running, unhealthy or failed.
 Exit code 1 when any is unhealthy or failed.`,
 		Example: `  lxcfleet start-all --health 'http://127.0.0.1:{port}/healthz'
-  lxcfleet start-all --parallel 8 --delay 200ms --group web
+  lxcfleet start-all --max-starting 8 --delay 200ms --group web
   lxcfleet start-all locker-001 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := agent.Request{Kind: agent.KindStartAll, Group: sel.group}
-			f := cmd.Flags()
-			if f.Changed("parallel") {
-				if err := positiveInt("parallel", window); err != nil {
-					return err
-				}
-				req.Window = window
-			}
-			if f.Changed("timeout") {
-				if err := positiveDuration("timeout", deadline); err != nil {
-					return err
-				}
-				req.Deadline = agent.Duration(deadline)
-			}
-			if delay < 0 {
-				return usagef("--delay must not be negative, got %v", delay)
-			}
-			req.Delay = agent.Duration(delay)
-			if f.Changed("monitor") {
-				if err := positiveDuration("monitor", monitor); err != nil {
-					return err
-				}
-				req.Monitor = agent.Duration(monitor)
-			}
-			if f.Changed("health") {
-				if _, err := lxcctl.ParseHealthCheck(health); err != nil {
-					return usageError{err}
-				}
-				req.Health = health
-			}
-			if f.Changed("pacing") {
-				if err := setPacing(&req, pacing); err != nil {
-					return err
-				}
+			if err := kf.fill(cmd, &req); err != nil {
+				return err
 			}
 			names, err := validNames(args, sel.group)
 			if err != nil {
@@ -112,12 +80,7 @@ Exit code 1 when any is unhealthy or failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&window, "parallel", "p", window, "the window: with --pacing fixed the most containers starting at once; with adaptive pacing (the default) the first W, which then adapts between 1 and all of them (default: defaults.window of the config, 4)")
-	cmd.Flags().DurationVarP(&deadline, "timeout", "t", deadline, "time each container has to become healthy (default: defaults.deadline of the config, 1m)")
-	cmd.Flags().DurationVar(&delay, "delay", 0, "wait between two launches")
-	cmd.Flags().DurationVar(&monitor, "monitor", 0, "how long each container must stay healthy to count as started (default: defaults.monitor)")
-	cmd.Flags().StringVar(&health, "health", "", "health check: none, http://..., tcp:HOST:PORT or exec:COMMAND (default: defaults.health of the config, none)")
-	cmd.Flags().StringVar(&pacing, "pacing", "", pacingHelp)
+	kf.register(cmd)
 	return cmd
 }
 

@@ -13,14 +13,14 @@ import (
 func newStopAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
-	var parallel int
-	var timeout time.Duration
+	kf := newKnobFlags([]string{"stop_parallel", "stop_timeout"}, map[string]string{"stop_parallel": "p", "stop_timeout": "t"},
+		alias{old: "parallel", key: "stop_parallel"}, alias{old: "timeout", key: "stop_timeout"})
 	cmd := &cobra.Command{
 		Use:   "stop-all [NAME...]",
 		Short: "Stop lockers gracefully, a bounded number at once",
 		Long: `Stop the named containers (all of the lxcpath when none is named, or those of
---group), at most --parallel at once, in reverse start order. Each gets its
-halt signal (lxc.signal.halt) and --timeout to exit, then it is killed.
+--group), at most --stop-parallel at once, in reverse start order. Each gets its
+halt signal (lxc.signal.halt) and --stop-timeout to exit, then it is killed.
 
 The stop is a job of the agent (journaled; a crash of the agent mid-job
 starts the stopped lockers again): through the daemon when one answers on
@@ -29,21 +29,12 @@ its socket, in this process otherwise (or with --local).
 Each container is reported as clean, killed, already-stopped or failed.
 Exit code 1 when any failed.`,
 		Example: `  lxcfleet stop-all                      # every container, 8 at once, 10s grace
-  lxcfleet stop-all --group web --timeout 30s
+  lxcfleet stop-all --group web --stop-timeout 30s
   lxcfleet stop-all locker-001 locker-002 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := agent.Request{Kind: agent.KindStopAll, Group: sel.group}
-			if cmd.Flags().Changed("parallel") {
-				if err := positiveInt("parallel", parallel); err != nil {
-					return err
-				}
-				req.StopParallel = parallel
-			}
-			if cmd.Flags().Changed("timeout") {
-				if err := positiveDuration("timeout", timeout); err != nil {
-					return err
-				}
-				req.StopTimeout = agent.Duration(timeout)
+			if err := kf.fill(cmd, &req); err != nil {
+				return err
 			}
 			names, err := validNames(args, sel.group)
 			if err != nil {
@@ -66,8 +57,7 @@ Exit code 1 when any failed.`,
 	}
 	sel.register(cmd)
 	cf.register(cmd)
-	cmd.Flags().IntVarP(&parallel, "parallel", "p", parallel, "most containers stopping at once (default: defaults.stop_parallel of the config, 8)")
-	cmd.Flags().DurationVarP(&timeout, "timeout", "t", timeout, "grace period per container before it is killed (default: defaults.stop_timeout of the config, 10s)")
+	kf.register(cmd)
 	return cmd
 }
 

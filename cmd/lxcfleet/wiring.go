@@ -41,6 +41,9 @@ func (g *globals) wire(cmd *cobra.Command) (*stack, error) {
 		return nil, usageError{err}
 	}
 	s := &stack{log: slog.Default(), configLXCPath: fc.LXCPath}
+	for _, w := range fc.Warnings() {
+		s.log.Warn(w)
+	}
 	if f.Changed("lxcpath") {
 		abs, err := filepath.Abs(g.lxcpath)
 		if err != nil {
@@ -75,7 +78,7 @@ func (s *stack) code() (*codeupdate.Manager, error) {
 		return nil, nil
 	}
 	m, err := codeupdate.New(codeupdate.Options{Root: s.layout.Root, Origin: s.fc.Code.Origin, Npm: s.fc.Code.Npm, NpmTimeout: s.fc.Code.NpmTimeout.D(),
-		Target: s.fc.Defaults.Target, FetchStallTimeout: s.fc.Code.FetchStallTimeout.D(), FetchTimeout: s.fc.Code.FetchTimeout.D(), MaxPacks: s.fc.Code.MaxPacks, Logger: s.log})
+		Target: s.fc.AgentDefaults().Target, FetchStallTimeout: s.fc.Code.FetchStallTimeout.D(), FetchTimeout: s.fc.Code.FetchTimeout.D(), MaxPacks: s.fc.Code.MaxPacks, Logger: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("code.origin: %w", err)
 	}

@@ -906,9 +906,9 @@
       el('select', { id: 'f-strategy' },
         el('option', { value: 'rolling' }, 'rolling — a few lockers at a time'),
         el('option', { value: 'offline' }, 'offline — stop all, switch, start all')),
-      el('label', { for: 'f-window' }, 'Wave size'),
+      el('label', { for: 'f-window' }, 'Max unavailable (K)'),
       el('input', { id: 'f-window', type: 'number', min: '1', max: '1000', placeholder: 'agent default' }),
-      el('div', { class: 'hint' }, 'At most this many lockers start (rolling: are down) at once.'));
+      el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'));
     const text = () => {
       const strategy = $('f-strategy').value;
       const k = parseInt($('f-window').value, 10);
@@ -930,7 +930,7 @@
     ask('Update code?', [], 'Update', () => {
       const body = { target: $('f-target').value.trim(), strategy: $('f-strategy').value };
       const k = parseInt($('f-window').value, 10);
-      if (k > 0) body.window = k;
+      if (k > 0) body.policy = { max_unavailable: k };
       if (!body.target) delete body.target;
       return submit('/v1/update-code', body);
     }, { fields, onInput: text });
