@@ -121,11 +121,18 @@ func (a *Agent) proven(name string) bool {
 
 // execute journals plan with the job, runs it, and returns its result.
 func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.Plan, hold *portHold) rollout.Result {
-	_ = r.update(func(j *Job) {
+	// No plan, no moves: the journaled plan is what the next agent
+	// resumes (I4), so a plan that cannot be written runs nothing.
+	if err := r.update(func(j *Job) {
 		p := plan
 		j.Plan = &p
 		j.Progress = Progress{Total: len(plan.Items)}
-	})
+	}); err != nil {
+		err = fmt.Errorf("journaling the plan of job %s: %w (nothing was moved)", r.job.ID, err)
+		a.log.Error("job cannot journal its plan", "job", r.job.ID, "err", err)
+		r.emit(Event{Type: "stage", Stage: "journal", Error: err.Error()})
+		return rollout.Result{Err: err}
+	}
 	env := rollout.Env{
 		Host:    lockerverbs.Verbs{C: a.deps.Containers, Health: healthOfPolicy(plan.Policy)},
 		Observe: hold.wrap(a.track(r).onEvent),
@@ -156,20 +163,30 @@ func (a *Agent) track(r *run) *tracker {
 	return &tracker{r: r, m: a.metrics, done: map[string]bool{}}
 }
 
-// stepAction names the journal step of an event: stops inside a replace
-// are "replace-stop", so recovery knows whom the job stopped.
+// The journal's per-locker step actions: what recovery reads back to know
+// whom the interrupted job stopped and whom it left starting.
+const (
+	StepStop        = "stop"         // a stop-all's stop
+	StepReplaceStop = "replace-stop" // the stop of a replace
+	StepStart       = "start"        // a start; its end "healthy" opens the monitor window
+	StepMonitor     = "monitor"      // a failure inside the monitor window
+	StepBackStop    = "back-stop"    // the way back's stop
+	StepBackStart   = "back-start"   // the way back's start
+)
+
+// stepAction names the journal step of an event.
 func stepAction(e rollout.Event) string {
 	switch {
 	case e.Back && e.Op == "stop":
-		return "back-stop"
+		return StepBackStop
 	case e.Back:
-		return "back-start"
+		return StepBackStart
 	case e.Op == "stop":
-		return "replace-stop"
+		return StepReplaceStop
 	case e.Op == "monitor":
-		return "monitor"
+		return StepMonitor
 	}
-	return "start"
+	return StepStart
 }
 
 func (t *tracker) onEvent(e rollout.Event) {

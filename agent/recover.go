@@ -48,51 +48,67 @@ func (a *Agent) NeedsRecovery() (bool, string, error) {
 	return false, "", nil
 }
 
-// stoppedByInterrupted returns the lockers that jobs interrupted by a crash
-// (and not yet recovered) began to stop: their stop steps are journaled
-// before the stop runs. A locker found already stopped is not counted.
-// stopping holds those whose last step is a stop's begin: the dead agent
-// may have sent the halt signal, and the stop may land after the
-// recovery looked.
-func (a *Agent) stoppedByInterrupted() (out, stopping map[string]bool, err error) {
+// lockersInFlight reads, from the journaled steps of jobs interrupted by
+// an agent exit (and not yet recovered), the lockers each left in flight:
+// stopped, those it began to stop (their stop steps are journaled before
+// the stop runs; one found already stopped is not counted); stopping,
+// those whose last step is a stop's begin (the halt signal may land after
+// the recovery looked); starting, those whose start began and whose
+// monitor window neither ended nor failed (they may still be starting or
+// monitoring: recovery watches them, holding their places in K).
+func (a *Agent) lockersInFlight() (stopped, stopping, starting map[string]bool, err error) {
 	handled, err := a.jr.Meta("recovered_through")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	jobs, err := a.jr.Jobs(0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading journal: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading journal: %w", err)
 	}
-	out, stopping = map[string]bool{}, map[string]bool{}
-	for _, j := range jobs {
+	stopped, stopping, starting = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for i := len(jobs) - 1; i >= 0; i-- { // oldest first: a later job's steps win
+		j := jobs[i]
 		if j.State != JobInterrupted || j.ID <= handled {
 			continue
 		}
 		steps, err := a.jr.Steps(j.ID)
 		if err != nil {
-			return nil, nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
+			return nil, nil, nil, fmt.Errorf("reading steps of job %s: %w", j.ID, err)
 		}
 		for _, s := range steps {
 			if s.Container == "" {
 				continue
 			}
-			if s.Action != "stop" && s.Action != "replace-stop" && s.Action != "back-stop" {
-				delete(stopping, s.Container) // a later step: the stop ended
-				continue
-			}
-			switch {
-			case s.Phase == "begin":
-				out[s.Container] = true
-				stopping[s.Container] = true
-			case s.Outcome == string(lxcctl.AlreadyStopped):
-				delete(out, s.Container)
+			switch s.Action {
+			case StepStop, StepReplaceStop, StepBackStop:
+				delete(starting, s.Container)
+				switch {
+				case s.Phase == "begin":
+					stopped[s.Container] = true
+					stopping[s.Container] = true
+				case s.Outcome == string(lxcctl.AlreadyStopped):
+					delete(stopped, s.Container)
+					delete(stopping, s.Container)
+				default:
+					delete(stopping, s.Container)
+				}
+			case StepStart, StepBackStart:
 				delete(stopping, s.Container)
+				// In flight from its begin through its first healthy
+				// check and the monitor window, until moved or failed.
+				inFlight := s.Phase == "begin" || (s.Action == StepStart && s.Outcome == string(rollout.PhaseHealthy))
+				if inFlight {
+					starting[s.Container] = true
+				} else {
+					delete(starting, s.Container)
+				}
 			default:
 				delete(stopping, s.Container)
+				delete(starting, s.Container)
 			}
 		}
 	}
-	return out, stopping, nil
+	return stopped, stopping, starting, nil
 }
 
 // currentRelease is the name of the release `current` points to, or "".
@@ -142,7 +158,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	if err != nil {
 		return nil, fmt.Errorf("listing lockers: %w", err)
 	}
-	stopped, stopping, err := a.stoppedByInterrupted()
+	stopped, stopping, starting, err := a.lockersInFlight()
 	if err != nil {
 		return nil, err
 	}
@@ -152,10 +168,21 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	}
 	for i := range ls {
 		ls[i].Stopping = stopping[ls[i].Name]
+		ls[i].Starting = starting[ls[i].Name]
 	}
 	f := a.facts() // a split fleet proves nothing
 	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)
-	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, req.pol)
+	// The interrupted plan resumes with its own policy (its K, W, monitor
+	// window, failure policy and health check), not the defaults.
+	pol := req.pol
+	if interrupted != nil {
+		pol = interrupted.Policy
+		if err := pol.Validate(); err != nil {
+			a.log.Warn("the interrupted job's journaled policy is invalid: recovery uses the defaults", "job", jobID, "err", err)
+			pol = req.pol
+		}
+	}
+	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, pol)
 	how := "no interrupted update: lockers back to their desired state on current " + orDash(f.Current)
 	if interrupted != nil {
 		how = fmt.Sprintf("job %s was moving lockers to %s: ", jobID, interrupted.Target)
@@ -165,7 +192,8 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 			how += "it is not proven, so the move is undone: back to " + orDash(target)
 		}
 	}
-	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move", how, len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace))))
+	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move, %d left in flight to watch; K %d, monitor window %v, %s", how,
+		len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace)), len(plan.Names(rollout.OpWatch)), plan.Policy.MaxUnavailable, plan.Policy.Monitor, healthNote(plan.Policy)))
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}

@@ -55,6 +55,11 @@ const (
 	OpStart Op = "start"
 	// OpStop stops a running locker.
 	OpStop Op = "stop"
+	// OpWatch is a running locker that an interrupted job started on the
+	// target and that may still be starting or inside its monitor window:
+	// it holds a place in K from the run's beginning and is checked
+	// (healthy within the deadline, then the monitor window) like a start.
+	OpWatch Op = "watch"
 )
 
 // Item is one locker of a plan.
@@ -117,6 +122,12 @@ type Locker struct {
 	// recorded no end: the halt signal may be on its way, so RUNNING now
 	// says nothing about a moment later (PlanRecovery replaces it).
 	Stopping bool `json:"stopping,omitempty"`
+	// Starting is true when an interrupted job started it and recorded
+	// neither its failure nor the end of its monitor window: it may still
+	// be starting, or inside its monitor window (PlanRecovery watches it:
+	// OpWatch holds its place in K and checks it before anything new
+	// launches, I1 across agent exits).
+	Starting bool `json:"starting,omitempty"`
 }
 
 // on reports whether the locker runs release rel, intact.
@@ -261,6 +272,10 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 		switch {
 		case !l.Running:
 			p.Items = append(p.Items, Item{l.Name, OpStart, l.StartDelay})
+		case l.Starting && !l.Stopping && !l.Stale && (target == "" || l.Release == "" || l.Release == target):
+			// Left starting or monitoring on the target: it holds its
+			// place and is checked, not counted as done.
+			p.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})
 		case l.Stopping:
 			// The dead agent's stop may still land: stop it for good
 			// (bounded, then a kill) and start it again.
@@ -269,7 +284,19 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
 		}
 	}
+	// Lockers left in flight come first: they hold their places from the
+	// run's beginning.
+	slices.SortStableFunc(p.Items, func(a, b Item) int {
+		return boolInt(b.Op == OpWatch) - boolInt(a.Op == OpWatch)
+	})
 	return p
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Switched is one past switch of current, oldest first in a history.

@@ -23,6 +23,14 @@ type mutant struct {
 // slow); every other mutant must be killed by the rollout package's tests.
 var testsFor = map[string][]string{
 	"codeupdate: unlock by close alone": {"-run", "^TestLockReleasedUnderForks$", "./codeupdate/"},
+	// The glue from the flag to the executor and the journaled plan.
+	"glue: --soak ignored":                                    {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
+	"glue: --max-failure-ratio ignored":                       {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
+	"glue: the policy's soak is lost on the wire":             {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
+	"glue: recovery with the default policy":                  {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
+	"glue: recovery ignores the lockers left starting":        {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
+	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
+	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 }
 
 var mutants = []mutant{
@@ -108,6 +116,21 @@ var mutants = []mutant{
 	// children forked before it was closed (the CI flake of stop 16).
 	{"codeupdate: unlock by close alone", "codeupdate/lock.go",
 		"\t_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)\n", ""},
+	// The glue (testsFor names their tests).
+	{"glue: --soak ignored", "cmd/lxcfleet/policyflags.go",
+		"return rollout.Duration(*p.durs[name])", "if name == \"soak\" {\n\t\t\treturn rollout.Duration(0)\n\t\t}\n\t\treturn rollout.Duration(*p.durs[name])"},
+	{"glue: --max-failure-ratio ignored", "cmd/lxcfleet/policyflags.go",
+		"return *p.floats[name]", "return 0.1"},
+	{"glue: the policy's soak is lost on the wire", "rollout/policy.go",
+		"w.Canary, w.Soak.D(), w.MaxFailureRatio", "w.Canary, 0, w.MaxFailureRatio"},
+	{"glue: recovery with the default policy", "agent/recover.go",
+		"\t\tpol = interrupted.Policy\n", ""},
+	{"glue: recovery ignores the lockers left starting", "agent/recover.go",
+		"\t\tls[i].Starting = starting[ls[i].Name]\n", "\t\t_ = starting\n"},
+	{"glue: the plan's journal write ignored", "agent/moves.go",
+		"\tif err := r.update(func(j *Job) {\n\t\tp := plan", "\tif err := func(fn func(*Job)) error { _ = r.update(fn); return nil }(func(j *Job) {\n\t\tp := plan"},
+	{"glue: the recovery planner counts a watched locker done", "rollout/plan.go",
+		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
 }
 
 func main() {

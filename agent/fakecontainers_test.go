@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
+)
+
+// fakeContainers is the agent's Containers over internal/fakehost (the
+// rollout package's fake host), with the release current in code: agent
+// tests of the planning and recovery glue that need no root, LXC or npm,
+// beside the real-LXC tests of the same paths.
+type fakeContainers struct {
+	h    *fakehost.Host
+	code *fakeCode
+}
+
+func (f fakeContainers) names() []string {
+	var out []string
+	for _, l := range f.h.Lockers(nil) {
+		out = append(out, l.Name)
+	}
+	return out
+}
+
+// pidOf gives each locker a stable fake init pid (its index + 1).
+func (f fakeContainers) pidOf(name string) int {
+	for i, n := range f.names() {
+		if n == name {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (f fakeContainers) Select(ctx context.Context, names []string, group string) ([]lxcctl.Info, error) {
+	var out []lxcctl.Info
+	for i, l := range f.h.Lockers(nil) {
+		in := lxcctl.Info{Name: l.Name, State: lxcctl.StateStopped}
+		if l.Running {
+			in.State, in.InitPID = lxcctl.StateRunning, i+1
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func (f fakeContainers) Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error) {
+	so, err := f.h.Stop(ctx, name, timeout)
+	return lxcctl.StopOutcome(so), err
+}
+
+func (f fakeContainers) StartHealthy(ctx context.Context, name string, hc lxcctl.HealthCheck, deadline time.Duration) lxcctl.StartResult {
+	if cur, err := f.code.Current(); err == nil && cur.Name != f.h.Current() {
+		_ = f.h.Switch(ctx, cur.Name, "follow the release manager")
+	}
+	st, err := f.h.Start(ctx, name, deadline)
+	return lxcctl.StartResult{Name: name, Outcome: lxcctl.StartOutcome(st), Err: err}
+}
+
+func (f fakeContainers) CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error {
+	err := f.h.Check(ctx, name)
+	if errors.Is(err, rollout.ErrNotRunning) {
+		return errors.Join(err, lxcctl.ErrNotRunning)
+	}
+	return err
+}
+
+// releaseOf is Deps.ReleaseOf: the release the locker with that fake pid
+// runs.
+func (f fakeContainers) releaseOf(pid int) (string, bool, error) {
+	names := f.names()
+	if pid < 1 || pid > len(names) {
+		return "", false, errors.New("no such pid")
+	}
+	return f.h.Where()[names[pid-1]], false, nil
+}
+
+var _ Containers = fakeContainers{}

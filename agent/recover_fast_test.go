@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
+)
+
+// TestRecoveryResumesTheJournaledPlan: after an agent exit mid rolling
+// update, recovery resumes the interrupted plan with ITS policy (K 2, its
+// monitor window and health check), not the defaults (K 4, 10 s), and a
+// locker the dead agent left starting or inside its monitor window is
+// watched (held against K, checked), not counted as done (I1 across agent
+// exits). Fake host and fake release manager: no root, LXC or npm.
+func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	code.releases[0].State = codeupdate.StateProven
+	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
+	fc := fakeContainers{h: h, code: code}
+	// The dead agent switched to r2 and moved l00, l01; l02 it started
+	// (healthy once, monitor window open); l03 it stopped.
+	code.current = "r2"
+	_ = h.Switch(t.Context(), "r2", "test")
+	for _, n := range names[:3] {
+		if _, err := h.Stop(t.Context(), n, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Start(t.Context(), n, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.Stop(t.Context(), names[3], time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()} // K 4, monitor 10s
+	a, err := New(cfg, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+
+	pol := rollout.DefaultPolicy()
+	pol.MaxUnavailable, pol.Monitor, pol.Interval, pol.Health = 2, 40*time.Millisecond, 10*time.Millisecond, "none"
+	plan := rollout.PlanUpdate(h.Lockers(nil), rollout.ReleaseFacts{Current: "r1", CurrentProven: true}, "r2", false, rollout.Rolling, pol)
+	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: KindUpdate, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
+	if err := a.jr.PutJob(dead); err != nil {
+		t.Fatal(err)
+	}
+	steps := []Step{
+		{Container: names[0], Action: StepReplaceStop, Phase: "begin"}, {Container: names[0], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+		{Container: names[0], Action: StepStart, Phase: "begin"}, {Container: names[0], Action: StepStart, Phase: "end", Outcome: "healthy"},
+		{Container: names[0], Action: StepStart, Phase: "end", Outcome: rollout.OutMoved},
+		{Container: names[1], Action: StepReplaceStop, Phase: "begin"}, {Container: names[1], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+		{Container: names[1], Action: StepStart, Phase: "begin"}, {Container: names[1], Action: StepStart, Phase: "end", Outcome: "healthy"},
+		{Container: names[1], Action: StepStart, Phase: "end", Outcome: rollout.OutMoved},
+		{Container: names[2], Action: StepReplaceStop, Phase: "begin"}, {Container: names[2], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+		{Container: names[2], Action: StepStart, Phase: "begin"}, {Container: names[2], Action: StepStart, Phase: "end", Outcome: "healthy"},
+		{Container: names[3], Action: StepReplaceStop, Phase: "begin"}, {Container: names[3], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+	}
+	for _, s := range steps {
+		if err := a.jr.AddStep(dead.ID, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h.Watch()
+	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, a, j.ID)
+	if j.State != JobSucceeded || j.Plan == nil {
+		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
+	}
+	if got := j.Plan.Policy; got.MaxUnavailable != 2 || got.Monitor != 40*time.Millisecond || got.Health != "none" {
+		t.Errorf("recovery policy: K %d monitor %v health %q, want the interrupted plan's K 2, 40ms, none", got.MaxUnavailable, got.Monitor, got.Health)
+	}
+	if w := j.Plan.Names(rollout.OpWatch); !slices.Equal(w, []string{names[2]}) {
+		t.Errorf("watched lockers: %v, want [%s] (left inside its monitor window)", w, names[2])
+	}
+	if s := j.Plan.Names(rollout.OpStart); !slices.Equal(s, []string{names[3]}) {
+		t.Errorf("started: %v, want [%s]", s, names[3])
+	}
+	if r := j.Plan.Names(rollout.OpReplace); !slices.Equal(r, names[4:]) {
+		t.Errorf("replaced: %v, want %v", r, names[4:])
+	}
+	if m := h.MaxDown(); m > 2 {
+		t.Errorf("most lockers down during recovery: %d, want at most K = 2", m)
+	}
+	for n, rel := range h.Where() {
+		if rel != "r2" {
+			t.Errorf("%s ends on %q, want r2", n, rel)
+		}
+	}
+}
+
+// TestPlanJournalWriteFailsTheJob: a plan that cannot be journaled moves
+// nothing (no plan, no moves) and fails the job saying so.
+func TestPlanJournalWriteFailsTheJob(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	fc := fakeContainers{h: h, code: code}
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	r := &run{job: Job{ID: "x"}, subs: map[chan Event]struct{}{}, done: make(chan struct{}), jr: a.jr}
+	a.jr.Close() // every write fails from here
+	plan := rollout.PlanStop(h.Lockers(nil), rollout.DefaultPolicy())
+	res := a.execute(t.Context(), r, Request{}, plan, nil)
+	if res.Err == nil {
+		t.Fatalf("a plan that could not be journaled ran: %+v", res)
+	}
+	if got := len(h.Running()); got != 3 {
+		t.Errorf("%d lockers running after an unjournaled plan, want all 3 untouched", got)
+	}
+}
