@@ -373,4 +373,3 @@ func CheckSecretFile(path string) error {
 	}
 	return nil
 }
-
