@@ -100,6 +100,12 @@ func (e *binaryEnv) submit(t *testing.T, req Request) Job {
 // returns the number of events seen from the switch on, and whether the
 // signal was sent (the job may end first).
 func (e *binaryEnv) signalAt(t *testing.T, job Job, at int, sig syscall.Signal) (int, bool) {
+	return e.signalAfter(t, job, at, sig, true)
+}
+
+// signalAfter is signalAt counting from the job's first event when
+// fromSwitch is false (a recovery on current switches nothing).
+func (e *binaryEnv) signalAfter(t *testing.T, job Job, at int, sig syscall.Signal, fromSwitch bool) (int, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -109,7 +115,7 @@ func (e *binaryEnv) signalAt(t *testing.T, job Job, at int, sig syscall.Signal) 
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	seen, sent, switched := 0, false, false
+	seen, sent, switched := 0, false, !fromSwitch
 	_, _ = readSSE(resp.Body, func(ev sseEvent) {
 		var x Event
 		if sent || json.Unmarshal(ev.Data, &x) != nil {
@@ -180,72 +186,140 @@ func (e *binaryEnv) oneRelease(t *testing.T) codeupdate.Release {
 	return cur
 }
 
-// TestAgentExitMidUpdate is situations 1 and 2 on the real binary: the
-// agent is SIGKILLed (or SIGTERMed, as systemctl restart does) at many
-// points of a rolling update, to a healthy release and to one that exits
-// at start; each time the next agent must drive the fleet to one release
-// with every locker running (I4), and never onto the broken one (I2, I3).
-func TestAgentExitMidUpdate(t *testing.T) {
-	e := newBinaryEnv(t, 4, "max_unavailable = 2\ndeadline = \"8s\"\nmonitor = \"1s\"")
+// TestKillMatrix is the kill matrix on the real binary and real lockers:
+// the agent is SIGKILLed (or SIGTERMed, as systemctl restart does) at many
+// points of rolling updates to a healthy release, to one that exits at
+// start and to one that exits 3 s after its first healthy check, of
+// operator rollbacks, and of the recovery jobs themselves (killed twice).
+// Each time the next agent must drive the fleet to one good release with
+// every locker running (I4), never onto a broken one (I2, I3), and a
+// prober polling every locker at 20 Hz must never see more than K lockers
+// down at once (I1 across agent exits: the recovery resumes the journaled
+// plan, holding the lockers the dead agent left starting against K).
+func TestKillMatrix(t *testing.T) {
+	const k = 2
+	e := newBinaryEnv(t, 5, fmt.Sprintf("max_unavailable = %d\ndeadline = \"8s\"\nmonitor = \"1s\"", k))
 	type point struct {
-		broken bool
-		at     int
-		sig    syscall.Signal
+		kind  string // healthy, broken, late, rollback
+		at    int    // the event (from the switch on) to signal at
+		sig   syscall.Signal
+		again int // > 0: kill the recovery too, at its event again
 	}
 	var points []point
-	for i := range 10 {
-		points = append(points, point{false, 1 + 2*i, syscall.SIGKILL}, point{true, 1 + 2*i, syscall.SIGKILL})
+	for i := range 8 {
+		points = append(points, point{"healthy", 1 + 2*i, syscall.SIGKILL, 0})
 	}
-	points = append(points, point{false, 4, syscall.SIGTERM}, point{true, 4, syscall.SIGTERM}, point{false, 12, syscall.SIGTERM}, point{true, 9, syscall.SIGTERM})
-	killed := map[bool]int{}
+	for i := range 6 {
+		points = append(points, point{"broken", 1 + 2*i, syscall.SIGKILL, 0})
+	}
+	points = append(points,
+		point{"late", 3, syscall.SIGKILL, 0}, point{"late", 7, syscall.SIGKILL, 0},
+		point{"healthy", 4, syscall.SIGTERM, 0}, point{"broken", 4, syscall.SIGTERM, 0}, point{"healthy", 12, syscall.SIGTERM, 0}, point{"broken", 9, syscall.SIGTERM, 0},
+		point{"healthy", 3, syscall.SIGKILL, 2}, point{"healthy", 5, syscall.SIGKILL, 4}, point{"broken", 2, syscall.SIGKILL, 2}, point{"broken", 3, syscall.SIGKILL, 3},
+	)
+	for i := range 6 {
+		points = append(points, point{"rollback", 1 + 2*i, syscall.SIGKILL, 0})
+	}
+	sent := map[string]int{}
+	most := 0
 	for _, pt := range points {
-		kind := "healthy"
-		if pt.broken {
-			kind = "broken"
+		name := fmt.Sprintf("%s, %v at event %d", pt.kind, pt.sig, pt.at)
+		if pt.again > 0 {
+			name += fmt.Sprintf(", the recovery killed at its event %d", pt.again)
 		}
-		name := fmt.Sprintf("%s release, %v at event %d", kind, pt.sig, pt.at)
+		var sha string
+		switch pt.kind {
+		case "broken":
+			sha = e.origin.Broken("broken: " + name)
+		case "late":
+			src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sha = e.origin.Write("late crash: "+name, map[string]string{"server.js": string(src) + "\nsetTimeout(() => process.exit(3), 3000);\n"})
+		case "rollback":
+			// A good release to roll back from.
+			e.goodChange(t, "to roll back: "+name)
+			if j := e.submit(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"}); j.ID != "" {
+				e.settle(t)
+			}
+		default:
+			sha = e.goodChange(t, "healthy: "+name)
+		}
 		before, err := e.code.Current()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var sha string
-		if pt.broken {
-			sha = e.origin.Broken("broken: " + name)
-		} else {
-			sha = e.goodChange(t, "healthy: "+name)
+		pr := e.startProber()
+		req := Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"}
+		if pt.kind == "rollback" {
+			req = Request{Kind: KindRollback, Trigger: "test"}
 		}
-		job := e.submit(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"})
-		seen, sent := e.signalAt(t, job, pt.at, pt.sig)
-		if sent {
-			killed[pt.broken]++
+		job := e.submit(t, req)
+		seen, ok := e.signalAt(t, job, pt.at, pt.sig)
+		again := false
+		if ok {
+			sent[pt.kind]++
 			e.p = startAgentProc(t, e.bin, e.config, e.cl)
+			if pt.again > 0 {
+				if rec, found := e.runningRecovery(t); found {
+					if _, again = e.signalAfter(t, rec, pt.again, syscall.SIGKILL, false); again {
+						sent["recovery"]++
+						e.p = startAgentProc(t, e.bin, e.config, e.cl)
+					}
+				}
+			}
 		}
 		jobs := e.settle(t)
+		down, rounds, who := pr.finish()
+		most = max(most, down)
 		cur := e.oneRelease(t)
 		var got Job
 		getJSONUnix(t, e.cl, "/v1/jobs/"+job.ID, &got)
 		switch {
-		case pt.broken && strings.HasSuffix(cur.Name, sha[:12]):
-			t.Errorf("%s: the fleet ended on the broken release %s", name, cur.Name)
-		case pt.broken && cur.Name != before.Name:
-			t.Errorf("%s: the fleet ended on %s, want the release before, %s", name, cur.Name, before.Name)
-		case !pt.broken && cur.Name != before.Name && !strings.HasSuffix(cur.Name, sha[:12]):
+		case (pt.kind == "broken" || pt.kind == "late") && cur.Name != before.Name:
+			t.Errorf("%s: the fleet ended on %s, want the release before, %s (never the bad %s)", name, cur.Name, before.Name, sha[:12])
+		case pt.kind == "healthy" && cur.Name != before.Name && !strings.HasSuffix(cur.Name, sha[:12]):
 			t.Errorf("%s: the fleet ended on %s, want %s or the new release", name, cur.Name, before.Name)
 		}
-		if sent && got.State != JobInterrupted {
+		if down > k {
+			t.Errorf("%s: the prober saw %d lockers down at once (%v), want at most K = %d", name, down, who, k)
+		}
+		if ok && got.State != JobInterrupted {
 			t.Errorf("%s: the job is %s after the agent's exit, want interrupted", name, got.State)
 		}
-		if sent && (len(jobs) == 0 || jobs[0].Kind != KindRecover || jobs[0].State != JobSucceeded) {
+		if ok && (len(jobs) == 0 || jobs[0].Kind != KindRecover || jobs[0].State != JobSucceeded) {
 			t.Errorf("%s: newest job %s %s %q, want a succeeded recovery", name, jobs[0].Kind, jobs[0].State, jobs[0].Error)
 		}
-		t.Logf("%s: %d events seen, signal sent %v, fleet on %s (was %s)", name, seen, sent, cur.Name, before.Name)
+		t.Logf("%s: %d events seen, signal sent %v (recovery killed too: %v), fleet on %s (was %s), most down %d in %d probe rounds", name, seen, ok, again, cur.Name, before.Name, down, rounds)
 		if t.Failed() {
 			return
 		}
 	}
-	if killed[false] < 10 || killed[true] < 10 {
-		t.Errorf("the agent was stopped mid-update %d times with a healthy and %d with a broken release, want at least 10 each", killed[false], killed[true])
+	total := 0
+	for _, n := range sent {
+		total += n
 	}
+	t.Logf("kill matrix: %d signals sent (%v), most lockers down at once %d, K %d", total, sent, most, k)
+	if total < 30 || sent["healthy"] < 8 || sent["broken"] < 6 || sent["rollback"] < 3 || sent["recovery"] < 2 {
+		t.Errorf("the agent was stopped %d times (%v), want at least 30, with 8 healthy, 6 broken, 3 rollbacks and 2 recoveries", total, sent)
+	}
+}
+
+// runningRecovery waits briefly for the recovery job the new agent starts,
+// and returns it while it runs.
+func (e *binaryEnv) runningRecovery(t *testing.T) (Job, bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var list struct{ Jobs []Job }
+		getJSONUnix(t, e.cl, "/v1/jobs", &list)
+		if len(list.Jobs) > 0 && list.Jobs[0].Kind == KindRecover {
+			return list.Jobs[0], list.Jobs[0].State == JobRunning
+		}
+		time.Sleep(20 * time.Millisecond) // polling the API for the job to appear
+	}
+	return Job{}, false
 }
 
 // TestLateCrashAndOperatorScripts covers situations 3, 4 and 8 on real

@@ -39,6 +39,9 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if err := refuseEmpty(cmd); err != nil {
+				return err
+			}
 			return g.setupLogging()
 		},
 	}
@@ -122,6 +125,34 @@ func (g *globals) setupLogging() error {
 		return usageError{err}
 	}
 	slog.SetDefault(slog.New(h))
+	return nil
+}
+
+// emptyMeansNothing are the string flags whose empty value cannot mean
+// anything: given as "" (a script's unset variable, say) they are refused,
+// never read as "all" or "the default" (`stop-all --group ''` stopped the
+// whole host).
+var emptyMeansNothing = []string{"group", "lxcpath", "config", "root", "templates", "socket", "state-dir", "target",
+	"strategy", "to", "health", "pacing", "failure-action", "commit", "reason", "holder"}
+
+// refuseEmpty refuses an empty value for a flag of emptyMeansNothing, and
+// an invalid --group.
+func refuseEmpty(cmd *cobra.Command) error {
+	f := cmd.Flags()
+	for _, name := range emptyMeansNothing {
+		fl := f.Lookup(name)
+		if fl == nil || !fl.Changed || fl.Value.Type() != "string" {
+			continue
+		}
+		if strings.TrimSpace(fl.Value.String()) == "" {
+			return usagef("--%s is empty: give a value or leave the flag out (an unset variable in a script?)", name)
+		}
+	}
+	if fl := f.Lookup("group"); fl != nil && fl.Changed {
+		if err := lxcctl.ValidName(fl.Value.String()); err != nil {
+			return usagef("invalid --group %q: %v", fl.Value.String(), err)
+		}
+	}
 	return nil
 }
 

@@ -28,6 +28,18 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"stopall"}, "did you mean stop-all"},
 		{[]string{"job", "cancl", "x"}, `unknown command "cancl" for "lxcfleet job"`},
 		{[]string{"job"}, "needs a subcommand"},
+		// Empty or invalid selectors and values that cannot mean anything
+		// (issue 22, item 4): refused, never read as "all".
+		{[]string{"stop-all", "--group", ""}, "--group is empty"},
+		{[]string{"start-all", "--group", ""}, "--group is empty"},
+		{[]string{"status", "--group", "../x;id"}, "invalid --group"},
+		{[]string{"update-code", "--lxcpath", ""}, "--lxcpath is empty"},
+		{[]string{"update-code", "--strategy", ""}, "--strategy is empty"},
+		{[]string{"update-code", "--max-failure-ratio", "nan"}, "--max-failure-ratio"},
+		{[]string{"update-code", "--max-unavailable", "0"}, "max_unavailable (K) must be positive"},
+		{[]string{"update-code", "--monitor", "-1s"}, "monitor must not be negative"},
+		{[]string{"update-code", "--failure-action", "explode"}, "failure_action"},
+		{[]string{"start-all", "--health", "ftp://x"}, "--health"},
 		{[]string{"service"}, "accepts 1 arg"},
 		{[]string{"restart"}, "restart needs NAMEs or --group"},
 		{[]string{"check-update", "extra"}, "unknown command"},
