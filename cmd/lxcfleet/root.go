@@ -130,7 +130,7 @@ func (g *globals) setupLogging() error {
 
 // emptyMeansNothing are the string flags whose empty value cannot mean
 // anything: given as "" (a script's unset variable, say) they are refused,
-// never read as "all" or "the default" (`stop-all --group ''` stopped the
+// never read as "all" or "the default" (`stop-all --group ”` stopped the
 // whole host).
 var emptyMeansNothing = []string{"group", "lxcpath", "config", "root", "templates", "socket", "state-dir", "target",
 	"strategy", "to", "health", "pacing", "failure-action", "commit", "reason", "holder"}
