@@ -26,6 +26,13 @@ func (a *Agent) planFor(req Request) (body, error) {
 			return nil, invalidf("%s needs a code origin: set [code] origin in the config", req.Kind)
 		}
 	}
+	if req.Kind == KindRollback {
+		// A rollback that cannot go anywhere is bad input, refused before
+		// a job exists; the job computes the target again under the lock.
+		if _, _, err := a.rollbackTarget(req); err != nil {
+			return nil, err
+		}
+	}
 	var infos []lxcctl.Info
 	if req.Kind != KindCheckUpdate && req.Kind != KindBuild {
 		ctx, cancel := context.WithTimeout(a.base, planTimeout)

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +124,35 @@ func TestPlanJournalWriteFailsTheJob(t *testing.T) {
 	}
 	if got := len(h.Running()); got != 3 {
 		t.Errorf("%d lockers running after an unjournaled plan, want all 3 untouched", got)
+	}
+}
+
+// TestRollbackRefusedBeforeAJob: a rollback that cannot go anywhere is bad
+// input (an InvalidError: HTTP 400, exit 2) before a job exists, with every
+// reason at once.
+func TestRollbackRefusedBeforeAJob(t *testing.T) {
+	h := fakehost.New("r1", fakehost.Names(2)...)
+	code := newFakeCode("r1")
+	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateBad})
+	fc := fakeContainers{h: h, code: code}
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	for _, tc := range []struct{ to, want string }{
+		{"notabuild", "notabuild"},
+		{"r1", "already current"},
+		{"r2", "never current on this host (use update-code); it is marked bad"},
+		{"", "no good release"},
+	} {
+		_, err := a.Submit(Request{Kind: KindRollback, To: tc.to})
+		var inv InvalidError
+		if !errors.As(err, &inv) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("rollback --to %q: %v, want an InvalidError saying %q", tc.to, err, tc.want)
+		}
+	}
+	if jobs, _ := a.jr.Jobs(0); len(jobs) != 0 {
+		t.Errorf("refused rollbacks left %d jobs in the journal, want none", len(jobs))
 	}
 }

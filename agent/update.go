@@ -102,6 +102,43 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	return out, summarize(out, res, plan, head)
 }
 
+// rollbackTarget is where a rollback goes from current (I6): the
+// refusals (a target that is current, gone, bad, never current or above
+// current) are InvalidErrors, so that Submit refuses them before a job
+// exists (exit 2), all reasons at once.
+func (a *Agent) rollbackTarget(req Request) (cur codeupdate.Release, target string, err error) {
+	cur, err = a.deps.Code.Current()
+	if err != nil {
+		return cur, "", fmt.Errorf("rollback: %w", err)
+	}
+	to := req.To
+	if to != "" {
+		rel, err := a.deps.Code.Release(to) // a release name or a build number
+		if err != nil {
+			return cur, "", invalidf("rollback target %q: %v", to, err)
+		}
+		to = rel.Name
+	}
+	hist, err := a.deps.Code.History()
+	if err != nil {
+		return cur, "", fmt.Errorf("rollback: reading the switch history: %w", err)
+	}
+	var sw []rollout.Switched
+	for _, h := range hist {
+		sw = append(sw, rollout.Switched{From: h.From, To: h.To})
+	}
+	exists := func(n string) bool { _, err := a.deps.Code.Release(n); return err == nil }
+	bad := func(n string) bool {
+		rel, err := a.deps.Code.Release(n)
+		return err == nil && rel.State == codeupdate.StateBad && !(req.Force && n == to)
+	}
+	target, err = rollout.RollbackTarget(sw, cur.Name, to, exists, bad)
+	if err != nil {
+		return cur, "", InvalidError{err.Error()}
+	}
+	return cur, target, nil
+}
+
 // rollbackJob goes back one release on the rollback stack (or to req.To,
 // a release name or build number, never forward): it marks the release
 // being left bad, switches, and moves every locker whose desired state is
@@ -113,34 +150,9 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 		return nil, err
 	}
 	defer unlock()
-	cur, err := a.deps.Code.Current()
+	cur, target, err := a.rollbackTarget(req)
 	if err != nil {
-		return nil, fmt.Errorf("rollback: %w", err)
-	}
-	to := req.To
-	if to != "" {
-		rel, err := a.deps.Code.Release(to) // a release name or a build number
-		if err != nil {
-			return nil, invalidf("rollback target %q: %v", to, err)
-		}
-		to = rel.Name
-	}
-	hist, err := a.deps.Code.History()
-	if err != nil {
-		return nil, fmt.Errorf("rollback: reading the switch history: %w", err)
-	}
-	var sw []rollout.Switched
-	for _, h := range hist {
-		sw = append(sw, rollout.Switched{From: h.From, To: h.To})
-	}
-	exists := func(n string) bool { _, err := a.deps.Code.Release(n); return err == nil }
-	bad := func(n string) bool {
-		rel, err := a.deps.Code.Release(n)
-		return err == nil && rel.State == codeupdate.StateBad && !(req.Force && n == to)
-	}
-	target, err := rollout.RollbackTarget(sw, cur.Name, to, exists, bad)
-	if err != nil {
-		return nil, InvalidError{err.Error()}
+		return nil, err
 	}
 	if err := a.deps.Code.MarkBad(cur.Name, "rolled back by job "+r.job.ID); err != nil {
 		return nil, fmt.Errorf("marking %s bad: %w", cur.Name, err)

@@ -3,6 +3,7 @@ package rollout
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -331,17 +332,26 @@ func RollbackTarget(history []Switched, current, to string, exists, bad func(str
 		stack = stack[:i] // what lies below current
 	}
 	if to != "" {
+		// Every reason at once: the first alone can mislead (a release
+		// marked bad that is also above current: --force cannot help).
+		var why []string
 		switch {
 		case to == current:
 			return "", fmt.Errorf("rolling back to %s: it is already current", to)
 		case !exists(to):
 			return "", fmt.Errorf("rolling back to %s: no such release on this host", to)
-		case bad(to):
-			return "", fmt.Errorf("rolling back to %s: it is marked bad", to)
-		case !slices.ContainsFunc(history, func(h Switched) bool { return h.To == to || h.From == to }):
-			return "", fmt.Errorf("rolling back to %s: it was never current on this host (use update-code)", to)
-		case !slices.Contains(stack, to):
-			return "", fmt.Errorf("rolling back to %s: it is not below %s on the rollback stack (a rollback never moves forward; use update-code)", to, orNone(current))
+		}
+		never := !slices.ContainsFunc(history, func(h Switched) bool { return h.To == to || h.From == to })
+		if never {
+			why = append(why, "it was never current on this host (use update-code)")
+		} else if !slices.Contains(stack, to) {
+			why = append(why, fmt.Sprintf("it is not below %s on the rollback stack (a rollback never moves forward; use update-code)", orNone(current)))
+		}
+		if bad(to) {
+			why = append(why, "it is marked bad (--force allows it)")
+		}
+		if len(why) > 0 {
+			return "", fmt.Errorf("rolling back to %s: %s", to, strings.Join(why, "; "))
 		}
 		return to, nil
 	}
