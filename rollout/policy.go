@@ -250,7 +250,11 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 		MaxFailureRatio float64       `json:"max_failure_ratio"`
 		FailureAction   Action        `json:"failure_action"`
 	}
-	if json.Unmarshal(b, &legacy) != nil || !bytes.Contains(b, []byte(`"stop_timeout":`)) || bytes.Contains(b, []byte(`"stop_timeout":"`)) {
+	// Only a whole journaled policy (K and a stop timeout in nanoseconds)
+	// reads the old way; a request's knob given as a number is an error.
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(b, &keys) != nil || keys["max_unavailable"] == nil || len(keys["stop_timeout"]) == 0 || keys["stop_timeout"][0] == '"' ||
+		json.Unmarshal(b, &legacy) != nil {
 		return err
 	}
 	*p = Policy{MaxUnavailable: legacy.MaxUnavailable, MaxStarting: legacy.MaxStarting, Pacing: legacy.Pacing, Pace: legacy.Pace,
@@ -327,6 +331,9 @@ func asOld(err error, old []string) error {
 func knobError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Type == durationType {
+			return fmt.Errorf("%s must be a duration string like \"30s\", got %s", te.Field, te.Value)
+		}
 		return fmt.Errorf("%s: wrong type (%s)", te.Field, te.Value)
 	}
 	msg := err.Error()
