@@ -427,6 +427,19 @@ func (j *Journal) SetMeta(key, value string) error {
 	})
 }
 
+// DeleteJob removes one job and its steps (a scheduled check with no news).
+func (j *Journal) DeleteJob(id string) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketJobs).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if tx.Bucket(bucketSteps).Bucket([]byte(id)) != nil {
+			return tx.Bucket(bucketSteps).DeleteBucket([]byte(id))
+		}
+		return nil
+	})
+}
+
 // PruneJobs keeps the newest keep jobs and their steps.
 func (j *Journal) PruneJobs(keep int) (int, error) {
 	removed := 0

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -154,5 +155,65 @@ func TestRollbackRefusedBeforeAJob(t *testing.T) {
 	}
 	if jobs, _ := a.jr.Jobs(0); len(jobs) != 0 {
 		t.Errorf("refused rollbacks left %d jobs in the journal, want none", len(jobs))
+	}
+}
+
+// TestScheduleLastRunSurvivesAndQuietChecks: a schedule's last run and its
+// result are kept across an agent restart, and a scheduled check-update
+// with no news leaves no row in the job history (issue 22 item 13).
+func TestScheduleLastRunSurvivesAndQuietChecks(t *testing.T) {
+	h := fakehost.New("r1", fakehost.Names(1)...)
+	code := newFakeCode("r1")
+	fc := fakeContainers{h: h, code: code}
+	dir := t.TempDir()
+	newAgent := func() *Agent {
+		a, err := New(Config{StateDir: dir, Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := newAgent()
+	sc := Schedule{Name: "nightly-check", Cron: "@daily", Request: Request{Kind: KindCheckUpdate}}
+	s, err := newScheduler(a, []Schedule{sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := func() ScheduleInfo {
+		t.Helper()
+		s.fire(sc)
+		id := s.infos()[0].LastJob
+		if _, err := a.Wait(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		for { // follow records the end right after the job's end
+			in := s.infos()[0]
+			if in.Last != "running" {
+				return in
+			}
+			runtime.Gosched()
+		}
+	}
+	first := ran()
+	if first.Last != string(JobSucceeded) {
+		t.Errorf("first check: last %q, want succeeded (it says something new)", first.Last)
+	}
+	second := ran()
+	if second.Last != "no news" {
+		t.Errorf("second check with the same answer: last %q, want no news", second.Last)
+	}
+	jobs, _ := a.jr.Jobs(0)
+	if len(jobs) != 1 || jobs[0].ID != first.LastJob {
+		t.Errorf("job history after two checks, the second with no news: %d rows, want only the first", len(jobs))
+	}
+	a.Close()
+	a2 := newAgent()
+	t.Cleanup(func() { a2.Close() })
+	s2, err := newScheduler(a2, []Schedule{sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s2.infos()[0]; got.Last != "no news" || got.LastJob != second.LastJob || got.LastAt.IsZero() {
+		t.Errorf("after a restart: last %q job %q at %v, want the run before the restart", got.Last, got.LastJob, got.LastAt)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,8 +29,9 @@ type ScheduleInfo struct {
 	Next    time.Time `json:"next,omitzero"`
 	Prev    time.Time `json:"prev,omitzero"`
 	LastJob string    `json:"last_job,omitempty"`
-	Last    string    `json:"last,omitempty"` // started, skipped: ..., failed: ...
-	Skipped int       `json:"skipped"`        // runs skipped because a job ran
+	Last    string    `json:"last,omitempty"` // running, succeeded, failed: ..., skipped: ..., no news
+	LastAt  time.Time `json:"last_at,omitzero"`
+	Skipped int       `json:"skipped"` // runs skipped because a job ran
 }
 
 // cronParser accepts 5 or 6 fields and descriptors.
@@ -69,6 +71,14 @@ func newScheduler(a *Agent, list []Schedule) (*scheduler, error) {
 			return nil, fmt.Errorf("schedule %q defined twice", sc.Name)
 		}
 		s.info[sc.Name] = &ScheduleInfo{Name: sc.Name, Cron: sc.Cron, Kind: sc.Request.Kind}
+		// The last run and its result outlive the agent (journal meta).
+		if raw, err := a.jr.Meta(scheduleMetaKey(sc.Name)); err == nil && raw != "" {
+			var last ScheduleInfo
+			if json.Unmarshal([]byte(raw), &last) == nil {
+				in := s.info[sc.Name]
+				in.Last, in.LastJob, in.LastAt, in.Skipped = last.Last, last.LastJob, last.LastAt, last.Skipped
+			}
+		}
 		id, err := s.c.AddFunc(sc.Cron, func() { s.fire(sc) })
 		if err != nil {
 			return nil, fmt.Errorf("schedule %q: %w", sc.Name, err)
@@ -86,6 +96,7 @@ func (s *scheduler) fire(sc Schedule) {
 	var err error
 	// Any running job (a check too: it fetches the same mirror) makes this
 	// run skip; Submit refuses a second mutating job on its own as well.
+	before, _ := s.a.LastUpdateCheck()
 	if id, ok := s.a.anyRunning(); ok {
 		err = BusyError{JobID: id}
 	} else {
@@ -104,9 +115,72 @@ func (s *scheduler) fire(sc Schedule) {
 		in.Last = "failed to start: " + err.Error()
 		s.a.log.Error("scheduled run failed to start", "schedule", sc.Name, "err", err)
 	default:
-		in.Last, in.LastJob = "started", job.ID
+		in.Last, in.LastJob = "running", job.ID
 		s.a.log.Info("scheduled run started", "schedule", sc.Name, "job", job.ID)
+		go s.follow(sc, job.ID, before)
 	}
+	in.LastAt = time.Now()
+	s.save(in)
+}
+
+// scheduleMetaKey is where a schedule's last run is kept in the journal.
+func scheduleMetaKey(name string) string { return "schedule/" + name }
+
+// save persists a schedule's last run (called with mu held).
+func (s *scheduler) save(in *ScheduleInfo) {
+	b, err := json.Marshal(in)
+	if err == nil {
+		err = s.a.jr.SetMeta(scheduleMetaKey(in.Name), string(b))
+	}
+	if err != nil {
+		s.a.log.Warn("recording a schedule's last run", "schedule", in.Name, "err", err)
+	}
+}
+
+// follow records the end of a scheduled job as the schedule's last result.
+// A scheduled check-update with no news (the same answer as the check
+// before it) leaves no row in the job history: only checks that say
+// something new, and failures, stay.
+func (s *scheduler) follow(sc Schedule, id string, before json.RawMessage) {
+	j, err := s.a.Wait(s.a.base, id)
+	if err != nil {
+		return
+	}
+	last := string(j.State)
+	if j.Error != "" {
+		last += ": " + j.Error
+	}
+	if sc.Request.Kind == KindCheckUpdate && j.State == JobSucceeded {
+		if after, _ := s.a.LastUpdateCheck(); sameCheck(before, after) {
+			last = "no news"
+			if err := s.a.jr.DeleteJob(id); err != nil {
+				s.a.log.Warn("dropping a scheduled check with no news from the history", "job", id, "err", err)
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.info[sc.Name]
+	if in.LastJob != id {
+		return // a later run already reported
+	}
+	in.Last, in.LastAt = last, time.Now()
+	s.save(in)
+}
+
+// sameCheck reports whether two recorded update checks say the same thing
+// (their time aside).
+func sameCheck(a, b json.RawMessage) bool {
+	strip := func(raw json.RawMessage) string {
+		var m map[string]any
+		if json.Unmarshal(raw, &m) != nil {
+			return string(raw)
+		}
+		delete(m, "checked_at")
+		out, _ := json.Marshal(m)
+		return string(out)
+	}
+	return a != nil && b != nil && strip(a) == strip(b)
 }
 
 // infos returns every schedule with its next and previous run.

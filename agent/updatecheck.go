@@ -18,7 +18,15 @@ const refreshTimeout = 30 * time.Second
 // update to that commit; "up to date" after a rollback away from it). It
 // does nothing before a first check.
 func (a *Agent) refreshUpdateCheck(ctx context.Context, kind JobKind) {
-	if a.deps.Code == nil || (kind != KindUpdate && kind != KindRollback) {
+	switch kind {
+	case KindUpdate, KindRollback, KindRecover, KindStartAll, KindRestart:
+		// Each may move current: a recovery finishes or undoes an
+		// update, a start-all or restart on an unproven release may trip
+		// and put current back.
+	default:
+		return
+	}
+	if a.deps.Code == nil {
 		return
 	}
 	raw, err := a.LastUpdateCheck()

@@ -319,6 +319,9 @@ func newSchedulesCmd(g *globals) *cobra.Command {
 				if last == "" {
 					last = "-"
 				}
+				if !s.LastAt.IsZero() {
+					last = s.LastAt.Local().Format("2006-01-02 15:04:05") + " " + last
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Cron, s.Kind, s.Next.Local().Format("2006-01-02 15:04:05 MST"), last)
 			}
 			if err := tw.Flush(); err != nil {
