@@ -25,8 +25,17 @@ type metrics struct {
 	upd     *prometheus.Desc
 	behind  *prometheus.Desc
 	running *prometheus.Desc
+	agent   *prometheus.Desc
+	downW   *prometheus.Desc
+	lastOK  *prometheus.GaugeVec
 	a       *Agent
 }
+
+// alertKinds are the job kinds whose last success is exported (an alert:
+// no successful update-code or check-update for too long), and whose
+// failure counters exist from the start (0), so that rate() and increase()
+// see the first failure.
+var alertKinds = []JobKind{KindUpdate, KindCheckUpdate, KindStartAll, KindStopAll, KindRestart, KindRollback, KindRecover, KindBuild}
 
 func newMetrics(a *Agent) *metrics {
 	m := &metrics{
@@ -53,8 +62,24 @@ func newMetrics(a *Agent) *metrics {
 		upd:     prometheus.NewDesc("lxcfleet_update_available", "1 when the last check found commits to update to.", nil, nil),
 		behind:  prometheus.NewDesc("lxcfleet_update_commits_behind", "Commits the current release is behind its target, at the last check.", nil, nil),
 		running: prometheus.NewDesc("lxcfleet_job_running", "1 while a mutating job runs.", nil, nil),
+		agent:   prometheus.NewDesc("lxcfleet_agent_info", "The agent itself (value 1): its version.", []string{"version"}, nil),
+		downW:   prometheus.NewDesc("lxcfleet_lockers_down_wanted", "Stopped lockers whose desired state is running (lockers stopped on purpose are not counted).", nil, nil),
+		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lxcfleet_last_success_timestamp_seconds", Help: "When a job of this kind last succeeded (Unix seconds; 0: never, in the kept history).",
+		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.jobs, m.jobDur, m.ops, m.sup, m,
+	for _, k := range alertKinds {
+		m.jobs.WithLabelValues(string(k), string(JobFailed))
+		m.lastOK.WithLabelValues(string(k))
+	}
+	if jobs, err := a.jr.Jobs(0); err == nil {
+		for i := len(jobs) - 1; i >= 0; i-- { // oldest first
+			if j := jobs[i]; j.State == JobSucceeded && !j.Finished.IsZero() {
+				m.lastOK.WithLabelValues(string(j.Kind)).Set(float64(j.Finished.Unix()))
+			}
+		}
+	}
+	m.reg.MustRegister(m.jobs, m.jobDur, m.ops, m.sup, m.lastOK, m,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -62,7 +87,7 @@ func newMetrics(a *Agent) *metrics {
 
 // Describe implements prometheus.Collector for the gauges read at scrape.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.lockers, m.health, m.offCur, m.build, m.info, m.upd, m.behind, m.running} {
+	for _, d := range []*prometheus.Desc{m.lockers, m.health, m.offCur, m.build, m.info, m.upd, m.behind, m.running, m.agent, m.downW} {
 		ch <- d
 	}
 }
@@ -72,9 +97,13 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]int{"running": 0, "stopped": 0}
 	health := map[string]int{"healthy": 0, "starting": 0, "unhealthy": 0, "unknown": 0}
-	off := 0
+	off, downWanted := 0, 0
 	cur := m.a.currentRelease()
+	desired, _ := m.a.jr.Desired()
 	for _, l := range m.a.inv.snapshot() {
+		if d, ok := desired[l.Name]; ok && d.Running && l.State != "RUNNING" {
+			downWanted++
+		}
 		states[strings.ToLower(string(l.State))]++
 		if l.Health != "stopped" {
 			health[l.Health]++
@@ -90,6 +119,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.health, prometheus.GaugeValue, float64(n), h)
 	}
 	ch <- prometheus.MustNewConstMetric(m.offCur, prometheus.GaugeValue, float64(off))
+	ch <- prometheus.MustNewConstMetric(m.downW, prometheus.GaugeValue, float64(downWanted))
+	ch <- prometheus.MustNewConstMetric(m.agent, prometheus.GaugeValue, 1, m.a.cfg.Version)
 	if b, err := m.a.build(); err == nil {
 		ch <- prometheus.MustNewConstMetric(m.build, prometheus.GaugeValue, float64(b.Build))
 		ch <- prometheus.MustNewConstMetric(m.info, prometheus.GaugeValue, 1, b.Release, b.SHA)
@@ -126,6 +157,9 @@ func (m *metrics) jobDone(j Job) {
 	}
 	m.jobs.WithLabelValues(string(j.Kind), string(j.State)).Inc()
 	m.jobDur.WithLabelValues(string(j.Kind)).Observe(j.Finished.Sub(j.Created).Seconds())
+	if j.State == JobSucceeded {
+		m.lastOK.WithLabelValues(string(j.Kind)).Set(float64(j.Finished.Unix()))
+	}
 }
 
 // containerOp records one container start or stop.

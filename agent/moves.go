@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +22,10 @@ import (
 // Every job that moves lockers runs a rollout.Plan through execute.
 
 // codeReleases adapts the release manager to rollout.Releases.
-type codeReleases struct{ code Code }
+type codeReleases struct {
+	code Code
+	log  *slog.Logger
+}
 
 func (c codeReleases) Switch(ctx context.Context, name, reason string) error {
 	rel, err := c.code.Release(name)
@@ -32,8 +36,16 @@ func (c codeReleases) Switch(ctx context.Context, name, reason string) error {
 	return err
 }
 
-func (c codeReleases) MarkBad(name, reason string) error { return c.code.MarkBad(name, reason) }
-func (c codeReleases) MarkProven(name string) error      { return c.code.MarkProven(name) }
+// MarkBad marks a release bad and says so at warning level: an operator
+// alerts on it.
+func (c codeReleases) MarkBad(name, reason string) error {
+	err := c.code.MarkBad(name, reason)
+	if err == nil && c.log != nil {
+		c.log.Warn("release marked bad", "release", name, "reason", reason)
+	}
+	return err
+}
+func (c codeReleases) MarkProven(name string) error { return c.code.MarkProven(name) }
 
 func (c codeReleases) CurrentRelease() (string, error) {
 	r, err := c.code.Current()
@@ -140,7 +152,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 		Gauge:   a.deps.Gauge,
 	}
 	if a.deps.Code != nil {
-		env.Releases = codeReleases{a.deps.Code}
+		env.Releases = codeReleases{a.deps.Code, a.log}
 	}
 	res := rollout.Run(ctx, plan, env)
 	if res.Err != nil {

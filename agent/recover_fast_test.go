@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -216,4 +217,65 @@ func TestScheduleLastRunSurvivesAndQuietChecks(t *testing.T) {
 	if got := s2.infos()[0]; got.Last != "no news" || got.LastJob != second.LastJob || got.LastAt.IsZero() {
 		t.Errorf("after a restart: last %q job %q at %v, want the run before the restart", got.Last, got.LastJob, got.LastAt)
 	}
+}
+
+// TestAlertMetrics: the agent's version, failure counters from the start,
+// last-success timestamps and lockers down that should run are on
+// /metrics (issue 22 item 16).
+func TestAlertMetrics(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	fc := fakeContainers{h: h, code: code}
+	a, err := New(Config{StateDir: t.TempDir(), Version: "9.9.9-test", Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		a.metrics.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	before := scrape()
+	for _, want := range []string{`lxcfleet_agent_info{version="9.9.9-test"} 1`, `lxcfleet_jobs_total{kind="update-code",state="failed"} 0`,
+		`lxcfleet_last_success_timestamp_seconds{kind="update-code"} 0`} {
+		if !strings.Contains(before, want) {
+			t.Errorf("metrics before any job lack %q", want)
+		}
+	}
+	j, err := a.Submit(Request{Kind: KindStopAll, Names: names[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j = waitJob(t, a, j.ID); j.State != JobSucceeded {
+		t.Fatalf("stop-all: %s %s", j.State, j.Error)
+	}
+	// A locker stopped from outside while it should run.
+	if _, err := h.Stop(t.Context(), names[1], time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.jr.SetDesired(names[1:2], Desired{Running: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.inv.refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	after := scrape()
+	if !strings.Contains(after, "lxcfleet_lockers_down_wanted 1\n") {
+		t.Errorf("one locker stopped on purpose and one that should run: want lxcfleet_lockers_down_wanted 1:\n%s", grepLines(after, "down_wanted"))
+	}
+	if strings.Contains(after, `lxcfleet_last_success_timestamp_seconds{kind="stop-all"} 0`) {
+		t.Errorf("no last success after a succeeded stop-all:\n%s", grepLines(after, "last_success"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

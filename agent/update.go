@@ -157,6 +157,7 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 	if err := a.deps.Code.MarkBad(cur.Name, "rolled back by job "+r.job.ID); err != nil {
 		return nil, fmt.Errorf("marking %s bad: %w", cur.Name, err)
 	}
+	a.log.Warn("release marked bad", "release", cur.Name, "reason", "rolled back by job "+r.job.ID)
 	r.stage("mark-bad", cur.Name+" marked bad: rolled back")
 	ls, err := a.lockers(infos)
 	if err != nil {

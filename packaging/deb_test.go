@@ -103,7 +103,7 @@ func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
 		t.Errorf("postinst does not start the unit where systemd runs:\n%s", post)
 	}
 	for _, f := range []string{"usr/share/doc/lxcfleet/examples/nginx-lxcfleet-downtime.conf", "usr/share/doc/lxcfleet/copyright",
-		"usr/share/doc/lxcfleet/changelog.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service"} {
+		"usr/share/doc/lxcfleet/changelog.gz", "usr/share/doc/lxcfleet/README.md", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: /%s", f)
 		}

@@ -52,7 +52,8 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"Restart=on-failure", "After=", "lxc.service", "KillMode=mixed", "RestartPreventExitStatus=2",
-		"Type=notify", "WatchdogSec=", "TimeoutStopSec=10min", "Delegate=yes"} {
+		"Type=notify", "WatchdogSec=", "TimeoutStopSec=10min", "Delegate=yes",
+		"OOMScoreAdjust=", "TasksMax=", "LimitNPROC=", "RuntimeDirectory=", "Documentation=file:///usr/share/doc/lxcfleet/README.md"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", want)
 		}
