@@ -58,13 +58,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestDebLintian: lintian finds no error in the package.
+// TestDebLintian: lintian finds no error in the package, and no command
+// without its man page.
 func TestDebLintian(t *testing.T) {
 	need(t, "lintian")
 	deb := buildDeb(t)
 	out, err := exec.Command("lintian", "--fail-on", "error", "--allow-root", deb).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "\nE: ") || strings.HasPrefix(string(out), "E: ") {
 		t.Errorf("lintian: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "no-manual-page") {
+		t.Errorf("lintian: a command without a man page:\n%s", out)
 	}
 	t.Logf("lintian:\n%s", out)
 }
@@ -103,7 +107,8 @@ func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
 		t.Errorf("postinst does not start the unit where systemd runs:\n%s", post)
 	}
 	for _, f := range []string{"usr/share/doc/lxcfleet/examples/nginx-lxcfleet-downtime.conf", "usr/share/doc/lxcfleet/copyright",
-		"usr/share/doc/lxcfleet/changelog.gz", "usr/share/doc/lxcfleet/README.md", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service"} {
+		"usr/share/doc/lxcfleet/changelog.gz", "usr/share/doc/lxcfleet/README.md", "usr/share/bash-completion/completions/lxcfleet",
+		"usr/share/man/man8/lxcfleet.8.gz", "usr/share/man/man8/lxcfleet-update-code.8.gz", "usr/share/man/man8/lxc-stop-all.8.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: /%s", f)
 		}

@@ -71,7 +71,9 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		newProvisionCmd(g), newAdoptCmd(g), newCheckCmd(g),
 		newRestartCmd(g),
 		newFleetCmd(g),
+		newManCmd(),
 	)
+	completions(root, g)
 	root.Version = buildVersion()
 	root.SetVersionTemplate("lxcfleet {{.Version}}\n")
 	strictArgs(root)
