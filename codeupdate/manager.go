@@ -39,7 +39,9 @@ type Options struct {
 	Target string
 	// FetchStallTimeout ends a fetch that makes no progress (no byte of
 	// pack data, no progress message from the origin) for this long;
-	// default 60s.
+	// default 60s. It is npm's fetch-timeout too: a request the npm
+	// registry does not answer within it fails the build
+	// (ErrRegistryUnreachable).
 	FetchStallTimeout time.Duration
 	// FetchTimeout ends any fetch that takes longer; default 15m.
 	FetchTimeout time.Duration
