@@ -33,7 +33,11 @@ type Options struct {
 	Npm        string        // npm binary (default "npm")
 	NpmTimeout time.Duration // one build's npm and root install scripts together; default 10m
 	// NpmCache is the npm cache every build shares (default Root/npm-cache).
+	// Builds take packages from it first (npm's prefer-offline).
 	NpmCache string
+	// NpmRegistry is the registry npm fetches from (npm's registry
+	// config, overriding .npmrc files); empty: npm's own configuration.
+	NpmRegistry string
 	// Target is the branch or tag updates use by default (the agent's
 	// defaults.target); Prune keeps its newest good release. Empty: none.
 	Target string
@@ -61,6 +65,7 @@ type Manager struct {
 	node       string
 	npmTimeout time.Duration
 	npmCache   string
+	registry   string
 	target     string
 	stall      time.Duration
 	fetchMax   time.Duration
@@ -93,6 +98,7 @@ func New(opts Options) (*Manager, error) {
 		npm:        opts.Npm,
 		npmTimeout: opts.NpmTimeout,
 		npmCache:   opts.NpmCache,
+		registry:   opts.NpmRegistry,
 		target:     opts.Target,
 		stall:      opts.FetchStallTimeout,
 		fetchMax:   opts.FetchTimeout,

@@ -148,12 +148,16 @@ func lockedVersion(dir, name string) string {
 // npmFetchEnv is npm's config for fetching: the host's cache first
 // (prefer-offline: a package in the cache is not asked for again), and a
 // request the registry does not answer within the stall timeout fails the
-// run, without a retry (what is cached needs no registry, and a retry
+// run, without a retry; Options.NpmRegistry when set (what is cached needs no registry, and a retry
 // would double the wait of a build whose registry is down).
 func (m *Manager) npmFetchEnv() []string {
-	return []string{
+	env := []string{
 		"npm_config_prefer_offline=true",
 		"npm_config_fetch_timeout=" + strconv.FormatInt(m.stall.Milliseconds(), 10),
 		"npm_config_fetch_retries=0",
 	}
+	if m.registry != "" {
+		env = append(env, "npm_config_registry="+m.registry)
+	}
+	return env
 }

@@ -8,6 +8,6 @@
 // testdata/README.md) so that their integrity never changes: lockfiles in
 // the tests' fixtures record it. Use points every npm of a test binary at
 // one shared registry and a private cache; Start gives one test a registry
-// of its own; Stalled and Unreachable stand for a registry that hangs and
-// one that is down.
+// of its own, which Hang makes stall and Close takes down; Unreachable is
+// an address where no registry answers.
 package npmregistry

@@ -57,12 +57,14 @@ type Registry struct {
 	mu       sync.Mutex
 	pkgs     map[string]map[string]*version // name -> version -> tarball
 	requests []string
+	hang     bool
+	closed   chan struct{}
 }
 
 // New starts a registry on a free port of 127.0.0.1 serving the packages
 // in testdata/packages. Close stops it.
 func New() (*Registry, error) {
-	r := &Registry{pkgs: map[string]map[string]*version{}}
+	r := &Registry{pkgs: map[string]map[string]*version{}, closed: make(chan struct{})}
 	files, err := fs.Glob(packagesFS, "testdata/packages/*.tgz")
 	if err != nil {
 		return nil, err
@@ -87,8 +89,27 @@ func New() (*Registry, error) {
 	return r, nil
 }
 
-// Close stops the server.
-func (r *Registry) Close() error { return r.srv.Close() }
+// Close stops the server: from then on its port refuses connections (a
+// registry that is down, at the address npm knows it by). Safe to call
+// twice.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	select {
+	case <-r.closed:
+	default:
+		close(r.closed)
+	}
+	r.mu.Unlock()
+	return r.srv.Close()
+}
+
+// Hang makes the registry accept requests and never answer them (a
+// registry that stalls) until Close.
+func (r *Registry) Hang() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hang = true
+}
 
 // AddTarball publishes a package tarball (as `npm pack` makes it: the
 // files under package/, with package/package.json naming the package and
@@ -171,7 +192,15 @@ func packageJSON(tgz []byte) ([]byte, error) {
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.requests = append(r.requests, req.Method+" "+req.URL.EscapedPath())
+	hang := r.hang
 	r.mu.Unlock()
+	if hang {
+		select {
+		case <-req.Context().Done():
+		case <-r.closed:
+		}
+		return
+	}
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		notFound(w)
 		return
