@@ -58,6 +58,30 @@ func TestRealNpmInstalls(t *testing.T) {
 	if got := r.Integrity("@lxcfleet-test/hello", "1.0.0"); got == "" || !strings.Contains(readFile(t, filepath.Join(scoped, "package-lock.json")), got) {
 		t.Errorf("the lockfile does not record the tarball's integrity %q", got)
 	}
+	// A lockfile whose "resolved" URLs name the public registry installs
+	// from the configured one: npm's replace-registry-host (default
+	// "npmjs") swaps registry.npmjs.org for it.
+	lockPath := filepath.Join(scoped, "package-lock.json")
+	var lock map[string]any
+	if err := json.Unmarshal([]byte(readFile(t, lockPath)), &lock); err != nil {
+		t.Fatal(err)
+	}
+	pkgs := lock["packages"].(map[string]any)
+	pkgs["node_modules/ms"].(map[string]any)["resolved"] = "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz"
+	pkgs["node_modules/@lxcfleet-test/hello"].(map[string]any)["resolved"] = "https://registry.npmjs.org/@lxcfleet-test/hello/-/hello-1.0.0.tgz"
+	b, _ := json.MarshalIndent(lock, "", "  ")
+	if err := os.WriteFile(lockPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(scoped, "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.Requests())
+	npm(scoped, "ci")
+	if got := strings.Join(r.Requests()[before:], " "); !strings.Contains(got, "GET /@lxcfleet-test/hello/-/hello-1.0.0.tgz") {
+		t.Errorf("npm ci of a lockfile resolved to registry.npmjs.org: the test registry got %q, want the tarballs", got)
+	}
+
 	reqs := strings.Join(r.Requests(), "\n")
 	for _, want := range []string{"GET /@lxcfleet-test%2fhello", "GET /@lxcfleet-test/hello/-/hello-1.0.0.tgz", "GET /ms/-/ms-2.1.3.tgz"} {
 		if !strings.Contains(reqs, want) {
