@@ -70,9 +70,13 @@ func (m *Manager) registryFailure(ctx context.Context, dir, out string) error {
 	return fmt.Errorf("%w: %s (could not fetch %s; npm error %s)", ErrRegistryUnreachable, reg, what, code)
 }
 
-// npmRegistry returns the registry npm uses in dir (its .npmrc, the
-// environment, the user's config), "" when npm cannot say.
+// npmRegistry returns the registry npm uses in dir (Options.NpmRegistry,
+// else what npm says: its .npmrc, the environment, the user's config), ""
+// when npm cannot say.
 func (m *Manager) npmRegistry(ctx context.Context, dir string) string {
+	if m.registry != "" {
+		return m.registry
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, m.npm, "config", "get", "registry")
