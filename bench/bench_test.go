@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"lxcfleet/internal/npmregistry"
 )
 
 func TestMain(m *testing.M) {
@@ -17,7 +20,15 @@ func TestMain(m *testing.M) {
 	if code, ok := Subprocess(os.Args[1:]); ok {
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	// npm (the origin's lockfiles, lxcfleet's builds) installs from the
+	// test registry: stand-ins for express, lodash and dayjs.
+	if _, err := npmregistry.Use(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	npmregistry.Done()
+	os.Exit(code)
 }
 
 // requireHost skips the smoke test where it cannot run, and fails it when

@@ -262,7 +262,7 @@ func (m *Manager) provideModules(ctx context.Context, dir string, bi *buildInfo,
 		if agrees, ok := lockAgrees(dir, pkg); !agrees || !ok {
 			progress("checking that package.json and " + pkg.lockName + " agree")
 			if err := ph.run("ci", "--dry-run", "--ignore-scripts"); err != nil {
-				if ph.ctx.Err() != nil {
+				if ph.ctx.Err() != nil || errors.Is(err, ErrRegistryUnreachable) {
 					return failed(err)
 				}
 				return failed(fmt.Errorf("%w: %s is out of date (update it with npm install and commit it): %w", ErrLockMismatch, pkg.lockName, err))

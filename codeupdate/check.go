@@ -77,6 +77,10 @@ func (m *Manager) checkPackage(ctx context.Context, tree *object.Tree) (pkgInfo,
 		if ctx.Err() != nil {
 			return pkg, "", ctx.Err()
 		}
+		if errors.Is(err, ErrRegistryUnreachable) {
+			// npm could not tell whether they agree: say why, not a mismatch.
+			return pkg, "", fmt.Errorf("checking package.json against %s: %w", pkg.lockName, err)
+		}
 		return pkg, err.Error(), nil
 	}
 	return pkg, "", nil

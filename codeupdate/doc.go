@@ -48,7 +48,13 @@
 // postinstall, preprepare, prepare, postprepare) run in the new folder in
 // every case. All of it runs under one Options.NpmTimeout, with npm's
 // audit, fund and update notices off and one npm cache for the host
-// (Options.NpmCache, default Root/npm-cache). npm and every child run in
+// (Options.NpmCache, default Root/npm-cache), used first (prefer-offline):
+// an update whose packages are all cached builds with the registry down.
+// A registry request unanswered for Options.FetchStallTimeout fails the
+// run (npm's fetch-timeout, no retry); a registry that refuses, does not
+// resolve or stalls fails the build, and CheckUpdate when it must ask npm,
+// with ErrRegistryUnreachable naming the registry and the packages npm
+// could not fetch. npm and every child run in
 // their own process group, killed when the build is cancelled and when the
 // calling process dies, even by SIGKILL (the parent-death signal).
 //

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/npmregistry"
 )
 
 // lockHelperEnv makes the test binary a lock holder (see TestMain).
@@ -40,7 +41,12 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	npmCache = dir
+	if _, err := npmregistry.Use(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	code := m.Run()
+	npmregistry.Done()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

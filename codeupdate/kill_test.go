@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
 )
 
 // buildHelperEnv makes the test binary an agent that builds (see
@@ -53,25 +54,22 @@ setInterval(() => {}, 1000);
 // waitPids waits for the pid files a hang.js wrote.
 func waitPids(t *testing.T, pidfile string, within time.Duration) []int {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		var pids []int
-		for _, f := range []string{pidfile, pidfile + ".child"} {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				break
-			}
-			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				pids = append(pids, n)
-			}
+	var pids []int
+	for _, f := range []string{pidfile, pidfile + ".child"} {
+		if err := testfleet.WaitFile(f, within); err != nil {
+			t.Fatalf("the preinstall script did not start: %v", err)
 		}
-		if len(pids) == 2 {
-			return pids
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("pid file %s: %v", f, err)
+		}
+		pids = append(pids, n)
 	}
-	t.Fatalf("the preinstall script did not start within %v", within)
-	return nil
+	return pids
 }
 
 // alive reports whether pid runs (a zombie counts as dead).
@@ -90,15 +88,8 @@ func alive(pid int) bool {
 func waitDead(t *testing.T, pids []int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		any := false
-		for _, p := range pids {
-			any = any || alive(p)
-		}
-		if !any {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	for _, p := range pids {
+		testfleet.WaitExit(p, time.Until(deadline))
 	}
 	for _, p := range pids {
 		if alive(p) {

@@ -33,13 +33,19 @@ type Options struct {
 	Npm        string        // npm binary (default "npm")
 	NpmTimeout time.Duration // one build's npm and root install scripts together; default 10m
 	// NpmCache is the npm cache every build shares (default Root/npm-cache).
+	// Builds take packages from it first (npm's prefer-offline).
 	NpmCache string
+	// NpmRegistry is the registry npm fetches from (npm's registry
+	// config, overriding .npmrc files); empty: npm's own configuration.
+	NpmRegistry string
 	// Target is the branch or tag updates use by default (the agent's
 	// defaults.target); Prune keeps its newest good release. Empty: none.
 	Target string
 	// FetchStallTimeout ends a fetch that makes no progress (no byte of
 	// pack data, no progress message from the origin) for this long;
-	// default 60s.
+	// default 60s. It is npm's fetch-timeout too: a request the npm
+	// registry does not answer within it fails the build
+	// (ErrRegistryUnreachable).
 	FetchStallTimeout time.Duration
 	// FetchTimeout ends any fetch that takes longer; default 15m.
 	FetchTimeout time.Duration
@@ -59,6 +65,7 @@ type Manager struct {
 	node       string
 	npmTimeout time.Duration
 	npmCache   string
+	registry   string
 	target     string
 	stall      time.Duration
 	fetchMax   time.Duration
@@ -91,6 +98,7 @@ func New(opts Options) (*Manager, error) {
 		npm:        opts.Npm,
 		npmTimeout: opts.NpmTimeout,
 		npmCache:   opts.NpmCache,
+		registry:   opts.NpmRegistry,
 		target:     opts.Target,
 		stall:      opts.FetchStallTimeout,
 		fetchMax:   opts.FetchTimeout,

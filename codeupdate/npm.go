@@ -104,7 +104,8 @@ const killGroupScript = `trap 'kill -KILL 0' TERM HUP; "$@" & wait $!`
 // SIGKILLs the group, and the death of the calling process (even by
 // SIGKILL) makes the kernel send the shell SIGTERM (Pdeathsig), which
 // kills the group too. On failure the error carries the npm argv and the
-// log's npm error lines.
+// log's npm error lines, and wraps ErrRegistryUnreachable when npm could
+// not reach its registry.
 func (p *phase) run(args ...string) error {
 	m := p.m
 	argv := append([]string{m.npm}, args...)
@@ -131,7 +132,13 @@ func (p *phase) run(args ...string) error {
 		return nil
 	}
 	end, _ := p.logf.Seek(0, io.SeekCurrent)
-	tail := npmSummary(fileRange(p.logPath, start, end, 64*1024))
+	out := fileRange(p.logPath, start, end, 64*1024)
+	tail := npmSummary(out)
+	if p.ctx.Err() == nil {
+		if rerr := m.registryFailure(p.ctx, p.dir, out); rerr != nil {
+			return fmt.Errorf("%w: running %q: %w\n%s", rerr, argv, err, tail)
+		}
+	}
 	if errors.Is(p.ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("running %q: timed out after %s: %w\n%s", argv, m.npmTimeout, p.ctx.Err(), tail)
 	}
@@ -157,8 +164,10 @@ func (m *Manager) npmEnv() []string {
 		"npm_config_update_notifier=false",
 		"npm_config_progress=false",
 	)
-	// One npm cache for every build of the host (Options.NpmCache).
+	// One npm cache for every build of the host (Options.NpmCache), used
+	// first; the registry only for what it lacks (see npmFetchEnv).
 	env = append(env, "npm_config_cache="+m.npmCache)
+	env = append(env, m.npmFetchEnv()...)
 	if strings.ContainsRune(m.npm, '/') {
 		// npm's #!/usr/bin/env node must find the node next to it.
 		env = append(env, "PATH="+filepath.Dir(m.npm)+string(os.PathListSeparator)+os.Getenv("PATH"))

@@ -100,18 +100,15 @@ func (p *page) visible(sel string) bool {
 	return eval[bool](p, fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && !e.closest('[hidden]') && e.getClientRects().length > 0; })()`, b))
 }
 
-// wait polls the JavaScript condition cond until it is true.
+// wait waits until the JavaScript condition cond is true: the browser
+// checks it at every animation frame (chromedp's Poll, puppeteer's
+// waitForFunction), so the test waits on the page, not on a clock.
 func (p *page) wait(what, cond string, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if eval[bool](p, "!!("+cond+")") {
-			return
-		}
-		if time.Now().After(deadline) {
-			p.fail("waiting %v for %s (%s)", timeout, what, cond)
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(p.ctx, timeout+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void]("!!("+cond+")", chromedp.WithPollingTimeout(timeout))); err != nil {
+		p.fail("waiting %v for %s (%s): %v", timeout, what, cond, err)
 	}
 }
 

@@ -69,6 +69,7 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	var results []probeResult
+	added := make(chan struct{}) // closed (and replaced) at each new result
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -80,11 +81,37 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 			}
 			mu.Lock()
 			results = append(results, r)
+			close(added)
+			added = make(chan struct{})
 			mu.Unlock()
+			// Paces the prober: a request every ~15 ms is a dense timeline
+			// without flooding the locker.
 			time.Sleep(15 * time.Millisecond)
 		}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// waitApp waits until the prober got an answer from the app probed
+	// after since.
+	waitApp := func(what string, since time.Time) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			mu.Lock()
+			ch := added
+			for _, r := range results {
+				if r.kind == "app" && r.at.After(since) {
+					mu.Unlock()
+					return
+				}
+			}
+			mu.Unlock()
+			select {
+			case <-ch:
+			case <-timeout:
+				t.Fatalf("the prober got no answer from the app %s", what)
+			}
+		}
+	}
+	waitApp("before the update", time.Time{})
 	job, err := e.agent.Submit(agent.Request{Kind: agent.KindUpdate, Strategy: agent.StrategyOffline, Trigger: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +122,9 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if job.State == agent.JobSucceeded {
+		waitApp("after the update", time.Now())
+	}
 	cancel()
 	wg.Wait()
 	if job.State != agent.JobSucceeded {

@@ -320,7 +320,11 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 		})
 	}
 	t.Cleanup(e.stop)
-	waitListening(t, addr)
+	select {
+	case <-a.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the agent does not listen on %s", addr)
+	}
 	return e
 }
 
@@ -341,19 +345,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("the agent does not listen on %s", addr)
 }
 
 // requireChromium returns the browser's path; it skips the test with a

@@ -90,7 +90,9 @@ func TestHoldWaitsForTheLockerToLetGo(t *testing.T) {
 	if err := h.Hold(port, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(30 * time.Millisecond)
+	// The hold binds only by binding the port, which the app has: a look
+	// now says what a look later would (no wait for a thing that cannot
+	// happen). WaitBound below proves the retries go on.
 	if h.Bound(port) {
 		t.Fatal("bound a port the app still listens on")
 	}
@@ -121,7 +123,8 @@ func TestReleaseCancelsAPendingHold(t *testing.T) {
 	}
 	h.Release(port) // the stop failed: the app keeps its port
 	app.Close()
-	time.Sleep(50 * time.Millisecond)
+	// Release returned after the hold's goroutine ended: nothing is left
+	// that could bind the port later.
 	if h.Bound(port) {
 		t.Fatal("a released hold bound the port later")
 	}

@@ -24,17 +24,23 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/fleet"
 	"lxcfleet/internal/etcdtest"
+	"lxcfleet/internal/npmregistry"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
 
-// TestMain routes the forkstart re-exec (as testfleet.Main) and removes
-// the lxcfleet binary the tests built.
+// TestMain routes the forkstart re-exec (as testfleet.Main), points npm at
+// the test registry and removes the lxcfleet binary the tests built.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == lxcctl.ForkStartCommand {
 		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
 	}
+	if _, err := npmregistry.Use(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	code := m.Run()
+	npmregistry.Done()
 	if binOnce.path != "" {
 		_ = os.RemoveAll(filepath.Dir(binOnce.path))
 	}

@@ -2,9 +2,11 @@ package lxcctl_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +102,14 @@ func removeCgroup(t *testing.T, path string) {
 				t.Logf("removing test cgroup %s: %v", d, err)
 				break
 			}
+			if lxcctl.CgroupV2() && errors.Is(err, syscall.EBUSY) {
+				// Busy while a process is in it: wait for the kernel to say
+				// it emptied.
+				_ = testfleet.WaitCgroupEmpty(d, time.Until(deadline))
+				continue
+			}
+			// Paces the retries on cgroup v1, which has no event for an
+			// emptied cgroup (and on any other error).
 			time.Sleep(100 * time.Millisecond)
 		}
 	}

@@ -95,6 +95,8 @@ func waitHealthy(t *testing.T, l testfleet.Locker) {
 				return
 			}
 		}
+		// Paces the health probe: the app says it is ready only by
+		// answering it (as lxcctl's own health wait does).
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s never answered 200 on %s", l.Name, l.URL())

@@ -535,15 +535,8 @@ func TestProvisionUnprivilegedLockerWritesMe(t *testing.T) {
 	}
 	// The app, as the container's root, logs its boot to /Me.
 	boots := filepath.Join(e.layout.MeDir(name), "boots.log")
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := os.Stat(boots); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the unprivileged app wrote no %s (log: %s)", boots, logTail(e.host.LogFile(name)))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testfleet.WaitFile(boots, 15*time.Second); err != nil {
+		t.Fatalf("the unprivileged app wrote no %s: %v (log: %s)", boots, err, logTail(e.host.LogFile(name)))
 	}
 	r, err := e.host.Exec(ctx, name, "sh", "-c", "id -u; echo unpriv > /Me/probe")
 	if err != nil || r.ExitCode != 0 || strings.TrimSpace(string(r.Stdout)) != "0" {

@@ -33,7 +33,15 @@ func TestCLIThroughTheDaemon(t *testing.T) {
 		t.Errorf("agent with a bad config: exit %d, stderr %q; want 2 naming window", code, stderr)
 	}
 
+	// The agent says READY=1 on NOTIFY_SOCKET once it listens (sd_notify):
+	// the test waits for that, not for a clock.
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(sockDir, "n.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	agent := exec.Command(lxcfleetBin(t), "agent", "--config", config)
+	agent.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -41,15 +49,15 @@ func TestCLIThroughTheDaemon(t *testing.T) {
 		_ = agent.Process.Signal(syscall.SIGTERM) // the pid this test started
 		_ = agent.Wait()
 	}()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
+	notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for buf := make([]byte, 4096); ; {
+		n, err := notify.Read(buf)
+		if err != nil {
+			t.Fatalf("the agent did not say READY=1: %v", err)
+		}
+		if strings.Contains(string(buf[:n]), "READY=1") {
 			break
 		}
-		if i > 100 {
-			t.Fatal("the agent did not listen")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	out, stderr, code := runCLI(t, "stop-all", "--config", config, "--json")
 	if code != 0 || !strings.Contains(out, `"type":"result"`) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"lxcfleet/internal/testfleet"
 	"net"
 	"net/http"
 	"os"
@@ -123,7 +124,9 @@ func TestAgentUnderSystemd(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	if err := testfleet.WaitFileContains(filepath.Join(dir, "journal"), "SIGHUP ignored", 10*time.Second); err != nil {
+		t.Fatalf("the agent did not note the SIGHUP: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/healthz", nil)

@@ -21,7 +21,8 @@ import (
 // files; on cgroup v2 the lockers' parent group's cpu.pressure etc. would
 // isolate the lockers from the rest of the host (not read yet).
 type PSIGauge struct {
-	fs procfs.FS
+	fs    procfs.FS
+	clock rollout.Clock // the wall clock; a test's fake
 
 	mu     sync.Mutex
 	at     time.Time
@@ -46,7 +47,7 @@ func NewPSIGauge(procRoot string) (*PSIGauge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening %s for pressure: %w", procRoot, err)
 	}
-	g := &PSIGauge{fs: fs}
+	g := &PSIGauge{fs: fs, clock: rollout.RealClock{}}
 	if _, err := g.Pressure(); err != nil {
 		return nil, err
 	}
@@ -58,7 +59,7 @@ func NewPSIGauge(procRoot string) (*PSIGauge, error) {
 func (g *PSIGauge) Pressure() (rollout.Pressure, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := time.Now()
+	now := g.clock.Now()
 	if !g.at.IsZero() && now.Sub(g.at) < minSample {
 		return g.last, nil
 	}

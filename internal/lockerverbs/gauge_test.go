@@ -1,6 +1,7 @@
 package lockerverbs
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,8 +42,8 @@ func TestPSIGauge(t *testing.T) {
 	if p.CPU != 0.4 || p.IO != 0.05 || p.Memory != 0 {
 		t.Errorf("first read %+v, want avg10 (cpu 0.4, io 0.05)", p)
 	}
-	time.Sleep(300 * time.Millisecond)
-	writePSI(t, root, 1_000_000+600_000_000) // 10 min stalled: capped at 1
+	g.clock = fixedClock{g.at.Add(300 * time.Millisecond)} // 300 ms of wall time later
+	writePSI(t, root, 1_000_000+600_000_000)               // 10 min stalled: capped at 1
 	p, err = g.Pressure()
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +68,18 @@ func TestPSIGaugeHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Measures: the host's stalled time over a real 300 ms (> minSample),
+	// so the second read is a rate over real time, not the first avg10.
 	time.Sleep(300 * time.Millisecond)
 	p, err := g.Pressure()
 	if err != nil || p.CPU < 0 || p.CPU > 1 || p.Memory < 0 || p.IO < 0 {
 		t.Errorf("host pressure %+v, %v", p, err)
 	}
 }
+
+// fixedClock is a clock stopped at one time.
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time { return c.t }
+
+func (c fixedClock) Sleep(ctx context.Context, d time.Duration) error { return ctx.Err() }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"lxcfleet/internal/npmregistry"
 )
 
 var appOnce struct {
@@ -26,10 +28,12 @@ func AppSource() string {
 }
 
 // App returns a folder holding the fixture app with its dependencies
-// installed by a real `npm ci`, made once per test binary.
+// installed by a real `npm ci` from the test registry (npmregistry.Use),
+// made once per test binary.
 func App(t testing.TB) string {
 	t.Helper()
 	RequireNode(t)
+	npmregistry.MustUse(t)
 	appOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "lxcfleet-testapp-")
 		if err != nil {

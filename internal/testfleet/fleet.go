@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/npmregistry"
 	"lxcfleet/lxcctl"
 )
 
@@ -37,12 +38,18 @@ const (
 
 // Main is the TestMain of every package whose tests start containers: it
 // routes the forkstart re-exec (see lxcctl.ForkStartCommand) and otherwise
-// runs the tests.
+// runs the tests with every npm of the process pointed at the test
+// registry (npmregistry.Use): no test needs the public registry.
 func Main(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == lxcctl.ForkStartCommand {
 		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
 	}
+	if _, err := npmregistry.Use(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	code := m.Run()
+	npmregistry.Done()
 	if appOnce.dir != "" {
 		_ = os.RemoveAll(appOnce.dir)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"lxcfleet/internal/npmregistry"
 )
 
 // Origin is a real bare git repository holding the fixture app, standing in
@@ -18,9 +20,11 @@ type Origin struct {
 }
 
 // NewOrigin makes a bare origin with one commit: the fixture app ("build
-// A"). It needs git (installed by scripts/setup-host).
+// A"). It needs git (installed by scripts/setup-host). Builds of it
+// install from the test registry (npmregistry.Use).
 func NewOrigin(t testing.TB) *Origin {
 	t.Helper()
+	npmregistry.MustUse(t)
 	if _, err := exec.LookPath("git"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CI=true and git is missing: run scripts/setup-host")

@@ -1,0 +1,3 @@
+'use strict';
+const ms = require('ms');
+module.exports = () => 'hello after ' + ms(1500);
