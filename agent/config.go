@@ -55,6 +55,9 @@ type FileConfig struct {
 		Origin     string   `toml:"origin"`
 		Npm        string   `toml:"npm"`
 		NpmTimeout Duration `toml:"npm_timeout"`
+		// NpmRegistry is the registry npm fetches from ("": npm's own
+		// config, e.g. /root/.npmrc); builds prefer the host's npm cache.
+		NpmRegistry string `toml:"npm_registry"`
 		// FetchStallTimeout, FetchTimeout and MaxPacks: see
 		// codeupdate.Options (0: its defaults, 60s, 15m and 32).
 		FetchStallTimeout Duration `toml:"fetch_stall_timeout"`

@@ -77,7 +77,7 @@ func (s *stack) code() (*codeupdate.Manager, error) {
 	if s.fc.Code.Origin == "" {
 		return nil, nil
 	}
-	m, err := codeupdate.New(codeupdate.Options{Root: s.layout.Root, Origin: s.fc.Code.Origin, Npm: s.fc.Code.Npm, NpmTimeout: s.fc.Code.NpmTimeout.D(),
+	m, err := codeupdate.New(codeupdate.Options{Root: s.layout.Root, Origin: s.fc.Code.Origin, Npm: s.fc.Code.Npm, NpmTimeout: s.fc.Code.NpmTimeout.D(), NpmRegistry: s.fc.Code.NpmRegistry,
 		Target: s.fc.AgentDefaults().Target, FetchStallTimeout: s.fc.Code.FetchStallTimeout.D(), FetchTimeout: s.fc.Code.FetchTimeout.D(), MaxPacks: s.fc.Code.MaxPacks, Logger: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("code.origin: %w", err)
