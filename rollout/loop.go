@@ -193,16 +193,30 @@ var errCut = errors.New("monitor window cut short")
 const unhealthyChecks = 3
 
 // holdHealthy checks names every interval for d; the first to fail ends
-// it with an error naming it; a ctx that ends cuts it (errCut).
-func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []string, d time.Duration, where string) (string, error) {
+// it with an error naming it; a ctx that ends cuts it (errCut). A window
+// does not end on a failed check: it goes on until the locker passes a
+// check again or fails unhealthyChecks in a row (a window of one check
+// that failed is no healthy window).
+func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []string, d time.Duration, where string) ([]string, error) {
 	iv := pol.interval()
 	bad := map[string]int{}
-	for waited := time.Duration(0); waited < d; waited += iv {
-		step := min(iv, d-waited)
+	failing := func() bool {
+		for _, n := range bad {
+			if n > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for waited := time.Duration(0); waited < d || failing(); waited += iv {
+		step := iv
+		if waited < d {
+			step = min(iv, d-waited)
+		}
 		if err := c.Sleep(ctx, step); err != nil {
 			// The agent stops or the operator cancelled: the window is
 			// cut, and the locker is not counted as moved.
-			return "", errCut
+			return nil, errCut
 		}
 		for _, n := range names {
 			err := h.Check(ctx, n)
@@ -212,11 +226,19 @@ func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []strin
 			}
 			bad[n]++
 			if errors.Is(err, ErrNotRunning) || bad[n] >= unhealthyChecks {
-				return n, fmt.Errorf("%s failed %v after its first healthy check, %s: %w", n, (waited + step).Round(time.Millisecond), where, err)
+				// n failed, and so did every other one failing its
+				// checks now: none of them is healthy through the window.
+				who := []string{n}
+				for _, m := range names {
+					if m != n && bad[m] > 0 {
+						who = append(who, m)
+					}
+				}
+				return who, fmt.Errorf("%s failed %v after its first healthy check, %s: %w", n, (waited + step).Round(time.Millisecond), where, err)
 			}
 		}
 	}
-	return "", nil
+	return nil, nil
 }
 
 // soakNames are the canaries' names.

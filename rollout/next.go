@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -36,8 +37,8 @@ type done struct {
 	took  time.Duration
 	// cut: a monitor window or soak ended early by a cancel or shutdown.
 	cut bool
-	// who is the locker that failed the soak.
-	who string
+	// who are the lockers that failed the soak (the first one first).
+	who []string
 	// pr is the pressure read after a start (nil: none); gaugeErr the
 	// read's error.
 	pr       *Pressure
@@ -460,7 +461,7 @@ func (s *state) soakDone(d done, acts []action) []action {
 		return acts
 	}
 	for i := range s.plan.Items {
-		if s.it[i].launched && s.out[i].Outcome != OutFailed && s.plan.Items[i].Name == d.who {
+		if s.it[i].launched && s.out[i].Outcome != OutFailed && slices.Contains(d.who, s.plan.Items[i].Name) {
 			s.out[i].Outcome, s.out[i].Error = OutFailed, d.err.Error()
 			s.down++
 		}
@@ -490,7 +491,7 @@ func (s *state) backDone(d done, acts []action) []action {
 	if d.verb == vBackStop {
 		if d.err != nil {
 			o.Back, o.BackError = BackFailed, fmt.Sprintf("stopping %s: %v", name, d.err)
-			return acts
+			return append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: "stop", Outcome: string(StopFailed), Error: d.err.Error(), Back: true}})
 		}
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseStopped, Op: "stop", Outcome: string(d.stop), Back: true}})
 		return s.run(acts, vBackStart, i, Event{Container: name, Phase: PhaseStarting, Op: "start", Back: true})
