@@ -171,6 +171,8 @@ func (x *loop) spawn(ctx context.Context, a action) {
 				}
 				d.gaugeErr = err
 			}
+		case vWatch:
+			d.err = watchHealthy(wctx, host, clock, pol, name)
 		case vMonitor:
 			_, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")
 		case vSoak:
@@ -280,7 +282,7 @@ func (x *loop) run(ctx context.Context) {
 		s.pol.MaxStarting = plan.Policy.starting()
 		s.pol.MaxUnavailable = max(len(plan.Items), 1)
 		for i, it := range plan.Items {
-			if it.Op == OpStart || s.it[i].prestop {
+			if it.Op == OpStart || it.Op == OpWatch || s.it[i].prestop {
 				launch = append(launch, i)
 			}
 		}
@@ -323,7 +325,7 @@ func (x *loop) run(ctx context.Context) {
 	// until they are up (I1), and bringing them up adds no downtime.
 	slices.SortStableFunc(launch, func(a, b int) int { return s.downAlready(a) - s.downAlready(b) })
 	for _, i := range launch {
-		if plan.Items[i].Op == OpStart {
+		if op := plan.Items[i].Op; op == OpStart || op == OpWatch {
 			s.pending++
 		}
 	}
@@ -359,9 +361,13 @@ func (x *loop) run(ctx context.Context) {
 	x.end(ctx)
 }
 
-// downAlready is 0 for a locker that is down before the run touches it
-// (a start), 1 for one it takes down (a replace).
+// downAlready is -1 for a locker a dead agent left starting (checked
+// first), 0 for one that is down before the run touches it (a start), 1
+// for one it takes down (a replace).
 func (s *state) downAlready(i int) int {
+	if s.plan.Items[i].Op == OpWatch {
+		return -1
+	}
 	if s.plan.Items[i].Op == OpStart || s.it[i].prestop {
 		return 0
 	}
@@ -541,9 +547,9 @@ func (x *loop) goBack(ctx context.Context, tripped bool, why string) {
 		o, it := s.out[i], s.it[i]
 		touched := it.launched || it.prestop
 		switch {
-		case !touched && tripped && p.Items[i].Op == OpStart:
-			// A stopped locker the job was to start: it starts on the
-			// fallback (I4).
+		case !touched && tripped && (p.Items[i].Op == OpStart || p.Items[i].Op == OpWatch):
+			// A stopped locker the job was to start (or one a dead agent
+			// left starting): it starts on the fallback (I4).
 			back = append(back, i)
 		case !touched:
 		case o.Outcome == OutFailed || it.prestop && !it.launched:

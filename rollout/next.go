@@ -103,6 +103,7 @@ type item struct {
 	pl        place
 	seq       int
 	release   *string // on the way back: the release it goes to (nil: current)
+	restart   bool    // OpWatch found not running: it starts as OpStart
 }
 
 // state is the run's whole state, owned by the loop's goroutine.
@@ -121,7 +122,7 @@ type state struct {
 	cancelled bool  // ctx ended
 	down      int   // lockers down because of the job (K)
 	starting  int   // lockers starting (W)
-	pending   int   // stopped lockers (OpStart) not yet up: they hold K places
+	pending   int   // stopped (OpStart) and watched (OpWatch) lockers not yet up: they hold K places
 	finished  []int
 	moved     int
 	need      int // moved lockers that prove the target
@@ -192,6 +193,11 @@ func (s *state) launch(now time.Time, acts []action) []action {
 		}
 		it := &s.it[i]
 		op := s.plan.Items[i].Op
+		if op == OpWatch && !it.restart {
+			s.queue = s.queue[1:]
+			acts = s.launchWatch(acts, i, now)
+			continue
+		}
 		needDown := op == OpReplace && !it.prestop
 		if needDown && s.down+s.pending >= s.pol.MaxUnavailable && s.inflight == 0 {
 			s.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", s.pol.MaxUnavailable))
@@ -297,6 +303,8 @@ func (s *state) verbDone(d done, now time.Time, acts []action) []action {
 		return s.startItem(acts, i, now)
 	case vStart:
 		return s.startDone(d, now, acts)
+	case vWatch:
+		return s.watchDone(d, now, acts)
 	case vMonitor:
 		it.o.Duration = now.Sub(it.begin)
 		switch {
@@ -352,7 +360,7 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 	acts = s.paced(acts, d, true)
 	s.starting--
 	it.o.Outcome = OutMoved
-	if s.plan.Items[i].Op == OpStart {
+	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
 		it.o.Outcome = OutStarted
 	}
 	return s.run(acts, vMonitor, i, Event{})
@@ -382,7 +390,7 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	it := &s.it[i]
 	s.out[i] = it.o
 	s.finished = append(s.finished, i)
-	if !failed && s.plan.Items[i].Op == OpStart {
+	if op := s.plan.Items[i].Op; !failed && (op == OpStart || op == OpWatch) {
 		s.pending-- // it is up: its place is free
 	}
 	switch {
@@ -475,7 +483,8 @@ func (s *state) soakDone(d done, acts []action) []action {
 func (s *state) backLaunch(acts []action, i int) []action {
 	o := s.out[i]
 	name := s.plan.Items[i].Name
-	running := o.Outcome == OutMoved || o.Outcome == OutStarted || o.Outcome == OutUnverified || (o.Outcome == OutFailed && o.Stop == "" && s.plan.Items[i].Op == OpReplace)
+	running := o.Outcome == OutMoved || o.Outcome == OutStarted || o.Outcome == OutUnverified || (o.Outcome == OutFailed && o.Stop == "" && s.plan.Items[i].Op == OpReplace) ||
+		s.plan.Items[i].Op == OpWatch // it may run on the target, whatever the run saw
 	if running || o.Outcome == OutFailed {
 		// A failed locker may still run (unhealthy): stop it first.
 		return s.run(acts, vBackStop, i, Event{Container: name, Phase: PhaseStopping, Op: "stop", Back: true})

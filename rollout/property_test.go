@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"testing/synctest"
@@ -49,7 +50,10 @@ type schedule struct {
 	cancelTime time.Duration // or after this virtual time (0: never)
 	shutdown   bool          // the cancel is a Shutdown
 	scripts    []fakehost.Script
-	watch      []bool // OpWatch (recover plans): left starting by a dead agent
+	// watch (recover plans): -1 for a locker that is not an OpWatch; else
+	// the checks it fails before it turns healthy, left starting by a
+	// dead agent (-2: it does not run at all).
+	watch []int
 }
 
 func (s schedule) String() string {
@@ -108,9 +112,11 @@ func drawSchedule(t *rapid.T) schedule {
 			}
 		}
 		s.scripts = append(s.scripts, sc)
-		if s.kind == "recover" {
-			s.watch = append(s.watch, false)
+		w := -1
+		if s.kind == "recover" && rapid.IntRange(0, 3).Draw(t, "watched") == 0 {
+			w = rapid.SampledFrom([]int{-2, 0, 1, 3, 8, 40}).Draw(t, "warm")
 		}
+		s.watch = append(s.watch, w)
 	}
 	return s
 }
@@ -201,12 +207,31 @@ func (s schedule) run() (bad []string) {
 	case "stop":
 		p = rollout.PlanStop(h.Lockers(want), pl)
 	case "recover":
+		// Lockers a dead agent left starting on the target: OpWatch.
+		watched := map[string]bool{}
+		for i, n := range names {
+			switch w := s.watch[i]; {
+			case w == -2:
+				h.SetStopped(n)
+			case w >= 0:
+				h.Starting(n, target, w)
+			default:
+				continue
+			}
+			watched[n] = true
+		}
 		p = rollout.PlanRecovery(h.Lockers(want), nil, target, true, h.Facts("A"), pl)
+		p.Items = slices.DeleteFunc(p.Items, func(it rollout.Item) bool { return watched[it.Name] })
+		for _, n := range names {
+			if watched[n] {
+				p.Items = append(p.Items, rollout.Item{Name: n, Op: rollout.OpWatch})
+			}
+		}
 	}
 	h.Watch()
 	var held []string
 	for _, it := range p.Items {
-		if it.Op == rollout.OpStart {
+		if it.Op == rollout.OpStart || it.Op == rollout.OpWatch {
 			held = append(held, it.Name)
 		}
 	}

@@ -55,6 +55,7 @@ type locker struct {
 	checks  int // checks passed since its start
 	dead    bool
 	sick    bool
+	warm    int     // checks that fail before it turns healthy (Starting)
 	script  *Script // for this start's release, if any
 }
 
@@ -227,7 +228,7 @@ func (h *Host) Watch() {
 	h.down, h.maxDown, h.maxOver, h.held = 0, 0, 0, nil
 }
 
-func (h *Host) isServing(l *locker) bool { return l.running && !l.dead && !l.sick }
+func (h *Host) isServing(l *locker) bool { return l.running && !l.dead && !l.sick && l.warm == 0 }
 
 // recount updates the down count of watched lockers. Called with mu held.
 func (h *Host) recount() {
@@ -300,6 +301,22 @@ func (h *Host) Where() map[string]string {
 		}
 	}
 	return out
+}
+
+// Starting puts name on release as a dead agent's start left it:
+// running, its first warm checks failing (503) before it turns healthy
+// (History then shows a healthy start on release). It is not serving
+// until then.
+func (h *Host) Starting(name, release string, warm int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.lockers[name] = locker{running: true, release: release, warm: warm}
+	out := "starting"
+	if warm == 0 {
+		out = string(rollout.Started)
+	}
+	h.log(name, Op{Verb: "start", Release: release, Outcome: out})
+	h.recount()
 }
 
 // Up reports whether name runs (healthy or not).
@@ -453,6 +470,15 @@ func (h *Host) Check(ctx context.Context, name string) error {
 	if !l.running || l.dead {
 		h.log(name, Op{Verb: "check", Outcome: "failed"})
 		return fmt.Errorf("%s: %w", name, rollout.ErrNotRunning)
+	}
+	if l.warm > 0 {
+		l.warm--
+		h.recount()
+		h.log(name, Op{Verb: "warm", Outcome: "failed"})
+		return fmt.Errorf("%s: GET /healthz: 503 (starting)", name)
+	}
+	if l.warm == 0 && len(h.history[name]) > 0 && h.history[name][len(h.history[name])-1].Verb == "warm" {
+		h.log(name, Op{Verb: "start", Release: l.release, Outcome: string(rollout.Started)})
 	}
 	sc := h.script(name, l.release)
 	if l.script != nil {
