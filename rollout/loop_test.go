@@ -1,0 +1,61 @@
+package rollout_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
+)
+
+// TestSoakFailsEveryFailingCanary: two canaries turn bad in the soak's
+// first round, one unhealthy (its first failed check), one exits: the
+// soak ends on the exit, and the unhealthy one is failed too, not moved
+// (I5: neither was healthy through the soak).
+func TestSoakFailsEveryFailingCanary(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("A", names...)
+	h.Script("l00", "B", fakehost.Script{FailAtCheck: 1})
+	h.Script("l01", "B", fakehost.Script{FailAtCheck: 1, Dies: true})
+	pl := pol()
+	pl.Monitor = 0
+	pl.Canary = 2
+	pl.Soak = 3 * time.Second
+	pl.MaxFailureRatio = 1
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	consistent(t, p, res)
+	if res.Tripped == "" || !h.Bad("B") {
+		t.Fatalf("a soak with failing canaries did not trip: %+v", res)
+	}
+	for _, o := range res.Outcomes[:2] {
+		if o.Outcome != rollout.OutFailed {
+			t.Errorf("%s: %s, want failed: it failed its soak checks", o.Name, o.Outcome)
+		}
+	}
+	allOn(t, h, "A")
+}
+
+// TestWindowEndsOnAPassedCheck: a locker whose last check of its monitor
+// window fails (unhealthy, not stopped) is not moved: its window goes on
+// until a check passes or 3 fail in a row (here: failed).
+func TestWindowEndsOnAPassedCheck(t *testing.T) {
+	names := fakehost.Names(4)
+	h := fakehost.New("A", names...)
+	h.Script("l01", "B", fakehost.Script{FailAtCheck: 2})
+	pl := pol()
+	pl.Monitor = 2 * time.Second // two checks, the second fails
+	pl.MaxFailureRatio = 1
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", true, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	consistent(t, p, res)
+	if o := res.Outcomes[1]; o.Outcome != rollout.OutFailed {
+		t.Errorf("%s: %s, want failed: the last check of its window failed, and the next two", o.Name, o.Outcome)
+	}
+	for _, o := range []rollout.Outcome{res.Outcomes[0], res.Outcomes[2], res.Outcomes[3]} {
+		if o.Outcome != rollout.OutMoved {
+			t.Errorf("%s: %s, want moved", o.Name, o.Outcome)
+		}
+	}
+}
