@@ -3,6 +3,7 @@ package rollout_test
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"lxcfleet/internal/fakehost"
@@ -58,4 +59,33 @@ func TestWindowEndsOnAPassedCheck(t *testing.T) {
 			t.Errorf("%s: %s, want moved", o.Name, o.Outcome)
 		}
 	}
+}
+
+// TestStartPlanTripStartsTheRest: start-all on an unproven release that
+// dies in its monitor window trips while lockers are still waiting for
+// a start place (timed on testing/synctest's virtual clock: starts take
+// 1 s, the window 5 s); those never touched start on the fallback too
+// (I4), none stays down.
+func TestStartPlanTripStartsTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(12)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.SetStopped(names...)
+		if err := h.Switch(context.Background(), "B", "update-code with nothing running"); err != nil {
+			t.Fatal(err)
+		}
+		h.Behave("B", fakehost.Behavior{DiesAfter: 1, StartTakes: time.Second})
+		pl := pol()
+		pl.MaxStarting = 3
+		pl.Pacing = rollout.Fixed
+		p := rollout.PlanStart(h.Lockers(nil), h.Facts("A"), pl)
+		res := rollout.Run(context.Background(), p, env(h, nil))
+		consistent(t, p, res)
+		skipped := res.Counts()[rollout.OutSkipped]
+		if res.Tripped == "" || skipped == 0 {
+			t.Fatalf("tripped %q with %d lockers never launched: want a trip before all launched", res.Tripped, skipped)
+		}
+		allOn(t, h, "A")
+	})
 }
