@@ -93,6 +93,11 @@ func (x *loop) drive(ctx context.Context, m mode, queue []int, slots int) {
 	for s.busy > 0 {
 		select {
 		case d := <-x.done:
+			if cancelled != nil && ctx.Err() != nil {
+				// A cancel comes first: nothing launches after it.
+				cancelled = nil
+				x.do(ctx, s.next(event{kind: evCancel, now: x.env.Clock.Now()}))
+			}
 			x.do(ctx, s.next(event{kind: evDone, d: d, now: x.env.Clock.Now()}))
 		case <-cancelled:
 			cancelled = nil

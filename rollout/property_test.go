@@ -134,23 +134,34 @@ func drawSchedule(t *rapid.T) schedule {
 func TestPropertyRun(t *testing.T) {
 	begin := time.Now()
 	n := 0
+	seen := map[string]int{} // how the runs ended, to show what was covered
 	rapid.Check(t, func(rt *rapid.T) {
 		s := drawSchedule(rt)
 		n++
 		var bad []string
-		synctest.Test(t, func(t *testing.T) { bad = s.run() })
+		var res rollout.Result
+		synctest.Test(t, func(t *testing.T) { res, bad = s.run() })
 		if len(bad) > 0 {
 			rt.Fatalf("%s:\n%v", s, bad)
 		}
+		for k, v := range map[string]bool{"ok": res.OK(), "tripped": res.Tripped != "", "rolled back": res.RolledBack, "paused": res.Paused,
+			"halted": res.Halted != "", "cancelled": res.Cancelled, "undone": res.Undone, "interrupted": res.Interrupted, "proven": res.Proven} {
+			if v {
+				seen[k]++
+			}
+		}
+		for _, o := range res.Outcomes {
+			seen[string(o.Op)+" "+o.Outcome]++
+		}
 	})
 	if d := time.Since(begin); n > 0 {
-		t.Logf("%d schedules in %v: %.0f schedules/s", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+		t.Logf("%d schedules in %v: %.0f schedules/s; runs and outcomes seen: %v", n, d.Round(time.Millisecond), float64(n)/d.Seconds(), seen)
 	}
 }
 
 // run runs the schedule on a fake host (inside a synctest bubble) and
 // returns the invariants it broke.
-func (s schedule) run() (bad []string) {
+func (s schedule) run() (rollout.Result, []string) {
 	names := fakehost.Names(s.n)
 	from, target := "A", "B"
 	switch s.kind {
@@ -264,7 +275,7 @@ func (s schedule) run() (bad []string) {
 	}
 	res := rollout.Run(ctx, p, e)
 	c.end(res, initial)
-	return c.bad
+	return res, c.bad
 }
 
 // checker follows a run's events and the host.
