@@ -420,6 +420,12 @@ func (c *checker) end(res rollout.Result, initial string) {
 		for _, op := range hist {
 			stoppedByRun = stoppedByRun || op.Verb == "stop" && op.Outcome != string(rollout.StopFailed)
 		}
+		// I4: a trip that went back starts the stopped lockers the plan
+		// was to start (and those a dead agent left) on the fallback.
+		wentBack := res.Tripped != "" && !res.Interrupted && p.Fallback != "" && p.Fallback != p.Target && cur == p.Fallback
+		if wentBack && (it.Op == rollout.OpStart || it.Op == rollout.OpWatch) && !h.Up(it.Name) && !o.Failed() {
+			c.fail("I4: the run tripped and went back, and %s (%s) is down, reported %s (back %q): %v", it.Name, it.Op, o.Outcome, o.Back, hist)
+		}
 		if p.Kind != rollout.KindStop && stoppedByRun && !h.Up(it.Name) && !res.Interrupted && !o.Failed() {
 			c.fail("%s was stopped by the run and is down at the end, reported %s (back %q): %v", it.Name, o.Outcome, o.Back, hist)
 		}

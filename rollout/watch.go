@@ -61,7 +61,10 @@ func (s *state) watchDone(d done, now time.Time, acts []action) []action {
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseHealthy, Op: "watch", Outcome: string(Started), Release: s.plan.Target, Duration: it.o.Downtime}})
 		return s.run(acts, vMonitor, i, Event{})
 	case errors.Is(d.err, ErrNotRunning):
-		it.restart = true
+		// From here on it is a stopped locker to start, untouched until
+		// its start launches (a trip before that starts it on the
+		// fallback, as OpStart).
+		it.restart, it.launched = true, false
 		s.queue = append([]int{i}, s.queue...)
 		return append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseWatching, Op: "watch", Outcome: "not-running", Message: "not running: it starts as a stopped locker", Release: s.plan.Target}})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"lxcfleet/internal/fakehost"
@@ -105,4 +106,34 @@ func TestWatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWatchNotRunningWhenTripped: a watched locker found not running
+// waits for a start place (held by a slow replace) when the policy
+// trips: it was never started, and starts on the fallback like a
+// stopped locker of the plan (I4), not left down.
+func TestWatchNotRunningWhenTripped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(4)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.Starting("l00", "B", 1000) // never healthy: fails at the deadline
+		h.SetStopped("l01")          // not running: to be started
+		h.Script("l02", "B", fakehost.Script{Behavior: fakehost.Behavior{StartTakes: 30 * time.Second}})
+		pl := pol()
+		pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 3, 1, rollout.Fixed
+		pl.MaxFailureRatio = 0
+		pl.Deadline = 20 * time.Second
+		items := []rollout.Item{{Name: "l00", Op: rollout.OpWatch}, {Name: "l01", Op: rollout.OpWatch}, {Name: "l02", Op: rollout.OpReplace}, {Name: "l03", Op: rollout.OpReplace}}
+		p := rollout.Plan{Kind: rollout.KindRecover, Target: "B", Fallback: "A", Switch: true, Unproven: true, Policy: pl, Items: items}
+		res := rollout.Run(context.Background(), p, env(h, nil))
+		consistent(t, p, res)
+		if res.Tripped == "" {
+			t.Fatalf("not tripped: %+v", res)
+		}
+		if o := res.Outcomes[1]; o.Outcome != rollout.OutSkipped || o.Back != rollout.BackRolledBack {
+			t.Errorf("l01: %s, back %q; want skipped (never started), then started on the fallback", o.Outcome, o.Back)
+		}
+		allOn(t, h, "A")
+	})
 }

@@ -54,6 +54,8 @@ var mutants = []mutant{
 		"if op := plan.Items[i].Op; op == OpStart || op == OpWatch {\n\t\t\ts.pending++", "if op := plan.Items[i].Op; op == OpStart {\n\t\t\ts.pending++"},
 	{"I1: OpWatch not health-checked", "rollout/loop.go",
 		"d.err = watchHealthy(wctx, host, clock, pol, name)", "d.err = nil"},
+	{"I4: a watched locker found stopped stays down when the run trips", "rollout/watch.go",
+		"it.restart, it.launched = true, false", "it.restart = true"},
 	{"lxc.start.delay is not honoured", "rollout/next.go",
 		"if wait := max(s.pol.Delay, s.plan.Items[i].Delay); wait > 0", "if wait := s.pol.Delay; wait > 0"},
 	{"I2: a tripped policy leaves current on the bad release", "rollout/loop.go",
