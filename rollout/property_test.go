@@ -1,5 +1,14 @@
 package rollout_test
 
+// The property test of the executor: ≥ 10,000 random schedules per run of
+// the package's tests (RAPID_CHECKS or -rapid.checks for more or fewer),
+// each a random plan (update rolling or offline, start, restart,
+// rollback, stop, recovery with OpWatch lockers), random per-locker
+// outcomes and timings, and a cancel or shutdown at a random event or
+// time, run on testing/synctest's virtual clock. The invariants are
+// checked after every event (the loop sends events in the order of its
+// state, so each is a consistent point) and at the end.
+
 import (
 	"context"
 	"errors"
