@@ -179,7 +179,7 @@ func (x *loop) spawn(ctx context.Context, a action) {
 		case vWatch:
 			d.err = watchHealthy(wctx, host, clock, pol, name)
 		case vMonitor:
-			_, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")
+			d.who, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")
 		case vSoak:
 			d.who, d.err = holdHealthy(wctx, host, clock, pol, soak, pol.Soak, "during the soak")
 		case vDelay:
@@ -200,13 +200,16 @@ var errCut = errors.New("monitor window cut short")
 const unhealthyChecks = 3
 
 // holdHealthy checks names every interval for d; the first to fail ends
-// it with an error naming it; a ctx that ends cuts it (errCut). A window
-// does not end on a failed check: it goes on until the locker passes a
-// check again or fails unhealthyChecks in a row (a window of one check
-// that failed is no healthy window).
+// it with an error naming it (and every other one failing its checks
+// then). A window does not end on a failed check: it goes on until the
+// locker passes a check again or fails unhealthyChecks in a row (a window
+// of one check that failed is no healthy window). A ctx that ends cuts it
+// (errCut); the lockers failing their checks then are returned with it:
+// they are down, not healthy once.
 func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []string, d time.Duration, where string) ([]string, error) {
 	iv := pol.interval()
 	bad := map[string]int{}
+	last := map[string]error{}
 	failing := func() bool {
 		for _, n := range bad {
 			if n > 0 {
@@ -223,7 +226,16 @@ func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []strin
 		if err := c.Sleep(ctx, step); err != nil {
 			// The agent stops or the operator cancelled: the window is
 			// cut, and the locker is not counted as moved.
-			return nil, errCut
+			var who []string
+			for _, n := range names {
+				if bad[n] > 0 {
+					who = append(who, n)
+				}
+			}
+			if len(who) == 0 {
+				return nil, errCut
+			}
+			return who, fmt.Errorf("%s failed its last check when its window was cut, %s: %v: %w", who[0], where, last[who[0]], errCut)
 		}
 		for _, n := range names {
 			err := h.Check(ctx, n)
@@ -232,6 +244,7 @@ func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []strin
 				continue
 			}
 			bad[n]++
+			last[n] = err
 			if errors.Is(err, ErrNotRunning) || bad[n] >= unhealthyChecks {
 				// n failed, and so did every other one failing its
 				// checks now: none of them is healthy through the window.

@@ -89,3 +89,35 @@ func TestStartPlanTripStartsTheRest(t *testing.T) {
 		allOn(t, h, "A")
 	})
 }
+
+// TestCutWindowWhileFailing: an operator's cancel cuts l01's monitor
+// window while its last check failed: it is failed (it holds its place),
+// not "unverified", so the way back brings it back before it replaces
+// l00, and never more than K=1 is down (found by the property test).
+func TestCutWindowWhileFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(2)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.Script("l01", "B", fakehost.Script{FailAtCheck: 1})
+		pl := pol()
+		pl.MaxUnavailable, pl.Monitor, pl.Canary = 1, 2*time.Second, 2
+		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+		h.WatchHeld(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		time.AfterFunc(3500*time.Millisecond, cancel) // l01's first check (at 3 s) failed
+		res := rollout.Run(ctx, p, env(h, nil))
+		consistent(t, p, res)
+		if o := res.Outcomes[1]; o.Outcome != rollout.OutFailed {
+			t.Errorf("l01: %s (%s), want failed: its last check failed when the cancel cut its window", o.Outcome, o.Error)
+		}
+		if !res.Cancelled {
+			t.Errorf("not cancelled: %+v", res)
+		}
+		if over := h.MaxOver(); over > 0 {
+			t.Errorf("I1: %d down over K=1 on the way back", over)
+		}
+		allOn(t, h, "A")
+	})
+}

@@ -37,7 +37,8 @@ type done struct {
 	took  time.Duration
 	// cut: a monitor window or soak ended early by a cancel or shutdown.
 	cut bool
-	// who are the lockers that failed the soak (the first one first).
+	// who are the lockers that failed a monitor window or the soak (the
+	// first one first), or were failing their checks when it was cut.
 	who []string
 	// pr is the pressure read after a start (nil: none); gaugeErr the
 	// read's error.
@@ -308,7 +309,7 @@ func (s *state) verbDone(d done, now time.Time, acts []action) []action {
 	case vMonitor:
 		it.o.Duration = now.Sub(it.begin)
 		switch {
-		case d.cut:
+		case d.cut && len(d.who) == 0:
 			it.o.Outcome, it.o.Release = OutUnverified, s.plan.Target
 			return s.record(acts, i, false)
 		case d.err != nil:
@@ -462,10 +463,11 @@ func (s *state) checkPolicy() {
 	}
 }
 
-// soakDone takes the soak's end: a canary that failed it is failed (and
-// down again: it gave its place back when it passed its window).
+// soakDone takes the soak's end: a canary that failed it, or was failing
+// its checks when a cancel cut it, is failed (and down again: it gave its
+// place back when it passed its window).
 func (s *state) soakDone(d done, acts []action) []action {
-	if d.err == nil || d.cut {
+	if d.err == nil || len(d.who) == 0 {
 		return acts
 	}
 	for i := range s.plan.Items {
