@@ -78,10 +78,10 @@
 //   - I5. A Result never says more than happened: each locker's Outcome is
 //     one of moved, started, stopped, killed, already-stopped,
 //     already-running, unverified (healthy once, passing its checks; the
-//     window was cut by a
-//     cancel or a shutdown), failed or skipped (left where it was); its Back
-//     says how its way back went (rolled-back or failed); a cancelled or
-//     interrupted run says so, even when the policy tripped too.
+//     window was cut by a cancel or a shutdown), failed or skipped (left
+//     where it was); its Back says how its way back went (rolled-back or
+//     failed); a cancelled or interrupted run says so, even when the
+//     policy tripped too.
 //   - I6. Rollback always has a target and never moves forward
 //     (RollbackTarget: a stack of good releases, each rollback one further
 //     back); it moves stopped lockers whose desired state is running too.
