@@ -45,7 +45,7 @@ var mutants = []mutant{
 	{"I1: stopped lockers waiting to start do not count against K", "rollout/next.go",
 		"case needDown && s.down+s.pending < s.pol.MaxUnavailable && s.starting < s.maxStarting():", "case needDown && s.down < s.pol.MaxUnavailable && s.starting < s.maxStarting():"},
 	{"I1: no monitor window", "rollout/loop.go",
-		`_, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")`, "d.err = nil"},
+		`d.who, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")`, "d.who, d.err = nil, nil"},
 	{"I1: the way back replaces K while failed ones are still down", "rollout/loop.go",
 		"k := s.plan.Policy.MaxUnavailable - stillDown", "k := s.plan.Policy.MaxUnavailable + len(down)"},
 	{"I1: offline starts every locker at once (a storm)", "rollout/loop.go",
