@@ -5,10 +5,10 @@ package rollout_test
 // branch breaker2); TestCover2* pass and cover corners.
 //
 //   - TestBreak2PacerGrowsInCutWindow: fixed (pace.go, launchedBefore).
-//   - TestBreak2PacingStagesOutOfOrder: fixed (run.go, runner.pmu).
-//   - TestBreak2WayBackIgnoresW: fixed (run.go, runBack's up wave).
-//   - TestBreak2StartEventOverItsW: OPEN, fails; internal/mutants skips
-//     it (openBreaks) so that it kills no mutant by itself.
+//   - TestBreak2PacingStagesOutOfOrder: fixed (W changes in the loop).
+//   - TestBreak2WayBackIgnoresW: fixed (loop.go, runBack's up wave).
+//   - TestBreak2StartEventOverItsW: fixed (each event carries Starting,
+//     taken in the loop); the property test checks it on every event.
 
 import (
 	"context"
@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,16 +299,7 @@ func (s scenario) run(t *testing.T) {
 	}
 	h.Watch()
 	if s.jitter {
-		// real jitter in starts and stops shakes the interleavings
-		var jmu sync.Mutex
-		jr := rand.New(rand.NewSource(int64(s.n*131 + s.k)))
-		sleep := func(string) {
-			jmu.Lock()
-			d := time.Duration(jr.Intn(300)) * time.Microsecond
-			jmu.Unlock()
-			time.Sleep(d)
-		}
-		h.BeforeStart, h.BeforeStop = sleep, sleep
+		jitter(h, int64(s.n*131+s.k))
 	}
 	switch s.fault {
 	case "failsome":
@@ -407,54 +397,30 @@ func (s scenario) run(t *testing.T) {
 	}
 }
 
-// jitter makes every start and stop on h sleep a random few hundred
-// microseconds of real time, to shake the interleavings.
+// jitter makes every start and stop on h yield the processor a random
+// few times, to shake the interleavings (no sleep: the order of events
+// is the loop's, and timing is the property test's virtual clock).
 func jitter(h *fakehost.Host, seed int64) {
 	var mu sync.Mutex
 	r := rand.New(rand.NewSource(seed))
-	sleep := func(string) {
+	yield := func(string) {
 		mu.Lock()
-		d := time.Duration(r.Intn(300)) * time.Microsecond
+		n := r.Intn(20)
 		mu.Unlock()
-		time.Sleep(d)
-	}
-	h.BeforeStart, h.BeforeStop = sleep, sleep
-}
-
-// stallClock is the fake host's clock, except that the first Now read
-// while reporting a change of W (from the runner's paced, found by its
-// name on the stack) waits 30 ms of real time: meanwhile other starts end
-// and change W again.
-type stallClock struct {
-	*fakehost.Host
-	stalled atomic.Bool
-}
-
-func (c *stallClock) Now() time.Time {
-	pcs := make([]uintptr, 16)
-	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
-	for {
-		f, more := frames.Next()
-		if strings.HasSuffix(f.Function, ".(*runner).paced") {
-			if !c.stalled.Swap(true) { // not sync.Once: its other callers would wait
-				time.Sleep(30 * time.Millisecond)
-			}
-			break
-		}
-		if !more {
-			break
+		for range n {
+			runtime.Gosched()
 		}
 	}
-	return c.Host.Now()
+	h.BeforeStart, h.BeforeStop = yield, yield
 }
 
-// TestBreak2PacingStagesOutOfOrder: the "pacing" stages are observed
-// after the runner's lock is released, so two starts finishing together
-// report their changes of W in the wrong order ("W 3 -> 4" before
-// "W 2 -> 3"): the event stream (API, SSE, the job log) then ends on a W
-// that is not the pacer's. Each stage's "before" must be the previous
-// stage's "after". (This is also why TestAdaptiveOffline, which wants the
-// first stage to be "W 2 -> 3", fails now and then under -race.)
+// TestBreak2PacingStagesOutOfOrder: the "pacing" stages were observed
+// after the old runner's lock was released, so two starts finishing
+// together reported their changes of W in the wrong order ("W 3 -> 4"
+// before "W 2 -> 3"): the event stream (API, SSE, the job log) then ended
+// on a W that is not the pacer's. Each stage's "before" must be the
+// previous stage's "after". W now changes in the loop, which sends every
+// event itself.
 func TestBreak2PacingStagesOutOfOrder(t *testing.T) {
 	for round := range 3 {
 		names := fakehost.Names(40)
@@ -465,7 +431,6 @@ func TestBreak2PacingStagesOutOfOrder(t *testing.T) {
 		w := &watch2{}
 		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
 		e := env(h, w.observe)
-		e.Clock = &stallClock{Host: h}
 		res := within(t, 10*time.Second, "offline", func() rollout.Result { return rollout.Run(context.Background(), p, e) })
 		if !res.OK() {
 			t.Fatalf("offline: %+v", res)
@@ -480,70 +445,17 @@ func TestBreak2PacingStagesOutOfOrder(t *testing.T) {
 	}
 }
 
-// TestBreak2StartEventOverItsW: a launch takes its place under W, but its
-// starting event is emitted later by its worker (after its stop, for a
-// replace; once the goroutine runs, for a start); meanwhile W may grow
-// and later launches emit their starting events first, so counting
-// events in flight showed more starting than an event's MaxStarting (the
-// break found). Each event now carries Starting, the places held when its
-// own was taken, which never exceeds its MaxStarting: checked here in the
-// order forced (l00, launched under W=2, held in its stop until two
-// launches under W=3 are starting) and in jittered offline runs.
+// TestBreak2StartEventOverItsW: in the old runner a launch took its place
+// under W, but its starting event was emitted later by its worker;
+// meanwhile W could grow and later launches emit their starting events
+// first, so counting events in flight showed more starting than an
+// event's MaxStarting (the break found). Each event carries Starting, the
+// places held when its own was taken, which never exceeds its
+// MaxStarting: checked here in jittered offline runs and on every event
+// of the property test (TestPropertyRun). The test that forced the old
+// interleaving with wall-clock fallbacks is gone: the loop takes places
+// and sends events in one order.
 func TestBreak2StartEventOverItsW(t *testing.T) {
-	t.Run("forced", func(t *testing.T) {
-		names := fakehost.Names(12)
-		h := fakehost.New("A", names...)
-		var mu sync.Mutex
-		atW3 := 0
-		ready := make(chan struct{})    // two starts under W=3 are in flight
-		l00start := make(chan struct{}) // l00's starting event is out
-		wait := func(c chan struct{}) {
-			select {
-			case <-c:
-			case <-time.After(time.Second):
-			}
-		}
-		h.BeforeStop = func(n string) {
-			if n == names[0] {
-				wait(ready)
-			}
-		}
-		h.BeforeStart = func(n string) {
-			mu.Lock()
-			hold := n != names[0] && atW3 > 0
-			mu.Unlock()
-			if hold {
-				wait(l00start)
-			}
-		}
-		w := &watch2{extra: func(e rollout.Event) {
-			if e.Phase != rollout.PhaseStarting || e.Back {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case e.Container == names[0]:
-				close(l00start)
-			case e.MaxStarting == 3:
-				if atW3++; atW3 == 2 {
-					close(ready)
-				}
-			}
-		}}
-		pl := pol()
-		pl.MaxUnavailable = 10
-		pl.MaxStarting = 2
-		pl.Monitor = 0
-		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
-		res := within(t, 10*time.Second, "rolling", func() rollout.Result { return rollout.Run(context.Background(), p, env(h, w.observe)) })
-		if !res.OK() {
-			t.Fatalf("rolling: %+v", res)
-		}
-		if len(w.overW) > 0 {
-			t.Errorf("starting events with more in flight than their MaxStarting: %v", w.overW)
-		}
-	})
 	t.Run("random", func(t *testing.T) {
 		for round := range 100 {
 			names := fakehost.Names(40)
@@ -574,9 +486,6 @@ func TestBreak2WayBackIgnoresW(t *testing.T) {
 		t.Run(string(pacing), func(t *testing.T) {
 			names := fakehost.Names(10)
 			h := fakehost.New("A", names...)
-			// Each start takes 2 ms of real time, so starts in flight
-			// together overlap for sure.
-			h.BeforeStart = func(string) { time.Sleep(2 * time.Millisecond) }
 			h.FailNextStart(names[6])
 			pl := pol()
 			pl.MaxUnavailable = 4

@@ -17,6 +17,38 @@
 // trips the failure ratio is marked bad and rolled back, as Swarm's
 // failure_action and Nomad's auto_revert.
 //
+// # The loop
+//
+// Run is one loop, in the shape of nomad's deployment watcher: the
+// goroutine that calls Run owns the run's whole state (next.go's state:
+// every locker's place in K and W, the pacer, the failure policy's
+// count); nothing else reads or writes it, so it has no lock. Workers run
+// one verb each — a stop, a start to its first healthy check, a monitor
+// window, the soak, an OpWatch's checks, the launch delay, the way back's
+// stop or start — and report done{item, verb, outcome, took, err} on one
+// channel. next(state, event) is a pure function (no Host, Releases,
+// Clock or Observe): given a verb's end, a cancel, or the start of a
+// phase, it updates the bookkeeping and returns the actions — launch
+// item i (its place taken in the same step), emit an event, change W
+// (the pacer is fed in the loop, so pacing stages come in the order of
+// W's changes), prove, stop launching (trip or halt). The loop carries
+// them out in order, and sends every event itself: Observe sees the
+// run's state changes in the order they happened, and an event's
+// Starting is the places held at that moment. The phases run in order in
+// the same goroutine: the stop phase (stop-all, offline), the switch, the
+// canaries and their soak, the rest, then the end (trip, undo or
+// interruption) and the way back, whose waves next drives too.
+//
+// An OpWatch item is a locker a dead agent left starting on the target:
+// it holds a place in K from the run's beginning and is checked (until
+// healthy or the deadline, then its monitor window) before anything new
+// launches beyond K (I1 across agent exits).
+//
+// The invariants below are also checked by a property test
+// (property_test.go) after every event of ≥ 10,000 random schedules —
+// plans, per-locker outcomes and timings on testing/synctest's virtual
+// clock.
+//
 // # Invariants
 //
 // Each has table tests against the fake host in internal/fakehost, and at
@@ -45,10 +77,11 @@
 //     (PlanRecovery).
 //   - I5. A Result never says more than happened: each locker's Outcome is
 //     one of moved, started, stopped, killed, already-stopped,
-//     already-running, unverified (healthy once; the window was cut by a
-//     cancel or a shutdown), failed or skipped (left where it was); its Back
-//     says how its way back went (rolled-back or failed); a cancelled or
-//     interrupted run says so, even when the policy tripped too.
+//     already-running, unverified (healthy once, passing its checks; the
+//     window was cut by a cancel or a shutdown), failed or skipped (left
+//     where it was); its Back says how its way back went (rolled-back or
+//     failed); a cancelled or interrupted run says so, even when the
+//     policy tripped too.
 //   - I6. Rollback always has a target and never moves forward
 //     (RollbackTarget: a stack of good releases, each rollback one further
 //     back); it moves stopped lockers whose desired state is running too.
@@ -58,7 +91,9 @@
 // # Defaults (DefaultPolicy)
 //
 // K = 4, monitor window 10 s (Nomad's min_healthy_time default) probed every
-// 500 ms, start deadline 60 s, failure ratio 0.1, failure action rollback.
+// 500 ms (3 failed checks in a row, or one that finds the locker stopped,
+// fail it; a window, or the soak, never ends on a failed check: it goes on
+// until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback.
 // A release is proven once min(K, lockers) of them (W for offline and
 // start plans; the canaries, after their soak, when there are canaries)
 // passed the monitor window; a watched run that ends with its release

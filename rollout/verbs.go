@@ -121,9 +121,9 @@ type Event struct {
 	// MaxStarting is W when this locker's start place was taken, and
 	// Starting how many held start places then, this one included (never
 	// more than MaxStarting); on the starting and stopping events of the
-	// run's launches. Events are sent by each locker's worker, so the
-	// stream's order is not the order places were taken in: compare these
-	// two, not a count of events in flight.
+	// run's launches (a replace's place is taken at its stop). The loop
+	// sends every event in the order places are taken and freed, so
+	// Starting is also the start places the stream shows held then.
 	MaxStarting int `json:"max_starting,omitempty"`
 	Starting    int `json:"starting,omitempty"`
 }
@@ -133,7 +133,8 @@ type Env struct {
 	Host     Host
 	Releases Releases // nil: the plan must not switch
 	Clock    Clock    // nil: RealClock
-	// Observe receives every event; it must not block for long.
+	// Observe receives every event, from Run's goroutine only (never two
+	// at once); it must not block for long: the run waits for it.
 	Observe func(Event)
 	// Reason is added to switches and marks ("job <id>").
 	Reason string

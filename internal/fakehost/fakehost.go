@@ -28,12 +28,35 @@ type Behavior struct {
 	StartTakes time.Duration
 }
 
+// Script is how one locker behaves on one release (Host.Script); it
+// takes the place of the release's Behavior for that locker.
+type Script struct {
+	Behavior
+	// StopFails: its stop fails (it keeps running).
+	StopFails bool
+	// StopTakes: a stop takes this long (see StartTakes).
+	StopTakes time.Duration
+	// FailAtCheck: its FailAtCheck-th check after a healthy start fails
+	// (0: never); with Dies it exits then, else it stays unhealthy.
+	FailAtCheck int
+	Dies        bool
+}
+
+// Op is one verb the host ran on a locker, as History reports it.
+type Op struct {
+	Verb    string // stop, start, check
+	Release string // start: the release it started on
+	Outcome string // stop and start outcomes; check: "ok" or "failed"
+}
+
 type locker struct {
 	running bool
 	release string
 	checks  int // checks passed since its start
 	dead    bool
 	sick    bool
+	warm    int     // checks that fail before it turns healthy (Starting)
+	script  *Script // for this start's release, if any
 }
 
 // Host is the fake. Its zero value is not usable: call New.
@@ -54,6 +77,13 @@ type Host struct {
 	// SwitchErr fails the next Switch to a release (then it is cleared),
 	// after current was renamed (as a full disk does).
 	SwitchErr map[string]error
+	scripts   map[string]Script // name@release
+	history   map[string][]Op
+	passed    map[string]bool // not counted down: passed their window (Passed)
+	held      map[string]bool // stopped lockers the run starts (WatchHeld)
+	limit     int             // K for MaxOver
+	maxOver   int
+	timed     bool
 	// BeforeStart and BeforeStop, when set (before a run), are called at
 	// the top of every Start and Stop, outside the host's lock: a test
 	// can block there to force an interleaving. nil: nothing is called.
@@ -65,7 +95,8 @@ type Host struct {
 func New(cur string, names ...string) *Host {
 	h := &Host{lockers: map[string]*locker{}, behave: map[string]Behavior{}, current: cur,
 		bad: map[string]string{}, proven: map[string]bool{}, failStart: map[string]bool{},
-		SwitchErr: map[string]error{}, now: time.Unix(1_700_000_000, 0)}
+		SwitchErr: map[string]error{}, now: time.Unix(1_700_000_000, 0),
+		scripts: map[string]Script{}, history: map[string][]Op{}, passed: map[string]bool{}}
 	for _, n := range names {
 		h.lockers[n] = &locker{running: true, release: cur}
 	}
@@ -90,6 +121,88 @@ func (h *Host) Behave(release string, b Behavior) {
 	h.behave[release] = b
 }
 
+// Script sets how locker name behaves on release (over Behave's).
+func (h *Host) Script(name, release string, s Script) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.scripts[name+"@"+release] = s
+}
+
+// UseTime makes the host's clock the time package's, and starts and
+// stops that take time (StartTakes, StopTakes) wait it: under
+// testing/synctest that time is virtual, and advances as soon as every
+// goroutine of the bubble waits. Call it before a run.
+func (h *Host) UseTime() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.timed = true
+}
+
+// History lists the verbs the host ran on name, in order.
+func (h *Host) History(name string) []Op {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Op(nil), h.history[name]...)
+}
+
+// WatchHeld counts the named lockers, stopped now, as down because of the
+// run until they serve (stopped lockers a plan starts hold places in K),
+// and sets K for MaxOver.
+func (h *Host) WatchHeld(k int, names ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.limit, h.held = k, map[string]bool{}
+	for _, n := range names {
+		h.serving[n] = true
+		h.held[n] = true
+	}
+	h.recount()
+}
+
+// MaxOver is the most lockers down at once over max(K, held lockers
+// still down) since WatchHeld: a run may begin with more stopped lockers
+// than K, but takes none down while they hold every place.
+func (h *Host) MaxOver() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.maxOver
+}
+
+// Passed says that name passed its monitor window: until its next stop
+// or start, its being down is the release's doing, not the run's (a
+// canary that dies in its soak), and MaxDown does not count it.
+func (h *Host) Passed(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.passed[name] = true
+}
+
+func (h *Host) script(name, rel string) Script {
+	if s, ok := h.scripts[name+"@"+rel]; ok {
+		return s
+	}
+	return Script{Behavior: h.behave[rel]}
+}
+
+// wait lets d pass: on the time package's clock (UseTime), or on the
+// host's virtual clock. Called without mu.
+func (h *Host) wait(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	h.mu.Lock()
+	timed := h.timed
+	if !timed {
+		h.now = h.now.Add(d)
+	}
+	h.mu.Unlock()
+	if timed {
+		time.Sleep(d)
+	}
+}
+
+func (h *Host) log(name string, op Op) { h.history[name] = append(h.history[name], op) }
+
 // SetStopped stops lockers without counting them as down because of a run.
 func (h *Host) SetStopped(names ...string) {
 	h.mu.Lock()
@@ -112,21 +225,27 @@ func (h *Host) Watch() {
 			h.serving[n] = true
 		}
 	}
-	h.down, h.maxDown = 0, 0
+	h.down, h.maxDown, h.maxOver, h.held = 0, 0, 0, nil
 }
 
-func (h *Host) isServing(l *locker) bool { return l.running && !l.dead && !l.sick }
+func (h *Host) isServing(l *locker) bool { return l.running && !l.dead && !l.sick && l.warm == 0 }
 
 // recount updates the down count of watched lockers. Called with mu held.
 func (h *Host) recount() {
-	d := 0
+	d, held := 0, 0
 	for n := range h.serving {
-		if !h.isServing(h.lockers[n]) {
+		if !h.passed[n] && !h.isServing(h.lockers[n]) {
 			d++
+			if h.held[n] {
+				held++
+			}
 		}
 	}
 	h.down = d
 	h.maxDown = max(h.maxDown, d)
+	if h.held != nil {
+		h.maxOver = max(h.maxOver, d-max(h.limit, held))
+	}
 }
 
 // MaxDown is the most watched lockers down at once since Watch.
@@ -184,6 +303,30 @@ func (h *Host) Where() map[string]string {
 	return out
 }
 
+// Starting puts name on release as a dead agent's start left it:
+// running, its first warm checks failing (503) before it turns healthy
+// (History then shows a healthy start on release). It is not serving
+// until then.
+func (h *Host) Starting(name, release string, warm int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.lockers[name] = locker{running: true, release: release, warm: warm}
+	out := "starting"
+	if warm == 0 {
+		out = string(rollout.Started)
+	}
+	h.log(name, Op{Verb: "start", Release: release, Outcome: out})
+	h.recount()
+}
+
+// Up reports whether name runs (healthy or not).
+func (h *Host) Up(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.lockers[name]
+	return l != nil && l.running && !l.dead
+}
+
 // Serving counts lockers running healthy on release.
 func (h *Host) Serving(release string) int {
 	n := 0
@@ -236,22 +379,34 @@ func (h *Host) Stop(ctx context.Context, name string, timeout time.Duration) (ro
 	}
 	runtime.Gosched()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	l, ok := h.lockers[name]
+	var sc Script
+	if ok {
+		sc = h.script(name, l.release)
+	}
+	h.mu.Unlock()
+	h.wait(sc.StopTakes)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.passed, name)
 	if !ok {
 		return rollout.StopFailed, fmt.Errorf("no locker %s", name)
 	}
-	if !l.running || l.dead {
+	out := rollout.StoppedClean
+	switch {
+	case !l.running || l.dead:
 		l.running, l.dead = false, false
-		h.recount()
-		return rollout.AlreadyStopped, nil
+		out = rollout.AlreadyStopped
+	case sc.StopFails:
+		h.log(name, Op{Verb: "stop", Outcome: string(rollout.StopFailed)})
+		return rollout.StopFailed, fmt.Errorf("%s: lxc-stop failed", name)
+	case sc.StopKills:
+		out = rollout.StoppedKilled
 	}
 	l.running = false
 	h.recount()
-	if h.behave[l.release].StopKills {
-		return rollout.StoppedKilled, nil
-	}
-	return rollout.StoppedClean, nil
+	h.log(name, Op{Verb: "stop", Outcome: string(out)})
+	return out, nil
 }
 
 // FailNextStart makes name's next start fail.
@@ -271,30 +426,39 @@ func (h *Host) Start(ctx context.Context, name string, deadline time.Duration) (
 		return rollout.StartFailed, fmt.Errorf("starting %s: %w", name, err)
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	l, ok := h.lockers[name]
 	if !ok {
+		h.mu.Unlock()
 		return rollout.StartFailed, fmt.Errorf("no locker %s", name)
 	}
 	if l.running && !l.dead {
+		h.log(name, Op{Verb: "start", Release: l.release, Outcome: string(rollout.AlreadyRunning)})
+		h.mu.Unlock()
 		return rollout.AlreadyRunning, nil
 	}
 	rel := h.current
-	b := h.behave[rel]
-	h.now = h.now.Add(b.StartTakes)
-	*l = locker{release: rel}
-	if b.StartFails || h.failStart[name] {
+	sc := h.script(name, rel)
+	h.mu.Unlock()
+	h.wait(sc.StartTakes)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.passed, name)
+	*l = locker{release: rel, script: &sc}
+	if sc.StartFails || h.failStart[name] {
 		delete(h.failStart, name)
 		h.recount()
+		h.log(name, Op{Verb: "start", Release: rel, Outcome: string(rollout.StartFailed)})
 		return rollout.StartFailed, fmt.Errorf("%s on %s exited with status 1", name, rel)
 	}
 	l.running = true
-	if b.NeverHealthy {
+	if sc.NeverHealthy {
 		l.sick = true
 		h.recount()
+		h.log(name, Op{Verb: "start", Release: rel, Outcome: string(rollout.StartUnhealthy)})
 		return rollout.StartUnhealthy, fmt.Errorf("%s on %s: not healthy before the deadline", name, rel)
 	}
 	h.recount()
+	h.log(name, Op{Verb: "start", Release: rel, Outcome: string(rollout.Started)})
 	return rollout.Started, nil
 }
 
@@ -304,20 +468,36 @@ func (h *Host) Check(ctx context.Context, name string) error {
 	defer h.mu.Unlock()
 	l := h.lockers[name]
 	if !l.running || l.dead {
+		h.log(name, Op{Verb: "check", Outcome: "failed"})
 		return fmt.Errorf("%s: %w", name, rollout.ErrNotRunning)
 	}
-	b := h.behave[l.release]
-	if b.DiesAfter > 0 && l.checks >= b.DiesAfter {
+	if l.warm > 0 {
+		l.warm--
+		h.recount()
+		h.log(name, Op{Verb: "warm", Outcome: "failed"})
+		return fmt.Errorf("%s: GET /healthz: 503 (starting)", name)
+	}
+	if l.warm == 0 && len(h.history[name]) > 0 && h.history[name][len(h.history[name])-1].Verb == "warm" {
+		h.log(name, Op{Verb: "start", Release: l.release, Outcome: string(rollout.Started)})
+	}
+	sc := h.script(name, l.release)
+	if l.script != nil {
+		sc = *l.script
+	}
+	if (sc.DiesAfter > 0 && l.checks >= sc.DiesAfter) || (sc.FailAtCheck > 0 && sc.Dies && l.checks+1 >= sc.FailAtCheck) {
 		l.dead, l.running = true, false
 		h.recount()
+		h.log(name, Op{Verb: "check", Outcome: "failed"})
 		return fmt.Errorf("%s exited: %w", name, rollout.ErrNotRunning)
 	}
-	if l.sick || (b.UnhealthyAfter > 0 && l.checks >= b.UnhealthyAfter) {
+	if l.sick || (sc.UnhealthyAfter > 0 && l.checks >= sc.UnhealthyAfter) || (sc.FailAtCheck > 0 && l.checks+1 >= sc.FailAtCheck) {
 		l.sick = true
 		h.recount()
+		h.log(name, Op{Verb: "check", Outcome: "failed"})
 		return fmt.Errorf("%s: GET /healthz: 503", name)
 	}
 	l.checks++
+	h.log(name, Op{Verb: "check", Outcome: "ok"})
 	return nil
 }
 
@@ -359,6 +539,9 @@ func (h *Host) Facts(lastGood string) rollout.ReleaseFacts {
 func (h *Host) Now() time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.timed {
+		return time.Now()
+	}
 	return h.now
 }
 
@@ -369,6 +552,10 @@ func (h *Host) Sleep(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	h.mu.Lock()
+	if h.timed {
+		h.mu.Unlock()
+		return rollout.RealClock{}.Sleep(ctx, d)
+	}
 	h.now = h.now.Add(max(d, 0))
 	h.mu.Unlock()
 	return nil

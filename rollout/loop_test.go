@@ -1,0 +1,123 @@
+package rollout_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
+)
+
+// TestSoakFailsEveryFailingCanary: two canaries turn bad in the soak's
+// first round, one unhealthy (its first failed check), one exits: the
+// soak ends on the exit, and the unhealthy one is failed too, not moved
+// (I5: neither was healthy through the soak).
+func TestSoakFailsEveryFailingCanary(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("A", names...)
+	h.Script("l00", "B", fakehost.Script{FailAtCheck: 1})
+	h.Script("l01", "B", fakehost.Script{FailAtCheck: 1, Dies: true})
+	pl := pol()
+	pl.Monitor = 0
+	pl.Canary = 2
+	pl.Soak = 3 * time.Second
+	pl.MaxFailureRatio = 1
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	consistent(t, p, res)
+	if res.Tripped == "" || !h.Bad("B") {
+		t.Fatalf("a soak with failing canaries did not trip: %+v", res)
+	}
+	for _, o := range res.Outcomes[:2] {
+		if o.Outcome != rollout.OutFailed {
+			t.Errorf("%s: %s, want failed: it failed its soak checks", o.Name, o.Outcome)
+		}
+	}
+	allOn(t, h, "A")
+}
+
+// TestWindowEndsOnAPassedCheck: a locker whose last check of its monitor
+// window fails (unhealthy, not stopped) is not moved: its window goes on
+// until a check passes or 3 fail in a row (here: failed).
+func TestWindowEndsOnAPassedCheck(t *testing.T) {
+	names := fakehost.Names(4)
+	h := fakehost.New("A", names...)
+	h.Script("l01", "B", fakehost.Script{FailAtCheck: 2})
+	pl := pol()
+	pl.Monitor = 2 * time.Second // two checks, the second fails
+	pl.MaxFailureRatio = 1
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", true, rollout.Rolling, pl)
+	res := rollout.Run(context.Background(), p, env(h, nil))
+	consistent(t, p, res)
+	if o := res.Outcomes[1]; o.Outcome != rollout.OutFailed {
+		t.Errorf("%s: %s, want failed: the last check of its window failed, and the next two", o.Name, o.Outcome)
+	}
+	for _, o := range []rollout.Outcome{res.Outcomes[0], res.Outcomes[2], res.Outcomes[3]} {
+		if o.Outcome != rollout.OutMoved {
+			t.Errorf("%s: %s, want moved", o.Name, o.Outcome)
+		}
+	}
+}
+
+// TestStartPlanTripStartsTheRest: start-all on an unproven release that
+// dies in its monitor window trips while lockers are still waiting for
+// a start place (timed on testing/synctest's virtual clock: starts take
+// 1 s, the window 5 s); those never touched start on the fallback too
+// (I4), none stays down.
+func TestStartPlanTripStartsTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(12)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.SetStopped(names...)
+		if err := h.Switch(context.Background(), "B", "update-code with nothing running"); err != nil {
+			t.Fatal(err)
+		}
+		h.Behave("B", fakehost.Behavior{DiesAfter: 1, StartTakes: time.Second})
+		pl := pol()
+		pl.MaxStarting = 3
+		pl.Pacing = rollout.Fixed
+		p := rollout.PlanStart(h.Lockers(nil), h.Facts("A"), pl)
+		res := rollout.Run(context.Background(), p, env(h, nil))
+		consistent(t, p, res)
+		skipped := res.Counts()[rollout.OutSkipped]
+		if res.Tripped == "" || skipped == 0 {
+			t.Fatalf("tripped %q with %d lockers never launched: want a trip before all launched", res.Tripped, skipped)
+		}
+		allOn(t, h, "A")
+	})
+}
+
+// TestCutWindowWhileFailing: an operator's cancel cuts l01's monitor
+// window while its last check failed: it is failed (it holds its place),
+// not "unverified", so the way back brings it back before it replaces
+// l00, and never more than K=1 is down (found by the property test).
+func TestCutWindowWhileFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(2)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.Script("l01", "B", fakehost.Script{FailAtCheck: 1})
+		pl := pol()
+		pl.MaxUnavailable, pl.Monitor, pl.Canary = 1, 2*time.Second, 2
+		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+		h.WatchHeld(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		time.AfterFunc(3500*time.Millisecond, cancel) // l01's first check (at 3 s) failed
+		res := rollout.Run(ctx, p, env(h, nil))
+		consistent(t, p, res)
+		if o := res.Outcomes[1]; o.Outcome != rollout.OutFailed {
+			t.Errorf("l01: %s (%s), want failed: its last check failed when the cancel cut its window", o.Outcome, o.Error)
+		}
+		if !res.Cancelled {
+			t.Errorf("not cancelled: %+v", res)
+		}
+		if over := h.MaxOver(); over > 0 {
+			t.Errorf("I1: %d down over K=1 on the way back", over)
+		}
+		allOn(t, h, "A")
+	})
+}
