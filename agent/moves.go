@@ -208,7 +208,9 @@ func (t *tracker) onEvent(e rollout.Event) {
 		t.r.emit(Event{Type: "stage", Stage: e.Stage, Message: e.Message, Error: e.Error})
 		return
 	}
-	begin := e.Phase == rollout.PhaseStopping || e.Phase == rollout.PhaseStarting
+	// A watched locker (left starting by a dead agent) is in flight from
+	// its first check, as a start is from its begin.
+	begin := e.Phase == rollout.PhaseStopping || e.Phase == rollout.PhaseStarting || (e.Phase == rollout.PhaseWatching && e.Outcome == "")
 	end := e.Phase == rollout.PhaseStopped || e.Phase == rollout.PhaseMoved || e.Phase == rollout.PhaseFailed || e.Phase == rollout.PhaseSkipped ||
 		(e.Phase == rollout.PhaseHealthy && e.Back)
 	if begin || end || e.Phase == rollout.PhaseHealthy {

@@ -56,11 +56,6 @@ const (
 	OpStart Op = "start"
 	// OpStop stops a running locker.
 	OpStop Op = "stop"
-	// OpWatch is a running locker that an interrupted job started on the
-	// target and that may still be starting or inside its monitor window:
-	// it holds a place in K from the run's beginning and is checked
-	// (healthy within the deadline, then the monitor window) like a start.
-	OpWatch Op = "watch"
 )
 
 // Item is one locker of a plan.
