@@ -88,9 +88,20 @@
 //   - I7. No verb here touches a locker's /Me: Host has only stop, start
 //     and check.
 //
+// # The policy
+//
+// One type, Policy, crosses every layer (as nomad's api.UpdateStrategy and
+// structs.UpdateStrategy share their names): the config's [defaults]
+// decode over DefaultPolicy, an API request's "policy" object and the
+// CLI's flags are a Patch of it under the same names (max_unavailable is
+// --max-unavailable), Policy.Apply and Policy.Validate are the one decoder
+// and the one check, and the job record holds the resolved policy once,
+// in its journaled plan, with durations as strings (Duration). Recovery
+// resumes an interrupted plan with that policy, health check included.
+//
 // # Defaults (DefaultPolicy)
 //
-// K = 4, monitor window 10 s (Nomad's min_healthy_time default) probed every
+// K = 4, stop parallel 8, stop timeout 10 s, health check none, monitor window 10 s (Nomad's min_healthy_time default) probed every
 // 500 ms (3 failed checks in a row, or one that finds the locker stopped,
 // fail it; a window, or the soak, never ends on a failed check: it goes on
 // until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback.
