@@ -220,6 +220,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		done:   make(chan struct{}),
 		cancel: cancel,
 		jr:     a.jr,
+		log:    a.log,
 	}
 	if err := a.jr.PutJob(r.job); err != nil {
 		a.mu.Unlock()
@@ -248,7 +249,15 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		defer cancel(nil)
 		result, err := body(ctx, r)
 		state := JobSucceeded
+		jerr := r.journalError()
 		switch {
+		case jerr != nil:
+			// The job stopped because its journal could not be written:
+			// it failed, and says why (the record on disk may still say
+			// running: the next agent then recovers from what it holds).
+			state = JobFailed
+			err = errors.Join(fmt.Errorf("job stopped: %w", jerr), err)
+			log.Error("job failed: its journal cannot be written", "err", err)
 		case errors.Is(err, rollout.Shutdown) || (err != nil && errors.Is(context.Cause(ctx), rollout.Shutdown)):
 			// The next agent recovers it (NeedsRecovery).
 			state = JobInterrupted

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,44 @@ type run struct {
 	done   chan struct{}
 	cancel context.CancelCauseFunc
 	jr     *Journal
+	log    *slog.Logger
+	// journalErr is the first journal write of the job that failed.
+	journalErr error
+}
+
+// errJournalWrite is the cause a job is stopped with when its journal
+// cannot be written. It wraps rollout.Shutdown: as on the agent's stop,
+// launching stops, the lockers in flight finish, an unproven current goes
+// back on its fallback, and the next agent recovers from what was
+// journaled; no locker moves without its record.
+var errJournalWrite = fmt.Errorf("the job's journal cannot be written: %w", rollout.Shutdown)
+
+// journalFailed records the job's first failed journal write: it is
+// logged, sent as a "journal" stage, and stops the job (errJournalWrite).
+func (r *run) journalFailed(err error) {
+	r.mu.Lock()
+	first := r.journalErr == nil
+	if first {
+		r.journalErr = err
+	}
+	r.mu.Unlock()
+	if !first {
+		return
+	}
+	if r.log != nil {
+		r.log.Error("journal write failed: the job stops launching; lockers in flight finish", "job", r.job.ID, "err", err)
+	}
+	r.emit(Event{Type: "stage", Stage: "journal", Error: "journal write failed: " + err.Error() + "; the job stops launching, lockers in flight finish"})
+	if r.cancel != nil {
+		r.cancel(errJournalWrite)
+	}
+}
+
+// journalError is the job's first failed journal write, if any.
+func (r *run) journalError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.journalErr
 }
 
 // maxEventsKept bounds the replay buffer of one job.
@@ -171,20 +210,30 @@ func (r *run) subscribe() ([]Event, chan Event, func()) {
 	}
 }
 
-// step journals a step of the job and logs a journal failure: a step that
-// cannot be journaled still runs (losing a record beats stranding a locker).
+// step journals a step of the job. A failed write stops the job
+// (journalFailed): the step in flight still ends (losing a record beats
+// stranding a locker), nothing new begins.
 func (r *run) step(s Step) error {
 	s.Time = time.Now()
-	return r.jr.AddStep(r.job.ID, s)
+	err := r.jr.AddStep(r.job.ID, s)
+	if err != nil {
+		r.journalFailed(fmt.Errorf("journaling step %s of %s: %w", s.Action, orDash(s.Container), err))
+	}
+	return err
 }
 
-// update changes the job record under the lock and persists it.
+// update changes the job record under the lock and persists it; a failed
+// write stops the job as step's does.
 func (r *run) update(fn func(*Job)) error {
 	r.mu.Lock()
 	fn(&r.job)
 	job := r.job
 	r.mu.Unlock()
-	return r.jr.PutJob(job)
+	err := r.jr.PutJob(job)
+	if err != nil && !job.State.Done() {
+		r.journalFailed(fmt.Errorf("journaling job record %s: %w", job.ID, err))
+	}
+	return err
 }
 
 // snapshot returns a copy of the job record.

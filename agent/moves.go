@@ -142,7 +142,6 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 	}); err != nil {
 		err = fmt.Errorf("journaling the plan of job %s: %w (nothing was moved)", r.job.ID, err)
 		a.log.Error("job cannot journal its plan", "job", r.job.ID, "err", err)
-		r.emit(Event{Type: "stage", Stage: "journal", Error: err.Error()})
 		return rollout.Result{Err: err}
 	}
 	env := rollout.Env{
@@ -221,10 +220,9 @@ func (t *tracker) onEvent(e rollout.Event) {
 				s.Outcome = string(rollout.PhaseHealthy)
 			}
 		}
-		if err := t.r.step(s); err != nil {
-			// The step still runs: a lost record beats a stranded locker.
-			t.r.emit(Event{Type: "stage", Stage: "journal", Error: err.Error()})
-		}
+		// A failed write stops the job (run.journalFailed); the step
+		// itself still runs: a lost record beats a stranded locker.
+		_ = t.r.step(s)
 	}
 	if end {
 		t.m.containerOp(strings.TrimPrefix(stepAction(e), "replace-"), e.Outcome)

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,4 +279,47 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestJournalFailureStopsTheJob: a journal that cannot be written mid-job
+// stops the job (nothing new launches without its record), fails it
+// saying why, and logs it (issue 18; issue 22 item 9).
+func TestJournalFailureStopsTheJob(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	code.releases[0].State = codeupdate.StateProven
+	fc := fakeContainers{h: h, code: code}
+	logs := &syncBuffer{}
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: slogTo(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	var starts atomic.Int32
+	h.BeforeStart = func(string) {
+		if starts.Add(1) == 2 {
+			a.jr.Close() // the disk went read-only, say
+		}
+	}
+	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err = a.Wait(t.Context(), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != JobFailed || !strings.Contains(j.Error, "journal") {
+		t.Errorf("job with an unwritable journal: %s %q, want failed naming the journal", j.State, j.Error)
+	}
+	if n := starts.Load(); n >= int32(len(names)) {
+		t.Errorf("%d lockers started after the journal failed at the 2nd: want launching stopped", n)
+	}
+	if len(h.Running()) != len(names) {
+		t.Errorf("running after the job: %v, want all %d (the locker in flight finishes)", h.Running(), len(names))
+	}
+	if !strings.Contains(logs.String(), "journal write failed") {
+		t.Errorf("the journal failure is not logged:\n%s", logs)
+	}
 }

@@ -29,6 +29,7 @@ var testsFor = map[string][]string{
 	"glue: the policy's soak is lost on the wire":             {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
 	"glue: recovery with the default policy":                  {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 	"glue: recovery ignores the lockers left starting":        {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
+	"glue: a failed journal write does not stop the job":      {"-run", "^TestJournalFailureStopsTheJob$", "./agent/"},
 	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
 	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 }
@@ -145,6 +146,8 @@ var mutants = []mutant{
 		"\t\tls[i].Starting = starting[ls[i].Name]\n", "\t\t_ = starting\n"},
 	{"glue: the plan's journal write ignored", "agent/moves.go",
 		"\tif err := r.update(func(j *Job) {\n\t\tp := plan", "\tif err := func(fn func(*Job)) error { _ = r.update(fn); return nil }(func(j *Job) {\n\t\tp := plan"},
+	{"glue: a failed journal write does not stop the job", "agent/jobs.go",
+		"\t\tr.cancel(errJournalWrite)\n", "\t\t_ = errJournalWrite\n"},
 	{"glue: the recovery planner counts a watched locker done", "rollout/plan.go",
 		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
 }
