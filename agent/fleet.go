@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
 )
 
@@ -280,28 +281,47 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 	return nil
 }
 
-// ResolveRelease turns a ref into a release: a full commit id is taken as
-// it is; otherwise code fetches the origin and resolves it.
+// ResolveRelease turns a ref into a release, checked on the origin before
+// anything is written: hosts build the commit, so a commit the origin does
+// not have would only fail on the first host (the canary) and pause the
+// channel. The origin is fetched; ref must be a branch, tag or commit of
+// it. With commit given, it must be a full commit id of the origin and
+// ref must resolve to exactly it (a guard against the ref having moved
+// since the operator looked; publish the commit id itself to roll out an
+// older commit). Every refusal is an InvalidError (exit 2, HTTP 400).
 func ResolveRelease(ctx context.Context, code Code, ref, commit string) (fleet.Release, error) {
-	switch {
-	case commit != "":
-		if !fullSHA.MatchString(commit) {
-			return fleet.Release{}, invalidf("commit %q is not a full 40-digit commit id", commit)
+	if commit != "" && !fullSHA.MatchString(commit) {
+		return fleet.Release{}, invalidf("commit %q is not a full 40-digit commit id", commit)
+	}
+	if code == nil {
+		return fleet.Release{}, invalidf("resolving %s: no code origin configured (code.origin), so the commit cannot be checked on the origin", ref)
+	}
+	resolve := func(target string) (string, error) {
+		info, err := code.CheckUpdate(ctx, target)
+		if errors.Is(err, codeupdate.ErrUnknownTarget) {
+			return "", invalidf("publishing %s: %v", ref, err)
 		}
-		return fleet.Release{Ref: ref, Commit: commit}, nil
-	case fullSHA.MatchString(ref):
-		return fleet.Release{Ref: ref, Commit: ref}, nil
-	case code == nil:
-		return fleet.Release{}, invalidf("resolving %s: no code origin configured (code.origin); give the full commit id", ref)
+		if err != nil {
+			return "", fmt.Errorf("resolving %s on the origin: %w", target, err)
+		}
+		if !fullSHA.MatchString(info.TargetSHA) {
+			return "", fmt.Errorf("resolving %s on the origin: got %q", target, info.TargetSHA)
+		}
+		return info.TargetSHA, nil
 	}
-	info, err := code.CheckUpdate(ctx, ref)
+	if commit != "" {
+		if _, err := resolve(commit); err != nil {
+			return fleet.Release{}, err
+		}
+	}
+	sha, err := resolve(ref)
 	if err != nil {
-		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: %w", ref, err)
+		return fleet.Release{}, err
 	}
-	if !fullSHA.MatchString(info.TargetSHA) {
-		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: got %q", ref, info.TargetSHA)
+	if commit != "" && sha != commit {
+		return fleet.Release{}, invalidf("publishing %s --commit %s: %s is %s on the origin, not %s (publish the commit id itself to roll out an older commit)", ref, commit[:12], ref, sha[:12], commit[:12])
 	}
-	return fleet.Release{Ref: ref, Commit: info.TargetSHA}, nil
+	return fleet.Release{Ref: ref, Commit: sha}, nil
 }
 
 // PolicyChange sets the fields it names (a JSON body or CLI flags).

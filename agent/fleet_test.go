@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -10,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
 	"lxcfleet/internal/etcdtest"
+	"lxcfleet/internal/testfleet"
 )
 
 func TestFleetConfig(t *testing.T) {
@@ -100,9 +103,14 @@ func getJSON(t *testing.T, cl *http.Client, path string, out any) int {
 // time), pause, resume, hosts, holders, unlock, metrics.
 func TestFleetAPI(t *testing.T) {
 	c := etcdtest.Start(t, 1)
+	origin := testfleet.NewOrigin(t)
+	code, err := codeupdate.New(codeupdate.Options{Root: t.TempDir(), Origin: origin.URL, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := serveAgent(t, Config{Version: "test", Fleet: fleet.Config{Endpoints: c.Endpoints(), HostID: "h1", Group: "api", TTL: 2 * time.Second, Prefix: "/lxcfleet-api"}},
-		Deps{Containers: emptyHost(t)})
-	commit := strings.Repeat("ab", 20)
+		Deps{Containers: emptyHost(t), Code: code})
+	commit := origin.Head()
 	post := func(path, body string, want int) map[string]any {
 		t.Helper()
 		code, b := s.do(t, "POST", path, body)
@@ -113,8 +121,9 @@ func TestFleetAPI(t *testing.T) {
 		}
 		return out
 	}
-	post("/v1/fleet/publish", `{"ref":"main"}`, 400) // no origin here to resolve it
+	post("/v1/fleet/publish", `{"ref":"nope"}`, 400) // not on the origin
 	post("/v1/fleet/publish", `{"ref":"main","commit":"abc"}`, 400)
+	post("/v1/fleet/publish", `{"ref":"main","commit":"`+strings.Repeat("ab", 20)+`"}`, 400)
 	ch := post("/v1/fleet/publish", `{"ref":"main","commit":"`+commit+`","policy":{"max_hosts":2,"safe_mode":true}}`, 200)
 	if rel := ch["release"].(map[string]any); rel["commit"] != commit {
 		t.Errorf("published: %v", ch)
@@ -131,16 +140,16 @@ func TestFleetAPI(t *testing.T) {
 	if getJSON(t, s.unix, "/v1/fleet/channel", &ci); ci.Channel.Paused {
 		t.Errorf("channel after resume: still paused")
 	}
-	// The host registers itself; without a code origin it takes no part.
+	// The host registers itself; without a current release it takes no part.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var hs []fleet.HostRecord
 		getJSON(t, s.unix, "/v1/fleet/hosts", &hs)
-		if len(hs) == 1 && hs[0].ID == "h1" && hs[0].Version == "test" && hs[0].State == fleet.StateWaiting && strings.Contains(hs[0].Note, "code origin") {
+		if len(hs) == 1 && hs[0].ID == "h1" && hs[0].Version == "test" && hs[0].State == fleet.StateWaiting && strings.Contains(hs[0].Note, "current release") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("registry: %+v; want h1 waiting for want of a code origin", hs)
+			t.Fatalf("registry: %+v; want h1 waiting for want of a current release", hs)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -149,8 +158,47 @@ func TestFleetAPI(t *testing.T) {
 		t.Errorf("holders: %d %v, want none", code, holders)
 	}
 	post("/v1/fleet/unlock/nobody", ``, 404)
-	code, body := s.do(t, "GET", "/metrics", "")
-	if code != 200 || !strings.Contains(string(body), `lxcfleet_fleet_hosts{state="waiting"} 1`) || !strings.Contains(string(body), "lxcfleet_fleet_etcd_connected 1") {
-		t.Errorf("/metrics: %d, want the fleet's host states and etcd connected", code)
+	status, body := s.do(t, "GET", "/metrics", "")
+	if status != 200 || !strings.Contains(string(body), `lxcfleet_fleet_hosts{state="waiting"} 1`) || !strings.Contains(string(body), "lxcfleet_fleet_etcd_connected 1") {
+		t.Errorf("/metrics: %d, want the fleet's host states and etcd connected", status)
+	}
+}
+
+// TestResolveReleaseOnOrigin: publish checks the commit on a real git
+// origin before anything is written: a full commit id the origin lacks, a
+// --commit that is not the ref's, an unknown ref and no origin at all are
+// refused as bad input (exit 2 / HTTP 400); the ref's own tip and an older
+// commit published by its id are accepted.
+func TestResolveReleaseOnOrigin(t *testing.T) {
+	origin := testfleet.NewOrigin(t)
+	a := origin.Head()
+	b := origin.AppChange("build B")
+	code, err := codeupdate.New(codeupdate.Options{Root: t.TempDir(), Origin: origin.URL, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	missing := strings.Repeat("ab", 20)
+	for _, c := range []struct{ ref, commit, want string }{
+		{missing, "", `unknown target "` + missing + `"`},
+		{"main", missing, `unknown target "` + missing + `"`},
+		{"main", a, "main is " + b[:12] + " on the origin, not " + a[:12]},
+		{"nope", "", `unknown target "nope"`},
+		{"main", "abc", "not a full 40-digit commit id"},
+	} {
+		_, err := ResolveRelease(ctx, code, c.ref, c.commit)
+		var inv InvalidError
+		if !errors.As(err, &inv) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ResolveRelease(%s, --commit %q): %v; want an InvalidError saying %q", c.ref, c.commit, err, c.want)
+		}
+	}
+	if _, err := ResolveRelease(ctx, nil, "main", b); !errors.As(err, new(InvalidError)) || !strings.Contains(err.Error(), "no code origin") {
+		t.Errorf("without an origin: %v; want an InvalidError saying there is no code origin", err)
+	}
+	for _, c := range []struct{ ref, commit, want string }{{"main", "", b}, {"main", b, b}, {a, "", a}} {
+		rel, err := ResolveRelease(ctx, code, c.ref, c.commit)
+		if err != nil || rel.Commit != c.want || rel.Ref != c.ref {
+			t.Errorf("ResolveRelease(%s, --commit %q): %+v %v; want %s", c.ref, c.commit, rel, err, c.want[:12])
+		}
 	}
 }
