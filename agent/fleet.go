@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -45,6 +46,9 @@ func (a *Agent) initFleet() error {
 		if err := CheckSecretFile(fc.Key); err != nil {
 			return fmt.Errorf("fleet.key: %w", err)
 		}
+	}
+	if fc.StateFile == "" {
+		fc.StateFile = filepath.Join(a.cfg.StateDir, "fleet.json")
 	}
 	m, err := fleet.NewMember(fc, fleetUpdater{a}, a.log)
 	if err != nil {
@@ -105,17 +109,23 @@ func (u fleetUpdater) State(ctx context.Context) (fleet.HostState, error) {
 
 // Update submits an update-code job to rel.Commit with the host's own
 // defaults (strategy, window, failure policy) and waits for its end. A job
-// already running is waited for first (jobs never overlap).
+// already running is waited for first (jobs never overlap). When ctx is
+// cancelled because the fleet slot is lost (fleet.ErrLeaseLost), the job
+// is cancelled with that cause (it begins no new locker move) and still
+// waited for.
 func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, error) {
 	a := u.a
 	for {
+		if err := fleet.CheckHold(ctx); err != nil {
+			return "", fmt.Errorf("%w: %w", fleet.ErrNotRun, err)
+		}
 		j, err := a.Submit(Request{Kind: KindUpdate, Target: rel.Commit, Trigger: "fleet: " + a.cfg.Fleet.WithDefaults().Group + " " + rel.String()})
 		var busy BusyError
 		if errors.As(err, &busy) {
 			_, _ = a.Wait(ctx, busy.JobID)
 			select {
 			case <-ctx.Done():
-				return "", fmt.Errorf("%w: %v", fleet.ErrNotRun, ctx.Err())
+				return "", fmt.Errorf("%w: %w", fleet.ErrNotRun, context.Cause(ctx))
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
@@ -126,17 +136,38 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 			}
 			return "", fmt.Errorf("submitting the update to %s: %w", rel, err)
 		}
-		j, err = a.Wait(ctx, j.ID)
+		id := j.ID
+		stop := context.AfterFunc(ctx, func() {
+			if cause := context.Cause(ctx); errors.Is(cause, fleet.ErrLeaseLost) {
+				a.log.Warn("the fleet slot is lost: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
+				a.cancelRun(id, cause)
+			}
+		})
+		j, err = a.Wait(a.base, id)
+		stop()
 		if err != nil {
 			return j.ID, fmt.Errorf("%w: %v", fleet.ErrNotRun, err)
 		}
-		switch j.State {
-		case JobSucceeded:
+		switch {
+		case j.State == JobSucceeded:
 			return j.ID, nil
-		case JobInterrupted:
+		case j.State == JobInterrupted:
 			return j.ID, fmt.Errorf("%w: job %s was interrupted", fleet.ErrNotRun, j.ID)
+		case j.State == JobCancelled && errors.Is(context.Cause(ctx), fleet.ErrLeaseLost):
+			return j.ID, fmt.Errorf("%w: job %s was cancelled: %w", fleet.ErrNotRun, j.ID, context.Cause(ctx))
 		}
 		return j.ID, fmt.Errorf("update job %s %s: %s", j.ID, j.State, j.Error)
+	}
+}
+
+// cancelRun cancels a running job with cause (as Cancel does with the
+// operator's).
+func (a *Agent) cancelRun(id string, cause error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r != nil {
+		r.cancel(cause)
 	}
 }
 

@@ -34,6 +34,11 @@ type Config struct {
 	CA, Cert, Key string
 	// DialTimeout bounds connecting (default 5s).
 	DialTimeout time.Duration
+	// StateFile is the member's journal on the host (the agent's
+	// <state_dir>/fleet.json): its last session lease, the outcomes of its
+	// updates not yet written to etcd, and the releases it failed on.
+	// Empty: kept in memory only (lost when the agent restarts).
+	StateFile string
 }
 
 // DefaultTTL is the session lease TTL when the config has none: a dead

@@ -16,6 +16,8 @@ type View struct {
 	Starts   []Start
 	Results  []Result // on Channel.Release.Commit
 	Revision int64
+	// ChannelRev is the channel key's mod revision (0: no channel).
+	ChannelRev int64
 }
 
 // Action is what a host does after a decision.

@@ -97,8 +97,9 @@ func (s *Store) report(ctx context.Context, h Holder, rel Release, r Result) (he
 			h.Failed = "failed"
 		}
 		hb, _ := json.Marshal(h)
-		lease, _ := strconv.ParseInt(h.Lease, 16, 64)
-		then = append(then, clientv3.OpPut(key, string(hb), clientv3.WithLease(clientv3.LeaseID(lease))))
+		// The slot keeps whatever lease it is under now (a report written
+		// after an outage may come from a later session of the host).
+		then = append(then, clientv3.OpPut(key, string(hb), clientv3.WithIgnoreLease()))
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -113,8 +114,11 @@ func (s *Store) report(ctx context.Context, h Holder, rel Release, r Result) (he
 // pauseIfFailed pauses the channel when at least max hosts failed on rel
 // and it still asks for rel, fenced on the reporting host's slot: a host
 // whose slot an operator unlocked meanwhile pauses nothing (its result
-// still counts in every other host's decision).
-func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why string) (bool, error) {
+// still counts in every other host's decision). A host whose slot went
+// with its lease during an outage still pauses a channel nobody changed
+// since its update began (its mod revision is still chanRev): an
+// operator who acted on the channel meanwhile is not overridden.
+func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why string, chanRev int64) (bool, error) {
 	for range 20 {
 		ch, rev, err := s.Channel(ctx)
 		if err != nil {
@@ -139,11 +143,12 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		ch.Paused, ch.PausedAt = true, time.Now().UTC()
 		ch.PausedReason = fmt.Sprintf("%d %s failed on %s (max_failed_hosts %d); last: %s", failed, pluralHosts(failed), rel, ch.Policy.Defaults().MaxFailedHosts, why)
 		b, _ := json.Marshal(ch)
+		conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.k.channel()), "=", rev)}
+		if chanRev == 0 || rev != chanRev {
+			conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.k.slot(h.Slot)), "=", h.CreateRevision))
+		}
 		tctx, cancel := withTimeout(ctx)
-		resp, err := s.cli.Txn(tctx).If(
-			clientv3.Compare(clientv3.ModRevision(s.k.channel()), "=", rev),
-			clientv3.Compare(clientv3.CreateRevision(s.k.slot(h.Slot)), "=", h.CreateRevision),
-		).Then(clientv3.OpPut(s.k.channel(), string(b))).Else(clientv3.OpGet(s.k.slot(h.Slot))).Commit()
+		resp, err := s.cli.Txn(tctx).If(conds...).Then(clientv3.OpPut(s.k.channel(), string(b))).Else(clientv3.OpGet(s.k.slot(h.Slot))).Commit()
 		cancel()
 		if err != nil {
 			return false, fmt.Errorf("pausing channel %s: %w", s.group, err)
@@ -151,7 +156,7 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		if resp.Succeeded {
 			return true, nil
 		}
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != h.CreateRevision {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(conds) == 2 && (len(kvs) == 0 || kvs[0].CreateRevision != h.CreateRevision) {
 			return false, nil // no longer the holder: fenced out
 		}
 	}

@@ -210,7 +210,7 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 		if err != nil || held {
 			t.Fatalf("report of an unlocked host: held=%v err=%v, want held=false", held, err)
 		}
-		paused, err := s.pauseIfFailed(ctx, second, rel, "boom")
+		paused, err := s.pauseIfFailed(ctx, second, rel, "boom", 0)
 		if err != nil || paused {
 			t.Errorf("pause by an unlocked host: %v %v, want none", paused, err)
 		}
@@ -238,7 +238,7 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 		if err != nil || !held {
 			t.Fatalf("report of the holder %+v: held=%v err=%v (holders %+v)", fh, held, err, hs)
 		}
-		if paused, err := s.pauseIfFailed(ctx, fh, rel, "bad release"); err != nil || !paused {
+		if paused, err := s.pauseIfFailed(ctx, fh, rel, "bad release", 0); err != nil || !paused {
 			t.Fatalf("pause after 2 failed hosts: %v %v", paused, err)
 		}
 		ch, _, _ := s.Channel(ctx)

@@ -243,6 +243,7 @@ func (s *Store) View(ctx context.Context) (View, error) {
 			return View{}, fmt.Errorf("reading channel %s: %w", s.group, err)
 		}
 		v.Channel = &ch
+		v.ChannelRev = kvs[0].ModRevision
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		key := string(kv.Key)
