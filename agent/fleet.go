@@ -137,14 +137,18 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 			return "", fmt.Errorf("submitting the update to %s: %w", rel, err)
 		}
 		id := j.ID
+		wctx, wcancel := context.WithCancel(a.base)
 		stop := context.AfterFunc(ctx, func() {
 			if cause := context.Cause(ctx); errors.Is(cause, fleet.ErrLeaseLost) {
 				a.log.Warn("the fleet slot is lost: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
 				a.cancelRun(id, cause)
+				return // and wait for its end
 			}
+			wcancel() // the member stops: stop waiting, as before
 		})
-		j, err = a.Wait(a.base, id)
+		j, err = a.Wait(wctx, id)
 		stop()
+		wcancel()
 		if err != nil {
 			return j.ID, fmt.Errorf("%w: %v", fleet.ErrNotRun, err)
 		}
