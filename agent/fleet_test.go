@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -200,5 +202,74 @@ func TestResolveReleaseOnOrigin(t *testing.T) {
 		if err != nil || rel.Commit != c.want || rel.Ref != c.ref {
 			t.Errorf("ResolveRelease(%s, --commit %q): %+v %v; want %s", c.ref, c.commit, rel, err, c.want[:12])
 		}
+	}
+}
+
+// blockingCode is fakeCode whose Build waits for the job's end: an update
+// job that is still running when the test acts.
+type blockingCode struct {
+	*fakeCode
+	started chan struct{}
+}
+
+func (b *blockingCode) Build(ctx context.Context, target string, progress func(string)) (codeupdate.Release, error) {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	return codeupdate.Release{}, ctx.Err()
+}
+
+// TestFleetJobCancelledWhenSlotLost: when the fleet says the slot is lost
+// (the context given to Update is cancelled with fleet.ErrLeaseLost), the
+// running update job is cancelled with that cause, Update waits for its
+// end and reports it as not run to an end (no result for the release); a
+// context that ends for another reason (the member stops) only stops the
+// waiting, as before.
+func TestFleetJobCancelledWhenSlotLost(t *testing.T) {
+	code := &blockingCode{fakeCode: newFakeCode("1-aaa"), started: make(chan struct{}, 2)}
+	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t), Code: code})
+	u := fleetUpdater{s.a}
+	rel := fleet.Release{Ref: "main", Commit: strings.Repeat("cd", 20)}
+
+	ctx, lose := context.WithCancelCause(t.Context())
+	type outcome struct {
+		job string
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() { j, err := u.Update(ctx, rel); done <- outcome{j, err} }()
+	<-code.started
+	lose(fmt.Errorf("%w: slot 0 was deleted", fleet.ErrLeaseLost))
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Update did not return after the slot was lost")
+	}
+	if !errors.Is(o.err, fleet.ErrNotRun) || !errors.Is(o.err, fleet.ErrLeaseLost) {
+		t.Errorf("Update after the slot was lost: %v; want ErrNotRun and ErrLeaseLost", o.err)
+	}
+	j, err := s.a.Job(o.job)
+	if err != nil || j.State != JobCancelled {
+		t.Errorf("job %s: %s %v, want cancelled (and ended: Update waits for its end)", o.job, j.State, err)
+	}
+
+	// The member stops: Update returns at once; the job is not cancelled by it.
+	ctx2, stop := context.WithCancel(t.Context())
+	go func() { j, err := u.Update(ctx2, rel); done <- outcome{j, err} }()
+	<-code.started
+	stop()
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Update did not return after its context ended")
+	}
+	if !errors.Is(o.err, fleet.ErrNotRun) || errors.Is(o.err, fleet.ErrLeaseLost) {
+		t.Errorf("Update after the member stopped: %v; want ErrNotRun only", o.err)
+	}
+	if j, _ := s.a.Job(o.job); j.State != JobRunning {
+		t.Errorf("job %s after the member stopped: %s, want still running", o.job, j.State)
+	}
+	if _, err := s.a.Cancel(o.job); err != nil {
+		t.Fatal(err)
 	}
 }
