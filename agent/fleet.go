@@ -208,6 +208,9 @@ func (a *Agent) fleetRoutes(mux *http.ServeMux) {
 		if err := decodeJSON(r, &p); err != nil {
 			return err
 		}
+		if err := p.Validate(); err != nil {
+			return err
+		}
 		ch, err := s.SetPolicy(r.Context(), p.Apply)
 		if err != nil {
 			return fleetError(err)
@@ -293,6 +296,11 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 	if req.Ref == "" {
 		return invalidf("publish: ref is empty")
 	}
+	if req.Policy != nil {
+		if err := req.Policy.Validate(); err != nil {
+			return err
+		}
+	}
 	rel, err := ResolveRelease(r.Context(), a.deps.Code, req.Ref, req.Commit)
 	if err != nil {
 		return err
@@ -368,6 +376,28 @@ type PolicyChange struct {
 	PhaseDuration  *fleet.Duration `json:"phase_duration,omitempty"`
 	SafeMode       *bool           `json:"safe_mode,omitempty"`
 	MaxFailedHosts *int            `json:"max_failed_hosts,omitempty"`
+}
+
+// Validate refuses a value given explicitly that makes no sense (an
+// InvalidError naming it): max_hosts and max_failed_hosts below 1 (0
+// would silently mean the default), a negative max_per_period, a period
+// not above 0, a phase_start outside 0..1, a negative phase_duration.
+func (c PolicyChange) Validate() error {
+	switch {
+	case c.MaxHosts != nil && (*c.MaxHosts < 1 || *c.MaxHosts > fleet.MaxSlots):
+		return invalidf("max_hosts must be between 1 and %d, got %d", fleet.MaxSlots, *c.MaxHosts)
+	case c.MaxFailedHosts != nil && *c.MaxFailedHosts < 1:
+		return invalidf("max_failed_hosts must be at least 1, got %d", *c.MaxFailedHosts)
+	case c.MaxPerPeriod != nil && *c.MaxPerPeriod < 0:
+		return invalidf("max_per_period must not be negative (0: no limit), got %d", *c.MaxPerPeriod)
+	case c.Period != nil && c.Period.D() <= 0:
+		return invalidf("period must be above 0, got %s", c.Period.D())
+	case c.PhaseStart != nil && (*c.PhaseStart < 0 || *c.PhaseStart > 1):
+		return invalidf("phase_start must be between 0 and 1, got %g", *c.PhaseStart)
+	case c.PhaseDuration != nil && c.PhaseDuration.D() < 0:
+		return invalidf("phase_duration must not be negative (0: no phasing), got %s", c.PhaseDuration.D())
+	}
+	return nil
 }
 
 // Apply sets p's fields named by c.

@@ -132,6 +132,8 @@ func TestFleetAPI(t *testing.T) {
 	}
 	post("/v1/fleet/policy", `{"max_hosts":3,"period":"30m","max_per_period":4}`, 200)
 	post("/v1/fleet/policy", `{"max_hosts":-1}`, 400)
+	post("/v1/fleet/policy", `{"max_hosts":0}`, 400)
+	post("/v1/fleet/publish", `{"ref":"main","policy":{"phase_start":2}}`, 400)
 	post("/v1/fleet/pause", `{"reason":"maintenance"}`, 200)
 	var ci ChannelInfo
 	if code := getJSON(t, s.unix, "/v1/fleet/channel", &ci); code != 200 || ci.Channel == nil || !ci.Channel.Paused ||

@@ -538,6 +538,13 @@ func (m *Member) unreachable(err error) {
 	m.mu.Unlock()
 	if was {
 		m.log.Warn("etcd unreachable: this host starts no update until it is back; its lockers keep running", "endpoints", strings.Join(m.cfg.Endpoints, ","), "err", err)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if perr := Probe(ctx, m.cfg); perr != nil {
+				m.log.Warn("etcd unreachable: what the endpoints say", "probe", perr.Error())
+			}
+		}()
 	}
 }
 

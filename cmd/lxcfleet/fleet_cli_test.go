@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,13 +54,71 @@ func TestFleetPublishChecksTheOrigin(t *testing.T) {
 	if _, _, err := st.Channel(t.Context()); !errors.Is(err, fleet.ErrNoChannel) {
 		t.Errorf("after refused publishes: channel %v, want none written", err)
 	}
-	if out, stderr, code := runCLI(t, "fleet", "publish", "main", "--config", config); code != 0 || !strings.Contains(out, b) {
+	// Bad policy values are refused before anything is written.
+	refused("max_hosts must be between 1", "main", "--max-hosts", "-1")
+	refused("max_hosts must be between 1", "main", "--max-hosts", "0")
+	refused("phase_start must be between 0 and 1", "main", "--phase-start", "2")
+	refused("max_failed_hosts must be at least 1", "main", "--max-failed-hosts", "0")
+	if _, _, err := st.Channel(t.Context()); !errors.Is(err, fleet.ErrNoChannel) {
+		t.Errorf("after refused publishes: channel %v, want none written", err)
+	}
+	out, stderr, code := runCLI(t, "fleet", "publish", "main", "--config", config)
+	if code != 0 || !strings.Contains(out, b) {
 		t.Fatalf("fleet publish main: exit %d\n%s%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "no live host follows group pub") {
+		t.Errorf("publishing to a group no host follows: stderr %q, want a warning", stderr)
+	}
+	if _, stderr, code := runCLI(t, "fleet", "channel", "--max-hosts", "0", "--config", config); code != 2 || !strings.Contains(stderr, "max_hosts") {
+		t.Errorf("fleet channel --max-hosts 0: exit %d %q, want 2", code, stderr)
 	}
 	refused("main is "+b[:12]+" on the origin, not "+a[:12], "main", "--commit", a)
 	refused(`unknown target "`+missing+`"`, missing)
 	ch, _, err := st.Channel(t.Context())
 	if err != nil || ch.Release.Commit != b {
 		t.Errorf("channel after refused publishes: %+v %v, want main at %s untouched", ch.Release, err, b[:12])
+	}
+}
+
+// TestFleetCLIConfigAndReachability: a missing or non-PEM fleet.ca is bad
+// input (exit 2, naming it); an endpoint nobody listens on is named with
+// what the connection says, not only "context deadline exceeded".
+func TestFleetCLIConfigAndReachability(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"lxc", "root", "state"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	notPEM := filepath.Join(dir, "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := func(extra string) string {
+		p := filepath.Join(dir, "lxcfleet.toml")
+		body := fmt.Sprintf("lxcpath = %q\nstate_dir = %q\n[layout]\nroot = %q\n[fleet]\nendpoints = [%q]\n%s",
+			filepath.Join(dir, "lxc"), filepath.Join(dir, "state"), filepath.Join(dir, "root"), closed, extra)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct{ extra, want string }{
+		{fmt.Sprintf("ca = %q\n", filepath.Join(dir, "missing.pem")), "fleet.ca"},
+		{fmt.Sprintf("ca = %q\n", notPEM), "no PEM certificate"},
+	} {
+		if _, stderr, code := runCLI(t, "fleet", "hosts", "--config", write(c.extra)); code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("fleet hosts with %s: exit %d %q, want 2 naming %q", strings.TrimSpace(c.extra), code, stderr, c.want)
+		}
+	}
+	_, stderr, code := runCLI(t, "fleet", "hosts", "--config", write(""))
+	if code != 1 || !strings.Contains(stderr, closed+": unreachable") {
+		t.Errorf("fleet hosts with nothing listening: exit %d %q, want 1 naming the endpoint as unreachable", code, stderr)
 	}
 }

@@ -118,8 +118,12 @@ func newFleetChannelCmd(g *globals) *cobra.Command {
 	var pf policyFlags
 	cmd := &cobra.Command{Use: "channel", Short: "Show the group's channel (release, policy, holders, results); policy flags change it at run time", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, set, err := pf.change(cmd)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(ctx context.Context, s *fleet.Store) error {
-				if c, ok := pf.change(cmd); ok {
+				if set {
 					if _, err := s.SetPolicy(ctx, c.Apply); err != nil {
 						return err
 					}
@@ -158,6 +162,10 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 	var commit string
 	cmd := &cobra.Command{Use: "publish REF", Short: "Set the group's release: REF (branch, tag, commit) resolved on the origin to a commit", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, set, err := pf.change(cmd)
+			if err != nil {
+				return err
+			}
 			s, err := g.wire(cmd)
 			if err != nil {
 				return err
@@ -180,7 +188,7 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 			}
 			return withStore(cmd, g, func(ctx context.Context, st *fleet.Store) error {
 				var pol *fleet.Policy
-				if c, ok := pf.change(cmd); ok {
+				if set {
 					cur, _, err := st.Channel(ctx)
 					if err != nil && err != fleet.ErrNoChannel {
 						return err
@@ -199,6 +207,9 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 				}
 				if ch.Paused && !g.jsonOut {
 					fmt.Fprintln(g.stdout, "note: the channel is paused; `lxcfleet fleet resume` lets hosts take the release")
+				}
+				if hs, err := st.Hosts(ctx); err == nil && len(hs) == 0 {
+					fmt.Fprintf(g.stderr, "warning: no live host follows group %s (no agent with [fleet] group = %q is registered): nothing will take this release until one joins\n", st.Group(), st.Group())
 				}
 				return nil
 			})
@@ -227,8 +238,17 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	f.IntVar(&p.maxFailed, "max-failed-hosts", fleet.DefaultMaxFailedHosts, "hosts failing on a release that pause the channel")
 }
 
-// change returns the fields the command line set.
-func (p *policyFlags) change(cmd *cobra.Command) (agent.PolicyChange, bool) {
+// change returns the fields the command line set, and whether any was;
+// a bad value is a usage error (exit 2).
+func (p *policyFlags) change(cmd *cobra.Command) (agent.PolicyChange, bool, error) {
+	c, set := p.fields(cmd)
+	if err := c.Validate(); err != nil {
+		return c, set, usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+	}
+	return c, set, nil
+}
+
+func (p *policyFlags) fields(cmd *cobra.Command) (agent.PolicyChange, bool) {
 	var c agent.PolicyChange
 	f := cmd.Flags()
 	set := false
@@ -272,10 +292,19 @@ func withStore(cmd *cobra.Command, g *globals, fn func(ctx context.Context, s *f
 	fc = fc.WithDefaults()
 	cli, err := fleet.Dial(fc)
 	if err != nil {
-		return err
+		return usageError{err} // a ca/cert/key that cannot be read: the config
 	}
 	defer cli.Close()
-	return fn(cmd.Context(), fleet.NewStore(cli, fc.Prefix, fc.Group))
+	err = fn(cmd.Context(), fleet.NewStore(cli, fc.Prefix, fc.Group))
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Say which endpoint, and whether TLS is the trouble.
+		pctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
+		defer cancel()
+		if perr := fleet.Probe(pctx, fc); perr != nil {
+			return fmt.Errorf("%w\n%v", err, perr)
+		}
+	}
+	return err
 }
 
 func printChannel(g *globals, group string, ch fleet.Channel) error {
