@@ -58,7 +58,8 @@ type Decision struct {
 //   - the host holds a slot (re-entrant: a taken slot of the same host id,
 //     from this or an earlier session): update with it;
 //   - phased: wait until hash(host, commit) <= throttling(now) (FCOS);
-//   - MaxPerPeriod starts in the last Period: wait (Nebraska);
+//   - MaxPerPeriod starts in the last Period: wait (Nebraska); the starts
+//     expire with their own leases, by etcd's clock (see Start);
 //   - safe mode and no host succeeded on the release: K is 1 (canary);
 //   - fewer than K slots held: take the lowest free slot below K.
 func Decide(v View, host, commit string, now time.Time) Decision {
@@ -129,8 +130,8 @@ func Decide(v View, host, commit string, now time.Time) Decision {
 	if p.MaxPerPeriod > 0 {
 		n := 0
 		for _, s := range v.Starts {
-			if now.Sub(s.At) < p.Period.D() {
-				n++
+			if s.TTL > 0 || now.Sub(s.At) < p.Period.D() {
+				n++ // a leased start exists only within its period
 			}
 		}
 		if n >= p.MaxPerPeriod {

@@ -8,7 +8,7 @@
 //	<prefix>/<group>/hosts/<host-id>          HostRecord (JSON), under the host's session lease
 //	<prefix>/<group>/channel                  Channel (JSON): release {ref, commit}, policy, paused; no lease
 //	<prefix>/<group>/sem/slot/<nnnn>          Holder (JSON), nnnn = 0000..K-1, under the holder's session lease
-//	<prefix>/<group>/sem/start/<time>-<host>  Start (JSON): one per update started (for max_per_period); pruned after max(period, 24h)
+//	<prefix>/<group>/sem/start/<time>-<host>  Start (JSON): one per update started (for max_per_period), under its own lease of TTL period
 //	<prefix>/<group>/results/<commit>/<host>  Result (JSON): a host's outcome on that release; no lease
 //
 // # How a host follows its channel
@@ -96,8 +96,12 @@
 //   - Safe mode: while no host has succeeded on the release, K is 1 (the
 //     first host is a canary, alone). (Nebraska's safe mode.)
 //   - Max updates per period: a slot is taken only while fewer than
-//     max_per_period starts are younger than period (Nebraska's "max
-//     updates per period"). Counted across releases, by the takers' clocks.
+//     max_per_period start records exist (Nebraska's "max updates per
+//     period"), counted across releases. Each start record lives under its
+//     own lease of TTL period, so etcd deletes it when the period has
+//     passed, by etcd's clock: a host whose clock is ahead or behind cannot
+//     exceed the limit, nor delete anyone's records. A period changed at
+//     run time applies to the starts made after the change.
 //   - Phased rollout: throttling rises linearly from phase_start at
 //     publication to 1 after phase_duration; a host takes the release once
 //     hash(host id, commit) <= throttling (Fedora CoreOS's rollouts in

@@ -337,7 +337,6 @@ func (m *Member) step(ctx context.Context, sess *sessionLease) {
 		}
 		h := Holder{Slot: d.Slot, Host: m.cfg.HostID, Lease: leaseHex(lease), Release: v.Channel.Release, Since: now.UTC(), CreateRevision: cr}
 		m.log.Info("took a fleet slot", "slot", d.Slot, "release", v.Channel.Release.String())
-		_ = m.store.pruneStarts(ctx, now.Add(-max(v.Channel.Policy.Defaults().Period.D(), 24*time.Hour)))
 		m.update(ctx, sess, hs, h, *v.Channel, v.ChannelRev)
 		return
 	case Update:

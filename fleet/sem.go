@@ -25,10 +25,16 @@ func (s *Store) take(ctx context.Context, v View, slot int, host string, lease c
 	rel := v.Channel.Release
 	h := Holder{Host: host, Lease: leaseHex(lease), Release: rel, Since: now.UTC()}
 	hb, _ := json.Marshal(h)
-	sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC()})
-	next := v.Revision + 1
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	// The start record's own lease: etcd deletes it after the period.
+	period := v.Channel.Policy.Defaults().Period.D()
+	sl, err := s.cli.Grant(ctx, int64((period+time.Second-1)/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("taking slot %d for %s: granting the start record's lease: %w", slot, host, err)
+	}
+	sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC(), TTL: Duration(time.Duration(sl.TTL) * time.Second)})
+	next := v.Revision + 1
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.ModRevision(s.k.sem()), "<", next).WithPrefix(),
 		clientv3.Compare(clientv3.ModRevision(s.k.channel()), "<", next),
@@ -36,8 +42,14 @@ func (s *Store) take(ctx context.Context, v View, slot int, host string, lease c
 		clientv3.Compare(clientv3.CreateRevision(s.k.slot(slot)), "=", 0),
 	).Then(
 		clientv3.OpPut(s.k.slot(slot), string(hb), clientv3.WithLease(lease)),
-		clientv3.OpPut(s.k.start(now, host), string(sb)),
+		clientv3.OpPut(s.k.start(now, host), string(sb), clientv3.WithLease(sl.ID)),
 	).Commit()
+	if err != nil || !resp.Succeeded {
+		// The unused lease holds nothing; revoke it (or it expires).
+		rctx, rcancel := withTimeout(context.WithoutCancel(ctx))
+		_, _ = s.cli.Revoke(rctx, sl.ID)
+		rcancel()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("taking slot %d for %s: %w", slot, host, err)
 	}
@@ -161,14 +173,6 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		}
 	}
 	return false, fmt.Errorf("pausing channel %s: it kept changing (20 tries)", s.group)
-}
-
-// pruneStarts deletes start records older than keep.
-func (s *Store) pruneStarts(ctx context.Context, before time.Time) error {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	_, err := s.cli.Delete(ctx, s.k.starts(), clientv3.WithRange(s.k.start(before, "")))
-	return err
 }
 
 // ErrHostIDTaken is returned by register when another live session holds
