@@ -139,8 +139,8 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 		id := j.ID
 		wctx, wcancel := context.WithCancel(a.base)
 		stop := context.AfterFunc(ctx, func() {
-			if cause := context.Cause(ctx); errors.Is(cause, fleet.ErrLeaseLost) {
-				a.log.Warn("the fleet slot is lost: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
+			if cause := context.Cause(ctx); fleet.StopsJob(cause) {
+				a.log.Warn("the fleet slot is lost or the update timed out: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
 				a.cancelRun(id, cause)
 				return // and wait for its end
 			}
@@ -157,7 +157,7 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 			return j.ID, nil
 		case j.State == JobInterrupted:
 			return j.ID, fmt.Errorf("%w: job %s was interrupted", fleet.ErrNotRun, j.ID)
-		case j.State == JobCancelled && errors.Is(context.Cause(ctx), fleet.ErrLeaseLost):
+		case j.State == JobCancelled && fleet.StopsJob(context.Cause(ctx)):
 			return j.ID, fmt.Errorf("%w: job %s was cancelled: %w", fleet.ErrNotRun, j.ID, context.Cause(ctx))
 		}
 		return j.ID, fmt.Errorf("update job %s %s: %s", j.ID, j.State, j.Error)
@@ -284,6 +284,10 @@ type PublishRequest struct {
 	Ref    string        `json:"ref"`
 	Commit string        `json:"commit,omitempty"`
 	Policy *PolicyChange `json:"policy,omitempty"`
+	// IfRelease, when set, publishes only if the channel's release commit
+	// is still this one (a prefix is enough; "none": nothing published
+	// yet): 409 otherwise.
+	IfRelease string `json:"if_release,omitempty"`
 }
 
 var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -315,7 +319,7 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 		req.Policy.Apply(&p)
 		pol = &p
 	}
-	ch, err := s.Publish(r.Context(), rel, pol, "agent "+hostname())
+	ch, err := s.PublishIf(r.Context(), rel, pol, "agent "+hostname(), req.IfRelease)
 	if err != nil {
 		return fleetError(err)
 	}
@@ -376,6 +380,10 @@ type PolicyChange struct {
 	PhaseDuration  *fleet.Duration `json:"phase_duration,omitempty"`
 	SafeMode       *bool           `json:"safe_mode,omitempty"`
 	MaxFailedHosts *int            `json:"max_failed_hosts,omitempty"`
+	Windows        *[]string       `json:"windows,omitempty"`
+	WindowDuration *fleet.Duration `json:"window_duration,omitempty"`
+	TimeZone       *string         `json:"time_zone,omitempty"`
+	UpdateTimeout  *fleet.Duration `json:"update_timeout,omitempty"`
 }
 
 // Validate refuses a value given explicitly that makes no sense (an
@@ -396,6 +404,15 @@ func (c PolicyChange) Validate() error {
 		return invalidf("phase_start must be between 0 and 1, got %g", *c.PhaseStart)
 	case c.PhaseDuration != nil && c.PhaseDuration.D() < 0:
 		return invalidf("phase_duration must not be negative (0: no phasing), got %s", c.PhaseDuration.D())
+	case c.WindowDuration != nil && c.WindowDuration.D() <= 0:
+		return invalidf("window_duration must be above 0, got %s", c.WindowDuration.D())
+	case c.UpdateTimeout != nil && c.UpdateTimeout.D() < 0:
+		return invalidf("update_timeout must not be negative (0: none), got %s", c.UpdateTimeout.D())
+	}
+	var p fleet.Policy
+	c.Apply(&p)
+	if err := p.Validate(); err != nil {
+		return invalidf("%v", err)
 	}
 	return nil
 }
@@ -422,6 +439,18 @@ func (c PolicyChange) Apply(p *fleet.Policy) {
 	}
 	if c.MaxFailedHosts != nil {
 		p.MaxFailedHosts = *c.MaxFailedHosts
+	}
+	if c.Windows != nil {
+		p.Windows = *c.Windows
+	}
+	if c.WindowDuration != nil {
+		p.WindowDuration = *c.WindowDuration
+	}
+	if c.TimeZone != nil {
+		p.TimeZone = *c.TimeZone
+	}
+	if c.UpdateTimeout != nil {
+		p.UpdateTimeout = *c.UpdateTimeout
 	}
 }
 
@@ -460,6 +489,8 @@ func fleetError(err error) error {
 	switch {
 	case errors.Is(err, fleet.ErrNoChannel), errors.Is(err, fleet.ErrNoHolder):
 		return &httpError{Code: http.StatusNotFound, Msg: err.Error()}
+	case errors.Is(err, fleet.ErrReleaseChanged):
+		return &httpError{Code: http.StatusConflict, Msg: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
 		return etcdError(err)
 	}

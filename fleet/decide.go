@@ -57,6 +57,7 @@ type Decision struct {
 //     release: nothing starts;
 //   - the host holds a slot (re-entrant: a taken slot of the same host id,
 //     from this or an earlier session): update with it;
+//   - update windows: wait outside them (kured, zincati, Nebraska);
 //   - phased: wait until hash(host, commit) <= throttling(now) (FCOS);
 //   - MaxPerPeriod starts in the last Period: wait (Nebraska); the starts
 //     expire with their own leases, by etcd's clock (see Start);
@@ -121,6 +122,13 @@ func Decide(v View, host, commit string, now time.Time) Decision {
 	}
 	if mine != nil {
 		d.Action, d.State, d.Why = Update, StateUpdating, fmt.Sprintf("holds slot %d", mine.Slot)
+		return d
+	}
+	if in, next, err := InWindow(p, now); err != nil || !in {
+		d.Why = fmt.Sprintf("outside the update windows (next opens %s)", next.Format(time.RFC3339))
+		if err != nil {
+			d.Why = "the channel's update windows cannot be read: " + err.Error()
+		}
 		return d
 	}
 	if th := Throttle(p, ch.PublishedAt, now); HashFraction(host, rel.Commit) > th {

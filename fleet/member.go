@@ -29,9 +29,10 @@ type Updater interface {
 	// no result is recorded.
 	//
 	// ctx is cancelled with a cause wrapping ErrLeaseLost as soon as the
-	// host's slot is no longer surely its own (see CheckHold): the job must
-	// then stop moving lockers and wind down under its policy, and Update
-	// still waits for its end.
+	// host's slot is no longer surely its own (see CheckHold), or
+	// ErrUpdateTimeout past the channel's update_timeout (StopsJob): the
+	// job must then stop moving lockers and wind down under its policy,
+	// and Update still waits for its end.
 	Update(ctx context.Context, rel Release) (job string, err error)
 }
 
@@ -355,9 +356,27 @@ func (m *Member) update(ctx context.Context, sess *sessionLease, hs HostState, h
 	m.register(ctx, sess, hs, StateUpdating, "updating to "+rel.String(), true)
 	begin := time.Now()
 	hctx, stop := holdSlot(ctx, m.cli, m.store.k.slot(h.Slot), sess, h)
-	job, err := m.up.Update(hctx, rel)
+	done := make(chan updateOutcome, 1)
+	go func() {
+		job, err := m.up.Update(hctx, rel)
+		done <- updateOutcome{job, err}
+	}()
+	var timeout <-chan time.Time
+	if d := ch.Policy.UpdateTimeout.D(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var o updateOutcome
+	select {
+	case o = <-done:
+	case <-timeout:
+		m.timedOut(ctx, sess, hs, h, ch, chanRev, begin, stop, done)
+		return
+	}
+	job, err := o.job, o.err
 	lost := CheckHold(hctx)
-	stop()
+	stop(nil)
 	if ctx.Err() != nil || (errors.Is(err, ErrNotRun) && lost == nil) {
 		m.mu.Lock()
 		m.cutShort = true
@@ -385,6 +404,12 @@ func (m *Member) update(ctx context.Context, sess *sessionLease, hs HostState, h
 	if lost != nil {
 		m.log.Warn("the fleet slot was lost while updating; the outcome is recorded", "release", rel.String(), "ok", r.OK, "why", lost)
 	}
+	m.record(ctx, sess, hs2, h, rel, r, chanRev)
+}
+
+// record journals an update's outcome, writes it to etcd (see flush) and
+// registers the host's new state.
+func (m *Member) record(ctx context.Context, sess *sessionLease, hs HostState, h Holder, rel Release, r Result, chanRev int64) {
 	jerr := m.journal.change(func(st *journalState) {
 		st.Pending = append(st.Pending, pendingReport{Holder: h, Release: rel, Result: r, ChannelRev: chanRev})
 		if !r.OK {
@@ -397,17 +422,41 @@ func (m *Member) update(ctx context.Context, sess *sessionLease, hs HostState, h
 	}
 	state, note := StateIdle, "updated to "+rel.String()
 	if !r.OK {
-		state, note = StateFailed, fmt.Sprintf("the update to %s failed (job %s): %s", rel, job, r.Error)
+		state, note = StateFailed, fmt.Sprintf("the update to %s failed (job %s): %s", rel, r.Job, r.Error)
 	}
 	m.setDecision(Decision{State: state, Why: note})
 	if err := m.flush(ctx); err != nil {
 		m.etcdError(sess, err)
 		return
 	}
-	if hs3, err := m.up.State(ctx); err == nil {
-		hs2 = hs3
+	if hs2, err := m.up.State(ctx); err == nil {
+		hs = hs2
 	}
-	m.register(ctx, sess, hs2, state, note, true)
+	m.register(ctx, sess, hs, state, note, true)
+}
+
+// updateOutcome is what Updater.Update returned.
+type updateOutcome struct {
+	job string
+	err error
+}
+
+// timedOut handles an update past the channel's update_timeout: it counts
+// as failed at once (result, FAILED mark, pause: written before the job
+// ends, so a job that hangs for good holds nothing up), the job is told to
+// stop (ErrUpdateTimeout), and its end is then waited for.
+func (m *Member) timedOut(ctx context.Context, sess *sessionLease, hs HostState, h Holder, ch Channel, chanRev int64, begin time.Time, stop context.CancelCauseFunc, done <-chan updateOutcome) {
+	d := ch.Policy.UpdateTimeout.D()
+	why := fmt.Errorf("%w (%s)", ErrUpdateTimeout, d)
+	m.log.Error("the fleet update ran past its update_timeout: it counts as failed; stopping the job", "release", ch.Release.String(), "update_timeout", d)
+	stop(why)
+	r := Result{Host: m.cfg.HostID, Error: why.Error(), Begin: begin.UTC(), End: time.Now().UTC()}
+	m.record(ctx, sess, hs, h, ch.Release, r, chanRev)
+	select {
+	case o := <-done:
+		m.log.Warn("the timed-out fleet update job ended", "job", o.job, "err", o.err)
+	case <-ctx.Done():
+	}
 }
 
 // flush writes the journaled outcomes to etcd, oldest first, each with the

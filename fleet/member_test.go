@@ -24,6 +24,8 @@ import (
 // say how it ends, or for its context's end (then it reports ErrNotRun
 // with the cause, as the agent does once its job wound down).
 type fakeUpdater struct {
+	// hung: Update ignores its context (a job that hangs for good).
+	hung    bool
 	mu      sync.Mutex
 	commit  string
 	calls   int
@@ -48,6 +50,9 @@ func (u *fakeUpdater) Update(ctx context.Context, rel Release) (string, error) {
 	job := fmt.Sprintf("job-%d", u.calls)
 	u.mu.Unlock()
 	u.started <- rel
+	if u.hung {
+		return job, <-u.finish
+	}
 	select {
 	case err := <-u.finish:
 		if err == nil {
@@ -395,4 +400,49 @@ func parseLease(h string) (clientv3.LeaseID, error) {
 	var id int64
 	_, err := fmt.Sscanf(h, "%x", &id)
 	return clientv3.LeaseID(id), err
+}
+
+// TestUpdateTimeoutCountsAsFailed: an update past the channel's
+// update_timeout counts as failed at once (result, slot marked FAILED,
+// channel paused), even when the job hangs for good and ignores being
+// told to stop; a job that does stop is told why (ErrUpdateTimeout).
+func TestUpdateTimeoutCountsAsFailed(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := testStore(t, c.Endpoints())
+	ctx := t.Context()
+	if _, err := s.Publish(ctx, Release{Ref: "main", Commit: cNew}, &Policy{MaxHosts: 2, MaxFailedHosts: 2, UpdateTimeout: Duration(time.Second)}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	hung := newFakeUpdater(cOld)
+	hung.hung = true
+	stops := newFakeUpdater(cOld)
+	startMember(t, c.Endpoints(), "h1", 10*time.Second, "", hung)
+	startMember(t, c.Endpoints(), "h2", 10*time.Second, "", stops)
+	<-hung.started
+	<-stops.started
+	began := time.Now()
+	select {
+	case cause := <-stops.causes:
+		if !errors.Is(cause, ErrUpdateTimeout) {
+			t.Errorf("the job was told %v, want ErrUpdateTimeout", cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job past its update_timeout was not told to stop")
+	}
+	waitUntil(t, 10*time.Second, "both hosts failed, slots marked, the channel paused", func() bool {
+		ch, _, err := s.Channel(ctx)
+		hs, herr := s.Holders(ctx)
+		rs, rerr := s.Results(ctx, cNew)
+		if err != nil || herr != nil || rerr != nil || !ch.Paused || len(hs) != 2 || len(rs) != 2 {
+			return false
+		}
+		for _, h := range hs {
+			if !strings.Contains(h.Failed, "update_timeout") {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("update_timeout 1s: both hosts counted failed and the channel paused %s after the jobs began", time.Since(began).Round(10*time.Millisecond))
+	hung.finish <- nil // let the hung job end, for the cleanup
 }

@@ -19,6 +19,18 @@ import (
 // wrapping error says which.
 var ErrLeaseLost = errors.New("the fleet slot's lease is lost")
 
+// ErrUpdateTimeout is the cause of the Updater's context when the update
+// ran past the channel's update_timeout: it counts as failed.
+var ErrUpdateTimeout = errors.New("the fleet update ran past its update_timeout")
+
+// StopsJob reports whether cause (of the context given to Updater.Update)
+// asks the update job to stop moving lockers and wind down: the slot was
+// lost, or the update timed out. Any other cause (the agent stops) does
+// not.
+func StopsJob(cause error) bool {
+	return errors.Is(cause, ErrLeaseLost) || errors.Is(cause, ErrUpdateTimeout)
+}
+
 // sessionLease is one session lease of a Member, kept alive by its own
 // loop of single keep-alives (not a keep-alive stream), so that the host
 // knows by its own clock until when etcd surely holds the lease: the send
@@ -188,8 +200,8 @@ func CheckHold(ctx context.Context) error {
 // sess: it is cancelled, with a cause wrapping ErrLeaseLost, as soon as
 // the session ends (see sessionLease) or the slot key is deleted or
 // re-created by another session (an etcd watch from the slot's create
-// revision). stop releases the watch.
-func holdSlot(ctx context.Context, cli *clientv3.Client, key string, sess *sessionLease, h Holder) (hctx context.Context, stop func()) {
+// revision). stop releases the watch, cancelling hctx with its cause.
+func holdSlot(ctx context.Context, cli *clientv3.Client, key string, sess *sessionLease, h Holder) (hctx context.Context, stop context.CancelCauseFunc) {
 	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, holdKey{}, &hold{sess: sess, slot: h.Slot}))
 	wctx, wstop := context.WithCancel(hctx)
 	go func() {
@@ -241,5 +253,5 @@ func holdSlot(ctx context.Context, cli *clientv3.Client, key string, sess *sessi
 			cancel(sess.Err())
 		}
 	}()
-	return hctx, func() { cancel(nil) }
+	return hctx, cancel
 }

@@ -72,6 +72,36 @@ func TestFleetPublishChecksTheOrigin(t *testing.T) {
 	if _, stderr, code := runCLI(t, "fleet", "channel", "--max-hosts", "0", "--config", config); code != 2 || !strings.Contains(stderr, "max_hosts") {
 		t.Errorf("fleet channel --max-hosts 0: exit %d %q, want 2", code, stderr)
 	}
+	before, _, err := st.Channel(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// --if-release: the second of two operators is told, not overwritten.
+	if _, stderr, code := runCLI(t, "fleet", "publish", a, "--if-release", "none", "--config", config); code != 1 || !strings.Contains(stderr, "the channel's release changed") {
+		t.Errorf("publish --if-release none on a published channel: exit %d %q, want 1 saying the release changed", code, stderr)
+	}
+	if _, stderr, code := runCLI(t, "fleet", "publish", a, "--if-release", a[:12], "--config", config); code != 1 || !strings.Contains(stderr, "main@"+b[:12]) {
+		t.Errorf("publish --if-release with a stale commit: exit %d %q, want 1 naming the release now", code, stderr)
+	}
+	if after, _, _ := st.Channel(t.Context()); !after.PublishedAt.Equal(before.PublishedAt) || after.Release != before.Release {
+		t.Errorf("a refused --if-release publish wrote the channel: %+v", after)
+	}
+	if out, stderr, code := runCLI(t, "fleet", "publish", a, "--if-release", b[:12], "--config", config); code != 0 || !strings.Contains(out, a) {
+		t.Errorf("publish --if-release with the current commit: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, stderr, code := runCLI(t, "fleet", "publish", "main", "--if-release", a, "--config", config); code != 0 || !strings.Contains(out, b) {
+		t.Fatalf("publish main back: exit %d\n%s%s", code, out, stderr)
+	}
+	// Update windows and the update timeout: set, shown, bad values refused.
+	out, stderr, code = runCLI(t, "fleet", "channel", "--window", "0 3 * * 1-5", "--window-duration", "2h", "--time-zone", "Europe/Paris", "--update-timeout", "30m", "--config", config)
+	if code != 0 || !strings.Contains(out, `update windows: Europe/Paris for 2h0m0s after each of ["0 3 * * 1-5"]`) || !strings.Contains(out, "an update past 30m0s fails") {
+		t.Errorf("fleet channel with windows and a timeout: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, bad := range [][]string{{"--window", "at three"}, {"--time-zone", "Mars/Olympus"}, {"--update-timeout", "-1s"}, {"--window-duration", "0s"}} {
+		if _, stderr, code := runCLI(t, append(append([]string{"fleet", "channel"}, bad...), "--config", config)...); code != 2 {
+			t.Errorf("fleet channel %v: exit %d %q, want 2", bad, code, stderr)
+		}
+	}
 	refused("main is "+b[:12]+" on the origin, not "+a[:12], "main", "--commit", a)
 	refused(`unknown target "`+missing+`"`, missing)
 	ch, _, err := st.Channel(t.Context())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -159,7 +160,7 @@ func newFleetChannelCmd(g *globals) *cobra.Command {
 
 func newFleetPublishCmd(g *globals) *cobra.Command {
 	var pf policyFlags
-	var commit string
+	var commit, ifRelease string
 	cmd := &cobra.Command{Use: "publish REF", Short: "Set the group's release: REF (branch, tag, commit) resolved on the origin to a commit", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, set, err := pf.change(cmd)
@@ -198,7 +199,7 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 					pol = &p
 				}
 				host, _ := os.Hostname()
-				ch, err := st.Publish(ctx, rel, pol, "cli on "+host)
+				ch, err := st.PublishIf(ctx, rel, pol, "cli on "+host, ifRelease)
 				if err != nil {
 					return err
 				}
@@ -214,7 +215,8 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 				return nil
 			})
 		}}
-	cmd.Flags().StringVar(&commit, "commit", "", "the full commit id REF stands for (skips resolving it on the origin)")
+	cmd.Flags().StringVar(&commit, "commit", "", "the full commit id REF must stand for on the origin (refused otherwise)")
+	cmd.Flags().StringVar(&ifRelease, "if-release", "", "publish only if the channel's release is still this commit (as `fleet channel` showed it; a prefix is enough; none: nothing published yet)")
 	pf.register(cmd)
 	return cmd
 }
@@ -225,6 +227,9 @@ type policyFlags struct {
 	period, phaseDuration             time.Duration
 	phaseStart                        float64
 	safeMode                          bool
+	windows                           []string
+	windowDuration, updateTimeout     time.Duration
+	timeZone                          string
 }
 
 func (p *policyFlags) register(cmd *cobra.Command) {
@@ -236,6 +241,10 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&p.phaseDuration, "phase-duration", 0, "phased rollout: time for the throttling to reach 1 (0: no phasing)")
 	f.BoolVar(&p.safeMode, "safe-mode", false, "the first host updates alone (canary)")
 	f.IntVar(&p.maxFailed, "max-failed-hosts", fleet.DefaultMaxFailedHosts, "hosts failing on a release that pause the channel")
+	f.StringArrayVar(&p.windows, "window", nil, "an update window's opening, a 5-field cron time (repeatable; --window '' clears them): hosts take a slot only within --window-duration after one")
+	f.DurationVar(&p.windowDuration, "window-duration", fleet.DefaultWindowDuration, "how long each update window stays open")
+	f.StringVar(&p.timeZone, "time-zone", "", "the time zone of the windows' cron times (IANA name, default UTC)")
+	f.DurationVar(&p.updateTimeout, "update-timeout", 0, "a host's update past this counts as failed and is stopped (0: none)")
 }
 
 // change returns the fields the command line set, and whether any was;
@@ -274,6 +283,21 @@ func (p *policyFlags) fields(cmd *cobra.Command) (agent.PolicyChange, bool) {
 	}
 	if f.Changed("max-failed-hosts") {
 		c.MaxFailedHosts, set = &p.maxFailed, true
+	}
+	if f.Changed("window") {
+		w := slices.DeleteFunc(slices.Clone(p.windows), func(s string) bool { return strings.TrimSpace(s) == "" })
+		c.Windows, set = &w, true
+	}
+	if f.Changed("window-duration") {
+		d := fleet.Duration(p.windowDuration)
+		c.WindowDuration, set = &d, true
+	}
+	if f.Changed("time-zone") {
+		c.TimeZone, set = &p.timeZone, true
+	}
+	if f.Changed("update-timeout") {
+		d := fleet.Duration(p.updateTimeout)
+		c.UpdateTimeout, set = &d, true
 	}
 	return c, set
 }
@@ -330,7 +354,28 @@ func printChannel(g *globals, group string, ch fleet.Channel) error {
 		b.WriteString(", safe mode (a canary first)")
 	}
 	fmt.Fprintf(&b, ", %d failed %s pause", p.MaxFailedHosts, map[bool]string{true: "host", false: "hosts"}[p.MaxFailedHosts == 1])
+	if p.UpdateTimeout > 0 {
+		fmt.Fprintf(&b, ", an update past %s fails", p.UpdateTimeout.D())
+	}
 	fmt.Fprintln(g.stdout, b.String())
+	if len(p.Windows) > 0 {
+		d, tz := p.WindowDuration.D(), p.TimeZone
+		if d <= 0 {
+			d = fleet.DefaultWindowDuration
+		}
+		if tz == "" {
+			tz = "UTC"
+		}
+		in, next, err := fleet.InWindow(p, time.Now())
+		now := "open now"
+		switch {
+		case err != nil:
+			now = "unreadable: " + err.Error()
+		case !in:
+			now = "closed; next opens " + next.Format(time.RFC3339)
+		}
+		fmt.Fprintf(g.stdout, "update windows: %s for %s after each of %q (%s)\n", tz, d, p.Windows, now)
+	}
 	return nil
 }
 
