@@ -102,6 +102,17 @@
 //     passed, by etcd's clock: a host whose clock is ahead or behind cannot
 //     exceed the limit, nor delete anyone's records. A period changed at
 //     run time applies to the starts made after the change.
+//   - Update windows: with windows set, a host takes a slot only within
+//     window_duration after one of their cron times, read in the
+//     channel's time_zone (kured's reboot days and times, zincati's
+//     maintenance windows, Nebraska's office hours); a held slot goes on.
+//   - Update timeout: an update past update_timeout counts as failed at
+//     once (result, FAILED mark, pause), even if its job hangs for good;
+//     the job is told ErrUpdateTimeout (Nebraska counts an update that
+//     does not report in time as failed).
+//   - Publish --if-release: the write compares the channel's release with
+//     the one the operator saw, so of two publishes moments apart the
+//     second is refused (ErrReleaseChanged, HTTP 409), not silently won.
 //   - Phased rollout: throttling rises linearly from phase_start at
 //     publication to 1 after phase_duration; a host takes the release once
 //     hash(host id, commit) <= throttling (Fedora CoreOS's rollouts in
