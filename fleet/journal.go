@@ -54,22 +54,30 @@ type ownFailure struct {
 
 const maxOwnFailures = 20
 
-func openJournal(path string) (*journal, error) {
-	j := &journal{path: path}
+// openJournal reads the journal at path. A file that cannot be parsed is
+// moved aside (path + ".corrupt") and the journal starts empty: lost is
+// then the reason, for the caller to log (the host's lockers matter more
+// than the fleet's memory; etcd still has what was written to it).
+func openJournal(path string) (j *journal, lost error, err error) {
+	j = &journal{path: path}
 	if path == "" {
-		return j, nil
+		return j, nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return j, nil
+		return j, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the fleet journal %s: %w", path, err)
+		return nil, nil, fmt.Errorf("reading the fleet journal %s: %w", path, err)
 	}
-	if err := json.Unmarshal(b, &j.st); err != nil {
-		return nil, fmt.Errorf("reading the fleet journal %s: %w", path, err)
+	if perr := json.Unmarshal(b, &j.st); perr != nil {
+		j.st = journalState{}
+		if err := os.Rename(path, path+".corrupt"); err != nil {
+			return nil, nil, fmt.Errorf("moving the unreadable fleet journal %s aside: %w", path, err)
+		}
+		return j, fmt.Errorf("the fleet journal %s could not be read (moved to %s.corrupt): %w", path, path, perr), nil
 	}
-	return j, nil
+	return j, nil, nil
 }
 
 // snapshot returns a copy of the state.

@@ -95,7 +95,7 @@ func NewMember(cfg Config, up Updater, log *slog.Logger) (*Member, error) {
 	if err := ValidID(cfg.HostID); err != nil {
 		return nil, fmt.Errorf("fleet.host_id (default: the hostname): %w", err)
 	}
-	j, err := openJournal(cfg.StateFile)
+	j, lost, err := openJournal(cfg.StateFile)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +105,9 @@ func NewMember(cfg Config, up Updater, log *slog.Logger) (*Member, error) {
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if lost != nil {
+		log.Error("starting with an empty fleet journal: outcomes not yet in etcd and the previous lease are forgotten", "err", lost)
 	}
 	m := &Member{cfg: cfg, cli: cli, store: NewStore(cli, cfg.Prefix, cfg.Group), up: up, journal: j,
 		log: log.With("fleet_group", cfg.Group, "host_id", cfg.HostID)}

@@ -446,3 +446,26 @@ func TestUpdateTimeoutCountsAsFailed(t *testing.T) {
 	t.Logf("update_timeout 1s: both hosts counted failed and the channel paused %s after the jobs began", time.Since(began).Round(10*time.Millisecond))
 	hung.finish <- nil // let the hung job end, for the cleanup
 }
+
+// TestCorruptJournalIsMovedAside: an unreadable fleet journal does not
+// stop the agent: it is moved aside, named in the log, and the member
+// starts empty.
+func TestCorruptJournalIsMovedAside(t *testing.T) {
+	jf := filepath.Join(t.TempDir(), "fleet.json")
+	if err := os.WriteFile(jf, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, lost, err := openJournal(jf)
+	if err != nil || lost == nil || !strings.Contains(lost.Error(), jf+".corrupt") || len(j.snapshot().Pending) != 0 {
+		t.Fatalf("openJournal of a corrupt file: %v %v", lost, err)
+	}
+	if _, err := os.Stat(jf + ".corrupt"); err != nil {
+		t.Errorf("the corrupt journal was not kept aside: %v", err)
+	}
+	if err := j.change(func(st *journalState) { st.Lease = "abc" }); err != nil {
+		t.Fatal(err)
+	}
+	if st := readJournal(t, jf); st.Lease != "abc" {
+		t.Errorf("journal after a change: %+v", st)
+	}
+}
