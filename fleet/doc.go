@@ -8,7 +8,7 @@
 //	<prefix>/<group>/hosts/<host-id>          HostRecord (JSON), under the host's session lease
 //	<prefix>/<group>/channel                  Channel (JSON): release {ref, commit}, policy, paused; no lease
 //	<prefix>/<group>/sem/slot/<nnnn>          Holder (JSON), nnnn = 0000..K-1, under the holder's session lease
-//	<prefix>/<group>/sem/start/<time>-<host>  Start (JSON): one per update started (for max_per_period), under its own lease of TTL period
+//	<prefix>/<group>/sem/start/<time>-<host>  Start (JSON): one per update started while max_per_period is set, under its own lease of TTL period
 //	<prefix>/<group>/results/<commit>/<host>  Result (JSON): a host's outcome on that release; no lease
 //
 // # How a host follows its channel
@@ -100,8 +100,9 @@
 //     period"), counted across releases. Each start record lives under its
 //     own lease of TTL period, so etcd deletes it when the period has
 //     passed, by etcd's clock: a host whose clock is ahead or behind cannot
-//     exceed the limit, nor delete anyone's records. A period changed at
-//     run time applies to the starts made after the change.
+//     exceed the limit, nor delete anyone's records. Starts are recorded
+//     only while a limit is set; a period changed at run time applies to
+//     the starts made after the change.
 //   - Update windows: with windows set, a host takes a slot only within
 //     window_duration after one of their cron times, read in the
 //     channel's time_zone (kured's reboot days and times, zincati's

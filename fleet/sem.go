@@ -27,24 +27,27 @@ func (s *Store) take(ctx context.Context, v View, slot int, host string, lease c
 	hb, _ := json.Marshal(h)
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	// The start record's own lease: etcd deletes it after the period.
-	period := v.Channel.Policy.Defaults().Period.D()
-	sl, err := s.cli.Grant(ctx, int64((period+time.Second-1)/time.Second))
-	if err != nil {
-		return 0, fmt.Errorf("taking slot %d for %s: granting the start record's lease: %w", slot, host, err)
+	then := []clientv3.Op{clientv3.OpPut(s.k.slot(slot), string(hb), clientv3.WithLease(lease))}
+	// A start record, while a per-period limit is set, under its own
+	// lease: etcd deletes it after the period.
+	var sl *clientv3.LeaseGrantResponse
+	if p := v.Channel.Policy.Defaults(); p.MaxPerPeriod > 0 {
+		var err error
+		sl, err = s.cli.Grant(ctx, int64((p.Period.D()+time.Second-1)/time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("taking slot %d for %s: granting the start record's lease: %w", slot, host, err)
+		}
+		sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC(), TTL: Duration(time.Duration(sl.TTL) * time.Second)})
+		then = append(then, clientv3.OpPut(s.k.start(now, host), string(sb), clientv3.WithLease(sl.ID)))
 	}
-	sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC(), TTL: Duration(time.Duration(sl.TTL) * time.Second)})
 	next := v.Revision + 1
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.ModRevision(s.k.sem()), "<", next).WithPrefix(),
 		clientv3.Compare(clientv3.ModRevision(s.k.channel()), "<", next),
 		clientv3.Compare(clientv3.ModRevision(s.k.results(rel.Commit)), "<", next).WithPrefix(),
 		clientv3.Compare(clientv3.CreateRevision(s.k.slot(slot)), "=", 0),
-	).Then(
-		clientv3.OpPut(s.k.slot(slot), string(hb), clientv3.WithLease(lease)),
-		clientv3.OpPut(s.k.start(now, host), string(sb), clientv3.WithLease(sl.ID)),
-	).Commit()
-	if err != nil || !resp.Succeeded {
+	).Then(then...).Commit()
+	if sl != nil && (err != nil || !resp.Succeeded) {
 		// The unused lease holds nothing; revoke it (or it expires).
 		rctx, rcancel := withTimeout(context.WithoutCancel(ctx))
 		_, _ = s.cli.Revoke(rctx, sl.ID)

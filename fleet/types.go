@@ -231,12 +231,15 @@ type Result struct {
 	End   time.Time `json:"end"`
 }
 
-// Start records one update start, for MaxPerPeriod. It lives under its
-// own lease of TTL (the channel's period when it was made): etcd deletes
-// it once the period has passed, by etcd's clock, so the count of starts
-// in the last period is the count of start keys, whatever the hosts'
-// clocks say. At is the taker's clock, for display only. A record without
-// TTL (written by an older version) counts while At is within the period.
+// Start records one update start, for MaxPerPeriod (only while a limit is
+// set). It lives under its own lease of TTL (the channel's period when it
+// was made): etcd deletes it once the period has passed, by etcd's clock,
+// so the count of starts in the last period is the count of start keys,
+// whatever the hosts' clocks say. At is the taker's clock, for display
+// only. A record without TTL (written by an older version) counts while At
+// is within the period. A period shortened at run time applies to starts
+// made after the change (earlier ones count until their own period ends:
+// never more starts than the limit).
 type Start struct {
 	Host   string    `json:"host"`
 	Commit string    `json:"commit"`
