@@ -29,7 +29,12 @@ type journal struct {
 }
 
 type journalState struct {
-	Lease   string          `json:"lease,omitempty"`
+	Lease string `json:"lease,omitempty"`
+	// LeaseOf is "<prefix>/<group>/<host id>" of the session that had
+	// Lease: a lease is adopted only by the same identity (after a config
+	// change the old one is revoked, or its registry entry and slot would
+	// live on under the new identity's keep-alives).
+	LeaseOf string          `json:"lease_of,omitempty"`
 	Pending []pendingReport `json:"pending,omitempty"`
 	Failed  []ownFailure    `json:"failed,omitempty"`
 }

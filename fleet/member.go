@@ -172,7 +172,14 @@ func (m *Member) Run(ctx context.Context) {
 func (m *Member) session(ctx context.Context) (*sessionLease, error) {
 	gctx, cancel := withTimeout(ctx)
 	defer cancel()
-	if prev, err := strconv.ParseInt(m.journal.snapshot().Lease, 16, 64); err == nil && prev != 0 {
+	js := m.journal.snapshot()
+	if prev, err := strconv.ParseInt(js.Lease, 16, 64); err == nil && prev != 0 && js.LeaseOf != m.identity() {
+		if _, err := m.cli.Revoke(gctx, clientv3.LeaseID(prev)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil, fmt.Errorf("revoking the session lease %s of this host's previous identity %s: %w", leaseHex(clientv3.LeaseID(prev)), js.LeaseOf, err)
+		}
+		m.log.Info("revoked the session lease of this host's previous fleet identity (the config changed)", "lease", leaseHex(clientv3.LeaseID(prev)), "was", js.LeaseOf)
+		_ = m.journal.change(func(st *journalState) { st.Lease, st.LeaseOf = "", "" })
+	} else if err == nil && prev != 0 {
 		sent := time.Now()
 		resp, err := m.cli.KeepAliveOnce(gctx, clientv3.LeaseID(prev))
 		switch {
@@ -195,12 +202,17 @@ func (m *Member) session(ctx context.Context) (*sessionLease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("granting a %ds session lease: %w", ttl, err)
 	}
-	if err := m.journal.change(func(st *journalState) { st.Lease = leaseHex(lr.ID) }); err != nil {
+	if err := m.journal.change(func(st *journalState) { st.Lease, st.LeaseOf = leaseHex(lr.ID), m.identity() }); err != nil {
 		m.log.Warn("the fleet session lease is not journaled: after a crash this host waits up to the ttl for it", "err", err)
 	}
 	m.started(lr.ID)
 	m.log.Info("fleet session started", "lease", leaseHex(lr.ID), "ttl", time.Duration(lr.TTL)*time.Second)
 	return keepSession(m.cli, lr.ID, time.Duration(lr.TTL)*time.Second, sent), nil
+}
+
+// identity names the keys this member's lease holds.
+func (m *Member) identity() string {
+	return strings.TrimRight(m.cfg.Prefix, "/") + "/" + m.cfg.Group + "/" + m.cfg.HostID
 }
 
 func (m *Member) started(id clientv3.LeaseID) {

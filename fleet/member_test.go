@@ -469,3 +469,26 @@ func TestCorruptJournalIsMovedAside(t *testing.T) {
 		t.Errorf("journal after a change: %+v", st)
 	}
 }
+
+// TestChangedIdentityRevokesOldLease: an agent restarted with another
+// host id (same state folder) does not adopt the lease of its previous
+// identity, which would keep that identity's registry entry alive under
+// its own keep-alives: it revokes it.
+func TestChangedIdentityRevokesOldLease(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := testStore(t, c.Endpoints())
+	ctx := t.Context()
+	jf := filepath.Join(t.TempDir(), "fleet.json")
+	old := startMember(t, c.Endpoints(), "old-name", 30*time.Second, jf, newFakeUpdater(cOld))
+	waitUntil(t, 10*time.Second, "old-name registered", func() bool { _, ok := hostRecord(ctx, s, "old-name"); return ok })
+	old.crash()
+	m := startMember(t, c.Endpoints(), "new-name", 30*time.Second, jf, newFakeUpdater(cOld))
+	waitUntil(t, 10*time.Second, "new-name registered and old-name gone", func() bool {
+		_, gone := hostRecord(ctx, s, "old-name")
+		h, ok := hostRecord(ctx, s, "new-name")
+		return ok && !gone && h.Lease == m.Status().Lease
+	})
+	if !strings.Contains(m.log.String(), "revoked the session lease of this host's previous fleet identity") {
+		t.Errorf("log does not say the old identity's lease was revoked:\n%s", m.log.String())
+	}
+}
