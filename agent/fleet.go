@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
 )
 
@@ -44,6 +46,9 @@ func (a *Agent) initFleet() error {
 		if err := CheckSecretFile(fc.Key); err != nil {
 			return fmt.Errorf("fleet.key: %w", err)
 		}
+	}
+	if fc.StateFile == "" {
+		fc.StateFile = filepath.Join(a.cfg.StateDir, "fleet.json")
 	}
 	m, err := fleet.NewMember(fc, fleetUpdater{a}, a.log)
 	if err != nil {
@@ -104,17 +109,23 @@ func (u fleetUpdater) State(ctx context.Context) (fleet.HostState, error) {
 
 // Update submits an update-code job to rel.Commit with the host's own
 // defaults (strategy, window, failure policy) and waits for its end. A job
-// already running is waited for first (jobs never overlap).
+// already running is waited for first (jobs never overlap). When ctx is
+// cancelled because the fleet slot is lost (fleet.ErrLeaseLost), the job
+// is cancelled with that cause (it begins no new locker move) and still
+// waited for.
 func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, error) {
 	a := u.a
 	for {
+		if err := fleet.CheckHold(ctx); err != nil {
+			return "", fmt.Errorf("%w: %w", fleet.ErrNotRun, err)
+		}
 		j, err := a.Submit(Request{Kind: KindUpdate, Target: rel.Commit, Trigger: "fleet: " + a.cfg.Fleet.WithDefaults().Group + " " + rel.String()})
 		var busy BusyError
 		if errors.As(err, &busy) {
 			_, _ = a.Wait(ctx, busy.JobID)
 			select {
 			case <-ctx.Done():
-				return "", fmt.Errorf("%w: %v", fleet.ErrNotRun, ctx.Err())
+				return "", fmt.Errorf("%w: %w", fleet.ErrNotRun, context.Cause(ctx))
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
@@ -125,17 +136,42 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 			}
 			return "", fmt.Errorf("submitting the update to %s: %w", rel, err)
 		}
-		j, err = a.Wait(ctx, j.ID)
+		id := j.ID
+		wctx, wcancel := context.WithCancel(a.base)
+		stop := context.AfterFunc(ctx, func() {
+			if cause := context.Cause(ctx); fleet.StopsJob(cause) {
+				a.log.Warn("the fleet slot is lost or the update timed out: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
+				a.cancelRun(id, cause)
+				return // and wait for its end
+			}
+			wcancel() // the member stops: stop waiting, as before
+		})
+		j, err = a.Wait(wctx, id)
+		stop()
+		wcancel()
 		if err != nil {
 			return j.ID, fmt.Errorf("%w: %v", fleet.ErrNotRun, err)
 		}
-		switch j.State {
-		case JobSucceeded:
+		switch {
+		case j.State == JobSucceeded:
 			return j.ID, nil
-		case JobInterrupted:
+		case j.State == JobInterrupted:
 			return j.ID, fmt.Errorf("%w: job %s was interrupted", fleet.ErrNotRun, j.ID)
+		case j.State == JobCancelled && fleet.StopsJob(context.Cause(ctx)):
+			return j.ID, fmt.Errorf("%w: job %s was cancelled: %w", fleet.ErrNotRun, j.ID, context.Cause(ctx))
 		}
 		return j.ID, fmt.Errorf("update job %s %s: %s", j.ID, j.State, j.Error)
+	}
+}
+
+// cancelRun cancels a running job with cause (as Cancel does with the
+// operator's).
+func (a *Agent) cancelRun(id string, cause error) {
+	a.mu.Lock()
+	r := a.runs[id]
+	a.mu.Unlock()
+	if r != nil {
+		r.cancel(cause)
 	}
 }
 
@@ -170,6 +206,9 @@ func (a *Agent) fleetRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /v1/fleet/policy", a.serve(a.withFleet(func(w http.ResponseWriter, r *http.Request, s *fleet.Store) error {
 		var p PolicyChange
 		if err := decodeJSON(r, &p); err != nil {
+			return err
+		}
+		if err := p.Validate(); err != nil {
 			return err
 		}
 		ch, err := s.SetPolicy(r.Context(), p.Apply)
@@ -245,6 +284,10 @@ type PublishRequest struct {
 	Ref    string        `json:"ref"`
 	Commit string        `json:"commit,omitempty"`
 	Policy *PolicyChange `json:"policy,omitempty"`
+	// IfRelease, when set, publishes only if the channel's release commit
+	// is still this one (a prefix is enough; "none": nothing published
+	// yet): 409 otherwise.
+	IfRelease string `json:"if_release,omitempty"`
 }
 
 var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -256,6 +299,11 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 	}
 	if req.Ref == "" {
 		return invalidf("publish: ref is empty")
+	}
+	if req.Policy != nil {
+		if err := req.Policy.Validate(); err != nil {
+			return err
+		}
 	}
 	rel, err := ResolveRelease(r.Context(), a.deps.Code, req.Ref, req.Commit)
 	if err != nil {
@@ -271,7 +319,7 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 		req.Policy.Apply(&p)
 		pol = &p
 	}
-	ch, err := s.Publish(r.Context(), rel, pol, "agent "+hostname())
+	ch, err := s.PublishIf(r.Context(), rel, pol, "agent "+hostname(), req.IfRelease)
 	if err != nil {
 		return fleetError(err)
 	}
@@ -280,28 +328,47 @@ func (a *Agent) handleFleetPublish(w http.ResponseWriter, r *http.Request, s *fl
 	return nil
 }
 
-// ResolveRelease turns a ref into a release: a full commit id is taken as
-// it is; otherwise code fetches the origin and resolves it.
+// ResolveRelease turns a ref into a release, checked on the origin before
+// anything is written: hosts build the commit, so a commit the origin does
+// not have would only fail on the first host (the canary) and pause the
+// channel. The origin is fetched; ref must be a branch, tag or commit of
+// it. With commit given, it must be a full commit id of the origin and
+// ref must resolve to exactly it (a guard against the ref having moved
+// since the operator looked; publish the commit id itself to roll out an
+// older commit). Every refusal is an InvalidError (exit 2, HTTP 400).
 func ResolveRelease(ctx context.Context, code Code, ref, commit string) (fleet.Release, error) {
-	switch {
-	case commit != "":
-		if !fullSHA.MatchString(commit) {
-			return fleet.Release{}, invalidf("commit %q is not a full 40-digit commit id", commit)
+	if commit != "" && !fullSHA.MatchString(commit) {
+		return fleet.Release{}, invalidf("commit %q is not a full 40-digit commit id", commit)
+	}
+	if code == nil {
+		return fleet.Release{}, invalidf("resolving %s: no code origin configured (code.origin), so the commit cannot be checked on the origin", ref)
+	}
+	resolve := func(target string) (string, error) {
+		info, err := code.CheckUpdate(ctx, target)
+		if errors.Is(err, codeupdate.ErrUnknownTarget) {
+			return "", invalidf("publishing %s: %v", ref, err)
 		}
-		return fleet.Release{Ref: ref, Commit: commit}, nil
-	case fullSHA.MatchString(ref):
-		return fleet.Release{Ref: ref, Commit: ref}, nil
-	case code == nil:
-		return fleet.Release{}, invalidf("resolving %s: no code origin configured (code.origin); give the full commit id", ref)
+		if err != nil {
+			return "", fmt.Errorf("resolving %s on the origin: %w", target, err)
+		}
+		if !fullSHA.MatchString(info.TargetSHA) {
+			return "", fmt.Errorf("resolving %s on the origin: got %q", target, info.TargetSHA)
+		}
+		return info.TargetSHA, nil
 	}
-	info, err := code.CheckUpdate(ctx, ref)
+	if commit != "" {
+		if _, err := resolve(commit); err != nil {
+			return fleet.Release{}, err
+		}
+	}
+	sha, err := resolve(ref)
 	if err != nil {
-		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: %w", ref, err)
+		return fleet.Release{}, err
 	}
-	if !fullSHA.MatchString(info.TargetSHA) {
-		return fleet.Release{}, fmt.Errorf("resolving %s on the origin: got %q", ref, info.TargetSHA)
+	if commit != "" && sha != commit {
+		return fleet.Release{}, invalidf("publishing %s --commit %s: %s is %s on the origin, not %s (publish the commit id itself to roll out an older commit)", ref, commit[:12], ref, sha[:12], commit[:12])
 	}
-	return fleet.Release{Ref: ref, Commit: info.TargetSHA}, nil
+	return fleet.Release{Ref: ref, Commit: sha}, nil
 }
 
 // PolicyChange sets the fields it names (a JSON body or CLI flags).
@@ -313,6 +380,41 @@ type PolicyChange struct {
 	PhaseDuration  *fleet.Duration `json:"phase_duration,omitempty"`
 	SafeMode       *bool           `json:"safe_mode,omitempty"`
 	MaxFailedHosts *int            `json:"max_failed_hosts,omitempty"`
+	Windows        *[]string       `json:"windows,omitempty"`
+	WindowDuration *fleet.Duration `json:"window_duration,omitempty"`
+	TimeZone       *string         `json:"time_zone,omitempty"`
+	UpdateTimeout  *fleet.Duration `json:"update_timeout,omitempty"`
+}
+
+// Validate refuses a value given explicitly that makes no sense (an
+// InvalidError naming it): max_hosts and max_failed_hosts below 1 (0
+// would silently mean the default), a negative max_per_period, a period
+// not above 0, a phase_start outside 0..1, a negative phase_duration.
+func (c PolicyChange) Validate() error {
+	switch {
+	case c.MaxHosts != nil && (*c.MaxHosts < 1 || *c.MaxHosts > fleet.MaxSlots):
+		return invalidf("max_hosts must be between 1 and %d, got %d", fleet.MaxSlots, *c.MaxHosts)
+	case c.MaxFailedHosts != nil && *c.MaxFailedHosts < 1:
+		return invalidf("max_failed_hosts must be at least 1, got %d", *c.MaxFailedHosts)
+	case c.MaxPerPeriod != nil && *c.MaxPerPeriod < 0:
+		return invalidf("max_per_period must not be negative (0: no limit), got %d", *c.MaxPerPeriod)
+	case c.Period != nil && c.Period.D() <= 0:
+		return invalidf("period must be above 0, got %s", c.Period.D())
+	case c.PhaseStart != nil && (*c.PhaseStart < 0 || *c.PhaseStart > 1):
+		return invalidf("phase_start must be between 0 and 1, got %g", *c.PhaseStart)
+	case c.PhaseDuration != nil && c.PhaseDuration.D() < 0:
+		return invalidf("phase_duration must not be negative (0: no phasing), got %s", c.PhaseDuration.D())
+	case c.WindowDuration != nil && c.WindowDuration.D() <= 0:
+		return invalidf("window_duration must be above 0, got %s", c.WindowDuration.D())
+	case c.UpdateTimeout != nil && c.UpdateTimeout.D() < 0:
+		return invalidf("update_timeout must not be negative (0: none), got %s", c.UpdateTimeout.D())
+	}
+	var p fleet.Policy
+	c.Apply(&p)
+	if err := p.Validate(); err != nil {
+		return invalidf("%v", err)
+	}
+	return nil
 }
 
 // Apply sets p's fields named by c.
@@ -337,6 +439,18 @@ func (c PolicyChange) Apply(p *fleet.Policy) {
 	}
 	if c.MaxFailedHosts != nil {
 		p.MaxFailedHosts = *c.MaxFailedHosts
+	}
+	if c.Windows != nil {
+		p.Windows = *c.Windows
+	}
+	if c.WindowDuration != nil {
+		p.WindowDuration = *c.WindowDuration
+	}
+	if c.TimeZone != nil {
+		p.TimeZone = *c.TimeZone
+	}
+	if c.UpdateTimeout != nil {
+		p.UpdateTimeout = *c.UpdateTimeout
 	}
 }
 
@@ -375,6 +489,8 @@ func fleetError(err error) error {
 	switch {
 	case errors.Is(err, fleet.ErrNoChannel), errors.Is(err, fleet.ErrNoHolder):
 		return &httpError{Code: http.StatusNotFound, Msg: err.Error()}
+	case errors.Is(err, fleet.ErrReleaseChanged):
+		return &httpError{Code: http.StatusConflict, Msg: err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
 		return etcdError(err)
 	}

@@ -1,10 +1,13 @@
 package fleet
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -34,6 +37,11 @@ type Config struct {
 	CA, Cert, Key string
 	// DialTimeout bounds connecting (default 5s).
 	DialTimeout time.Duration
+	// StateFile is the member's journal on the host (the agent's
+	// <state_dir>/fleet.json): its last session lease, the outcomes of its
+	// updates not yet written to etcd, and the releases it failed on.
+	// Empty: kept in memory only (lost when the agent restarts).
+	StateFile string
 }
 
 // DefaultTTL is the session lease TTL when the config has none: a dead
@@ -96,6 +104,121 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// tlsConfig is the client TLS of c (nil without ca and cert).
+func tlsConfig(c Config) (*tls.Config, error) {
+	if c.CA == "" && c.Cert == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CA != "" {
+		pem, err := os.ReadFile(c.CA)
+		if err != nil {
+			return nil, fmt.Errorf("reading fleet.ca %s: %w", c.CA, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("reading fleet.ca %s: no PEM certificate in it", c.CA)
+		}
+		tc.RootCAs = pool
+	}
+	if c.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("loading fleet.cert %s and fleet.key %s: %w", c.Cert, c.Key, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Probe says what is wrong with each endpoint of c that etcd's client
+// only reports as a deadline: nothing listening (the dial's error), or a
+// TLS handshake that fails (an https endpoint with a wrong or missing ca,
+// a client certificate the server refuses, or an http:// endpoint on a
+// TLS server). nil: every endpoint accepts a connection (and its TLS).
+func Probe(ctx context.Context, c Config) error {
+	tc, err := tlsConfig(c)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range c.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("etcd endpoint %s: %w", e, err))
+			continue
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("etcd endpoint %s: unreachable: %w", e, err))
+			continue
+		}
+		dl, ok := ctx.Deadline()
+		if !ok {
+			dl = time.Now().Add(3 * time.Second)
+		}
+		_ = conn.SetDeadline(dl)
+		switch u.Scheme {
+		case "https":
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if tc != nil {
+				cfg = tc.Clone()
+			}
+			cfg.ServerName = u.Hostname()
+			cfg.NextProtos = []string{"h2"}
+			tconn := tls.Client(conn, cfg)
+			if err := tconn.HandshakeContext(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("etcd endpoint %s: TLS handshake failed (check fleet.ca, fleet.cert, fleet.key): %w", e, err))
+			} else if err := probeRead(tconn); err != nil {
+				// TLS 1.3 reports a refused client certificate on the
+				// first read.
+				errs = append(errs, fmt.Errorf("etcd endpoint %s: TLS handshake failed (check fleet.cert, fleet.key): %w", e, err))
+			}
+		default:
+			// etcd without TLS answers HTTP/2's preface; a TLS server
+			// closes the connection: it completes a TLS handshake instead.
+			_, _ = conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+			if n, _ := conn.Read(make([]byte, 9)); n == 0 && speaksTLS(ctx, u.Host, tc) {
+				errs = append(errs, fmt.Errorf("etcd endpoint %s: the server speaks TLS: use https:// (and fleet.ca)", e))
+			}
+		}
+		conn.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// speaksTLS reports whether addr completes a TLS handshake far enough to
+// show its certificate (verified or not).
+func speaksTLS(ctx context.Context, addr string, tc *tls.Config) bool {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if tc != nil {
+		cfg = tc.Clone()
+	}
+	cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	err = tls.Client(conn, cfg).HandshakeContext(ctx)
+	var cv *tls.CertificateVerificationError
+	return err == nil || errors.As(err, &cv)
+}
+
+// probeRead reads briefly after a handshake: a refused client certificate
+// (TLS 1.3) arrives as an alert; a timeout means the server waits for us.
+func probeRead(c *tls.Conn) error {
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
+}
+
 // Dial connects to etcd. It does not wait for a member to answer: the
 // first request does (so a host whose etcd is down still starts).
 func Dial(c Config) (*clientv3.Client, error) {
@@ -107,28 +230,11 @@ func Dial(c Config) (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(), // errors reach the caller; the member loop logs them
 	}
-	if c.CA != "" || c.Cert != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.CA != "" {
-			pem, err := os.ReadFile(c.CA)
-			if err != nil {
-				return nil, fmt.Errorf("reading fleet.ca %s: %w", c.CA, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("reading fleet.ca %s: no PEM certificate in it", c.CA)
-			}
-			tc.RootCAs = pool
-		}
-		if c.Cert != "" {
-			cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-			if err != nil {
-				return nil, fmt.Errorf("loading fleet.cert %s and fleet.key %s: %w", c.Cert, c.Key, err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		cc.TLS = tc
+	tc, err := tlsConfig(c)
+	if err != nil {
+		return nil, err
 	}
+	cc.TLS = tc
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(c.Endpoints, ","), err)

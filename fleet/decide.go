@@ -16,6 +16,8 @@ type View struct {
 	Starts   []Start
 	Results  []Result // on Channel.Release.Commit
 	Revision int64
+	// ChannelRev is the channel key's mod revision (0: no channel).
+	ChannelRev int64
 }
 
 // Action is what a host does after a decision.
@@ -55,8 +57,10 @@ type Decision struct {
 //     release: nothing starts;
 //   - the host holds a slot (re-entrant: a taken slot of the same host id,
 //     from this or an earlier session): update with it;
+//   - update windows: wait outside them (kured, zincati, Nebraska);
 //   - phased: wait until hash(host, commit) <= throttling(now) (FCOS);
-//   - MaxPerPeriod starts in the last Period: wait (Nebraska);
+//   - MaxPerPeriod starts in the last Period: wait (Nebraska); the starts
+//     expire with their own leases, by etcd's clock (see Start);
 //   - safe mode and no host succeeded on the release: K is 1 (canary);
 //   - fewer than K slots held: take the lowest free slot below K.
 func Decide(v View, host, commit string, now time.Time) Decision {
@@ -120,6 +124,13 @@ func Decide(v View, host, commit string, now time.Time) Decision {
 		d.Action, d.State, d.Why = Update, StateUpdating, fmt.Sprintf("holds slot %d", mine.Slot)
 		return d
 	}
+	if in, next, err := InWindow(p, now); err != nil || !in {
+		d.Why = fmt.Sprintf("outside the update windows (next opens %s)", next.Format(time.RFC3339))
+		if err != nil {
+			d.Why = "the channel's update windows cannot be read: " + err.Error()
+		}
+		return d
+	}
 	if th := Throttle(p, ch.PublishedAt, now); HashFraction(host, rel.Commit) > th {
 		d.Why = fmt.Sprintf("phased rollout: throttling at %.3f, this host's share %.3f", th, HashFraction(host, rel.Commit))
 		return d
@@ -127,8 +138,8 @@ func Decide(v View, host, commit string, now time.Time) Decision {
 	if p.MaxPerPeriod > 0 {
 		n := 0
 		for _, s := range v.Starts {
-			if now.Sub(s.At) < p.Period.D() {
-				n++
+			if s.TTL > 0 || now.Sub(s.At) < p.Period.D() {
+				n++ // a leased start exists only within its period
 			}
 		}
 		if n >= p.MaxPerPeriod {

@@ -51,6 +51,11 @@ func TestDecide(t *testing.T) {
 		{"per period: an old start does not count", View{Channel: ch(Policy{MaxHosts: 3, MaxPerPeriod: 2, Period: Duration(time.Hour)}),
 			Starts: []Start{{Host: "h2", At: now.Add(-10 * time.Minute)}, {Host: "h3", At: now.Add(-70 * time.Minute)}}}, "h1", cOld, Take, 0, "slot 0"},
 		{"phased: not yet", View{Channel: ch(Policy{PhaseStart: 0, PhaseDuration: Duration(1000 * time.Hour)})}, "h-not-yet", cOld, Wait, 0, "phased"},
+		{"window: outside", View{Channel: ch(Policy{Windows: []string{"0 3 * * *"}, WindowDuration: Duration(time.Hour)})}, "h1", cOld, Wait, 0, "outside the update windows (next opens 2026-11-30T03:00:00Z)"},
+		{"window: inside", View{Channel: ch(Policy{Windows: []string{"0 3 * * *", "30 1 * * *"}, WindowDuration: Duration(time.Hour)})}, "h1", cOld, Take, 0, "slot 0"},
+		{"window: in its time zone", View{Channel: ch(Policy{Windows: []string{"0 3 * * *"}, TimeZone: "Europe/Paris"})}, "h1", cOld, Take, 0, "slot 0"},
+		{"window: just closed", View{Channel: ch(Policy{Windows: []string{"0 1 * * *"}, WindowDuration: Duration(time.Hour)})}, "h1", cOld, Wait, 0, "outside"},
+		{"window: a held slot goes on", View{Channel: ch(Policy{Windows: []string{"0 3 * * *"}}), Holders: []Holder{{Slot: 0, Host: "h1"}}}, "h1", cOld, Update, 0, "holds slot 0"},
 		{"phased: over", View{Channel: ch(Policy{PhaseStart: 0, PhaseDuration: Duration(time.Second)})}, "h1", cOld, Take, 0, "slot 0"},
 	}
 	for _, c := range cases {

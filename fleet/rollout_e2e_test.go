@@ -129,7 +129,7 @@ func TestFleetRollouts(t *testing.T) {
 		if len(all) != 3 || all[2].Created.Sub(all[0].Created) < 9*time.Second {
 			t.Errorf("with 2 updates per 10s the third must start at least 10s after the first: %v", all)
 		}
-		note("H=3 K=3 max 2 per 10s (starts of the K=1 run count)", took, jobs)
+		note("H=3 K=3 max 2 per 10s", took, jobs)
 		commit = f.origin.AppChange("build B4")
 		took, jobs = f.rollout(t, commit, f.hosts, "--max-hosts", "3", "--max-per-period", "0")
 		note("H=3 K=3", took, jobs)

@@ -25,19 +25,34 @@ func (s *Store) take(ctx context.Context, v View, slot int, host string, lease c
 	rel := v.Channel.Release
 	h := Holder{Host: host, Lease: leaseHex(lease), Release: rel, Since: now.UTC()}
 	hb, _ := json.Marshal(h)
-	sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC()})
-	next := v.Revision + 1
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	then := []clientv3.Op{clientv3.OpPut(s.k.slot(slot), string(hb), clientv3.WithLease(lease))}
+	// A start record, while a per-period limit is set, under its own
+	// lease: etcd deletes it after the period.
+	var sl *clientv3.LeaseGrantResponse
+	if p := v.Channel.Policy.Defaults(); p.MaxPerPeriod > 0 {
+		var err error
+		sl, err = s.cli.Grant(ctx, int64((p.Period.D()+time.Second-1)/time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("taking slot %d for %s: granting the start record's lease: %w", slot, host, err)
+		}
+		sb, _ := json.Marshal(Start{Host: host, Commit: rel.Commit, At: now.UTC(), TTL: Duration(time.Duration(sl.TTL) * time.Second)})
+		then = append(then, clientv3.OpPut(s.k.start(now, host), string(sb), clientv3.WithLease(sl.ID)))
+	}
+	next := v.Revision + 1
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.ModRevision(s.k.sem()), "<", next).WithPrefix(),
 		clientv3.Compare(clientv3.ModRevision(s.k.channel()), "<", next),
 		clientv3.Compare(clientv3.ModRevision(s.k.results(rel.Commit)), "<", next).WithPrefix(),
 		clientv3.Compare(clientv3.CreateRevision(s.k.slot(slot)), "=", 0),
-	).Then(
-		clientv3.OpPut(s.k.slot(slot), string(hb), clientv3.WithLease(lease)),
-		clientv3.OpPut(s.k.start(now, host), string(sb)),
-	).Commit()
+	).Then(then...).Commit()
+	if sl != nil && (err != nil || !resp.Succeeded) {
+		// The unused lease holds nothing; revoke it (or it expires).
+		rctx, rcancel := withTimeout(context.WithoutCancel(ctx))
+		_, _ = s.cli.Revoke(rctx, sl.ID)
+		rcancel()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("taking slot %d for %s: %w", slot, host, err)
 	}
@@ -97,8 +112,9 @@ func (s *Store) report(ctx context.Context, h Holder, rel Release, r Result) (he
 			h.Failed = "failed"
 		}
 		hb, _ := json.Marshal(h)
-		lease, _ := strconv.ParseInt(h.Lease, 16, 64)
-		then = append(then, clientv3.OpPut(key, string(hb), clientv3.WithLease(clientv3.LeaseID(lease))))
+		// The slot keeps whatever lease it is under now (a report written
+		// after an outage may come from a later session of the host).
+		then = append(then, clientv3.OpPut(key, string(hb), clientv3.WithIgnoreLease()))
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -113,8 +129,11 @@ func (s *Store) report(ctx context.Context, h Holder, rel Release, r Result) (he
 // pauseIfFailed pauses the channel when at least max hosts failed on rel
 // and it still asks for rel, fenced on the reporting host's slot: a host
 // whose slot an operator unlocked meanwhile pauses nothing (its result
-// still counts in every other host's decision).
-func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why string) (bool, error) {
+// still counts in every other host's decision). A host whose slot went
+// with its lease during an outage still pauses a channel nobody changed
+// since its update began (its mod revision is still chanRev): an
+// operator who acted on the channel meanwhile is not overridden.
+func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why string, chanRev int64) (bool, error) {
 	for range 20 {
 		ch, rev, err := s.Channel(ctx)
 		if err != nil {
@@ -139,11 +158,12 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		ch.Paused, ch.PausedAt = true, time.Now().UTC()
 		ch.PausedReason = fmt.Sprintf("%d %s failed on %s (max_failed_hosts %d); last: %s", failed, pluralHosts(failed), rel, ch.Policy.Defaults().MaxFailedHosts, why)
 		b, _ := json.Marshal(ch)
+		conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.k.channel()), "=", rev)}
+		if chanRev == 0 || rev != chanRev {
+			conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.k.slot(h.Slot)), "=", h.CreateRevision))
+		}
 		tctx, cancel := withTimeout(ctx)
-		resp, err := s.cli.Txn(tctx).If(
-			clientv3.Compare(clientv3.ModRevision(s.k.channel()), "=", rev),
-			clientv3.Compare(clientv3.CreateRevision(s.k.slot(h.Slot)), "=", h.CreateRevision),
-		).Then(clientv3.OpPut(s.k.channel(), string(b))).Else(clientv3.OpGet(s.k.slot(h.Slot))).Commit()
+		resp, err := s.cli.Txn(tctx).If(conds...).Then(clientv3.OpPut(s.k.channel(), string(b))).Else(clientv3.OpGet(s.k.slot(h.Slot))).Commit()
 		cancel()
 		if err != nil {
 			return false, fmt.Errorf("pausing channel %s: %w", s.group, err)
@@ -151,19 +171,11 @@ func (s *Store) pauseIfFailed(ctx context.Context, h Holder, rel Release, why st
 		if resp.Succeeded {
 			return true, nil
 		}
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != h.CreateRevision {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(conds) == 2 && (len(kvs) == 0 || kvs[0].CreateRevision != h.CreateRevision) {
 			return false, nil // no longer the holder: fenced out
 		}
 	}
 	return false, fmt.Errorf("pausing channel %s: it kept changing (20 tries)", s.group)
-}
-
-// pruneStarts deletes start records older than keep.
-func (s *Store) pruneStarts(ctx context.Context, before time.Time) error {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	_, err := s.cli.Delete(ctx, s.k.starts(), clientv3.WithRange(s.k.start(before, "")))
-	return err
 }
 
 // ErrHostIDTaken is returned by register when another live session holds

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -210,7 +211,7 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 		if err != nil || held {
 			t.Fatalf("report of an unlocked host: held=%v err=%v, want held=false", held, err)
 		}
-		paused, err := s.pauseIfFailed(ctx, second, rel, "boom")
+		paused, err := s.pauseIfFailed(ctx, second, rel, "boom", 0)
 		if err != nil || paused {
 			t.Errorf("pause by an unlocked host: %v %v, want none", paused, err)
 		}
@@ -238,7 +239,7 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 		if err != nil || !held {
 			t.Fatalf("report of the holder %+v: held=%v err=%v (holders %+v)", fh, held, err, hs)
 		}
-		if paused, err := s.pauseIfFailed(ctx, fh, rel, "bad release"); err != nil || !paused {
+		if paused, err := s.pauseIfFailed(ctx, fh, rel, "bad release", 0); err != nil || !paused {
 			t.Fatalf("pause after 2 failed hosts: %v %v", paused, err)
 		}
 		ch, _, _ := s.Channel(ctx)
@@ -322,4 +323,50 @@ func holds(hs []Holder, host string) bool {
 		}
 	}
 	return false
+}
+
+// TestPerPeriodLimitIgnoresHostClocks: with at most 1 update per 3 s, a
+// host whose clock is an hour ahead (its decision's now faked) cannot take
+// a second start within the period: the start record lives under a lease
+// that etcd expires by its own clock. Once etcd deleted it, the next host
+// takes a slot.
+func TestPerPeriodLimitIgnoresHostClocks(t *testing.T) {
+	s, cli := realStore(t)
+	ctx := t.Context()
+	if _, err := s.Publish(ctx, Release{Ref: "main", Commit: cNew}, &Policy{MaxHosts: 5, MaxPerPeriod: 1, Period: Duration(3 * time.Second)}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	a, b := session(t, cli, 30), session(t, cli, 30)
+	take := func(host string, lease clientv3.LeaseID, now time.Time) (int64, Decision) {
+		t.Helper()
+		v, err := s.View(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := Decide(v, host, cOld, now)
+		if d.Action != Take {
+			return 0, d
+		}
+		cr, err := s.take(ctx, v, d.Slot, host, lease, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cr, d
+	}
+	if cr, d := take("ha", a.Lease(), time.Now()); cr == 0 {
+		t.Fatalf("first start: %+v", d)
+	}
+	taken := time.Now()
+	ahead := time.Now().Add(time.Hour)
+	if cr, d := take("hb", b.Lease(), ahead); cr != 0 || !strings.Contains(d.Why, "max_per_period 1") {
+		t.Fatalf("a host an hour ahead took a second start within the period: %d %+v", cr, d)
+	}
+	waitUntil(t, 30*time.Second, "the start record to expire", func() bool {
+		cr, _ := take("hb", b.Lease(), ahead)
+		return cr != 0
+	})
+	if since := time.Since(taken); since < 3*time.Second {
+		t.Errorf("a second start %s after the first, within the 3s period", since)
+	}
+	t.Logf("second start allowed %s after the first (period 3s; etcd's lease expiry)", (time.Since(taken)).Round(10*time.Millisecond))
 }

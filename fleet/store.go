@@ -100,10 +100,24 @@ func (s *Store) updateChannel(ctx context.Context, what string, create bool, cha
 	return Channel{}, fmt.Errorf("%s on channel %s: it kept changing under us (20 tries)", what, s.group)
 }
 
+// ErrReleaseChanged is returned by PublishIf when the channel's release
+// is not the one the operator saw.
+var ErrReleaseChanged = errors.New("the channel's release changed")
+
 // Publish sets the channel's release (and, when pol is not nil, its
 // policy). A paused channel stays paused: resume it after publishing the
 // fix. Hosts build rel.Commit, so it must be a full commit id.
 func (s *Store) Publish(ctx context.Context, rel Release, pol *Policy, by string) (Channel, error) {
+	return s.PublishIf(ctx, rel, pol, by, "")
+}
+
+// PublishIf is Publish only if the channel's release commit is still
+// ifCommit (a full id or a prefix of one; "none": no release published
+// yet), checked in the same compare-and-swap as the write: of two
+// operators publishing at once on what they both saw, the second is told
+// (ErrReleaseChanged) instead of silently overwriting the first. ""
+// checks nothing.
+func (s *Store) PublishIf(ctx context.Context, rel Release, pol *Policy, by, ifCommit string) (Channel, error) {
 	if len(rel.Commit) != 40 {
 		return Channel{}, fmt.Errorf("publishing %s: want a full 40-digit commit id, got %q", rel.Ref, rel.Commit)
 	}
@@ -113,12 +127,33 @@ func (s *Store) Publish(ctx context.Context, rel Release, pol *Policy, by string
 		}
 	}
 	return s.updateChannel(ctx, "publishing "+rel.String(), true, func(ch *Channel) error {
+		if ifCommit != "" {
+			cur := ch.Release.Commit
+			if (ifCommit == "none" && cur != "") || (ifCommit != "none" && (cur == "" || !strings.HasPrefix(cur, ifCommit))) {
+				return fmt.Errorf("publishing %s: %w: it is %s (published %s by %s), not %s; look at it again, then publish with --if-release %s",
+					rel, ErrReleaseChanged, orNone(ch.Release), ch.PublishedAt.Format(time.RFC3339), ch.PublishedBy, ifCommit, orNoneShort(ch.Release))
+			}
+		}
 		ch.Release, ch.PublishedAt, ch.PublishedBy = rel, time.Now().UTC(), by
 		if pol != nil {
 			ch.Policy = *pol
 		}
 		return nil
 	})
+}
+
+func orNone(r Release) string {
+	if r.Commit == "" {
+		return "none"
+	}
+	return r.String()
+}
+
+func orNoneShort(r Release) string {
+	if r.Commit == "" {
+		return "none"
+	}
+	return r.Short()
 }
 
 // SetPolicy changes the channel's policy at run time (K included); hosts
@@ -243,6 +278,7 @@ func (s *Store) View(ctx context.Context) (View, error) {
 			return View{}, fmt.Errorf("reading channel %s: %w", s.group, err)
 		}
 		v.Channel = &ch
+		v.ChannelRev = kvs[0].ModRevision
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		key := string(kv.Key)

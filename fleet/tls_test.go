@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +91,45 @@ func TestTLSToEtcd(t *testing.T) {
 	}
 	if _, err := Dial(Config{Endpoints: c.Endpoints(), CA: filepath.Join(dir, "missing.pem")}); err == nil {
 		t.Errorf("dialing with a missing CA file: want an error naming it")
+	}
+}
+
+// TestProbeNamesTheTrouble: what etcd's client reports only as a deadline,
+// Probe names per endpoint: nothing listening, a TLS handshake that fails
+// (no CA, no client certificate), http:// on a TLS server; and nothing
+// when the config is right.
+func TestProbeNamesTheTrouble(t *testing.T) {
+	dir := t.TempDir()
+	ca, sc, sk, cc, ck := pki(t, dir)
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: &etcdtest.TLSFiles{Cert: sc, Key: sk, ClientCA: ca}})
+	ep := c.Endpoints()[0]
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	probe := func(cfg Config) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		return Probe(ctx, cfg)
+	}
+	if err := probe(Config{Endpoints: []string{ep}, CA: ca, Cert: cc, Key: ck}); err != nil {
+		t.Errorf("probe with the right TLS files: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"nothing listening", Config{Endpoints: []string{closed}}, closed + ": unreachable"},
+		{"no CA", Config{Endpoints: []string{ep}, Cert: cc, Key: ck}, "TLS handshake failed"},
+		{"no client certificate", Config{Endpoints: []string{ep}, CA: ca}, "TLS handshake failed"},
+		{"http on a TLS server", Config{Endpoints: []string{strings.Replace(ep, "https://", "http://", 1)}}, "the server speaks TLS"},
+	} {
+		err := probe(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: probe says %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

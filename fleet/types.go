@@ -77,6 +77,18 @@ type Policy struct {
 	// channel (default 1): a paused channel starts no update anywhere
 	// until an operator resumes it.
 	MaxFailedHosts int `json:"max_failed_hosts"`
+	// Windows, when set, are the update windows: a host takes a slot only
+	// within WindowDuration (default DefaultWindowDuration) after one of
+	// these 5-field cron times, read in TimeZone (an IANA name; default
+	// UTC). An update begun inside a window finishes past its end.
+	Windows        []string `json:"windows,omitempty"`
+	WindowDuration Duration `json:"window_duration,omitempty"`
+	TimeZone       string   `json:"time_zone,omitempty"`
+	// UpdateTimeout, when set, bounds a host's update: past it the update
+	// counts as failed (the result is written, the slot marked failed and
+	// the channel paused as for any failure) and the job is cancelled
+	// (Nebraska counts an update that does not report in time as failed).
+	UpdateTimeout Duration `json:"update_timeout,omitempty"`
 }
 
 // Policy defaults.
@@ -84,6 +96,7 @@ const (
 	DefaultMaxHosts       = 1
 	DefaultPeriod         = time.Hour
 	DefaultMaxFailedHosts = 1
+	DefaultWindowDuration = time.Hour
 )
 
 // Defaults returns p with zero fields set to their defaults.
@@ -113,6 +126,14 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("phase_start must be between 0 and 1, got %g", p.PhaseStart)
 	case p.MaxFailedHosts < 0:
 		return fmt.Errorf("max_failed_hosts must not be negative, got %d", p.MaxFailedHosts)
+	case p.WindowDuration < 0 || p.UpdateTimeout < 0:
+		return fmt.Errorf("window_duration and update_timeout must not be negative")
+	}
+	if _, err := windowLocation(p); err != nil {
+		return err
+	}
+	if _, _, err := InWindow(p, time.Now()); err != nil {
+		return err
 	}
 	return nil
 }
@@ -210,9 +231,18 @@ type Result struct {
 	End   time.Time `json:"end"`
 }
 
-// Start records one update start, for MaxPerPeriod.
+// Start records one update start, for MaxPerPeriod (only while a limit is
+// set). It lives under its own lease of TTL (the channel's period when it
+// was made): etcd deletes it once the period has passed, by etcd's clock,
+// so the count of starts in the last period is the count of start keys,
+// whatever the hosts' clocks say. At is the taker's clock, for display
+// only. A record without TTL (written by an older version) counts while At
+// is within the period. A period shortened at run time applies to starts
+// made after the change (earlier ones count until their own period ends:
+// never more starts than the limit).
 type Start struct {
 	Host   string    `json:"host"`
 	Commit string    `json:"commit"`
 	At     time.Time `json:"at"`
+	TTL    Duration  `json:"ttl,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -118,8 +119,12 @@ func newFleetChannelCmd(g *globals) *cobra.Command {
 	var pf policyFlags
 	cmd := &cobra.Command{Use: "channel", Short: "Show the group's channel (release, policy, holders, results); policy flags change it at run time", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, set, err := pf.change(cmd)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(ctx context.Context, s *fleet.Store) error {
-				if c, ok := pf.change(cmd); ok {
+				if set {
 					if _, err := s.SetPolicy(ctx, c.Apply); err != nil {
 						return err
 					}
@@ -155,9 +160,13 @@ func newFleetChannelCmd(g *globals) *cobra.Command {
 
 func newFleetPublishCmd(g *globals) *cobra.Command {
 	var pf policyFlags
-	var commit string
+	var commit, ifRelease string
 	cmd := &cobra.Command{Use: "publish REF", Short: "Set the group's release: REF (branch, tag, commit) resolved on the origin to a commit", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, set, err := pf.change(cmd)
+			if err != nil {
+				return err
+			}
 			s, err := g.wire(cmd)
 			if err != nil {
 				return err
@@ -180,7 +189,7 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 			}
 			return withStore(cmd, g, func(ctx context.Context, st *fleet.Store) error {
 				var pol *fleet.Policy
-				if c, ok := pf.change(cmd); ok {
+				if set {
 					cur, _, err := st.Channel(ctx)
 					if err != nil && err != fleet.ErrNoChannel {
 						return err
@@ -190,7 +199,7 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 					pol = &p
 				}
 				host, _ := os.Hostname()
-				ch, err := st.Publish(ctx, rel, pol, "cli on "+host)
+				ch, err := st.PublishIf(ctx, rel, pol, "cli on "+host, ifRelease)
 				if err != nil {
 					return err
 				}
@@ -200,10 +209,14 @@ func newFleetPublishCmd(g *globals) *cobra.Command {
 				if ch.Paused && !g.jsonOut {
 					fmt.Fprintln(g.stdout, "note: the channel is paused; `lxcfleet fleet resume` lets hosts take the release")
 				}
+				if hs, err := st.Hosts(ctx); err == nil && len(hs) == 0 {
+					fmt.Fprintf(g.stderr, "warning: no live host follows group %s (no agent with [fleet] group = %q is registered): nothing will take this release until one joins\n", st.Group(), st.Group())
+				}
 				return nil
 			})
 		}}
-	cmd.Flags().StringVar(&commit, "commit", "", "the full commit id REF stands for (skips resolving it on the origin)")
+	cmd.Flags().StringVar(&commit, "commit", "", "the full commit id REF must stand for on the origin (refused otherwise)")
+	cmd.Flags().StringVar(&ifRelease, "if-release", "", "publish only if the channel's release is still this commit (as `fleet channel` showed it; a prefix is enough; none: nothing published yet)")
 	pf.register(cmd)
 	return cmd
 }
@@ -214,6 +227,9 @@ type policyFlags struct {
 	period, phaseDuration             time.Duration
 	phaseStart                        float64
 	safeMode                          bool
+	windows                           []string
+	windowDuration, updateTimeout     time.Duration
+	timeZone                          string
 }
 
 func (p *policyFlags) register(cmd *cobra.Command) {
@@ -225,10 +241,23 @@ func (p *policyFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&p.phaseDuration, "phase-duration", 0, "phased rollout: time for the throttling to reach 1 (0: no phasing)")
 	f.BoolVar(&p.safeMode, "safe-mode", false, "the first host updates alone (canary)")
 	f.IntVar(&p.maxFailed, "max-failed-hosts", fleet.DefaultMaxFailedHosts, "hosts failing on a release that pause the channel")
+	f.StringArrayVar(&p.windows, "window", nil, "an update window's opening, a 5-field cron time (repeatable; --window '' clears them): hosts take a slot only within --window-duration after one")
+	f.DurationVar(&p.windowDuration, "window-duration", fleet.DefaultWindowDuration, "how long each update window stays open")
+	f.StringVar(&p.timeZone, "time-zone", "", "the time zone of the windows' cron times (IANA name, default UTC)")
+	f.DurationVar(&p.updateTimeout, "update-timeout", 0, "a host's update past this counts as failed and is stopped (0: none)")
 }
 
-// change returns the fields the command line set.
-func (p *policyFlags) change(cmd *cobra.Command) (agent.PolicyChange, bool) {
+// change returns the fields the command line set, and whether any was;
+// a bad value is a usage error (exit 2).
+func (p *policyFlags) change(cmd *cobra.Command) (agent.PolicyChange, bool, error) {
+	c, set := p.fields(cmd)
+	if err := c.Validate(); err != nil {
+		return c, set, usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+	}
+	return c, set, nil
+}
+
+func (p *policyFlags) fields(cmd *cobra.Command) (agent.PolicyChange, bool) {
 	var c agent.PolicyChange
 	f := cmd.Flags()
 	set := false
@@ -255,6 +284,21 @@ func (p *policyFlags) change(cmd *cobra.Command) (agent.PolicyChange, bool) {
 	if f.Changed("max-failed-hosts") {
 		c.MaxFailedHosts, set = &p.maxFailed, true
 	}
+	if f.Changed("window") {
+		w := slices.DeleteFunc(slices.Clone(p.windows), func(s string) bool { return strings.TrimSpace(s) == "" })
+		c.Windows, set = &w, true
+	}
+	if f.Changed("window-duration") {
+		d := fleet.Duration(p.windowDuration)
+		c.WindowDuration, set = &d, true
+	}
+	if f.Changed("time-zone") {
+		c.TimeZone, set = &p.timeZone, true
+	}
+	if f.Changed("update-timeout") {
+		d := fleet.Duration(p.updateTimeout)
+		c.UpdateTimeout, set = &d, true
+	}
 	return c, set
 }
 
@@ -272,10 +316,19 @@ func withStore(cmd *cobra.Command, g *globals, fn func(ctx context.Context, s *f
 	fc = fc.WithDefaults()
 	cli, err := fleet.Dial(fc)
 	if err != nil {
-		return err
+		return usageError{err} // a ca/cert/key that cannot be read: the config
 	}
 	defer cli.Close()
-	return fn(cmd.Context(), fleet.NewStore(cli, fc.Prefix, fc.Group))
+	err = fn(cmd.Context(), fleet.NewStore(cli, fc.Prefix, fc.Group))
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Say which endpoint, and whether TLS is the trouble.
+		pctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
+		defer cancel()
+		if perr := fleet.Probe(pctx, fc); perr != nil {
+			return fmt.Errorf("%w\n%v", err, perr)
+		}
+	}
+	return err
 }
 
 func printChannel(g *globals, group string, ch fleet.Channel) error {
@@ -301,7 +354,28 @@ func printChannel(g *globals, group string, ch fleet.Channel) error {
 		b.WriteString(", safe mode (a canary first)")
 	}
 	fmt.Fprintf(&b, ", %d failed %s pause", p.MaxFailedHosts, map[bool]string{true: "host", false: "hosts"}[p.MaxFailedHosts == 1])
+	if p.UpdateTimeout > 0 {
+		fmt.Fprintf(&b, ", an update past %s fails", p.UpdateTimeout.D())
+	}
 	fmt.Fprintln(g.stdout, b.String())
+	if len(p.Windows) > 0 {
+		d, tz := p.WindowDuration.D(), p.TimeZone
+		if d <= 0 {
+			d = fleet.DefaultWindowDuration
+		}
+		if tz == "" {
+			tz = "UTC"
+		}
+		in, next, err := fleet.InWindow(p, time.Now())
+		now := "open now"
+		switch {
+		case err != nil:
+			now = "unreadable: " + err.Error()
+		case !in:
+			now = "closed; next opens " + next.Format(time.RFC3339)
+		}
+		fmt.Fprintf(g.stdout, "update windows: %s for %s after each of %q (%s)\n", tz, d, p.Windows, now)
+	}
 	return nil
 }
 

@@ -89,9 +89,11 @@ type Member struct {
 	PeerURL   string
 	dir       string
 	cmd       *exec.Cmd
+	args      []string
 	exited    chan struct{}
 	mu        sync.Mutex
-	stopped   bool // SIGSTOPped
+	stopped   bool       // SIGSTOPped
+	ready     chan error // after Restart, until Ready
 }
 
 // Cluster is a running cluster.
@@ -149,28 +151,8 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		if o.TLS != nil {
 			m.cmd.Args = append(m.cmd.Args, "-cert", o.TLS.Cert, "-key", o.TLS.Key, "-client-ca", o.TLS.ClientCA)
 		}
-		m.cmd.Stderr = testLog{t, m.Name}
-		out, err := m.cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.cmd.Start(); err != nil {
-			t.Fatalf("starting etcd member %s: %v", m.Name, err)
-		}
-		go func() {
-			sc := bufio.NewScanner(out)
-			ok := false
-			for sc.Scan() {
-				if sc.Text() == "ready" && !ok {
-					ok = true
-					ready <- nil
-				}
-			}
-			if !ok {
-				ready <- fmt.Errorf("etcd member %s exited before it was ready", m.Name)
-			}
-		}()
-		go func() { _ = m.cmd.Wait(); close(m.exited) }()
+		m.args = m.cmd.Args
+		m.start(t, ready)
 		t.Cleanup(func() { m.stop(t) })
 	}
 	deadline := time.After(90 * time.Second)
@@ -185,6 +167,77 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		}
 	}
 	return c
+}
+
+// start runs m.cmd; ready gets nil once it serves, or an error if it
+// exits first.
+func (m *Member) start(t testing.TB, ready chan<- error) {
+	m.cmd.Stderr = testLog{t, m.Name}
+	out, err := m.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("starting etcd member %s: %v", m.Name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		ok := false
+		for sc.Scan() {
+			if sc.Text() == "ready" && !ok {
+				ok = true
+				ready <- nil
+			}
+		}
+		if !ok {
+			ready <- fmt.Errorf("etcd member %s exited before it was ready", m.Name)
+		}
+	}()
+	cmd, exited := m.cmd, m.exited
+	go func() { _ = cmd.Wait(); close(exited) }()
+}
+
+// Restart starts killed members again on their data folders (the same
+// ports and names) and returns at once: a member that needs its peers for
+// a quorum is ready only once they are back too. Wait for the cluster with
+// Ready.
+func (c *Cluster) Restart(is ...int) {
+	c.t.Helper()
+	for _, i := range is {
+		m := c.Members[i]
+		select {
+		case <-m.exited:
+		default:
+			c.t.Fatalf("restarting etcd member %s: it is still running", m.Name)
+		}
+		m.mu.Lock()
+		m.cmd = exec.Command(m.args[0], m.args[1:]...)
+		m.exited = make(chan struct{})
+		m.stopped = false
+		m.ready = make(chan error, 1)
+		m.mu.Unlock()
+		m.start(c.t, m.ready)
+	}
+}
+
+// Ready waits until every member restarted by Restart serves.
+func (c *Cluster) Ready(d time.Duration) {
+	c.t.Helper()
+	deadline := time.After(d)
+	for _, m := range c.Members {
+		if m.ready == nil {
+			continue
+		}
+		select {
+		case err := <-m.ready:
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			m.ready = nil
+		case <-deadline:
+			c.t.Fatalf("restarted etcd member %s was not ready within %s", m.Name, d)
+		}
+	}
 }
 
 // Kill sends SIGKILL to member i (the process this package started).
