@@ -258,6 +258,9 @@ func (a *Agent) Submit(req Request) (Job, error) {
 			state = JobFailed
 			err = errors.Join(fmt.Errorf("job stopped: %w", jerr), err)
 			log.Error("job failed: its journal cannot be written", "err", err)
+		case errors.Is(context.Cause(ctx), errFenced):
+			state = JobCancelled
+			log.Warn("job stopped by its fence: it begins no new locker move", "err", context.Cause(ctx))
 		case errors.Is(err, rollout.Shutdown) || (err != nil && errors.Is(context.Cause(ctx), rollout.Shutdown)):
 			// The next agent recovers it (NeedsRecovery).
 			state = JobInterrupted

@@ -14,6 +14,7 @@ import (
 
 	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
+	"lxcfleet/rollout"
 )
 
 // FleetFileConfig is the [fleet] section of the config file. Without
@@ -119,7 +120,12 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 		if err := fleet.CheckHold(ctx); err != nil {
 			return "", fmt.Errorf("%w: %w", fleet.ErrNotRun, err)
 		}
-		j, err := a.Submit(Request{Kind: KindUpdate, Target: rel.Commit, Trigger: "fleet: " + a.cfg.Fleet.WithDefaults().Group + " " + rel.String()})
+		// The job asks the fleet's hold before each decision that may
+		// begin a locker move: no move begins after etcd may have freed
+		// the slot (fleet.CheckHold checks the lease's deadline by this
+		// host's clock, right after a SIGCONT too).
+		fence := func() error { return fleet.CheckHold(ctx) }
+		j, err := a.Submit(Request{Kind: KindUpdate, Target: rel.Commit, Trigger: "fleet: " + a.cfg.Fleet.WithDefaults().Group + " " + rel.String(), Fence: fence})
 		var busy BusyError
 		if errors.As(err, &busy) {
 			_, _ = a.Wait(ctx, busy.JobID)
@@ -141,7 +147,10 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 		stop := context.AfterFunc(ctx, func() {
 			if cause := context.Cause(ctx); fleet.StopsJob(cause) {
 				a.log.Warn("the fleet slot is lost or the update timed out: cancelling the update job so that it begins no new locker move", "job", id, "why", cause)
-				a.cancelRun(id, cause)
+				// As on the agent's stop: launching ends, the lockers in
+				// flight finish, nothing is undone (an undo would move
+				// lockers without the slot).
+				a.cancelRun(id, fmt.Errorf("%w: %w (%w)", errFenced, cause, rollout.Shutdown))
 				return // and wait for its end
 			}
 			wcancel() // the member stops: stop waiting, as before
@@ -159,6 +168,10 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 			return j.ID, fmt.Errorf("%w: job %s was interrupted", fleet.ErrNotRun, j.ID)
 		case j.State == JobCancelled && fleet.StopsJob(context.Cause(ctx)):
 			return j.ID, fmt.Errorf("%w: job %s was cancelled: %w", fleet.ErrNotRun, j.ID, context.Cause(ctx))
+		case j.State == JobCancelled && fleet.CheckHold(ctx) != nil:
+			// Its own fence stopped it (the lease's deadline passed)
+			// before the hold's context said so.
+			return j.ID, fmt.Errorf("%w: job %s was stopped by its fence: %w", fleet.ErrNotRun, j.ID, fleet.CheckHold(ctx))
 		}
 		return j.ID, fmt.Errorf("update job %s %s: %s", j.ID, j.State, j.Error)
 	}

@@ -130,6 +130,13 @@ type run struct {
 	journalErr error
 }
 
+// errFenced wraps the cause of a job that stopped because its fence
+// failed (a fleet host's slot is gone): launching stopped at once, as on
+// the agent's stop, and the job ends cancelled, not interrupted (the
+// agent runs on; the fleet member takes a slot again before it moves
+// another locker).
+var errFenced = errors.New("fenced")
+
 // errJournalWrite is the cause a job is stopped with when its journal
 // cannot be written. It wraps rollout.Shutdown: as on the agent's stop,
 // launching stops, the lockers in flight finish, an unproven current goes

@@ -153,6 +153,16 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 	if a.deps.Code != nil {
 		env.Releases = codeReleases{a.deps.Code, a.log}
 	}
+	if req.Fence != nil {
+		env.Fence = func() error {
+			if err := req.Fence(); err != nil {
+				err = fmt.Errorf("%w: %w (%w)", errFenced, err, rollout.Shutdown)
+				r.cancel(err) // the job ends cancelled by its fence
+				return err
+			}
+			return nil
+		}
+	}
 	res := rollout.Run(ctx, plan, env)
 	if res.Err != nil {
 		a.log.Error("job could not carry out its plan", "job", r.job.ID, "err", res.Err)

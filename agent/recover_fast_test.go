@@ -323,3 +323,43 @@ func TestJournalFailureStopsTheJob(t *testing.T) {
 		t.Errorf("the journal failure is not logged:\n%s", logs)
 	}
 }
+
+// TestFencedJobStopsMoving: a job whose fence fails (a fleet host whose
+// slot is gone) begins no new locker move: it ends cancelled, lockers in
+// flight finished, the rest untouched, nothing undone (issue 21 item 1).
+func TestFencedJobStopsMoving(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	code.releases[0].State = codeupdate.StateProven
+	fc := fakeContainers{h: h, code: code}
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	var starts atomic.Int32
+	h.BeforeStart = func(string) { starts.Add(1) }
+	fence := func() error {
+		if starts.Load() >= 2 {
+			return errors.New("lease expired")
+		}
+		return nil
+	}
+	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Fence: fence, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = a.Wait(t.Context(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if j.State != JobCancelled {
+		t.Errorf("fenced job: %s %q, want cancelled", j.State, j.Error)
+	}
+	if n := starts.Load(); n > 2 {
+		t.Errorf("%d starts, want none begun after the fence failed (at the 2nd)", n)
+	}
+	if got := len(h.Running()); got != len(names) {
+		t.Errorf("running after the fence: %d, want all %d", got, len(names))
+	}
+}

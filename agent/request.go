@@ -31,6 +31,11 @@ type Request struct {
 	Force    bool   `json:"force,omitempty" toml:"force"`       // allow a release marked bad
 	To       string `json:"to,omitempty" toml:"to"`             // rollback: build or release name
 
+	// Fence, when set, is asked before each decision that may begin a
+	// locker move (rollout.Env.Fence): a fleet host's hold on its slot. It
+	// is not part of the request's JSON.
+	Fence func() error `json:"-" toml:"-"`
+
 	// pol is the resolved policy (withDefaults): the defaults with Policy
 	// applied.
 	pol rollout.Policy

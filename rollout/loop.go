@@ -41,6 +41,9 @@ func Run(ctx context.Context, plan Plan, env Env) Result {
 		x.res.Err = fmt.Errorf("running %s plan to %s: no release store", plan.Kind, plan.Target)
 		return x.result()
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	x.cancel = cancel
 	x.run(ctx)
 	x.workers.Wait()
 	return x.result()
@@ -55,6 +58,24 @@ type loop struct {
 	gate    context.CancelFunc
 	workers sync.WaitGroup // joins the workers at the end
 	res     Result
+	// cancel ends the run's context (a fence that failed).
+	cancel context.CancelCauseFunc
+}
+
+// fenced asks Env.Fence before next may begin a move: a failed fence
+// cancels the run with a cause wrapping Shutdown and its error, so that
+// next stops launching before it decides anything else.
+func (x *loop) fenced(ctx context.Context) {
+	if x.env.Fence == nil || x.s.cancelled || x.s.mode == mBack || ctx.Err() != nil {
+		return
+	}
+	if err := x.env.Fence(); err != nil {
+		if !errors.Is(err, Shutdown) {
+			err = fmt.Errorf("%w (%w)", err, Shutdown)
+		}
+		x.cancel(err)
+		x.stage("fence", "launching stopped: "+err.Error())
+	}
 }
 
 func (x *loop) result() Result {
@@ -84,6 +105,7 @@ func (x *loop) drive(ctx context.Context, m mode, queue []int, slots int) {
 	if m == mBack {
 		ctx = context.WithoutCancel(ctx) // the way back runs to its end
 	}
+	x.fenced(ctx)
 	x.sync(ctx)
 	x.do(ctx, s.next(event{kind: evGo, now: x.env.Clock.Now()}))
 	cancelled := ctx.Done()
@@ -93,6 +115,9 @@ func (x *loop) drive(ctx context.Context, m mode, queue []int, slots int) {
 	for s.busy > 0 {
 		select {
 		case d := <-x.done:
+			if cancelled != nil {
+				x.fenced(ctx)
+			}
 			if cancelled != nil && ctx.Err() != nil {
 				// A cancel comes first: nothing launches after it.
 				cancelled = nil

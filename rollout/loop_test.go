@@ -2,6 +2,9 @@ package rollout_test
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -77,7 +80,9 @@ func TestStartPlanTripStartsTheRest(t *testing.T) {
 		}
 		h.Behave("B", fakehost.Behavior{DiesAfter: 1, StartTakes: time.Second})
 		pl := pol()
-		pl.MaxStarting = 3
+		// W = 2 (a start plan's W is max starting, K is all): with 12
+		// lockers the trip comes while some never launched.
+		pl.MaxStarting = 2
 		pl.Pacing = rollout.Fixed
 		p := rollout.PlanStart(h.Lockers(nil), h.Facts("A"), pl)
 		res := rollout.Run(context.Background(), p, env(h, nil))
@@ -120,4 +125,54 @@ func TestCutWindowWhileFailing(t *testing.T) {
 		}
 		allOn(t, h, "A")
 	})
+}
+
+// TestFenceStopsLaunching: a fence that fails (a fleet host that lost its
+// slot) ends launching at once, as a Shutdown does: the locker in flight
+// finishes, nothing else moves (no way back either), an unproven current
+// goes back on the fallback, and the run is interrupted with the fence's
+// error as the cause.
+func TestFenceStopsLaunching(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable = 1
+	pl.Monitor = 0
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+	lost := errors.New("lease expired")
+	calls := 0
+	e := env(h, nil)
+	var stages []string
+	e.Observe = func(ev rollout.Event) {
+		if ev.Stage != "" {
+			stages = append(stages, ev.Stage+": "+ev.Message)
+		}
+	}
+	e.Fence = func() error {
+		if calls++; calls > 3 {
+			return lost
+		}
+		return nil
+	}
+	res := rollout.Run(context.Background(), p, e)
+	consistent(t, p, res)
+	if !res.Interrupted || res.Tripped != "" || res.RolledBack {
+		t.Errorf("fenced run: interrupted %v tripped %q rolled back %v, want interrupted only", res.Interrupted, res.Tripped, res.RolledBack)
+	}
+	moved := res.Counts()[rollout.OutMoved]
+	if moved == 0 || moved >= len(names) {
+		t.Errorf("%d lockers moved, want some but not all: launching stops at the fence", moved)
+	}
+	if got := len(h.Running()); got != len(names) {
+		t.Errorf("%d lockers running after the fence, want all %d (the one in flight finishes)", got, len(names))
+	}
+	if h.Current() != "B" && res.Proven {
+		t.Errorf("current %s after a fence with B proven", h.Current())
+	}
+	if !res.Proven && h.Current() != "A" {
+		t.Errorf("current %s after a fence with B unproven, want back on A (I2)", h.Current())
+	}
+	if !slices.ContainsFunc(stages, func(s string) bool { return strings.HasPrefix(s, "fence: ") && strings.Contains(s, "lease expired") }) {
+		t.Errorf("no fence stage naming the cause: %v", stages)
+	}
 }

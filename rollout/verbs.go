@@ -143,6 +143,12 @@ type Env struct {
 	// error is reported as a "pacing" stage, and W then follows starts and
 	// failures until a read succeeds.
 	Gauge Gauge
+	// Fence, when set, is asked before the run decides anything that may
+	// begin a locker move (a fleet host's hold on its slot, fleet.CheckHold):
+	// an error ends launching at once, as a Shutdown does (the lockers in
+	// flight finish, an unproven current goes back, nothing else moves),
+	// with the error as the cause. The way back, once begun, is not fenced.
+	Fence func() error
 }
 
 // Shutdown is the cancel cause that means "the agent is stopping": Run

@@ -30,6 +30,7 @@ var testsFor = map[string][]string{
 	"glue: recovery with the default policy":                  {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 	"glue: recovery ignores the lockers left starting":        {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 	"glue: a failed journal write does not stop the job":      {"-run", "^TestJournalFailureStopsTheJob$", "./agent/"},
+	"glue: the fleet's fence does not reach the job":          {"-run", "^TestFencedJobStopsMoving$", "./agent/"},
 	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
 	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
 }
@@ -148,6 +149,10 @@ var mutants = []mutant{
 		"\tif err := r.update(func(j *Job) {\n\t\tp := plan", "\tif err := func(fn func(*Job)) error { _ = r.update(fn); return nil }(func(j *Job) {\n\t\tp := plan"},
 	{"glue: a failed journal write does not stop the job", "agent/jobs.go",
 		"\t\tr.cancel(errJournalWrite)\n", "\t\t_ = errJournalWrite\n"},
+	{"fence: a failed fence is not asked", "rollout/loop.go",
+		"if err := x.env.Fence(); err != nil {", "if err := error(nil); err != nil {"},
+	{"glue: the fleet's fence does not reach the job", "agent/moves.go",
+		"\tif req.Fence != nil {\n\t\tenv.Fence", "\tif false {\n\t\tenv.Fence"},
 	{"glue: the recovery planner counts a watched locker done", "rollout/plan.go",
 		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
 }
