@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"lxcfleet/rollout"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,9 +24,10 @@ import (
 
 // agentProc is the real lxcfleet binary running as the agent.
 type agentProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	cmd   *exec.Cmd
+	logs  *syncBuffer
+	done  chan struct{}
+	ready chan struct{} // closed on READY=1
 }
 
 type syncBuffer struct {
@@ -59,8 +61,31 @@ func buildBinary(t *testing.T) string {
 // startAgentProc starts the binary as the agent and waits for its socket.
 func startAgentProc(t *testing.T, bin, config string, cl *http.Client) *agentProc {
 	t.Helper()
-	p := &agentProc{cmd: exec.Command(bin, "agent", "--config", config, "--log-level", "debug"), logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &agentProc{cmd: exec.Command(bin, "agent", "--config", config, "--log-level", "debug"), logs: &syncBuffer{}, done: make(chan struct{}), ready: make(chan struct{})}
 	p.cmd.Stderr = p.logs
+	nd, err := os.MkdirTemp("", "lxn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(nd) })
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(nd, "n.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.LocalAddr().String())
+	go func() {
+		for buf := make([]byte, 4096); ; {
+			n, err := notify.Read(buf)
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				close(p.ready)
+				return
+			}
+		}
+	}()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -82,22 +107,46 @@ func startAgentProc(t *testing.T, bin, config string, cl *http.Client) *agentPro
 			t.Logf("agent (pid %d) log:\n%s", p.cmd.Process.Pid, p.logs)
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
+	// The agent says READY=1 (sd_notify) once it listens and any recovery
+	// is a job: the test waits for that message, not for a clock.
+	select {
+	case <-p.ready:
+	case <-p.done:
+		t.Fatalf("the agent exited before it was ready: %s", p.logs)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the agent did not say READY=1 within 15s:\n%s", p.logs)
+	}
+	return p
+}
+
+// settleJobs follows every job the agent runs to its end, by its event
+// stream (no polling), until none runs; it returns the jobs, newest first.
+func settleJobs(t *testing.T, cl *http.Client) []Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	for {
-		resp, err := cl.Get("http://lxcfleet/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
+		var list struct{ Jobs []Job }
+		getJSONUnix(t, cl, "/v1/jobs", &list)
+		running := ""
+		for _, j := range list.Jobs {
+			if !j.State.Done() {
+				running = j.ID
+			}
 		}
-		select {
-		case <-p.done:
-			t.Fatalf("the agent exited: %s", p.logs)
-		default:
+		if running == "" {
+			return list.Jobs
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not answer within 15s: %v\n%s", err, p.logs)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+running+"/events", nil)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatalf("following job %s: %v", running, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		_, _ = readSSE(resp.Body, func(sseEvent) {}) // to the job's end
+		resp.Body.Close()
+		if ctx.Err() != nil {
+			t.Fatalf("jobs still running after 3 minutes: %+v", list.Jobs)
+		}
 	}
 }
 
@@ -210,24 +259,13 @@ monitor = "1s"
 	if got.State != JobInterrupted || got.Error == "" {
 		t.Errorf("the killed job after a restart: %s %q, want interrupted with a reason", got.State, got.Error)
 	}
-	// The restarted agent runs a recovery job on its own.
-	deadline := time.Now().Add(40 * time.Second)
+	// The restarted agent runs a recovery job on its own (submitted
+	// before it said READY=1): follow it to its end.
 	var rec Job
-	for {
-		var list struct{ Jobs []Job }
-		getJSONUnix(t, cl, "/v1/jobs", &list)
-		for _, j := range list.Jobs {
-			if j.Kind == KindRecover {
-				rec = j
-			}
+	for _, j := range settleJobs(t, cl) {
+		if j.Kind == KindRecover && rec.ID == "" {
+			rec = j
 		}
-		if rec.ID != "" && rec.State.Done() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no finished recovery job within 40s: %+v", rec)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	if rec.State != JobSucceeded || !strings.Contains(rec.Trigger, job.ID) {
 		t.Errorf("recovery job: %s %q trigger %q", rec.State, rec.Error, rec.Trigger)

@@ -147,25 +147,7 @@ func (e *binaryEnv) signalAfter(t *testing.T, job Job, at int, sig syscall.Signa
 
 // settle waits until the agent runs no job and its newest job (a recovery
 // when one was needed) has ended; it returns the jobs, newest first.
-func (e *binaryEnv) settle(t *testing.T) []Job {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var list struct{ Jobs []Job }
-		getJSONUnix(t, e.cl, "/v1/jobs", &list)
-		busy := false
-		for _, j := range list.Jobs {
-			busy = busy || !j.State.Done()
-		}
-		if !busy && len(list.Jobs) > 0 {
-			return list.Jobs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs still running after 2 minutes: %+v", list.Jobs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
+func (e *binaryEnv) settle(t *testing.T) []Job { return settleJobs(t, e.cl) }
 
 // oneRelease asserts I4: every locker runs, answers healthy, and all run
 // the one release current points at; it returns that release.
@@ -306,18 +288,14 @@ func TestKillMatrix(t *testing.T) {
 	}
 }
 
-// runningRecovery waits briefly for the recovery job the new agent starts,
-// and returns it while it runs.
+// runningRecovery returns the recovery job the new agent started, while
+// it runs (the agent says READY=1 once it submitted it).
 func (e *binaryEnv) runningRecovery(t *testing.T) (Job, bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		var list struct{ Jobs []Job }
-		getJSONUnix(t, e.cl, "/v1/jobs", &list)
-		if len(list.Jobs) > 0 && list.Jobs[0].Kind == KindRecover {
-			return list.Jobs[0], list.Jobs[0].State == JobRunning
-		}
-		time.Sleep(20 * time.Millisecond) // polling the API for the job to appear
+	var list struct{ Jobs []Job }
+	getJSONUnix(t, e.cl, "/v1/jobs", &list)
+	if len(list.Jobs) > 0 && list.Jobs[0].Kind == KindRecover {
+		return list.Jobs[0], list.Jobs[0].State == JobRunning
 	}
 	return Job{}, false
 }

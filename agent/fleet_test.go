@@ -72,18 +72,14 @@ func TestFleetOffAndUnreachable(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	on := serveAgent(t, Config{Fleet: fleet.Config{Endpoints: []string{"http://" + addr}, HostID: "h1", TTL: 2 * time.Second}}, Deps{Containers: emptyHost(t)})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() (bool, string) {
 		var s fleet.Status
 		code := getJSON(t, on.unix, "/v1/fleet", &s)
 		if code == 200 && !s.Connected && s.Error != "" && strings.Contains(s.Note, "etcd unreachable") {
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET /v1/fleet with etcd down: %d %+v; want connected=false naming the error", code, s)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("GET /v1/fleet with etcd down: %d %+v; want connected=false naming the error", code, s)
+	})
 	if code := getJSON(t, on.unix, "/v1/fleet/hosts", &st); code != http.StatusServiceUnavailable {
 		t.Errorf("GET /v1/fleet/hosts with etcd down: %d, want 503", code)
 	}
@@ -145,18 +141,14 @@ func TestFleetAPI(t *testing.T) {
 		t.Errorf("channel after resume: still paused")
 	}
 	// The host registers itself; without a current release it takes no part.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() (bool, string) {
 		var hs []fleet.HostRecord
 		getJSON(t, s.unix, "/v1/fleet/hosts", &hs)
 		if len(hs) == 1 && hs[0].ID == "h1" && hs[0].Version == "test" && hs[0].State == fleet.StateWaiting && strings.Contains(hs[0].Note, "current release") {
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry: %+v; want h1 waiting for want of a current release", hs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("registry: %+v; want h1 waiting for want of a current release", hs)
+	})
 	var holders []fleet.Holder
 	if code := getJSON(t, s.unix, "/v1/fleet/holders", &holders); code != 200 || len(holders) != 0 {
 		t.Errorf("holders: %d %v, want none", code, holders)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -244,32 +245,24 @@ func TestLostJournalRestartsStoppedLockers(t *testing.T) {
 			}
 			logs := &syncBuffer{}
 			s := serveAgent(t, Config{LXCPath: f.Path, StateDir: dir, Defaults: DefaultDefaults()}, Deps{Containers: f.Host, Logger: slogTo(logs)})
-			deadline := time.Now().Add(60 * time.Second)
-			for {
+			eventually(t, 60*time.Second, func() (bool, string) {
 				st := states(t, f.Host, ls)
 				if st[ls[0]] == lxcctl.StateRunning && st[ls[1]] == lxcctl.StateRunning {
-					break
+					return true, ""
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("lockers after a lost journal: got %v, want all running\nlogs:\n%s", st, logs)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return false, fmt.Sprintf("lockers after a lost journal: got %v, want all running\nlogs:\n%s", st, logs)
+			})
 			if !strings.Contains(logs.String(), "journal was lost") || !strings.Contains(logs.String(), path) {
 				t.Errorf("logs: got\n%s\nwant the lost journal named", logs)
 			}
 			// Once recovered, the loss is forgotten.
-			deadline = time.Now().Add(30 * time.Second)
-			for {
+			eventually(t, 30*time.Second, func() (bool, string) {
 				p, _ := s.a.Journal().LostPending()
 				if p == "" {
-					break
+					return true, ""
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("lost journal still pending after recovery:\n%s", logs)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return false, fmt.Sprintf("lost journal still pending after recovery:\n%s", logs)
+			})
 		})
 	}
 }

@@ -292,3 +292,23 @@ func pids(t testing.TB, h *lxcctl.Host, names []string) map[string]int {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// eventually waits until cond holds, and fails the test with cond's last
+// reason after within. It is for states that send no event to wait on
+// (LXC container states, etcd records and the supervisor's decisions read
+// through the API): the interval paces the reads; jobs are waited for by
+// their event streams or Agent.Wait instead.
+func eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", within, why)
+		}
+		time.Sleep(50 * time.Millisecond) // paces the poll of a state that has no event
+	}
+}

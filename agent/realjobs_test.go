@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"lxcfleet/rollout"
 	"net/http"
 	"strings"
@@ -95,7 +96,9 @@ func TestJobsOverTheSocket(t *testing.T) {
 	if j := waitJob(t, s.a, job.ID); j.State != JobSucceeded {
 		t.Fatalf("start-all: %s %s", j.State, j.Error)
 	}
-	time.Sleep(400 * time.Millisecond) // an inventory refresh
+	if err := s.a.inv.refresh(t.Context()); err != nil { // the inventory sees the start now
+		t.Fatal(err)
+	}
 	code, b = s.do(t, "GET", "/v1/containers/"+all[0], "")
 	var l Locker
 	if code != 200 || json.Unmarshal(b, &l) != nil || l.State != lxcctl.StateRunning || l.Desired == nil || !l.Desired.Running {
@@ -131,19 +134,15 @@ func TestScheduleSkippedWhileBusy(t *testing.T) {
 	if during != 0 {
 		t.Errorf("the schedule ran %d checks while the stop-all ran, want 0", during)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, func() (bool, string) {
 		code.mu.Lock()
 		n := code.checks
 		code.mu.Unlock()
 		if n > 0 {
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the schedule did not run within 5s of the agent being idle")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("the schedule did not run within 5s of the agent being idle")
+	})
 	if c, b := s.do(t, "GET", "/v1/update-available", ""); c != 200 || !strings.Contains(string(b), `"available": true`) && !strings.Contains(string(b), `"available":true`) {
 		t.Errorf("update-available after the scheduled check: %d %s", c, b)
 	}

@@ -59,7 +59,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.addrs = append(a.addrs, l.ln.Addr())
 	}
 	a.mu.Unlock()
-	close(a.ready)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -69,6 +68,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.recoverIfNeeded(ctx)
 	a.sup.ready.Store(true) // after the recovery, which comes first
+	// Ready (READY=1 under systemd) once the listeners are bound and the
+	// recovery, when one is needed, is a job: whoever waits for it sees
+	// that job in /v1/jobs. Connections made meanwhile wait in the backlog.
+	close(a.ready)
 	g.Go(func() error { a.runFleet(gctx); return nil })
 
 	api := a.Handler()
@@ -160,7 +163,8 @@ func (a *Agent) recoverIfNeeded(ctx context.Context) {
 	}()
 }
 
-// Ready is closed once Run listens (see Addrs).
+// Ready is closed once Run listens (see Addrs) and has submitted the
+// recovery job, when one is needed.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Addrs returns the addresses Run listens on (the socket first), once

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"lxcfleet/rollout"
 	"slices"
 	"strings"
@@ -49,24 +50,20 @@ func TestSupervision(t *testing.T) {
 	if _, err := f.Host.Stop(context.Background(), good[0], 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventually(t, 20*time.Second, func() (bool, string) {
 		if st, _ := f.Host.State(context.Background(), good[0]); st == lxcctl.StateRunning {
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s killed from outside is not running again after 20s", good[0])
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%s killed from outside is not running again after 20s", good[0])
+	})
 	// The crashing locker: 2 restarts (the start limit), then given up.
-	for !slices.Contains(s.a.sup.GaveUp(), crash) {
-		if time.Now().After(deadline) {
-			t.Fatalf("supervision did not give up on %s (restarts: %d jobs)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventually(t, 20*time.Second, func() (bool, string) {
+		return slices.Contains(s.a.sup.GaveUp(), crash), fmt.Sprintf("supervision did not give up on %s (restarts: %d jobs)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
+	})
 	n := len(supervisionJobs(t, s.a, KindStartAll))
+	// A negative check: 1.5 s in which no restart may come (the backoff
+	// is 100 ms here). This sleep measures a quiet period; nothing waits
+	// on it for an event.
 	time.Sleep(1500 * time.Millisecond)
 	jobs := supervisionJobs(t, s.a, KindStartAll)
 	if len(jobs) != n {
@@ -114,13 +111,12 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJob(t, s.a, j.ID)
-	deadline := time.Now().Add(40 * time.Second)
-	for len(supervisionJobs(t, s.a, KindRollback)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
+	eventually(t, 40*time.Second, func() (bool, string) {
+		if !(len(supervisionJobs(t, s.a, KindRollback)) == 0) {
+			return true, ""
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
+	})
 	rb := waitJob(t, s.a, supervisionJobs(t, s.a, KindRollback)[0].ID)
 	if code.state("2-new") != codeupdate.StateBad {
 		t.Errorf("2-new is %s after supervision's rollback (job %s %q), want bad", code.state("2-new"), rb.State, rb.Error)
