@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 

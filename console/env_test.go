@@ -18,7 +18,7 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/console"
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )

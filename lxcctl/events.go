@@ -10,7 +10,7 @@ import (
 // This file holds the shapes of starting and stopping containers: phases,
 // events, options and results. The per-container verbs are Stop
 // (stop.go) and StartHealthy (verbs.go); moving many containers in a
-// bounded window is the rollout executor's (internal/lockerverbs adapts
+// bounded window is the rollout executor's (lockerverbs adapts
 // these verbs to it).
 
 // Phase is a step of one container in a bulk operation.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/codeupdate"
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )

@@ -13,7 +13,7 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/console"
-	"lxcfleet/internal/lockerverbs"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"

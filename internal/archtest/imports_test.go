@@ -25,7 +25,9 @@ var rules = map[string][]string{
 	// The rollout executor moves lockers only through its three verbs (I7:
 	// nothing there can touch a locker's /Me): no file system, no LXC, no
 	// git, no HTTP.
-	"lxcfleet/rollout": {"agent", "rollout", "internal"},
+	// Its policy type crosses every layer: the CLI's flags fill it
+	// (cmd), the console's tests set it.
+	"lxcfleet/rollout": {"agent", "rollout", "lockerverbs", "cmd", "console", "internal"},
 }
 
 // forbidden maps a folder to imports it must not have.
