@@ -17,26 +17,6 @@ import (
 	"lxcfleet/rollout"
 )
 
-// FleetFileConfig is the [fleet] section of the config file. Without
-// endpoints the host is not in a fleet: no etcd client is made and
-// nothing below runs (the single-host path is unchanged).
-type FleetFileConfig struct {
-	Endpoints []string `toml:"endpoints"`
-	Group     string   `toml:"group"`
-	HostID    string   `toml:"host_id"`
-	TTL       Duration `toml:"ttl"`
-	Prefix    string   `toml:"prefix"`
-	CA        string   `toml:"ca"`
-	Cert      string   `toml:"cert"`
-	Key       string   `toml:"key"`
-}
-
-// FleetConfig returns the [fleet] section as a fleet.Config.
-func (c FileConfig) FleetConfig() fleet.Config {
-	x := c.Fleet
-	return fleet.Config{Endpoints: x.Endpoints, Group: x.Group, HostID: x.HostID, TTL: x.TTL.D(), Prefix: x.Prefix, CA: x.CA, Cert: x.Cert, Key: x.Key}
-}
-
 // initFleet makes the fleet member when [fleet] is configured.
 func (a *Agent) initFleet() error {
 	fc := a.cfg.Fleet

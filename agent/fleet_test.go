@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,39 +16,6 @@ import (
 	"lxcfleet/internal/etcdtest"
 	"lxcfleet/internal/testfleet"
 )
-
-func TestFleetConfig(t *testing.T) {
-	dir := t.TempDir()
-	write := func(body string) string {
-		p := filepath.Join(dir, "c.toml")
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	c, err := LoadConfig(write("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"web\"\nhost_id = \"box-1\"\nttl = \"10s\"\n"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fc := c.AgentConfig().Fleet
-	if !fc.Enabled() || fc.Group != "web" || fc.HostID != "box-1" || fc.TTL != 10*time.Second {
-		t.Errorf("fleet config: got %+v", fc)
-	}
-	if c, _ := LoadConfig(write(""), true); c.AgentConfig().Fleet.Enabled() {
-		t.Errorf("no [fleet]: want the fleet off")
-	}
-	for _, bad := range []struct{ body, key string }{
-		{"[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n", "fleet.endpoints"},
-		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"a/b\"\n", "fleet.group"},
-		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nttl = \"100ms\"\n", "fleet.ttl"},
-		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ncert = \"/x\"\n", "fleet.cert"},
-		{"[fleet]\nendpoint = [\"http://127.0.0.1:2379\"]\n", "fleet.endpoint"},
-	} {
-		if _, err := LoadConfig(write(bad.body), true); err == nil || !strings.Contains(err.Error(), bad.key) {
-			t.Errorf("config %q: got %v, want an error naming %s", bad.body, err, bad.key)
-		}
-	}
-}
 
 // TestFleetOffAndUnreachable: an agent without [fleet] says so on
 // /v1/fleet and 404s the fleet's routes; an agent whose etcd does not

@@ -16,8 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 

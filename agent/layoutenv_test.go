@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"

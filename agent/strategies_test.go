@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 

@@ -10,9 +10,7 @@ import (
 	"syscall"
 
 	"lxcfleet/agent"
-	"lxcfleet/codeupdate"
-	"lxcfleet/lxcctl"
-	"lxcfleet/mounts"
+	"lxcfleet/config"
 )
 
 // UpdateMain is the stand-in for `lxcfleet update-code --local` while the
@@ -54,38 +52,25 @@ func UpdateMain(args []string) int {
 }
 
 // localAgent builds an agent from a config file the way the lxcfleet CLI
-// does for --local.
+// does for --local: through config.Wire, the one wiring (app_path, [cgroup],
+// the fetch limits and the pressure gauge included).
 func localAgent(path string, log *slog.Logger) (*agent.Agent, error) {
-	fc, err := agent.LoadConfig(path, true)
+	fc, err := config.Load(path, true)
 	if err != nil {
 		return nil, err
 	}
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: log})
+	st, err := config.Wire(fc, log)
 	if err != nil {
 		return nil, err
 	}
-	layout := mounts.LayoutAt(fc.Layout.Root)
-	deps := agent.Deps{
-		Containers: h,
-		ReleaseOf:  func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) },
-		Logger:     log,
+	deps, err := st.AgentDeps()
+	if err != nil {
+		return nil, err
 	}
-	if fc.Code.Origin != "" {
-		m, err := codeupdate.New(codeupdate.Options{Root: fc.Layout.Root, Origin: fc.Code.Origin, Npm: fc.Code.Npm, NpmTimeout: fc.Code.NpmTimeout.D(), Logger: log})
-		if err != nil {
-			return nil, err
-		}
-		deps.Code = m
-	}
-	return agent.New(agent.Config{
-		LXCPath:           fc.LXCPath,
-		StateDir:          fc.StateDir,
-		Version:           "lockerbench",
-		InventoryInterval: fc.InventoryInterval.D(),
-		HealthInterval:    fc.HealthInterval.D(),
-		Listen:            agent.Listen{Socket: fc.Listen.Socket},
-		Defaults:          fc.AgentDefaults(),
-		KeepJobs:          fc.KeepJobs,
-		KeepReleases:      fc.KeepReleases,
-	}, deps)
+	cfg := fc.AgentConfig()
+	cfg.Version = "lockerbench"
+	cfg.Listen = agent.Listen{Socket: fc.Listen.Socket}
+	cfg.Schedules = nil
+	cfg.Fleet.Endpoints = nil
+	return agent.New(cfg, deps)
 }

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"lxcfleet/agent"
+	"lxcfleet/config"
 )
 
 // lxcfleetCLI is what the benchmark knows about the lxcfleet binary.
@@ -99,7 +99,7 @@ stop_timeout = "10s"
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	if _, err := agent.LoadConfig(r.cfgPath, true); err != nil {
+	if _, err := config.Load(r.cfgPath, true); err != nil {
 		return fmt.Errorf("the bench's lxcfleet config does not load: %w", err)
 	}
 	return nil
@@ -107,7 +107,7 @@ stop_timeout = "10s"
 
 // window is the wave size (K) lxcfleet uses with the bench's config.
 func (r *runner) window() int {
-	c, err := agent.LoadConfig(r.cfgPath, true)
+	c, err := config.Load(r.cfgPath, true)
 	if err != nil {
 		return 0
 	}

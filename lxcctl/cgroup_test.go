@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/agent"
+	"lxcfleet/config"
 	"lxcfleet/packaging"
 )
 
@@ -27,7 +28,7 @@ func need(t *testing.T, tool string) string {
 }
 
 func TestDefaultConfigIsValid(t *testing.T) {
-	c, err := agent.LoadConfig("lxcfleet.toml", true)
+	c, err := config.Load("lxcfleet.toml", true)
 	if err != nil {
 		t.Fatalf("the shipped config does not load: %v", err)
 	}

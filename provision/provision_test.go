@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )

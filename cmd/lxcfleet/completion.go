@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra/doc"
 
 	"lxcfleet/agent"
+	"lxcfleet/config"
 )
 
 // completions registers what the shell completes beyond commands and
@@ -50,7 +51,7 @@ func completions(root *cobra.Command, g *globals) {
 func lockerNames(cmd *cobra.Command, g *globals, prefix string) []string {
 	path := g.lxcpath
 	if path == "" {
-		if fc, err := agent.LoadConfig(g.config, cmd.Flags().Changed("config")); err == nil {
+		if fc, err := config.Load(g.config, cmd.Flags().Changed("config")); err == nil {
 			path = fc.LXCPath
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
+	"lxcfleet/config"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
 )
@@ -67,7 +68,7 @@ The app (--init) runs under tini (--tini), which forwards the halt signal
 
 A locker that fails leaves nothing behind: no container, no folders.
 Defaults come from the [layout] and [provision] sections of the config
-(--config, default ` + agent.DefaultConfigPath + `); the flags given override them.`,
+(--config, default ` + config.DefaultPath + `); the flags given override them.`,
 		Example: `  lxcfleet provision --template busybox --node /usr/bin/node \
       --init '/usr/bin/node /opt/app/server.js' --port-base 4100 locker-001 locker-002`,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"lxcfleet/agent"
+	"lxcfleet/config"
 	"lxcfleet/lxcctl"
 )
 
@@ -49,7 +49,7 @@ Exit codes: 0 success, 1 some container or step failed, 2 bad input.`,
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.config, "config", agent.DefaultConfigPath, "config file (TOML); the flags given override it")
+	pf.StringVar(&g.config, "config", config.DefaultPath, "config file (TOML); the flags given override it")
 	pf.StringVar(&g.lxcpath, "lxcpath", "", "folder holding the containers (default: lxcpath of the config, else "+lxcctl.DefaultLXCPath+")")
 	pf.BoolVar(&g.jsonOut, "json", false, "print machine-readable JSON instead of text")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")

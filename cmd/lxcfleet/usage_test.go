@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/codeupdate"
-	"lxcfleet/lockerverbs"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 )
 

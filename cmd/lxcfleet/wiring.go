@@ -12,8 +12,8 @@ import (
 
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
+	"lxcfleet/config"
 	"lxcfleet/console"
-	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
@@ -24,19 +24,20 @@ import (
 // --root, --templates): the layout, the container host, and on demand the
 // release manager, the provisioner and the agent.
 type stack struct {
-	fc     agent.FileConfig
+	fc     config.File
 	layout mounts.Layout
 	host   *lxcctl.Host
 	log    *slog.Logger
 	// configLXCPath is the config's lxcpath before --lxcpath overrode it.
 	configLXCPath string
+	wired         *config.Stack
 }
 
 // wire reads the config (--config; a missing default file gives the
 // defaults, a bad one is bad input) and builds the stack.
 func (g *globals) wire(cmd *cobra.Command) (*stack, error) {
 	f := cmd.Flags()
-	fc, err := agent.LoadConfig(g.config, f.Changed("config"))
+	fc, err := config.Load(g.config, f.Changed("config"))
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -57,12 +58,12 @@ func (g *globals) wire(cmd *cobra.Command) (*stack, error) {
 	if f.Changed("templates") {
 		fc.Layout.Templates, _ = f.GetString("templates")
 	}
-	s.fc = fc
-	s.layout = fc.MountLayout()
-	s.host, err = lxcctl.NewHost(lxcctl.Options{LXCPath: fc.LXCPath, Logger: s.log, Cgroup: fc.CgroupParent()})
+	st, err := config.Wire(fc, s.log)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("lxcpath: %w", err)}
+		return nil, usageError{err}
 	}
+	s.fc, s.layout, s.host = fc, st.Layout, st.Host
+	s.wired = st
 	return s, nil
 }
 
@@ -73,17 +74,7 @@ func (s *stack) lxcpathOverridden() bool {
 }
 
 // code returns the release manager, nil when code.origin is not set.
-func (s *stack) code() (*codeupdate.Manager, error) {
-	if s.fc.Code.Origin == "" {
-		return nil, nil
-	}
-	m, err := codeupdate.New(codeupdate.Options{Root: s.layout.Root, Origin: s.fc.Code.Origin, Npm: s.fc.Code.Npm, NpmTimeout: s.fc.Code.NpmTimeout.D(), NpmRegistry: s.fc.Code.NpmRegistry,
-		Target: s.fc.AgentDefaults().Target, FetchStallTimeout: s.fc.Code.FetchStallTimeout.D(), FetchTimeout: s.fc.Code.FetchTimeout.D(), MaxPacks: s.fc.Code.MaxPacks, Logger: s.log})
-	if err != nil {
-		return nil, fmt.Errorf("code.origin: %w", err)
-	}
-	return m, nil
-}
+func (s *stack) code() (*codeupdate.Manager, error) { return s.wired.Code() }
 
 // provisioner checks the layout and returns the provisioner over it.
 func (s *stack) provisioner() (*provision.Provisioner, error) {
@@ -112,20 +103,9 @@ func (s *stack) provisionOptions() provision.Options {
 // agent builds the agent: the daemon (listeners, console, schedules), or
 // one in this process for a CLI command (no listener, no schedules).
 func (s *stack) agent(daemon bool) (*agent.Agent, error) {
-	deps := agent.Deps{Containers: s.host, Logger: s.log}
-	if g, err := lockerverbs.NewPSIGauge(""); err == nil {
-		deps.Gauge = g
-	} else {
-		s.log.Info("adaptive pacing without pressure: starts and failures alone set W", "err", err)
-	}
-	code, err := s.code()
+	deps, err := s.wired.AgentDeps()
 	if err != nil {
 		return nil, err
-	}
-	if code != nil {
-		deps.Code = code
-		layout := s.layout
-		deps.ReleaseOf = func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }
 	}
 	cfg := s.fc.AgentConfig()
 	cfg.Version = buildVersion()

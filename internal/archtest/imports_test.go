@@ -26,8 +26,8 @@ var rules = map[string][]string{
 	// nothing there can touch a locker's /Me): no file system, no LXC, no
 	// git, no HTTP.
 	// Its policy type crosses every layer: the CLI's flags fill it
-	// (cmd), the console's tests set it.
-	"lxcfleet/rollout": {"agent", "rollout", "lockerverbs", "cmd", "console", "internal"},
+	// (cmd), [defaults] decode into it (config), the console's tests set it.
+	"lxcfleet/rollout": {"agent", "rollout", "lockerverbs", "config", "cmd", "console", "internal"},
 }
 
 // forbidden maps a folder to imports it must not have.

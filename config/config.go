@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"errors"
@@ -10,24 +10,26 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"lxcfleet/agent"
+	"lxcfleet/fleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
 	"lxcfleet/rollout"
 )
 
-// DefaultConfigPath is where the agent and the CLI read their config.
-const DefaultConfigPath = "/etc/lxcfleet/lxcfleet.toml"
+// DefaultPath is where the agent and the CLI read their config.
+const DefaultPath = "/etc/lxcfleet/lxcfleet.toml"
 
-// FileConfig is the config file (TOML). Every key is optional; see
+// File is the config file (TOML). Every key is optional; see
 // packaging/lxcfleet.toml for a commented example.
-type FileConfig struct {
-	LXCPath           string   `toml:"lxcpath"`
-	StateDir          string   `toml:"state_dir"`
-	KeepReleases      int      `toml:"keep_releases"`
-	KeepJobs          int      `toml:"keep_jobs"`
-	InventoryInterval Duration `toml:"inventory_interval"`
-	HealthInterval    Duration `toml:"health_interval"`
+type File struct {
+	LXCPath           string         `toml:"lxcpath"`
+	StateDir          string         `toml:"state_dir"`
+	KeepReleases      int            `toml:"keep_releases"`
+	KeepJobs          int            `toml:"keep_jobs"`
+	InventoryInterval agent.Duration `toml:"inventory_interval"`
+	HealthInterval    agent.Duration `toml:"health_interval"`
 
 	Listen struct {
 		Socket    string `toml:"socket"`
@@ -38,8 +40,8 @@ type FileConfig struct {
 		TLSKey    string `toml:"tls_key"`
 		// ReadTimeout bounds reading one request; IdleTimeout closes a
 		// keep-alive connection that sends nothing.
-		ReadTimeout Duration `toml:"read_timeout"`
-		IdleTimeout Duration `toml:"idle_timeout"`
+		ReadTimeout agent.Duration `toml:"read_timeout"`
+		IdleTimeout agent.Duration `toml:"idle_timeout"`
 	} `toml:"listen"`
 
 	Layout struct {
@@ -52,17 +54,17 @@ type FileConfig struct {
 	} `toml:"layout"`
 
 	Code struct {
-		Origin     string   `toml:"origin"`
-		Npm        string   `toml:"npm"`
-		NpmTimeout Duration `toml:"npm_timeout"`
+		Origin     string         `toml:"origin"`
+		Npm        string         `toml:"npm"`
+		NpmTimeout agent.Duration `toml:"npm_timeout"`
 		// NpmRegistry is the registry npm fetches from ("": npm's own
 		// config, e.g. /root/.npmrc); builds prefer the host's npm cache.
 		NpmRegistry string `toml:"npm_registry"`
 		// FetchStallTimeout, FetchTimeout and MaxPacks: see
 		// codeupdate.Options (0: its defaults, 60s, 15m and 32).
-		FetchStallTimeout Duration `toml:"fetch_stall_timeout"`
-		FetchTimeout      Duration `toml:"fetch_timeout"`
-		MaxPacks          int      `toml:"max_packs"`
+		FetchStallTimeout agent.Duration `toml:"fetch_stall_timeout"`
+		FetchTimeout      agent.Duration `toml:"fetch_timeout"`
+		MaxPacks          int            `toml:"max_packs"`
 	} `toml:"code"`
 
 	Provision struct {
@@ -85,19 +87,19 @@ type FileConfig struct {
 	// Warnings.
 	Defaults map[string]any `toml:"defaults"`
 
-	Schedules []Schedule `toml:"schedule"`
+	Schedules []agent.Schedule `toml:"schedule"`
 
-	// Fleet joins the host to a fleet on etcd (see agent/fleet.go).
-	Fleet FleetFileConfig `toml:"fleet"`
+	// Fleet joins the host to a fleet on etcd (FleetSection; agent/fleet.go runs the member).
+	Fleet FleetSection `toml:"fleet"`
 
 	// Supervision restarts lockers that stop on their own (see
-	// SupervisionConfig).
+	// agent.SupervisionConfig).
 	Supervision struct {
-		Off        bool     `toml:"off"`
-		Burst      int      `toml:"burst"`
-		Interval   Duration `toml:"interval"`
-		Backoff    Duration `toml:"backoff"`
-		MaxBackoff Duration `toml:"max_backoff"`
+		Off        bool           `toml:"off"`
+		Burst      int            `toml:"burst"`
+		Interval   agent.Duration `toml:"interval"`
+		Backoff    agent.Duration `toml:"backoff"`
+		MaxBackoff agent.Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
 
 	// Cgroup places the lockers the agent starts under one parent cgroup
@@ -109,21 +111,21 @@ type FileConfig struct {
 	} `toml:"cgroup"`
 }
 
-// DefaultFileConfig returns the settings used where the file is silent.
-func DefaultFileConfig() FileConfig {
-	var c FileConfig
+// DefaultFile returns the settings used where the file is silent.
+func Default() File {
+	var c File
 	c.LXCPath = "/var/lib/lxc"
 	c.StateDir = "/var/lib/lxcfleet/state"
 	c.KeepReleases = 5
 	c.KeepJobs = 500
-	c.InventoryInterval = Duration(5 * time.Second)
-	c.HealthInterval = Duration(15 * time.Second)
-	c.Listen.Socket = DefaultSocket
-	c.Listen.ReadTimeout = Duration(DefaultReadTimeout)
-	c.Listen.IdleTimeout = Duration(DefaultIdleTimeout)
+	c.InventoryInterval = agent.Duration(5 * time.Second)
+	c.HealthInterval = agent.Duration(15 * time.Second)
+	c.Listen.Socket = agent.DefaultSocket
+	c.Listen.ReadTimeout = agent.Duration(agent.DefaultReadTimeout)
+	c.Listen.IdleTimeout = agent.Duration(agent.DefaultIdleTimeout)
 	c.Layout.Root = "/var/lib/lxcfleet"
 	c.Code.Npm = "npm"
-	c.Code.NpmTimeout = Duration(10 * time.Minute)
+	c.Code.NpmTimeout = agent.Duration(10 * time.Minute)
 	c.Provision.Template = "download"
 	c.Provision.Network = "none"
 	c.Provision.HaltSignal = "SIGTERM"
@@ -137,8 +139,8 @@ func DefaultFileConfig() FileConfig {
 // LoadConfig reads a config file over the defaults. A missing file at the
 // default path is not an error (the defaults apply); a missing file named
 // explicitly is. Unknown keys and invalid values are errors naming the key.
-func LoadConfig(path string, explicit bool) (FileConfig, error) {
-	c := DefaultFileConfig()
+func Load(path string, explicit bool) (File, error) {
+	c := Default()
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && !explicit {
 		return c, c.validate()
@@ -158,12 +160,12 @@ func LoadConfig(path string, explicit bool) (FileConfig, error) {
 		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
 	}
 	if c.Listen.Token != "" {
-		if err := CheckSecretFile(path); err != nil {
+		if err := agent.CheckSecretFile(path); err != nil {
 			return c, fmt.Errorf("config %s holds listen.token: %w (or move the token to listen.token_file)", path, err)
 		}
 	}
 	if c.Listen.Token == "" && c.Listen.TokenFile != "" {
-		if err := CheckSecretFile(c.Listen.TokenFile); err != nil {
+		if err := agent.CheckSecretFile(c.Listen.TokenFile); err != nil {
 			return c, fmt.Errorf("config %s: listen.token_file: %w", path, err)
 		}
 		tb, err := os.ReadFile(c.Listen.TokenFile)
@@ -173,7 +175,7 @@ func LoadConfig(path string, explicit bool) (FileConfig, error) {
 		c.Listen.Token = strings.TrimSpace(string(tb))
 	}
 	if c.Listen.TLSKey != "" {
-		if err := CheckSecretFile(c.Listen.TLSKey); err != nil {
+		if err := agent.CheckSecretFile(c.Listen.TLSKey); err != nil {
 			return c, fmt.Errorf("config %s: listen.tls_key: %w", path, err)
 		}
 	}
@@ -184,7 +186,7 @@ func LoadConfig(path string, explicit bool) (FileConfig, error) {
 }
 
 // validate checks values, naming the key of the first bad one.
-func (c FileConfig) validate() error {
+func (c File) validate() error {
 	abs := []struct{ key, v string }{{"lxcpath", c.LXCPath}, {"state_dir", c.StateDir}, {"layout.root", c.Layout.Root},
 		{"listen.socket", c.Listen.Socket}, {"listen.tls_cert", c.Listen.TLSCert}, {"listen.tls_key", c.Listen.TLSKey}, {"layout.templates", c.Layout.Templates}}
 	for _, x := range abs {
@@ -220,8 +222,8 @@ func (c FileConfig) validate() error {
 		return fmt.Errorf("code.max_packs must not be negative, got %d", c.Code.MaxPacks)
 	case c.Listen.TCP != "" && c.Listen.Token == "":
 		return fmt.Errorf("listen.tcp is set but listen.token (or listen.token_file) is not: the TCP listener refuses every request without a token")
-	case c.Listen.Token != "" && len(c.Listen.Token) < MinTokenBytes:
-		return fmt.Errorf("listen.token is %d bytes, want at least %d: %s", len(c.Listen.Token), MinTokenBytes, MakeTokenHint)
+	case c.Listen.Token != "" && len(c.Listen.Token) < agent.MinTokenBytes:
+		return fmt.Errorf("listen.token is %d bytes, want at least %d: %s", len(c.Listen.Token), agent.MinTokenBytes, agent.MakeTokenHint)
 	case c.Listen.ReadTimeout < 0 || c.Listen.IdleTimeout < 0:
 		return fmt.Errorf("listen.read_timeout and listen.idle_timeout must not be negative")
 	case (c.Listen.TLSCert == "") != (c.Listen.TLSKey == ""):
@@ -235,12 +237,12 @@ func (c FileConfig) validate() error {
 	if _, _, err := c.defaults(); err != nil {
 		return err
 	}
-	if _, err := (Request{Kind: KindStartAll}).withDefaults(c.AgentDefaults()); err != nil {
+	if _, err := agent.ResolvePolicy(agent.Request{Kind: agent.KindStartAll}, c.AgentDefaults()); err != nil {
 		return fmt.Errorf("defaults: %w", err)
 	}
 	names := map[string]bool{}
 	for i, s := range c.Schedules {
-		if err := ValidateSchedule(s, c.AgentDefaults()); err != nil {
+		if err := agent.ValidateSchedule(s, c.AgentDefaults()); err != nil {
 			return fmt.Errorf("schedule[%d]: %w", i, err)
 		}
 		if names[s.Name] {
@@ -252,13 +254,13 @@ func (c FileConfig) validate() error {
 }
 
 // CgroupParent is the [cgroup] section for lxcctl.
-func (c FileConfig) CgroupParent() lxcctl.CgroupParent {
+func (c File) CgroupParent() lxcctl.CgroupParent {
 	return lxcctl.CgroupParent{Path: c.Cgroup.Parent, CPUWeight: c.Cgroup.CPUWeight}
 }
 
 // MountLayout returns the [layout] section as a mounts.Layout: the one place
 // the layout is computed from the config.
-func (c FileConfig) MountLayout() mounts.Layout {
+func (c File) MountLayout() mounts.Layout {
 	root := c.Layout.Root
 	if root == "" {
 		root = mounts.DefaultRoot
@@ -282,14 +284,14 @@ func (c FileConfig) MountLayout() mounts.Layout {
 
 // AgentConfig returns the agent's Config for this file (Version and
 // Listen.Console are the caller's to fill).
-func (c FileConfig) AgentConfig() Config {
-	return Config{
+func (c File) AgentConfig() agent.Config {
+	return agent.Config{
 		LXCPath:           c.LXCPath,
 		StateDir:          c.StateDir,
 		Schedules:         c.Schedules,
 		InventoryInterval: c.InventoryInterval.D(),
 		HealthInterval:    c.HealthInterval.D(),
-		Listen: Listen{
+		Listen: agent.Listen{
 			Socket:      c.Listen.Socket,
 			TCP:         c.Listen.TCP,
 			Token:       c.Listen.Token,
@@ -301,7 +303,7 @@ func (c FileConfig) AgentConfig() Config {
 		Defaults:     c.AgentDefaults(),
 		KeepJobs:     c.KeepJobs,
 		KeepReleases: c.KeepReleases,
-		Supervision: SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
+		Supervision: agent.SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
 			Backoff: c.Supervision.Backoff.D(), MaxBackoff: c.Supervision.MaxBackoff.D()},
 		Fleet: c.FleetConfig(),
 	}
@@ -309,14 +311,14 @@ func (c FileConfig) AgentConfig() Config {
 
 // AgentDefaults returns the [defaults] section as request defaults (the
 // built-in ones where it is invalid: LoadConfig refuses such a file).
-func (c FileConfig) AgentDefaults() Defaults {
+func (c File) AgentDefaults() agent.Defaults {
 	d, _, _ := c.defaults()
 	return d
 }
 
 // Warnings says what in the file still works but is deprecated (old knob
 // names), one sentence each.
-func (c FileConfig) Warnings() []string {
+func (c File) Warnings() []string {
 	_, old, _ := c.defaults()
 	var out []string
 	for _, k := range old {
@@ -328,8 +330,8 @@ func (c FileConfig) Warnings() []string {
 // defaults decodes [defaults] over DefaultDefaults: the policy's knobs
 // through rollout.Policy.Apply (the one decoder and validator of a
 // policy), the rest by name.
-func (c FileConfig) defaults() (Defaults, []string, error) {
-	d := DefaultDefaults()
+func (c File) defaults() (agent.Defaults, []string, error) {
+	d := agent.DefaultDefaults()
 	patch := rollout.Patch{}
 	for k, v := range c.Defaults {
 		var ok bool
@@ -358,21 +360,22 @@ func (c FileConfig) defaults() (Defaults, []string, error) {
 	return d, old, nil
 }
 
-// MinTokenBytes is the shortest bearer token the agent accepts.
-const MinTokenBytes = 32
+// FleetSection is the [fleet] section of the config file. Without
+// endpoints the host is not in a fleet: no etcd client is made and
+// nothing below runs (the single-host path is unchanged).
+type FleetSection struct {
+	Endpoints []string       `toml:"endpoints"`
+	Group     string         `toml:"group"`
+	HostID    string         `toml:"host_id"`
+	TTL       agent.Duration `toml:"ttl"`
+	Prefix    string         `toml:"prefix"`
+	CA        string         `toml:"ca"`
+	Cert      string         `toml:"cert"`
+	Key       string         `toml:"key"`
+}
 
-// MakeTokenHint says how to make a token the agent accepts.
-const MakeTokenHint = "make one with `install -m 600 /dev/null /etc/lxcfleet/token && head -c 32 /dev/urandom | base64 > /etc/lxcfleet/token` and set listen.token_file = \"/etc/lxcfleet/token\""
-
-// CheckSecretFile refuses a file holding a secret (a token, a TLS key, a
-// config with a token) that its group or others may read or write.
-func CheckSecretFile(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return fmt.Errorf("%s is readable or writable by group or others (mode %04o): run chmod 600 %s", path, m, path)
-	}
-	return nil
+// FleetConfig returns the [fleet] section as a fleet.Config.
+func (c File) FleetConfig() fleet.Config {
+	x := c.Fleet
+	return fleet.Config{Endpoints: x.Endpoints, Group: x.Group, HostID: x.HostID, TTL: x.TTL.D(), Prefix: x.Prefix, CA: x.CA, Cert: x.Cert, Key: x.Key}
 }

@@ -1,0 +1,99 @@
+package config_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/config"
+)
+
+const goodToken = "dGhpcyBpcyBhIDMyIGJ5dGUgdG9rZW4gZm9yIHRlc3RzIQ=="
+
+func TestFleetConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := config.Load(write("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"web\"\nhost_id = \"box-1\"\nttl = \"10s\"\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := c.AgentConfig().Fleet
+	if !fc.Enabled() || fc.Group != "web" || fc.HostID != "box-1" || fc.TTL != 10*time.Second {
+		t.Errorf("fleet config: got %+v", fc)
+	}
+	if c, _ := config.Load(write(""), true); c.AgentConfig().Fleet.Enabled() {
+		t.Errorf("no [fleet]: want the fleet off")
+	}
+	for _, bad := range []struct{ body, key string }{
+		{"[fleet]\nendpoints = [\"127.0.0.1:2379\"]\n", "fleet.endpoints"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ngroup = \"a/b\"\n", "fleet.group"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nttl = \"100ms\"\n", "fleet.ttl"},
+		{"[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\ncert = \"/x\"\n", "fleet.cert"},
+		{"[fleet]\nendpoint = [\"http://127.0.0.1:2379\"]\n", "fleet.endpoint"},
+	} {
+		if _, err := config.Load(write(bad.body), true); err == nil || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("config %q: got %v, want an error naming %s", bad.body, err, bad.key)
+		}
+	}
+}
+
+// TestLoadRefusesExposedSecrets: token files, TLS keys and configs
+// holding a token that group or others may read are refused, and so are
+// short tokens, with a message saying how to make a good one.
+func TestLoadRefusesExposedSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", goodToken+"\n", 0o600)
+	open := write("open", goodToken+"\n", 0o644)
+	group := write("group", goodToken+"\n", 0o640)
+	short := write("short", "x\n", 0o600)
+	keyOpen := write("key-open.pem", "k", 0o644)
+	keyGood := write("key.pem", "k", 0o600)
+	tests := []struct {
+		name string
+		body string
+		mode os.FileMode
+		want string // "" = accepted
+	}{
+		{"token file 0600", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", good), 0o644, ""},
+		{"world-readable token file", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", open), 0o644, "chmod 600 " + open},
+		{"group-readable token file", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", group), 0o644, "mode 0640"},
+		{"one-byte token", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\n", short), 0o644, "head -c 32 /dev/urandom"},
+		{"inline token in a readable config", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken = %q\n", goodToken), 0o644, "holds listen.token"},
+		{"inline token in a 0600 config", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken = %q\n", goodToken), 0o600, ""},
+		{"short inline token", "[listen]\ntcp = \"127.0.0.1:0\"\ntoken = \"abc\"\n", 0o600, "at least 32"},
+		{"world-readable TLS key", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\ntls_cert = %q\ntls_key = %q\n", good, keyOpen, keyOpen), 0o644, "listen.tls_key"},
+		{"TLS key 0600", fmt.Sprintf("[listen]\ntcp = \"127.0.0.1:0\"\ntoken_file = %q\ntls_cert = %q\ntls_key = %q\n", good, keyGood, keyGood), 0o644, ""},
+		{"duration as a number", "[listen]\nidle_timeout = 30\n", 0o644, "idle_timeout"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := write(fmt.Sprintf("c%d.toml", i), tc.body, tc.mode)
+			_, err := config.Load(cfg, true)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v, want it accepted", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
