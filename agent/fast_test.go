@@ -1,7 +1,13 @@
+// Agent tests on the fake host (internal/fakehost) and the fake release
+// manager: the planning, recovery, journal, fence, schedule and metrics
+// glue in milliseconds, without root, LXC or npm, beside the real-LXC tests
+// of the same paths.
+
 package agent
 
 import (
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"runtime"
 	"slices"
@@ -113,11 +119,7 @@ func TestPlanJournalWriteFailsTheJob(t *testing.T) {
 	h := fakehost.New("r1", names...)
 	code := newFakeCode("r1")
 	fc := fakeContainers{h: h, code: code}
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	r := &run{job: Job{ID: "x"}, subs: map[chan Event]struct{}{}, done: make(chan struct{}), jr: a.jr}
 	a.jr.Close() // every write fails from here
 	plan := rollout.PlanStop(h.Lockers(nil), rollout.DefaultPolicy())
@@ -138,11 +140,7 @@ func TestRollbackRefusedBeforeAJob(t *testing.T) {
 	code := newFakeCode("r1")
 	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateBad})
 	fc := fakeContainers{h: h, code: code}
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	for _, tc := range []struct{ to, want string }{
 		{"notabuild", "notabuild"},
 		{"r1", "already current"},
@@ -228,11 +226,7 @@ func TestAlertMetrics(t *testing.T) {
 	h := fakehost.New("r1", names...)
 	code := newFakeCode("r1")
 	fc := fakeContainers{h: h, code: code}
-	a, err := New(Config{StateDir: t.TempDir(), Version: "9.9.9-test", Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Version: "9.9.9-test", Defaults: DefaultDefaults()}, discardLogger())
 	scrape := func() string {
 		rec := httptest.NewRecorder()
 		a.metrics.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -291,11 +285,7 @@ func TestJournalFailureStopsTheJob(t *testing.T) {
 	code.releases[0].State = codeupdate.StateProven
 	fc := fakeContainers{h: h, code: code}
 	logs := &syncBuffer{}
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: slogTo(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, slogTo(logs))
 	var starts atomic.Int32
 	h.BeforeStart = func(string) {
 		if starts.Add(1) == 2 {
@@ -333,11 +323,7 @@ func TestFencedJobStopsMoving(t *testing.T) {
 	code := newFakeCode("r1")
 	code.releases[0].State = codeupdate.StateProven
 	fc := fakeContainers{h: h, code: code}
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	var starts atomic.Int32
 	h.BeforeStart = func(string) { starts.Add(1) }
 	fence := func() error {
@@ -362,4 +348,16 @@ func TestFencedJobStopsMoving(t *testing.T) {
 	if got := len(h.Running()); got != len(names) {
 		t.Errorf("running after the fence: %d, want all %d", got, len(names))
 	}
+}
+
+// fakeAgent is an agent over the fake host and release manager of fc, with
+// cfg and log, closed when the test ends.
+func fakeAgent(t *testing.T, fc fakeContainers, cfg Config, log *slog.Logger) *Agent {
+	t.Helper()
+	a, err := New(cfg, Deps{Containers: fc, Code: fc.code, ReleaseOf: fc.releaseOf, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
 }
