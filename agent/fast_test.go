@@ -6,6 +6,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http/httptest"
@@ -360,4 +361,53 @@ func fakeAgent(t *testing.T, fc fakeContainers, cfg Config, log *slog.Logger) *A
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
+}
+
+// TestJobRecordShowsEachKnobOnce: GET /v1/jobs/{id} holds the resolved
+// policy once (plan.policy; the request's patch is not repeated), under
+// the one set of names, with every duration a string.
+func TestJobRecordShowsEachKnobOnce(t *testing.T) {
+	names := fakehost.Names(2)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	fc := fakeContainers{h: h, code: code}
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
+	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s", "window": nil}})
+	if err == nil {
+		t.Fatalf("a knob under both names was accepted")
+	}
+	j, err = a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s", "soak": "2s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, a, j.ID)
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/jobs/"+j.ID, nil))
+	body := rec.Body.String()
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("GET /v1/jobs/%s: %v\n%s", j.ID, err, body)
+	}
+	if req, _ := doc["request"].(map[string]any); req["policy"] != nil {
+		t.Errorf("the record's request repeats the policy: %v", req["policy"])
+	}
+	pol, _ := doc["plan"].(map[string]any)["policy"].(map[string]any)
+	for _, k := range rollout.Knobs() {
+		if strings.Count(body, `"`+k+`"`) > 1 {
+			t.Errorf("knob %s appears %d times in the job record", k, strings.Count(body, `"`+k+`"`))
+		}
+	}
+	for _, k := range []string{"stop_timeout", "deadline", "monitor", "soak"} {
+		if _, ok := pol[k].(string); !ok {
+			t.Errorf("plan.policy.%s is %T (%v), want a duration string", k, pol[k], pol[k])
+		}
+	}
+	if pol["max_unavailable"] != float64(1) || pol["soak"] != "2s" {
+		t.Errorf("plan.policy: %v, want the request's knobs over the defaults", pol)
+	}
+	for _, old := range []string{`"window"`, `"parallel"`, `"MaxUnavailable"`} {
+		if strings.Contains(body, old) {
+			t.Errorf("the job record names a knob %s", old)
+		}
+	}
 }
