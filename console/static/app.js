@@ -503,7 +503,7 @@
         el('td', {}, running && started ? el('span', { title: 'since ' + started.toString() }, dur(Date.now() - started.getTime())) : el('span', { class: 'muted', text: '—' })),
         el('td', {}, l.port || ''),
         el('td', {}, l.start_order || 0),
-        el('td', {}, el('button', { class: 'btn small', 'data-restart': l.name, disabled: !!(S.host && S.host.running_job) || S.down, onclick: () => confirmRestart(l) }, 'Restart…'))));
+        el('td', {}, el('button', { class: 'btn small', 'data-restart': l.name, disabled: !!(S.host && S.host.running_job) || S.down || l.state === 'BROKEN', title: l.state === 'BROKEN' ? 'LXC cannot load it: fix its config first' : null, onclick: () => confirmRestart(l) }, 'Restart…'))));
     }
     if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: S.lockers.length ? 'No locker matches the filter.' : 'No lockers on this host.' })));
     tb.replaceChildren(...rows);
