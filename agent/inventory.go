@@ -33,8 +33,11 @@ type Locker struct {
 	Desired        *Desired     `json:"desired,omitempty"`
 	// Error says why LXC cannot load the locker's config (state BROKEN,
 	// health broken): jobs leave it alone and report it.
-	Error string            `json:"error,omitempty"`
-	Env   map[string]string `json:"-"`
+	Error string `json:"error,omitempty"`
+	// Quarantined says why supervision leaves the locker stopped (it
+	// crash-looped alone); "" when it does not.
+	Quarantined string            `json:"quarantined,omitempty"`
+	Env         map[string]string `json:"-"`
 }
 
 // inventory keeps a snapshot of every locker, refreshed in the background,
@@ -125,6 +128,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 			d := d
 			l.Desired = &d
 		}
+		l.Quarantined = inv.a.sup.quarantined(in.Name)
 		if in.Broken() {
 			l.Health, l.Error = "broken", in.Error
 			if old, ok := inv.get(in.Name); !ok || old.Error != in.Error {

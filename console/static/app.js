@@ -498,7 +498,8 @@
         el('td', {}, statePill),
         el('td', {}, liveBusy(l) ? el('span', { class: 'muted', text: '—' })
           : el('span', { class: 'pill ' + l.health, title: l.error || l.health_error || (l.health_at ? 'checked ' + ago(l.health_at) : '') }, l.health),
-          l.error ? el('div', { class: 'sub err', 'data-error': l.name, text: l.error }) : null),
+          l.error ? el('div', { class: 'sub err', 'data-error': l.name, text: l.error }) : null,
+          l.quarantined ? el('div', { class: 'sub err', 'data-quarantined': l.name, text: l.quarantined }) : null),
         el('td', {}, release),
         el('td', {}, running && started ? el('span', { title: 'since ' + started.toString() }, dur(Date.now() - started.getTime())) : el('span', { class: 'muted', text: '—' })),
         el('td', {}, l.port || ''),
