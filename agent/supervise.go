@@ -182,6 +182,20 @@ func (s *supervisor) tick() {
 	want := 0
 	cur := s.a.currentRelease()
 	s.mu.Lock()
+	// A locker given up on gets a fresh start limit on another release
+	// (an update or a rollback moved current since): the quarantine, kept
+	// across agent restarts, is about the release it crash-looped on.
+	moved := false
+	for n, rel := range s.gaveUp {
+		if rel != cur {
+			delete(s.gaveUp, n)
+			delete(s.restarts, n)
+			moved = true
+		}
+	}
+	if moved {
+		s.save()
+	}
 	for _, l := range s.a.inv.snapshot() {
 		if l.Desired == nil || !l.Desired.Running {
 			continue
