@@ -64,6 +64,7 @@ type supervisor struct {
 	mu       sync.Mutex
 	restarts map[string][]time.Time
 	gaveUp   map[string]string // locker -> release it crash-looped on
+	on       string            // the release restarts were counted on
 	down     map[string]time.Time
 	now      func() time.Time
 	ready    atomic.Bool // set by Run once a needed recovery was submitted
@@ -80,6 +81,7 @@ const supervisionMeta = "supervision"
 
 // supervisionState is what supervision keeps across agent restarts.
 type supervisionState struct {
+	On       string                 `json:"on,omitempty"` // the release they were counted on
 	Restarts map[string][]time.Time `json:"restarts,omitempty"`
 	GaveUp   map[string]string      `json:"gave_up,omitempty"`
 }
@@ -98,6 +100,7 @@ func (s *supervisor) load() {
 		s.a.log.Warn("decoding supervision's state from the journal: restart counts start from zero", "err", err)
 		return
 	}
+	s.on = st.On
 	for n, ts := range st.Restarts {
 		s.restarts[n] = ts
 	}
@@ -108,7 +111,7 @@ func (s *supervisor) load() {
 
 // save writes the state to the journal. Called with mu held.
 func (s *supervisor) save() {
-	st := supervisionState{Restarts: map[string][]time.Time{}, GaveUp: s.gaveUp}
+	st := supervisionState{On: s.on, Restarts: map[string][]time.Time{}, GaveUp: s.gaveUp}
 	now := s.now()
 	for n := range s.restarts {
 		if r := s.recent(n, now); len(r) > 0 {
@@ -182,18 +185,17 @@ func (s *supervisor) tick() {
 	want := 0
 	cur := s.a.currentRelease()
 	s.mu.Lock()
-	// A locker given up on gets a fresh start limit on another release
-	// (an update or a rollback moved current since): the quarantine, kept
-	// across agent restarts, is about the release it crash-looped on.
-	moved := false
-	for n, rel := range s.gaveUp {
-		if rel != cur {
-			delete(s.gaveUp, n)
-			delete(s.restarts, n)
-			moved = true
+	// Restarts and give-ups, kept across agent restarts, are about the
+	// release they happened on: once current moves (an update or a
+	// rollback), every locker gets a fresh start limit and backoff.
+	if cur != s.on {
+		clear(s.restarts)
+		for n, rel := range s.gaveUp {
+			if rel != cur {
+				delete(s.gaveUp, n)
+			}
 		}
-	}
-	if moved {
+		s.on = cur
 		s.save()
 	}
 	for _, l := range s.a.inv.snapshot() {
