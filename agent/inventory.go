@@ -17,21 +17,27 @@ import (
 
 // Locker is one locker as the API and console show it.
 type Locker struct {
-	Name           string            `json:"name"`
-	State          lxcctl.State      `json:"state"`
-	InitPID        int               `json:"init_pid,omitempty"`
-	StartOrder     int               `json:"start_order"`
-	Groups         []string          `json:"groups,omitempty"`
-	Port           string            `json:"port,omitempty"`
-	Release        string            `json:"release,omitempty"`         // what its init really mounts
-	ReleaseDeleted bool              `json:"release_deleted,omitempty"` // its release folder is gone
-	OnCurrent      bool              `json:"on_current"`
-	Health         string            `json:"health"` // healthy, starting (failing within its start deadline), unhealthy, unknown, stopped
-	HealthError    string            `json:"health_error,omitempty"`
-	HealthAt       time.Time         `json:"health_at,omitzero"`
-	StartedAt      time.Time         `json:"started_at,omitzero"`
-	Desired        *Desired          `json:"desired,omitempty"`
-	Env            map[string]string `json:"-"`
+	Name           string       `json:"name"`
+	State          lxcctl.State `json:"state"`
+	InitPID        int          `json:"init_pid,omitempty"`
+	StartOrder     int          `json:"start_order"`
+	Groups         []string     `json:"groups,omitempty"`
+	Port           string       `json:"port,omitempty"`
+	Release        string       `json:"release,omitempty"`         // what its init really mounts
+	ReleaseDeleted bool         `json:"release_deleted,omitempty"` // its release folder is gone
+	OnCurrent      bool         `json:"on_current"`
+	Health         string       `json:"health"` // healthy, starting (failing within its start deadline), unhealthy, unknown, stopped, broken (LXC cannot load it)
+	HealthError    string       `json:"health_error,omitempty"`
+	HealthAt       time.Time    `json:"health_at,omitzero"`
+	StartedAt      time.Time    `json:"started_at,omitzero"`
+	Desired        *Desired     `json:"desired,omitempty"`
+	// Error says why LXC cannot load the locker's config (state BROKEN,
+	// health broken): jobs leave it alone and report it.
+	Error string `json:"error,omitempty"`
+	// Quarantined says why supervision leaves the locker stopped (it
+	// crash-looped alone); "" when it does not.
+	Quarantined string            `json:"quarantined,omitempty"`
+	Env         map[string]string `json:"-"`
 }
 
 // inventory keeps a snapshot of every locker, refreshed in the background,
@@ -121,6 +127,13 @@ func (inv *inventory) refresh(ctx context.Context) error {
 		if d, ok := desired[in.Name]; ok {
 			d := d
 			l.Desired = &d
+		}
+		l.Quarantined = inv.a.sup.quarantined(in.Name)
+		if in.Broken() {
+			l.Health, l.Error = "broken", in.Error
+			if old, ok := inv.get(in.Name); !ok || old.Error != in.Error {
+				inv.a.log.Warn("LXC cannot load a locker's config: jobs leave it alone and report it", "container", in.Name, "err", in.Error)
+			}
 		}
 		if in.State == lxcctl.StateRunning && in.InitPID > 0 {
 			l.StartedAt = procStartTime(in.InitPID)

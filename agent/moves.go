@@ -62,14 +62,19 @@ func healthNote(p rollout.Policy) string {
 }
 
 // lockers describes infos for the planners: desired state from the
-// journal, release from each init's mountinfo.
+// journal, release from each init's mountinfo. Lockers LXC cannot load
+// (lxcctl.StateBroken) are left out: no plan moves them, and their failure
+// counts against no release (planFor reports them).
 func (a *Agent) lockers(infos []lxcctl.Info) ([]rollout.Locker, error) {
 	desired, err := a.jr.Desired()
 	if err != nil {
 		return nil, fmt.Errorf("reading desired state: %w", err)
 	}
-	out := make([]rollout.Locker, len(infos))
-	for i, in := range infos {
+	out := make([]rollout.Locker, 0, len(infos))
+	for _, in := range infos {
+		if in.Broken() {
+			continue // LXC cannot load it: no plan moves it (planFor reports it)
+		}
 		l := rollout.Locker{Name: in.Name, Running: in.State == lxcctl.StateRunning, StartDelay: in.StartDelay}
 		d, ok := desired[in.Name]
 		l.WantRunning = !ok && l.Running || d.Running
@@ -78,7 +83,7 @@ func (a *Agent) lockers(infos []lxcctl.Info) ([]rollout.Locker, error) {
 				l.Release, l.Stale = rel, deleted
 			}
 		}
-		out[i] = l
+		out = append(out, l)
 	}
 	return out, nil
 }

@@ -46,6 +46,15 @@ func (a *Agent) planFor(req Request) (body, error) {
 			return nil, fmt.Errorf("selecting lockers: %w", err)
 		}
 	}
+	b, err := a.bodyOf(req, infos)
+	if err != nil {
+		return nil, err
+	}
+	return a.reportingBroken(b, infos), nil
+}
+
+// bodyOf returns the body of a job of req's kind over infos.
+func (a *Agent) bodyOf(req Request, infos []lxcctl.Info) (body, error) {
 	switch req.Kind {
 	case KindStopAll:
 		return func(ctx context.Context, r *run) (any, error) { return a.stopAllJob(ctx, r, req, infos) }, nil
@@ -65,6 +74,48 @@ func (a *Agent) planFor(req Request) (body, error) {
 		return func(ctx context.Context, r *run) (any, error) { return a.recoverJob(ctx, r, req) }, nil
 	}
 	return nil, invalidf("unknown job kind %q", req.Kind)
+}
+
+// reportingBroken wraps b so that the lockers of infos whose config LXC
+// cannot load (lxcctl.StateBroken), which no plan moves (see lockers),
+// are reported: one failed outcome each, with LXC's reason, beside what
+// the job did to the others, and the job fails (exit 1 from the CLI).
+func (a *Agent) reportingBroken(b body, infos []lxcctl.Info) body {
+	var broken []lxcctl.Info
+	for _, in := range infos {
+		if in.Broken() {
+			broken = append(broken, in)
+		}
+	}
+	if len(broken) == 0 {
+		return b
+	}
+	names := joinNames(namesOf(broken), 10)
+	note := fmt.Sprintf("LXC cannot load %s, left alone: %s", nLockers(len(broken)), names)
+	return func(ctx context.Context, r *run) (any, error) {
+		r.stage("broken", note) // each one is logged with the job's failed lockers
+		res, err := b(ctx, r)
+		out, ok := res.(*Result)
+		if !ok || out == nil {
+			if err == nil {
+				return res, errors.New(note)
+			}
+			return res, fmt.Errorf("%w; %s", err, note)
+		}
+		if out.Counts == nil {
+			out.Counts = map[string]int{}
+		}
+		for _, in := range broken {
+			out.Outcomes = append(out.Outcomes, Outcome{Name: in.Name, Action: "load", Outcome: rollout.OutFailed, Error: in.Error})
+			out.Failed = append(out.Failed, in.Name)
+			out.Counts[rollout.OutFailed]++
+		}
+		out.Summary += "; " + note
+		if err == nil {
+			err = errors.New(out.Summary)
+		}
+		return out, err
+	}
 }
 
 func namesOf(infos []lxcctl.Info) []string {

@@ -133,6 +133,26 @@ func TestUpdateStrategies(t *testing.T) {
 		}
 	})
 
+	t.Run("build failure with lockers stopped says so", func(t *testing.T) {
+		j, _ := a.Submit(Request{Kind: KindStopAll, Names: names[:1]})
+		waitJob(t, a, j.ID)
+		code.mu.Lock()
+		code.buildErr = context.DeadlineExceeded
+		code.mu.Unlock()
+		defer func() { code.mu.Lock(); code.buildErr = nil; code.mu.Unlock() }()
+		j, _ = a.Submit(Request{Kind: KindUpdate, Target: "4-broken-build"})
+		j = waitJob(t, a, j.ID)
+		for _, want := range []string{"nothing was stopped by this update", "1 locker of", names[0], "run lxc-start-all"} {
+			if j.State != JobFailed || !strings.Contains(j.Error, want) {
+				t.Errorf("update with a failing build and %s stopped: %s %q, want %q", names[0], j.State, j.Error, want)
+			}
+		}
+		j, _ = a.Submit(Request{Kind: KindStartAll, Names: names[:1], Policy: rollout.Patch{"health": health}})
+		if j = waitJob(t, a, j.ID); j.State != JobSucceeded {
+			t.Fatalf("start-all after: %s %q", j.State, j.Error)
+		}
+	})
+
 	t.Run("rollback job", func(t *testing.T) {
 		j, _ := a.Submit(Request{Kind: KindRollback, Policy: rollout.Patch{"max_unavailable": 2, "health": health}})
 		j = waitJob(t, a, j.ID)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -17,9 +18,14 @@ import (
 // off exponentially and stop at a start limit, as systemd's Restart= with
 // StartLimitBurst/StartLimitIntervalSec (incus's boot.autorestart allows
 // 10 a minute). When more lockers of the current release than the failure
-// ratio allows hit their start limit, the release is crash-looping: a
-// rollback job marks it bad and goes back, instead of restarting it in a
-// loop. Supervision never runs while a job runs.
+// ratio allows hit their start limit, and at least two of them, the
+// release is crash-looping: a rollback job marks it bad and goes back,
+// instead of restarting it in a loop. One locker crash-looping alone (its
+// own /Me data, a hand that kills it) is quarantined instead: left
+// stopped, shown as quarantined with the reason, and the release stays.
+// Restart counts, backoff and the lockers given up on are kept in the
+// journal, so an agent restart does not reset them. Supervision never
+// runs while a job runs.
 
 // SupervisionConfig tunes supervision; zero fields take the defaults.
 type SupervisionConfig struct {
@@ -58,13 +64,79 @@ type supervisor struct {
 	mu       sync.Mutex
 	restarts map[string][]time.Time
 	gaveUp   map[string]string // locker -> release it crash-looped on
+	on       string            // the release restarts were counted on
 	down     map[string]time.Time
 	now      func() time.Time
 	ready    atomic.Bool // set by Run once a needed recovery was submitted
 }
 
 func newSupervisor(a *Agent, cfg SupervisionConfig) *supervisor {
-	return &supervisor{a: a, cfg: cfg.withDefaults(), restarts: map[string][]time.Time{}, gaveUp: map[string]string{}, down: map[string]time.Time{}, now: time.Now}
+	s := &supervisor{a: a, cfg: cfg.withDefaults(), restarts: map[string][]time.Time{}, gaveUp: map[string]string{}, down: map[string]time.Time{}, now: time.Now}
+	s.load()
+	return s
+}
+
+// supervisionMeta is the journal's meta key for supervision's state.
+const supervisionMeta = "supervision"
+
+// supervisionState is what supervision keeps across agent restarts.
+type supervisionState struct {
+	On       string                 `json:"on,omitempty"` // the release they were counted on
+	Restarts map[string][]time.Time `json:"restarts,omitempty"`
+	GaveUp   map[string]string      `json:"gave_up,omitempty"`
+}
+
+// load reads the state a previous agent kept (nothing when none).
+func (s *supervisor) load() {
+	v, err := s.a.jr.Meta(supervisionMeta)
+	if err != nil || v == "" {
+		if err != nil {
+			s.a.log.Warn("reading supervision's state from the journal: restart counts start from zero", "err", err)
+		}
+		return
+	}
+	var st supervisionState
+	if err := json.Unmarshal([]byte(v), &st); err != nil {
+		s.a.log.Warn("decoding supervision's state from the journal: restart counts start from zero", "err", err)
+		return
+	}
+	s.on = st.On
+	for n, ts := range st.Restarts {
+		s.restarts[n] = ts
+	}
+	for n, rel := range st.GaveUp {
+		s.gaveUp[n] = rel
+	}
+}
+
+// save writes the state to the journal. Called with mu held.
+func (s *supervisor) save() {
+	st := supervisionState{On: s.on, Restarts: map[string][]time.Time{}, GaveUp: s.gaveUp}
+	now := s.now()
+	for n := range s.restarts {
+		if r := s.recent(n, now); len(r) > 0 {
+			st.Restarts[n] = r
+		}
+	}
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = s.a.jr.SetMeta(supervisionMeta, string(b))
+	}
+	if err != nil {
+		s.a.log.Error("writing supervision's state to the journal: an agent restart would forget restart counts", "err", err)
+	}
+}
+
+// quarantined returns why supervision gave up on a locker ("" when it did
+// not): it stays stopped until a job starts it on purpose.
+func (s *supervisor) quarantined(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rel, ok := s.gaveUp[name]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("quarantined: it kept stopping on its own (%d restarts within %v) on release %s; supervision leaves it stopped: start it by hand once fixed", s.cfg.Burst, s.cfg.Interval, orDash(rel))
 }
 
 // GaveUp lists the lockers supervision stopped restarting (they hit the
@@ -84,10 +156,17 @@ func (s *supervisor) GaveUp() []string {
 func (s *supervisor) forget(names []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	changed := false
 	for _, n := range names {
+		_, r := s.restarts[n]
+		_, g := s.gaveUp[n]
+		changed = changed || r || g
 		delete(s.restarts, n)
 		delete(s.gaveUp, n)
 		delete(s.down, n)
+	}
+	if changed {
+		s.save()
 	}
 }
 
@@ -106,6 +185,19 @@ func (s *supervisor) tick() {
 	want := 0
 	cur := s.a.currentRelease()
 	s.mu.Lock()
+	// Restarts and give-ups, kept across agent restarts, are about the
+	// release they happened on: once current moves (an update or a
+	// rollback), every locker gets a fresh start limit and backoff.
+	if cur != s.on {
+		clear(s.restarts)
+		for n, rel := range s.gaveUp {
+			if rel != cur {
+				delete(s.gaveUp, n)
+			}
+		}
+		s.on = cur
+		s.save()
+	}
 	for _, l := range s.a.inv.snapshot() {
 		if l.Desired == nil || !l.Desired.Running {
 			continue
@@ -147,6 +239,9 @@ func (s *supervisor) tick() {
 			looping++
 		}
 	}
+	if len(onCurrent) > 0 {
+		s.save()
+	}
 	s.mu.Unlock()
 
 	if len(onCurrent) > 0 && s.crashLoop(looping, want, cur) {
@@ -164,6 +259,7 @@ func (s *supervisor) tick() {
 	for _, n := range due {
 		s.restarts[n] = append(s.recent(n, now), now)
 	}
+	s.save()
 	s.mu.Unlock()
 	s.a.metrics.supervision("restart")
 	s.a.log.Warn("supervision restarts lockers that stopped on their own", "job", j.ID, "containers", joinNames(due, 10))
@@ -181,11 +277,16 @@ func (s *supervisor) recent(name string, now time.Time) []time.Time {
 	return out
 }
 
-// crashLoop rolls the current release back when more of its lockers than
-// the failure ratio allows crash-loop on it; it reports whether it did.
+// crashLoop rolls the current release back when at least two of its
+// lockers, and more than the failure ratio allows, crash-loop on it; it
+// reports whether it did. One locker alone is quarantined: it says
+// nothing about the release.
 func (s *supervisor) crashLoop(looping, want int, cur string) bool {
 	ratio := s.a.cfg.Defaults.Policy.MaxFailureRatio
-	if s.a.deps.Code == nil || cur == "" || want == 0 || float64(looping) <= ratio*float64(want) {
+	if looping == 1 && cur != "" {
+		s.a.log.Warn("one locker crash-loops alone: quarantined (left stopped), the release stays", "release", cur, "lockers", want)
+	}
+	if s.a.deps.Code == nil || cur == "" || want == 0 || looping < 2 || float64(looping) <= ratio*float64(want) {
 		return false
 	}
 	if _, err := s.a.deps.Code.PreviousGood(); err != nil {
@@ -206,6 +307,7 @@ func (s *supervisor) crashLoop(looping, want int, cur string) bool {
 			delete(s.restarts, n)
 		}
 	}
+	s.save()
 	s.mu.Unlock()
 	return true
 }

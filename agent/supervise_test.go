@@ -125,3 +125,114 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 		t.Errorf("current %s, want 1-old", cur.Name)
 	}
 }
+
+// TestSupervisionQuarantinesALonelyCrashLoop: one locker of four
+// crash-looping on a proven release is quarantined (left stopped, shown
+// with the reason) and the release stays: it is not marked bad and not
+// rolled back.
+func TestSupervisionQuarantinesALonelyCrashLoop(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	names := testfleet.Names(f.Add(3, testfleet.Normal))
+	crash := f.Add(1, testfleet.Crash)[0].Name
+	code := newFakeCode("1-old")
+	rel, err := code.Build(context.Background(), "2-new", func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := code.Switch(context.Background(), rel, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := code.MarkProven("2-new"); err != nil {
+		t.Fatal(err)
+	}
+	d := testDefaults()
+	d.Policy.Deadline = 5 * time.Second
+	d.Policy.Health = "http://127.0.0.1:{port}/healthz"
+	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
+		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf})
+	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: append(slices.Clone(names), crash)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.a, j.ID)
+	// The inventory refresh that shows the quarantine comes after the
+	// supervision tick that decided it (one goroutine runs both).
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		if l, ok := s.a.inv.get(crash); ok && l.Quarantined != "" {
+			if !strings.Contains(l.Quarantined, "2-new") {
+				t.Errorf("quarantine reason %q: want the release named", l.Quarantined)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not quarantined after 40s (supervision jobs: %d)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rb := supervisionJobs(t, s.a, KindRollback); len(rb) != 0 {
+		t.Errorf("supervision rolled back a good release for one crash-looping locker: %s %q", rb[0].ID, rb[0].Trigger)
+	}
+	if st := code.state("2-new"); st != codeupdate.StateProven {
+		t.Errorf("2-new is %s, want still proven", st)
+	}
+	if cur, _ := code.Current(); cur.Name != "2-new" {
+		t.Errorf("current %s, want 2-new", cur.Name)
+	}
+	if code, body := s.do(t, "GET", "/v1/containers", ""); code != 200 || !strings.Contains(string(body), `"quarantined": "quarantined: it kept stopping`) {
+		t.Errorf("GET /v1/containers: %d, want the quarantine shown:\n%s", code, body)
+	}
+	for _, n := range names {
+		if st, _ := f.Host.State(context.Background(), n); st != lxcctl.StateRunning {
+			t.Errorf("%s is %s, want RUNNING", n, st)
+		}
+	}
+}
+
+// TestSupervisionRemembersAcrossAgentRestart: a crash-looping locker's
+// restarts counted by one agent still count after an agent restart: the
+// start limit is reached across both, not reset.
+func TestSupervisionRemembersAcrossAgentRestart(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	crash := f.Add(1, testfleet.Crash)[0].Name
+	cfg := Config{LXCPath: f.Path, StateDir: t.TempDir(), InventoryInterval: 200 * time.Millisecond,
+		Supervision: SupervisionConfig{Burst: 3, Interval: time.Minute, Backoff: 300 * time.Millisecond}}
+	restartsOf := func(a *Agent) int {
+		n := 0
+		for _, j := range supervisionJobs(t, a, KindStartAll) {
+			if slices.Contains(j.Request.Names, crash) {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("first agent", func(t *testing.T) {
+		s := serveAgent(t, cfg, Deps{Containers: f.Host})
+		j, err := s.a.Submit(Request{Kind: KindStartAll, Names: []string{crash}, Policy: rollout.Patch{"deadline": Duration(3 * time.Second)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, s.a, j.ID)
+		deadline := time.Now().Add(30 * time.Second)
+		for restartsOf(s.a) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("supervision restarted %s %d times in 30s, want 2", crash, restartsOf(s.a))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for _, j := range supervisionJobs(t, s.a, KindStartAll) {
+			waitJob(t, s.a, j.ID) // no job cut short by the restart
+		}
+	}) // the first agent stops here
+	s := serveAgent(t, cfg, Deps{Containers: f.Host})
+	deadline := time.Now().Add(40 * time.Second)
+	for !slices.Contains(s.a.sup.GaveUp(), crash) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second agent did not give up on %s (restarts: %d)", crash, restartsOf(s.a))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := restartsOf(s.a); n != 3 {
+		t.Errorf("%s restarted %d times across an agent restart, want the start limit, 3", crash, n)
+	}
+}

@@ -56,7 +56,7 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	rel, err := a.deps.Code.Build(ctx, req.Target, func(step string) { r.emit(Event{Type: "stage", Stage: "build", Message: step}) })
 	if err != nil {
 		_ = r.step(Step{Action: "build", Phase: "end", Outcome: "failed", Error: err.Error()})
-		return nil, fmt.Errorf("building %s (nothing was stopped, current is untouched): %w", req.Target, err)
+		return nil, fmt.Errorf("building %s (%s): %w", req.Target, a.untouchedNote(infos), err)
 	}
 	stages["build_seconds"] = time.Since(buildBegin).Seconds()
 	_ = r.step(Step{Action: "build", Phase: "end", Outcome: "built", Release: rel.Name})
@@ -137,6 +137,28 @@ func (a *Agent) rollbackTarget(req Request) (cur codeupdate.Release, target stri
 		return cur, "", InvalidError{err.Error()}
 	}
 	return cur, target, nil
+}
+
+// untouchedNote says what a failed build left as it was, and, when lockers
+// a job ran or stopped are stopped (after lxc-stop-all, say), that they
+// stay stopped and what to run: "nothing was stopped" alone reads at 4 a.m. as "the fleet is
+// fine".
+func (a *Agent) untouchedNote(infos []lxcctl.Info) string {
+	// Lockers a job has run or stopped (a container no job touched, such
+	// as a template, is not one the operator expects running).
+	desired, _ := a.jr.Desired()
+	var stopped []string
+	for _, in := range infos {
+		if _, known := desired[in.Name]; known && !in.Broken() && in.State == lxcctl.StateStopped {
+			stopped = append(stopped, in.Name)
+		}
+	}
+	note := "nothing was stopped by this update, current is untouched"
+	if len(stopped) == 0 {
+		return note
+	}
+	return fmt.Sprintf("%s; but %s of %d %s stopped and stay%s so: %s; run lxc-start-all (lxcfleet start-all) to start them on current %s",
+		note, nLockers(len(stopped)), len(infos), plural(len(stopped), "is", "are"), plural(len(stopped), "s", ""), joinNames(stopped, 5), orDash(a.currentRelease()))
 }
 
 // rollbackJob goes back one release on the rollback stack (or to req.To,

@@ -231,6 +231,23 @@ func (c File) validate() error {
 	case c.Provision.PortBase < 0 || c.Provision.PortBase > 65000:
 		return fmt.Errorf("provision.port_base must be between 0 and 65000, got %d", c.Provision.PortBase)
 	}
+	// What provision writes into a container's config, judged by LXC's own
+	// parser: a value LXC refuses makes a container no command can load.
+	if c.Provision.HaltSignal != "" {
+		if err := lxcctl.CheckConfigItem("lxc.signal.halt", c.Provision.HaltSignal); err != nil {
+			return fmt.Errorf("provision.halt_signal: halt signal %q: %w", c.Provision.HaltSignal, err)
+		}
+	}
+	switch c.Provision.Network {
+	case "", provision.NetworkNone, provision.NetworkEmpty, provision.NetworkTemplate:
+	default:
+		return fmt.Errorf("provision.network %q: want %s, %s or %s", c.Provision.Network, provision.NetworkNone, provision.NetworkEmpty, provision.NetworkTemplate)
+	}
+	for i, l := range c.Provision.ExtraConfig {
+		if err := lxcctl.CheckConfigLine(l); err != nil {
+			return fmt.Errorf("provision.extra_config[%d]: %w", i, err)
+		}
+	}
 	if err := c.FleetConfig().Validate(); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,13 +34,25 @@ func (h *Host) AppLogFile(name string) string {
 	return filepath.Join(h.lxcpath, name, AppLogDir, AppLogName)
 }
 
-// AppExit is what the app log says about the app's last run.
+// AppExit is what the app log says about the app's last run: the lines
+// after the previous run's exit line, up to its own (or the end of the log
+// when it wrote none: killed, or still running).
 type AppExit struct {
 	// Status is the app's exit status; -1 when the log does not say.
 	Status int
+	// FirstError is the first line of the run that reads as an error
+	// ("Error: ...", "TypeError: ...", "Uncaught ...", "panic: ..."): for
+	// a Node uncaught exception, the last lines are stack frames and the
+	// reason is above them.
+	FirstError string
 	// Last holds its last lines of output (at most appLogLines).
 	Last []string
+	// Log is the app log read ("" when there was nothing to read).
+	Log string
 }
+
+// errorLine matches a line that says what went wrong.
+var errorLine = regexp.MustCompile(`^(Uncaught |Unhandled |panic: |fatal error: |FATAL |npm ERR! |([A-Z][A-Za-z]*)?(Error|Exception)\b)`)
 
 // String describes the exit for an error message; "" when nothing is known.
 func (a AppExit) String() string {
@@ -47,8 +60,14 @@ func (a AppExit) String() string {
 	if a.Status >= 0 {
 		parts = append(parts, fmt.Sprintf("app exited with status %d", a.Status))
 	}
+	if a.FirstError != "" {
+		parts = append(parts, "first error: "+a.FirstError)
+	}
 	if len(a.Last) > 0 {
 		parts = append(parts, "its last output: "+strings.Join(a.Last, " | "))
+	}
+	if len(parts) > 0 && a.Log != "" {
+		parts = append(parts, "app log: "+a.Log)
 	}
 	return strings.Join(parts, "; ")
 }
@@ -83,7 +102,12 @@ func readAppExit(path string, offset int64) AppExit {
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return out
 	}
+	// One run at a time: an exit line ends a run; the lines after the
+	// last one (if any) are a run that wrote no exit line.
 	var lines []string
+	firstErr := ""
+	status := -1
+	read := false
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -91,20 +115,32 @@ func readAppExit(path string, offset int64) AppExit {
 		if l == "" {
 			continue
 		}
+		read = true
 		if s, ok := strings.CutPrefix(l, AppExitLine); ok {
+			status = -1
 			if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
-				out.Status = n
+				status = n
 			}
+			out.Status, out.FirstError, out.Last = status, firstErr, lines
+			lines, firstErr = nil, ""
 			continue
 		}
 		if len(l) > 300 {
 			l = l[:300] + "..."
+		}
+		if firstErr == "" && errorLine.MatchString(l) {
+			firstErr = l
 		}
 		lines = append(lines, l)
 		if len(lines) > appLogLines {
 			lines = lines[1:]
 		}
 	}
-	out.Last = lines
+	if len(lines) > 0 {
+		out.Status, out.FirstError, out.Last = -1, firstErr, lines
+	}
+	if read {
+		out.Log = path
+	}
 	return out
 }

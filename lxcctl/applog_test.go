@@ -19,8 +19,35 @@ func TestReadAppExit(t *testing.T) {
 	if got.Status != 4 || strings.Join(got.Last, "|") != "line 2|line 3|line 4|line 5|broken build" {
 		t.Errorf("readAppExit: got %+v, want status 4 and the last 5 lines of this run", got)
 	}
-	if s := got.String(); s != "app exited with status 4; its last output: line 2 | line 3 | line 4 | line 5 | broken build" {
+	if s := got.String(); s != "app exited with status 4; its last output: line 2 | line 3 | line 4 | line 5 | broken build; app log: "+log {
 		t.Errorf("String: got %q", s)
+	}
+	// Read from the start, the earlier run's lines do not mix in.
+	if got := readAppExit(log, 0); got.Status != 4 || strings.Join(got.Last, "|") != "line 2|line 3|line 4|line 5|broken build" {
+		t.Errorf("readAppExit from 0: got %+v, want only this run", got)
+	}
+	// A Node uncaught exception: the reason is above the stack frames.
+	node := "earlier output\nError: earlier run's\n" + AppExitLine + "1\n" +
+		"listening on 4101\n/opt/app/server.js:12\n    throw new Error('no /Me/data.json');\n    ^\n\n" +
+		"Error: no /Me/data.json\n    at Object.<anonymous> (/opt/app/server.js:12:11)\n    at Module._compile (node:internal/modules/cjs/loader:1256:14)\n" +
+		"    at Module._extensions..js (node:internal/modules/cjs/loader:1310:10)\n    at Module.load (node:internal/modules/cjs/loader:1119:32)\n" +
+		"    at Module._load (node:internal/modules/cjs/loader:960:12)\n\nNode.js v20.19.2\n" + AppExitLine + "1\n"
+	if err := os.WriteFile(log, []byte(node), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got = readAppExit(log, 0)
+	if got.FirstError != "Error: no /Me/data.json" || got.Status != 1 {
+		t.Errorf("node crash: got first error %q status %d, want this run's Error line and 1", got.FirstError, got.Status)
+	}
+	if s := got.String(); !strings.Contains(s, "first error: Error: no /Me/data.json") || !strings.Contains(s, "app log: "+log) || strings.Contains(s, "earlier") {
+		t.Errorf("node crash: String %q: want the first error, the app log, nothing of the earlier run", s)
+	}
+	// A run killed before it wrote its exit line.
+	if err := os.WriteFile(log, []byte("a\n"+AppExitLine+"0\nTypeError: x is not a function\nb\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAppExit(log, 0); got.Status != -1 || got.FirstError != "TypeError: x is not a function" || strings.Join(got.Last, "|") != "TypeError: x is not a function|b" {
+		t.Errorf("a run without exit line: got %+v", got)
 	}
 	// A log the container replaced by a symlink to a host file is not read.
 	secret := filepath.Join(dir, "secret")

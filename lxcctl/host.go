@@ -67,6 +67,9 @@ type Host struct {
 
 	checkOnce sync.Once
 	check     *checker
+
+	brokenMu sync.Mutex
+	broken   map[string]brokenEntry // containers LXC cannot load
 }
 
 // NewHost checks that the lxcpath exists and returns a Host for it.
@@ -110,6 +113,9 @@ type Info struct {
 	Groups     []string          `json:"groups,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	HaltSignal string            `json:"halt_signal,omitempty"`
+	// Error says why LXC cannot load the container's config (State is
+	// StateBroken); the other fields are what LXC accepted of it.
+	Error string `json:"error,omitempty"`
 }
 
 // InGroup reports whether the container belongs to group g.
@@ -123,19 +129,34 @@ func (i Info) InGroup(g string) bool {
 }
 
 // open returns a fresh Container object for name; the caller releases it.
+// A container whose config LXC cannot load is a *LoadError.
 func (h *Host) open(name string) (*lxc.Container, error) {
+	c, _, err := h.load(name)
+	return c, err
+}
+
+// load is open that also returns, for a container LXC cannot load, what
+// LXC accepted of its config (see StateBroken).
+func (h *Host) load(name string) (*lxc.Container, Info, error) {
 	if err := ValidName(name); err != nil {
-		return nil, err
+		return nil, Info{}, err
+	}
+	if in, le, ok := h.knownBroken(name); ok {
+		return nil, in, le
 	}
 	c, err := lxc.NewContainer(name, h.lxcpath)
 	if err != nil {
-		return nil, fmt.Errorf("opening container %q: %s", name, err)
+		if in, le := h.loadError(name); le != nil {
+			return nil, in, le
+		}
+		return nil, Info{}, fmt.Errorf("opening container %q: %s", name, err)
 	}
 	if !c.Defined() {
 		_ = c.Release()
-		return nil, fmt.Errorf("container %q in %s: %w", name, h.lxcpath, ErrNotFound)
+		return nil, Info{}, fmt.Errorf("container %q in %s: %w", name, h.lxcpath, ErrNotFound)
 	}
-	return c, nil
+	h.forgetBroken(name)
+	return c, Info{}, nil
 }
 
 // ValidName checks that name can be an LXC container name: letters, digits,
@@ -165,14 +186,17 @@ func (h *Host) Names() []string {
 	return names
 }
 
-// Info returns the state and start settings of one container.
+// Info returns the state and start settings of one container. For a
+// container whose config LXC cannot load it returns a *LoadError (errors.Is
+// ErrCannotLoad) and, beside it, what LXC accepted of the config with state
+// StateBroken and Error set.
 func (h *Host) Info(ctx context.Context, name string) (Info, error) {
 	if err := ctx.Err(); err != nil {
 		return Info{}, err
 	}
-	c, err := h.open(name)
+	c, broken, err := h.load(name)
 	if err != nil {
-		return Info{}, err
+		return broken, err
 	}
 	defer c.Release()
 	return infoOf(c), nil
@@ -183,6 +207,12 @@ func infoOf(c *lxc.Container) Info {
 	if in.State == StateRunning || in.State == StateStopping || in.State == StateStarting {
 		in.InitPID = c.InitPid()
 	}
+	settingsOf(c, &in)
+	return in
+}
+
+// settingsOf reads the start settings lxcfleet uses from c's config.
+func settingsOf(c *lxc.Container, in *Info) {
 	if v := first(c.ConfigItem("lxc.start.order")); v != "" {
 		in.StartOrder, _ = strconv.Atoi(v)
 	}
@@ -198,7 +228,6 @@ func infoOf(c *lxc.Container) Info {
 	}
 	in.Env = parseEnv(c.ConfigItem("lxc.environment"))
 	in.HaltSignal = first(c.ConfigItem("lxc.signal.halt"))
-	return in
 }
 
 // parseEnv turns lxc.environment values ("K=V") into a map.
@@ -225,13 +254,19 @@ func first(v []string) string {
 }
 
 // List returns every container of the lxcpath, ordered the way lxc-autostart
-// starts them: lxc.start.order ascending, then name.
+// starts them: lxc.start.order ascending, then name. A container whose
+// config LXC cannot load is listed with state StateBroken and its Error
+// (lxc-ls skips it): callers act on the others and report it.
 func (h *Host) List(ctx context.Context) ([]Info, error) {
 	var out []Info
 	for _, name := range h.Names() {
 		in, err := h.Info(ctx, name)
 		if errors.Is(err, ErrNotFound) {
 			continue // destroyed while we listed
+		}
+		if errors.Is(err, ErrCannotLoad) {
+			out = append(out, in)
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -244,7 +279,8 @@ func (h *Host) List(ctx context.Context) ([]Info, error) {
 
 // Select returns the containers named (all of them when names is empty),
 // restricted to group when group is not empty, in start order. An unknown
-// name is an error naming it.
+// name is an error naming it. Containers LXC cannot load are among them,
+// broken (see List), by the groups LXC could read of their config.
 func (h *Host) Select(ctx context.Context, names []string, group string) ([]Info, error) {
 	var infos []Info
 	if len(names) == 0 {
@@ -266,7 +302,7 @@ func (h *Host) Select(ctx context.Context, names []string, group string) ([]Info
 				missing = append(missing, n)
 				continue
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, ErrCannotLoad) {
 				return nil, err
 			}
 			infos = append(infos, in)

@@ -209,6 +209,11 @@ func (o Options) withDefaults() (Options, error) {
 			return o, invalidf("%s %q contains a line break", v.what, v.s)
 		}
 	}
+	// LXC's own parser judges what provision writes: a value it refuses
+	// would make a container that no command can load.
+	if err := lxcctl.CheckConfigItem("lxc.signal.halt", o.HaltSignal); err != nil {
+		return o, invalidf("halt signal %q: %v (e.g. SIGTERM, SIGUSR1, SIGPWR, SIGRTMIN+3)", o.HaltSignal, err)
+	}
 	if o.Node != "" {
 		if err := checkHostFile("node", o.Node); err != nil {
 			return o, err
@@ -225,6 +230,9 @@ func (o Options) withDefaults() (Options, error) {
 	for _, l := range o.ExtraConfig {
 		if strings.ContainsAny(l, "\n\r") {
 			return o, invalidf("extra config line %q contains a line break", l)
+		}
+		if err := lxcctl.CheckConfigLine(l); err != nil {
+			return o, invalidf("extra config: %v", err)
 		}
 	}
 	if len(o.Idmap) > 0 {
@@ -295,7 +303,7 @@ func (p *Provisioner) Provision(ctx context.Context, names []string, opts Option
 	for _, n := range names {
 		_, err := p.host.Info(ctx, n)
 		switch {
-		case err == nil:
+		case err == nil || errors.Is(err, lxcctl.ErrCannotLoad):
 			return nil, invalidf("container %q already exists: use adopt to put it into the layout", n)
 		case !errors.Is(err, lxcctl.ErrNotFound):
 			return nil, err
@@ -474,7 +482,7 @@ func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) e
 	if err := p.host.Create(ctx, pl.name, opts.Template, opts.TemplateArgs...); err != nil {
 		// Create cleans up after itself, but a container that exists now
 		// is ours to remove.
-		if _, ierr := p.host.Info(context.WithoutCancel(ctx), pl.name); ierr == nil {
+		if _, ierr := p.host.Info(context.WithoutCancel(ctx), pl.name); ierr == nil || errors.Is(ierr, lxcctl.ErrCannotLoad) {
 			pl.made = true
 		}
 		return err
@@ -490,10 +498,17 @@ func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) e
 			return err
 		}
 	}
-	_, err := p.host.EditConfig(pl.name, func(old []byte) ([]byte, error) {
+	if _, err := p.host.EditConfig(pl.name, func(old []byte) ([]byte, error) {
 		return p.render(old, pl, opts)
-	})
-	return err
+	}); err != nil {
+		return err
+	}
+	// A config LXC cannot load would leave a container no command can
+	// act on: the locker fails and is removed instead.
+	if _, err := p.host.Info(ctx, pl.name); err != nil {
+		return err
+	}
+	return nil
 }
 
 // initSetup returns how a locker's init is set up with the host's tini.
@@ -673,7 +688,7 @@ func (p *Provisioner) usedPorts(ctx context.Context) (map[int]bool, error) {
 		if errors.Is(err, lxcctl.ErrNotFound) {
 			continue
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, lxcctl.ErrCannotLoad) { // a broken one keeps its port
 			return nil, err
 		}
 		if port, err := strconv.Atoi(in.Env["PORT"]); err == nil {
@@ -823,7 +838,7 @@ func (p *Provisioner) existing(ctx context.Context, names []string) ([]lxcctl.In
 		switch {
 		case errors.Is(err, lxcctl.ErrNotFound):
 			missing = append(missing, n)
-		case err != nil:
+		case err != nil && !errors.Is(err, lxcctl.ErrCannotLoad): // Check reports a broken one
 			return nil, err
 		default:
 			infos = append(infos, in)
@@ -1044,7 +1059,7 @@ func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult,
 			if errors.Is(err, lxcctl.ErrNotFound) {
 				continue
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, lxcctl.ErrCannotLoad) { // reported below
 				return nil, err
 			}
 			infos = append(infos, in)
@@ -1071,6 +1086,9 @@ func (p *Provisioner) Check(ctx context.Context, names []string) ([]CheckResult,
 
 func (p *Provisioner) checkOne(in lxcctl.Info, ls listeners) CheckResult {
 	r := CheckResult{Name: in.Name, State: string(in.State)}
+	if in.Broken() {
+		r.Deviations = append(r.Deviations, in.Error)
+	}
 	config, err := os.ReadFile(p.host.ConfigPath(in.Name))
 	if err != nil {
 		r.Deviations = append(r.Deviations, fmt.Sprintf("reading its config: %v", err))
@@ -1081,7 +1099,7 @@ func (p *Provisioner) checkOne(in lxcctl.Info, ls listeners) CheckResult {
 		r.Deviations = append(r.Deviations, portDeviations(in, config, ls)...)
 	}
 	owner, err := p.ownerOf(in.Name)
-	if err != nil {
+	if err != nil && !errors.Is(err, lxcctl.ErrCannotLoad) { // said above
 		r.Deviations = append(r.Deviations, err.Error())
 	}
 	folders := p.layout.CheckFolders(in.Name, owner)

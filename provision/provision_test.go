@@ -426,6 +426,15 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.Template = "busybox"
+	// A container LXC cannot load exists all the same.
+	broken := existing + "-broken"
+	if err := e.host.Create(ctx, broken, "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(e.host.ConfigPath(broken))) })
+	if _, err := e.host.EditConfig(broken, func(old []byte) ([]byte, error) { return append(old, "lxc.tty.maxx = 5\n"...), nil }); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		names []string
 		opts  Options
@@ -438,6 +447,11 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		{[]string{e.prefix + "ok", e.prefix + "ok"}, opts, "named twice"},
 		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Network: "bridge"}, "network"},
 		{[]string{e.prefix + "ok"}, Options{Template: "busybox", Idmap: []string{"u 0 100000 65536", "x 0 100000 65536"}}, "is not u, g or b"},
+		// Values LXC would refuse: the container could never be loaded.
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", HaltSignal: "SIGFOO"}, `halt signal "SIGFOO"`},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", HaltSignal: "99"}, "no such signal"},
+		{[]string{e.prefix + "ok"}, Options{Template: "busybox", ExtraConfig: []string{"lxc.tty.maxx = 5"}}, "does not know the key lxc.tty.maxx"},
+		{[]string{existing + "-broken"}, opts, "already exists"},
 	} {
 		_, err := e.prov.Provision(ctx, tc.names, tc.opts)
 		var ie InvalidError
@@ -448,8 +462,8 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	if ents, _ := os.ReadDir(e.layout.Lockers); len(ents) != 0 {
 		t.Errorf("lockers/ after bad input: got %d entries, want none", len(ents))
 	}
-	if got := e.host.Names(); len(got) != 1 {
-		t.Errorf("containers after bad input: got %q, want only %s", got, existing)
+	if got := e.host.Names(); len(got) != 2 {
+		t.Errorf("containers after bad input: got %q, want only %s and %s", got, existing, broken)
 	}
 
 	for _, tc := range []struct {

@@ -66,10 +66,25 @@ release whose folder was deleted under a running locker shows as
 					releases[rel]++
 				}
 			}
+			// Containers LXC cannot load are listed (state BROKEN, with
+			// LXC's reason) and make status exit 1.
+			var broken []lockerStatus
+			for _, l := range lockers {
+				if l.Broken() {
+					broken = append(broken, l)
+				}
+			}
+			var brokenErr error
+			if len(broken) > 0 {
+				brokenErr = failedError{len(broken)}
+			}
 			if g.jsonOut {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"lxcpath": h.LXCPath(), "root": layout.Root, "containers": lockers, "releases": releases})
+				if err := enc.Encode(map[string]any{"lxcpath": h.LXCPath(), "root": layout.Root, "containers": lockers, "releases": releases}); err != nil {
+					return err
+				}
+				return brokenErr
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATE\tPID\tORDER\tGROUPS\tPORT\tRELEASE")
@@ -102,7 +117,14 @@ release whose folder was deleted under a running locker shows as
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "%s in %s: %d running, %d stopped\n", plural(len(infos), "container"), h.LXCPath(), counts[lxcctl.StateRunning], counts[lxcctl.StateStopped])
+			fmt.Fprintf(g.stdout, "%s in %s: %d running, %d stopped", plural(len(infos), "container"), h.LXCPath(), counts[lxcctl.StateRunning], counts[lxcctl.StateStopped])
+			if len(broken) > 0 {
+				fmt.Fprintf(g.stdout, ", %d broken (LXC cannot load them; no command acts on them)", len(broken))
+			}
+			fmt.Fprintln(g.stdout)
+			for _, l := range broken {
+				fmt.Fprintf(g.stdout, "BROKEN %s: %s\n", l.Name, l.Error)
+			}
 			if len(releases) > 0 {
 				var parts []string
 				for _, r := range sortedKeys(releases) {
@@ -110,7 +132,7 @@ release whose folder was deleted under a running locker shows as
 				}
 				fmt.Fprintf(g.stdout, "releases in use (%s): %s\n", layout.Releases, strings.Join(parts, ", "))
 			}
-			return nil
+			return brokenErr
 		},
 	}
 	sel.register(cmd)

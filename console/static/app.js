@@ -345,7 +345,13 @@
     const off = $('count-off');
     off.replaceChildren();
     if (h.off_current) off.append(el('span', { class: 'badge amber', text: plural(h.off_current, 'locker') + ' on an older release' }), ' ');
-    if (unhealthy) off.append(el('span', { class: 'badge red', text: unhealthy + ' unhealthy' }));
+    if (unhealthy) off.append(el('span', { class: 'badge red', text: unhealthy + ' unhealthy' }), ' ');
+    // Lockers whose config LXC cannot load: jobs leave them alone and
+    // fail naming them; the badge names them and says why.
+    const broken = S.lockers.filter((l) => l.state === 'BROKEN');
+    if (broken.length) off.append(el('span', { class: 'badge red', 'data-broken': broken.length,
+      title: broken.map((l) => l.name + ': ' + (l.error || '')).join('\n') },
+      plural(broken.length, 'locker') + ' LXC cannot load: ' + broken.slice(0, 3).map((l) => l.name).join(', ') + (broken.length > 3 ? ', …' : '')));
     renderUpdate(h.update_check);
     renderSchedules(h.schedules || []);
   }
@@ -408,12 +414,13 @@
     if (l.state === 'STOPPED') return 'down';
     if (l.state === 'STOPPING') return 'stopping';
     if (l.state === 'STARTING') return 'starting';
+    if (l.state === 'BROKEN') return 'broken';
     return 'other';
   }
 
   const STATES = [
     ['up', 'up'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
-    ['failed', 'failed'], ['unhealthy', 'unhealthy'],
+    ['failed', 'failed'], ['unhealthy', 'unhealthy'], ['broken', 'broken (LXC cannot load it)'],
   ];
 
   function shortName(name) {
@@ -439,7 +446,7 @@
       const off = l.state === 'RUNNING' && !!l.release && !!current && !l.on_current;
       if (off) other++;
       frag.append(el('div', { class: 'tile s-' + st + (off ? ' off' : ''), 'data-name': l.name, 'data-state': st, 'data-off': off,
-        title: l.name + ': ' + st + (l.release ? ' on ' + l.release + (off ? ' (current is ' + current + ')' : '') : '') }, shortName(l.name)));
+        title: l.name + ': ' + st + (l.error ? ': ' + l.error : '') + (l.release ? ' on ' + l.release + (off ? ' (current is ' + current + ')' : '') : '') }, shortName(l.name)));
     }
     // Lockers the job reports that the inventory does not know yet.
     if (S.live && !S.live.ended) {
@@ -490,12 +497,14 @@
         el('td', { class: 'name' }, l.name),
         el('td', {}, statePill),
         el('td', {}, liveBusy(l) ? el('span', { class: 'muted', text: '—' })
-          : el('span', { class: 'pill ' + l.health, title: l.health_error || (l.health_at ? 'checked ' + ago(l.health_at) : '') }, l.health)),
+          : el('span', { class: 'pill ' + l.health, title: l.error || l.health_error || (l.health_at ? 'checked ' + ago(l.health_at) : '') }, l.health),
+          l.error ? el('div', { class: 'sub err', 'data-error': l.name, text: l.error }) : null,
+          l.quarantined ? el('div', { class: 'sub err', 'data-quarantined': l.name, text: l.quarantined }) : null),
         el('td', {}, release),
         el('td', {}, running && started ? el('span', { title: 'since ' + started.toString() }, dur(Date.now() - started.getTime())) : el('span', { class: 'muted', text: '—' })),
         el('td', {}, l.port || ''),
         el('td', {}, l.start_order || 0),
-        el('td', {}, el('button', { class: 'btn small', 'data-restart': l.name, disabled: !!(S.host && S.host.running_job) || S.down, onclick: () => confirmRestart(l) }, 'Restart…'))));
+        el('td', {}, el('button', { class: 'btn small', 'data-restart': l.name, disabled: !!(S.host && S.host.running_job) || S.down || l.state === 'BROKEN', title: l.state === 'BROKEN' ? 'LXC cannot load it: fix its config first' : null, onclick: () => confirmRestart(l) }, 'Restart…'))));
     }
     if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 8, text: S.lockers.length ? 'No locker matches the filter.' : 'No lockers on this host.' })));
     tb.replaceChildren(...rows);
