@@ -194,6 +194,9 @@ func TestKillMatrix(t *testing.T) {
 	for i := range 6 {
 		points = append(points, point{"broken", 1 + 2*i, syscall.SIGKILL, 0})
 	}
+	// Late in a broken release's run: on its way back (a full-suite run of
+	// the old test once ended with 2 lockers down after "killed at 19").
+	points = append(points, point{"broken", 15, syscall.SIGKILL, 0}, point{"broken", 19, syscall.SIGKILL, 0})
 	points = append(points,
 		point{"late", 3, syscall.SIGKILL, 0}, point{"late", 7, syscall.SIGKILL, 0},
 		point{"healthy", 4, syscall.SIGTERM, 0}, point{"broken", 4, syscall.SIGTERM, 0}, point{"healthy", 12, syscall.SIGTERM, 0}, point{"broken", 9, syscall.SIGTERM, 0},
