@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -275,10 +276,7 @@ func toResult(res rollout.Result, begin time.Time) *Result {
 	out := &Result{Counts: res.Counts(), Seconds: time.Since(begin).Seconds(), Failed: res.Failed(),
 		RolledBack: res.RolledBack, Paused: res.Paused, Tripped: res.Tripped, Proven: res.Proven,
 		Cancelled: res.Cancelled, Interrupted: res.Interrupted, Undone: res.Undone, Halted: res.Halted, Current: res.Current}
-	for _, o := range res.Outcomes {
-		out.Outcomes = append(out.Outcomes, Outcome{Name: o.Name, Action: string(o.Op), Outcome: o.Outcome, Stop: string(o.Stop), Start: string(o.Start),
-			Duration: Duration(o.Duration), Release: o.Release, Downtime: Duration(o.Downtime), Error: o.Error, Back: o.Back, BackError: o.BackError})
-	}
+	out.Outcomes = slices.Clone(res.Outcomes)
 	var ds []time.Duration
 	for _, o := range res.Outcomes {
 		if o.Op == rollout.OpReplace && o.Downtime > 0 {

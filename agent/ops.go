@@ -106,7 +106,7 @@ func (a *Agent) reportingBroken(b body, infos []lxcctl.Info) body {
 			out.Counts = map[string]int{}
 		}
 		for _, in := range broken {
-			out.Outcomes = append(out.Outcomes, Outcome{Name: in.Name, Action: "load", Outcome: rollout.OutFailed, Error: in.Error})
+			out.Outcomes = append(out.Outcomes, rollout.Outcome{Name: in.Name, Op: "load", Outcome: rollout.OutFailed, Error: in.Error})
 			out.Failed = append(out.Failed, in.Name)
 			out.Counts[rollout.OutFailed]++
 		}
@@ -126,35 +126,13 @@ func namesOf(infos []lxcctl.Info) []string {
 	return out
 }
 
-// Outcome is one container's result in a job (rollout's outcome words:
-// moved, started, stopped, killed, already-stopped, already-running,
-// unverified, failed, skipped).
-type Outcome struct {
-	Name     string   `json:"name"`
-	Action   string   `json:"action"` // replace, start or stop
-	Outcome  string   `json:"outcome"`
-	Stop     string   `json:"stop,omitempty"`  // how its stop went: clean or killed
-	Start    string   `json:"start,omitempty"` // how its start went: healthy, unhealthy or failed
-	Duration Duration `json:"duration"`
-	Release  string   `json:"release,omitempty"`
-	Downtime Duration `json:"downtime,omitempty"` // from its stop to healthy again
-	Error    string   `json:"error,omitempty"`
-	// Back is its way back after a tripped policy or an undo:
-	// rolled-back or failed.
-	Back      string `json:"back,omitempty"`
-	BackError string `json:"back_error,omitempty"`
-}
-
-// Failed reports whether the locker failed in the job or on its way back.
-func (o Outcome) Failed() bool { return o.Outcome == rollout.OutFailed || o.Back == rollout.BackFailed }
-
 // Result is the result of a job that moved containers.
 type Result struct {
-	Summary  string         `json:"summary"`
-	Counts   map[string]int `json:"counts"`
-	Failed   []string       `json:"failed,omitempty"`
-	Outcomes []Outcome      `json:"outcomes"`
-	Seconds  float64        `json:"seconds"`
+	Summary  string            `json:"summary"`
+	Counts   map[string]int    `json:"counts"`
+	Failed   []string          `json:"failed,omitempty"`
+	Outcomes []rollout.Outcome `json:"outcomes"`
+	Seconds  float64           `json:"seconds"`
 	// Update-specific fields.
 	From     string         `json:"from,omitempty"`
 	To       string         `json:"to,omitempty"`

@@ -220,7 +220,7 @@ func TestUpdateFailurePolicy(t *testing.T) {
 		}
 		// The first (broken) locker failed: the rest were never moved.
 		for _, o := range res.Outcomes {
-			if o.Name != bad && o.Action == "replace" && o.Outcome != "skipped" {
+			if o.Name != bad && o.Op == rollout.OpReplace && o.Outcome != "skipped" {
 				t.Errorf("%s was moved (%s) after the ratio tripped", o.Name, o.Outcome)
 			}
 		}

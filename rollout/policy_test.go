@@ -72,3 +72,20 @@ func TestPolicyApply(t *testing.T) {
 		})
 	}
 }
+
+// TestOutcomeJSON: an outcome's durations are strings on the wire, the
+// job record's one convention, and read back.
+func TestOutcomeJSON(t *testing.T) {
+	o := rollout.Outcome{Name: "l00", Op: rollout.OpReplace, Outcome: rollout.OutMoved, Duration: 1500 * time.Millisecond, Downtime: 250 * time.Millisecond}
+	b, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"duration":"1.5s"`) || !strings.Contains(string(b), `"downtime":"250ms"`) || strings.Count(string(b), `"duration"`) != 1 {
+		t.Errorf("outcome JSON %s: want each duration once, as a string", b)
+	}
+	var back rollout.Outcome
+	if err := json.Unmarshal(b, &back); err != nil || back != o {
+		t.Errorf("round trip: got %+v (%v), want %+v", back, err, o)
+	}
+}

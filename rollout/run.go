@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -46,6 +47,32 @@ type Outcome struct {
 
 // Failed reports whether the locker failed in the run or on its way back.
 func (o Outcome) Failed() bool { return o.Outcome == OutFailed || o.Back == BackFailed }
+
+// outcomeJSON is Outcome on the wire: its durations as strings
+// ("1.5s"), the job record's one convention.
+type outcomeJSON struct {
+	plainOutcome
+	Duration Duration `json:"duration,omitempty"`
+	Downtime Duration `json:"downtime,omitempty"`
+}
+
+type plainOutcome Outcome
+
+// MarshalJSON writes the outcome with its durations as strings.
+func (o Outcome) MarshalJSON() ([]byte, error) {
+	return json.Marshal(outcomeJSON{plainOutcome(o), Duration(o.Duration), Duration(o.Downtime)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (o *Outcome) UnmarshalJSON(b []byte) error {
+	var w outcomeJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*o = Outcome(w.plainOutcome)
+	o.Duration, o.Downtime = w.Duration.D(), w.Downtime.D()
+	return nil
+}
 
 // Result is what a run did, and no more (I5).
 type Result struct {

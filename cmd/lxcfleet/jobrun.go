@@ -15,6 +15,7 @@ import (
 	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 // jobView shows a job's events: container events through progress (a bar
@@ -231,7 +232,7 @@ func subject(s string) string {
 func stopResults(res agent.Result) []lxcctl.StopResult {
 	out := make([]lxcctl.StopResult, 0, len(res.Outcomes))
 	for _, o := range res.Outcomes {
-		r := lxcctl.StopResult{Name: o.Name, Outcome: stopOutcome(o.Outcome), Duration: o.Duration.D()}
+		r := lxcctl.StopResult{Name: o.Name, Outcome: stopOutcome(o.Outcome), Duration: o.Duration}
 		if o.Error != "" {
 			r.Err = errors.New(o.Error)
 		}
@@ -243,8 +244,8 @@ func stopResults(res agent.Result) []lxcctl.StopResult {
 func startResults(res agent.Result) []lxcctl.StartResult {
 	out := make([]lxcctl.StartResult, 0, len(res.Outcomes))
 	for _, o := range res.Outcomes {
-		r := lxcctl.StartResult{Name: o.Name, Outcome: startOutcome(o.Outcome), Duration: o.Duration.D()}
-		if r.Outcome == lxcctl.StartFailed && o.Start == string(lxcctl.StartUnhealthy) {
+		r := lxcctl.StartResult{Name: o.Name, Outcome: startOutcome(o.Outcome), Duration: o.Duration}
+		if r.Outcome == lxcctl.StartFailed && o.Start == rollout.StartUnhealthy {
 			r.Outcome = lxcctl.StartUnhealthy
 		}
 		if o.Error != "" {
@@ -256,7 +257,7 @@ func startResults(res agent.Result) []lxcctl.StartResult {
 }
 
 // stopOutcome and startOutcome map the rollout executor's outcome words
-// (agent.Outcome) to lxcctl's, which the stop and start reports count.
+// (rollout.Outcome) to lxcctl's, which the stop and start reports count.
 func stopOutcome(s string) lxcctl.StopOutcome {
 	switch s {
 	case "stopped":
