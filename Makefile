@@ -22,9 +22,9 @@ build:
 	go build -trimpath -ldflags "-X main.version=$$(packaging/deb-version)" -o $(BIN) ./cmd/lxcfleet
 
 ## test: set the host up, then vet and run every test (real containers; root)
-test: setup
+test: setup build
 	go vet ./...
-	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+	LXCFLEET_TEST_BIN=$(abspath $(BIN)) $(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
 	$(MAKE) --no-print-directory mutants
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
@@ -41,8 +41,8 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzApplyEntries$$' -fuzztime $(FUZZTIME) ./mounts/
 
 ## test-short: the tests without setup (for a host already set up)
-test-short:
-	$(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
+test-short: build
+	LXCFLEET_TEST_BIN=$(abspath $(BIN)) $(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
 
 ## demo: set up, make a demo fleet of N lockers and run a real update-code (A -> B) on it
 demo: setup build

@@ -47,16 +47,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// buildBinary builds cmd/lxcfleet into dir.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lxcfleet")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/lxcfleet").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildBinary returns the real lxcfleet binary (testfleet.Binary).
+func buildBinary(t *testing.T) string { return testfleet.Binary(t) }
 
 // startAgentProc starts the binary as the agent and waits for its socket.
 func startAgentProc(t *testing.T, bin, config string, cl *http.Client) *agentProc {

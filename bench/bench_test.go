@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"lxcfleet/internal/npmregistry"
+	"lxcfleet/internal/testfleet"
 )
 
 func TestMain(m *testing.M) {
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	code := m.Run()
+	testfleet.CleanBinary()
 	npmregistry.Done()
 	os.Exit(code)
 }
@@ -67,11 +69,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "lxcfleet")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "lxcfleet/cmd/lxcfleet")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building lxcfleet: %v\n%s", err, out)
-	}
+	bin := testfleet.Binary(t)
 	work := filepath.Join(tmp, "work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)

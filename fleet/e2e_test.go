@@ -13,10 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,39 +39,12 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	npmregistry.Done()
-	if binOnce.path != "" {
-		_ = os.RemoveAll(filepath.Dir(binOnce.path))
-	}
+	testfleet.CleanBinary()
 	os.Exit(code)
 }
 
-var binOnce struct {
-	sync.Once
-	path string
-	out  []byte
-	err  error
-}
-
-// lxcfleetBin builds the real binary once per test binary.
-func lxcfleetBin(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		dir, err := os.MkdirTemp("", "lxcfleet-bin-")
-		if err != nil {
-			binOnce.err = err
-			return
-		}
-		binOnce.path = filepath.Join(dir, "lxcfleet")
-		cmd := exec.Command("go", "build", "-o", binOnce.path, "./cmd/lxcfleet")
-		cmd.Dir = filepath.Dir(filepath.Dir(file))
-		binOnce.out, binOnce.err = cmd.CombinedOutput()
-	})
-	if binOnce.err != nil {
-		t.Fatalf("building lxcfleet: %v\n%s", binOnce.err, binOnce.out)
-	}
-	return binOnce.path
-}
+// lxcfleetBin returns the real binary (testfleet.Binary).
+func lxcfleetBin(t *testing.T) string { return testfleet.Binary(t) }
 
 // testHost is one fleet host on this machine: its own lxcpath, layout
 // root, state folder, socket and config, and the real binary as its agent.

@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,26 +14,10 @@ import (
 
 func TestMain(m *testing.M) { testfleet.Main(m) }
 
-var binPath string
 
-// lxcfleetBin builds the real binary once per test run.
-func lxcfleetBin(t *testing.T) string {
-	t.Helper()
-	if binPath != "" {
-		return binPath
-	}
-	dir, err := os.MkdirTemp("", "lxcfleet-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "lxcfleet")
-	out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	binPath = p
-	return p
-}
+// lxcfleetBin returns the real binary (testfleet.Binary: make test's, or
+// one built once per test run).
+func lxcfleetBin(t *testing.T) string { return testfleet.Binary(t) }
 
 // runCLI runs the binary and returns stdout, stderr and the exit code.
 func runCLI(t *testing.T, args ...string) (string, string, int) {

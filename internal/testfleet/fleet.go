@@ -50,6 +50,7 @@ func Main(m *testing.M) {
 	}
 	code := m.Run()
 	npmregistry.Done()
+	CleanBinary()
 	if appOnce.dir != "" {
 		_ = os.RemoveAll(appOnce.dir)
 	}
