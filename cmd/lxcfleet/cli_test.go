@@ -14,7 +14,6 @@ import (
 
 func TestMain(m *testing.M) { testfleet.Main(m) }
 
-
 // lxcfleetBin returns the real binary (testfleet.Binary: make test's, or
 // one built once per test run).
 func lxcfleetBin(t *testing.T) string { return testfleet.Binary(t) }
