@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lxcfleet/lxcctl"
 )
@@ -73,7 +74,7 @@ func newMemCgroup(path string, limit int64) (*memCgroup, error) {
 // memMark is the counters when a scenario began.
 type memMark struct {
 	failcnt, hostOOM int64
-	kmsg             *os.File
+	kmsg             int // /dev/kmsg, at its end when marked; -1: none
 }
 
 // mark resets the peak and notes the counters; since reads what happened
@@ -82,12 +83,14 @@ func (m *memCgroup) mark() *memMark {
 	if !m.v2 {
 		_ = os.WriteFile(filepath.Join(m.dir, "memory.max_usage_in_bytes"), []byte("0"), 0o644)
 	}
-	k := &memMark{failcnt: m.failcnt(), hostOOM: hostOOMKills()}
-	if f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
-		if _, err := f.Seek(0, 2); err == nil {
-			k.kmsg = f
+	k := &memMark{failcnt: m.failcnt(), hostOOM: hostOOMKills(), kmsg: -1}
+	// A raw descriptor: an os.File would wait in the poller for the next
+	// record where the log ends, instead of returning EAGAIN.
+	if fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+		if _, err := unix.Seek(fd, 0, 2); err == nil {
+			k.kmsg = fd
 		} else {
-			f.Close()
+			unix.Close(fd)
 		}
 	}
 	return k
@@ -101,19 +104,19 @@ func (m *memCgroup) since(k *memMark) *MemFigures {
 		peak = "memory.peak"
 	}
 	f.PeakMiB = float64(readInt(filepath.Join(m.dir, peak))) / (1 << 20)
-	if k.kmsg == nil {
+	if k.kmsg < 0 {
 		f.Err = "/dev/kmsg cannot be read: OOM kills in the cgroup not counted"
 		return f
 	}
-	defer k.kmsg.Close()
+	defer unix.Close(k.kmsg)
 	buf := make([]byte, 8192)
 	for {
-		n, err := k.kmsg.Read(buf)
-		if errors.Is(err, syscall.EPIPE) {
+		n, err := unix.Read(k.kmsg, buf)
+		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.EINTR) {
 			continue // records overwritten before we read them
 		}
-		if err != nil || n == 0 {
-			break
+		if err != nil || n <= 0 {
+			break // EAGAIN: the log's end
 		}
 		if name, ok := m.oomKill(string(buf[:n])); ok {
 			f.OOMKills++
@@ -149,6 +152,14 @@ func (m *memCgroup) oomKill(rec string) (string, bool) {
 		name = strings.TrimPrefix(c, "lxc.payload.")
 	}
 	return name, true
+}
+
+// usage is the cgroup's memory use now (bytes, page cache included).
+func (m *memCgroup) usage() int64 {
+	if m.v2 {
+		return readInt(filepath.Join(m.dir, "memory.current"))
+	}
+	return readInt(filepath.Join(m.dir, "memory.usage_in_bytes"))
 }
 
 func (m *memCgroup) failcnt() int64 {

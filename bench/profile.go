@@ -19,12 +19,17 @@ const (
 	AppHeavy = "heavy"
 )
 
-// MemPerLocker is the lockers' cgroup parent's memory limit per locker
-// when Options.MemLimit is 0: room for every locker serving (about 30 MiB
-// of its own and the kernel's for each, the node binary's pages once) and
-// for about N/10 heavy starts on top, not for N heavy starts at once.
-// 300 lockers: 16.1 GiB.
-const MemPerLocker = 55 << 20
+// MemPerLocker and MemStartRoom make the memory limit on the lockers'
+// cgroup parent when Options.MemLimit is 0: N × MemPerLocker is room for
+// every locker serving (about 30 MiB of its own and the kernel's for each,
+// the node binary's pages once) and for about N/10 heavy starts on top;
+// MemStartRoom is room for four heavy starts at once besides (the bench
+// starts the fleet four at a time), whatever N. Not room for N heavy
+// starts at once: 300 lockers get 17.1 GiB, their storm wants about 75.
+const (
+	MemPerLocker = 55 << 20
+	MemStartRoom = 1 << 30
+)
 
 // appProfile is what a profile puts in every locker's environment, and
 // its default startup work (thousands of sha256 rounds).
@@ -40,7 +45,7 @@ func appProfile(name string) (env []string, work int, err error) {
 
 // memLimitFor is the memory limit a run of n lockers puts on their cgroup
 // parent: limit itself when set (> 0), none when negative, else n ×
-// MemPerLocker.
+// MemPerLocker + MemStartRoom.
 func memLimitFor(limit int64, n int) int64 {
 	switch {
 	case limit > 0:
@@ -48,7 +53,7 @@ func memLimitFor(limit int64, n int) int64 {
 	case limit < 0:
 		return 0
 	}
-	return int64(n) * MemPerLocker
+	return int64(n)*MemPerLocker + MemStartRoom
 }
 
 // ParseBytes reads a size such as "16GiB", "2750M", "512MiB" or "1073741824"

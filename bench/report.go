@@ -41,6 +41,9 @@ type Report struct {
 	App         string  `json:"app"`
 	Work        int     `json:"work"`
 	MemLimitMiB float64 `json:"mem_limit_mib,omitempty"`
+	// ServingMemMiB is the cgroup's memory use (page cache included) with
+	// every locker serving, before the scenarios.
+	ServingMemMiB float64 `json:"serving_mem_mib,omitempty"`
 	// Alone is one locker restarted with the rest idle (three times);
 	// AloneRestartSeconds is the median of its unavailability.
 	Alone               []Figures   `json:"alone"`
@@ -356,7 +359,7 @@ func (rep *Report) Markdown() string {
 	if rep.MemLimitMiB > 0 {
 		limit = FormatBytes(int64(rep.MemLimitMiB * (1 << 20)))
 	}
-	fmt.Fprintf(&b, "App: %s (WORK %d); the lockers' memory limit (on their cgroup parent, every scenario): %s.  \n", orDash(rep.App), rep.Work, limit)
+	fmt.Fprintf(&b, "App: %s (WORK %d); the lockers' memory limit (on their cgroup parent, every scenario): %s; with every locker serving they used %.0f MiB (page cache included).  \n", orDash(rep.App), rep.Work, limit, rep.ServingMemMiB)
 	fmt.Fprintf(&b, "One locker restarted alone: %.2f s unavailable (median of %d); a start costs %s CPU s; %s.\n\n", rep.AloneRestartSeconds, len(rep.Alone), aloneCPU(rep.Alone), appMemText(rep.Alone))
 	b.WriteString("| scenario | window s | unavail p50 / p99 / max s | most unavail at once | most starting at once | failed starts (died starting, not up at the end) | OOM kills (limit hits) | peak memory: lockers MiB / host GiB | peak load1 | peak PSI some cpu / mem / io % (avg10) | npm s | CPU floor s | window / floor |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")

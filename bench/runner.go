@@ -370,6 +370,9 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if _, ok := r.waitAll(ctx, BuildA, time.Now().Add(time.Minute)); !ok {
 		return rep, errors.New("lockers do not all answer build A after the restart breakdown")
 	}
+	if r.mem != nil {
+		rep.ServingMemMiB = float64(r.mem.usage()) / (1 << 20)
+	}
 	for _, id := range o.Scenarios {
 		if err := ctx.Err(); err != nil {
 			return rep, err
