@@ -71,19 +71,26 @@ func newMemCgroup(path string, limit int64) (*memCgroup, error) {
 	return m, nil
 }
 
-// memMark is the counters when a scenario began.
+// memMark is the counters when a scenario began, and the reader of the
+// kernel's log from then on.
 type memMark struct {
 	failcnt, hostOOM int64
 	kmsg             int // /dev/kmsg, at its end when marked; -1: none
+	stop             chan struct{}
+	done             chan struct{}
+	kills            []string
+	lost             bool
 }
 
 // mark resets the peak and notes the counters; since reads what happened
-// after it. The kernel's log is read from its end on.
+// after it. The kernel's log is read from its end on, every 100 ms while
+// the scenario runs: an OOM kill's report (the task list of the cgroup)
+// is long, and a storm's reports overflow the log's ring within seconds.
 func (m *memCgroup) mark() *memMark {
 	if !m.v2 {
 		_ = os.WriteFile(filepath.Join(m.dir, "memory.max_usage_in_bytes"), []byte("0"), 0o644)
 	}
-	k := &memMark{failcnt: m.failcnt(), hostOOM: hostOOMKills(), kmsg: -1}
+	k := &memMark{failcnt: m.failcnt(), hostOOM: hostOOMKills(), kmsg: -1, stop: make(chan struct{}), done: make(chan struct{})}
 	// A raw descriptor: an os.File would wait in the poller for the next
 	// record where the log ends, instead of returning EAGAIN.
 	if fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
@@ -93,35 +100,65 @@ func (m *memCgroup) mark() *memMark {
 			unix.Close(fd)
 		}
 	}
+	if k.kmsg < 0 {
+		close(k.done)
+		return k
+	}
+	go func() {
+		defer close(k.done)
+		defer unix.Close(k.kmsg)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		buf := make([]byte, 8192)
+		for {
+			m.drain(k, buf)
+			select {
+			case <-k.stop:
+				m.drain(k, buf)
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	return k
+}
+
+// drain reads the kernel's log to its end, counting this cgroup's kills.
+func (m *memCgroup) drain(k *memMark, buf []byte) {
+	for {
+		n, err := unix.Read(k.kmsg, buf)
+		if errors.Is(err, unix.EPIPE) {
+			k.lost = true // records overwritten before they were read
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return // EAGAIN: the log's end
+		}
+		if name, ok := m.oomKill(string(buf[:n])); ok {
+			k.kills = append(k.kills, name)
+		}
+	}
 }
 
 // since is what happened in the cgroup since k.
 func (m *memCgroup) since(k *memMark) *MemFigures {
+	close(k.stop)
+	<-k.done
 	f := &MemFigures{LimitMiB: float64(m.Limit) / (1 << 20), LimitHits: m.failcnt() - k.failcnt, HostOOMKills: hostOOMKills() - k.hostOOM}
 	peak := "memory.max_usage_in_bytes"
 	if m.v2 {
 		peak = "memory.peak"
 	}
 	f.PeakMiB = float64(readInt(filepath.Join(m.dir, peak))) / (1 << 20)
-	if k.kmsg < 0 {
+	f.OOMKills, f.Killed = len(k.kills), k.kills
+	switch {
+	case k.kmsg < 0:
 		f.Err = "/dev/kmsg cannot be read: OOM kills in the cgroup not counted"
-		return f
-	}
-	defer unix.Close(k.kmsg)
-	buf := make([]byte, 8192)
-	for {
-		n, err := unix.Read(k.kmsg, buf)
-		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.EINTR) {
-			continue // records overwritten before we read them
-		}
-		if err != nil || n <= 0 {
-			break // EAGAIN: the log's end
-		}
-		if name, ok := m.oomKill(string(buf[:n])); ok {
-			f.OOMKills++
-			f.Killed = append(f.Killed, name)
-		}
+	case k.lost:
+		f.Err = "the kernel's log overwrote records before they were read: OOM kills in the cgroup undercounted (the host's counter is exact)"
 	}
 	return f
 }

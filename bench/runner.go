@@ -21,7 +21,7 @@ type Options struct {
 	// N is the number of lockers (default 300).
 	N int
 	// Work is the app's startup work (0: the profile's, 40 for the light
-	// app, about 0.3 CPU s a start; 80 for the heavy one).
+	// app, about 0.3 CPU s a start; 130 for the heavy one).
 	Work int
 	// App is the app's profile: AppLight (default) or AppHeavy.
 	App string
