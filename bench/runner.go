@@ -26,7 +26,8 @@ type Options struct {
 	// App is the app's profile: AppLight (default) or AppHeavy.
 	App string
 	// MemLimit is the memory limit on the lockers' cgroup parent, which
-	// holds every scenario's lockers: 0 is N × MemPerLocker, negative
+	// holds every scenario's lockers: 0 is N × MemPerLocker +
+	// MemStartRoom, negative
 	// none. A storm's out-of-memory kills then happen in that cgroup, not
 	// on the host; the run refuses a limit above what the host has free.
 	MemLimit int64
