@@ -27,9 +27,9 @@ type Options struct {
 	App string
 	// MemLimit is the memory limit on the lockers' cgroup parent, which
 	// holds every scenario's lockers: 0 is N × MemPerLocker +
-	// MemStartRoom, negative
-	// none. A storm's out-of-memory kills then happen in that cgroup, not
-	// on the host; the run refuses a limit above what the host has free.
+	// MemStartRoom, negative none. A storm's out-of-memory kills then
+	// happen in that cgroup, not on the host; the run refuses a limit
+	// above what the host has free.
 	MemLimit int64
 	// Results is the folder a run's results/<timestamp>/ goes into.
 	Results string
