@@ -66,7 +66,12 @@ type Figures struct {
 	PeakLoad1   float64 `json:"peak_load1"`
 	PeakCPUSome float64 `json:"peak_psi_cpu_some_pct"`
 	PeakMemSome float64 `json:"peak_psi_mem_some_pct"`
-	PeakMemUsed float64 `json:"peak_mem_used_gib"`
+	PeakIOSome  float64 `json:"peak_psi_io_some_pct"`
+	// The peaks of the kernel's own "some avg10" (%).
+	PeakCPUAvg10 float64 `json:"peak_psi_cpu_avg10"`
+	PeakMemAvg10 float64 `json:"peak_psi_mem_avg10"`
+	PeakIOAvg10  float64 `json:"peak_psi_io_avg10"`
+	PeakMemUsed  float64 `json:"peak_mem_used_gib"`
 	// StartCPUSeconds is the sum of the CPU each start used until it
 	// answered (from its container's cgroup); StartCPUMedian per start.
 	StartCPUSeconds float64 `json:"start_cpu_seconds"`
@@ -240,6 +245,10 @@ func (rep *Report) analyze(evs []Event, marks []Mark, targets []Target) {
 			f.PeakLoad1 = max(f.PeakLoad1, s.Load)
 			f.PeakCPUSome = max(f.PeakCPUSome, s.CPUSome)
 			f.PeakMemSome = max(f.PeakMemSome, s.MemSome)
+			f.PeakIOSome = max(f.PeakIOSome, s.IOSome)
+			f.PeakCPUAvg10 = max(f.PeakCPUAvg10, s.CPUAvg10)
+			f.PeakMemAvg10 = max(f.PeakMemAvg10, s.MemAvg10)
+			f.PeakIOAvg10 = max(f.PeakIOAvg10, s.IOAvg10)
 			f.PeakMemUsed = max(f.PeakMemUsed, float64(s.MemUsed)/(1<<30))
 		}
 		if m.ID == "alone" {

@@ -95,7 +95,7 @@ func (r *runner) restartParts(ctx context.Context, i int, load string) RestartPa
 		p.Err = fmt.Sprintf("locker %s: port %d never closed and opened again", tg.Name, tg.Port)
 		return p
 	}
-	cpu := detectCgroup().cpuSeconds(tg.Name)
+	cpu := detectCgroup(r.cgParent).cpuSeconds(tg.Name)
 	c := &http.Client{Timeout: time.Second}
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", tg.Port)
 	var t3 time.Time

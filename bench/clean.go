@@ -14,12 +14,16 @@ import (
 // workGlob matches the work folders Run makes (see Options.WorkDir).
 const workGlob = "/var/tmp/lockerbench-*"
 
-// pidFile in a work folder holds the PID of the run that uses it.
-const pidFile = "lockerbench.pid"
+// pidFile in a work folder holds the PID of the run that uses it;
+// cgroupFile the lockers' cgroup parent it made.
+const (
+	pidFile    = "lockerbench.pid"
+	cgroupFile = "cgroup-parent"
+)
 
 // Clean destroys what runs killed with SIGKILL left behind: for every
 // lockerbench work folder whose run is no longer alive, every container in
-// its private lxcpath, then the folder. It returns the folders removed.
+// its private lxcpath, then its cgroup parent, then the folder. It returns the folders removed.
 func Clean(ctx context.Context) ([]string, error) {
 	dirs, err := filepath.Glob(workGlob)
 	if err != nil {
@@ -45,6 +49,12 @@ func Clean(ctx context.Context) ([]string, error) {
 		}
 		if failed {
 			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(d, cgroupFile)); err == nil {
+			if err := removeCgroupParent(strings.TrimSpace(string(b))); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, err)

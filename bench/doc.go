@@ -7,7 +7,11 @@
 //
 //   - app (embedded, app/server.js): a Node.js locker that loads a real npm
 //     dependency set (express; build B adds more) and burns a fixed amount of
-//     CPU before it listens, answering {"build": ...} on /healthz.
+//     CPU before it listens, answering {"build": ...} on /healthz. Its
+//     heavy profile (profile.go, issue 19) warms a cache and compiles
+//     templates first: a peak far above its serving memory.
+//   - memcg.go: the run's own cgroup parent in the memory controller, its
+//     limit, and what happened in it per scenario (peak, OOM kills).
 //   - origin.go: a bare origin repository with builds A, B (dependencies
 //     changed: npm must run) and C (app-only change of B: lockfile unchanged).
 //   - fleet.go: N busybox lockers in a private lxcpath with unique names,

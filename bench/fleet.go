@@ -43,6 +43,9 @@ type FleetOptions struct {
 	PortBase int
 	// Work is the app's startup work (WORK, thousands of hash rounds).
 	Work int
+	// Env is more of the app's environment (NAME=value), for every
+	// locker: its profile (APP_PROFILE).
+	Env []string
 	// Autostart marks lockers lxc.start.auto = 1 (for lxc-autostart).
 	Autostart bool
 	// CgroupParent, when set, is written into every locker's config
@@ -96,6 +99,9 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 		"lxc.init.cmd = /usr/bin/node /" + strings.TrimPrefix(f.Layout.AppPath, "/") + "/server.js",
 		"lxc.mount.entry = " + node + " usr/bin/node none bind,ro,create=file 0 0",
 		fmt.Sprintf("lxc.environment = WORK=%d", opts.Work),
+	}
+	for _, e := range opts.Env {
+		lines = append(lines, "lxc.environment = "+e)
 	}
 	if opts.CgroupParent.Path != "" {
 		if err := opts.CgroupParent.Ensure(); err != nil {

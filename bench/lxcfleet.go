@@ -91,11 +91,9 @@ stop_timeout = "10s"
 	if r.o.Monitor > 0 {
 		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
 	}
-	if r.o.NoCgroupParent {
-		// lxcfleet's lockers stay where LXC puts them too, like the
-		// others'.
-		cfg += "\n[cgroup]\nparent = \"\"\n"
-	}
+	// lxcfleet's lockers sit where the others' do: in the bench's parent
+	// (with its memory limit), or where LXC puts them.
+	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", r.cgParent)
 	if err := os.WriteFile(r.cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}

@@ -57,6 +57,9 @@ type ProbeConfig struct {
 	// second in all (default 10): Serving grows to N / ServingRate, so
 	// that the lockers' cost of answering does not grow with N.
 	ServingRate float64 `json:"serving_rate,omitempty"`
+	// CgroupParents are more parent cgroups the lockers' cgroups may be
+	// in (the bench's own), beside the root and lxcfleet's default.
+	CgroupParents []string `json:"cgroup_parents,omitempty"`
 }
 
 // The prober's modes.
@@ -84,6 +87,12 @@ type Event struct {
 	// last sample period (from the totals; -1 when the kernel has no PSI).
 	CPUSome float64 `json:"cpu_some,omitempty"`
 	MemSome float64 `json:"mem_some,omitempty"`
+	IOSome  float64 `json:"io_some,omitempty"`
+	// CPUAvg10, MemAvg10 and IOAvg10 are the kernel's own "some avg10"
+	// figures at T (%).
+	CPUAvg10 float64 `json:"cpu_avg10,omitempty"`
+	MemAvg10 float64 `json:"mem_avg10,omitempty"`
+	IOAvg10  float64 `json:"io_avg10,omitempty"`
 	// MemUsed is MemTotal - MemAvailable in bytes.
 	MemUsed int64 `json:"mem_used,omitempty"`
 }
@@ -151,7 +160,7 @@ func RunProber(ctx context.Context, cfg ProbeConfig) error {
 	}
 	defer f.Close()
 	w := &eventWriter{bw: bufio.NewWriterSize(f, 1<<20)}
-	cg := detectCgroup()
+	cg := detectCgroup(cfg.CgroupParents...)
 
 	if cfg.Mode == "" {
 		cfg.Mode = ProbeAdaptive
@@ -336,8 +345,12 @@ func sampleHost(ctx context.Context, every time.Duration, w *eventWriter) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	prevT := time.Now()
-	prevCPU, okCPU := psiTotal("/proc/pressure/cpu")
-	prevMem, okMem := psiTotal("/proc/pressure/memory")
+	files := [3]string{"/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io"}
+	var prev [3]int64
+	var okPrev [3]bool
+	for i, f := range files {
+		prev[i], _, okPrev[i] = psiRead(f)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -346,38 +359,45 @@ func sampleHost(ctx context.Context, every time.Duration, w *eventWriter) {
 		}
 		now := time.Now()
 		dt := float64(now.Sub(prevT).Microseconds())
-		e := Event{T: now.UnixNano(), Kind: "s", Load: loadavg1(), MemUsed: memUsed(), CPUSome: -1, MemSome: -1}
-		if c, ok := psiTotal("/proc/pressure/cpu"); ok && okCPU && dt > 0 {
-			e.CPUSome = 100 * float64(c-prevCPU) / dt
-			prevCPU = c
-		}
-		if m, ok := psiTotal("/proc/pressure/memory"); ok && okMem && dt > 0 {
-			e.MemSome = 100 * float64(m-prevMem) / dt
-			prevMem = m
+		e := Event{T: now.UnixNano(), Kind: "s", Load: loadavg1(), MemUsed: memUsed(), CPUSome: -1, MemSome: -1, IOSome: -1}
+		some := [3]*float64{&e.CPUSome, &e.MemSome, &e.IOSome}
+		avg := [3]*float64{&e.CPUAvg10, &e.MemAvg10, &e.IOAvg10}
+		for i, f := range files {
+			t, a10, ok := psiRead(f)
+			if ok && okPrev[i] && dt > 0 {
+				*some[i] = 100 * float64(t-prev[i]) / dt
+				*avg[i] = a10
+				prev[i] = t
+			}
 		}
 		prevT = now
 		w.write(e)
 	}
 }
 
-// psiTotal returns the "some" total (µs) of a PSI file.
-func psiTotal(path string) (int64, bool) {
+// psiRead returns the "some" line's total (µs) and avg10 (%) of a PSI
+// file.
+func psiRead(path string) (total int64, avg10 float64, ok bool) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if !strings.HasPrefix(line, "some ") {
 			continue
 		}
 		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "total="); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				return n, err == nil
+			if v, found := strings.CutPrefix(f, "avg10="); found {
+				avg10, _ = strconv.ParseFloat(v, 64)
+			}
+			if v, found := strings.CutPrefix(f, "total="); found {
+				total, err = strconv.ParseInt(v, 10, 64)
+				ok = err == nil
 			}
 		}
+		return total, avg10, ok
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 func loadavg1() float64 {
@@ -427,14 +447,19 @@ type cgroupReader struct {
 	v2      bool
 }
 
-// benchCgroupParents are where the prober looks for the lockers' cgroups.
-var benchCgroupParents = []string{"", lxcctl.DefaultCgroupParent}
-
-func detectCgroup() cgroupReader {
-	if _, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil {
-		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct", parents: benchCgroupParents}
+// detectCgroup is where to look for the lockers' cgroups: the root,
+// lxcfleet's default parent and the extra parents (the bench's own).
+func detectCgroup(extra ...string) cgroupReader {
+	parents := []string{"", lxcctl.DefaultCgroupParent}
+	for _, p := range extra {
+		if p != "" {
+			parents = append(parents, p)
+		}
 	}
-	return cgroupReader{dir: "/sys/fs/cgroup", parents: benchCgroupParents, v2: true}
+	if _, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil {
+		return cgroupReader{dir: "/sys/fs/cgroup/cpuacct", parents: parents}
+	}
+	return cgroupReader{dir: "/sys/fs/cgroup", parents: parents, v2: true}
 }
 
 // path is the container's cgroup folder: the first parent holding it (the

@@ -52,7 +52,7 @@ type ProbingFigure struct {
 
 // lockerCPU is the CPU seconds the fleet's containers have used.
 func (r *runner) lockerCPU() float64 {
-	return detectCgroup().cpuTotalSeconds(r.fleet.Names())
+	return detectCgroup(r.cgParent).cpuTotalSeconds(r.fleet.Names())
 }
 
 // pauseProber stops the prober with SIGSTOP (the lockers see no probe
@@ -178,6 +178,7 @@ func (r *runner) finishProbing(f *ProbingFigure, started time.Time) {
 // status. name tells its files apart.
 func (r *runner) launchProber(name string, cfg ProbeConfig) (*exec.Cmd, string, error) {
 	cfg.Targets = r.fleet.Targets
+	cfg.CgroupParents = []string{r.cgParent}
 	if cfg.Events == "" {
 		cfg.Events = filepath.Join(r.work, name+"-events.jsonl")
 	}

@@ -36,6 +36,14 @@ type Report struct {
 	// CgroupParent is where every scenario's lockers sit (lxc.cgroup.dir in
 	// their configs) and its CPU weight.
 	CgroupParent string `json:"cgroup_parent"`
+	// App is the app's profile (AppLight, AppHeavy), Work its WORK;
+	// MemLimitMiB the memory limit on the cgroup parent (0: none).
+	App         string  `json:"app"`
+	Work        int     `json:"work"`
+	MemLimitMiB float64 `json:"mem_limit_mib,omitempty"`
+	// ServingMemMiB is the cgroup's memory use (page cache included) with
+	// every locker serving, before the scenarios.
+	ServingMemMiB float64 `json:"serving_mem_mib,omitempty"`
 	// Alone is one locker restarted with the rest idle (three times);
 	// AloneRestartSeconds is the median of its unavailability.
 	Alone               []Figures   `json:"alone"`
@@ -57,7 +65,8 @@ type Goal struct {
 	Name     string `json:"name"`
 	Want     string `json:"want"`
 	Measured string `json:"measured"`
-	// Met is "met", "not met" or "not measured".
+	// Met is "met", "not met" or "not measured"; "measured" for a figure
+	// reported without a target (the storm's failures with the heavy app).
 	Met string `json:"met"`
 	// Note says what limits the figure, from other measured figures.
 	Note string `json:"note,omitempty"`
@@ -228,9 +237,91 @@ func (rep *Report) targets() {
 		}
 		add("(issue 7) app-only update build step ≤ 2 s", "≤ 2 s", fmt.Sprintf("%.2f s (%s; npm %s)", v, src, orDash(app.Npm)), b(v <= 2 && v > 0), "")
 	}
+	rep.targets19(add, storm, off, roll)
 	if rep.Agent.IdleRSSMiB > 0 {
 		add("(issue 7) agent idle RSS ≤ 30 MB", "≤ 30 MB", fmt.Sprintf("%.1f MB", rep.Agent.IdleRSSMiB*1.048576), b(rep.Agent.IdleRSSMiB*1.048576 <= 30), "")
 	}
+}
+
+// targets19 adds issue 19's targets that issue 13's do not cover, and
+// the heavy app's: its shape, lxcfleet without failed starts or OOM
+// kills, and the storm as measured.
+func (rep *Report) targets19(add func(name, want, measured string, met *bool, note string), storm, off, roll *Figures) {
+	b := func(v bool) *bool { return &v }
+	oom := func(f *Figures) (int, string) {
+		if f.Memory == nil {
+			return 0, "no memory limit: OOM kills not counted"
+		}
+		m := f.Memory
+		note := fmt.Sprintf("limit %.0f MiB, peak %.0f MiB, limit hit %d times, host OOM kills %d", m.LimitMiB, m.PeakMiB, m.LimitHits, m.HostOOMKills)
+		if m.Err != "" {
+			note += "; " + m.Err
+		}
+		return m.OOMKills, note
+	}
+	if off != nil && off.CPUFloorSeconds > 0 {
+		add("(19) offline with pacing: window ≤ 1.15× the CPU floor", fmt.Sprintf("≤ %.1f s (1.15 × %.1f s)", 1.15*off.CPUFloorSeconds, off.CPUFloorSeconds),
+			fmt.Sprintf("%.1f s (%.2f×)", off.WindowSeconds, off.FloorRatio), b(off.FloorRatio <= 1.15), restartNote(off))
+		add("(19) offline with pacing: per-locker p50 unavailability ≤ 1 s", "≤ 1 s", fmt.Sprintf("%.2f s (p99 %.2f, max %.2f)", off.UnavailP50, off.UnavailP99, off.UnavailMax),
+			b(off.UnavailP50 <= 1), fmt.Sprintf("most starting at once %d", off.MaxStarting))
+	} else {
+		add("(19) offline with pacing: window ≤ 1.15× the CPU floor", "≤ 1.15× floor", "—", nil, "scenario 4 not run or no start CPU measured")
+	}
+	if roll != nil && roll.Window > 0 {
+		add("(19) rolling: never more than K down", fmt.Sprintf("≤ K = %d", roll.Window), fmt.Sprintf("%d at most", roll.MaxUnavailable), b(roll.MaxUnavailable <= roll.Window), "")
+	}
+	if rep.App != AppHeavy {
+		return
+	}
+	// The heavy app's shape, from the restarts alone.
+	var peak, anon, rss []float64
+	for _, f := range rep.Alone {
+		if a := f.AppMemory; a != nil && a.Err == "" {
+			peak, anon, rss = append(peak, a.PeakMiB), append(anon, a.ServingAnonMiB), append(rss, a.ServingMiB)
+		}
+	}
+	if cpu := aloneCPUMedian(rep.Alone); len(peak) > 0 {
+		p, a, r := quantile(peak, 0.5), quantile(anon, 0.5), quantile(rss, 0.5)
+		add("(19) heavy app: a start ≥ 1 CPU s, peak ≥ 150 MB RSS, ≤ 50 MB of its own once serving", "≥ 1 s, ≥ 150 MB, ≤ 50 MB",
+			fmt.Sprintf("%.2f CPU s, peak %.0f MB (VmHWM), serving %.0f MB own (RssAnon; VmRSS %.0f MB)", cpu, p*1.048576, a*1.048576, r*1.048576),
+			b(cpu >= 1 && p*1.048576 >= 150 && a*1.048576 <= 50),
+			"medians of the restarts alone; the rest of VmRSS (RssFile) is the node binary's pages, shared by every locker and counted once in the cgroup")
+	} else {
+		add("(19) heavy app: a start ≥ 1 CPU s, peak ≥ 150 MB RSS, ≤ 50 MB of its own once serving", "≥ 1 s, ≥ 150 MB, ≤ 50 MB", "—", nil, "no restart alone measured")
+	}
+	for _, sc := range []struct {
+		name string
+		f    *Figures
+	}{{"offline with pacing", off}, {"rolling with pacing", roll}} {
+		name := "(19) heavy app: lxcfleet " + sc.name + " finishes with 0 failed starts and no OOM kill"
+		if sc.f == nil {
+			add(name, "0 and 0", "—", nil, "scenario not run")
+			continue
+		}
+		k, note := oom(sc.f)
+		met := b(sc.f.FailedStarts == 0 && k == 0 && !sc.f.TimedOut)
+		if sc.f.Memory == nil {
+			met = nil
+		}
+		add(name, "0 failed starts, 0 OOM kills", fmt.Sprintf("%d failed starts (%d died starting, %d not up at the end), %d OOM kills", sc.f.FailedStarts, sc.f.DiedStarting, sc.f.NotOnTarget, k),
+			met, fmt.Sprintf("%s; most starting at once %d", note, sc.f.MaxStarting))
+	}
+	if storm != nil {
+		k, note := oom(storm)
+		t := Goal{Name: "(19) heavy app: the storm, as measured", Want: "reported", Met: "measured",
+			Measured: fmt.Sprintf("%d failed starts (%d died starting, %d not up at the end%s), %d OOM kills, %d starting at once at most, peak PSI mem some %.0f%%, io %.0f%%",
+				storm.FailedStarts, storm.DiedStarting, storm.NotOnTarget, map[bool]string{true: ", timed out"}[storm.TimedOut], k, storm.MaxStarting, storm.PeakMemSome, storm.PeakIOSome),
+			Note: note}
+		rep.Targets = append(rep.Targets, t)
+	}
+}
+
+// restartNote is the part of a window before the first locker went down.
+func restartNote(f *Figures) string {
+	if f.FirstDownSeconds == nil {
+		return ""
+	}
+	return fmt.Sprintf("%.1f s of it before the first locker went down; restart phase %.1f s (%s× the floor)", *f.FirstDownSeconds, f.WindowSeconds-*f.FirstDownSeconds, fmtPtr(f.RestartRatio))
 }
 
 func orDash(s string) string {
@@ -264,16 +355,21 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "Machine: %d cores (%s), %.1f GiB, kernel %s, LXC %s, node %s, npm %s, PSI %v, load at start %s.  \n",
 		m.Cores, orDash(m.CPU), m.MemoryGiB, m.Kernel, m.LXC, m.Node, m.Npm, m.PSI, m.LoadAtStart)
 	fmt.Fprintf(&b, "Command: `%s`; lxcfleet: `%s` (update-code: %v, agent: %v, --pacing: %v). Every scenario's lockers sit in the cgroup parent %s.  \n", rep.Command, rep.LXCFleet.Bin, rep.LXCFleet.UpdateCode, rep.LXCFleet.Agent, rep.LXCFleet.Pacing, orDash(rep.CgroupParent))
-	fmt.Fprintf(&b, "One locker restarted alone: %.2f s unavailable (median of %d); a start costs %s CPU s.\n\n", rep.AloneRestartSeconds, len(rep.Alone), aloneCPU(rep.Alone))
-	b.WriteString("| scenario | window s | unavail p50 / p99 / max s | most unavail at once | most starting at once | failed starts | peak load1 | peak PSI cpu / mem % | npm s | CPU floor s | window / floor |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	limit := "none"
+	if rep.MemLimitMiB > 0 {
+		limit = FormatBytes(int64(rep.MemLimitMiB * (1 << 20)))
+	}
+	fmt.Fprintf(&b, "App: %s (WORK %d); the lockers' memory limit (on their cgroup parent, every scenario): %s; with every locker serving they used %.0f MiB (page cache included).  \n", orDash(rep.App), rep.Work, limit, rep.ServingMemMiB)
+	fmt.Fprintf(&b, "One locker restarted alone: %.2f s unavailable (median of %d); a start costs %s CPU s; %s.\n\n", rep.AloneRestartSeconds, len(rep.Alone), aloneCPU(rep.Alone), appMemText(rep.Alone))
+	b.WriteString("| scenario | window s | unavail p50 / p99 / max s | most unavail at once | most starting at once | failed starts (died starting, not up at the end) | OOM kills (limit hits) | peak memory: lockers MiB / host GiB | peak load1 | peak PSI some cpu / mem / io % (avg10) | npm s | CPU floor s | window / floor |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range rep.Scenarios {
 		if f.Skipped != "" {
-			fmt.Fprintf(&b, "| %s | not run: %s |||||||||| \n", f.Title, f.Skipped)
+			fmt.Fprintf(&b, "| %s | not run: %s |||||||||||| \n", f.Title, f.Skipped)
 			continue
 		}
 		if f.T0.IsZero() {
-			fmt.Fprintf(&b, "| %s | failed: %s |||||||||| \n", f.Title, orDash(f.Err))
+			fmt.Fprintf(&b, "| %s | failed: %s |||||||||||| \n", f.Title, orDash(f.Err))
 			continue
 		}
 		win := fmt.Sprintf("%.1f", f.WindowSeconds)
@@ -299,9 +395,17 @@ func (rep *Report) Markdown() string {
 		if f.Window > 0 {
 			title += fmt.Sprintf(" (K=%d)", f.Window)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.2f / %.2f / %.2f | %d | %d | %d | %.2f | %.0f / %.0f | %s | %.1f | %s |\n",
-			title, win, f.UnavailP50, f.UnavailP99, f.UnavailMax, f.MaxUnavailable, f.MaxStarting, f.FailedStarts,
-			f.PeakLoad1, f.PeakCPUSome, f.PeakMemSome, npm, f.CPUFloorSeconds, ratio)
+		oom, peak := "—", "—"
+		if mf := f.Memory; mf != nil {
+			oom = fmt.Sprintf("%d (%d)", mf.OOMKills, mf.LimitHits)
+			if mf.Err != "" {
+				oom = fmt.Sprintf("not read (%d)", mf.LimitHits)
+			}
+			peak = fmt.Sprintf("%.0f", mf.PeakMiB)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f / %.2f / %.2f | %d | %d | %d (%d, %d) | %s | %s / %.1f | %.2f | %.0f / %.0f / %.0f (%.0f / %.0f / %.0f) | %s | %.1f | %s |\n",
+			title, win, f.UnavailP50, f.UnavailP99, f.UnavailMax, f.MaxUnavailable, f.MaxStarting, f.FailedStarts, f.DiedStarting, f.NotOnTarget,
+			oom, peak, f.PeakMemUsed, f.PeakLoad1, f.PeakCPUSome, f.PeakMemSome, f.PeakIOSome, f.PeakCPUAvg10, f.PeakMemAvg10, f.PeakIOAvg10, npm, f.CPUFloorSeconds, ratio)
 	}
 	b.WriteString("\n")
 	// The agent that ran each lxcfleet update.
@@ -421,4 +525,19 @@ func aloneCPU(fs []Figures) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f", quantile(xs, 0.5))
+}
+
+// appMemText is the restarts alone's app memory: peak, then serving.
+func appMemText(fs []Figures) string {
+	var peak, rss, anon []float64
+	for _, f := range fs {
+		if a := f.AppMemory; a != nil && a.Err == "" {
+			peak, rss, anon = append(peak, a.PeakMiB), append(rss, a.ServingMiB), append(anon, a.ServingAnonMiB)
+		}
+	}
+	if len(peak) == 0 {
+		return "its memory not measured"
+	}
+	return fmt.Sprintf("its app's RSS peaks at %.0f MiB (VmHWM) and serves on %.0f MiB (VmRSS; %.0f MiB of it its own, RssAnon) 3 s after it answers (medians)",
+		quantile(peak, 0.5), quantile(rss, 0.5), quantile(anon, 0.5))
 }

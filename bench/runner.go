@@ -20,8 +20,17 @@ import (
 type Options struct {
 	// N is the number of lockers (default 300).
 	N int
-	// Work is the app's startup work (default 40: about 0.3 CPU s a start).
+	// Work is the app's startup work (0: the profile's, 40 for the light
+	// app, about 0.3 CPU s a start; 130 for the heavy one).
 	Work int
+	// App is the app's profile: AppLight (default) or AppHeavy.
+	App string
+	// MemLimit is the memory limit on the lockers' cgroup parent, which
+	// holds every scenario's lockers: 0 is N × MemPerLocker +
+	// MemStartRoom, negative none. A storm's out-of-memory kills then
+	// happen in that cgroup, not on the host; the run refuses a limit
+	// above what the host has free.
+	MemLimit int64
 	// Results is the folder a run's results/<timestamp>/ goes into.
 	Results string
 	// LXCFleet is the lxcfleet binary scenarios 4 and 5 and the agent
@@ -67,15 +76,25 @@ type Options struct {
 	NoCgroupParent bool
 	// Log receives progress.
 	Log *slog.Logger
+	// appEnv is the profile's environment for every locker.
+	appEnv []string
 }
 
 func (o *Options) defaults() error {
 	if o.N <= 0 {
 		o.N = 300
 	}
-	if o.Work <= 0 {
-		o.Work = 40
+	env, work, err := appProfile(o.App)
+	if err != nil {
+		return err
 	}
+	if o.App == "" {
+		o.App = AppLight
+	}
+	if o.Work <= 0 {
+		o.Work = work
+	}
+	o.appEnv = env
 	if o.Results == "" {
 		o.Results = "results"
 	}
@@ -150,6 +169,11 @@ type Mark struct {
 	CtlMaxW        int `json:"ctl_max_w,omitempty"`
 	CtlWChanges    int `json:"ctl_w_changes,omitempty"`
 	CtlOverCap     int `json:"ctl_over_cap,omitempty"`
+	// Memory is what happened in the lockers' memory cgroup (its peak,
+	// the limit hit, OOM kills) during the update; nil without a limit.
+	Memory *MemFigures `json:"memory,omitempty"`
+	// AppMemory is a single-locker restart's app memory.
+	AppMemory *AppMemory `json:"app_memory,omitempty"`
 	// Parts is a single-locker restart timed by the runner itself.
 	Parts *RestartParts `json:"parts,omitempty"`
 	// Agent is the agent that ran the update, measured during it.
@@ -196,6 +220,10 @@ type runner struct {
 	socket           string
 	marks            []Mark
 	lxcf             lxcfleetCLI
+	// cgParent is the lockers' cgroup parent ("" with NoCgroupParent);
+	// mem its memory side (nil without a limit).
+	cgParent string
+	mem      *memCgroup
 }
 
 // Run runs the whole benchmark and writes its report. Every container it
@@ -229,6 +257,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	r.root = filepath.Join(work, "root")
+	if !o.NoCgroupParent {
+		// The bench's own parent, beside lxcfleet's: its memory limit
+		// must not touch lockers other work on the machine starts.
+		r.cgParent = "lockerbench." + randHex(4)
+		if err := os.WriteFile(filepath.Join(work, cgroupFile), []byte(r.cgParent+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	defer r.cleanup()
 
 	rep, err := r.run(ctx)
@@ -252,6 +288,9 @@ func (r *runner) cleanup() {
 			r.log.Error("cleanup", "err", err)
 		}
 	}
+	if err := removeCgroupParent(r.cgParent); err != nil {
+		r.log.Error("cleanup", "err", err)
+	}
 }
 
 func (r *runner) run(ctx context.Context) (*Report, error) {
@@ -270,12 +309,16 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	}
 	r.log.Info("making lockers", "n", o.N)
 	t := time.Now()
-	parent := lxcctl.CgroupParent{Path: lxcctl.DefaultCgroupParent, CPUWeight: lxcctl.DefaultLockersCPUWeight}
+	parent := lxcctl.CgroupParent{Path: r.cgParent, CPUWeight: lxcctl.DefaultLockersCPUWeight}
 	if o.NoCgroupParent {
 		parent = lxcctl.CgroupParent{}
 	}
 	rep.CgroupParent = fmt.Sprintf("%s (cpu weight %d)", orDash(parent.Path), parent.CPUWeight)
-	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Autostart: true,
+	rep.App, rep.Work = o.App, o.Work
+	if err := r.limitMemory(rep); err != nil {
+		return nil, err
+	}
+	r.fleet, err = NewFleet(ctx, FleetOptions{N: o.N, LXCPath: filepath.Join(r.work, "lxc"), Root: r.root, PortBase: o.PortBase, Work: o.Work, Env: o.appEnv, Autostart: true,
 		CgroupParent: parent, Log: r.log})
 	if err != nil {
 		return nil, err
@@ -328,6 +371,9 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if _, ok := r.waitAll(ctx, BuildA, time.Now().Add(time.Minute)); !ok {
 		return rep, errors.New("lockers do not all answer build A after the restart breakdown")
 	}
+	if r.mem != nil {
+		rep.ServingMemMiB = float64(r.mem.usage()) / (1 << 20)
+	}
 	for _, id := range o.Scenarios {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -352,6 +398,35 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	rep.Finished = time.Now()
 	rep.analyze(evs, r.marks, r.fleet.Targets)
 	return rep, nil
+}
+
+// limitMemory puts the run's memory limit on the lockers' cgroup parent,
+// after checking that the host has that much free and 2 GiB more (so that
+// the lockers hit their limit before the host runs out).
+func (r *runner) limitMemory(rep *Report) error {
+	limit := memLimitFor(r.o.MemLimit, r.o.N)
+	if r.cgParent == "" {
+		// The lockers sit at the top level: no limit but an explicit one,
+		// which cannot be kept.
+		if r.o.MemLimit > 0 {
+			return errors.New("a memory limit needs the lockers' cgroup parent: drop -no-cgroup-parent")
+		}
+		return nil
+	}
+	if limit == 0 {
+		return nil
+	}
+	if avail := keyedInt("/proc/meminfo", "MemAvailable:") << 10; avail > 0 && limit > avail-2<<30 {
+		return fmt.Errorf("memory limit %s for %d lockers: the host has %s available, and keeps 2 GiB of it: run fewer lockers or set -mem-limit", FormatBytes(limit), r.o.N, FormatBytes(avail))
+	}
+	m, err := newMemCgroup(r.cgParent, limit)
+	if err != nil {
+		return err
+	}
+	r.mem = m
+	rep.MemLimitMiB = float64(limit) / (1 << 20)
+	r.log.Info("lockers' memory limit", "cgroup", r.cgParent, "limit", FormatBytes(limit))
+	return nil
 }
 
 // setupShared makes the operators' shared code folder: a clone of the
@@ -490,7 +565,37 @@ func (r *runner) restartAlone(ctx context.Context, i int) (Mark, error) {
 		m.TimedOut = true
 		return m, fmt.Errorf("locker %s did not come back alone", name)
 	}
+	m.AppMemory = r.appMemory(ctx, name)
 	return m, nil
+}
+
+// AppMemory is one locker's app's memory (its init's /proc status, MiB):
+// its peak over the start (VmHWM), then what it holds once serving, read
+// 3 s after it first answered.
+type AppMemory struct {
+	PeakMiB    float64 `json:"peak_mib"`
+	ServingMiB float64 `json:"serving_mib"`
+	// ServingAnonMiB is its own part (RssAnon): the rest (RssFile) is
+	// mostly the node binary's pages, shared by every locker.
+	ServingAnonMiB float64 `json:"serving_anon_mib"`
+	Err            string  `json:"error,omitempty"`
+}
+
+// appMemory reads the locker's app's memory after its start.
+func (r *runner) appMemory(ctx context.Context, name string) *AppMemory {
+	info, err := r.fleet.Host.Info(ctx, name)
+	if err != nil || info.InitPID <= 0 {
+		return &AppMemory{Err: fmt.Sprintf("finding locker %s's app: %v", name, err)}
+	}
+	status := fmt.Sprintf("/proc/%d/status", info.InitPID)
+	a := &AppMemory{PeakMiB: float64(keyedInt(status, "VmHWM:")) / 1024}
+	time.Sleep(3 * time.Second) // the app settles on its serving heap
+	a.ServingMiB = float64(keyedInt(status, "VmRSS:")) / 1024
+	a.ServingAnonMiB = float64(keyedInt(status, "RssAnon:")) / 1024
+	if a.ServingMiB == 0 {
+		a.Err = "locker " + name + "'s app exited"
+	}
+	return a
 }
 
 func machineFacts() Machine {

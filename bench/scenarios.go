@@ -30,6 +30,18 @@ var lxcfleetScenario = map[string]struct{ strategy, pacing string }{
 	"5f": {"rolling", "fixed"},
 }
 
+// memMarked runs one measured update with the lockers' memory cgroup
+// watched from just before it to its end.
+func (r *runner) memMarked(update func() (Mark, error)) (Mark, error) {
+	if r.mem == nil {
+		return update()
+	}
+	k := r.mem.mark()
+	m, err := update()
+	m.Memory = r.mem.since(k)
+	return m, err
+}
+
 // scenario resets the fleet to build A (not measured) and runs one A → B
 // update (measured), returning its marks.
 func (r *runner) scenario(ctx context.Context, id string) ([]Mark, error) {
@@ -38,7 +50,7 @@ func (r *runner) scenario(ctx context.Context, id string) ([]Mark, error) {
 		if err := r.resetShell(ctx); err != nil {
 			return nil, fmt.Errorf("resetting to build A: %w", err)
 		}
-		m, err := r.shellPlan(ctx, id)
+		m, err := r.memMarked(func() (Mark, error) { return r.shellPlan(ctx, id) })
 		return []Mark{m}, err
 	case "4", "4f", "5", "5f":
 		sc := lxcfleetScenario[id]
@@ -58,12 +70,12 @@ func (r *runner) scenario(ctx context.Context, id string) ([]Mark, error) {
 		if err := r.resetLXCFleet(ctx); err != nil {
 			return []Mark{{ID: id, Title: scenarioTitles[id], From: BuildA, To: BuildB, Err: err.Error()}}, fmt.Errorf("resetting to build A with lxcfleet: %w", err)
 		}
-		m, err := r.lxcfleetUpdate(ctx, id, sc.strategy, BuildA, BuildB, sc.pacing)
+		m, err := r.memMarked(func() (Mark, error) { return r.lxcfleetUpdate(ctx, id, sc.strategy, BuildA, BuildB, sc.pacing) })
 		out := []Mark{m}
 		if err != nil || id != "5" {
 			return out, err
 		}
-		m, err = r.lxcfleetUpdate(ctx, "5c", "rolling", BuildB, BuildC, "adaptive")
+		m, err = r.memMarked(func() (Mark, error) { return r.lxcfleetUpdate(ctx, "5c", "rolling", BuildB, BuildC, "adaptive") })
 		return append(out, m), err
 	}
 	return nil, fmt.Errorf("unknown scenario %q", id)
