@@ -6,11 +6,17 @@
 // every locker back to its desired state.
 //
 // The data path reads top to bottom: a Request (from the HTTP API, a cron
-// schedule or the CLI's --local mode) becomes a Job; planFor turns it into
-// a body; the body moves lockers in bounded waves through the Containers
-// interface (lxcctl) and, for updates, builds and switches releases through
-// the Code interface (codeupdate); every container step is journaled and
-// streamed as an Event (Server-Sent Events on the API).
+// schedule or the CLI's --local mode; its Policy is a patch of
+// rollout.Policy's knobs over the config's defaults) becomes a Job; its
+// planner in rollout turns it into a Plan, journaled as the job's first
+// record (no plan, no moves); rollout.Run's one loop carries the plan out
+// over the per-locker verbs (lockerverbs over lxcctl) and, for updates,
+// builds and switches releases through the Code interface (codeupdate);
+// every step is journaled by type (StepReplaceStop, StepStart, ...) before
+// and after it runs and streamed as an Event (Server-Sent Events on the
+// API). After an agent exit, recovery resumes the interrupted plan with
+// its own policy, watching the lockers it left starting (OpWatch). The
+// config file and the wiring of a host live in config/.
 //
 // Reads (lockers, their release and health) come from an inventory that is
 // refreshed in the background, so the API and /metrics cost the host
