@@ -242,7 +242,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 			msg = fmt.Sprintf("knob %s is deprecated: use %s", k, now)
 		}
 		log.Warn(msg)
-		r.emit(Event{Type: "stage", Stage: "deprecated", Message: msg})
+		r.stage("deprecated", msg) // journaled with the job, and on its stream
 	}
 	go func() {
 		defer a.wg.Done()

@@ -152,11 +152,16 @@ func Load(path string, explicit bool) (File, error) {
 	if err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
+	var keys []string
+	for _, k := range md.Undecoded() {
+		// Tables inside [defaults] (pace = {memory = 0.2}) are the
+		// policy's to judge (rollout.Policy.Apply names unknown knobs).
+		if len(k) > 2 && k[0] == "defaults" {
+			continue
 		}
+		keys = append(keys, k.String())
+	}
+	if len(keys) > 0 {
 		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
 	}
 	if c.Listen.Token != "" {

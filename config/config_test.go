@@ -97,3 +97,39 @@ func TestLoadRefusesExposedSecrets(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultsSection: [defaults] takes every knob by its one name (pace
+// as a table too), names the key of a bad value, and refuses values that
+// cannot mean anything.
+func TestDefaultsSection(t *testing.T) {
+	dir := t.TempDir()
+	for i, tc := range []struct{ body, want string }{
+		{"[defaults]\npace = {memory = 0.2, io = 0.5, slow_factor = 4}\n", ""},
+		{"[defaults.pace]\nmemory = 0.3\n", ""},
+		{"[defaults]\npace = {memroy = 0.2}\n", "memroy"},
+		{"[defaults]\nstop_timeout = \"abc\"\n", "stop_timeout"},
+		{"[defaults]\ndeadline = \"\"\n", "deadline"},
+		{"[defaults]\nmax_failure_ratio = nan\n", "max_failure_ratio must be a finite number"},
+		{"[defaults]\nmax_failure_ratio = inf\n", "max_failure_ratio must be a finite number"},
+		{"[defaults]\npacing = \"\"\n", "pacing is empty"},
+		{"[defaults]\nhealth = \"\"\n", "health is empty"},
+		{"[defaults]\nwindow = 3\n", ""},
+	} {
+		p := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Load(p, true)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: got %v, want it loaded", tc.body, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: got %v, want an error naming %q", tc.body, err, tc.want)
+		}
+		if i == 0 && err == nil {
+			if pace := c.AgentDefaults().Policy.Pace; pace.Memory != 0.2 || pace.IO != 0.5 || pace.SlowFactor != 4 {
+				t.Errorf("pace from [defaults]: %+v", pace)
+			}
+		}
+	}
+}

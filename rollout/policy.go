@@ -193,18 +193,18 @@ var durationType = reflect.TypeFor[Duration]()
 // strings.
 type policyJSON struct {
 	MaxUnavailable  int         `json:"max_unavailable"`
-	MaxStarting     int         `json:"max_starting,omitempty"`
-	Pacing          Pacing      `json:"pacing,omitempty"`
-	Pace            PaceTargets `json:"pace,omitzero"`
-	StopParallel    int         `json:"stop_parallel,omitempty"`
+	MaxStarting     int         `json:"max_starting"`
+	Pacing          Pacing      `json:"pacing"`
+	Pace            PaceTargets `json:"pace"`
+	StopParallel    int         `json:"stop_parallel"`
 	StopTimeout     Duration    `json:"stop_timeout"`
 	Deadline        Duration    `json:"deadline"`
-	Delay           Duration    `json:"delay,omitempty"`
-	Health          string      `json:"health,omitempty"`
+	Delay           Duration    `json:"delay"`
+	Health          string      `json:"health"`
 	Monitor         Duration    `json:"monitor"`
-	Interval        Duration    `json:"interval,omitempty"`
-	Canary          int         `json:"canary,omitempty"`
-	Soak            Duration    `json:"soak,omitempty"`
+	Interval        Duration    `json:"interval"`
+	Canary          int         `json:"canary"`
+	Soak            Duration    `json:"soak"`
 	MaxFailureRatio float64     `json:"max_failure_ratio"`
 	FailureAction   Action      `json:"failure_action"`
 }
@@ -297,6 +297,12 @@ func (p Policy) Apply(patch Patch) (Policy, []string, error) {
 	var old []string
 	clean := make(map[string]any, len(patch))
 	for k, v := range patch {
+		if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			return p, old, fmt.Errorf("%s must be a finite number, got %v", k, f)
+		}
+		if str, ok := v.(string); ok && str == "" && (k == "pacing" || k == "health" || k == "failure_action") {
+			return p, old, fmt.Errorf("%s is empty: give a value (health: none, http://..., tcp:... or exec:...) or leave it out", k)
+		}
 		if now, ok := Deprecated[k]; ok {
 			old = append(old, k)
 			if _, both := patch[now]; both {
@@ -313,6 +319,17 @@ func (p Policy) Apply(patch Patch) (Policy, []string, error) {
 	}
 	out := p
 	if err := json.Unmarshal(b, &out); err != nil {
+		// Name the knob: a duration's own error does not carry it.
+		for k, v := range clean {
+			one, _ := json.Marshal(map[string]any{k: v})
+			probe := p
+			if kerr := json.Unmarshal(one, &probe); kerr != nil {
+				if strings.HasPrefix(kerr.Error(), k) || strings.Contains(kerr.Error(), "unknown policy knob") || strings.Contains(kerr.Error(), "."+k) {
+					return p, old, asOld(knobError(kerr), old)
+				}
+				return p, old, asOld(fmt.Errorf("%s: %w", k, knobError(kerr)), old)
+			}
+		}
 		return p, old, asOld(knobError(err), old)
 	}
 	return out, old, asOld(out.Validate(), old)

@@ -39,11 +39,11 @@ func (r *rolloutFlags) register(cmd *cobra.Command) {
 	r.knobs.register(cmd)
 	f := cmd.Flags()
 	if r.withCode {
-		f.StringVar(&r.target, "target", "", "branch, tag or commit to update to (default: defaults.target)")
+		f.StringVar(&r.target, "target", "", "branch, tag or commit to update to (default: defaults.target of the config)")
 		f.BoolVar(&r.force, "force", false, "allow a release marked bad")
 	}
 	if r.withStrategy {
-		f.StringVar(&r.strategy, "strategy", "", "offline (stop all, switch, start all) or rolling (K at a time) (default: defaults.strategy)")
+		f.StringVar(&r.strategy, "strategy", "", "offline (stop all, switch, start all) or rolling (K at a time) (default: defaults.strategy of the config)")
 	}
 }
 

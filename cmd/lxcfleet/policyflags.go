@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,7 +94,7 @@ func (p *knobFlags) register(cmd *cobra.Command) {
 }
 
 func (p *knobFlags) define(f *pflag.FlagSet, name, short string, k knob) {
-	help := k.help + " (default: defaults." + k.key + " of the config)"
+	help := k.help + " (the config's defaults." + k.key + " when set, else the built-in value)"
 	switch k.kind {
 	case "int":
 		p.ints[name] = f.IntP(name, short, 0, help)
@@ -103,6 +105,28 @@ func (p *knobFlags) define(f *pflag.FlagSet, name, short string, k knob) {
 	default:
 		p.strs[name] = f.StringP(name, short, "", help)
 	}
+	// Help and man pages show the built-in value (rollout.DefaultPolicy),
+	// not the flag's zero; only a flag given changes the request.
+	if v, ok := builtin()[k.key]; ok {
+		f.Lookup(name).DefValue = v
+	}
+}
+
+// builtin is rollout.DefaultPolicy's knobs as text ("10s", "4", "none").
+func builtin() map[string]string {
+	b, _ := json.Marshal(rollout.DefaultPolicy())
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	out := map[string]string{}
+	for k, v := range m {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'g', -1, 64)
+		}
+	}
+	return out
 }
 
 // value is the flag's value as the policy's JSON holds it.
