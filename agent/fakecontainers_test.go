@@ -27,16 +27,6 @@ func (f fakeContainers) names() []string {
 	return out
 }
 
-// pidOf gives each locker a stable fake init pid (its index + 1).
-func (f fakeContainers) pidOf(name string) int {
-	for i, n := range f.names() {
-		if n == name {
-			return i + 1
-		}
-	}
-	return 0
-}
-
 func (f fakeContainers) Select(ctx context.Context, names []string, group string) ([]lxcctl.Info, error) {
 	var out []lxcctl.Info
 	for i, l := range f.h.Lockers(nil) {

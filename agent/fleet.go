@@ -14,7 +14,6 @@ import (
 
 	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
-	"lxcfleet/rollout"
 )
 
 // initFleet makes the fleet member when [fleet] is configured.
@@ -130,7 +129,7 @@ func (u fleetUpdater) Update(ctx context.Context, rel fleet.Release) (string, er
 				// As on the agent's stop: launching ends, the lockers in
 				// flight finish, nothing is undone (an undo would move
 				// lockers without the slot).
-				a.cancelRun(id, fmt.Errorf("%w: %w (%w)", errFenced, cause, rollout.Shutdown))
+				a.cancelRun(id, fencedCause(cause))
 				return // and wait for its end
 			}
 			wcancel() // the member stops: stop waiting, as before

@@ -137,6 +137,12 @@ type run struct {
 // another locker).
 var errFenced = errors.New("fenced")
 
+// fencedCause is the cancel cause of a job whose fence failed with err:
+// errFenced, the error, and rollout.Shutdown's wind-down.
+func fencedCause(err error) error {
+	return fmt.Errorf("%w: %w (%w)", errFenced, err, rollout.Shutdown)
+}
+
 // errJournalWrite is the cause a job is stopped with when its journal
 // cannot be written. It wraps rollout.Shutdown: as on the agent's stop,
 // launching stops, the lockers in flight finish, an unproven current goes

@@ -162,7 +162,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 	if req.Fence != nil {
 		env.Fence = func() error {
 			if err := req.Fence(); err != nil {
-				err = fmt.Errorf("%w: %w (%w)", errFenced, err, rollout.Shutdown)
+				err = fencedCause(err)
 				r.cancel(err) // the job ends cancelled by its fence
 				return err
 			}

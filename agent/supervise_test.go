@@ -112,7 +112,7 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 	}
 	waitJob(t, s.a, j.ID)
 	eventually(t, 40*time.Second, func() (bool, string) {
-		if !(len(supervisionJobs(t, s.a, KindRollback)) == 0) {
+		if len(supervisionJobs(t, s.a, KindRollback)) > 0 {
 			return true, ""
 		}
 		return false, fmt.Sprintf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
@@ -157,19 +157,15 @@ func TestSupervisionQuarantinesALonelyCrashLoop(t *testing.T) {
 	waitJob(t, s.a, j.ID)
 	// The inventory refresh that shows the quarantine comes after the
 	// supervision tick that decided it (one goroutine runs both).
-	deadline := time.Now().Add(40 * time.Second)
-	for {
+	eventually(t, 40*time.Second, func() (bool, string) {
 		if l, ok := s.a.inv.get(crash); ok && l.Quarantined != "" {
 			if !strings.Contains(l.Quarantined, "2-new") {
 				t.Errorf("quarantine reason %q: want the release named", l.Quarantined)
 			}
-			break
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is not quarantined after 40s (supervision jobs: %d)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%s is not quarantined after 40s (supervision jobs: %d)", crash, len(supervisionJobs(t, s.a, KindStartAll)))
+	})
 	if rb := supervisionJobs(t, s.a, KindRollback); len(rb) != 0 {
 		t.Errorf("supervision rolled back a good release for one crash-looping locker: %s %q", rb[0].ID, rb[0].Trigger)
 	}
@@ -213,25 +209,23 @@ func TestSupervisionRemembersAcrossAgentRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitJob(t, s.a, j.ID)
-		deadline := time.Now().Add(30 * time.Second)
-		for restartsOf(s.a) < 2 {
-			if time.Now().After(deadline) {
-				t.Fatalf("supervision restarted %s %d times in 30s, want 2", crash, restartsOf(s.a))
+		eventually(t, 30*time.Second, func() (bool, string) {
+			if restartsOf(s.a) >= 2 {
+				return true, ""
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return false, fmt.Sprintf("supervision restarted %s %d times in 30s, want 2", crash, restartsOf(s.a))
+		})
 		for _, j := range supervisionJobs(t, s.a, KindStartAll) {
 			waitJob(t, s.a, j.ID) // no job cut short by the restart
 		}
 	}) // the first agent stops here
 	s := serveAgent(t, cfg, Deps{Containers: f.Host})
-	deadline := time.Now().Add(40 * time.Second)
-	for !slices.Contains(s.a.sup.GaveUp(), crash) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the second agent did not give up on %s (restarts: %d)", crash, restartsOf(s.a))
+	eventually(t, 40*time.Second, func() (bool, string) {
+		if slices.Contains(s.a.sup.GaveUp(), crash) {
+			return true, ""
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("the second agent did not give up on %s (restarts: %d)", crash, restartsOf(s.a))
+	})
 	if n := restartsOf(s.a); n != 3 {
 		t.Errorf("%s restarted %d times across an agent restart, want the start limit, 3", crash, n)
 	}

@@ -295,6 +295,6 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 		if time.Now().After(deadline) {
 			t.Fatalf("waiting for %s: not after %v", what, timeout)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // paces the poll: responses through nginx have no event to wait on
 	}
 }

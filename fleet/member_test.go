@@ -148,7 +148,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) time.
 		if time.Since(begin) > d {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // paces the poll of etcd state; the wait is also measured
 	}
 	return time.Since(begin)
 }
