@@ -29,7 +29,7 @@ func TestAppProfiles(t *testing.T) {
 		t.Error("appProfile(medium) accepted")
 	}
 	o := Options{App: AppHeavy, Self: "x"}
-	if err := o.defaults(); err != nil || o.Work != 130 || !slices.Equal(o.appEnv, []string{"APP_PROFILE=heavy"}) {
+	if err := o.defaults(); err != nil || o.Work != 200 || !slices.Equal(o.appEnv, []string{"APP_PROFILE=heavy"}) {
 		t.Errorf("heavy defaults: work %d, env %v, %v", o.Work, o.appEnv, err)
 	}
 	o = Options{Self: "x", Work: 7}
