@@ -19,7 +19,7 @@ func TestAppProfiles(t *testing.T) {
 	for _, c := range []struct {
 		name, env string
 		work      int
-	}{{"", "APP_PROFILE=light", 40}, {AppLight, "APP_PROFILE=light", 40}, {AppHeavy, "APP_PROFILE=heavy", 130}} {
+	}{{"", "APP_PROFILE=light", 40}, {AppLight, "APP_PROFILE=light", 40}, {AppHeavy, "APP_PROFILE=heavy", 200}} {
 		env, work, err := appProfile(c.name)
 		if err != nil || !slices.Equal(env, []string{c.env}) || work != c.work {
 			t.Errorf("appProfile(%q) = %v, %d, %v; want [%s], %d", c.name, env, work, err, c.env, c.work)
