@@ -93,6 +93,7 @@ type Agent struct {
 
 	inv     *inventory
 	sup     *supervisor
+	watch   *watcher
 	metrics *metrics
 	sched   *scheduler
 
@@ -134,6 +135,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.sup = newSupervisor(a, cfg.Supervision)
+	a.watch = newWatcher(a)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()

@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/codeupdate"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/mounts"
+	"lxcfleet/rollout"
+)
+
+// lateRelease commits a release of the test app whose server.js begins
+// with prelude (JavaScript run before the app's own code).
+func lateRelease(t *testing.T, o *testfleet.Origin, msg, prelude string) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(testfleet.AppSource(), "server.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Write(msg, map[string]string{"server.js": "'use strict';\n// " + msg + "\n" + prelude + "\n" + string(src)})
+}
+
+// The releases of the watch tests: each passes its start and its monitor
+// window, and fails later.
+const (
+	// turns503 answers 503 from 4 s after its start on (the update's
+	// monitor window is 2 s).
+	turns503 = `const lateHTTP = require('http');
+const lateWriteHead = lateHTTP.ServerResponse.prototype.writeHead;
+const lateStart = Date.now();
+lateHTTP.ServerResponse.prototype.writeHead = function (code, ...rest) {
+  if (code === 200 && Date.now() - lateStart > 4000) code = 503;
+  return lateWriteHead.call(this, code, ...rest);
+};`
+	// crashesLate exits 7 s after its start.
+	crashesLate = `setTimeout(() => { console.error('late crash'); process.exit(5); }, 7000);`
+	// crashesOnItsMe exits when its own /Me holds a file named crash.
+	crashesOnItsMe = `setInterval(() => {
+  if (require('fs').existsSync((process.env.ME || '/Me') + '/crash')) { console.error('my own /Me/crash'); process.exit(6); }
+}, 200);`
+)
+
+// watchEnv is updateEnv with its agent running (Run: supervision, the
+// inventory and the release watch).
+func watchEnv(t *testing.T, n int, sup SupervisionConfig) (*updateEnv, *served) {
+	t.Helper()
+	e := newUpdateEnv(t, n)
+	_ = e.agent.Close() // the env's agent never ran: this one runs
+	d := e.agent.cfg.Defaults
+	layout := e.layout
+	s := serveAgent(t, Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: d, InventoryInterval: 200 * time.Millisecond, Supervision: sup},
+		Deps{Containers: e.host, Code: e.code, ReleaseOf: func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }})
+	e.agent = s.a
+	return e, s
+}
+
+// watchPolicy is the updates' policy: a 2 s monitor window, checks every
+// 250 ms, and a release watch of a minute.
+var watchPolicy = rollout.Patch{"monitor": "2s", "interval": "250ms", "release_watch": "1m", "deadline": "10s"}
+
+// watchRollback waits for the rollback job the release watch starts, to
+// its end, and returns it: the first one begun after after.
+func watchRollback(t *testing.T, a *Agent, after time.Time, within time.Duration) Job {
+	t.Helper()
+	var id string
+	eventually(t, within, func() (bool, string) {
+		jobs, err := a.Jobs(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if j.Kind == KindRollback && strings.HasPrefix(j.Trigger, "release watch") && j.Created.After(after) {
+				id = j.ID
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no rollback by the release watch within %v (supervision rollbacks: %d)", within, len(supervisionJobs(t, a, KindRollback)))
+	})
+	return waitJob(t, a, id)
+}
+
+// TestReleaseWatch is issue 22 item 7 on real lockers: releases that pass
+// their 2 s monitor window and fail after it. One that turns 503 is
+// rolled back by the release watch and marked bad; one that crashes 7 s
+// after its start is rolled back at the first crashes, not after
+// supervision's start limit; one locker crashing alone on its own /Me
+// data is quarantined and the release stays.
+func TestReleaseWatch(t *testing.T) {
+	e, _ := watchEnv(t, 8, SupervisionConfig{Burst: 2, Interval: time.Minute, Backoff: 200 * time.Millisecond})
+	relA, err := e.code.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	update := func(t *testing.T) (Job, codeupdate.Release) {
+		t.Helper()
+		j := e.run(t, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test", Policy: watchPolicy})
+		if j.State != JobSucceeded {
+			t.Fatalf("update: %s %q, want succeeded (the release fails only after its monitor window)", j.State, j.Error)
+		}
+		rel, err := e.code.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.State != codeupdate.StateProven {
+			t.Fatalf("%s after the update is %s, want proven", rel.Name, rel.State)
+		}
+		return j, rel
+	}
+	rolledBack := func(t *testing.T, rb Job, bad codeupdate.Release) {
+		t.Helper()
+		if rb.State != JobSucceeded {
+			t.Errorf("the watch's rollback %s: %s %q", rb.ID, rb.State, rb.Error)
+		}
+		if r, _ := e.code.Release(bad.Name); r.State != codeupdate.StateBad {
+			t.Errorf("%s after the watch's rollback is %s, want bad", bad.Name, r.State)
+		}
+		if cur, _ := e.code.Current(); cur.Name != relA.Name {
+			t.Errorf("current after the watch's rollback: %s, want %s", cur.Name, relA.Name)
+		}
+		e.wantBuild(t, relA)
+	}
+
+	t.Run("a release that turns 503 after its monitor window is rolled back", func(t *testing.T) {
+		lateRelease(t, e.origin, "build B: 503 after 4s", turns503)
+		j, relB := update(t)
+		rb := watchRollback(t, e.agent, j.Created, 30*time.Second)
+		t.Logf("update %s ended %s; the watch's rollback %s began %s after it: %q", j.ID, j.Finished.Format(time.TimeOnly),
+			rb.ID, rb.Created.Sub(j.Finished).Round(time.Millisecond), rb.Trigger)
+		if !strings.Contains(rb.Trigger, "unhealthy") || !strings.Contains(rb.Trigger, relB.Name) {
+			t.Errorf("the watch's rollback trigger %q: want the release and the unhealthy lockers named", rb.Trigger)
+		}
+		rolledBack(t, rb, relB)
+	})
+
+	t.Run("a release that crashes 7s after its start is rolled back at the first crashes", func(t *testing.T) {
+		lateRelease(t, e.origin, "build C: crashes after 7s", crashesLate)
+		p := e.startProber()
+		j, relC := update(t)
+		rb := watchRollback(t, e.agent, j.Created, 30*time.Second)
+		most, rounds, who := p.finish()
+		t.Logf("update %s ended %s; the watch's rollback %s began %s after it: %q; most lockers down at once: %d of %d (%v) over %d prober rounds",
+			j.ID, j.Finished.Format(time.TimeOnly), rb.ID, rb.Created.Sub(j.Finished).Round(time.Millisecond), rb.Trigger, most, len(e.names), who, rounds)
+		// The first wave (W = K lockers started together) crashes at once;
+		// the rollback must begin before many more do: at most K and the
+		// rule's two.
+		if most > e2eWindow+2 {
+			t.Errorf("the prober saw %d lockers down at once (%v), want at most K+2 = %d", most, who, e2eWindow+2)
+		}
+		// Without the watch, supervision rolls back only once two lockers
+		// hit their start limit: 2 restarts, 7 s each, after their crash.
+		if d := rb.Created.Sub(j.Finished); d > 12*time.Second {
+			t.Errorf("the watch rolled back %v after the update: want it at the first crashes (7 s after the first starts)", d)
+		}
+		rolledBack(t, rb, relC)
+	})
+
+	t.Run("one locker crashing on its own /Me is quarantined, the release stays", func(t *testing.T) {
+		lateRelease(t, e.origin, "build D: crashes on its own /Me/crash", crashesOnItsMe)
+		since := time.Now()
+		_, relD := update(t)
+		lonely := e.names[2]
+		if err := os.WriteFile(filepath.Join(e.layout.MeDir(lonely), "crash"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 40*time.Second, func() (bool, string) {
+			if slices.Contains(e.agent.sup.GaveUp(), lonely) {
+				return true, ""
+			}
+			return false, fmt.Sprintf("%s crashing on its own /Me is not quarantined (supervision restarts: %d)", lonely, len(supervisionJobs(t, e.agent, KindStartAll)))
+		})
+		if rw := e.agent.watch.watching(); rw == nil || rw.Release != relD.Name {
+			t.Errorf("the watch of %s ended with one locker crashing alone: %+v", relD.Name, rw)
+		}
+		for _, j := range append(supervisionJobs(t, e.agent, KindRollback), watchJobs(t, e.agent)...) {
+			if j.Created.After(since) {
+				t.Errorf("one locker crashing alone rolled the release back: job %s %q", j.ID, j.Trigger)
+			}
+		}
+		if r, _ := e.code.Release(relD.Name); r.State != codeupdate.StateProven {
+			t.Errorf("%s is %s with one locker crashing alone, want still proven", relD.Name, r.State)
+		}
+		for _, n := range e.names {
+			if n == lonely {
+				continue
+			}
+			if _, err := e.healthOf(n); err != nil {
+				t.Errorf("%s: %v, want healthy on %s", n, err, relD.Name)
+			}
+		}
+	})
+}
+
+// watchJobs returns the rollbacks the release watch started.
+func watchJobs(t *testing.T, a *Agent) []Job {
+	t.Helper()
+	jobs, err := a.Jobs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Job
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Trigger, "release watch") {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// TestWatchTrips is the release watch's rule.
+func TestWatchTrips(t *testing.T) {
+	for _, tc := range []struct {
+		failed, watched int
+		ratio           float64
+		want            bool
+	}{
+		{1, 16, 0.1, false}, // one locker alone: quarantine, not rollback
+		{1, 2, 0, false},
+		{2, 16, 0.1, true},
+		{2, 20, 0.1, false}, // not more than the ratio
+		{3, 20, 0.1, true},
+		{4, 4, 1, false}, // ratio 1 never trips
+		{2, 2, 0.5, true},
+	} {
+		if got := watchTrips(tc.failed, tc.watched, tc.ratio); got != tc.want {
+			t.Errorf("watchTrips(%d, %d, %v): got %v, want %v", tc.failed, tc.watched, tc.ratio, got, tc.want)
+		}
+	}
+}
