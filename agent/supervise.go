@@ -179,6 +179,9 @@ func (s *supervisor) tick() {
 	if _, busy := s.a.Running(); busy {
 		return // never fight a running job
 	}
+	if s.a.hostShuttingDown() {
+		return // the host shuts down: its lockers stay stopped
+	}
 	now := s.now()
 	var due, stopped []string
 	onCurrent := map[string]bool{}

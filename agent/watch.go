@@ -22,7 +22,7 @@ import (
 // release is still watched for the policy's release_watch (10 min by
 // default), as Nomad's deployment watcher keeps judging a deployment after
 // its allocations passed min_healthy_time. Every interval of the update's
-// policy, each locker the update moved onto the release is checked with
+// policy (at least watchFloor), each locker the update moved onto the release is checked with
 // the update's health check. A locker fails the watch when it crashed (a
 // check found it stopped while its desired state is running, or
 // supervision restarted it since the watch began: a crash counts at once,
@@ -40,6 +40,10 @@ import (
 // watchUnhealthyChecks is how many failed checks in a row make a running
 // locker unhealthy for the watch: one failed check may be a slow answer.
 const watchUnhealthyChecks = 2
+
+// watchFloor is the shortest time between two rounds of the watch: at
+// N=300 a round is 600 LXC state reads and 300 health checks.
+const watchFloor = time.Second
 
 // watchMeta is the journal's meta key of the release watch.
 const watchMeta = "release_watch"
@@ -162,10 +166,9 @@ func (w *watcher) run(ctx context.Context) {
 	for {
 		wait := time.Hour
 		if rw := w.watching(); rw != nil {
-			wait = rw.Policy.Interval
-			if wait <= 0 {
-				wait = 500 * time.Millisecond
-			}
+			// The policy's interval, at least watchFloor: a watch checks
+			// every locker of the release for minutes.
+			wait = max(rw.Policy.Interval, watchFloor)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -193,6 +196,9 @@ func (w *watcher) round(ctx context.Context) {
 		return
 	case w.a.currentRelease() != rw.Release:
 		w.end("current moved to " + orDash(w.a.currentRelease()))
+		return
+	}
+	if w.a.hostShuttingDown() {
 		return
 	}
 	if j, busy := w.a.Running(); busy && !strings.HasPrefix(j.Trigger, "supervision") {
