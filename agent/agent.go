@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lxcfleet/fleet"
@@ -94,6 +95,7 @@ type Agent struct {
 	inv     *inventory
 	sup     *supervisor
 	watch   *watcher
+	hold    atomic.Pointer[portHold] // the running offline update's port hold
 	metrics *metrics
 	sched   *scheduler
 
