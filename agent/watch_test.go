@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakehost"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/mounts"
 	"lxcfleet/rollout"
@@ -231,4 +232,112 @@ func TestWatchTrips(t *testing.T) {
 			t.Errorf("watchTrips(%d, %d, %v): got %v, want %v", tc.failed, tc.watched, tc.ratio, got, tc.want)
 		}
 	}
+}
+
+// TestReleaseWatchGlue drives the release watch's rounds by hand on the
+// fake host and the fake release manager (no root, LXC or npm): two of
+// five lockers found stopped trip a rollback job that marks the release
+// bad, or with failure_action pause only a log; the watch is kept in the
+// journal across an agent restart, holds still during a host shutdown,
+// and ends when current moves.
+func TestReleaseWatchGlue(t *testing.T) {
+	setup := func(t *testing.T, state string) (*Agent, *fakehost.Host, *fakeCode, []string) {
+		names := fakehost.Names(5)
+		h := fakehost.New("r1", names...)
+		code := newFakeCode("r1")
+		code.releases[0].State = codeupdate.StateProven
+		code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
+		code.current = "r2"
+		code.history = append(code.history, codeupdate.Switched{From: "r1", To: "r2"})
+		_ = h.Switch(t.Context(), "r2", "test")
+		fc := fakeContainers{h: h, code: code}
+		d := DefaultDefaults()
+		d.Policy.Health, d.Policy.Monitor = "none", 0
+		a, err := New(Config{StateDir: state, Defaults: d}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		if err := a.jr.SetDesired(names, Desired{Running: true}); err != nil {
+			t.Fatal(err)
+		}
+		return a, h, code, names
+	}
+	pol := rollout.DefaultPolicy()
+	pol.Health, pol.ReleaseWatch = "none", time.Minute
+	crash := func(t *testing.T, h *fakehost.Host, names ...string) {
+		for _, n := range names {
+			if _, err := h.Stop(t.Context(), n, time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	t.Run("two crashed of five roll back", func(t *testing.T) {
+		a, h, code, names := setup(t, t.TempDir())
+		a.watch.begin("r2", "job-u", names, pol)
+		crash(t, h, names[0])
+		a.watch.round(t.Context())
+		if jobs := watchJobs(t, a); len(jobs) != 0 {
+			t.Fatalf("one crashed locker of five rolled back: %+v", jobs[0])
+		}
+		crash(t, h, names[1])
+		a.watch.round(t.Context())
+		jobs := watchJobs(t, a)
+		if len(jobs) != 1 || jobs[0].Kind != KindRollback || !strings.Contains(jobs[0].Trigger, "2 of 5 lockers on r2 failed (2 crashed, 0 unhealthy)") {
+			t.Fatalf("after two crashed of five: %+v, want one rollback job naming them", jobs)
+		}
+		j := waitJob(t, a, jobs[0].ID)
+		if j.State != JobSucceeded || code.state("r2") != codeupdate.StateBad || code.current != "r1" {
+			t.Errorf("the watch's rollback: %s %q; r2 %s, current %s; want succeeded, r2 bad, current r1", j.State, j.Error, code.state("r2"), code.current)
+		}
+		if rw := a.watch.watching(); rw != nil {
+			t.Errorf("the watch goes on after its rollback: %+v", rw)
+		}
+	})
+
+	t.Run("failure_action pause: no rollback", func(t *testing.T) {
+		a, h, code, names := setup(t, t.TempDir())
+		p := pol
+		p.FailureAction = rollout.Pause
+		a.watch.begin("r2", "job-u", names, p)
+		crash(t, h, names[:3]...)
+		a.watch.round(t.Context())
+		if jobs := watchJobs(t, a); len(jobs) != 0 || code.state("r2") != codeupdate.StateProven {
+			t.Errorf("pause: jobs %+v, r2 %s; want none, still proven", jobs, code.state("r2"))
+		}
+		if a.watch.watching() != nil {
+			t.Errorf("pause: the watch goes on after it tripped")
+		}
+	})
+
+	t.Run("kept across an agent restart; holds during a host shutdown; ends when current moves", func(t *testing.T) {
+		state := t.TempDir()
+		a, _, _, names := setup(t, state)
+		a.watch.begin("r2", "job-u", names, pol)
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		a, h, code, _ := setup(t, state)
+		rw := a.watch.watching()
+		if rw == nil || rw.Release != "r2" || rw.Job != "job-u" || len(rw.Lockers) != 5 || rw.Policy.ReleaseWatch != time.Minute {
+			t.Fatalf("after an agent restart the watch is %+v, want r2's from job-u", rw)
+		}
+		if err := a.beginHostShutdown(); err != nil {
+			t.Fatal(err)
+		}
+		crash(t, h, names...)
+		a.watch.round(t.Context())
+		if jobs := watchJobs(t, a); len(jobs) != 0 {
+			t.Errorf("the watch acted during a host shutdown: %+v", jobs)
+		}
+		if err := a.endHostShutdown(); err != nil {
+			t.Fatal(err)
+		}
+		code.current = "r1"
+		a.watch.round(t.Context())
+		if a.watch.watching() != nil || len(watchJobs(t, a)) != 0 {
+			t.Errorf("current moved: the watch goes on (%+v) or acted (%d jobs)", a.watch.watching(), len(watchJobs(t, a)))
+		}
+	})
 }

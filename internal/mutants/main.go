@@ -33,9 +33,9 @@ var testsFor = map[string][]string{
 	"glue: the fleet's fence does not reach the job":          {"-run", "^TestFencedJobStopsMoving$", "./agent/"},
 	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
 	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
-	"watch: no release watch after an update":                 {"-run", "^TestReleaseWatch$", "./agent/"},
-	"watch: a crash counts only at supervision's start limit": {"-run", "^TestReleaseWatch$", "./agent/"},
-	"watch: one failed locker rolls a release back":           {"-run", "^TestReleaseWatch$", "./agent/"},
+	"watch: no release watch after an update":                 {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"watch: a crash counts only at supervision's start limit": {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"watch: one failed locker rolls a release back":           {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 }
 
 var mutants = []mutant{
