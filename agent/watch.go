@@ -238,9 +238,11 @@ func (w *watcher) round(ctx context.Context) {
 	}
 	failed := w.failedLocked(rw, names)
 	w.mu.Unlock()
-	if watchTrips(len(failed), len(names), rw.Policy.MaxFailureRatio) {
-		w.trip(rw, failed, len(names))
+	if !watchTrips(len(failed), len(names), rw.Policy.MaxFailureRatio) {
+		w.pending.Store(false) // the lockers came back: supervision goes on
+		return
 	}
+	w.trip(rw, failed, len(names))
 }
 
 // errNoWord marks a locker the round could not judge (starting,
