@@ -96,11 +96,13 @@ func newWatcher(a *Agent) *watcher {
 }
 
 // begin watches release rel for its policy's release watch, from now on:
-// the lockers are those the update moved onto it. It replaces any watch.
-func (w *watcher) begin(rel, job string, lockers []string, pol rollout.Policy) {
-	if pol.ReleaseWatch <= 0 || len(lockers) == 0 {
+// the lockers are those the update moved onto it. It replaces any watch,
+// and reports whether it watches: not with a zero release_watch, nor with
+// supervision off (the agent then acts on no locker between jobs).
+func (w *watcher) begin(rel, job string, lockers []string, pol rollout.Policy) bool {
+	if pol.ReleaseWatch <= 0 || len(lockers) == 0 || w.a.sup.cfg.Off {
 		w.end("")
-		return
+		return false
 	}
 	now := w.now()
 	rw := &releaseWatch{Release: rel, Job: job, Since: now, Until: now.Add(pol.ReleaseWatch), Lockers: append([]string(nil), lockers...), Policy: pol}
@@ -117,6 +119,7 @@ func (w *watcher) begin(rel, job string, lockers []string, pol rollout.Policy) {
 	case w.kick <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // end stops the watch, saying why when why is not "".
@@ -188,6 +191,10 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) round(ctx context.Context) {
 	rw := w.watching()
 	if rw == nil {
+		return
+	}
+	if w.a.sup.cfg.Off {
+		w.end("supervision is off")
 		return
 	}
 	switch {

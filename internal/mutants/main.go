@@ -160,7 +160,7 @@ var mutants = []mutant{
 		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
 	// The release watch after an update (issue 22 item 7).
 	{"watch: no release watch after an update", "agent/watch.go",
-		"if pol.ReleaseWatch <= 0 || len(lockers) == 0 {", "if true {"},
+		"if pol.ReleaseWatch <= 0 || len(lockers) == 0 || w.a.sup.cfg.Off {", "if true {"},
 	{"watch: a crash counts only at supervision's start limit", "agent/watch.go",
 		"\t\tcase w.crashed[n] != \"\":\n\t\t\tfailed = append(failed, n+\" (\"+w.crashed[n]+\")\")\n", ""},
 	{"watch: one failed locker rolls a release back", "agent/watch.go",
