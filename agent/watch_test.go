@@ -113,7 +113,9 @@ func TestReleaseWatch(t *testing.T) {
 		}
 		// The job says that the release stays watched (its last stage).
 		steps, _ := e.agent.Steps(j.ID)
-		if stepIndex(steps, func(s Step) bool { return s.Action == "release-watch" && strings.Contains(s.Outcome, "watched for 1m0s") }) < 0 {
+		if stepIndex(steps, func(s Step) bool {
+			return s.Action == "release-watch" && strings.Contains(s.Outcome, "watched for 1m0s")
+		}) < 0 {
 			t.Errorf("update %s does not say that %s stays watched", j.ID, rel.Name)
 		}
 		return j, rel
