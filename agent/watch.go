@@ -22,12 +22,14 @@ import (
 // release is still watched for the policy's release_watch (10 min by
 // default), as Nomad's deployment watcher keeps judging a deployment after
 // its allocations passed min_healthy_time. Every interval of the update's
-// policy (at least watchFloor), each locker the update moved onto the release is checked with
-// the update's health check. A locker fails the watch when it crashed (a
-// check found it stopped while its desired state is running, or
-// supervision restarted it since the watch began: a crash counts at once,
-// not after supervision's start limit) or when watchUnhealthyChecks checks
-// in a row failed (HTTP 503 included). When at least two lockers, and more
+// policy (at least watchFloor), each locker the update moved onto the
+// release, and whose desired state is running, is looked at: its state
+// from the agent's inventory, and, running, the update's health check. A
+// locker fails the watch when it crashed (found stopped, or restarted by
+// supervision since the watch began: a crash counts at once, not after
+// supervision's start limit; supervision tells the watch of every stopped
+// locker before it restarts one) or when watchUnhealthyChecks checks in a
+// row failed (HTTP 503 included). When at least two lockers, and more
 // than the failure ratio of the watched ones, failed, the watch trips the
 // failure policy as a failed update would: with failure_action rollback, a
 // rollback job (journaled, through the executor) marks the release bad and
@@ -35,14 +37,16 @@ import (
 // agent says so. One locker failing alone says nothing about the release:
 // supervision restarts it and quarantines it at its start limit. The watch
 // is kept in the journal, so an agent restart does not end it, and it ends
-// early when current moves (a rollback or another update).
+// early when current moves (a rollback or another update). It holds still
+// while an operator's job runs and during a host shutdown, and is off
+// with supervision.
 
 // watchUnhealthyChecks is how many failed checks in a row make a running
 // locker unhealthy for the watch: one failed check may be a slow answer.
 const watchUnhealthyChecks = 2
 
 // watchFloor is the shortest time between two rounds of the watch: at
-// N=300 a round is 600 LXC state reads and 300 health checks.
+// N=300 a round is 300 health checks.
 const watchFloor = time.Second
 
 // watchMeta is the journal's meta key of the release watch.
