@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -44,11 +45,7 @@ func (a *Agent) holdPorts(ctx context.Context, r *run, req Request, names []stri
 		return nil
 	}
 	est := newStartEstimate(names, req.pol)
-	if v, err := a.jr.Meta(lastStartMeta); err == nil && v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			est.lastStart = d
-		}
-	}
+	est.lastStart = a.lastKnownStart()
 	p := &portHold{h: &downtime.Holder{Log: a.log}, r: r, a: a, ports: map[string]int{}, held: map[string]bool{}, est: est}
 	for _, in := range infos {
 		if port, err := strconv.Atoi(in.Env["PORT"]); err == nil && port > 0 {
@@ -102,6 +99,38 @@ func (p *portHold) releaseAll() {
 			p.a.log.Warn("keeping the median start for the next maintenance page's estimate", "err", err)
 		}
 	}
+}
+
+// lastKnownStart is the median healthy start the journal knows: the last
+// offline update's (kept by releaseAll), else that of the newest job that
+// started lockers (start-all, recovery: a start outcome's downtime is its
+// start to its first healthy check); 0 when none.
+func (a *Agent) lastKnownStart() time.Duration {
+	if v, err := a.jr.Meta(lastStartMeta); err == nil && v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
+	jobs, err := a.jr.Jobs(20)
+	if err != nil {
+		return 0
+	}
+	for _, j := range jobs {
+		var res Result
+		if len(j.Result) == 0 || json.Unmarshal(j.Result, &res) != nil {
+			continue
+		}
+		var ds []time.Duration
+		for _, o := range res.Outcomes {
+			if o.Op == rollout.OpStart && o.Downtime > 0 && !o.Failed() {
+				ds = append(ds, o.Downtime)
+			}
+		}
+		if len(ds) > 0 {
+			return median(ds, 0)
+		}
+	}
+	return 0
 }
 
 // Defaults of startEstimate before anything is measured.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -191,5 +192,41 @@ func TestRetryAfterFromMeasuredStarts(t *testing.T) {
 		if ra > limit || ra < 1 {
 			t.Errorf("update %d: Retry-After %d s for %v down, want 1 to %d", i+1, ra, down.Round(10*time.Millisecond), limit)
 		}
+	}
+}
+
+// TestLastKnownStart: before a job measured a start, the estimate starts
+// from the journal: the last offline update's median, else the median
+// healthy start of the newest job that started lockers.
+func TestLastKnownStart(t *testing.T) {
+	a, err := New(Config{StateDir: t.TempDir()}, Deps{Containers: emptyHost(t), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if d := a.lastKnownStart(); d != 0 {
+		t.Errorf("an empty journal knows a start of %v, want none", d)
+	}
+	res := Result{Outcomes: []rollout.Outcome{
+		{Name: "a", Op: rollout.OpStart, Outcome: rollout.OutMoved, Downtime: 800 * time.Millisecond},
+		{Name: "b", Op: rollout.OpStart, Outcome: rollout.OutMoved, Downtime: 1200 * time.Millisecond},
+		{Name: "c", Op: rollout.OpStart, Outcome: rollout.OutMoved, Downtime: 900 * time.Millisecond},
+		{Name: "d", Op: rollout.OpStart, Outcome: rollout.OutFailed, Downtime: 20 * time.Second},
+	}}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.jr.PutJob(Job{ID: newJobID(time.Now()), Kind: KindStartAll, State: JobSucceeded, Created: time.Now(), Result: b}); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.lastKnownStart(); d != 900*time.Millisecond {
+		t.Errorf("after a start-all of 0.8, 0.9 and 1.2 s (and a failure): %v, want the median 900ms", d)
+	}
+	if err := a.jr.SetMeta(lastStartMeta, "600ms"); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.lastKnownStart(); d != 600*time.Millisecond {
+		t.Errorf("after an offline update measured 600ms: %v, want it", d)
 	}
 }
