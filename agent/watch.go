@@ -160,6 +160,29 @@ func (w *watcher) save() {
 	}
 }
 
+// WatchInfo is the release watch as the host overview shows it.
+type WatchInfo struct {
+	Release string    `json:"release"`
+	Job     string    `json:"job"` // the update
+	Until   time.Time `json:"until"`
+	Lockers int       `json:"lockers"`
+	// Failed are the watched lockers failing it now, each with why.
+	Failed []string `json:"failed"`
+}
+
+// info returns the watch for the host overview, or nil.
+func (w *watcher) info() *WatchInfo {
+	rw := w.watching()
+	if rw == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	failed := w.failedLocked(rw, rw.Lockers)
+	sort.Strings(failed)
+	return &WatchInfo{Release: rw.Release, Job: rw.Job, Until: rw.Until, Lockers: len(rw.Lockers), Failed: append([]string{}, failed...)}
+}
+
 // watching returns the watch, or nil.
 func (w *watcher) watching() *releaseWatch {
 	w.mu.Lock()

@@ -288,6 +288,10 @@ func TestReleaseWatchGlue(t *testing.T) {
 		if jobs := watchJobs(t, a); len(jobs) != 0 {
 			t.Fatalf("one crashed locker of five rolled back: %+v", jobs[0])
 		}
+		// The host overview shows the watch and the locker failing it.
+		if wi := a.hostInfo().ReleaseWatch; wi == nil || wi.Release != "r2" || wi.Lockers != 5 || len(wi.Failed) != 1 || !strings.HasPrefix(wi.Failed[0], names[0]+" (") {
+			t.Errorf("GET /v1/host's release_watch: %+v, want r2, 5 lockers, %s failing", wi, names[0])
+		}
 		crash(t, h, names[1])
 		a.watch.round(t.Context())
 		jobs := watchJobs(t, a)
@@ -298,7 +302,7 @@ func TestReleaseWatchGlue(t *testing.T) {
 		if j.State != JobSucceeded || code.state("r2") != codeupdate.StateBad || code.current != "r1" {
 			t.Errorf("the watch's rollback: %s %q; r2 %s, current %s; want succeeded, r2 bad, current r1", j.State, j.Error, code.state("r2"), code.current)
 		}
-		if rw := a.watch.watching(); rw != nil {
+		if rw := a.watch.watching(); rw != nil || a.hostInfo().ReleaseWatch != nil {
 			t.Errorf("the watch goes on after its rollback: %+v", rw)
 		}
 	})
