@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lxcfleet/fleet"
@@ -93,6 +94,8 @@ type Agent struct {
 
 	inv     *inventory
 	sup     *supervisor
+	watch   *watcher
+	hold    atomic.Pointer[portHold] // the running offline update's port hold
 	metrics *metrics
 	sched   *scheduler
 
@@ -134,6 +137,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.sup = newSupervisor(a, cfg.Supervision)
+	a.watch = newWatcher(a)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()

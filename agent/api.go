@@ -196,6 +196,8 @@ type HostInfo struct {
 	Schedules    []ScheduleInfo  `json:"schedules"`
 	InventoryAt  time.Time       `json:"inventory_at"`
 	AgentVersion string          `json:"agent_version,omitempty"`
+	// ReleaseWatch is the release still watched after its update, if any.
+	ReleaseWatch *WatchInfo `json:"release_watch,omitempty"`
 }
 
 func (a *Agent) hostInfo() HostInfo {
@@ -215,6 +217,7 @@ func (a *Agent) hostInfo() HostInfo {
 	}
 	h.InventoryAt = a.inv.refreshedAt()
 	h.UpdateCheck, _ = a.LastUpdateCheck()
+	h.ReleaseWatch = a.watch.info()
 	return h
 }
 

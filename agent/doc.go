@@ -18,6 +18,14 @@
 // its own policy, watching the lockers it left starting (OpWatch). The
 // config file and the wiring of a host live in config/.
 //
+// Between jobs, supervision (supervise.go) keeps desired-running lockers
+// running, and the release watch (watch.go) keeps judging a release for a
+// while after the update that proved it: too many of its lockers crashed
+// or unhealthy roll it back through a job. A host shutdown and boot
+// (hostpower.go) stop every locker keeping desired states, and start
+// those that should run. An offline update's maintenance page says when
+// each locker is back, from the job's measured starts (downtime.go).
+//
 // Reads (lockers, their release and health) come from an inventory that is
 // refreshed in the background, so the API and /metrics cost the host
 // nothing per request. The agent never calls go-lxc or git directly.

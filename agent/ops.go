@@ -181,7 +181,17 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 		return nil, err
 	}
 	plan := rollout.PlanStop(ls, req.pol)
+	if req.HostShutdown {
+		if err := a.beginHostShutdown(); err != nil {
+			return nil, fmt.Errorf("recording the host shutdown: %w", err)
+		}
+		r.stage("host-shutdown", "host shutdown: every locker stops, desired states kept; they start again at the boot")
+	}
 	res := a.execute(ctx, r, req, plan, nil)
+	if req.HostShutdown {
+		out := toResult(res, begin)
+		return out, summarize(out, res, plan, "host shutdown: stopped "+nLockers(len(plan.Items)))
+	}
 	var stopped []string
 	for _, o := range res.Outcomes {
 		switch o.Outcome {
@@ -202,6 +212,17 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 // goes back to the last good release (I3).
 func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
 	begin := time.Now()
+	if req.Boot {
+		if err := a.endHostShutdown(); err != nil {
+			return nil, fmt.Errorf("ending the host shutdown: %w", err)
+		}
+		all := len(infos)
+		var err error
+		if infos, err = a.desiredRunning(infos); err != nil {
+			return nil, fmt.Errorf("reading desired states: %w", err)
+		}
+		r.stage("boot", fmt.Sprintf("boot: %d of %d lockers should run", len(infos), all))
+	}
 	if !strings.HasPrefix(req.Trigger, "supervision") {
 		a.sup.forget(namesOf(infos)) // started on purpose: a fresh start limit
 	}

@@ -31,6 +31,14 @@ type Request struct {
 	Force    bool   `json:"force,omitempty" toml:"force"`       // allow a release marked bad
 	To       string `json:"to,omitempty" toml:"to"`             // rollback: build or release name
 
+	// Boot (start-all) starts only the lockers whose desired state is
+	// running: the host's boot start (see hostpower.go).
+	Boot bool `json:"boot,omitempty" toml:"boot"`
+	// HostShutdown (stop-all, every locker) stops the lockers for a host
+	// shutdown: their desired state is kept, and supervision holds still
+	// until the boot.
+	HostShutdown bool `json:"host_shutdown,omitempty" toml:"host_shutdown"`
+
 	// Fence, when set, is asked before each decision that may begin a
 	// locker move (rollout.Env.Fence): a fleet host's hold on its slot. It
 	// is not part of the request's JSON.
@@ -45,7 +53,7 @@ type Request struct {
 
 // requestKeys are the top-level keys of a request that are not knobs.
 var requestKeys = map[string]bool{"kind": true, "names": true, "group": true, "trigger": true, "policy": true,
-	"target": true, "strategy": true, "force": true, "to": true}
+	"target": true, "strategy": true, "force": true, "to": true, "boot": true, "host_shutdown": true}
 
 // UnmarshalJSON reads a request. A knob at the top level (the API's shape
 // before the one policy: {"window": 2, "monitor": "3s"}) still works and
@@ -203,6 +211,12 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 		if err := lxcctl.ValidName(r.To); err != nil {
 			return r, invalidf("invalid rollback target %q: want a build number or release name", r.To)
 		}
+	}
+	if r.Boot && r.Kind != KindStartAll {
+		return r, invalidf("boot is a start-all's (%s given)", r.Kind)
+	}
+	if r.HostShutdown && (r.Kind != KindStopAll || len(r.Names) > 0 || r.Group != "") {
+		return r, invalidf("host_shutdown is a stop-all of every locker (no names, no group)")
 	}
 	if len(r.Trigger) > 200 {
 		return r, invalidf("trigger longer than 200 bytes")

@@ -179,8 +179,11 @@ func (s *supervisor) tick() {
 	if _, busy := s.a.Running(); busy {
 		return // never fight a running job
 	}
+	if s.a.hostShuttingDown() {
+		return // the host shuts down: its lockers stay stopped
+	}
 	now := s.now()
-	var due []string
+	var due, stopped []string
 	onCurrent := map[string]bool{}
 	want := 0
 	cur := s.a.currentRelease()
@@ -216,6 +219,7 @@ func (s *supervisor) tick() {
 		if _, ok := s.down[l.Name]; !ok {
 			s.down[l.Name] = now
 		}
+		stopped = append(stopped, l.Name)
 		recent := s.recent(l.Name, now)
 		if len(recent) >= s.cfg.Burst {
 			s.gaveUp[l.Name] = cur
@@ -244,11 +248,17 @@ func (s *supervisor) tick() {
 	}
 	s.mu.Unlock()
 
+	if s.a.watch.noteCrashed(stopped) {
+		return // the release watch rolls the release back
+	}
 	if len(onCurrent) > 0 && s.crashLoop(looping, want, cur) {
 		return
 	}
 	if len(due) == 0 {
 		return
+	}
+	if s.a.watch.rollbackPending() {
+		return // the release watch rolls the release back first
 	}
 	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: due, Trigger: fmt.Sprintf("supervision: %s stopped on its own", joinNames(due, 5))})
 	if err != nil {
@@ -263,6 +273,19 @@ func (s *supervisor) tick() {
 	s.mu.Unlock()
 	s.a.metrics.supervision("restart")
 	s.a.log.Warn("supervision restarts lockers that stopped on their own", "job", j.ID, "containers", joinNames(due, 10))
+}
+
+// restartedSince reports whether supervision restarted name at or after
+// since (the release watch counts such a locker as crashed).
+func (s *supervisor) restartedSince(name string, since time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.restarts[name] {
+		if !t.Before(since) {
+			return true
+		}
+	}
+	return false
 }
 
 // recent returns name's restarts within the start limit's window. Called

@@ -91,6 +91,10 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	out.From, out.To, out.Build, out.Strategy, out.NpmRan, out.Stages = f.Current, rel.Name, rel.Build, req.Strategy, &npmRan, stages
 	if res.OK() {
 		a.prune(ctx, r)
+		if len(plan.Items) > 0 && a.proven(rel.Name) && a.watch.begin(rel.Name, r.job.ID, plan.Names(""), plan.Policy) {
+			r.stage("release-watch", fmt.Sprintf("%s stays watched for %v: at least 2, and more than %v, of its %d lockers crashed or unhealthy trip %s",
+				rel.Name, plan.Policy.ReleaseWatch, plan.Policy.MaxFailureRatio, len(plan.Items), plan.Policy.FailureAction))
+		}
 	}
 	head := fmt.Sprintf("update to %s (build %d, %s, npm %s)", rel.Name, rel.Build, req.Strategy, rel.Npm)
 	if len(plan.Items) == 0 && res.OK() {

@@ -156,6 +156,8 @@ func TestPage(t *testing.T) {
 	}{
 		{"html with end", "GET", "text/html", PageInfo{Until: until}, 0, "Expected back by"},
 		{"html unknown end", "GET", "", PageInfo{}, 30, "a few minutes"},
+		{"back in 1.2s", "GET", "", PageInfo{Until: time.Now().Add(1200 * time.Millisecond)}, 2, "Expected back by"},
+		{"back in 0.3s", "GET", "", PageInfo{Until: time.Now().Add(300 * time.Millisecond)}, 1, "Expected back by"},
 		{"past end", "GET", "", PageInfo{Until: time.Now().Add(-time.Minute)}, 30, "a few minutes"},
 		{"json", "GET", "application/json", PageInfo{Until: until, Title: "Updating lockers"}, 0, `"error":"Updating lockers"`},
 		{"head", "HEAD", "", PageInfo{}, 30, ""},
@@ -173,8 +175,8 @@ func TestPage(t *testing.T) {
 				t.Errorf("status: got %d, want 503", rec.Code)
 			}
 			ra, err := strconv.Atoi(rec.Header().Get("Retry-After"))
-			if err != nil || ra < 5 {
-				t.Errorf("Retry-After: got %q, want seconds >= 5", rec.Header().Get("Retry-After"))
+			if err != nil || ra < 1 {
+				t.Errorf("Retry-After: got %q, want seconds >= 1", rec.Header().Get("Retry-After"))
 			}
 			if tt.wantRA != 0 && ra != tt.wantRA {
 				t.Errorf("Retry-After: got %d, want %d", ra, tt.wantRA)

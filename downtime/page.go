@@ -31,12 +31,13 @@ type PageInfo struct {
 }
 
 // retryAfter is the Retry-After in whole seconds: until the expected end,
-// at least 5s; DefaultRetryAfter when the end is unknown or past.
+// rounded up (a client retrying early finds the page again), at least 1s;
+// DefaultRetryAfter when the end is unknown or past.
 func (p PageInfo) retryAfter(now time.Time) int {
 	if p.Until.IsZero() || !p.Until.After(now) {
 		return int(DefaultRetryAfter / time.Second)
 	}
-	return max(5, int(p.Until.Sub(now).Round(time.Second)/time.Second))
+	return max(1, int((p.Until.Sub(now)+time.Second-1)/time.Second))
 }
 
 // Page returns the maintenance page handler. info is called per request

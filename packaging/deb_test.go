@@ -106,9 +106,24 @@ func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
 	if !strings.Contains(string(post), "deb-systemd-invoke $_dh_action 'lxcfleet.service'") {
 		t.Errorf("postinst does not start the unit where systemd runs:\n%s", post)
 	}
+	// The lockers' unit (the boot and shutdown path) is enabled, and an
+	// upgrade neither stops nor restarts it (its stop stops every locker).
+	lwants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants/lxcfleet-lockers.service")
+	if target, err := os.Readlink(lwants); err != nil || !strings.HasSuffix(target, "/lxcfleet-lockers.service") {
+		t.Errorf("lockers unit not enabled on install: %s -> %q (%v)", lwants, target, err)
+	}
+	if strings.Contains(string(post), "deb-systemd-invoke restart 'lxcfleet-lockers.service'") || strings.Contains(string(post), "$_dh_action 'lxcfleet-lockers.service'") {
+		t.Errorf("postinst restarts the lockers' unit on upgrade (it would stop every locker):\n%s", post)
+	}
+	prerm, _ := os.ReadFile(filepath.Join(root, "var/lib/dpkg/info/lxcfleet.prerm"))
+	for _, block := range strings.Split(string(prerm), "# End automatically added section") {
+		if strings.Contains(block, "'lxcfleet-lockers.service'") && !strings.Contains(block, `[ "$1" = remove ]`) {
+			t.Errorf("prerm stops the lockers' unit on upgrade:\n%s", prerm)
+		}
+	}
 	for _, f := range []string{"usr/share/doc/lxcfleet/examples/nginx-lxcfleet-downtime.conf", "usr/share/doc/lxcfleet/copyright",
 		"usr/share/doc/lxcfleet/changelog.gz", "usr/share/doc/lxcfleet/README.md", "usr/share/bash-completion/completions/lxcfleet",
-		"usr/share/man/man8/lxcfleet.8.gz", "usr/share/man/man8/lxcfleet-update-code.8.gz", "usr/share/man/man8/lxc-stop-all.8.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service"} {
+		"usr/share/man/man8/lxcfleet.8.gz", "usr/share/man/man8/lxcfleet-update-code.8.gz", "usr/share/man/man8/lxc-stop-all.8.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service", "lib/systemd/system/lxcfleet-lockers.service"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: /%s", f)
 		}

@@ -79,3 +79,53 @@ func TestUnitVerifies(t *testing.T) {
 		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
 	}
 }
+
+// TestLockersUnitVerifies: lxcfleet-lockers.service is the host's boot and
+// shutdown path (a oneshot that stays active, as incus-startup.service):
+// it runs after the agent, so that at shutdown its ExecStop (stop-all
+// --host-shutdown) runs first, while the agent still runs; a failed boot
+// start does not fail it (its ExecStop would then not run); and no
+// Requires= or BindsTo= ties it to the agent, whose restart must not stop
+// the lockers.
+func TestLockersUnitVerifies(t *testing.T) {
+	need(t, "systemd-analyze")
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "lxcfleet")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("lxcfleet-lockers.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=oneshot", "RemainAfterExit=yes", "After=lxcfleet.service", "Wants=lxcfleet.service",
+		"ExecStart=-/usr/bin/lxcfleet start-all --boot --config /etc/lxcfleet/lxcfleet.toml",
+		"ExecStop=/usr/bin/lxcfleet stop-all --host-shutdown --config /etc/lxcfleet/lxcfleet.toml",
+		"TimeoutStopSec=10min", "WantedBy=multi-user.target", "Documentation=file:///usr/share/doc/lxcfleet/README.md"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("lockers unit lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"Requires=", "BindsTo=", "PartOf="} {
+		if strings.Contains(string(unit), "\n"+bad) {
+			t.Errorf("lockers unit has %s: a restart of the agent would stop every locker", bad)
+		}
+	}
+	// The shutdown bound: every locker of a 300-locker host, stop_parallel
+	// at once, each given the default stop timeout, fits TimeoutStopSec.
+	pol := agent.DefaultDefaults().Policy
+	if worst := time.Duration((300+pol.StopParallel-1)/pol.StopParallel) * pol.StopTimeout; worst >= 10*time.Minute {
+		t.Errorf("a host shutdown of 300 lockers may take %v, over TimeoutStopSec=10min", worst)
+	}
+	path := filepath.Join(dir, "lxcfleet-lockers.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/bin/lxcfleet", exe)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "lxcfleet-lockers.service:") {
+		t.Errorf("systemd-analyze verify warns about the unit:\n%s", out)
+	}
+}

@@ -104,7 +104,7 @@
 // K = 4, stop parallel 8, stop timeout 10 s, health check none, monitor window 10 s (Nomad's min_healthy_time default) probed every
 // 500 ms (3 failed checks in a row, or one that finds the locker stopped,
 // fail it; a window, or the soak, never ends on a failed check: it goes on
-// until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback.
+// until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback, release watch 10 min.
 // A release is proven once min(K, lockers) of them (W for offline and
 // start plans; the canaries, after their soak, when there are canaries)
 // passed the monitor window; a watched run that ends with its release

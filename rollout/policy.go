@@ -68,6 +68,12 @@ type Policy struct {
 	MaxFailureRatio float64
 	// FailureAction is what a tripped policy does (Swarm's failure_action).
 	FailureAction Action
+	// ReleaseWatch is how long, after an update that proved its release,
+	// the agent still watches the lockers on it: more than the failure
+	// ratio of them (and at least two) crashed or unhealthy within it
+	// trips the failure action as a failed update would; 0 watches not.
+	// JSON release_watch.
+	ReleaseWatch time.Duration
 }
 
 // DefaultPolicy is the one table of defaults, documented in the package
@@ -83,6 +89,7 @@ func DefaultPolicy() Policy {
 		Interval:        500 * time.Millisecond,
 		MaxFailureRatio: 0.1,
 		FailureAction:   Rollback,
+		ReleaseWatch:    10 * time.Minute,
 		Pacing:          Adaptive,
 		Pace:            DefaultPaceTargets(),
 	}
@@ -111,6 +118,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("interval must not be negative, got %v", p.Interval)
 	case p.Soak < 0:
 		return fmt.Errorf("soak must not be negative, got %v", p.Soak)
+	case p.ReleaseWatch < 0:
+		return fmt.Errorf("release_watch must not be negative, got %v", p.ReleaseWatch)
 	case p.Canary < 0:
 		return fmt.Errorf("canary must not be negative, got %d", p.Canary)
 	case math.IsNaN(p.MaxFailureRatio) || p.MaxFailureRatio < 0 || p.MaxFailureRatio > 1:
@@ -207,16 +216,18 @@ type policyJSON struct {
 	Soak            Duration    `json:"soak"`
 	MaxFailureRatio float64     `json:"max_failure_ratio"`
 	FailureAction   Action      `json:"failure_action"`
+	ReleaseWatch    Duration    `json:"release_watch"`
 }
 
 func (p Policy) wire() policyJSON {
 	return policyJSON{p.MaxUnavailable, p.MaxStarting, p.Pacing, p.Pace, p.StopParallel, Duration(p.StopTimeout), Duration(p.Deadline),
-		Duration(p.Delay), p.Health, Duration(p.Monitor), Duration(p.Interval), p.Canary, Duration(p.Soak), p.MaxFailureRatio, p.FailureAction}
+		Duration(p.Delay), p.Health, Duration(p.Monitor), Duration(p.Interval), p.Canary, Duration(p.Soak), p.MaxFailureRatio, p.FailureAction,
+		Duration(p.ReleaseWatch)}
 }
 
 func (w policyJSON) policy() Policy {
 	return Policy{w.MaxUnavailable, w.MaxStarting, w.Pacing, w.Pace, w.StopParallel, w.StopTimeout.D(), w.Deadline.D(), w.Delay.D(),
-		w.Health, w.Monitor.D(), w.Interval.D(), w.Canary, w.Soak.D(), w.MaxFailureRatio, w.FailureAction}
+		w.Health, w.Monitor.D(), w.Interval.D(), w.Canary, w.Soak.D(), w.MaxFailureRatio, w.FailureAction, w.ReleaseWatch.D()}
 }
 
 // MarshalJSON writes the policy under its one set of names.

@@ -42,6 +42,7 @@ var knobs = []knob{
 	{"soak", "duration", "", "how long the canaries must stay healthy before the rest moves"},
 	{"max_failure_ratio", "float", "", "failure ratio (0..1) over the plan and over the last K lockers that trips the failure action (Swarm's max_failure_ratio)"},
 	{"failure_action", "string", "", "pause or rollback, when the failure policy trips (Swarm's failure_action)"},
+	{"release_watch", "duration", "", "after an update, how long the lockers on its release are still watched: more than the failure ratio of them (and at least two) crashed or unhealthy trips the failure action; 0 watches not"},
 }
 
 // flagName is a knob's flag.

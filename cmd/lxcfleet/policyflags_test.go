@@ -17,7 +17,7 @@ import (
 var flagValues = map[string]string{
 	"max_unavailable": "7", "max_starting": "3", "pacing": "fixed", "stop_parallel": "5", "stop_timeout": "3s",
 	"deadline": "42s", "delay": "150ms", "health": "tcp:127.0.0.1:{port}", "monitor": "2s", "interval": "250ms",
-	"canary": "2", "soak": "9s", "max_failure_ratio": "0.5", "failure_action": "pause",
+	"canary": "2", "soak": "9s", "max_failure_ratio": "0.5", "failure_action": "pause", "release_watch": "3m0s",
 }
 
 // TestKnobFlagsReachThePolicy: each knob's flag, and nothing else, changes

@@ -12,6 +12,7 @@ import (
 
 func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
+	var boot bool
 	var cf clientFlags
 	kf := newKnobFlags([]string{"max_starting", "pacing", "deadline", "delay", "health", "monitor", "interval", "max_failure_ratio", "failure_action"},
 		map[string]string{"max_starting": "p", "deadline": "t"}, alias{old: "parallel", key: "max_starting"}, alias{old: "timeout", key: "deadline"})
@@ -44,13 +45,17 @@ The start is a job of the agent: through the daemon when one answers on its
 socket, in this process otherwise (or with --local). Flags left out take the
 agent's [defaults].
 
+With --boot (the host's boot: lxcfleet-lockers.service's ExecStart) only the
+lockers whose desired state is running start, after any job that runs (the
+agent's boot recovery) has ended; a host shutdown's hold on supervision ends.
+
 Each container is reported as healthy, already-running, unhealthy or failed.
 Exit code 1 when any is unhealthy or failed.`,
 		Example: `  lxcfleet start-all --health 'http://127.0.0.1:{port}/healthz'
   lxcfleet start-all --max-starting 8 --delay 200ms --group web
   lxcfleet start-all locker-001 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := agent.Request{Kind: agent.KindStartAll, Group: sel.group}
+			req := agent.Request{Kind: agent.KindStartAll, Group: sel.group, Boot: boot}
 			if err := kf.fill(cmd, &req); err != nil {
 				return err
 			}
@@ -59,7 +64,14 @@ Exit code 1 when any is unhealthy or failed.`,
 				return err
 			}
 			req.Names = names
-			job, p, err := runJob(cmd, g, &cf, req, "starting", lxcctl.PhaseHealthy)
+			run := runJob
+			if boot {
+				req.Trigger = "boot"
+				run = func(cmd *cobra.Command, g *globals, cf *clientFlags, req agent.Request, verb string, done ...lxcctl.Phase) (agent.Job, *progress, error) {
+					return runHostJob(cmd, g, cf, req, false, verb, done...)
+				}
+			}
+			job, p, err := run(cmd, g, &cf, req, "starting", lxcctl.PhaseHealthy)
 			if err != nil {
 				return err
 			}
@@ -81,6 +93,7 @@ Exit code 1 when any is unhealthy or failed.`,
 	sel.register(cmd)
 	cf.register(cmd)
 	kf.register(cmd)
+	cmd.Flags().BoolVar(&boot, "boot", false, "the host's boot: start only the lockers whose desired state is running, after the running job")
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 func newStopAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var cf clientFlags
+	var shutdown bool
 	kf := newKnobFlags([]string{"stop_parallel", "stop_timeout"}, map[string]string{"stop_parallel": "p", "stop_timeout": "t"},
 		alias{old: "parallel", key: "stop_parallel"}, alias{old: "timeout", key: "stop_timeout"})
 	cmd := &cobra.Command{
@@ -26,13 +27,18 @@ The stop is a job of the agent (journaled; a crash of the agent mid-job
 starts the stopped lockers again): through the daemon when one answers on
 its socket, in this process otherwise (or with --local).
 
+With --host-shutdown (the host shuts down: lxcfleet-lockers.service's
+ExecStop) every locker stops and keeps its desired state, so that the boot
+starts again those that should run; supervision leaves them stopped until
+then, and a job that runs is cancelled first.
+
 Each container is reported as clean, killed, already-stopped or failed.
 Exit code 1 when any failed.`,
 		Example: `  lxcfleet stop-all                      # every container, 8 at once, 10s grace
   lxcfleet stop-all --group web --stop-timeout 30s
   lxcfleet stop-all locker-001 locker-002 --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := agent.Request{Kind: agent.KindStopAll, Group: sel.group}
+			req := agent.Request{Kind: agent.KindStopAll, Group: sel.group, HostShutdown: shutdown}
 			if err := kf.fill(cmd, &req); err != nil {
 				return err
 			}
@@ -41,7 +47,17 @@ Exit code 1 when any failed.`,
 				return err
 			}
 			req.Names = names
-			job, p, err := runJob(cmd, g, &cf, req, "stopping", lxcctl.PhaseStopped)
+			if shutdown && (len(names) > 0 || cmd.Flags().Changed("group")) {
+				return usagef("--host-shutdown stops every locker: no names, no --group")
+			}
+			run := runJob
+			if shutdown {
+				req.Trigger = "host shutdown"
+				run = func(cmd *cobra.Command, g *globals, cf *clientFlags, req agent.Request, verb string, done ...lxcctl.Phase) (agent.Job, *progress, error) {
+					return runHostJob(cmd, g, cf, req, true, verb, done...)
+				}
+			}
+			job, p, err := run(cmd, g, &cf, req, "stopping", lxcctl.PhaseStopped)
 			if err != nil {
 				return err
 			}
@@ -58,6 +74,7 @@ Exit code 1 when any failed.`,
 	sel.register(cmd)
 	cf.register(cmd)
 	kf.register(cmd)
+	cmd.Flags().BoolVar(&shutdown, "host-shutdown", false, "the host shuts down: stop every locker, keep desired states (the boot starts them again)")
 	return cmd
 }
 

@@ -33,6 +33,9 @@ var testsFor = map[string][]string{
 	"glue: the fleet's fence does not reach the job":          {"-run", "^TestFencedJobStopsMoving$", "./agent/"},
 	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
 	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
+	"watch: no release watch after an update":                 {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"watch: a crash counts only at supervision's start limit": {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"watch: one failed locker rolls a release back":           {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 }
 
 var mutants = []mutant{
@@ -155,6 +158,13 @@ var mutants = []mutant{
 		"\tif req.Fence != nil {\n\t\tenv.Fence", "\tif false {\n\t\tenv.Fence"},
 	{"glue: the recovery planner counts a watched locker done", "rollout/plan.go",
 		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
+	// The release watch after an update (issue 22 item 7).
+	{"watch: no release watch after an update", "agent/watch.go",
+		"if pol.ReleaseWatch <= 0 || len(lockers) == 0 || w.a.sup.cfg.Off {", "if true {"},
+	{"watch: a crash counts only at supervision's start limit", "agent/watch.go",
+		"\t\tcase w.crashed[n] != \"\":\n\t\t\tfailed = append(failed, n+\" (\"+w.crashed[n]+\")\")\n", ""},
+	{"watch: one failed locker rolls a release back", "agent/watch.go",
+		"return failed >= 2 && float64(failed) > ratio*float64(watched)", "return failed >= 1"},
 }
 
 func main() {
