@@ -119,16 +119,12 @@ type initFacts struct {
 // initFactsOf reads the last lxc.init.cmd and lxc.signal.halt of a config.
 func initFactsOf(config []byte) initFacts {
 	var f initFacts
-	for _, line := range strings.Split(string(config), "\n") {
-		m := keyRe.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		switch m[1] {
+	for k, v := range mounts.ConfigItems(config) {
+		switch k {
 		case "lxc.init.cmd":
-			f.init = m[2]
+			f.init = v
 		case "lxc.signal.halt":
-			f.halt = m[2]
+			f.halt = v
 		}
 	}
 	return f
@@ -195,20 +191,11 @@ func fixInit(config []byte, setup initSetup) ([]byte, []string) {
 	wantTini := setup.tini != "" && !f.underTini()
 	setHalt := debuggerSignal(f.halt) || (wantTini && f.halt != "SIGTERM")
 	var b bytes.Buffer
-	lines := strings.SplitAfter(string(config), "\n")
-	for _, line := range lines {
-		m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n"))
-		switch {
-		case m == nil:
-		case setHalt && m[1] == "lxc.signal.halt":
-			continue
-		case wantTini && m[1] == "lxc.init.cmd":
-			continue
-		case wantTini && m[1] == "lxc.mount.entry" && ownsInitTarget(mountTarget(m[2])):
-			continue
-		}
-		b.WriteString(line)
-	}
+	b.Write(mounts.DropConfig(config, func(k, v string) bool {
+		return setHalt && k == "lxc.signal.halt" ||
+			wantTini && k == "lxc.init.cmd" ||
+			wantTini && k == "lxc.mount.entry" && ownsInitTarget(mounts.EntryTarget(v))
+	}))
 	if !setHalt && !wantTini {
 		return config, nil
 	}
