@@ -487,7 +487,7 @@ func (a *Agent) handleReleases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	inUse, _ := a.inUseFromInventory()
+	inUse, _ := a.inv.releasesInUse()
 	out := make([]map[string]any, 0, len(rels))
 	for _, x := range rels {
 		b, _ := json.Marshal(x)
@@ -498,17 +498,6 @@ func (a *Agent) handleReleases(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"releases": out})
 	return nil
-}
-
-// inUseFromInventory counts running lockers per release from the snapshot.
-func (a *Agent) inUseFromInventory() (map[string]int, error) {
-	out := map[string]int{}
-	for _, l := range a.inv.snapshot() {
-		if l.Release != "" {
-			out[l.Release]++
-		}
-	}
-	return out, nil
 }
 
 func (a *Agent) handleUpdateAvailable(w http.ResponseWriter, r *http.Request) error {

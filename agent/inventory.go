@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -25,6 +27,7 @@ type Locker struct {
 	Port           string       `json:"port,omitempty"`
 	Release        string       `json:"release,omitempty"`         // what its init really mounts
 	ReleaseDeleted bool         `json:"release_deleted,omitempty"` // its release folder is gone
+	ReleaseError   string       `json:"release_error,omitempty"`   // why its release could not be told
 	OnCurrent      bool         `json:"on_current"`
 	Health         string       `json:"health"` // healthy, starting (failing within its start deadline), unhealthy, unknown, stopped, broken (LXC cannot load it)
 	HealthError    string       `json:"health_error,omitempty"`
@@ -138,7 +141,9 @@ func (inv *inventory) refresh(ctx context.Context) error {
 		if in.State == lxcctl.StateRunning && in.InitPID > 0 {
 			l.StartedAt = procStartTime(in.InitPID)
 			if inv.a.deps.ReleaseOf != nil {
-				l.Release, l.ReleaseDeleted, _ = inv.a.deps.ReleaseOf(in.InitPID)
+				var err error
+				l.Release, l.ReleaseDeleted, err = inv.a.deps.ReleaseOf(in.InitPID)
+				l.ReleaseError = errString(err)
 			}
 			l.OnCurrent = current != "" && l.Release == current && !l.ReleaseDeleted
 			l.Health = "unknown"
@@ -196,6 +201,33 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 		}
 	}
 	inv.mu.Unlock()
+}
+
+// ReleasesInUse counts, per release, the running lockers of a snapshot that
+// use it (a release whose folder is already deleted too). It is the one
+// computation of the releases in use: release retention (prune), the API's
+// releases and the CLI's status count through it. A running locker whose
+// release could not be told makes it return an error naming the locker
+// (all joined), with the counts gathered: retention must then delete
+// nothing.
+func ReleasesInUse(lockers []Locker) (map[string]int, error) {
+	inUse := map[string]int{}
+	var errs []error
+	for _, l := range lockers {
+		switch {
+		case l.ReleaseError != "":
+			errs = append(errs, fmt.Errorf("release of container %q: %s", l.Name, l.ReleaseError))
+		case l.Release != "":
+			inUse[l.Release]++
+		}
+	}
+	return inUse, errors.Join(errs...)
+}
+
+// releasesInUse counts the releases in use in the last refresh (see
+// ReleasesInUse).
+func (inv *inventory) releasesInUse() (map[string]int, error) {
+	return ReleasesInUse(inv.snapshot())
 }
 
 // snapshot returns the lockers of the last refresh.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -260,8 +261,11 @@ func (a *Agent) prune(ctx context.Context, r *run) {
 	if a.cfg.KeepReleases <= 0 {
 		return
 	}
-	inUse, err := a.ReleasesInUse(ctx)
-	if err != nil {
+	// A fresh snapshot: a locker started or moved since the last refresh
+	// counts.
+	err := a.inv.refresh(ctx)
+	inUse, inUseErr := a.inv.releasesInUse()
+	if err = errors.Join(err, inUseErr); err != nil {
 		r.emit(Event{Type: "stage", Stage: "prune", Error: err.Error()})
 		return
 	}
@@ -273,31 +277,6 @@ func (a *Agent) prune(ctx context.Context, r *run) {
 	if len(removed) > 0 {
 		r.stage("prune", "removed releases "+joinNames(removed, 10))
 	}
-}
-
-// ReleasesInUse counts running lockers per release (from their mountinfo).
-func (a *Agent) ReleasesInUse(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{}
-	if a.deps.ReleaseOf == nil {
-		return out, nil
-	}
-	infos, err := a.deps.Containers.Select(ctx, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, in := range infos {
-		if in.InitPID <= 0 {
-			continue
-		}
-		rel, _, err := a.deps.ReleaseOf(in.InitPID)
-		if err != nil {
-			return nil, fmt.Errorf("reading release of %s: %w", in.Name, err)
-		}
-		if rel != "" {
-			out[rel]++
-		}
-	}
-	return out, nil
 }
 
 // plural picks one or many by n.
