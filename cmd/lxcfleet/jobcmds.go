@@ -427,7 +427,7 @@ func newJobsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// newJobCmdGroup is `lxcfleet job cancel ID`.
+// newJobGroupCmd is `lxcfleet job cancel ID`.
 func newJobGroupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Act on one job (cancel)"}
 	cmd.AddCommand(newCancelCmd(g))
