@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sync/errgroup"
 
 	"lxcfleet/lxcctl"
@@ -283,35 +281,20 @@ func (inv *inventory) get(name string) (Locker, bool) {
 	return inv.lockers[i], true
 }
 
-// procStartTime is when a process started, from /proc/<pid>/stat.
+// procStartTime is when a process started, to the second (procfs: its
+// /proc/<pid>/stat and the host's boot time); zero when it cannot be read.
 func procStartTime(pid int) time.Time {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return time.Time{}
 	}
-	// The command may contain spaces: fields start after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return time.Time{}
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return time.Time{}
-	}
-	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22: starttime
+	st, err := p.Stat()
 	if err != nil {
 		return time.Time{}
 	}
-	up, err := os.ReadFile("/proc/uptime")
+	secs, err := st.StartTime()
 	if err != nil {
 		return time.Time{}
 	}
-	secs, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
-	if err != nil {
-		return time.Time{}
-	}
-	const hz = 100 // USER_HZ is 100 on Linux
-	boot := time.Now().Add(-time.Duration(secs * float64(time.Second)))
-	return boot.Add(time.Duration(ticks) * time.Second / hz).Truncate(time.Second)
+	return time.Unix(int64(secs), 0)
 }
