@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"lxcfleet/internal/fakecode"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"lxcfleet/internal/fakecode"
 )
 
 // TestAPIBadInput: every bad request gets a 4xx with a JSON message that

@@ -5,13 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"lxcfleet/mounts"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
+
+	"lxcfleet/mounts"
 )
 
 // StateBroken is not one of LXC's states: it marks a container whose config

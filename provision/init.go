@@ -180,8 +180,9 @@ func haltDeviations(f initFacts) []string {
 
 // fixInit rewrites a config's init lines for Adopt: a debugger halt signal
 // of an app init becomes SIGTERM, always; with setup.tini (the host's
-// tini), an app init not yet under tini is put under it (tini bound read-only, halt signal SIGTERM).
-// It returns the new config and what changed, for a human.
+// tini), an app init not yet under tini is put under it (tini bound
+// read-only, halt signal SIGTERM). It returns the new config and what
+// changed, for a human.
 func fixInit(config []byte, setup initSetup) ([]byte, []string) {
 	f := initFactsOf(config)
 	if !f.runsApp() {

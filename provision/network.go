@@ -3,9 +3,10 @@ package provision
 import (
 	"bytes"
 	"fmt"
-	"lxcfleet/mounts"
 	"slices"
 	"strings"
+
+	"lxcfleet/mounts"
 )
 
 // netDeviations reports a locker in a network namespace of its own
