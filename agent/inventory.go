@@ -112,9 +112,16 @@ func (inv *inventory) run(ctx context.Context, healthEvery time.Duration) {
 
 // refresh reads every locker's state and release.
 func (inv *inventory) refresh(ctx context.Context) error {
+	_, err := inv.refreshed(ctx)
+	return err
+}
+
+// refreshed is refresh returning the lockers it read (a refresh running
+// at the same time may already have replaced them in the snapshot).
+func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
 	infos, err := inv.a.deps.Containers.Select(ctx, nil, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	desired, _ := inv.a.jr.Desired()
 	current := inv.a.currentRelease()
@@ -156,7 +163,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 	inv.lockers, inv.byName, inv.at = lockers, byName, time.Now()
 	inv.gen++
 	inv.mu.Unlock()
-	return nil
+	return lockers, nil
 }
 
 // checkHealth runs the configured health check once against each running

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -261,11 +260,14 @@ func (a *Agent) prune(ctx context.Context, r *run) {
 	if a.cfg.KeepReleases <= 0 {
 		return
 	}
-	// A fresh snapshot: a locker started or moved since the last refresh
+	// From a fresh read: a locker started or moved since the last refresh
 	// counts.
-	err := a.inv.refresh(ctx)
-	inUse, inUseErr := a.inv.releasesInUse()
-	if err = errors.Join(err, inUseErr); err != nil {
+	lockers, err := a.inv.refreshed(ctx)
+	var inUse map[string]int
+	if err == nil {
+		inUse, err = ReleasesInUse(lockers)
+	}
+	if err != nil {
 		r.emit(Event{Type: "stage", Stage: "prune", Error: err.Error()})
 		return
 	}
