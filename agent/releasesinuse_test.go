@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"lxcfleet/internal/fakecode"
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
 	"maps"
 	"strings"
 	"testing"
@@ -35,5 +38,31 @@ func TestReleasesInUse(t *testing.T) {
 				t.Errorf("got error %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestPruneKeepsTheReleasesInUse: an update's prune gets the releases the
+// lockers run from a fresh read of them (the agent here runs no background
+// refresh), through ReleasesInUse.
+func TestPruneKeepsTheReleasesInUse(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	fc := fakeContainers{h: h, code: code}
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), KeepReleases: 1, Defaults: DefaultDefaults()}, discardLogger())
+	j, err := a.Submit(Request{Kind: KindUpdate, Target: "r2", Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = a.Wait(t.Context(), j.ID); err != nil || j.State != JobSucceeded {
+		t.Fatalf("update: %s %q %v, want succeeded", j.State, j.Error, err)
+	}
+	pruned := code.Pruned()
+	if len(pruned) != 1 {
+		t.Fatalf("got %d prunes, want 1", len(pruned))
+	}
+	if want := map[string]int{"r2": len(names)}; !maps.Equal(pruned[0], want) {
+		t.Errorf("prune's releases in use: got %v, want %v", pruned[0], want)
 	}
 }

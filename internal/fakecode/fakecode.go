@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -34,6 +36,7 @@ type Code struct {
 	history  []codeupdate.Switched
 	buildErr error
 	checks   int
+	pruned   []map[string]int // the inUse of each Prune
 
 	numbered   bool          // Build makes the next build number, whatever the target
 	buildDelay time.Duration // how long a numbered Build takes
@@ -232,9 +235,20 @@ func (c *Code) CheckUpdate(ctx context.Context, target string) (codeupdate.Updat
 	return u, nil
 }
 
-// Prune removes nothing.
+// Prune removes nothing; it records the releases in use it was given
+// (Pruned).
 func (c *Code) Prune(ctx context.Context, keep int, inUse map[string]int) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pruned = append(c.pruned, maps.Clone(inUse))
 	return nil, nil
+}
+
+// Pruned returns the releases in use given to each Prune so far.
+func (c *Code) Pruned() []map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pruned)
 }
 
 // ReleaseOf is the agent's Deps.ReleaseOf: the release pid runs, the one

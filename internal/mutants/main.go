@@ -28,6 +28,7 @@ var testsFor = map[string][]string{
 	"retention: a deleted release no longer counts":               {"-run", "^TestReleasesInUse$", "./agent/"},
 	"retention: any failure to read a release holds none":         {"-run", "^TestReleaseOfPID$", "./mounts/"},
 	"lxc config: a quoted value keeps its quotes":                 {"-run", "^TestParseConfigLine$", "./mounts/"},
+	"retention: prune counts from the last snapshot":              {"-run", "^TestPruneKeepsTheReleasesInUse$", "./agent/"},
 	// The glue from the flag to the executor and the journaled plan.
 	"glue: --soak ignored":                                    {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
 	"glue: --max-failure-ratio ignored":                       {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
@@ -147,6 +148,8 @@ var mutants = []mutant{
 		"if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrNoAppMount) {", "if err != nil || errors.Is(err, fs.ErrNotExist) {"},
 	{"lxc config: a quoted value keeps its quotes", "mounts/lxcconfig.go",
 		"value = value[1 : len(value)-1]", "_ = value"},
+	{"retention: prune counts from the last snapshot", "agent/update.go",
+		"lockers, err := a.inv.refreshed(ctx)", "lockers, err := a.inv.snapshot(), error(nil)"},
 	// The glue (testsFor names their tests).
 	{"glue: --soak ignored", "cmd/lxcfleet/policyflags.go",
 		"return rollout.Duration(*p.durs[name])", "if name == \"soak\" {\n\t\t\treturn rollout.Duration(0)\n\t\t}\n\t\treturn rollout.Duration(*p.durs[name])"},
