@@ -44,7 +44,7 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
-// Config is the agent's configuration (see LoadConfig for the file).
+// Config is the agent's configuration (see config.Load for the file).
 type Config struct {
 	// LXCPath is shown in the host overview.
 	LXCPath string

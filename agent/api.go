@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"lxcfleet/codeupdate"
 	"lxcfleet/lxcctl"
 )
 
@@ -226,16 +227,12 @@ func (a *Agent) handleHost(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// BuildInfo is the current build.
+// BuildInfo is the current release as GET /v1/build and /v1/host show it:
+// the release record, with its name once more as "release" (the key the
+// console and older clients read).
 type BuildInfo struct {
-	Release    string    `json:"release"`
-	Build      int       `json:"build"`
-	SHA        string    `json:"sha"`
-	Short      string    `json:"short"`
-	Ref        string    `json:"ref,omitempty"`
-	Subject    string    `json:"subject,omitempty"`
-	CommitTime time.Time `json:"commit_time"`
-	BuildTime  time.Time `json:"build_time"`
+	codeupdate.Release
+	ReleaseName string `json:"release"`
 }
 
 func (a *Agent) build() (*BuildInfo, error) {
@@ -246,7 +243,7 @@ func (a *Agent) build() (*BuildInfo, error) {
 	if err != nil {
 		return nil, &httpError{Code: http.StatusNotFound, Msg: "no current release yet (run update-code)", Err: err}
 	}
-	return &BuildInfo{Release: rel.Name, Build: rel.Build, SHA: rel.SHA, Short: rel.Short, Ref: rel.Ref, Subject: rel.Subject, CommitTime: rel.CommitTime, BuildTime: rel.BuildTime}, nil
+	return &BuildInfo{Release: rel, ReleaseName: rel.Name}, nil
 }
 
 func (a *Agent) handleBuild(w http.ResponseWriter, r *http.Request) error {
@@ -490,7 +487,7 @@ func (a *Agent) handleReleases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	inUse, _ := a.inUseFromInventory()
+	inUse, _ := a.inv.releasesInUse()
 	out := make([]map[string]any, 0, len(rels))
 	for _, x := range rels {
 		b, _ := json.Marshal(x)
@@ -501,17 +498,6 @@ func (a *Agent) handleReleases(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"releases": out})
 	return nil
-}
-
-// inUseFromInventory counts running lockers per release from the snapshot.
-func (a *Agent) inUseFromInventory() (map[string]int, error) {
-	out := map[string]int{}
-	for _, l := range a.inv.snapshot() {
-		if l.Release != "" {
-			out[l.Release]++
-		}
-	}
-	return out, nil
 }
 
 func (a *Agent) handleUpdateAvailable(w http.ResponseWriter, r *http.Request) error {

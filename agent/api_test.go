@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"lxcfleet/internal/fakecode"
 )
 
 // TestAPIBadInput: every bad request gets a 4xx with a JSON message that
@@ -74,7 +76,7 @@ func TestAPIBadInput(t *testing.T) {
 // TestAPIRoundTrip: reads over the socket, and a job from submit to its
 // record, steps and event stream (on an empty host: no LXC needed).
 func TestAPIRoundTrip(t *testing.T) {
-	code := newFakeCode("1-aaa")
+	code := fakecode.New("1-aaa")
 	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t), Code: code})
 	for _, p := range []string{"/healthz", "/v1/host", "/v1/build", "/v1/containers", "/v1/jobs", "/v1/releases", "/v1/update-available", "/v1/schedules"} {
 		c, b := s.do(t, "GET", p, "")
@@ -170,7 +172,7 @@ func TestAPITokenOnTCP(t *testing.T) {
 // TestMetricsFormat: /metrics parses as the Prometheus text format and
 // promtool accepts it.
 func TestMetricsFormat(t *testing.T) {
-	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t), Code: newFakeCode("1-aaa")})
+	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t), Code: fakecode.New("1-aaa")})
 	j := s.submit(t, "/v1/stop-all", `{}`)
 	waitJob(t, s.a, j.ID)
 	j = s.submit(t, "/v1/check-update", `{}`)
@@ -226,7 +228,7 @@ func TestSchedulesNextRun(t *testing.T) {
 		{Name: "sunday-update", Cron: "0 4 * * SUN", Request: Request{Kind: KindUpdate}},
 		{Name: "hourly-check", Cron: "@hourly", Request: Request{Kind: KindCheckUpdate}},
 	}
-	s := serveAgent(t, Config{Schedules: scheds}, Deps{Containers: emptyHost(t), Code: newFakeCode("1-a")})
+	s := serveAgent(t, Config{Schedules: scheds}, Deps{Containers: emptyHost(t), Code: fakecode.New("1-a")})
 	c, b := s.do(t, "GET", "/v1/schedules", "")
 	var got struct{ Schedules []ScheduleInfo }
 	if c != 200 || json.Unmarshal(b, &got) != nil || len(got.Schedules) != 2 {

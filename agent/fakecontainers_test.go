@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
 	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
@@ -16,7 +17,7 @@ import (
 // beside the real-LXC tests of the same paths.
 type fakeContainers struct {
 	h    *fakehost.Host
-	code *fakeCode
+	code *fakecode.Code
 }
 
 func (f fakeContainers) names() []string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
 	"lxcfleet/rollout"
 )
@@ -31,13 +32,13 @@ import (
 func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
 	names := fakehost.Names(6)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
-	code.releases[0].State = codeupdate.StateProven
-	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	code.Add(codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
 	fc := fakeContainers{h: h, code: code}
 	// The dead agent switched to r2 and moved l00, l01; l02 it started
 	// (healthy once, monitor window open); l03 it stopped.
-	code.current = "r2"
+	code.SetCurrent("r2")
 	_ = h.Switch(t.Context(), "r2", "test")
 	for _, n := range names[:3] {
 		if _, err := h.Stop(t.Context(), n, time.Second); err != nil {
@@ -118,7 +119,7 @@ func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
 func TestPlanJournalWriteFailsTheJob(t *testing.T) {
 	names := fakehost.Names(3)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
+	code := fakecode.New("r1")
 	fc := fakeContainers{h: h, code: code}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	r := &run{job: Job{ID: "x"}, subs: map[chan Event]struct{}{}, done: make(chan struct{}), jr: a.jr}
@@ -138,8 +139,8 @@ func TestPlanJournalWriteFailsTheJob(t *testing.T) {
 // reason at once.
 func TestRollbackRefusedBeforeAJob(t *testing.T) {
 	h := fakehost.New("r1", fakehost.Names(2)...)
-	code := newFakeCode("r1")
-	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateBad})
+	code := fakecode.New("r1")
+	code.Add(codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateBad})
 	fc := fakeContainers{h: h, code: code}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	for _, tc := range []struct{ to, want string }{
@@ -164,7 +165,7 @@ func TestRollbackRefusedBeforeAJob(t *testing.T) {
 // with no news leaves no row in the job history (issue 22 item 13).
 func TestScheduleLastRunSurvivesAndQuietChecks(t *testing.T) {
 	h := fakehost.New("r1", fakehost.Names(1)...)
-	code := newFakeCode("r1")
+	code := fakecode.New("r1")
 	fc := fakeContainers{h: h, code: code}
 	dir := t.TempDir()
 	newAgent := func() *Agent {
@@ -225,7 +226,7 @@ func TestScheduleLastRunSurvivesAndQuietChecks(t *testing.T) {
 func TestAlertMetrics(t *testing.T) {
 	names := fakehost.Names(3)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
+	code := fakecode.New("r1")
 	fc := fakeContainers{h: h, code: code}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Version: "9.9.9-test", Defaults: DefaultDefaults()}, discardLogger())
 	scrape := func() string {
@@ -282,8 +283,8 @@ func grepLines(s, sub string) string {
 func TestJournalFailureStopsTheJob(t *testing.T) {
 	names := fakehost.Names(6)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
-	code.releases[0].State = codeupdate.StateProven
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
 	fc := fakeContainers{h: h, code: code}
 	logs := &syncBuffer{}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, slogTo(logs))
@@ -321,8 +322,8 @@ func TestJournalFailureStopsTheJob(t *testing.T) {
 func TestFencedJobStopsMoving(t *testing.T) {
 	names := fakehost.Names(6)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
-	code.releases[0].State = codeupdate.StateProven
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
 	fc := fakeContainers{h: h, code: code}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	var starts atomic.Int32
@@ -369,7 +370,7 @@ func fakeAgent(t *testing.T, fc fakeContainers, cfg Config, log *slog.Logger) *A
 func TestJobRecordShowsEachKnobOnce(t *testing.T) {
 	names := fakehost.Names(2)
 	h := fakehost.New("r1", names...)
-	code := newFakeCode("r1")
+	code := fakecode.New("r1")
 	fc := fakeContainers{h: h, code: code}
 	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s", "window": nil}})

@@ -14,6 +14,7 @@ import (
 	"lxcfleet/codeupdate"
 	"lxcfleet/fleet"
 	"lxcfleet/internal/etcdtest"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/testfleet"
 )
 
@@ -164,10 +165,10 @@ func TestResolveReleaseOnOrigin(t *testing.T) {
 	}
 }
 
-// blockingCode is fakeCode whose Build waits for the job's end: an update
+// blockingCode is fakecode.Code whose Build waits for the job's end: an update
 // job that is still running when the test acts.
 type blockingCode struct {
-	*fakeCode
+	*fakecode.Code
 	started chan struct{}
 }
 
@@ -184,7 +185,7 @@ func (b *blockingCode) Build(ctx context.Context, target string, progress func(s
 // context that ends for another reason (the member stops) only stops the
 // waiting, as before.
 func TestFleetJobCancelledWhenSlotLost(t *testing.T) {
-	code := &blockingCode{fakeCode: newFakeCode("1-aaa"), started: make(chan struct{}, 2)}
+	code := &blockingCode{Code: fakecode.New("1-aaa"), started: make(chan struct{}, 2)}
 	s := serveAgent(t, Config{}, Deps{Containers: emptyHost(t), Code: code})
 	u := fleetUpdater{s.a}
 	rel := fleet.Release{Ref: "main", Commit: strings.Repeat("cd", 20)}

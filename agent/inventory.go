@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"strconv"
-	"strings"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sync/errgroup"
 
 	"lxcfleet/lxcctl"
@@ -25,6 +25,7 @@ type Locker struct {
 	Port           string       `json:"port,omitempty"`
 	Release        string       `json:"release,omitempty"`         // what its init really mounts
 	ReleaseDeleted bool         `json:"release_deleted,omitempty"` // its release folder is gone
+	ReleaseError   string       `json:"release_error,omitempty"`   // why its release could not be told
 	OnCurrent      bool         `json:"on_current"`
 	Health         string       `json:"health"` // healthy, starting (failing within its start deadline), unhealthy, unknown, stopped, broken (LXC cannot load it)
 	HealthError    string       `json:"health_error,omitempty"`
@@ -111,9 +112,16 @@ func (inv *inventory) run(ctx context.Context, healthEvery time.Duration) {
 
 // refresh reads every locker's state and release.
 func (inv *inventory) refresh(ctx context.Context) error {
+	_, err := inv.refreshed(ctx)
+	return err
+}
+
+// refreshed is refresh returning the lockers it read (a refresh running
+// at the same time may already have replaced them in the snapshot).
+func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
 	infos, err := inv.a.deps.Containers.Select(ctx, nil, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	desired, _ := inv.a.jr.Desired()
 	current := inv.a.currentRelease()
@@ -138,7 +146,9 @@ func (inv *inventory) refresh(ctx context.Context) error {
 		if in.State == lxcctl.StateRunning && in.InitPID > 0 {
 			l.StartedAt = procStartTime(in.InitPID)
 			if inv.a.deps.ReleaseOf != nil {
-				l.Release, l.ReleaseDeleted, _ = inv.a.deps.ReleaseOf(in.InitPID)
+				var err error
+				l.Release, l.ReleaseDeleted, err = inv.a.deps.ReleaseOf(in.InitPID)
+				l.ReleaseError = errString(err)
 			}
 			l.OnCurrent = current != "" && l.Release == current && !l.ReleaseDeleted
 			l.Health = "unknown"
@@ -153,7 +163,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 	inv.lockers, inv.byName, inv.at = lockers, byName, time.Now()
 	inv.gen++
 	inv.mu.Unlock()
-	return nil
+	return lockers, nil
 }
 
 // checkHealth runs the configured health check once against each running
@@ -196,6 +206,33 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 		}
 	}
 	inv.mu.Unlock()
+}
+
+// ReleasesInUse counts, per release, the running lockers of a snapshot that
+// use it (a release whose folder is already deleted too). It is the one
+// computation of the releases in use: release retention (prune), the API's
+// releases and the CLI's status count through it. A running locker whose
+// release could not be told makes it return an error naming the locker
+// (all joined), with the counts gathered: retention must then delete
+// nothing.
+func ReleasesInUse(lockers []Locker) (map[string]int, error) {
+	inUse := map[string]int{}
+	var errs []error
+	for _, l := range lockers {
+		switch {
+		case l.ReleaseError != "":
+			errs = append(errs, fmt.Errorf("release of container %q: %s", l.Name, l.ReleaseError))
+		case l.Release != "":
+			inUse[l.Release]++
+		}
+	}
+	return inUse, errors.Join(errs...)
+}
+
+// releasesInUse counts the releases in use in the last refresh (see
+// ReleasesInUse).
+func (inv *inventory) releasesInUse() (map[string]int, error) {
+	return ReleasesInUse(inv.snapshot())
 }
 
 // snapshot returns the lockers of the last refresh.
@@ -251,35 +288,20 @@ func (inv *inventory) get(name string) (Locker, bool) {
 	return inv.lockers[i], true
 }
 
-// procStartTime is when a process started, from /proc/<pid>/stat.
+// procStartTime is when a process started, to the second (procfs: its
+// /proc/<pid>/stat and the host's boot time); zero when it cannot be read.
 func procStartTime(pid int) time.Time {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return time.Time{}
 	}
-	// The command may contain spaces: fields start after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return time.Time{}
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return time.Time{}
-	}
-	ticks, err := strconv.ParseInt(f[19], 10, 64) // field 22: starttime
+	st, err := p.Stat()
 	if err != nil {
 		return time.Time{}
 	}
-	up, err := os.ReadFile("/proc/uptime")
+	secs, err := st.StartTime()
 	if err != nil {
 		return time.Time{}
 	}
-	secs, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
-	if err != nil {
-		return time.Time{}
-	}
-	const hz = 100 // USER_HZ is 100 on Linux
-	boot := time.Now().Add(-time.Duration(secs * float64(time.Second)))
-	return boot.Add(time.Duration(ticks) * time.Second / hz).Truncate(time.Second)
+	return time.Unix(int64(secs), 0)
 }

@@ -123,7 +123,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.agent, prometheus.GaugeValue, 1, m.a.cfg.Version)
 	if b, err := m.a.build(); err == nil {
 		ch <- prometheus.MustNewConstMetric(m.build, prometheus.GaugeValue, float64(b.Build))
-		ch <- prometheus.MustNewConstMetric(m.info, prometheus.GaugeValue, 1, b.Release, b.SHA)
+		ch <- prometheus.MustNewConstMetric(m.info, prometheus.GaugeValue, 1, b.Name, b.SHA)
 	}
 	if raw, err := m.a.LastUpdateCheck(); err == nil && raw != nil {
 		var u struct {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
@@ -114,7 +115,7 @@ func TestScheduleSkippedWhileBusy(t *testing.T) {
 	if _, err := lockerverbs.StartAll(t.Context(), f.Host, stubborn, lxcctl.StartOptions{Window: 2, Deadline: 20 * time.Second, Health: testfleet.HealthCheck()}); err != nil {
 		t.Fatal(err)
 	}
-	code := newFakeCode("1-a")
+	code := fakecode.New("1-a")
 	s := serveAgent(t, Config{LXCPath: f.Path, Schedules: []Schedule{{Name: "check", Cron: "@every 1s", Request: Request{Kind: KindCheckUpdate}}}},
 		Deps{Containers: f.Host, Code: code})
 	// Busy for ~2.4s: two stubborn lockers, one at a time, 1.2s each.
@@ -128,16 +129,12 @@ func TestScheduleSkippedWhileBusy(t *testing.T) {
 	if info.Skipped < 1 {
 		t.Errorf("schedule while a job ran: %+v, want at least one skipped run", info)
 	}
-	code.mu.Lock()
-	during := code.checks
-	code.mu.Unlock()
+	during := code.Checks()
 	if during != 0 {
 		t.Errorf("the schedule ran %d checks while the stop-all ran, want 0", during)
 	}
 	eventually(t, 5*time.Second, func() (bool, string) {
-		code.mu.Lock()
-		n := code.checks
-		code.mu.Unlock()
+		n := code.Checks()
 		if n > 0 {
 			return true, ""
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
@@ -17,7 +18,7 @@ import (
 
 // strategyFleet starts real lockers and an agent (no listener) whose Code
 // is a fake on release "1-old".
-func strategyFleet(t *testing.T, normal int, broken bool) (*Agent, *fakeCode, *testfleet.Fleet, []string, string) {
+func strategyFleet(t *testing.T, normal int, broken bool) (*Agent, *fakecode.Code, *testfleet.Fleet, []string, string) {
 	t.Helper()
 	f := testfleet.New(t, testfleet.Options{})
 	names := testfleet.Names(f.Add(normal, testfleet.Normal))
@@ -29,8 +30,8 @@ func strategyFleet(t *testing.T, normal int, broken bool) (*Agent, *fakeCode, *t
 	if _, err := lockerverbs.StartAll(context.Background(), f.Host, names, lxcctl.StartOptions{Window: 4, Deadline: 20 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	code := newFakeCode("1-old")
-	a, err := New(Config{LXCPath: f.Path, StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf, Logger: testLogger(t)})
+	code := fakecode.New("1-old")
+	a, err := New(Config{LXCPath: f.Path, StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.ReleaseOf, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestUpdateStrategies(t *testing.T) {
 			if after[n] == 0 || after[n] == before[n] {
 				t.Errorf("%s: pid %d -> %d, want restarted", n, before[n], after[n])
 			}
-			if rel, _, _ := code.releaseOf(after[n]); rel != "2-new" {
+			if rel, _, _ := code.ReleaseOf(after[n]); rel != "2-new" {
 				t.Errorf("%s runs %s, want 2-new", n, rel)
 			}
 		}
@@ -116,10 +117,8 @@ func TestUpdateStrategies(t *testing.T) {
 
 	t.Run("build failure touches nothing", func(t *testing.T) {
 		before := pids(t, f.Host, names)
-		code.mu.Lock()
-		code.buildErr = context.DeadlineExceeded
-		code.mu.Unlock()
-		defer func() { code.mu.Lock(); code.buildErr = nil; code.mu.Unlock() }()
+		code.SetBuildErr(context.DeadlineExceeded)
+		defer code.SetBuildErr(nil)
 		j, _ := a.Submit(Request{Kind: KindUpdate, Target: "4-broken-build"})
 		j = waitJob(t, a, j.ID)
 		if j.State != JobFailed || !strings.Contains(j.Error, "nothing was stopped") {
@@ -136,10 +135,8 @@ func TestUpdateStrategies(t *testing.T) {
 	t.Run("build failure with lockers stopped says so", func(t *testing.T) {
 		j, _ := a.Submit(Request{Kind: KindStopAll, Names: names[:1]})
 		waitJob(t, a, j.ID)
-		code.mu.Lock()
-		code.buildErr = context.DeadlineExceeded
-		code.mu.Unlock()
-		defer func() { code.mu.Lock(); code.buildErr = nil; code.mu.Unlock() }()
+		code.SetBuildErr(context.DeadlineExceeded)
+		defer code.SetBuildErr(nil)
 		j, _ = a.Submit(Request{Kind: KindUpdate, Target: "4-broken-build"})
 		j = waitJob(t, a, j.ID)
 		for _, want := range []string{"nothing was stopped by this update", "1 locker of", names[0], "run lxc-start-all"} {
@@ -160,7 +157,7 @@ func TestUpdateStrategies(t *testing.T) {
 		if j.State != JobSucceeded || res.To != "2-new" || res.From != "3-next" {
 			t.Fatalf("rollback: %s %q %+v", j.State, j.Error, res)
 		}
-		if code.state("3-next") != codeupdate.StateBad {
+		if code.State("3-next") != codeupdate.StateBad {
 			t.Errorf("the release rolled back from is not marked bad")
 		}
 		j, _ = a.Submit(Request{Kind: KindUpdate, Target: "3-next"})
@@ -197,7 +194,7 @@ func TestUpdateFailurePolicy(t *testing.T) {
 		if cur, _ := code.Current(); cur.Name != "1-old" {
 			t.Errorf("current after a paused update: %s, want 1-old again", cur.Name)
 		}
-		if code.state("2-canary") != codeupdate.StateBad {
+		if code.State("2-canary") != codeupdate.StateBad {
 			t.Errorf("2-canary not marked bad")
 		}
 		after := pids(t, f.Host, order)
@@ -228,7 +225,7 @@ func TestUpdateFailurePolicy(t *testing.T) {
 			t.Errorf("current after a rollback: %s, want 1-old", cur.Name)
 		}
 		for n, pid := range pids(t, f.Host, order) {
-			if rel, _, _ := code.releaseOf(pid); pid == 0 || rel != "1-old" {
+			if rel, _, _ := code.ReleaseOf(pid); pid == 0 || rel != "1-old" {
 				t.Errorf("%s after the rollback: pid %d on %q, want running 1-old", n, pid, rel)
 			}
 		}

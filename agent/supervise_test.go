@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -89,7 +90,7 @@ func TestSupervision(t *testing.T) {
 func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	names := testfleet.Names(f.Add(2, testfleet.Crash))
-	code := newFakeCode("1-old")
+	code := fakecode.New("1-old")
 	rel, err := code.Build(context.Background(), "2-new", func(string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 	d := testDefaults()
 	d.Policy.Deadline = 3 * time.Second
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
-		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf})
+		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.ReleaseOf})
 	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names})
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +119,8 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 		return false, fmt.Sprintf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
 	})
 	rb := waitJob(t, s.a, supervisionJobs(t, s.a, KindRollback)[0].ID)
-	if code.state("2-new") != codeupdate.StateBad {
-		t.Errorf("2-new is %s after supervision's rollback (job %s %q), want bad", code.state("2-new"), rb.State, rb.Error)
+	if code.State("2-new") != codeupdate.StateBad {
+		t.Errorf("2-new is %s after supervision's rollback (job %s %q), want bad", code.State("2-new"), rb.State, rb.Error)
 	}
 	if cur, _ := code.Current(); cur.Name != "1-old" {
 		t.Errorf("current %s, want 1-old", cur.Name)
@@ -134,7 +135,7 @@ func TestSupervisionQuarantinesALonelyCrashLoop(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
 	names := testfleet.Names(f.Add(3, testfleet.Normal))
 	crash := f.Add(1, testfleet.Crash)[0].Name
-	code := newFakeCode("1-old")
+	code := fakecode.New("1-old")
 	rel, err := code.Build(context.Background(), "2-new", func(string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestSupervisionQuarantinesALonelyCrashLoop(t *testing.T) {
 	d.Policy.Deadline = 5 * time.Second
 	d.Policy.Health = "http://127.0.0.1:{port}/healthz"
 	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
-		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.releaseOf})
+		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.ReleaseOf})
 	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: append(slices.Clone(names), crash)})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +170,7 @@ func TestSupervisionQuarantinesALonelyCrashLoop(t *testing.T) {
 	if rb := supervisionJobs(t, s.a, KindRollback); len(rb) != 0 {
 		t.Errorf("supervision rolled back a good release for one crash-looping locker: %s %q", rb[0].ID, rb[0].Trigger)
 	}
-	if st := code.state("2-new"); st != codeupdate.StateProven {
+	if st := code.State("2-new"); st != codeupdate.StateProven {
 		t.Errorf("2-new is %s, want still proven", st)
 	}
 	if cur, _ := code.Current(); cur.Name != "2-new" {

@@ -264,7 +264,13 @@ func (a *Agent) prune(ctx context.Context, r *run) {
 	if a.cfg.KeepReleases <= 0 {
 		return
 	}
-	inUse, err := a.ReleasesInUse(ctx)
+	// From a fresh read: a locker started or moved since the last refresh
+	// counts.
+	lockers, err := a.inv.refreshed(ctx)
+	var inUse map[string]int
+	if err == nil {
+		inUse, err = ReleasesInUse(lockers)
+	}
 	if err != nil {
 		r.emit(Event{Type: "stage", Stage: "prune", Error: err.Error()})
 		return
@@ -277,31 +283,6 @@ func (a *Agent) prune(ctx context.Context, r *run) {
 	if len(removed) > 0 {
 		r.stage("prune", "removed releases "+joinNames(removed, 10))
 	}
-}
-
-// ReleasesInUse counts running lockers per release (from their mountinfo).
-func (a *Agent) ReleasesInUse(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{}
-	if a.deps.ReleaseOf == nil {
-		return out, nil
-	}
-	infos, err := a.deps.Containers.Select(ctx, nil, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, in := range infos {
-		if in.InitPID <= 0 {
-			continue
-		}
-		rel, _, err := a.deps.ReleaseOf(in.InitPID)
-		if err != nil {
-			return nil, fmt.Errorf("reading release of %s: %w", in.Name, err)
-		}
-		if rel != "" {
-			out[rel]++
-		}
-	}
-	return out, nil
 }
 
 // plural picks one or many by n.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lxcfleet/codeupdate"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/mounts"
@@ -248,14 +249,17 @@ func TestWatchTrips(t *testing.T) {
 // journal across an agent restart, holds still during a host shutdown,
 // and ends when current moves.
 func TestReleaseWatchGlue(t *testing.T) {
-	setup := func(t *testing.T, state string) (*Agent, *fakehost.Host, *fakeCode, []string) {
+	setup := func(t *testing.T, state string) (*Agent, *fakehost.Host, *fakecode.Code, []string) {
 		names := fakehost.Names(5)
 		h := fakehost.New("r1", names...)
-		code := newFakeCode("r1")
-		code.releases[0].State = codeupdate.StateProven
-		code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
-		code.current = "r2"
-		code.history = append(code.history, codeupdate.Switched{From: "r1", To: "r2"})
+		code := fakecode.New("r1")
+		if err := code.MarkProven("r1"); err != nil {
+			t.Fatal(err)
+		}
+		code.Add(codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
+		if _, err := code.Switch(t.Context(), code.Nth(1), "test"); err != nil {
+			t.Fatal(err)
+		}
 		_ = h.Switch(t.Context(), "r2", "test")
 		fc := fakeContainers{h: h, code: code}
 		d := DefaultDefaults()
@@ -299,8 +303,8 @@ func TestReleaseWatchGlue(t *testing.T) {
 			t.Fatalf("after two crashed of five: %+v, want one rollback job naming them", jobs)
 		}
 		j := waitJob(t, a, jobs[0].ID)
-		if j.State != JobSucceeded || code.state("r2") != codeupdate.StateBad || code.current != "r1" {
-			t.Errorf("the watch's rollback: %s %q; r2 %s, current %s; want succeeded, r2 bad, current r1", j.State, j.Error, code.state("r2"), code.current)
+		if j.State != JobSucceeded || code.State("r2") != codeupdate.StateBad || currentName(code) != "r1" {
+			t.Errorf("the watch's rollback: %s %q; r2 %s, current %s; want succeeded, r2 bad, current r1", j.State, j.Error, code.State("r2"), currentName(code))
 		}
 		if rw := a.watch.watching(); rw != nil || a.hostInfo().ReleaseWatch != nil {
 			t.Errorf("the watch goes on after its rollback: %+v", rw)
@@ -314,8 +318,8 @@ func TestReleaseWatchGlue(t *testing.T) {
 		a.watch.begin("r2", "job-u", names, p)
 		crash(t, h, names[:3]...)
 		a.watch.round(t.Context())
-		if jobs := watchJobs(t, a); len(jobs) != 0 || code.state("r2") != codeupdate.StateProven {
-			t.Errorf("pause: jobs %+v, r2 %s; want none, still proven", jobs, code.state("r2"))
+		if jobs := watchJobs(t, a); len(jobs) != 0 || code.State("r2") != codeupdate.StateProven {
+			t.Errorf("pause: jobs %+v, r2 %s; want none, still proven", jobs, code.State("r2"))
 		}
 		if a.watch.watching() != nil {
 			t.Errorf("pause: the watch goes on after it tripped")
@@ -345,10 +349,16 @@ func TestReleaseWatchGlue(t *testing.T) {
 		if err := a.endHostShutdown(); err != nil {
 			t.Fatal(err)
 		}
-		code.current = "r1"
+		code.SetCurrent("r1")
 		a.watch.round(t.Context())
 		if a.watch.watching() != nil || len(watchJobs(t, a)) != 0 {
 			t.Errorf("current moved: the watch goes on (%+v) or acted (%d jobs)", a.watch.watching(), len(watchJobs(t, a)))
 		}
 	})
+}
+
+// currentName is the name of code's current release ("" when none).
+func currentName(code *fakecode.Code) string {
+	r, _ := code.Current()
+	return r.Name
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -110,7 +109,7 @@ func NewFleet(ctx context.Context, opts FleetOptions) (f *Fleet, err error) {
 		lines = append(lines, "lxc.cgroup.dir = "+opts.CgroupParent.Path)
 	}
 	if _, err := h.EditConfig(f.base, func(old []byte) ([]byte, error) {
-		return appendLines(dropKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor.", "lxc.start."), lines...), nil
+		return mounts.AppendConfig(mounts.DropConfigKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor.", "lxc.start."), lines...), nil
 	}); err != nil {
 		return nil, fmt.Errorf("configuring base container: %w", err)
 	}
@@ -151,7 +150,7 @@ func (f *Fleet) addLocker(ctx context.Context, tg Target, autostart bool) error 
 		if autostart {
 			extra = append(extra, "lxc.start.auto = 1")
 		}
-		out, _, err := mounts.ApplyEntries(appendLines(old, extra...), f.Layout, tg.Name)
+		out, _, err := mounts.ApplyEntries(mounts.AppendConfig(old, extra...), f.Layout, tg.Name)
 		return out, err
 	})
 	if err != nil {
@@ -230,37 +229,6 @@ func freePorts(base, n int) ([]int, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-var keyRe = regexp.MustCompile(`^\s*([a-z0-9_.]+)\s*=`)
-
-// dropKeys removes config lines whose key starts with one of prefixes.
-func dropKeys(config []byte, prefixes ...string) []byte {
-	var b strings.Builder
-	for _, line := range strings.SplitAfter(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(line); m != nil {
-			drop := false
-			for _, p := range prefixes {
-				drop = drop || strings.HasPrefix(m[1], p)
-			}
-			if drop {
-				continue
-			}
-		}
-		b.WriteString(line)
-	}
-	return []byte(b.String())
-}
-
-func appendLines(config []byte, lines ...string) []byte {
-	s := string(config)
-	if s != "" && !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	for _, l := range lines {
-		s += l + "\n"
-	}
-	return []byte(s)
 }
 
 func randHex(n int) string {

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 //go:embed app/server.js
@@ -137,11 +136,4 @@ func run(ctx context.Context, dir, name string, args ...string) (string, error) 
 		return "", fmt.Errorf("running %s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return strings.TrimSpace(stdout.String()), nil
-}
-
-// timed runs a command and returns how long it took.
-func timed(ctx context.Context, dir, name string, args ...string) (time.Duration, error) {
-	t := time.Now()
-	_, err := run(ctx, dir, name, args...)
-	return time.Since(t), err
 }

@@ -30,7 +30,7 @@ type ProbeConfig struct {
 	Targets []Target `json:"targets"`
 	// Events is the JSON-lines file the prober appends its events to.
 	Events string `json:"events"`
-	// Status is rewritten (atomically) every StatusEvery with the count of
+	// Status is rewritten (atomically) every 100 ms with the count of
 	// lockers answering each build, for the runner to wait on.
 	Status string `json:"status"`
 	// Interval between two probes of one locker (50ms: 20 Hz).

@@ -60,7 +60,7 @@ func (m *Manager) Build(ctx context.Context, targetName string, progress func(st
 	var (
 		existing Release
 		tmp      string
-		bi       buildInfo
+		bi       buildFile
 	)
 	cleanup := func() {
 		if tmp != "" {
@@ -94,7 +94,7 @@ func (m *Manager) Build(ctx context.Context, targetName string, progress func(st
 		if err != nil {
 			return err
 		}
-		bi = buildInfo{
+		bi = buildFile{Origin: m.origin, Release: Release{
 			SHA:        sha,
 			Short:      sha[:12],
 			Ref:        t.ref,
@@ -102,8 +102,7 @@ func (m *Manager) Build(ctx context.Context, targetName string, progress func(st
 			CommitTime: t.commit.Committer.When.UTC(),
 			Commits:    len(anc),
 			Describe:   desc,
-			Origin:     m.origin,
-		}
+		}}
 		progress(fmt.Sprintf("resolved %s to %s (%s, %d commits)", targetName, bi.Short, desc, bi.Commits))
 		tmp, err = os.MkdirTemp(m.releasesDir(), ".tmp-")
 		if err != nil {
@@ -161,7 +160,7 @@ func (m *Manager) Build(ctx context.Context, targetName string, progress func(st
 // so that one commit gets one release and one number. When another build
 // finished the same commit first, tmp is removed and theirs returned
 // (built false).
-func (m *Manager) complete(tmp string, bi *buildInfo) (rel Release, built bool, err error) {
+func (m *Manager) complete(tmp string, bi *buildFile) (rel Release, built bool, err error) {
 	unlock, err := flockWait(context.Background(), filepath.Join(m.root, "releases.lock"))
 	if err != nil {
 		return Release{}, false, err
@@ -204,7 +203,7 @@ func (m *Manager) complete(tmp string, bi *buildInfo) (rel Release, built bool, 
 // and sets bi's Npm, NpmFrom, NpmVersion, Node, LockHash, ModulesKey,
 // ModulesCopy and Scripts. Everything it runs shares one deadline,
 // Options.NpmTimeout.
-func (m *Manager) provideModules(ctx context.Context, dir string, bi *buildInfo, progress func(string), log *slog.Logger) error {
+func (m *Manager) provideModules(ctx context.Context, dir string, bi *buildFile, progress func(string), log *slog.Logger) error {
 	node, err := m.toolVersion(ctx, m.node)
 	if err != nil {
 		return fmt.Errorf("finding the node version: %w", err)
@@ -304,7 +303,7 @@ func (m *Manager) provideModules(ctx context.Context, dir string, bi *buildInfo,
 // rootScripts runs the root package's lifecycle scripts in the phase's
 // folder, each alone (`npm run-script --ignore-scripts NAME`, so that npm
 // adds no pre/post script of its own), in npm's order.
-func (m *Manager) rootScripts(ph *phase, pkg pkgInfo, bi *buildInfo, progress func(string), failed func(error) error) error {
+func (m *Manager) rootScripts(ph *phase, pkg pkgInfo, bi *buildFile, progress func(string), failed func(error) error) error {
 	for _, s := range pkg.scripts {
 		progress("running the " + s + " script")
 		if err := ph.run("run-script", "--ignore-scripts", s); err != nil {

@@ -1,7 +1,7 @@
 // Package codeupdate is lxcfleet's release manager: it owns the app's code
 // on a host and is the only package that imports go-git.
 //
-// Layout under Options.Root (see DESIGN.md; the same paths as
+// Layout under Options.Root (see the README's host layout; the same paths as
 // mounts.LayoutAt(root)):
 //
 //	repo.git/                  bare mirror of the origin (all branches and

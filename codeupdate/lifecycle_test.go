@@ -99,6 +99,15 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("BUILD.json key %s: got none, want one (%v)", k, bj)
 			}
 		}
+		// The host's view of the release is not the file's.
+		for _, k := range []string{"path", "state", "bad_reason", "current"} {
+			if v, ok := bj[k]; ok {
+				t.Errorf("BUILD.json key %s: got %v, want none", k, v)
+			}
+		}
+		if _, ok := bj["origin"]; !ok {
+			t.Errorf("BUILD.json key origin: got none, want one (%v)", bj)
+		}
 		if got, want := bj["build"], float64(1); got != want {
 			t.Errorf("BUILD.json build: got %v, want %v", got, want)
 		}

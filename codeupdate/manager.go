@@ -157,45 +157,13 @@ func (m *Manager) releaseDir(n string) string {
 	return filepath.Join(m.releasesDir(), n)
 }
 
-// buildInfo is the content of a release's BUILD.json.
-type buildInfo struct {
-	Name  string `json:"name"`
-	Build int    `json:"build"`
-	// Commits is `git rev-list --count` of the commit (the build number
-	// before host sequences); Describe is `git describe --tags --always`.
-	Commits    int       `json:"commits,omitempty"`
-	Describe   string    `json:"describe,omitempty"`
-	SHA        string    `json:"sha"`
-	Short      string    `json:"short"`
-	Ref        string    `json:"ref,omitempty"`
-	Subject    string    `json:"subject,omitempty"`
-	CommitTime time.Time `json:"commit_time"`
-	BuildTime  time.Time `json:"build_time"`
-	Node       string    `json:"node,omitempty"`
-	NpmVersion string    `json:"npm_version,omitempty"`
-	Npm        string    `json:"npm"`
-	// NpmFrom names the release node_modules was linked from (Npm "reused").
-	NpmFrom  string `json:"npm_from,omitempty"`
-	LockHash string `json:"lock_hash,omitempty"`
-	// ModulesKey is the sha256 of everything that shapes node_modules
-	// (see Build); ModulesCopy how node_modules was copied from NpmFrom
-	// ("hardlink", "reflink" or "copy").
-	ModulesKey  string `json:"modules_key,omitempty"`
-	ModulesCopy string `json:"modules_copy,omitempty"`
-	// Scripts are the root lifecycle scripts that ran in the release.
-	Scripts []string `json:"scripts,omitempty"`
-	Origin  string   `json:"origin,omitempty"`
-}
-
-func (b buildInfo) release(path string) Release {
-	return Release{
-		Name: b.Name, Path: path, Build: b.Build, SHA: b.SHA, Short: b.Short, Ref: b.Ref,
-		Subject: b.Subject, CommitTime: b.CommitTime, BuildTime: b.BuildTime,
-		Node: b.Node, NpmVersion: b.NpmVersion, Npm: b.Npm, LockHash: b.LockHash,
-		Commits: b.Commits, Describe: b.Describe, NpmFrom: b.NpmFrom, ModulesKey: b.ModulesKey,
-		ModulesCopy: b.ModulesCopy, Scripts: b.Scripts,
-		State: StateGood,
-	}
+// buildFile is the content of a release's BUILD.json: the release record
+// without the host's view of it, and the origin it was built from (a file
+// for a human; the API does not show the origin, which may carry
+// credentials).
+type buildFile struct {
+	Release
+	Origin string `json:"origin,omitempty"`
 }
 
 // validName reports whether name can be a release folder name.
@@ -217,14 +185,16 @@ func (m *Manager) readRelease(name string) (Release, error) {
 	if err != nil {
 		return Release{}, fmt.Errorf("reading release %s: %w", name, err)
 	}
-	var bi buildInfo
-	if err := json.Unmarshal(b, &bi); err != nil {
+	var bf buildFile
+	if err := json.Unmarshal(b, &bf); err != nil {
 		return Release{}, fmt.Errorf("reading %s: %w", filepath.Join(dir, "BUILD.json"), err)
 	}
-	if bi.Name == "" {
-		bi.Name = name
+	r := bf.Release
+	if r.Name == "" {
+		r.Name = name
 	}
-	return bi.release(dir), nil
+	r.Path, r.State, r.BadReason, r.Current = dir, StateGood, "", false
+	return r, nil
 }
 
 // currentName returns the release name the current link points at, or ""

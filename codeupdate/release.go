@@ -30,13 +30,16 @@ const (
 // Good reports whether the release is not marked bad (good or proven).
 func (r Release) Good() bool { return r.State != StateBad }
 
-// Release describes one immutable release folder (its BUILD.json plus the
-// manager's marks).
+// Release describes one immutable release folder: the project's one
+// release record. Its BUILD.json holds the record without Path, State,
+// BadReason and Current (where the folder is and what the host thinks of
+// the release: the manager's marks and the current link), plus the origin
+// it was built from (see buildFile).
 type Release struct {
 	// Name is the folder name under releases/: <build>-<sha12>.
 	Name string `json:"name"`
 	// Path is the absolute folder.
-	Path string `json:"path"`
+	Path string `json:"path,omitempty"`
 	// Build is the host's build number: unique and increasing on this
 	// host whatever the origin does (force-pushes, moved tags), given out
 	// when the release is completed. Releases built before host numbers
@@ -77,10 +80,10 @@ type Release struct {
 	// Scripts are the root lifecycle scripts that ran in the release.
 	Scripts []string `json:"scripts,omitempty"`
 	// State is good, proven or bad; BadReason says why it was marked bad.
-	State     State  `json:"state"`
+	State     State  `json:"state,omitempty"`
 	BadReason string `json:"bad_reason,omitempty"`
 	// Current is true for the release the current link points at.
-	Current bool `json:"current"`
+	Current bool `json:"current,omitempty"`
 }
 
 // Commit is one commit of an update check.

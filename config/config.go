@@ -111,7 +111,7 @@ type File struct {
 	} `toml:"cgroup"`
 }
 
-// DefaultFile returns the settings used where the file is silent.
+// Default returns the settings used where the file is silent.
 func Default() File {
 	var c File
 	c.LXCPath = "/var/lib/lxc"
@@ -136,7 +136,7 @@ func Default() File {
 	return c
 }
 
-// LoadConfig reads a config file over the defaults. A missing file at the
+// Load reads a config file over the defaults. A missing file at the
 // default path is not an error (the defaults apply); a missing file named
 // explicitly is. Unknown keys and invalid values are errors naming the key.
 func Load(path string, explicit bool) (File, error) {
@@ -332,7 +332,7 @@ func (c File) AgentConfig() agent.Config {
 }
 
 // AgentDefaults returns the [defaults] section as request defaults (the
-// built-in ones where it is invalid: LoadConfig refuses such a file).
+// built-in ones where it is invalid: Load refuses such a file).
 func (c File) AgentDefaults() agent.Defaults {
 	d, _, _ := c.defaults()
 	return d

@@ -70,7 +70,7 @@ func (s *Stack) AgentDeps() (agent.Deps, error) {
 	if code != nil {
 		deps.Code = code
 		layout := s.Layout
-		deps.ReleaseOf = func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }
+		deps.ReleaseOf = func(pid int) (string, bool, error) { return mounts.ReleaseOfLocker(pid, layout) }
 	}
 	return deps, nil
 }

@@ -216,7 +216,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.code.pin(in.InitPID, e.code.releases[0].Name)
+	e.code.Pin(in.InitPID, e.code.Nth(0).Name)
 	t.Logf("fleet of %d lockers and agent ready in %v; console at %s", n, time.Since(begin).Round(time.Millisecond), e.url)
 	p := newPage(t, exec)
 	step := func(name string, fn func(t *testing.T)) {
@@ -254,7 +254,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got := p.text("#build-number"); got != "#2" {
 			t.Errorf("build number: got %q, want #2", got)
 		}
-		if got, want := p.text("#build-sha"), e.code.releases[1].Short; got != want {
+		if got, want := p.text("#build-sha"), e.code.Nth(1).Short; got != want {
 			t.Errorf("build sha: got %q, want %q", got, want)
 		}
 		for _, l := range e.lockers {
@@ -428,7 +428,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 
 	step("a target marked bad is flagged", func(t *testing.T) {
-		e.code.addBadHead()
+		e.code.AddBadHead()
 		p.wait("no running job", `!document.querySelector('#btn-check').disabled`, 15*time.Second)
 		p.click("#btn-check")
 		p.wait("the bad target on the update card", `document.querySelector('#update-body').textContent.includes('marked bad')`, 15*time.Second)

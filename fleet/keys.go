@@ -28,7 +28,7 @@ func (k keys) result(c, host string) string {
 	return k.results(c) + host
 }
 
-// startKey sorts by time: "<sem>/start/<UTC RFC 3339 nano, fixed width>-<host>".
+// start is a start key; it sorts by time: "<sem>/start/<UTC RFC 3339 nano, fixed width>-<host>".
 func (k keys) start(at time.Time, host string) string {
 	return k.starts() + at.UTC().Format(startTimeFormat) + "-" + host
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
+
+	"lxcfleet/mounts"
 )
 
 // StateBroken is not one of LXC's states: it marks a container whose config
@@ -155,13 +157,9 @@ func diagnoseConfig(path string) (Info, string) {
 
 // refusal returns why LXC refuses one config line, or "" when it takes it.
 func refusal(c *lxc.Container, line string) string {
-	k, v, ok := strings.Cut(line, "=")
+	k, v, ok := mounts.ParseConfigLine(line)
 	if !ok {
 		return "not a KEY = VALUE line"
-	}
-	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-		v = v[1 : len(v)-1]
 	}
 	if err := checkItem(c, k, v); err != nil {
 		return err.Error()

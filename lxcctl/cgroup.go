@@ -1,7 +1,6 @@
 package lxcctl
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -101,27 +100,4 @@ func (p CgroupParent) CPUWeightNow() (int, error) {
 		return 0, fmt.Errorf("reading the cpu weight of cgroup parent %s: %w", p.Path, err)
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
-}
-
-// CgroupOf returns pid's cgroup path in the CPU controller ("/a/b").
-func CgroupOf(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return "", fmt.Errorf("reading the cgroup of pid %d: %w", pid, err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			return parts[2], nil // v2
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "cpu" {
-				return parts[2], nil
-			}
-		}
-	}
-	return "", errors.New("no cpu controller in /proc/" + strconv.Itoa(pid) + "/cgroup")
 }

@@ -3,8 +3,10 @@ package lxcctl_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,7 +63,7 @@ func TestCgroupParent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := lxcctl.CgroupOf(info.InitPID)
+		got, err := cgroupOf(info.InitPID)
 		if err != nil || got != want {
 			t.Errorf("%s's cgroup: %q, %v; want %q", lockers[i].Name, got, err, want)
 		}
@@ -113,4 +115,27 @@ func removeCgroup(t *testing.T, path string) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// cgroupOf returns pid's cgroup path in the CPU controller ("/a/b").
+func cgroupOf(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", fmt.Errorf("reading the cgroup of pid %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			return parts[2], nil // v2
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "cpu" {
+				return parts[2], nil
+			}
+		}
+	}
+	return "", errors.New("no cpu controller in /proc/" + strconv.Itoa(pid) + "/cgroup")
 }

@@ -9,8 +9,8 @@
 // sub-second precision, then a kill); runs commands inside a container; and
 // reads and edits container configuration.
 //
-// StopAll and StartAll (waves.go) run those operations over many containers
-// in bounded parallel: at most P stopping at once, and a window of at most K
+// lockerverbs.StopAll and StartAll run those operations over many
+// containers in bounded parallel: at most P stopping at once, and a window of at most K
 // starting at once, where a container holds its slot until its health check
 // passes or its deadline expires.
 //
@@ -20,7 +20,8 @@
 // /proc/PID/fd), so a host process squatting a locker's port never makes it
 // healthy.
 //
-// go-lxc pitfalls this package designs around (see LXC-NOTES.md):
+// go-lxc pitfalls this package designs around (measured; the README's
+// "How containers are started and stopped" has the numbers):
 // Shutdown/Wait truncate timeouts to whole seconds, Shutdown does not kill,
 // one Container object holds one lock for a whole Wait, and errors are
 // formatted with %s so errors.Is does not work on them. Every operation

@@ -91,7 +91,7 @@ type StartOptions struct {
 	// Deadline bounds each container's start-to-healthy time; > 0.
 	Deadline time.Duration
 	// Pace, when set, is called before each launch and may hold it back
-	// (see PressurePacer); its error ends the launch loop.
+	// (the rollout executor's Pacer holds launches back under pressure); its error ends the launch loop.
 	Pace func(ctx context.Context) error
 	// OnEvent, when set, receives progress; it must not block for long.
 	OnEvent func(Event)

@@ -23,9 +23,9 @@ import (
 // and the child calls go-lxc's Start with daemonize. liblxc forks the
 // container's monitor from that short-lived child, so the long-running
 // process stays in its own cgroups (a Start from the daemon itself moves the
-// daemon into lxc.monitor.<name> cgroups and leaks them; measured, see
-// LXC-NOTES.md) and no fd of the daemon leaks into a monitor. The cost is
-// one exec per start (~5 ms).
+// daemon into lxc.monitor.<name> cgroups and leaks them; measured, see the
+// README's "How containers are started and stopped") and no fd of the
+// daemon leaks into a monitor. The cost is one exec per start (~5 ms).
 //
 // Binaries that use a Host must route this subcommand to ForkStartMain:
 // cmd/lxcfleet has it as a hidden cobra command, test binaries check

@@ -13,46 +13,13 @@ const Marker = "# lxcfleet layout (managed; do not edit)"
 
 const mountEntryKey = "lxc.mount.entry"
 
-// parseConfigLine splits one line of an LXC config file the way liblxc does:
-// blanks before the key and around "=" are ignored, "#" starts a comment
-// line, and a value in matching quotes loses them.
-func parseConfigLine(line string) (key, value string, ok bool) {
-	t := strings.TrimLeft(line, " \t")
-	if t == "" || t[0] == '#' {
-		return "", "", false
-	}
-	i := strings.IndexByte(t, '=')
-	if i < 0 {
-		return "", "", false
-	}
-	key = strings.TrimRight(t[:i], " \t")
-	value = strings.Trim(t[i+1:], " \t\r\n")
-	if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
-		value = value[1 : len(value)-1]
-	}
-	return key, value, true
-}
-
 // mountEntryValue returns the value of a line that is an lxc.mount.entry.
 func mountEntryValue(line string) (string, bool) {
-	k, v, ok := parseConfigLine(line)
+	k, v, ok := ParseConfigLine(line)
 	if !ok || k != mountEntryKey {
 		return "", false
 	}
 	return v, true
-}
-
-// splitLines splits config text into lines, each with its "\n" (the last may
-// have none).
-func splitLines(config []byte) []string {
-	if len(config) == 0 {
-		return nil
-	}
-	lines := strings.SplitAfter(string(config), "\n")
-	if lines[len(lines)-1] == "" {
-		lines = lines[:len(lines)-1]
-	}
-	return lines
 }
 
 // isMarker reports whether a line is the managed-section marker.
@@ -64,13 +31,7 @@ func isBlank(line string) bool { return strings.TrimSpace(line) == "" }
 // MountEntries returns the values of every lxc.mount.entry line of a config
 // file, in file order.
 func MountEntries(config []byte) []string {
-	var out []string
-	for _, line := range splitLines(config) {
-		if v, ok := mountEntryValue(line); ok {
-			out = append(out, v)
-		}
-	}
-	return out
+	return ConfigValues(config, mountEntryKey)
 }
 
 // ApplyEntries puts a locker's mount entries into the text of its LXC config

@@ -26,8 +26,8 @@
 // ReleaseOfPID reads /proc/<pid>/mountinfo to tell which release a running
 // locker really uses: the current symlink is resolved when a container
 // starts, so after a switch running lockers keep their old release until they
-// restart. ReleasesInUse is the safety check that release retention relies
-// on.
+// restart. ReleaseOfLocker is what release retention's safety check (the
+// agent inventory's releases in use) reads for each locker.
 //
 // This package never starts or stops containers and never imports go-lxc.
 package mounts

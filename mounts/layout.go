@@ -54,7 +54,7 @@ type Layout struct {
 	ConfigReadOnly bool
 }
 
-// DefaultLayout returns the layout of DESIGN.md under DefaultRoot.
+// DefaultLayout returns the README's host layout under DefaultRoot.
 func DefaultLayout() Layout { return LayoutAt(DefaultRoot) }
 
 // LayoutAt returns the default layout under another root folder.

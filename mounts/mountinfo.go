@@ -245,34 +245,20 @@ func releaseOfPID(pid int, l Layout, host []mountInfo) (string, bool, error) {
 	return rel, deleted, nil
 }
 
-// ReleasesInUse counts, per release, the running lockers that use it. It
-// takes each locker's init pid by container name; a pid <= 0 (a stopped
-// locker), a process that is gone and a process with nothing at the app path
-// are skipped, as they hold no release. Releases whose folder is already
-// deleted are counted too. Any other failure to tell a locker's release is
-// an error naming the container (all such errors are joined), returned with
-// the counts gathered so far: retention must then delete nothing, since a
+// ReleaseOfLocker is ReleaseOfPID as release accounting needs it: a pid <= 0
+// (a stopped locker), a process that is gone and a process with nothing at
+// the app path hold no release ("", false and no error). Releases whose
+// folder is already deleted are still reported. Any other failure to tell
+// the release is an error: release retention, which counts the releases in
+// use from it (the agent's inventory), must then delete nothing, since a
 // release a running locker uses must never be deleted.
-func ReleasesInUse(pids map[string]int, l Layout) (map[string]int, error) {
-	inUse := map[string]int{}
-	host, err := readMountinfo(0)
-	if err != nil {
-		return inUse, fmt.Errorf("reading the host's mount table: %w", err)
+func ReleaseOfLocker(pid int, l Layout) (release string, deleted bool, err error) {
+	if pid <= 0 {
+		return "", false, nil
 	}
-	var errs []error
-	for name, pid := range pids {
-		if pid <= 0 {
-			continue
-		}
-		rel, _, err := releaseOfPID(pid, l, host)
-		switch {
-		case errors.Is(err, fs.ErrNotExist), errors.Is(err, ErrNoAppMount):
-			continue
-		case err != nil:
-			errs = append(errs, fmt.Errorf("container %q: %w", name, err))
-			continue
-		}
-		inUse[rel]++
+	rel, deleted, err := ReleaseOfPID(pid, l)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrNoAppMount) {
+		return "", false, nil
 	}
-	return inUse, errors.Join(errs...)
+	return rel, deleted, err
 }

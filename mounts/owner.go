@@ -25,7 +25,7 @@ func OwnerFromIdmap(idmapLines []string) (Owner, error) {
 	uid, gid := -1, -1
 	for _, line := range idmapLines {
 		v := line
-		if k, val, ok := parseConfigLine(line); ok {
+		if k, val, ok := ParseConfigLine(line); ok {
 			if k != "lxc.idmap" {
 				return Owner{}, fmt.Errorf("idmap %q: not an lxc.idmap value", line)
 			}

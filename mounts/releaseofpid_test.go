@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,19 +120,17 @@ func TestReleaseOfPID(t *testing.T) {
 		check(t, pid2, "000002-bbbbbbbbbbbb", false)
 	})
 
-	t.Run("in use", func(t *testing.T) {
-		pids := map[string]int{
-			"one": pid1, "two": pid2, "stopped": 0,
-			"gone":      gonePID(t),
-			"no-locker": os.Getpid(), // nothing at the app path
-		}
-		got, err := ReleasesInUse(pids, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string]int{"000001-aaaaaaaaaaaa": 1, "000002-bbbbbbbbbbbb": 1}
-		if !maps.Equal(got, want) {
-			t.Errorf("got %v, want %v", got, want)
+	t.Run("as a locker", func(t *testing.T) {
+		for pid, want := range map[int]string{
+			pid1: "000001-aaaaaaaaaaaa", pid2: "000002-bbbbbbbbbbbb",
+			0:           "", // stopped
+			gonePID(t):  "",
+			os.Getpid(): "", // nothing at the app path
+		} {
+			got, _, err := ReleaseOfLocker(pid, l)
+			if err != nil || got != want {
+				t.Errorf("pid %d: got %q, %v, want %q, no error", pid, got, err, want)
+			}
 		}
 	})
 
@@ -149,13 +146,8 @@ func TestReleaseOfPID(t *testing.T) {
 	}
 	t.Run("deleted", func(t *testing.T) {
 		check(t, pid1, "000001-aaaaaaaaaaaa", true)
-		got, err := ReleasesInUse(map[string]int{"one": pid1, "two": pid2}, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string]int{"000001-aaaaaaaaaaaa": 1, "000002-bbbbbbbbbbbb.old": 1}
-		if !maps.Equal(got, want) {
-			t.Errorf("got %v, want %v", got, want)
+		if rel, deleted, err := ReleaseOfLocker(pid1, l); rel != "000001-aaaaaaaaaaaa" || !deleted || err != nil {
+			t.Errorf("got %q, %v, %v, want 000001-aaaaaaaaaaaa, true, no error", rel, deleted, err)
 		}
 	})
 
@@ -172,9 +164,8 @@ func TestReleaseOfPID(t *testing.T) {
 		// A locker whose app mount is not a release makes the safety check
 		// fail: retention must not guess.
 		other := startMounted(t, t.TempDir(), appDir(t, l, "three"))
-		_, err := ReleasesInUse(map[string]int{"one": pid1, "odd": other}, l)
-		if err == nil || !strings.Contains(err.Error(), `container "odd"`) {
-			t.Errorf("got %v, want an error naming container odd", err)
+		if _, _, err := ReleaseOfLocker(other, l); err == nil {
+			t.Errorf("got %v, want an error for an app mount that is not a release", err)
 		}
 	})
 }

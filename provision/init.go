@@ -119,16 +119,12 @@ type initFacts struct {
 // initFactsOf reads the last lxc.init.cmd and lxc.signal.halt of a config.
 func initFactsOf(config []byte) initFacts {
 	var f initFacts
-	for _, line := range strings.Split(string(config), "\n") {
-		m := keyRe.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		switch m[1] {
+	for k, v := range mounts.ConfigItems(config) {
+		switch k {
 		case "lxc.init.cmd":
-			f.init = m[2]
+			f.init = v
 		case "lxc.signal.halt":
-			f.halt = m[2]
+			f.halt = v
 		}
 	}
 	return f
@@ -183,9 +179,10 @@ func haltDeviations(f initFacts) []string {
 }
 
 // fixInit rewrites a config's init lines for Adopt: a debugger halt signal
-// of an app init becomes SIGTERM, always; with hostTini, an app init not yet
-// under tini is put under it (tini bound read-only, halt signal SIGTERM).
-// It returns the new config and what changed, for a human.
+// of an app init becomes SIGTERM, always; with setup.tini (the host's
+// tini), an app init not yet under tini is put under it (tini bound
+// read-only, halt signal SIGTERM). It returns the new config and what
+// changed, for a human.
 func fixInit(config []byte, setup initSetup) ([]byte, []string) {
 	f := initFactsOf(config)
 	if !f.runsApp() {
@@ -195,20 +192,11 @@ func fixInit(config []byte, setup initSetup) ([]byte, []string) {
 	wantTini := setup.tini != "" && !f.underTini()
 	setHalt := debuggerSignal(f.halt) || (wantTini && f.halt != "SIGTERM")
 	var b bytes.Buffer
-	lines := strings.SplitAfter(string(config), "\n")
-	for _, line := range lines {
-		m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n"))
-		switch {
-		case m == nil:
-		case setHalt && m[1] == "lxc.signal.halt":
-			continue
-		case wantTini && m[1] == "lxc.init.cmd":
-			continue
-		case wantTini && m[1] == "lxc.mount.entry" && ownsInitTarget(mountTarget(m[2])):
-			continue
-		}
-		b.WriteString(line)
-	}
+	b.Write(mounts.DropConfig(config, func(k, v string) bool {
+		return setHalt && k == "lxc.signal.halt" ||
+			wantTini && k == "lxc.init.cmd" ||
+			wantTini && k == "lxc.mount.entry" && ownsInitTarget(mounts.EntryTarget(v))
+	}))
 	if !setHalt && !wantTini {
 		return config, nil
 	}

@@ -134,12 +134,9 @@ func TestTiniStopsNodeAppWithoutHandler(t *testing.T) {
 		port := freePortRange(t, 1)
 		if _, err := e.host.EditConfig(name, func(old []byte) ([]byte, error) {
 			var b strings.Builder
-			for _, l := range strings.SplitAfter(string(old), "\n") {
-				if m := keyRe.FindStringSubmatch(strings.TrimRight(l, "\n")); m != nil && (strings.HasPrefix(m[1], "lxc.net.") || strings.HasPrefix(m[1], "lxc.signal.")) {
-					continue
-				}
-				b.WriteString(l)
-			}
+			b.Write(mounts.DropConfig(old, func(k, _ string) bool {
+				return strings.HasPrefix(k, "lxc.net.") || strings.HasPrefix(k, "lxc.signal.")
+			}))
 			b.WriteString("lxc.net.0.type = none\nlxc.signal.halt = SIGUSR1\nlxc.init.cmd = /usr/bin/node /opt/app/s.js\n")
 			b.WriteString("lxc.environment = PORT=" + strconv.Itoa(port) + "\n")
 			b.WriteString("lxc.mount.entry = " + e.node + " usr/bin/node none bind,ro,create=file 0 0\n")

@@ -3,7 +3,10 @@ package provision
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
+
+	"lxcfleet/mounts"
 )
 
 // netDeviations reports a locker in a network namespace of its own
@@ -25,12 +28,7 @@ func netDeviations(config []byte) []string {
 // sysfs"), as a user namespace may mount sysfs only in a network namespace
 // it owns.
 func sysfsRefused(config []byte) bool {
-	idmapped := false
-	for _, line := range strings.Split(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(line); m != nil && m[1] == "lxc.idmap" && m[2] != "" {
-			idmapped = true
-		}
-	}
+	idmapped := slices.ContainsFunc(mounts.ConfigValues(config, "lxc.idmap"), func(v string) bool { return v != "" })
 	if !idmapped || !sharesHostNetwork(config) {
 		return false
 	}
@@ -45,18 +43,14 @@ func sysfsRefused(config []byte) bool {
 // loopbackDown reports an empty network without lxc.net.0.flags = up.
 func loopbackDown(config []byte) bool {
 	var typ, flags string
-	for _, line := range strings.Split(string(config), "\n") {
-		m := keyRe.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		switch m[1] {
+	for k, v := range mounts.ConfigItems(config) {
+		switch k {
 		case "lxc.net.0.type":
-			typ = m[2]
+			typ = v
 		case "lxc.net.0.flags":
-			flags = m[2]
+			flags = v
 		case "lxc.net":
-			if m[2] == "" { // "lxc.net =" clears every network
+			if v == "" { // "lxc.net =" clears every network
 				typ, flags = "", ""
 			}
 		}
@@ -72,12 +66,7 @@ func fixNet(config []byte) ([]byte, []string) {
 		return config, changes
 	}
 	var b bytes.Buffer
-	for _, line := range strings.SplitAfter(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n")); m != nil && m[1] == "lxc.net.0.flags" {
-			continue
-		}
-		b.WriteString(line)
-	}
+	b.Write(mounts.DropConfig(config, func(k, _ string) bool { return k == "lxc.net.0.flags" }))
 	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
 		b.WriteByte('\n')
 	}
@@ -93,12 +82,7 @@ func fixSysfs(config []byte) ([]byte, []string) {
 		return config, nil
 	}
 	var b bytes.Buffer
-	for _, line := range strings.SplitAfter(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n")); m != nil && m[1] == "lxc.mount.auto" {
-			continue
-		}
-		b.WriteString(line)
-	}
+	b.Write(mounts.DropConfig(config, func(k, _ string) bool { return k == "lxc.mount.auto" }))
 	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
 		b.WriteByte('\n')
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
 )
 
 // ephemeralRangeFile holds the kernel's range of source ports for outgoing
@@ -117,13 +118,7 @@ func samePIDNamespace(a, b int) bool {
 // sharesHostNetwork reports whether a config puts the container on the
 // host's network (lxc.net.0.type = none), where its PORT is a host port.
 func sharesHostNetwork(config []byte) bool {
-	typ := ""
-	for _, line := range strings.Split(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(line); m != nil && m[1] == "lxc.net.0.type" {
-			typ = m[2]
-		}
-	}
-	return typ == NetworkNone
+	return mounts.LastConfigValue(config, "lxc.net.0.type") == NetworkNone
 }
 
 // portDeviations reports a locker on the host's network whose PORT is

@@ -516,9 +516,6 @@ func (p *Provisioner) initSetup(name, tini string) initSetup {
 	return initSetup{tini: tini, ctDir: filepath.Dir(p.host.ConfigPath(name))}
 }
 
-// keyRe matches the key of an LXC config line.
-var keyRe = regexp.MustCompile(`^\s*([a-z0-9_.]+)\s*=\s*(.*?)\s*$`)
-
 // render rewrites a freshly created container's config: the keys
 // Provision sets are dropped where the template put them and written after
 // the template's lines, then the layout's mount entries are applied.
@@ -531,20 +528,15 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		case key == "lxc.idmap" && len(opts.Idmap) > 0:
 		case key == "lxc.mount.auto" && noSysfs(opts):
 		case key == "lxc.environment":
-		case key == "lxc.mount.entry" && opts.Node != "" && mountTarget(value) == "usr/bin/node":
-		case key == "lxc.mount.entry" && opts.Tini != "" && ownsInitTarget(mountTarget(value)):
+		case key == "lxc.mount.entry" && opts.Node != "" && mounts.EntryTarget(value) == "usr/bin/node":
+		case key == "lxc.mount.entry" && opts.Tini != "" && ownsInitTarget(mounts.EntryTarget(value)):
 		default:
 			return false
 		}
 		return true
 	}
 	var b bytes.Buffer
-	for _, line := range strings.SplitAfter(string(old), "\n") {
-		if m := keyRe.FindStringSubmatch(strings.TrimRight(line, "\n")); m != nil && drop(m[1], m[2]) {
-			continue
-		}
-		b.WriteString(line)
-	}
+	b.Write(mounts.DropConfig(old, drop))
 	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
 		b.WriteByte('\n')
 	}
@@ -616,27 +608,14 @@ func mountAutoWithoutSys(config []byte) string {
 // config, space-separated; an empty value clears the earlier ones.
 func mountAutoOf(config []byte) string {
 	var all []string
-	for _, line := range strings.Split(string(config), "\n") {
-		m := keyRe.FindStringSubmatch(line)
-		if m == nil || m[1] != "lxc.mount.auto" {
-			continue
-		}
-		if m[2] == "" {
+	for _, v := range mounts.ConfigValues(config, "lxc.mount.auto") {
+		if v == "" {
 			all = nil
 			continue
 		}
-		all = append(all, strings.Fields(m[2])...)
+		all = append(all, strings.Fields(v)...)
 	}
 	return strings.Join(all, " ")
-}
-
-// mountTarget returns the cleaned target of an lxc.mount.entry value.
-func mountTarget(value string) string {
-	f := strings.Fields(value)
-	if len(f) < 2 {
-		return ""
-	}
-	return strings.Trim(filepath.Clean("/"+f[1]), "/")
 }
 
 // envKeyRe is a shell-style environment variable name.
@@ -882,9 +861,22 @@ type AdoptOptions struct {
 	Tini string
 }
 
-// startAutoOn matches a config line that makes lxc.service start the
-// container at boot.
-var startAutoOn = regexp.MustCompile(`(?m)^[ \t]*lxc\.start\.auto[ \t]*=[ \t]*1[ \t]*$`)
+// startsAtBoot reports whether a config makes lxc.service start the
+// container at boot (its last lxc.start.auto is 1).
+func startsAtBoot(config []byte) bool {
+	return mounts.LastConfigValue(config, "lxc.start.auto") == "1"
+}
+
+// clearStartAuto turns every lxc.start.auto = 1 line of a config into
+// lxc.start.auto = 0, in place.
+func clearStartAuto(config []byte) []byte {
+	return mounts.EditConfig(config, func(k, v, line string) string {
+		if k != "lxc.start.auto" || v != "1" {
+			return line
+		}
+		return "lxc.start.auto = 0" + line[len(strings.TrimRight(line, "\r\n")):]
+	})
+}
 
 // AdoptWith is Adopt with options.
 func (p *Provisioner) AdoptWith(ctx context.Context, names []string, opts AdoptOptions) ([]LockerResult, error) {
@@ -955,9 +947,9 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 			return old, err
 		}
 		changed = changed || len(ch) > 0
-		if startAutoOn.Match(out) {
+		if startsAtBoot(out) {
 			if opts.ClearStartAuto {
-				out = startAutoOn.ReplaceAll(out, []byte("lxc.start.auto = 0"))
+				out = clearStartAuto(out)
 				changed, clearedAuto = true, true
 			} else {
 				autoStart = true

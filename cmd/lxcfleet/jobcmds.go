@@ -205,7 +205,7 @@ With --current, print the current build (release, build number, commit).`,
 		if g.jsonOut {
 			return printJSON(g, b)
 		}
-		fmt.Fprintf(g.stdout, "build %d  release %s  commit %s  %s\n", b.Build, b.Release, b.Short, b.Subject)
+		fmt.Fprintf(g.stdout, "build %d  release %s  commit %s  %s\n", b.Build, b.Name, b.Short, b.Subject)
 		return nil
 	}
 	return cmd
@@ -427,7 +427,7 @@ func newJobsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// newJobCmdGroup is `lxcfleet job cancel ID`.
+// newJobGroupCmd is `lxcfleet job cancel ID`.
 func newJobGroupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Act on one job (cancel)"}
 	cmd.AddCommand(newCancelCmd(g))

@@ -26,7 +26,7 @@ type knob struct {
 }
 
 // knobs are the policy's flags, with their help: the README's knob table
-// says the same (TestReadmeKnobTable).
+// says the same (TestOneNamePerKnob).
 var knobs = []knob{
 	{"max_unavailable", "int", "", "K, the most lockers down because of the job at once (Kubernetes' maxUnavailable); each counts until it passed the monitor window"},
 	{"max_starting", "int", "", "W ≤ K, the most lockers starting at once; with adaptive pacing W's first value (start-all: K is all lockers, W this)"},

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -180,28 +179,6 @@ func (s *selection) pick(cmd *cobra.Command, h *lxcctl.Host, names []string) ([]
 		return nil, usageError{err}
 	}
 	return infos, err
-}
-
-func positiveInt(flag string, v int) error {
-	if v <= 0 {
-		return usagef("--%s must be a positive number, got %d", flag, v)
-	}
-	return nil
-}
-
-func positiveDuration(flag string, v time.Duration) error {
-	if v <= 0 {
-		return usagef("--%s must be a positive duration (e.g. 10s, 500ms), got %v", flag, v)
-	}
-	return nil
-}
-
-func infoNames(infos []lxcctl.Info) []string {
-	out := make([]string, len(infos))
-	for i, in := range infos {
-		out[i] = in.Name
-	}
-	return out
 }
 
 func plural(n int, word string) string {

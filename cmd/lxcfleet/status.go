@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
@@ -50,22 +49,18 @@ release whose folder was deleted under a running locker shows as
 				return err
 			}
 			lockers := make([]lockerStatus, len(infos))
-			releases := map[string]int{}
+			counted := make([]agent.Locker, len(infos))
 			for i, in := range infos {
 				lockers[i] = lockerStatus{Info: in}
-				if in.InitPID <= 0 {
-					continue
-				}
-				rel, deleted, err := mounts.ReleaseOfPID(in.InitPID, layout)
-				switch {
-				case errors.Is(err, mounts.ErrNoAppMount), errors.Is(err, fs.ErrNotExist):
-				case err != nil:
+				rel, deleted, err := mounts.ReleaseOfLocker(in.InitPID, layout)
+				if err != nil {
 					lockers[i].ReleaseError = err.Error()
-				default:
+				} else {
 					lockers[i].Release, lockers[i].ReleaseDeleted = rel, deleted
-					releases[rel]++
 				}
+				counted[i] = agent.Locker{Name: in.Name, Release: lockers[i].Release, ReleaseError: lockers[i].ReleaseError}
 			}
+			releases, _ := agent.ReleasesInUse(counted) // a locker's error shows in its line
 			// Containers LXC cannot load are listed (state BROKEN, with
 			// LXC's reason) and make status exit 1.
 			var broken []lockerStatus

@@ -72,7 +72,7 @@ type Host struct {
 	down     int
 	maxDown  int
 	now      time.Time
-	// StartErr, when set for a locker, fails its start (once per entry).
+	// failStart, when set for a locker, fails its start (once per entry).
 	failStart map[string]bool
 	// SwitchErr fails the next Switch to a release (then it is cleared),
 	// after current was renamed (as a full disk does).

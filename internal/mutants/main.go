@@ -23,6 +23,12 @@ type mutant struct {
 // slow); every other mutant must be killed by the rollout package's tests.
 var testsFor = map[string][]string{
 	"codeupdate: unlock by close alone": {"-run", "^TestLockReleasedUnderForks$", "./codeupdate/"},
+	// The releases in use (retention's safety check) and the LXC config parser.
+	"retention: a locker whose release is unknown counts as none": {"-run", "^TestReleasesInUse$", "./agent/"},
+	"retention: a deleted release no longer counts":               {"-run", "^TestReleasesInUse$", "./agent/"},
+	"retention: any failure to read a release holds none":         {"-run", "^TestReleaseOfPID$", "./mounts/"},
+	"lxc config: a quoted value keeps its quotes":                 {"-run", "^TestParseConfigLine$", "./mounts/"},
+	"retention: prune counts from the last snapshot":              {"-run", "^TestPruneKeepsTheReleasesInUse$", "./agent/"},
 	// The glue from the flag to the executor and the journaled plan.
 	"glue: --soak ignored":                                    {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
 	"glue: --max-failure-ratio ignored":                       {"-run", "^TestKnobFlagsReachThePolicy$", "./cmd/lxcfleet/"},
@@ -137,6 +143,16 @@ var mutants = []mutant{
 	// children forked before it was closed (the CI flake of stop 16).
 	{"codeupdate: unlock by close alone", "codeupdate/lock.go",
 		"\t_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)\n", ""},
+	{"retention: a locker whose release is unknown counts as none", "agent/inventory.go",
+		"\t\tcase l.ReleaseError != \"\":\n", "\t\tcase false:\n"},
+	{"retention: a deleted release no longer counts", "agent/inventory.go",
+		"\t\tcase l.Release != \"\":\n\t\t\tinUse[l.Release]++", "\t\tcase l.Release != \"\" && !l.ReleaseDeleted:\n\t\t\tinUse[l.Release]++"},
+	{"retention: any failure to read a release holds none", "mounts/mountinfo.go",
+		"if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrNoAppMount) {", "if err != nil || errors.Is(err, fs.ErrNotExist) {"},
+	{"lxc config: a quoted value keeps its quotes", "mounts/lxcconfig.go",
+		"value = value[1 : len(value)-1]", "_ = value"},
+	{"retention: prune counts from the last snapshot", "agent/update.go",
+		"lockers, err := a.inv.refreshed(ctx)", "lockers, err := a.inv.snapshot(), error(nil)"},
 	// The glue (testsFor names their tests).
 	{"glue: --soak ignored", "cmd/lxcfleet/policyflags.go",
 		"return rollout.Duration(*p.durs[name])", "if name == \"soak\" {\n\t\t\treturn rollout.Duration(0)\n\t\t}\n\t\treturn rollout.Duration(*p.durs[name])"},

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"lxcfleet/internal/npmregistry"
 	"lxcfleet/lxcctl"
+	"lxcfleet/mounts"
 )
 
 // Variant is how a test locker behaves.
@@ -177,7 +177,7 @@ func (f *Fleet) createBase(opts Options) {
 	}
 	lines = append(lines, opts.ExtraConfig...)
 	_, err := f.Host.EditConfig(f.base, func(old []byte) ([]byte, error) {
-		return appendConfig(dropKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor."), lines...), nil
+		return mounts.AppendConfig(mounts.DropConfigKeys(old, "lxc.net.", "lxc.signal.halt", "lxc.signal.reboot", "lxc.apparmor."), lines...), nil
 	})
 	if err != nil {
 		t.Fatalf("configuring base container: %v", err)
@@ -202,7 +202,7 @@ func (f *Fleet) Add(n int, v Variant) []Locker {
 		}
 		f.cleanup(name)
 		_, err := f.Host.EditConfig(name, func(old []byte) ([]byte, error) {
-			return appendConfig(old,
+			return mounts.AppendConfig(old,
 				"lxc.uts.name = "+name,
 				fmt.Sprintf("lxc.environment = PORT=%d", port),
 				"lxc.environment = LOCKER="+name,
@@ -289,40 +289,6 @@ func nodeBinary(t testing.TB) string {
 		t.Fatalf("finding node: %v", nodeOnce.err)
 	}
 	return nodeOnce.path
-}
-
-var keyRe = regexp.MustCompile(`^\s*([a-z0-9_.]+)\s*=`)
-
-// dropKeys removes config lines whose key starts with one of prefixes.
-func dropKeys(config []byte, prefixes ...string) []byte {
-	var b strings.Builder
-	for _, line := range strings.SplitAfter(string(config), "\n") {
-		if m := keyRe.FindStringSubmatch(line); m != nil {
-			drop := false
-			for _, p := range prefixes {
-				if strings.HasPrefix(m[1], p) {
-					drop = true
-				}
-			}
-			if drop {
-				continue
-			}
-		}
-		b.WriteString(line)
-	}
-	return []byte(b.String())
-}
-
-// appendConfig appends lines to a config file's text.
-func appendConfig(config []byte, lines ...string) []byte {
-	s := string(config)
-	if s != "" && !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	for _, l := range lines {
-		s += l + "\n"
-	}
-	return []byte(s)
 }
 
 // Ports handed out to lockers come from below the kernel's ephemeral range

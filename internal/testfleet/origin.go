@@ -84,15 +84,6 @@ func (o *Origin) Write(msg string, files map[string]string) string {
 	return o.commit(msg)
 }
 
-// Remove deletes files of the app and commits.
-func (o *Origin) Remove(msg string, names ...string) string {
-	o.t.Helper()
-	for _, n := range names {
-		o.git(o.work, "rm", "--quiet", n)
-	}
-	return o.commit(msg)
-}
-
 // AppChange commits an app-only change (the lockfile stays the same).
 func (o *Origin) AppChange(msg string) string {
 	o.t.Helper()
