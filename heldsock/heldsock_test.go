@@ -1,0 +1,187 @@
+package heldsock
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// freeLoopbackPort returns a port of 127.0.0.1 that is free now, below the
+// ephemeral range.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	for port := 21000 + os.Getpid()%5000; port < 32000; port++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// startHolder runs a holder in this process and returns a client of it.
+func startHolder(t *testing.T) (*Holder, *Client) {
+	t.Helper()
+	dir := t.TempDir()
+	h := NewHolder(dir, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("holder: %v", err)
+		}
+	})
+	c := &Client{Dir: dir}
+	for { // the control socket exists once Run listens
+		if _, err := c.List(ctx); err == nil {
+			return h, c
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("holder exited: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// TestHeldSocketQueuesWhileNobodyAccepts is the mechanism: the holder
+// makes the socket, a fetch gets the same socket (same inode, listening on
+// the port), a connection made while no process accepts is not refused:
+// it waits in the accept queue and the next fetcher accepts it, after the
+// first fetcher closed its copy.
+func TestHeldSocketQueuesWhileNobodyAccepts(t *testing.T) {
+	_, c := startHolder(t)
+	ctx := context.Background()
+	port := freeLoopbackPort(t)
+	spec := Spec{Name: "t1", Dir: filepath.Join(t.TempDir(), "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
+	st, err := c.Hold(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockPath := filepath.Join(spec.Dir, SocketFile)
+
+	// An "app" fetches it, serves one connection, and exits (closes it).
+	serveOne := func(want string) {
+		t.Helper()
+		f, err := Fetch(sockPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ino, _ := Inode(f)
+		p, listening, err := Describe(f)
+		if err != nil || ino != st.Inode || p != port || !listening {
+			t.Fatalf("fetched inode %d port %d listening %v (%v), want inode %d port %d listening", ino, p, listening, err, st.Inode, port)
+		}
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(conn, want)
+		conn.Close()
+		ln.Close()
+	}
+	dial := func() (chan string, error) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return nil, err
+		}
+		got := make(chan string, 1)
+		go func() {
+			b, _ := io.ReadAll(conn)
+			conn.Close()
+			got <- string(b)
+		}()
+		return got, nil
+	}
+	// No app: the connection is made (not refused) and waits.
+	got, err := dial()
+	if err != nil {
+		t.Fatalf("connecting while no app accepts: %v (want it queued)", err)
+	}
+	serveOne("first")
+	if s := <-got; s != "first" {
+		t.Fatalf("got %q, want first", s)
+	}
+	// The first app is gone (its copy closed): the next connection waits
+	// for the second.
+	got, err = dial()
+	if err != nil {
+		t.Fatalf("connecting between two apps: %v (want it queued)", err)
+	}
+	serveOne("second")
+	if s := <-got; s != "second" {
+		t.Fatalf("got %q, want second", s)
+	}
+
+	// Hold again is idempotent; a lost Unix socket is made again.
+	os.Remove(sockPath)
+	st2, err := c.Hold(ctx, spec)
+	if err != nil || st2.Inode != st.Inode {
+		t.Fatalf("hold again: inode %d (%v), want %d", st2.Inode, err, st.Inode)
+	}
+	if _, err := os.Stat(sockPath); err != nil {
+		t.Fatalf("hold again did not serve %s: %v", sockPath, err)
+	}
+	ls, err := c.List(ctx)
+	if err != nil || len(ls) != 1 || ls[0].Fetches != 2 {
+		t.Fatalf("list: %+v %v, want one socket fetched twice", ls, err)
+	}
+
+	// Release: refused again.
+	if err := c.Release(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		t.Fatal("connected after release, want refused")
+	}
+}
+
+// TestHeldSocketInNamedNetNS makes the socket inside a named network
+// namespace (ip netns add), the way a fixed-port locker holds its port: it
+// listens there and not on the host.
+func TestHeldSocketInNamedNetNS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true and this test needs root (network namespaces)")
+		}
+		t.Skip("needs root (network namespaces)")
+	}
+	name := fmt.Sprintf("hstest%d", os.Getpid())
+	if err := EnsureNetNS(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := RemoveNetNS(name); err != nil {
+			t.Error(err)
+		}
+	})
+	_, c := startHolder(t)
+	port := 3999
+	spec := Spec{Name: "t2", Dir: filepath.Join(t.TempDir(), "held"), Address: "127.0.0.1", Port: port, NetNS: NetNSPath(name)}
+	if _, err := c.Hold(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", name, "ss", "-Hltn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss in %s: %v: %s", name, err, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("127.0.0.1:%d", port)) {
+		t.Fatalf("no listener on :%d in netns %s: %s", port, name, out)
+	}
+}
