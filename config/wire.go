@@ -28,7 +28,8 @@ func Wire(f File, log *slog.Logger) (*Stack, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.LXCPath, Logger: log, Cgroup: f.CgroupParent()})
+	var h *lxcctl.Host
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.LXCPath, Logger: log, Cgroup: f.CgroupParent(), BeforeStart: f.holdSocket(&h)})
 	if err != nil {
 		return nil, fmt.Errorf("lxcpath: %w", err)
 	}
