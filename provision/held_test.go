@@ -274,4 +274,3 @@ func appHoldsInode(initPID int, inode uint64) bool {
 	}
 	return false
 }
-
