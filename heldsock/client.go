@@ -76,8 +76,13 @@ func (c *Client) call(ctx context.Context, req request) (response, error) {
 // ask sends one request and reads the answer.
 func (c *Client) ask(ctx context.Context, req request) (response, error) {
 	path := filepath.Join(c.Dir, ControlFile)
+	short, done, err := shortPath(path)
+	if err != nil {
+		return response{}, fmt.Errorf("%w at %s: %v", ErrNoHolder, path, err)
+	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	conn, err := d.DialContext(ctx, "unix", short)
+	done()
 	if err != nil {
 		return response{}, fmt.Errorf("%w at %s: %v", ErrNoHolder, path, err)
 	}

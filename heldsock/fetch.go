@@ -26,7 +26,13 @@ func Fetch(path string) (*os.File, error) {
 		return nil, fmt.Errorf("fetching the held socket from %s: %w", path, err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+	short, done, err := shortPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("fetching the held socket: %w", err)
+	}
+	err = unix.Connect(fd, &unix.SockaddrUnix{Name: short})
+	done()
+	if err != nil {
 		return nil, fmt.Errorf("fetching the held socket from %s: %w", path, err)
 	}
 	buf := make([]byte, 256)

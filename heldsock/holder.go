@@ -71,7 +71,12 @@ func (h *Holder) Run(ctx context.Context) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing the old control socket %s: %w", path, err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	short, done, err := shortPath(path)
+	if err != nil {
+		return fmt.Errorf("listening on the holder's control socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
+	done()
 	if err != nil {
 		return fmt.Errorf("listening on the holder's control socket: %w", err)
 	}
@@ -211,7 +216,12 @@ func (h *Holder) serve(x *held, s Spec) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("serving the held socket of %q: %w", s.Name, err)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	short, done, err := shortPath(path)
+	if err != nil {
+		return fmt.Errorf("serving the held socket of %q: %w", s.Name, err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
+	done()
 	if err != nil {
 		return fmt.Errorf("serving the held socket of %q: %w", s.Name, err)
 	}
