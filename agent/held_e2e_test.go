@@ -256,4 +256,3 @@ func submit(t *testing.T, a *Agent, req Request) string {
 	}
 	return j.ID
 }
-
