@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -185,3 +186,43 @@ func TestHeldSocketInNamedNetNS(t *testing.T) {
 		t.Fatalf("no listener on :%d in netns %s: %s", port, name, out)
 	}
 }
+
+// BenchmarkHoldAgain is what every start of a held-socket locker pays
+// before it starts: a Hold of a socket already held (one control round
+// trip).
+func BenchmarkHoldAgain(b *testing.B) {
+	dir := b.TempDir()
+	h := NewHolder(dir, slogDiscard())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
+	c := &Client{Dir: dir}
+	for {
+		if _, err := c.List(ctx); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond) // the holder's first listen
+	}
+	spec := Spec{Name: "b", Dir: filepath.Join(b.TempDir(), "held"), Address: "127.0.0.1", Port: 31999}
+	if _, err := c.Hold(ctx, spec); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("hold", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.Hold(ctx, spec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fetch", func(b *testing.B) {
+		for b.Loop() {
+			f, err := Fetch(filepath.Join(spec.Dir, SocketFile))
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+	})
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
