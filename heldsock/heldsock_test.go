@@ -226,3 +226,79 @@ func BenchmarkHoldAgain(b *testing.B) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestHolderRestartTakesSocketsBack: a holder stops while a locker's app
+// holds its copy of the socket; a connection made then waits in the queue.
+// The next holder in the same folder takes the same socket back from the
+// app (pidfd_getfd) and serves it: the queued connection is answered by
+// whoever fetches it next.
+func TestHolderRestartTakesSocketsBack(t *testing.T) {
+	dir := t.TempDir()
+	run := func() (*Client, func()) {
+		h := NewHolder(dir, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.Run(ctx) }()
+		c := &Client{Dir: dir}
+		for {
+			if _, err := c.List(ctx); err == nil {
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("holder exited: %v", err)
+			case <-time.After(time.Millisecond): // its control socket appears
+			}
+		}
+		return c, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("holder: %v", err)
+			}
+		}
+	}
+	c, stop := run()
+	port := freeLoopbackPort(t)
+	spec := Spec{Name: "r1", Dir: filepath.Join(t.TempDir(), "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
+	st, err := c.Hold(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := Fetch(filepath.Join(spec.Dir, SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop() // the holder closes its copy; the app's keeps the socket
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("connecting while only the app holds the socket: %v", err)
+	}
+	defer conn.Close()
+	c, stop = run()
+	defer stop()
+	ls, err := c.List(context.Background())
+	if err != nil || len(ls) != 1 || ls[0].Inode != st.Inode {
+		t.Fatalf("the new holder holds %+v (%v); want the socket %d taken back", ls, err, st.Inode)
+	}
+	app.Close() // the app stops
+	f, err := Fetch(filepath.Join(spec.Dir, SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(a, "served")
+	a.Close()
+	b, _ := io.ReadAll(conn)
+	if string(b) != "served" {
+		t.Fatalf("the queued connection got %q, want served", b)
+	}
+}

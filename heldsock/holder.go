@@ -60,9 +60,10 @@ func NewHolder(dir string, log *slog.Logger) *Holder {
 	return &Holder{dir: dir, log: log, held: map[string]*held{}}
 }
 
-// Run serves the control socket until ctx ends, then closes every held
-// socket (the holder's stop ends the sockets; its crash does too: the
-// next holder makes them again at each locker's next start).
+// Run holds again what an earlier holder in dir held (see recover.go),
+// then serves the control socket until ctx ends, and closes every held
+// socket (its specs stay: a holder started later takes the sockets back
+// from the apps still holding them).
 func (h *Holder) Run(ctx context.Context) error {
 	if err := os.MkdirAll(h.dir, 0o700); err != nil {
 		return fmt.Errorf("making the holder's folder %s: %w", h.dir, err)
@@ -93,6 +94,13 @@ func (h *Holder) Run(ctx context.Context) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
+	// What an earlier holder held: hold it again, taking each socket back
+	// from the app that still holds it.
+	for _, s := range h.savedSpecs() {
+		if _, err := h.Hold(s); err != nil {
+			h.log.Warn("holding a saved socket again", "container", s.Name, "err", err)
+		}
+	}
 	h.log.Info("socket holder serving", "socket", path, "pid", os.Getpid())
 	for {
 		c, err := ln.AcceptUnix()
@@ -174,9 +182,12 @@ func (h *Holder) Hold(s Spec) (Status, error) {
 		x = nil
 	}
 	if x == nil {
-		sock, err := Listen(s)
+		sock, taken, err := listenOrTake(s)
 		if err != nil {
 			return Status{}, err
+		}
+		if taken {
+			h.log.Info("took the socket back from the app holding it", "container", s.Name, "addr", s.addr())
 		}
 		ino, err := Inode(sock)
 		if err != nil {
@@ -188,6 +199,9 @@ func (h *Holder) Hold(s Spec) (Status, error) {
 		h.log.Info("holding socket", "container", s.Name, "addr", s.addr(), "netns", s.NetNS, "inode", ino)
 	}
 	if err := h.serve(x, s); err != nil {
+		return Status{}, err
+	}
+	if err := h.saveSpec(s); err != nil {
 		return Status{}, err
 	}
 	return x.status(), nil
@@ -267,6 +281,7 @@ func (h *Holder) Release(name string) {
 		x.close()
 		_ = os.Remove(filepath.Join(x.spec.Dir, SocketFile))
 		delete(h.held, name)
+		h.forgetSpec(name)
 		h.log.Info("released socket", "container", name)
 	}
 }

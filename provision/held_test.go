@@ -185,7 +185,8 @@ func pids(bodies []string) []string {
 // is refused or reset: they wait in the accept queue and the next instance
 // serves them (the answers come from four instances). Then check reports
 // nothing; after the holder's death (SIGKILL) check reports the held
-// socket missing; the next start holds it again.
+// socket missing; the next holder takes the socket back from the running
+// app (the same socket), and a restart after that works.
 func TestHeldSocketRestartsRefuseNothing(t *testing.T) {
 	for _, network := range []string{NetworkNone, NetworkEmpty} {
 		t.Run(network, func(t *testing.T) {
@@ -244,8 +245,17 @@ func TestHeldSocketRestartsRefuseNothing(t *testing.T) {
 			if !strings.Contains(strings.Join(res[0].Deviations, "\n"), "held socket missing") {
 				t.Errorf("check after the holder died: %q; want \"held socket missing\"", res[0].Deviations)
 			}
-			// The running app still has its copy; a restart makes the
-			// socket anew (the app's copy closes with it first).
+			// The running app still has its copy: the next holder takes
+			// that socket back from it (same inode), no restart needed.
+			if err := HoldSocket(context.Background(), e.holder, filepath.Dir(e.host.ConfigPath(name))); err != nil {
+				t.Fatal(err)
+			}
+			if ls, err := e.holder.List(context.Background()); err != nil || len(ls) != 1 || ls[0].Inode != held0.Inode {
+				t.Fatalf("the next holder holds %+v (%v); want socket %d taken back from the app", ls, err, held0.Inode)
+			}
+			if res, err = e.prov.Check(context.Background(), []string{name}); err != nil || !res[0].OK() {
+				t.Fatalf("check after the next holder took the socket back: %+v %v", res, err)
+			}
 			if _, err := e.host.Stop(context.Background(), name, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
