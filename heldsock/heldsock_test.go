@@ -259,7 +259,11 @@ func TestHolderRestartTakesSocketsBack(t *testing.T) {
 	}
 	c, stop := run()
 	port := freeLoopbackPort(t)
-	spec := Spec{Name: "r1", Dir: filepath.Join(t.TempDir(), "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
+	ctDir := t.TempDir() // a container's folder: its config says it exists
+	if err := os.WriteFile(filepath.Join(ctDir, "config"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Name: "r1", Dir: filepath.Join(ctDir, "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
 	st, err := c.Hold(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -300,5 +304,34 @@ func TestHolderRestartTakesSocketsBack(t *testing.T) {
 	b, _ := io.ReadAll(conn)
 	if string(b) != "served" {
 		t.Fatalf("the queued connection got %q, want served", b)
+	}
+}
+
+// TestHolderReleasesDestroyedLockers: once a locker's container folder has
+// no config (lxc-destroy), the holder's gc closes its socket.
+func TestHolderReleasesDestroyedLockers(t *testing.T) {
+	h, c := startHolder(t)
+	ctDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ctDir, "config"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freeLoopbackPort(t)
+	spec := Spec{Name: "g1", Dir: filepath.Join(ctDir, "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
+	if _, err := c.Hold(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	h.gc()
+	if ls, _ := c.List(context.Background()); len(ls) != 1 {
+		t.Fatalf("gc released a live locker's socket: %+v", ls)
+	}
+	if err := os.Remove(filepath.Join(ctDir, "config")); err != nil {
+		t.Fatal(err)
+	}
+	h.gc()
+	if ls, _ := c.List(context.Background()); len(ls) != 0 {
+		t.Fatalf("after the locker was destroyed the holder still holds %+v", ls)
+	}
+	if _, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		t.Fatal("the destroyed locker's port still accepts connections")
 	}
 }

@@ -97,10 +97,15 @@ func (h *Holder) Run(ctx context.Context) error {
 	// What an earlier holder held: hold it again, taking each socket back
 	// from the app that still holds it.
 	for _, s := range h.savedSpecs() {
+		if s.gone() {
+			h.forgetSpec(s.Name)
+			continue
+		}
 		if _, err := h.Hold(s); err != nil {
 			h.log.Warn("holding a saved socket again", "container", s.Name, "err", err)
 		}
 	}
+	go h.gcLoop(ctx)
 	h.log.Info("socket holder serving", "socket", path, "pid", os.Getpid())
 	for {
 		c, err := ln.AcceptUnix()
