@@ -335,3 +335,62 @@ func TestHolderReleasesDestroyedLockers(t *testing.T) {
 		t.Fatal("the destroyed locker's port still accepts connections")
 	}
 }
+
+// TestWatchReportsPendingConnection: a watcher of a held socket nobody
+// accepts on hears its name once a connection is pending, and the
+// connection stays queued for the app that fetches the socket then (the
+// way a sleeping locker wakes). Watching a socket the holder does not hold
+// is an error.
+func TestWatchReportsPendingConnection(t *testing.T) {
+	_, c := startHolder(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	port := freeLoopbackPort(t)
+	spec := Spec{Name: "w1", Dir: filepath.Join(t.TempDir(), "held"), Address: "127.0.0.1", Port: port, UID: os.Getuid(), GID: os.Getgid()}
+	if _, err := c.Hold(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Watch(ctx, []string{"w1", "nope"}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("watching an unknown socket: %v, want an error naming it", err)
+	}
+	f, err := Fetch(filepath.Join(spec.Dir, SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if p, err := Pending(f); err != nil || p {
+		t.Fatalf("pending before any connection: %v %v", p, err)
+	}
+	ch, err := c.Watch(ctx, []string{"w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := <-ch; got != "w1" {
+		t.Fatalf("watch said %q, want w1", got)
+	}
+	if p, err := Pending(f); err != nil || !p {
+		t.Fatalf("pending after a connection: %v %v, want true", p, err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(a, "woke")
+	a.Close()
+	if b, _ := io.ReadAll(conn); string(b) != "woke" {
+		t.Fatalf("the pending connection got %q, want woke", b)
+	}
+	if _, ok := <-ch; ok {
+		t.Fatal("the watch goes on after its only name was reported")
+	}
+}

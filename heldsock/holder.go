@@ -145,9 +145,16 @@ type response struct {
 // control answers one request on c.
 func (h *Holder) control(c *net.UnixConn) {
 	defer c.Close()
-	var req request
+	var req struct {
+		request
+		Names []string `json:"names"`
+	}
 	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
 		_ = json.NewEncoder(c).Encode(response{Error: "reading request: " + err.Error()})
+		return
+	}
+	if req.Op == "watch" {
+		h.watch(c, req.Names)
 		return
 	}
 	var resp response
