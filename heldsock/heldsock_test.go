@@ -394,3 +394,49 @@ func TestWatchReportsPendingConnection(t *testing.T) {
 		t.Fatal("the watch goes on after its only name was reported")
 	}
 }
+
+// TestActivitySeesShortConnections: a connection to a port shows in
+// Activity while open and, once the server side closed first, for its
+// TIME_WAIT after it ended; a port nobody talked to shows nothing.
+func TestActivitySeesShortConnections(t *testing.T) {
+	// A free port no connection used lately (no TIME_WAIT left on it).
+	before, err := Activity("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	port := 0
+	for p := freeLoopbackPort(t); p < 32000 && ln == nil; p++ {
+		if before[p] == 0 {
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+				ln, port = l, p
+			}
+		}
+	}
+	if ln == nil {
+		t.Fatal("no quiet port")
+	}
+	defer ln.Close()
+	if m, err := Activity(""); err != nil || m[port] != 0 {
+		t.Fatalf("activity on an untouched port: %d (%v), want 0", m[port], err)
+	}
+	served := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close() // the server closes first: TIME_WAIT on its side
+		}
+		close(served)
+	}()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	_, _ = io.ReadAll(c)
+	c.Close()
+	m, err := Activity("")
+	if err != nil || m[port] == 0 {
+		t.Fatalf("activity after a short connection ended: %d (%v), want > 0 (TIME_WAIT)", m[port], err)
+	}
+}
