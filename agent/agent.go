@@ -39,7 +39,10 @@ type Deps struct {
 	ReleaseOf func(initPID int) (release string, deleted bool, err error)
 	// Gauge reads the host's pressure for adaptive pacing; nil: starts
 	// and failures alone set W.
-	Gauge  rollout.Gauge
+	Gauge rollout.Gauge
+	// Held is the host's held sockets, for sleeping lockers (see
+	// SleepConfig); nil leaves every locker awake.
+	Held   HeldSockets
 	Logger *slog.Logger
 }
 
@@ -71,6 +74,8 @@ type Config struct {
 	Supervision SupervisionConfig
 	// Fleet, when it has endpoints, joins the host to a fleet on etcd.
 	Fleet fleet.Config
+	// Sleep stops idle held-socket lockers and wakes them on a connection.
+	Sleep SleepConfig
 }
 
 // finishedRunTTL is how long a finished job's events stay in memory.
@@ -93,6 +98,7 @@ type Agent struct {
 
 	inv     *inventory
 	sup     *supervisor
+	sleep   *sleeper
 	metrics *metrics
 	sched   *scheduler
 
@@ -134,6 +140,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{cfg: cfg, deps: deps, log: deps.Logger, jr: jr, runs: map[string]*run{}, base: base, stop: stop, ready: make(chan struct{})}
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.sup = newSupervisor(a, cfg.Supervision)
+	a.sleep = newSleeper(a, cfg.Sleep, deps.Held)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()

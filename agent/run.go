@@ -73,6 +73,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// that job in /v1/jobs. Connections made meanwhile wait in the backlog.
 	close(a.ready)
 	g.Go(func() error { a.runFleet(gctx); return nil })
+	g.Go(func() error { a.sleep.run(gctx); return nil })
 
 	api := a.Handler()
 	var servers []*http.Server

@@ -118,6 +118,14 @@ type File struct {
 		MaxBackoff agent.Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
 
+	// Sleep stops idle held-socket lockers and starts them when a
+	// connection is pending (agent.SleepConfig): idle_stop = "0s" (the
+	// default) keeps every locker awake.
+	Sleep struct {
+		IdleStop agent.Duration `toml:"idle_stop"`
+		Sample   agent.Duration `toml:"sample"`
+	} `toml:"sleep"`
+
 	// Cgroup places the lockers the agent starts under one parent cgroup
 	// with a low CPU weight, so that busy lockers cannot starve the agent
 	// (lxcctl.CgroupParent). parent = "" leaves them where LXC puts them.
@@ -282,6 +290,9 @@ func (c File) validate() error {
 	if c.Provision.Socket == provision.SocketHeld && (c.Provision.HolderDir == "" || !filepath.IsAbs(c.Provision.HolderDir)) {
 		return fmt.Errorf("provision.holder_dir %q: want an absolute path (the socket holder's folder)", c.Provision.HolderDir)
 	}
+	if c.Sleep.IdleStop < 0 || c.Sleep.Sample < 0 {
+		return fmt.Errorf("sleep.idle_stop and sleep.sample must not be negative")
+	}
 	for i, l := range c.Provision.ExtraConfig {
 		if err := lxcctl.CheckConfigLine(l); err != nil {
 			return fmt.Errorf("provision.extra_config[%d]: %w", i, err)
@@ -362,6 +373,7 @@ func (c File) AgentConfig() agent.Config {
 		Supervision: agent.SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
 			Backoff: c.Supervision.Backoff.D(), MaxBackoff: c.Supervision.MaxBackoff.D()},
 		Fleet: c.FleetConfig(),
+		Sleep: agent.SleepConfig{IdleStop: c.Sleep.IdleStop.D(), Sample: c.Sleep.Sample.D()},
 	}
 }
 

@@ -32,3 +32,31 @@ func (c File) holdSocket(h **lxcctl.Host) func(ctx context.Context, name string)
 		return provision.HoldSocket(ctx, holder, filepath.Dir((*h).ConfigPath(name)))
 	}
 }
+
+// heldSockets is the agent's view of the host's held sockets (sleeping
+// lockers): each locker's spec from its container folder, and the
+// holder's watch.
+type heldSockets struct {
+	host   *lxcctl.Host
+	holder *heldsock.Client
+}
+
+// Specs reads the held socket spec of every container that has one.
+func (h heldSockets) Specs() (map[string]heldsock.Spec, error) {
+	out := map[string]heldsock.Spec{}
+	for _, n := range h.host.Names() {
+		s, ok, err := provision.ReadHeldSpec(filepath.Dir(h.host.ConfigPath(n)))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[n] = s
+		}
+	}
+	return out, nil
+}
+
+// Watch reports sleeping lockers' pending connections (the holder's).
+func (h heldSockets) Watch(ctx context.Context, names []string) (<-chan string, error) {
+	return h.holder.Watch(ctx, names)
+}

@@ -58,7 +58,7 @@ func (s *Stack) Code() (*codeupdate.Manager, error) {
 // cannot be read: starts and failures alone set W then, and the log says
 // so).
 func (s *Stack) AgentDeps() (agent.Deps, error) {
-	deps := agent.Deps{Containers: s.Host, Logger: s.Log}
+	deps := agent.Deps{Containers: s.Host, Logger: s.Log, Held: heldSockets{host: s.Host, holder: s.File.Holder()}}
 	if g, err := lockerverbs.NewPSIGauge(""); err == nil {
 		deps.Gauge = g
 	} else {
