@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ProbeSource is the address the agent's health probes to a loopback
@@ -45,40 +43,21 @@ const timeWait = 60 * time.Second
 // walks its whole connection table for each read (12-17 ms on the test
 // VM), once per namespace and sample.
 func Activity(netns string) (map[int]time.Duration, error) {
-	type result struct {
-		m   map[int]time.Duration
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if netns != "" {
-			// Never unlocked: the thread ends with this goroutine.
-			ns, err := os.Open(netns)
-			if err != nil {
-				ch <- result{nil, fmt.Errorf("counting connections: %w", err)}
-				return
-			}
-			err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
-			ns.Close()
-			if err != nil {
-				ch <- result{nil, fmt.Errorf("counting connections: joining network namespace %s: %w", netns, err)}
-				return
-			}
-		} else {
-			defer runtime.UnlockOSThread()
-		}
-		m := map[int]time.Duration{}
+	m := map[int]time.Duration{}
+	err := InNetNS(netns, func() error {
+		runtime.LockOSThread() // /proc/thread-self is this thread's
+		defer runtime.UnlockOSThread()
 		for _, file := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 			if err := readConnections(file, m); err != nil {
-				ch <- result{nil, err}
-				return
+				return err
 			}
 		}
-		ch <- result{m, nil}
-	}()
-	r := <-ch
-	return r.m, r.err
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting connections: %w", err)
+	}
+	return m, nil
 }
 
 // userHZ is the unit of /proc/net/tcp's timers (clock ticks).

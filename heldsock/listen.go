@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -69,33 +68,16 @@ func Listen(s Spec) (*os.File, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	if s.NetNS == "" {
-		return listenHere(s)
+	var f *os.File
+	err := InNetNS(s.NetNS, func() error {
+		var err error
+		f, err = listenHere(s)
+		return err
+	})
+	if err != nil && f == nil && s.NetNS != "" {
+		return nil, fmt.Errorf("listening on %s for %q: %w", s.addr(), s.Name, err)
 	}
-	type result struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread, in another namespace now, ends with
-		// this goroutine instead of going back to the scheduler.
-		runtime.LockOSThread()
-		ns, err := os.Open(s.NetNS)
-		if err != nil {
-			ch <- result{nil, fmt.Errorf("listening on %s for %q: opening network namespace: %w", s.addr(), s.Name, err)}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("listening on %s for %q: joining network namespace %s: %w", s.addr(), s.Name, s.NetNS, err)}
-			return
-		}
-		f, err := listenHere(s)
-		ch <- result{f, err}
-	}()
-	r := <-ch
-	return r.f, r.err
+	return f, err
 }
 
 // listenHere makes the listening socket in the calling thread's network

@@ -125,41 +125,21 @@ func Take(s Spec) (*os.File, error) {
 // listenerInode returns the inode of the listening socket on s's address
 // and port, read from /proc/thread-self/net/tcp{,6} in s's namespace.
 func listenerInode(s Spec) (uint64, error) {
-	type result struct {
-		ino uint64
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		if s.NetNS != "" {
-			runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-			ns, err := os.Open(s.NetNS)
-			if err != nil {
-				ch <- result{0, err}
-				return
-			}
-			err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
-			ns.Close()
-			if err != nil {
-				ch <- result{0, fmt.Errorf("joining network namespace %s: %w", s.NetNS, err)}
-				return
-			}
-		} else {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-		}
+	var ino uint64
+	err := InNetNS(s.NetNS, func() error {
+		runtime.LockOSThread() // /proc/thread-self is this thread's
+		defer runtime.UnlockOSThread()
 		want := net.ParseIP(s.Address)
 		for _, file := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-			ino, err := findListener(file, want, s.Port)
-			if err != nil || ino != 0 {
-				ch <- result{ino, err}
-				return
+			i, err := findListener(file, want, s.Port)
+			if err != nil || i != 0 {
+				ino = i
+				return err
 			}
 		}
-		ch <- result{0, fmt.Errorf("no socket listens on %s", s.addr())}
-	}()
-	r := <-ch
-	return r.ino, r.err
+		return fmt.Errorf("no socket listens on %s", s.addr())
+	})
+	return ino, err
 }
 
 // findListener scans a /proc/net/tcp file for a LISTEN socket on ip:port.

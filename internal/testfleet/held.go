@@ -145,72 +145,26 @@ func (o Outcome) String() string {
 
 // Probe makes a new connection to addr every interval and sends GET path
 // over HTTP/1.0, until stop is closed; then it returns what they got. With
-// netns set, the connections are made inside that network namespace (a
-// thread of its own joins it). Each request waits up to 30 s for its
-// answer: a queued connection is slow, not failed.
+// netns set, the connections are made inside that network namespace (on a
+// thread that heldsock.InNetNS puts back after). Each request waits up to
+// 30 s for its answer: a queued connection is slow, not failed.
 func Probe(addr, path, netns string, interval time.Duration, stop <-chan struct{}) (Outcome, error) {
-	type result struct {
-		body string
-		err  error
-	}
-	results := make(chan result, 1<<16)
+	results := make(chan probeResult, 1<<16)
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	dialerDone := make(chan struct{})
 	go func() {
 		defer close(dialerDone)
-		if netns != "" {
-			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			f, err := os.Open(netns)
-			if err != nil {
-				errc <- err
-				return
-			}
-			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-			f.Close()
-			if err != nil {
-				errc <- fmt.Errorf("joining %s: %w", netns, err)
-				return
-			}
-		}
-		errc <- nil
-		tick := time.NewTicker(interval) // the probe's pace, not a synchronisation
-		defer tick.Stop()
-		for {
+		err := heldsock.InNetNS(netns, func() error {
+			errc <- nil
+			dial(addr, path, interval, stop, results, &wg)
+			return nil
+		})
+		if err != nil {
 			select {
-			case <-stop:
-				return
-			case <-tick.C:
+			case errc <- err:
+			default:
 			}
-			// The dial runs here, on this thread (its namespace); the
-			// answer is read elsewhere.
-			conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
-			if err != nil {
-				results <- result{err: err}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-				if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: locker\r\n\r\n", path); err != nil {
-					results <- result{err: err}
-					return
-				}
-				b, err := io.ReadAll(conn)
-				if err != nil {
-					results <- result{err: err}
-					return
-				}
-				s := string(b)
-				if !strings.HasPrefix(s, "HTTP/1.1 200") && !strings.HasPrefix(s, "HTTP/1.0 200") {
-					results <- result{err: fmt.Errorf("answer %.40q", s)}
-					return
-				}
-				_, body, _ := strings.Cut(s, "\r\n\r\n")
-				results <- result{body: body}
-			}()
 		}
 	}()
 	if err := <-errc; err != nil {
@@ -218,10 +172,63 @@ func Probe(addr, path, netns string, interval time.Duration, stop <-chan struct{
 	}
 	<-stop
 	<-dialerDone // its last dial is done: every reader is counted in wg
+	return collect(results, &wg), nil
+}
+
+// probeResult is one probe request's answer.
+type probeResult struct {
+	body string
+	err  error
+}
+
+// dial makes a connection every interval until stop closes (on the
+// calling thread, so in its namespace); a goroutine per connection reads
+// its answer into results.
+func dial(addr, path string, interval time.Duration, stop <-chan struct{}, results chan<- probeResult, wg *sync.WaitGroup) {
+	tick := time.NewTicker(interval) // the probe's pace, not a synchronisation
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+		if err != nil {
+			results <- probeResult{err: err}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: locker\r\n\r\n", path); err != nil {
+				results <- probeResult{err: err}
+				return
+			}
+			b, err := io.ReadAll(conn)
+			if err != nil {
+				results <- probeResult{err: err}
+				return
+			}
+			s := string(b)
+			if !strings.HasPrefix(s, "HTTP/1.1 200") && !strings.HasPrefix(s, "HTTP/1.0 200") {
+				results <- probeResult{err: fmt.Errorf("answer %.40q", s)}
+				return
+			}
+			_, body, _ := strings.Cut(s, "\r\n\r\n")
+			results <- probeResult{body: body}
+		}()
+	}
+}
+
+// collect counts the results once every reader is done.
+func collect(results chan probeResult, wg *sync.WaitGroup) Outcome {
+	wg.Wait()
+	close(results)
 	var o Outcome
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	count := func(r result) {
+	for r := range results {
 		switch {
 		case r.err == nil:
 			o.OK++
@@ -237,19 +244,5 @@ func Probe(addr, path, netns string, interval time.Duration, stop <-chan struct{
 			o.Errors = append(o.Errors, r.err.Error())
 		}
 	}
-	for {
-		select {
-		case r := <-results:
-			count(r)
-		case <-done:
-			for {
-				select {
-				case r := <-results:
-					count(r)
-				default:
-					return o, nil
-				}
-			}
-		}
-	}
+	return o
 }
