@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -25,10 +26,11 @@ import (
 // heldsock.Activity) through a stop-all job of its own (trigger "idle"): its
 // desired state is then "stopped by that job", so supervision leaves it
 // and an update does not move it (it wakes on the release current points
-// at then). The sleeper remembers which job put each locker to sleep (in
-// the journal's meta): a later job that sets the locker's desired state
-// (an operator's stop-all or start-all) ends its sleep, so lxc-stop-all
-// and lxc-start-all keep their meaning.
+// at then). The sleeper records which job put each locker to sleep (in
+// heldsock.AsleepFile, in its container folder, which `lxcfleet status`
+// reads too): a later job that sets the locker's desired state (an
+// operator's stop-all or start-all) ends its sleep, so lxc-stop-all and
+// lxc-start-all keep their meaning.
 
 // SleepConfig turns sleeping lockers on.
 type SleepConfig struct {
@@ -49,15 +51,6 @@ type HeldSockets interface {
 	Watch(ctx context.Context, names []string) (<-chan string, error)
 }
 
-// sleepMeta is the journal's meta key of the sleeping lockers.
-const sleepMeta = "sleeping"
-
-// asleep is how a locker went to sleep: the idle job and when.
-type asleep struct {
-	Job string    `json:"job"`
-	At  time.Time `json:"at"`
-}
-
 // sleeper runs sleeping lockers.
 type sleeper struct {
 	a        *Agent
@@ -66,10 +59,11 @@ type sleeper struct {
 	activity func(netns string) (map[int]time.Duration, error)
 
 	mu         sync.Mutex
-	sleeping   map[string]asleep    // locker -> the idle job that stopped it
-	lastActive map[string]time.Time // running held lockers
-	wake       map[string]bool      // pending connection seen, not started yet
-	watched    string               // the sleeping set the watch runs for
+	sleeping   map[string]heldsock.Asleep // locker -> the idle job that stopped it
+	specs      map[string]heldsock.Spec   // the held lockers, as of the last tick
+	lastActive map[string]time.Time       // running held lockers
+	wake       map[string]bool            // pending connection seen, not started yet
+	watched    string                     // the sleeping set the watch runs for
 	kick       chan struct{}
 }
 
@@ -78,12 +72,7 @@ func newSleeper(a *Agent, cfg SleepConfig, held HeldSockets) *sleeper {
 		cfg.Sample = min(max(cfg.IdleStop/6, time.Second), 30*time.Second)
 	}
 	s := &sleeper{a: a, cfg: cfg, held: held, activity: heldsock.Activity,
-		sleeping: map[string]asleep{}, lastActive: map[string]time.Time{}, wake: map[string]bool{}, kick: make(chan struct{}, 1)}
-	if v, err := a.jr.Meta(sleepMeta); err == nil && v != "" {
-		if err := json.Unmarshal([]byte(v), &s.sleeping); err != nil {
-			a.log.Warn("reading the sleeping lockers from the journal", "err", err)
-		}
-	}
+		sleeping: map[string]heldsock.Asleep{}, lastActive: map[string]time.Time{}, wake: map[string]bool{}, kick: make(chan struct{}, 1)}
 	return s
 }
 
@@ -101,14 +90,24 @@ func (s *sleeper) isSleeping(name string) bool {
 	return ok
 }
 
-// save writes the sleeping set to the journal. Called with mu held.
-func (s *sleeper) save() {
-	b, err := json.Marshal(s.sleeping)
-	if err == nil {
-		err = s.a.jr.SetMeta(sleepMeta, string(b))
+// mark records a locker's sleep (heldsock.AsleepFile, its one record),
+// or its end when z is nil. Called with mu held.
+func (s *sleeper) mark(name string, z *heldsock.Asleep) {
+	sp, ok := s.specs[name]
+	if !ok {
+		return
+	}
+	var err error
+	if z != nil {
+		s.sleeping[name] = *z
+		err = heldsock.MarkAsleep(sp, *z)
+	} else {
+		delete(s.sleeping, name)
+		delete(s.wake, name)
+		err = heldsock.Awake(sp)
 	}
 	if err != nil {
-		s.a.log.Error("writing the sleeping lockers to the journal: an agent restart would not wake them", "err", err)
+		s.a.log.Error("recording a sleeping locker: an agent restart would not know it sleeps", "container", name, "err", err)
 	}
 }
 
@@ -224,11 +223,9 @@ func (s *sleeper) wakeDue(ctx context.Context) {
 	s.mu.Lock()
 	now := time.Now()
 	for _, n := range names {
-		delete(s.wake, n)
-		delete(s.sleeping, n)
+		s.mark(n, nil)
 		s.lastActive[n] = now
 	}
-	s.save()
 	s.mu.Unlock()
 }
 
@@ -242,6 +239,22 @@ func (s *sleeper) tick(ctx context.Context) {
 	}
 	snap := s.a.inv.snapshot()
 	now := time.Now()
+	s.mu.Lock()
+	s.specs = specs
+	// The records of sleep (an earlier agent's too).
+	for n, sp := range specs {
+		if z, ok := heldsock.AsleepIn(filepath.Dir(sp.Dir)); ok {
+			s.sleeping[n] = z
+		} else {
+			delete(s.sleeping, n)
+		}
+	}
+	for n := range s.sleeping {
+		if _, ok := specs[n]; !ok {
+			delete(s.sleeping, n)
+		}
+	}
+	s.mu.Unlock()
 	// Connections, one sample per network namespace.
 	byNS := map[string]map[int]time.Duration{}
 	for _, l := range snap {
@@ -261,15 +274,12 @@ func (s *sleeper) tick(ctx context.Context) {
 	_, busy := s.a.Running()
 	var idle []string
 	s.mu.Lock()
-	changed := false
 	for _, l := range snap {
 		sp, held := specs[l.Name]
 		// Another job set its desired state after it fell asleep (an
 		// operator's start-all or stop-all): the sleep ends.
-		if z, ok := s.sleeping[l.Name]; ok && (!held || (l.Desired != nil && l.Desired.JobID != z.Job && l.Desired.Since.After(z.At))) {
-			delete(s.sleeping, l.Name) // an operator's job, or no held socket any more
-			delete(s.wake, l.Name)
-			changed = true
+		if z, ok := s.sleeping[l.Name]; ok && held && l.Desired != nil && l.Desired.JobID != z.Job && l.Desired.Since.After(z.At) {
+			s.mark(l.Name, nil)
 		}
 		if !held || l.State != lxcctl.StateRunning || l.Desired == nil || !l.Desired.Running {
 			delete(s.lastActive, l.Name)
@@ -291,9 +301,6 @@ func (s *sleeper) tick(ctx context.Context) {
 			idle = append(idle, l.Name)
 		}
 	}
-	if changed {
-		s.save()
-	}
 	s.mu.Unlock()
 	if len(idle) == 0 || ctx.Err() != nil {
 		return
@@ -307,9 +314,8 @@ func (s *sleeper) tick(ctx context.Context) {
 	s.a.log.Info("idle lockers go to sleep", "job", j.ID, "containers", joinNames(idle, 10), "idle", s.cfg.IdleStop)
 	s.mu.Lock()
 	for _, n := range idle {
-		s.sleeping[n] = asleep{Job: j.ID, At: now}
+		s.mark(n, &heldsock.Asleep{Job: j.ID, At: now})
 		delete(s.lastActive, n)
 	}
-	s.save()
 	s.mu.Unlock()
 }

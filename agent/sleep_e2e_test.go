@@ -87,6 +87,13 @@ func TestSleepingLockersWakeOnConnection(t *testing.T) {
 		return len(got) == len(e.names), fmt.Sprintf("sleeping %v, want all of %v", got, e.names)
 	})
 
+	// Their one record, which lxcfleet status reads.
+	for _, n := range e.names {
+		if _, ok := heldsock.AsleepIn(filepath.Dir(e.host.ConfigPath(n))); !ok {
+			t.Errorf("%s sleeps but has no %s", n, heldsock.AsleepFile)
+		}
+	}
+
 	// An update does not wake them.
 	e.origin.Write("build B", map[string]string{"B.txt": "b\n"})
 	j := waitJob(t, a, submit(t, a, Request{Kind: KindUpdate, Strategy: StrategyRolling, Trigger: "test"}))
@@ -119,6 +126,9 @@ func TestSleepingLockersWakeOnConnection(t *testing.T) {
 	t.Logf("first request to a sleeping locker answered in %v", time.Since(began).Round(time.Millisecond))
 	if !strings.Contains(body, `"build":2`) {
 		t.Errorf("woken %s answered %s, want build 2 (B)", e.names[0], body)
+	}
+	if _, ok := heldsock.AsleepIn(filepath.Dir(e.host.ConfigPath(e.names[0]))); ok {
+		t.Errorf("woken %s still has its %s", e.names[0], heldsock.AsleepFile)
 	}
 	st = states(t, e.host, e.names)
 	for _, n := range e.names[1:] {
