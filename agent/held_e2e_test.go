@@ -30,13 +30,14 @@ const heldFixedPort = 8080
 // holder of the test's own (the real lxcfleet-listenfd).
 type heldEnv struct {
 	*layoutEnv
-	origin  *testfleet.Origin
-	code    *codeupdate.Manager
-	holder  *heldsock.Client
-	network string
-	names   []string
-	addrs   map[string]string // what a client dials
-	netns   map[string]string // the namespace it dials from ("" host)
+	origin   *testfleet.Origin
+	code     *codeupdate.Manager
+	holder   *heldsock.Client
+	network  string
+	interval time.Duration // between two connections of a probe (10 ms)
+	names    []string
+	addrs    map[string]string // what a client dials
+	netns    map[string]string // the namespace it dials from ("" host)
 }
 
 func newHeldEnv(t *testing.T, n int, network, socket string) *heldEnv {
@@ -132,12 +133,12 @@ func (e *heldEnv) health() string {
 	return "exec:wget -q -O /dev/null http://127.0.0.1:" + strconv.Itoa(heldFixedPort) + "/healthz"
 }
 
-// newAgent is an in-process agent over the env (K=1, a 1 s monitor).
-func (e *heldEnv) newAgent(t *testing.T) *Agent {
+// newAgent is an in-process agent over the env (K=k, a 1 s monitor).
+func (e *heldEnv) newAgent(t *testing.T, k int) *Agent {
 	t.Helper()
 	layout := e.layout
 	cfg := Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: testDefaults()}
-	cfg.Defaults.Policy.MaxUnavailable = 1
+	cfg.Defaults.Policy.MaxUnavailable = k
 	cfg.Defaults.Policy.StopTimeout = 5 * time.Second
 	cfg.Defaults.Policy.Deadline = 20 * time.Second
 	cfg.Defaults.Policy.Health = e.health()
@@ -162,7 +163,11 @@ func (e *heldEnv) probes(t *testing.T) func() testfleet.Outcome {
 	out := make(chan probed, len(e.names))
 	for _, n := range e.names {
 		go func() {
-			o, err := testfleet.Probe(e.addrs[n], "/healthz", e.netns[n], 10*time.Millisecond, stop)
+			iv := e.interval
+			if iv == 0 {
+				iv = 10 * time.Millisecond
+			}
+			o, err := testfleet.Probe(e.addrs[n], "/healthz", e.netns[n], iv, stop)
 			out <- probed{o, err}
 		}()
 	}
@@ -179,6 +184,7 @@ func (e *heldEnv) probes(t *testing.T) func() testfleet.Outcome {
 			sum.Reset += p.o.Reset
 			sum.Other += p.o.Other
 			sum.Bodies = append(sum.Bodies, p.o.Bodies...)
+			sum.Latencies = append(sum.Latencies, p.o.Latencies...)
 			if len(sum.Errors) < 5 {
 				sum.Errors = append(sum.Errors, p.o.Errors...)
 			}
@@ -208,15 +214,32 @@ func builds(bodies []string) map[string]int {
 // is refused or reset, and the answers come from both builds. The same
 // run with the app binding its own port (today's way, host network)
 // refuses some: the test logs how many, as the contrast.
+//
+// LXCFLEET_HELD_N (default 3), LXCFLEET_HELD_K (max_unavailable, default
+// 1) and LXCFLEET_HELD_INTERVAL (default 10ms) scale it up by hand: the
+// README's N=50 figures are from LXCFLEET_HELD_N=50 LXCFLEET_HELD_K=4
+// LXCFLEET_HELD_INTERVAL=500ms (2 requests/s a locker).
 func TestHeldSocketsRollingUpdateAndRestartRefuseNothing(t *testing.T) {
+	n, interval := 3, 10*time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_N")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("LXCFLEET_HELD_INTERVAL")); err == nil && v > 0 {
+		interval = v
+	}
+	k := 1
+	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_K")); err == nil && v > 0 {
+		k = v
+	}
 	for _, tc := range []struct{ network, socket string }{
 		{provision.NetworkNone, provision.SocketApp},
 		{provision.NetworkNone, provision.SocketHeld},
 		{provision.NetworkEmpty, provision.SocketHeld},
 	} {
 		t.Run(tc.network+"-"+tc.socket, func(t *testing.T) {
-			e := newHeldEnv(t, 3, tc.network, tc.socket)
-			a := e.newAgent(t)
+			e := newHeldEnv(t, n, tc.network, tc.socket)
+			e.interval = interval
+			a := e.newAgent(t, k)
 			if j := waitJob(t, a, submit(t, a, Request{Kind: KindStartAll, Names: e.names, Trigger: "test"})); j.State != JobSucceeded {
 				t.Fatalf("start-all: %s %s", j.State, j.Error)
 			}
@@ -232,8 +255,8 @@ func TestHeldSocketsRollingUpdateAndRestartRefuseNothing(t *testing.T) {
 			if j.State != JobSucceeded {
 				t.Fatalf("rolling restart: %s %s", j.State, j.Error)
 			}
-			t.Logf("socket %s, network %s, 3 lockers, rolling update + rolling restart, a connection every 10 ms to each: %s; answers by build %v; errors %v",
-				tc.socket, tc.network, got, builds(got.Bodies), got.Errors)
+			t.Logf("socket %s, network %s, %d lockers, rolling update + rolling restart, a connection every %v to each: %s; p99 %v; answers by build %v; errors %v",
+				tc.socket, tc.network, n, interval, got, got.P99().Round(time.Millisecond), builds(got.Bodies), got.Errors)
 			if tc.socket == provision.SocketApp {
 				return // the contrast: logged
 			}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,6 +135,18 @@ type Outcome struct {
 	Bodies []string
 	// Errors holds the first few errors other than OK.
 	Errors []string
+	// Latencies are the answered requests' times, connect to answer.
+	Latencies []time.Duration
+}
+
+// P99 is the 99th percentile of the answered requests' latencies.
+func (o Outcome) P99() time.Duration {
+	if len(o.Latencies) == 0 {
+		return 0
+	}
+	l := slices.Clone(o.Latencies)
+	slices.Sort(l)
+	return l[min(len(l)-1, len(l)*99/100)]
 }
 
 // Failed is every request that was not answered.
@@ -179,6 +192,7 @@ func Probe(addr, path, netns string, interval time.Duration, stop <-chan struct{
 type probeResult struct {
 	body string
 	err  error
+	took time.Duration
 }
 
 // dial makes a connection every interval until stop closes (on the
@@ -193,6 +207,7 @@ func dial(addr, path string, interval time.Duration, stop <-chan struct{}, resul
 			return
 		case <-tick.C:
 		}
+		began := time.Now()
 		conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
 		if err != nil {
 			results <- probeResult{err: err}
@@ -218,7 +233,7 @@ func dial(addr, path string, interval time.Duration, stop <-chan struct{}, resul
 				return
 			}
 			_, body, _ := strings.Cut(s, "\r\n\r\n")
-			results <- probeResult{body: body}
+			results <- probeResult{body: body, took: time.Since(began)}
 		}()
 	}
 }
@@ -233,6 +248,7 @@ func collect(results chan probeResult, wg *sync.WaitGroup) Outcome {
 		case r.err == nil:
 			o.OK++
 			o.Bodies = append(o.Bodies, r.body)
+			o.Latencies = append(o.Latencies, r.took)
 		case errors.Is(r.err, syscall.ECONNREFUSED):
 			o.Refused++
 		case errors.Is(r.err, syscall.ECONNRESET), errors.Is(r.err, syscall.EPIPE):
