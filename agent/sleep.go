@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lxcfleet/heldsock"
@@ -65,6 +66,7 @@ type sleeper struct {
 	wake       map[string]bool            // pending connection seen, not started yet
 	watched    string                     // the sleeping set the watch runs for
 	kick       chan struct{}
+	waiting    atomic.Bool // a goroutine waits for the job that holds up wake-ups
 }
 
 func newSleeper(a *Agent, cfg SleepConfig, held HeldSockets) *sleeper {
@@ -205,14 +207,17 @@ func (s *sleeper) wakeDue(ctx context.Context) {
 	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names, Trigger: fmt.Sprintf("wake: a connection is pending for %s", joinNames(names, 5))})
 	var busy BusyError
 	if errors.As(err, &busy) {
-		// The running job first; then the next tick wakes them.
-		go func() {
-			_, _ = s.a.Wait(ctx, busy.JobID)
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
-		}()
+		// The running job first; its end kicks run (one waiter at a time).
+		if s.waiting.CompareAndSwap(false, true) {
+			go func() {
+				defer s.waiting.Store(false)
+				_, _ = s.a.Wait(ctx, busy.JobID)
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}()
+		}
 		return
 	}
 	if err != nil {
