@@ -40,7 +40,10 @@ type Deps struct {
 	ReleaseOf func(initPID int) (release string, deleted bool, err error)
 	// Gauge reads the host's pressure for adaptive pacing; nil: starts
 	// and failures alone set W.
-	Gauge  rollout.Gauge
+	Gauge rollout.Gauge
+	// Held is the host's held sockets, for sleeping lockers (see
+	// SleepConfig); nil leaves every locker awake.
+	Held   HeldSockets
 	Logger *slog.Logger
 }
 
@@ -72,6 +75,8 @@ type Config struct {
 	Supervision SupervisionConfig
 	// Fleet, when it has endpoints, joins the host to a fleet on etcd.
 	Fleet fleet.Config
+	// Sleep stops idle held-socket lockers and wakes them on a connection.
+	Sleep SleepConfig
 }
 
 // finishedRunTTL is how long a finished job's events stay in memory.
@@ -96,6 +101,7 @@ type Agent struct {
 	sup     *supervisor
 	watch   *watcher
 	hold    atomic.Pointer[portHold] // the running offline update's port hold
+	sleep   *sleeper
 	metrics *metrics
 	sched   *scheduler
 
@@ -138,6 +144,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.inv = newInventory(a, cfg.InventoryInterval)
 	a.sup = newSupervisor(a, cfg.Supervision)
 	a.watch = newWatcher(a)
+	a.sleep = newSleeper(a, cfg.Sleep, deps.Held)
 	a.metrics = newMetrics(a)
 	fail := func(err error) (*Agent, error) {
 		jr.Close()

@@ -37,8 +37,11 @@ type Locker struct {
 	Error string `json:"error,omitempty"`
 	// Quarantined says why supervision leaves the locker stopped (it
 	// crash-looped alone); "" when it does not.
-	Quarantined string            `json:"quarantined,omitempty"`
-	Env         map[string]string `json:"-"`
+	Quarantined string `json:"quarantined,omitempty"`
+	// Sleeping says the locker was stopped for want of connections and
+	// starts when one is pending (its socket held by the host).
+	Sleeping bool              `json:"sleeping,omitempty"`
+	Env      map[string]string `json:"-"`
 }
 
 // inventory keeps a snapshot of every locker, refreshed in the background,
@@ -137,6 +140,7 @@ func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
 			l.Desired = &d
 		}
 		l.Quarantined = inv.a.sup.quarantined(in.Name)
+		l.Sleeping = inv.a.sleep.isSleeping(in.Name)
 		if in.Broken() {
 			l.Health, l.Error = "broken", in.Error
 			if old, ok := inv.get(in.Name); !ok || old.Error != in.Error {

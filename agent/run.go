@@ -74,6 +74,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	close(a.ready)
 	g.Go(func() error { a.runFleet(gctx); return nil })
 	g.Go(func() error { a.watch.run(gctx); return nil })
+	g.Go(func() error { a.sleep.run(gctx); return nil })
 
 	api := a.Handler()
 	var servers []*http.Server

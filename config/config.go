@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,21 @@ type File struct {
 		Network     string   `toml:"network"`
 		ExtraConfig []string `toml:"extra_config"`
 		PortBase    int      `toml:"port_base"`
+		// Socket is how a new locker's app gets its listening socket:
+		// "app" (the default: it binds its port itself) or "held" (the
+		// host's socket holder keeps it across restarts; the app listens
+		// on fd 3, LISTEN_FDS=1). See provision.Options.Socket.
+		Socket string `toml:"socket"`
+		// SocketAddress is the IP held sockets bind ("127.0.0.1").
+		SocketAddress string `toml:"socket_address"`
+		// SocketPort is a held socket's port for a fixed-port app
+		// (network "empty", no PORT); 0 takes the locker's PORT.
+		SocketPort int `toml:"socket_port"`
+		// ListenFD is the host's lxcfleet-listenfd: bound into held-socket
+		// lockers, and the holder the agent starts when none runs.
+		ListenFD string `toml:"listenfd"`
+		// HolderDir is the socket holder's folder (its control socket).
+		HolderDir string `toml:"holder_dir"`
 	} `toml:"provision"`
 
 	// Defaults is the [defaults] section: knobs of the policy by their one
@@ -101,6 +117,14 @@ type File struct {
 		Backoff    agent.Duration `toml:"backoff"`
 		MaxBackoff agent.Duration `toml:"max_backoff"`
 	} `toml:"supervision"`
+
+	// Sleep stops idle held-socket lockers and starts them when a
+	// connection is pending (agent.SleepConfig): idle_stop = "0s" (the
+	// default) keeps every locker awake.
+	Sleep struct {
+		IdleStop agent.Duration `toml:"idle_stop"`
+		Sample   agent.Duration `toml:"sample"`
+	} `toml:"sleep"`
 
 	// Cgroup places the lockers the agent starts under one parent cgroup
 	// with a low CPU weight, so that busy lockers cannot starve the agent
@@ -131,6 +155,10 @@ func Default() File {
 	c.Provision.HaltSignal = "SIGTERM"
 	c.Provision.Tini = provision.DefaultTini
 	c.Provision.PortBase = 4100
+	c.Provision.Socket = provision.SocketApp
+	c.Provision.SocketAddress = provision.DefaultSocketAddress
+	c.Provision.ListenFD = provision.DefaultListenFD
+	c.Provision.HolderDir = DefaultHolderDir
 	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
 	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight
 	return c
@@ -248,6 +276,23 @@ func (c File) validate() error {
 	default:
 		return fmt.Errorf("provision.network %q: want %s, %s or %s", c.Provision.Network, provision.NetworkNone, provision.NetworkEmpty, provision.NetworkTemplate)
 	}
+	switch c.Provision.Socket {
+	case "", provision.SocketApp, provision.SocketHeld:
+	default:
+		return fmt.Errorf("provision.socket %q: want %s or %s", c.Provision.Socket, provision.SocketApp, provision.SocketHeld)
+	}
+	if a := c.Provision.SocketAddress; a != "" && net.ParseIP(a) == nil {
+		return fmt.Errorf("provision.socket_address %q: not an IP address (e.g. 127.0.0.1)", a)
+	}
+	if p := c.Provision.SocketPort; p < 0 || p > 65535 {
+		return fmt.Errorf("provision.socket_port must be between 0 and 65535, got %d", p)
+	}
+	if c.Provision.Socket == provision.SocketHeld && (c.Provision.HolderDir == "" || !filepath.IsAbs(c.Provision.HolderDir)) {
+		return fmt.Errorf("provision.holder_dir %q: want an absolute path (the socket holder's folder)", c.Provision.HolderDir)
+	}
+	if c.Sleep.IdleStop < 0 || c.Sleep.Sample < 0 {
+		return fmt.Errorf("sleep.idle_stop and sleep.sample must not be negative")
+	}
 	for i, l := range c.Provision.ExtraConfig {
 		if err := lxcctl.CheckConfigLine(l); err != nil {
 			return fmt.Errorf("provision.extra_config[%d]: %w", i, err)
@@ -328,6 +373,7 @@ func (c File) AgentConfig() agent.Config {
 		Supervision: agent.SupervisionConfig{Off: c.Supervision.Off, Burst: c.Supervision.Burst, Interval: c.Supervision.Interval.D(),
 			Backoff: c.Supervision.Backoff.D(), MaxBackoff: c.Supervision.MaxBackoff.D()},
 		Fleet: c.FleetConfig(),
+		Sleep: agent.SleepConfig{IdleStop: c.Sleep.IdleStop.D(), Sample: c.Sleep.Sample.D()},
 	}
 }
 

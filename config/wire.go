@@ -28,7 +28,8 @@ func Wire(f File, log *slog.Logger) (*Stack, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.LXCPath, Logger: log, Cgroup: f.CgroupParent()})
+	var h *lxcctl.Host
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.LXCPath, Logger: log, Cgroup: f.CgroupParent(), BeforeStart: f.holdSocket(&h)})
 	if err != nil {
 		return nil, fmt.Errorf("lxcpath: %w", err)
 	}
@@ -57,7 +58,7 @@ func (s *Stack) Code() (*codeupdate.Manager, error) {
 // cannot be read: starts and failures alone set W then, and the log says
 // so).
 func (s *Stack) AgentDeps() (agent.Deps, error) {
-	deps := agent.Deps{Containers: s.Host, Logger: s.Log}
+	deps := agent.Deps{Containers: s.Host, Logger: s.Log, Held: heldSockets{host: s.Host, holder: s.File.Holder()}}
 	if g, err := lockerverbs.NewPSIGauge(""); err == nil {
 		deps.Gauge = g
 	} else {

@@ -108,6 +108,11 @@ func (h *Host) Start(ctx context.Context, name string) error {
 	if running {
 		return nil
 	}
+	if h.before != nil {
+		if err := h.before(ctx, name); err != nil {
+			return fmt.Errorf("starting container %q: %w", name, err)
+		}
+	}
 	if logfile == "" {
 		logfile = h.LogFile(name)
 	}

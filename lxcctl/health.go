@@ -116,8 +116,8 @@ type checker struct {
 func newChecker(h *Host) *checker {
 	tr := &http.Transport{
 		DisableKeepAlives: true,
-		Proxy:             nil, // health checks go straight to the locker
-		DialContext:       (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		Proxy:             nil,       // health checks go straight to the locker
+		DialContext:       dialProbe, // from heldsock.ProbeSource to loopback
 	}
 	return &checker{host: h, client: &http.Client{Transport: tr}}
 }
@@ -166,8 +166,7 @@ func (k *checker) once(ctx context.Context, hc HealthCheck, in Info) error {
 		if err != nil {
 			return err
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := dialProbe(ctx, "tcp", addr)
 		if err != nil {
 			return err
 		}

@@ -52,6 +52,11 @@ type Options struct {
 	// cgroup file system), it logs a warning once and starts containers
 	// where LXC puts them: a locker that does not start is worse.
 	Cgroup CgroupParent
+	// BeforeStart, when set, runs before every start of a container that
+	// is not running (lxcfleet's held sockets: the holder must hold the
+	// locker's socket before its init fetches it); its error fails the
+	// start.
+	BeforeStart func(ctx context.Context, name string) error
 }
 
 // Host is one lxcpath on this machine and the operations lxcfleet performs on
@@ -62,6 +67,7 @@ type Host struct {
 	exe     string
 	log     *slog.Logger
 	cgroup  CgroupParent
+	before  func(ctx context.Context, name string) error
 
 	cgroupOnce sync.Once
 
@@ -97,7 +103,7 @@ func NewHost(opts Options) (*Host, error) {
 	if err := opts.Cgroup.Validate(); err != nil {
 		return nil, fmt.Errorf("opening lxcpath %s: %w", abs, err)
 	}
-	return &Host{lxcpath: abs, exe: opts.Exe, log: opts.Logger, cgroup: opts.Cgroup}, nil
+	return &Host{lxcpath: abs, exe: opts.Exe, log: opts.Logger, cgroup: opts.Cgroup, before: opts.BeforeStart}, nil
 }
 
 // LXCPath returns the absolute lxcpath of the host.

@@ -54,10 +54,11 @@ func checkAnswerOwner(name string, initPID int, remote net.Addr) error {
 		return nil
 	}
 	who := "no process lxcfleet can see"
-	if owners := socketHolders(inodes); len(owners) > 0 {
+	owners := socketHolders(inodes)
+	if len(owners) > 0 {
 		who = strings.Join(owners, ", ")
 	}
-	note := ""
+	note := heldNote(owners)
 	if initPID <= 0 {
 		note = " (the container is not running)"
 	}

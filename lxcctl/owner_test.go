@@ -91,3 +91,21 @@ func TestAnswerOwner(t *testing.T) {
 		t.Errorf("a port nothing listens on: got %v, want ErrForeignListener", err)
 	}
 }
+
+// TestHeldNote: an answer held by lxcfleet's socket holder alone is
+// explained; one held by anyone else is not.
+func TestHeldNote(t *testing.T) {
+	for _, tc := range []struct {
+		owners []string
+		want   bool
+	}{
+		{[]string{"pid 7 (lxcfleet-listen)"}, true},
+		{[]string{"pid 7 (lxcfleet-listen)", "pid 9 (node)"}, false},
+		{[]string{"pid 9 (node)"}, false},
+		{nil, false},
+	} {
+		if got := heldNote(tc.owners) != ""; got != tc.want {
+			t.Errorf("heldNote(%v) given: %v, want %v", tc.owners, got, tc.want)
+		}
+	}
+}

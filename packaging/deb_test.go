@@ -123,7 +123,8 @@ func TestDebInstallsIntoThrowawayRoot(t *testing.T) {
 	}
 	for _, f := range []string{"usr/share/doc/lxcfleet/examples/nginx-lxcfleet-downtime.conf", "usr/share/doc/lxcfleet/copyright",
 		"usr/share/doc/lxcfleet/changelog.gz", "usr/share/doc/lxcfleet/README.md", "usr/share/bash-completion/completions/lxcfleet",
-		"usr/share/man/man8/lxcfleet.8.gz", "usr/share/man/man8/lxcfleet-update-code.8.gz", "usr/share/man/man8/lxc-stop-all.8.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service", "lib/systemd/system/lxcfleet-lockers.service"} {
+		"usr/share/man/man8/lxcfleet.8.gz", "usr/share/man/man8/lxcfleet-update-code.8.gz", "usr/share/man/man8/lxc-stop-all.8.gz", "usr/sbin/lxc-stop-all", "usr/sbin/update-code", "usr/sbin/lxc-start-all", "lib/systemd/system/lxcfleet.service", "lib/systemd/system/lxcfleet-lockers.service",
+		"usr/libexec/lxcfleet/lxcfleet-listenfd", "lib/systemd/system/lxcfleet-holder.service"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: /%s", f)
 		}

@@ -102,6 +102,21 @@ type Options struct {
 	ExtraConfig []string
 	// Parallel is how many containers are created at once (default 4).
 	Parallel int
+	// Socket is how the app gets its listening socket: SocketApp (""
+	// too; it binds its port itself) or SocketHeld (the host's socket
+	// holder keeps it; the app listens on fd 3, LISTEN_FDS=1). Held needs
+	// Tini, Init and ListenFD, and network none or empty; with empty, the
+	// locker joins a named network namespace of its own (NetNSName) that
+	// outlives its restarts, and the socket is held in it.
+	Socket string
+	// SocketAddress is the IP a held socket binds (DefaultSocketAddress).
+	SocketAddress string
+	// SocketPort is the port of a held socket for an app on a fixed port
+	// (network empty, no PORT); 0 takes the locker's PORT.
+	SocketPort int
+	// ListenFD is the host's lxcfleet-listenfd (DefaultListenFD), bound
+	// read-only at /sbin/lxcfleet-listenfd in a held-socket locker.
+	ListenFD string
 }
 
 // The outcomes of LockerResult.
@@ -227,6 +242,9 @@ func (o Options) withDefaults() (Options, error) {
 			return o, invalidf("tini %q needs an init command to run (the app's, e.g. /usr/bin/node /opt/app/server.js)", o.Tini)
 		}
 	}
+	if err := checkHeldOptions(o); err != nil {
+		return o, err
+	}
 	for _, l := range o.ExtraConfig {
 		if strings.ContainsAny(l, "\n\r") {
 			return o, invalidf("extra config line %q contains a line break", l)
@@ -274,6 +292,7 @@ type lockerPlan struct {
 	created []string // folders made, parents first
 	copied  []string // config files seeded, relative to Config
 	made    bool     // the container exists
+	held    *heldSetup
 }
 
 // Provision makes a new locker for each name: its folders (Me, Config,
@@ -395,6 +414,11 @@ func (p *Provisioner) fail(ctx context.Context, r *LockerResult, pl *lockerPlan,
 // made, in reverse order. Folders that are not empty any more stay.
 func (p *Provisioner) undo(ctx context.Context, pl *lockerPlan) error {
 	var errs []error
+	if pl.held != nil {
+		if err := pl.held.undo(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if pl.made {
 		// A fresh context: a cancelled provision must still clean up.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -474,6 +498,17 @@ func (p *Provisioner) prepare(pl *lockerPlan, opts Options, used map[int]bool, p
 	if pl.port != 0 {
 		used[pl.port] = true
 	}
+	if opts.Socket == SocketHeld {
+		port := pl.port
+		if opts.SocketPort > 0 {
+			port = opts.SocketPort
+		}
+		if port == 0 {
+			return fmt.Errorf("locker %q: a held socket needs a port: a PORT in Config/%s, a port base, or a socket port (fixed-port apps)", pl.name, LockerEnvFile)
+		}
+		hs := newHeldSetup(opts, pl.name, filepath.Dir(p.host.ConfigPath(pl.name)), port, pl.owner)
+		pl.held = &hs
+	}
 	return nil
 }
 
@@ -495,6 +530,11 @@ func (p *Provisioner) build(ctx context.Context, pl *lockerPlan, opts Options) e
 	}
 	if opts.Tini != "" {
 		if err := p.initSetup(pl.name, opts.Tini).writeFiles(pl.owner); err != nil {
+			return err
+		}
+	}
+	if pl.held != nil {
+		if err := pl.held.write(); err != nil {
 			return err
 		}
 	}
@@ -530,6 +570,8 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 		case key == "lxc.environment":
 		case key == "lxc.mount.entry" && opts.Node != "" && mounts.EntryTarget(value) == "usr/bin/node":
 		case key == "lxc.mount.entry" && opts.Tini != "" && ownsInitTarget(mounts.EntryTarget(value)):
+		case key == "lxc.mount.entry" && pl.held != nil && ownsHeldTarget(mounts.EntryTarget(value)):
+		case key == "lxc.namespace.share.net" && pl.held != nil:
 		default:
 			return false
 		}
@@ -542,10 +584,15 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	}
 	b.WriteString("\n# lxcfleet provision\n")
 	add := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, v) }
-	if opts.Network != NetworkTemplate {
+	switch {
+	case pl.held != nil && pl.held.spec.NetNS != "":
+		// The named namespace (loopback up) outlives the locker's
+		// restarts, and with it the socket held in it.
+		add("lxc.namespace.share.net", pl.held.spec.NetNS)
+	case opts.Network != NetworkTemplate:
 		add("lxc.net.0.type", opts.Network)
 	}
-	if opts.Network == NetworkEmpty {
+	if opts.Network == NetworkEmpty && pl.held == nil {
 		// Measured: "empty" leaves lo down, and nothing (not even the app
 		// itself) reaches 127.0.0.1 inside.
 		add("lxc.net.0.flags", "up")
@@ -553,6 +600,8 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	add("lxc.signal.halt", opts.HaltSignal)
 	setup := p.initSetup(pl.name, opts.Tini)
 	switch {
+	case opts.Init != "" && pl.held != nil:
+		add("lxc.init.cmd", setup.cmd(pl.held.cmd(opts.Init)))
 	case opts.Init != "" && opts.Tini != "":
 		add("lxc.init.cmd", setup.cmd(opts.Init))
 	case opts.Init != "":
@@ -577,6 +626,11 @@ func (p *Provisioner) render(old []byte, pl *lockerPlan, opts Options) ([]byte, 
 	}
 	if opts.Tini != "" {
 		for _, e := range setup.entries() {
+			add("lxc.mount.entry", e)
+		}
+	}
+	if pl.held != nil {
+		for _, e := range pl.held.entries() {
 			add("lxc.mount.entry", e)
 		}
 	}
@@ -1088,7 +1142,12 @@ func (p *Provisioner) checkOne(in lxcctl.Info, ls listeners) CheckResult {
 		r.Deviations = append(r.Deviations, mounts.DeviationsInConfig(config, p.layout, in.Name)...)
 		r.Deviations = append(r.Deviations, haltDeviations(initFactsOf(config))...)
 		r.Deviations = append(r.Deviations, netDeviations(config)...)
-		r.Deviations = append(r.Deviations, portDeviations(in, config, ls)...)
+		// A held socket's port is the holder's (and its app's copy).
+		if held, isHeld := heldDeviations(filepath.Dir(p.host.ConfigPath(in.Name)), ls); isHeld {
+			r.Deviations = append(r.Deviations, held...)
+		} else {
+			r.Deviations = append(r.Deviations, portDeviations(in, config, ls)...)
+		}
 	}
 	owner, err := p.ownerOf(in.Name)
 	if err != nil && !errors.Is(err, lxcctl.ErrCannotLoad) { // said above

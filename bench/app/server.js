@@ -14,6 +14,9 @@
 //         collection, so that it serves on a small heap. Its startup peak
 //         is the cache plus the templates; its serving memory is the light
 //         app's.
+//   LISTEN_FDS, LISTEN_PID  a listening socket passed at fd 3 (systemd's
+//         convention; lxcfleet's held sockets): the app listens on it
+//         instead of binding PORT, and stops gracefully.
 //
 // GET /healthz answers {"build": <contents of BENCH_BUILD>, ...}.
 const fs = require('fs');
@@ -41,7 +44,9 @@ const app = express();
 app.get('/healthz', (req, res) => {
   res.json({ build, digest, pid: process.pid, heavy: heavyOut });
 });
-const server = app.listen(Number(process.env.PORT), '127.0.0.1');
+// A socket passed by the host (sd_listen_fds(3)): listen on fd 3.
+const held = Number(process.env.LISTEN_FDS) > 0 && Number(process.env.LISTEN_PID) === process.pid;
+const server = held ? app.listen({ fd: 3 }) : app.listen(Number(process.env.PORT), '127.0.0.1');
 server.keepAliveTimeout = 60000;
 
 // heavyStart is the heavy profile's startup: a warmed cache (every page
@@ -91,6 +96,14 @@ function renderTemplates(cache, n) {
 }
 
 function halt() {
+  if (held) {
+    // Graceful: stop accepting (the host keeps the socket; what queues is
+    // the next instance's), finish what was accepted, then exit.
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+    setTimeout(() => process.exit(0), 5000).unref();
+    return;
+  }
   process.exit(0);
 }
 process.on('SIGTERM', halt);

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"lxcfleet/agent"
+	"lxcfleet/heldsock"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
@@ -22,6 +24,9 @@ type lockerStatus struct {
 	Release        string `json:"release,omitempty"`
 	ReleaseDeleted bool   `json:"release_deleted,omitempty"`
 	ReleaseError   string `json:"release_error,omitempty"`
+	// Sleeping: stopped by the agent for want of connections, started
+	// when one is pending (held sockets; heldsock.AsleepFile).
+	Sleeping bool `json:"sleeping,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -52,6 +57,9 @@ release whose folder was deleted under a running locker shows as
 			counted := make([]agent.Locker, len(infos))
 			for i, in := range infos {
 				lockers[i] = lockerStatus{Info: in}
+				if in.State == lxcctl.StateStopped {
+					_, lockers[i].Sleeping = heldsock.AsleepIn(filepath.Dir(h.ConfigPath(in.Name)))
+				}
 				rel, deleted, err := mounts.ReleaseOfLocker(in.InitPID, layout)
 				if err != nil {
 					lockers[i].ReleaseError = err.Error()
@@ -107,7 +115,11 @@ release whose folder was deleted under a running locker shows as
 				case l.ReleaseError != "":
 					rel = "?"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.State, pid, l.StartOrder, groups, port, rel)
+				state := string(l.State)
+				if l.Sleeping {
+					state = "SLEEPING"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, state, pid, l.StartOrder, groups, port, rel)
 			}
 			if err := tw.Flush(); err != nil {
 				return err

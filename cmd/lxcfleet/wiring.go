@@ -89,14 +89,18 @@ func (s *stack) provisioner() (*provision.Provisioner, error) {
 func (s *stack) provisionOptions() provision.Options {
 	x := s.fc.Provision
 	return provision.Options{
-		Template:     x.Template,
-		TemplateArgs: slices.Clone(x.TemplateArgs),
-		Network:      x.Network,
-		HaltSignal:   x.HaltSignal,
-		Init:         x.Init,
-		Tini:         x.Tini,
-		PortBase:     x.PortBase,
-		ExtraConfig:  slices.Clone(x.ExtraConfig),
+		Template:      x.Template,
+		TemplateArgs:  slices.Clone(x.TemplateArgs),
+		Network:       x.Network,
+		HaltSignal:    x.HaltSignal,
+		Init:          x.Init,
+		Tini:          x.Tini,
+		PortBase:      x.PortBase,
+		ExtraConfig:   slices.Clone(x.ExtraConfig),
+		Socket:        x.Socket,
+		SocketAddress: x.SocketAddress,
+		SocketPort:    x.SocketPort,
+		ListenFD:      x.ListenFD,
 	}
 }
 

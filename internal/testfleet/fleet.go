@@ -51,6 +51,7 @@ func Main(m *testing.M) {
 	code := m.Run()
 	npmregistry.Done()
 	CleanBinary()
+	cleanListenFD()
 	if appOnce.dir != "" {
 		_ = os.RemoveAll(appOnce.dir)
 	}

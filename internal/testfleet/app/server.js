@@ -8,6 +8,11 @@
 //               | crash (exits at once)
 //   STARTUP_MS  CPU work done before listening (a real startup cost)
 //   ME          owner data folder (default /Me); boot times are appended there
+//   LISTEN_FDS, LISTEN_PID  a listening socket passed at fd 3 (systemd's
+//               convention; lxcfleet's held sockets): the app listens on it
+//               instead of binding PORT, and stops gracefully (finishes
+//               what it accepted; what waits in the queue is the next
+//               instance's)
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
@@ -58,7 +63,9 @@ const server = http.createServer((req, res) => {
   res.end();
 });
 
-server.listen(port, '127.0.0.1', () => {
+// A socket passed by the host (sd_listen_fds(3)): listen on fd 3.
+const held = Number(process.env.LISTEN_FDS) > 0 && Number(process.env.LISTEN_PID) === process.pid;
+server.listen(held ? { fd: 3 } : { port, host: '127.0.0.1' }, () => {
   readyAt = Date.now();
   try {
     fs.appendFileSync(path.join(me, 'boots.log'), `${bootedAt} ${readyAt} ${build.build}\n`);
@@ -69,6 +76,15 @@ server.listen(port, '127.0.0.1', () => {
 
 function halt() {
   if (mode === 'stubborn') return; // ignores the halt signal
+  if (held) {
+    // Graceful: stop accepting (close this copy of the socket; the host
+    // keeps it, and what queues is the next instance's), finish the
+    // requests in flight, then exit.
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+    setTimeout(() => process.exit(0), 5000).unref();
+    return;
+  }
   server.close();
   process.exit(0);
 }

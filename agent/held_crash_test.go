@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"lxcfleet/heldsock"
+	"lxcfleet/internal/testfleet"
+	"lxcfleet/provision"
+)
+
+// TestHeldSocketsOutliveAgentKill runs the real binary as the agent with
+// [provision] socket = "held": its start-all starts two held-socket
+// lockers, and the agent starts the socket holder (the real
+// lxcfleet-listenfd) in a session of its own. Under a client per locker (a
+// new connection every 10 ms), the agent is killed (SIGKILL): the holder
+// lives on and the lockers answer. With the agent dead, one locker is
+// stopped: connections to it are not refused, they wait in its held
+// socket's queue. The agent started again restarts it (supervision), and
+// the new instance serves them. No connection fails throughout.
+func TestHeldSocketsOutliveAgentKill(t *testing.T) {
+	e := newHeldEnv(t, 2, provision.NetworkNone, provision.SocketHeld)
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	sockDir, err := os.MkdirTemp("", "lxf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "s.sock")
+	holder := &heldsock.Client{Dir: filepath.Join(dir, "holder")}
+	t.Cleanup(func() { testfleet.StopHolder(t, holder) })
+	config := filepath.Join(dir, "lxcfleet.toml")
+	toml := fmt.Sprintf(`lxcpath = %q
+state_dir = %q
+inventory_interval = "200ms"
+health_interval = "0s"
+[listen]
+socket = %q
+[layout]
+root = %q
+[provision]
+socket = "held"
+listenfd = %q
+holder_dir = %q
+[supervision]
+backoff = "100ms"
+[defaults]
+health = "http://127.0.0.1:{port}/healthz"
+deadline = "20s"
+monitor = "1s"
+max_unavailable = 1
+`, e.host.LXCPath(), filepath.Join(dir, "state"), sock, e.layout.Root, testfleet.ListenFD(t), holder.Dir)
+	if err := os.WriteFile(config, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl := unixClient(sock)
+	p := startAgentProc(t, bin, config, cl)
+	body, _ := json.Marshal(Request{Kind: KindStartAll, Names: e.names, Trigger: "test"})
+	resp, err := cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, j := range settleJobs(t, cl) {
+		if j.Kind == KindStartAll && j.State != JobSucceeded {
+			t.Fatalf("start-all: %s %s", j.State, j.Error)
+		}
+	}
+	holderPID := testfleet.HolderPID(holder)
+	if holderPID <= 0 {
+		t.Fatal("no socket holder answers after the agent started held-socket lockers")
+	}
+
+	finish := e.probes(t)
+	p.kill(t)
+	if pid := testfleet.HolderPID(holder); pid != holderPID {
+		finish()
+		t.Fatalf("after the agent's SIGKILL the holder is pid %d, want %d still serving", pid, holderPID)
+	}
+	// The agent is dead: stop a locker. Its connections queue.
+	victim := e.names[0]
+	if _, err := e.host.Stop(context.Background(), victim, 5*time.Second); err != nil {
+		finish()
+		t.Fatal(err)
+	}
+	before := bootOf(t, e.addrs[victim], 2*time.Second)
+	if before != "" {
+		finish()
+		t.Fatalf("%s answered while stopped (%s): want the connection queued", victim, before)
+	}
+	// Started again, the agent's supervision restarts it; a request made
+	// now waits in the queue until the new instance answers it.
+	startAgentProc(t, bin, config, cl)
+	after := bootOf(t, e.addrs[victim], 60*time.Second)
+	got := finish()
+	t.Logf("held sockets, agent SIGKILLed, %s stopped while it was dead and restarted by the next agent: %s; errors %v", victim, got, got.Errors)
+	if after == "" {
+		t.Fatalf("%s did not answer within 60 s of the agent's restart", victim)
+	}
+	if got.Failed() != 0 || got.OK == 0 {
+		t.Errorf("held sockets across the agent's SIGKILL: %s; want every connection answered", got)
+	}
+}
+
+// bootOf GETs /healthz on addr, waiting up to wait for the answer, and
+// returns the answering instance's bootedAt ("" when none answered in
+// time: the connection stayed queued).
+func bootOf(t *testing.T, addr string, wait time.Duration) string {
+	t.Helper()
+	c := http.Client{Timeout: wait, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/healthz")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var h struct {
+		BootedAt int64 `json:"bootedAt"`
+	}
+	_ = json.Unmarshal(b, &h)
+	return fmt.Sprint(h.BootedAt)
+}
