@@ -42,6 +42,10 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"start-all", "--health", "ftp://x"}, "--health"},
 		{[]string{"service"}, "accepts 1 arg"},
 		{[]string{"restart"}, "restart needs NAMEs or --group"},
+		{[]string{"restart", "--group", ""}, "--group is empty"},
+		{[]string{"restart", "--group", "../x;id"}, "invalid --group"},
+		{[]string{"man"}, "accepts 1 arg"},
+		{[]string{"man", "usage_test.go"}, "is not a directory"},
 		{[]string{"check-update", "extra"}, "unknown command"},
 		{[]string{"jobs", "--bogus"}, "--bogus"},
 	}
