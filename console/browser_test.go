@@ -313,8 +313,8 @@ func TestConsoleInBrowser(t *testing.T) {
 				_ = os.WriteFile(filepath.Join("testdata", "screenshot.png"), b, 0o644)
 			}
 		}
-		if got := p.text("#job-waves"); !strings.Contains(got, "all lockers") {
-			t.Errorf("waves table: got %q, want the offline wave", got)
+		if got := eval[string](p, `[...document.querySelectorAll('#job-waves tbody tr[data-wave]')].map(r => r.dataset.wave).join(',')`); got != "stop,start" {
+			t.Errorf("steps table: got %q, want an offline update's stop,start", got)
 		}
 		p.wait("a time estimate", `/left · done by/.test(document.querySelector('#job-eta').textContent)`, 30*time.Second)
 		if p.visible("#job-cancel") != true {

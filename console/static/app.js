@@ -336,16 +336,17 @@
       $('build-subject').textContent = 'No release yet: run an update to build one.';
       $('build-time').textContent = '';
     }
-    const counts = h.counts || {};
-    $('count-running').textContent = counts.running || 0;
-    $('count-total').textContent = h.lockers || 0;
-    const other = Object.entries(counts).filter(([k]) => k !== 'running').map(([k, v]) => v + ' ' + k);
-    $('count-detail').textContent = other.length ? other.join(' · ') : 'all running';
-    const unhealthy = S.lockers.filter((l) => l.health === 'unhealthy').length;
+    // The card counts what the map and the table show: one view of each
+    // locker (viewState), the running job's tally over the inventory.
+    const counts = viewCounts();
+    $('count-running').textContent = counts.up || 0;
+    $('count-total').textContent = S.lockers.length || h.lockers || 0;
+    const other = STATES.map(([k]) => k).filter((k) => k !== 'up' && counts[k]).map((k) => counts[k] + ' ' + k);
+    $('count-detail').textContent = other.length ? other.join(' · ') : (S.lockers.length ? 'all up' : '');
+    $('count-detail').dataset.counts = JSON.stringify(counts);
     const off = $('count-off');
     off.replaceChildren();
     if (h.off_current) off.append(el('span', { class: 'badge amber', text: plural(h.off_current, 'locker') + ' on an older release' }), ' ');
-    if (unhealthy) off.append(el('span', { class: 'badge red', text: unhealthy + ' unhealthy' }), ' ');
     // Lockers whose config LXC cannot load: jobs leave them alone and
     // fail naming them; the badge names them and says why.
     const broken = S.lockers.filter((l) => l.state === 'BROKEN');
@@ -405,12 +406,28 @@
     }
   }
 
-  // The state a tile shows: from the live job when it touched the locker,
-  // else from the inventory.
-  function tileState(l) {
-    const live = S.live && !S.live.ended ? S.live.grid[l.name] : null;
-    if (live) return live;
-    if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : 'up';
+  // liveLocker is a locker's line in the running job's tally (the one
+  // account of the job, from the agent), or null when no job runs or the
+  // job has not reached it yet.
+  function liveLocker(name) {
+    const live = S.live;
+    if (!live || live.ended || !live.tally) return null;
+    if (live.tallyAt !== live.tally) {
+      live.byName = {};
+      for (const x of live.tally.lockers || []) live.byName[x.name] = x;
+      live.tallyAt = live.tally;
+    }
+    const x = live.byName[name];
+    return x && x.state !== 'pending' ? x : null;
+  }
+
+  // viewState is the one state a locker shows in the card, the map, its
+  // legend and the table: the running job's tally where the job has
+  // reached the locker, else the inventory.
+  function viewState(l) {
+    const x = liveLocker(l.name);
+    if (x) return x.state;
+    if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : l.health === 'starting' ? 'starting' : 'up';
     if (l.state === 'STOPPED') return 'down';
     if (l.state === 'STOPPING') return 'stopping';
     if (l.state === 'STARTING') return 'starting';
@@ -422,6 +439,15 @@
     ['up', 'up'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
     ['failed', 'failed'], ['unhealthy', 'unhealthy'], ['broken', 'broken (LXC cannot load it)'],
   ];
+
+  function viewCounts() {
+    const c = {};
+    for (const l of S.lockers) {
+      const st = viewState(l);
+      c[st] = (c[st] || 0) + 1;
+    }
+    return c;
+  }
 
   function shortName(name) {
     // Lockers share a prefix; the tile shows the distinctive end.
@@ -439,7 +465,7 @@
     let other = 0;
     for (const l of S.lockers) {
       names.add(l.name);
-      const st = tileState(l);
+      const st = viewState(l);
       counts[st] = (counts[st] || 0) + 1;
       // A running locker on another release than current is marked: the
       // map tells moved lockers from those still to move.
@@ -447,14 +473,6 @@
       if (off) other++;
       frag.append(el('div', { class: 'tile s-' + st + (off ? ' off' : ''), 'data-name': l.name, 'data-state': st, 'data-off': off,
         title: l.name + ': ' + st + (l.error ? ': ' + l.error : '') + (l.release ? ' on ' + l.release + (off ? ' (current is ' + current + ')' : '') : '') }, shortName(l.name)));
-    }
-    // Lockers the job reports that the inventory does not know yet.
-    if (S.live && !S.live.ended) {
-      for (const [n, st] of Object.entries(S.live.grid)) {
-        if (names.has(n)) continue;
-        counts[st] = (counts[st] || 0) + 1;
-        frag.append(el('div', { class: 'tile s-' + st, 'data-name': n, 'data-state': st, title: n + ': ' + st }, shortName(n)));
-      }
     }
     if (!frag.childNodes.length) frag.append(el('div', { class: 'muted', text: S.host ? 'No lockers on this host.' : 'Loading…' }));
     grid.replaceChildren(frag);
@@ -468,8 +486,8 @@
   // liveBusy: the running job has this locker down or in a step, so the
   // inventory's last health mark is stale.
   function liveBusy(l) {
-    const st = S.live && !S.live.ended ? S.live.grid[l.name] : null;
-    return !!st && st !== 'up';
+    const x = liveLocker(l.name);
+    return !!x && x.state !== 'up';
   }
 
   function renderLockers() {
@@ -481,9 +499,12 @@
       const hay = [l.name, l.state, l.health, l.release, l.port, (l.groups || []).join(' ')].join(' ').toLowerCase();
       if (f && !hay.includes(f)) continue;
       const running = l.state === 'RUNNING';
-      const st = tileState(l);
-      const statePill = el('span', { class: 'pill ' + (S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase()) },
-        S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase());
+      const st = viewState(l);
+      // The state column says what the map says: the job's state of the
+      // locker, or the inventory's (an unhealthy running locker reads
+      // "unhealthy" in both).
+      const shown = liveLocker(l.name) || st === 'unhealthy' || st === 'starting' ? st : l.state.toLowerCase();
+      const statePill = el('span', { class: 'pill ' + shown, 'data-view': st }, shown);
       const release = [];
       if (l.release) {
         release.push(el('code', { title: l.release }, l.release));
@@ -493,7 +514,7 @@
         release.push(el('span', { class: 'muted', text: running ? 'unknown' : '—' }));
       }
       const started = parseTime(l.started_at);
-      rows.push(el('tr', { 'data-name': l.name, 'data-state': l.state },
+      rows.push(el('tr', { 'data-name': l.name, 'data-state': l.state, 'data-view': st },
         el('td', { class: 'name' }, l.name),
         el('td', {}, statePill),
         el('td', {}, liveBusy(l) ? el('span', { class: 'muted', text: '—' })
@@ -529,7 +550,9 @@
   function renderJobs() {
     const tb = $('jobs-table').tBodies[0];
     const rows = S.jobs.map((j) => {
-      const p = j.progress || {};
+      // The job on screen counts from its live tally, as its panel does.
+      const live = S.live && S.live.id === j.id && S.live.tally ? S.live.tally : null;
+      const p = live || j.tally || j.progress || {};
       const sum = jobSummary(j);
       return el('tr', { class: 'clickable', 'data-job': j.id, title: 'show this job', onclick: () => showJob(j.id) },
         el('td', { title: j.id }, stamp(j.created)),
@@ -546,14 +569,43 @@
 
   // ---------- live job ----------
 
+  // newLive is the job on screen. Its lockers, steps, failures and
+  // progress are the job's tally (job.tally), the agent's one account of
+  // the job: the page reduces no event of its own, it reads the record
+  // again after events (fetchTally) and renders that.
   function newLive(job) {
     return {
-      id: job.id, kind: job.kind, job, state: job.state, total: (job.progress || {}).total || 0,
-      done: (job.progress || {}).done || 0, failed: (job.progress || {}).failed || 0,
+      id: job.id, kind: job.kind, job, state: job.state, tally: job.tally || null,
       created: parseTime(job.created) || new Date(), firstAt: 0, lastSeq: 0,
-      stages: [], waves: {}, where: {}, failures: [], grid: {}, ended: job.state !== 'running',
-      error: job.error || '', summary: '', abort: null, retries: 0,
+      stages: [], ended: job.state !== 'running',
+      error: job.error || '', summary: '', abort: null, retries: 0, fetching: false, again: false,
     };
+  }
+
+  // fetchTally reads the job's record (and its tally) again: at most one
+  // read in flight, and one more after it when events came meanwhile.
+  async function fetchTally(live) {
+    if (live.fetching) { live.again = true; return; }
+    live.fetching = true;
+    try {
+      const j = await api('GET', '/v1/jobs/' + encodeURIComponent(live.id));
+      if (S.live === live && !live.ended) {
+        live.job = j;
+        if (j.tally) live.tally = j.tally;
+        scheduleRender();
+      }
+    } catch (e) { /* the poll shows the agent down */ }
+    live.fetching = false;
+    if (live.again && !live.ended) {
+      live.again = false;
+      setTimeout(() => fetchTally(live), 150);
+    }
+  }
+
+  // progressOf is what the progress bar, its text and the history show.
+  function progressOf(live) {
+    const t = live.tally || live.job.progress || {};
+    return { total: t.total || 0, done: t.done || 0, failed: t.failed || 0 };
   }
 
   function stopStream() {
@@ -635,34 +687,20 @@
     renderQueued = true;
     requestAnimationFrame(() => {
       renderQueued = false;
+      renderHost();
+      renderJobs();
       renderJob();
       renderGrid();
       renderLockers();
     });
   }
 
-  const PHASE_TILE = { stopping: 'stopping', stopped: 'down', starting: 'starting', running: 'starting', healthy: 'up', moved: 'up', failed: 'failed' };
-
   function apply(live, e) {
-    if (e.progress) {
-      live.total = e.progress.total;
-      live.done = e.progress.done;
-      live.failed = e.progress.failed;
-    }
     if (e.type === 'stage') {
       live.stages.push({ t: parseTime(e.time) || new Date(), stage: e.stage, msg: e.message || '', err: e.error || '' });
     } else if (e.type === 'container') {
       if (!live.firstAt) live.firstAt = Date.now();
-      const st = PHASE_TILE[e.phase];
-      if (st) live.grid[e.container] = st;
-      const w = e.wave || 0;
-      live.waves[w] = live.waves[w] || {};
-      if (st) {
-        // Where each locker is in its wave.
-        for (const ww of Object.keys(live.waves)) if (+ww !== w) delete live.waves[ww][e.container];
-        live.waves[w][e.container] = st;
-      }
-      if (e.phase === 'failed') live.failures.push({ t: new Date(), name: e.container, err: e.error || e.outcome || 'failed' });
+      fetchTally(live);
     } else if (e.type === 'state') {
       live.state = e.state;
       if (e.error) live.error = e.error;
@@ -675,36 +713,19 @@
     live.job = job;
     live.state = job.state;
     live.error = job.error || '';
-    const p = job.progress || {};
-    live.total = p.total; live.done = p.done; live.failed = p.failed;
+    if (job.tally) live.tally = job.tally;
     live.summary = jobSummary(Object.assign({}, job, { error: '' }));
-    try {
-      const r = typeof job.result === 'string' ? JSON.parse(job.result) : job.result;
-      for (const o of (r && r.outcomes) || []) {
-        if (['failed', 'unhealthy', 'cancelled'].includes(o.outcome) && !live.failures.some((f) => f.name === o.name)) {
-          live.failures.push({ t: parseTime(job.finished) || new Date(), name: o.name, err: o.error || o.outcome });
-        }
-      }
-    } catch (e) { /* no outcomes */ }
     if (live.abort) live.abort.abort();
     if (S.live === live) {
-      renderJob();
+      render(); // every panel at once: the map leaves the tally with the job panel
       poll();
     }
   }
 
-  const WAVE_NAMES = {
-    'update-code': { 0: null, 1: 'rollout', 2: 'rollback' },
-    rollback: { 1: 'rollback', 2: 'rollback' },
-  };
-
-  function waveName(live, w) {
-    const names = WAVE_NAMES[live.kind] || {};
-    if (live.kind === 'update-code' && +w === 0) {
-      const strategy = live.job.request && live.job.request.strategy;
-      return strategy === 'offline' ? 'all lockers' : 'canary';
-    }
-    return names[w] || (Object.keys(live.waves).length > 1 ? 'wave ' + w : 'all lockers');
+  // The lockers a job did not move as planned, each with its reason:
+  // failed, skipped, brought back, or left alone because LXC cannot load it.
+  function undone(t) {
+    return ((t && t.lockers) || []).filter((x) => x.failed || x.back || x.outcome === 'skipped' || x.state === 'broken');
   }
 
   function renderJob() {
@@ -722,15 +743,17 @@
     stp.textContent = live.state;
     stp.className = 'pill ' + (live.state === 'running' ? 'job-running' : live.state);
 
-    const total = live.total || 0;
-    let pct = total ? Math.floor((live.done / total) * 100) : 0;
-    if (live.ended && live.state === 'succeeded') pct = 100;
+    // One progress: the bar, its text and the counts read the tally.
+    const pr = progressOf(live);
+    const total = pr.total;
+    const pct = total ? Math.floor((pr.done / total) * 100) : (live.ended && live.state === 'succeeded' ? 100 : 0);
     const bar = $('job-bar');
     bar.style.width = pct + '%';
-    bar.className = 'bar' + (live.ended ? (live.state === 'succeeded' ? ' ok' : live.state === 'cancelled' ? ' warn' : ' bad') : live.failed ? ' warn' : '');
+    bar.dataset.pct = pct;
+    bar.className = 'bar' + (live.ended ? (live.state === 'succeeded' ? ' ok' : live.state === 'cancelled' ? ' warn' : ' bad') : pr.failed ? ' warn' : '');
     $('job-progress-text').textContent = pct + '%';
     $('job-counts').textContent = total
-      ? live.done + ' of ' + plural(total, 'locker') + ' done' + (live.failed ? ' · ' + live.failed + ' failed' : '')
+      ? pr.done + ' of ' + plural(total, 'locker') + ' done' + (pr.failed ? ' · ' + pr.failed + ' failed' : '')
       : (live.ended ? 'no lockers to move' : 'preparing…');
     const last = live.stages[live.stages.length - 1];
     $('job-stage').textContent = last ? last.stage + (last.msg ? ': ' + last.msg : '') : '';
@@ -740,9 +763,9 @@
     $('job-elapsed').textContent = (live.ended ? 'took ' : 'running for ') + dur(now - live.created);
     let eta = '';
     if (!live.ended) {
-      if (total && live.done > 0 && live.firstAt) {
-        const per = (Date.now() - live.firstAt) / live.done;
-        const left = per * (total - live.done);
+      if (total && pr.done > 0 && live.firstAt) {
+        const per = (Date.now() - live.firstAt) / pr.done;
+        const left = per * (total - pr.done);
         eta = '≈ ' + dur(left) + ' left · done by ' + clock(new Date(Date.now() + left));
       } else {
         eta = 'estimating…';
@@ -758,32 +781,40 @@
     const msg = $('job-message');
     if (live.ended) {
       msg.hidden = false;
+      // What serves now, from the tally, whenever the job did not simply
+      // succeed (after a rollback: every locker back on the good release).
+      const serving = live.tally && live.tally.serving && (live.state !== 'succeeded' || undone(live.tally).length)
+        ? ' Now: ' + live.tally.serving + '.' : '';
       if (live.state === 'succeeded') {
         msg.className = 'job-message';
-        msg.textContent = '✓ ' + (live.summary || 'Job succeeded.');
+        msg.textContent = '✓ ' + (live.summary || 'Job succeeded.') + serving;
       } else if (live.state === 'cancelled') {
         msg.className = 'job-message warn';
-        msg.textContent = 'Cancelled. ' + (live.summary || 'Nothing new was started after the cancel; lockers already in a step finished it.');
+        msg.textContent = 'Cancelled. ' + (live.summary || 'Nothing new was started after the cancel; lockers already in a step finished it.') + serving;
       } else {
         msg.className = 'job-message bad';
-        msg.textContent = 'Job ' + live.state + ': ' + (live.error || 'see the failures below and the agent’s log (journalctl -u lxcfleet).');
+        msg.textContent = 'Job ' + live.state + ': ' + (live.error || 'see the failures below and the agent’s log (journalctl -u lxcfleet).') + serving;
       }
     } else {
       msg.hidden = true;
     }
 
-    // Waves.
+    // Steps (canary only when the plan has canaries), from the tally: a
+    // locker that failed in a step counts failed there, whatever the way
+    // back did with it since.
     const wb = $('job-waves').tBodies[0];
-    const rows = Object.keys(live.waves).sort((a, b) => a - b).map((w) => {
-      const c = { stopping: 0, down: 0, starting: 0, up: 0, failed: 0 };
-      for (const st of Object.values(live.waves[w])) c[st] = (c[st] || 0) + 1;
-      const active = c.stopping + c.starting + (live.ended ? 0 : c.down);
-      const state = c.failed ? (active ? 'running, ' + c.failed + ' failed' : c.failed + ' failed') : (active && !live.ended ? 'running' : 'done');
-      return el('tr', { 'data-wave': w },
-        el('td', {}, el('b', {}, waveName(live, w))),
-        el('td', {}, c.stopping), el('td', {}, c.down), el('td', {}, c.starting), el('td', {}, c.up),
-        el('td', { class: c.failed ? 'err' : '' }, c.failed),
-        el('td', {}, el('span', { class: 'pill ' + (c.failed ? 'failed' : active && !live.ended ? 'job-running' : 'succeeded') }, state)));
+    const rows = ((live.tally && live.tally.steps) || []).map((s) => {
+      const c = s.states || {};
+      const n = (k) => c[k] || 0;
+      const active = n('stopping') + n('starting') + (live.ended ? 0 : n('down'));
+      const failed = s.failed || 0;
+      const state = s.name === 'not moved' ? n('skipped') + ' skipped'
+        : failed ? (active && !live.ended ? 'running, ' + failed + ' failed' : failed + ' failed') : (active && !live.ended ? 'running' : 'done');
+      return el('tr', { 'data-wave': s.name, 'data-failed': failed },
+        el('td', {}, el('b', {}, s.name)),
+        el('td', {}, n('stopping')), el('td', {}, n('down')), el('td', {}, n('starting')), el('td', {}, n('up')),
+        el('td', { class: failed ? 'err' : '' }, failed),
+        el('td', {}, el('span', { class: 'pill ' + (failed ? 'failed' : s.name === 'not moved' ? 'cancelled' : active && !live.ended ? 'job-running' : 'succeeded') }, state)));
     });
     if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: live.ended ? 'no locker was touched' : 'no locker touched yet' })));
     wb.replaceChildren(...rows);
@@ -798,14 +829,18 @@
     if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: live.ended ? 'this job has no stages' : 'waiting for the first stage…' }));
     if (atEnd) sl.scrollTop = sl.scrollHeight;
 
-    // Failures.
+    // Failures, and every other locker not moved as planned, with its
+    // reason (I5): the tally's, as the CLI's tail prints them.
     const fl = $('job-failures');
-    $('job-failcount').textContent = live.failures.length ? '(' + live.failures.length + ')' : '';
-    if (!live.failures.length) {
-      fl.replaceChildren(el('li', { class: 'muted none', text: 'none so far' }));
+    const un = undone(live.tally);
+    const nf = un.filter((x) => x.failed).length;
+    $('job-failcount').textContent = un.length ? '(' + nf + ' failed' + (un.length > nf ? ', ' + (un.length - nf) + ' not moved' : '') + ')' : '';
+    if (!un.length) {
+      fl.replaceChildren(el('li', { class: 'muted none', text: live.ended ? 'none' : 'none so far' }));
     } else {
-      fl.replaceChildren(...live.failures.slice(-100).reverse().map((f) =>
-        el('li', { 'data-failed': f.name }, el('b', {}, f.name), ' ', f.err)));
+      fl.replaceChildren(...un.slice(0, 200).map((x) =>
+        el('li', x.failed ? { 'data-failed': x.name } : { 'data-undone': x.name }, el('b', {}, x.name), ' ',
+          x.failed ? '' : el('span', { class: 'badge' }, x.outcome === 'skipped' ? 'skipped' : x.state), ' ', x.reason || x.outcome || '')));
     }
   }
 
