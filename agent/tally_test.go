@@ -150,3 +150,35 @@ func jobResultOf(t *testing.T, j Job) Result {
 	}
 	return r
 }
+
+// TestPrebuiltReleaseRanNoNpm: an update to a release built before (ahead
+// of time, with npm) says it is built already, and its result does not
+// say npm ran in this job (issue 22 item 12).
+func TestPrebuiltReleaseRanNoNpm(t *testing.T) {
+	names := fakehost.Names(2)
+	h := fakehost.New("r1", names...)
+	code := newFakeCode("r1")
+	code.releases[0].State = codeupdate.StateProven
+	code.releases = append(code.releases, codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateGood, Npm: codeupdate.NpmRan})
+	fc := fakeContainers{h: h, code: code}
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
+	for _, tc := range []struct {
+		target, want string
+		npmRan       bool
+	}{
+		{"r2", "built already: no npm in this job", false},
+		{"r3", "npm reused", false}, // built by this job (the fake reuses node_modules)
+	} {
+		j, err := a.Submit(Request{Kind: KindUpdate, Target: tc.target, Strategy: StrategyRolling, Policy: rollout.Patch{"monitor": "0s", "health": "none"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, err = a.Wait(t.Context(), j.ID); err != nil {
+			t.Fatal(err)
+		}
+		res := jobResultOf(t, j)
+		if !strings.Contains(res.Summary, tc.want) || res.NpmRan == nil || *res.NpmRan != tc.npmRan {
+			t.Errorf("update to %s: summary %q, npm_ran %v; want %q and npm_ran %v", tc.target, res.Summary, res.NpmRan, tc.want, tc.npmRan)
+		}
+	}
+}

@@ -205,11 +205,15 @@ func printResultText(w io.Writer, j agent.Job) {
 		printUpdateInfo(w, u)
 		return
 	case agent.KindBuild:
-		var r codeupdate.Release
+		var r agent.BuildResult
 		if err := json.Unmarshal(j.Result, &r); err != nil {
 			break
 		}
-		fmt.Fprintf(w, "built release %s: build %d, commit %s%s, npm %s; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject), r.Npm)
+		if r.Prebuilt {
+			fmt.Fprintf(w, "release %s is built already: build %d, commit %s%s; nothing was built, npm did not run; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject))
+		} else {
+			fmt.Fprintf(w, "built release %s: build %d, commit %s%s, npm %s; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject), r.Npm)
+		}
 		if r.State == codeupdate.StateBad {
 			fmt.Fprintf(w, "release %s is marked bad (%s): update-code to it needs --force\n", r.Name, r.BadReason)
 		}
@@ -230,7 +234,10 @@ func printUpdateInfo(w io.Writer, u codeupdate.UpdateInfo) {
 		return
 	}
 	need := "a restart is enough (package-lock.json unchanged)"
-	if u.NpmNeeded {
+	switch {
+	case u.TargetBuilt:
+		need = "a restart is enough (its release is built already)"
+	case u.NpmNeeded:
 		need = "npm will run (package-lock.json changed)"
 	}
 	fmt.Fprintf(w, "update available: %s is %s ahead of current release %s; target release %s; %s\n",

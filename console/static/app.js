@@ -372,9 +372,11 @@
         el('span', { class: 'muted', text: checked }));
       return;
     }
-    const need = u.npm_needed
-      ? el('span', { class: 'badge amber', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
-      : el('span', { class: 'badge blue', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
+    const need = u.target_built
+      ? el('span', { class: 'badge blue', 'data-need': 'built', title: 'release ' + (u.target_release || '') + ' is built already: the update builds nothing', text: 'built already · restart is enough' })
+      : u.npm_needed
+        ? el('span', { class: 'badge amber', 'data-need': 'npm', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
+        : el('span', { class: 'badge blue', 'data-need': 'restart', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
     const bad = u.target_bad
       ? el('div', { class: 'sub' }, el('span', { class: 'badge red', title: 'a failed update or a rollback marked this release bad',
         text: 'release ' + (u.target_release || '') + ' is marked bad' }), ' updating to it needs --force')
