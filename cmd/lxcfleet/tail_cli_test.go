@@ -136,6 +136,16 @@ pacing = "fixed"
 	if want := fmt.Sprintf("now: %d of %d lockers serving: %d on %s (after the rollback)", n, n, n, good); lines[len(lines)-1] != want {
 		t.Errorf("last line: got %q, want %q", lines[len(lines)-1], want)
 	}
+	// rollback --to a build that does not exist is bad input: exit 2,
+	// refused before a job is created (issue 22 item 12).
+	jobsBefore := cli(0, "jobs", "--json")
+	_, stderr, code := runCLI(t, "rollback", "--to", "notabuild", "--config", cfg)
+	if code != 2 || !strings.Contains(stderr, "notabuild") {
+		t.Errorf("rollback --to notabuild: exit %d, stderr %q; want 2 naming the target", code, stderr)
+	}
+	if after := cli(0, "jobs", "--json"); after != jobsBefore {
+		t.Errorf("rollback --to notabuild recorded a job:\nbefore %s\nafter %s", jobsBefore, after)
+	}
 	// status agrees: every locker runs the good release.
 	st := statusJSON(t, "--config", cfg)
 	for _, name := range names {
