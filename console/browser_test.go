@@ -437,6 +437,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	step("force an update to a release marked bad", func(t *testing.T) {
+		p.wait("no running job", `!document.querySelector('#btn-update').disabled`, 15*time.Second)
+		p.click("#btn-update")
+		p.wait("the update dialog", `document.querySelector('#confirm').open`, 5*time.Second)
+		p.setValue("#f-target", "main")
+		p.wait("the warning that the target is marked bad", `document.querySelector('#confirm-text [data-bad-target]')`, 5*time.Second)
+		if got := p.text("#confirm-ok"); strings.Contains(got, "Force") {
+			t.Errorf("confirm button %q before force is checked", got)
+		}
+		if !eval[bool](p, `(() => { const f = document.querySelector('#f-force'); f.checked = true; f.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`) {
+			t.Fatal("no force checkbox")
+		}
+		if got := p.text("#confirm-ok"); !strings.HasPrefix(got, "Force update of") || !eval[bool](p, `document.querySelector('#confirm-ok').classList.contains('danger')`) {
+			t.Errorf("confirm button %q: want a danger button saying Force", got)
+		}
+		p.confirm("Forced: the update goes ahead even if release " + e.code.releases[len(e.code.releases)-1].Name + " is marked bad")
+		p.waitJob("update-code", "succeeded", 60*time.Second)
+		j, err := e.agent.Job(p.text("#job-id"))
+		if err != nil || !j.Request.Force {
+			t.Errorf("forced update's request: force %v (%v), want true", j.Request.Force, err)
+		}
+	})
+
 	step("a narrow screen needs no sideways scrolling", func(t *testing.T) {
 		p.do("a 390 px wide screen", chromedp.EmulateViewport(390, 844))
 		defer p.do("the wide screen again", chromedp.EmulateViewport(1440, 1250))

@@ -161,11 +161,18 @@ func (s *stubCode) Releases() ([]codeupdate.Release, error) {
 // behind as current is builds below it.
 const stubHead = 4
 
+// stubMainSHA is the commit the origin's main is at; the origin knows
+// main and this commit, nothing else.
+const stubMainSHA = "feedface00000000000000000000000000000004"
+
 func (s *stubCode) CheckUpdate(ctx context.Context, target string) (codeupdate.UpdateInfo, error) {
+	if target != "main" && target != stubMainSHA {
+		return codeupdate.UpdateInfo{}, fmt.Errorf("resolving %q on the origin: %w", target, codeupdate.ErrUnknownTarget)
+	}
 	cur, _ := s.Current()
 	commits := []codeupdate.Commit{{SHA: "feedface00", Subject: "locker: retry the owner sync"}, {SHA: "beadbead00", Subject: "config: new default theme"}}
 	behind := max(stubHead-cur.Build, 0)
-	u := codeupdate.UpdateInfo{Target: target, TargetSHA: "feedface", CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind,
+	u := codeupdate.UpdateInfo{Target: target, TargetSHA: stubMainSHA, CurrentRelease: cur.Name, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind,
 		Commits: commits[:min(behind, len(commits))], ChangedFiles: 3, TargetBuild: stubHead}
 	s.mu.Lock()
 	defer s.mu.Unlock()

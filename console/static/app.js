@@ -260,6 +260,8 @@
         ' · at most ' + ((ch.policy && ch.policy.max_hosts) || 1) + ' at once' + (ch.paused ? ' · PAUSED: ' + (ch.paused_reason || '') : '');
     }
     $('fleet-channel').textContent = line;
+    S.fleet = st;
+    renderFleetPolicy(st);
     let hosts, holders;
     try {
       [hosts, holders] = await Promise.all([api('GET', '/v1/fleet/hosts'), api('GET', '/v1/fleet/holders')]);
@@ -282,6 +284,101 @@
       }
       tb.appendChild(tr);
     }
+  }
+
+  // renderFleetPolicy shows the channel's policy as `lxcfleet fleet
+  // channel` does: its limits, the update timeout, and the update windows
+  // with whether they are open now (the agent computes that).
+  function renderFleetPolicy(st) {
+    const ch = st.channel;
+    const p = (ch && ch.policy) || {};
+    const pol = $('fleet-policy');
+    const win = $('fleet-windows');
+    if (!ch) {
+      pol.textContent = 'No release published to this group yet.';
+      win.textContent = '';
+    } else {
+      const parts = ['policy: at most ' + plural(p.max_hosts || 1, 'host') + ' at once'];
+      if (p.max_per_period) parts.push(p.max_per_period + ' updates per ' + p.period);
+      if (p.safe_mode) parts.push('safe mode (a canary first)');
+      parts.push((p.max_failed_hosts || 1) + ' failed ' + ((p.max_failed_hosts || 1) === 1 ? 'host pauses' : 'hosts pause'));
+      parts.push(p.update_timeout ? 'update timeout ' + p.update_timeout + ' (an update past it fails)' : 'no update timeout');
+      pol.textContent = parts.join(', ');
+      pol.dataset.timeout = p.update_timeout || '';
+      if (p.windows && p.windows.length) {
+        const w = st.window || {};
+        const now = w.error ? 'unreadable: ' + w.error : w.open ? 'open now' : 'closed; next opens ' + (parseTime(w.next) ? stamp(w.next) + ' (' + ago(w.next) + ')' : '—');
+        win.textContent = 'update windows: ' + (p.time_zone || 'UTC') + ', ' + (p.window_duration || '1h') + ' after each of ' +
+          p.windows.join(' · ') + ' (' + now + ')';
+        win.dataset.open = w.open ? '1' : '0';
+      } else {
+        win.textContent = 'update windows: none (hosts update whenever the channel lets them)';
+        win.dataset.open = '';
+      }
+    }
+    const paused = !!(ch && ch.paused);
+    $('btn-pause').hidden = paused;
+    $('btn-resume').hidden = !paused;
+    $('btn-pause').disabled = !ch || S.down;
+    $('btn-resume').disabled = S.down;
+    $('btn-publish').disabled = S.down;
+  }
+
+  // The fleet's controls go through the agent's fleet API, the code the
+  // CLI's `fleet publish` and `fleet pause` use: publish resolves the ref
+  // on the origin before anything is written (a refusal comes back as a
+  // 400 with its reason), and guards against a release published since
+  // the page showed the channel (if_release).
+  function confirmPublish() {
+    const ch = S.fleet && S.fleet.channel;
+    const seen = ch && ch.release ? ch.release.commit : 'none';
+    const fields = el('div', { class: 'fields' },
+      el('label', { for: 'f-ref' }, 'Ref'),
+      el('input', { id: 'f-ref', value: 'main', placeholder: 'branch, tag or commit of the origin' }),
+      el('label', { for: 'f-commit' }, 'Commit'),
+      el('input', { id: 'f-commit', placeholder: 'optional: the full commit id the ref must be' }),
+      el('div', { class: 'hint' }, 'Refused unless the origin has it; with a commit, unless the ref still points at it.'));
+    ask('Publish a release to group ' + ((S.fleet && S.fleet.group) || '') + '?', [
+      el('p', {}, 'Every host of the group takes the release, ', el('b', {}, 'at most ' + plural((ch && ch.policy && ch.policy.max_hosts) || 1, 'host') + ' at once'),
+        ', each with its own rolling update, health-gated; a failed host pauses the channel.'),
+      el('p', { class: 'muted' }, 'It replaces ' + (ch && ch.release ? ch.release.ref + ' @ ' + (ch.release.commit || '').slice(0, 12) : 'nothing (no release yet)') +
+        '; if someone publishes meanwhile, this publish is refused.'),
+    ], 'Publish', async () => {
+      const body = { ref: $('f-ref').value.trim(), if_release: seen };
+      const c = $('f-commit').value.trim();
+      if (c) body.commit = c;
+      const res = await api('POST', '/v1/fleet/publish', body);
+      toast('Published ' + res.release.ref + ' @ ' + (res.release.commit || '').slice(0, 12) + ' to group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    }, { fields });
+  }
+
+  function confirmPause() {
+    const fields = el('div', { class: 'fields' },
+      el('label', { for: 'f-reason' }, 'Reason'),
+      el('input', { id: 'f-reason', value: '', placeholder: 'paused by an operator' }));
+    ask('Pause the group’s updates?', [
+      el('p', {}, 'No host of group ', el('b', {}, (S.fleet && S.fleet.group) || ''), ' starts an update until the channel is resumed.'),
+      el('p', { class: 'muted' }, 'Updates already running finish under their own policy; lockers keep running.'),
+    ], 'Pause the group', async () => {
+      const reason = $('f-reason').value.trim();
+      await api('POST', '/v1/fleet/pause', reason ? { reason } : {});
+      toast('Paused group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    }, { danger: true, fields });
+  }
+
+  function confirmResume() {
+    const ch = S.fleet && S.fleet.channel;
+    ask('Resume the group’s updates?', [
+      el('p', {}, 'Hosts of group ', el('b', {}, (S.fleet && S.fleet.group) || ''), ' may take ',
+        ch && ch.release ? el('b', {}, ch.release.ref + ' @ ' + (ch.release.commit || '').slice(0, 12)) : 'the channel’s release', ' again, by its policy.'),
+      ch && ch.paused_reason ? el('div', { class: 'warn' }, 'It was paused: ' + ch.paused_reason) : '',
+    ], 'Resume', async () => {
+      await api('POST', '/v1/fleet/resume', {});
+      toast('Resumed group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    });
   }
 
   function setDown(message) {
@@ -954,7 +1051,12 @@
         el('option', { value: 'offline' }, 'offline — stop all, switch, start all')),
       el('label', { for: 'f-window' }, 'Max unavailable (K)'),
       el('input', { id: 'f-window', type: 'number', min: '1', max: '1000', placeholder: 'agent default' }),
-      el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'));
+      el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'),
+      // Force: update to a release marked bad (the CLI's --force). Off by
+      // default; checking it turns the dialog into a warning.
+      el('label', { for: 'f-force' }, 'Force'),
+      el('label', { class: 'check' }, el('input', { id: 'f-force', type: 'checkbox' }),
+        ' update even to a release marked bad (--force)'));
     const text = () => {
       const strategy = $('f-strategy').value;
       const k = parseInt($('f-window').value, 10);
@@ -970,17 +1072,30 @@
       }
       const out = [el('p', {}, 'This will:'), el('ol', {}, steps)];
       if (strategy === 'offline') out.push(el('div', { class: 'warn' }, 'Offline: every locker is down from its stop until its start (a maintenance page can answer meanwhile).'));
+      const force = $('f-force').checked;
+      const bad = u && u.target_bad && (u.target || 'main') === target ? u.target_release : '';
+      if (bad && !force) {
+        out.push(el('div', { class: 'warn', 'data-bad-target': bad }, 'Release ' + bad + ' is marked bad: the update is refused unless you force it.'));
+      }
+      if (force) {
+        out.push(el('div', { class: 'warn', 'data-force': '1' }, 'Forced: the update goes ahead even if ' + (bad ? 'release ' + bad : 'the target') +
+          ' is marked bad after a failed update or a rollback. Its lockers may fail again; the failure policy still applies.'));
+      }
       $('confirm-text').replaceChildren(...out);
-      $('confirm-ok').textContent = 'Update ' + plural(n, 'locker') + ' (' + strategy + ')';
+      const ok = $('confirm-ok');
+      ok.textContent = (force ? 'Force update of ' : 'Update ') + plural(n, 'locker') + ' (' + strategy + ')';
+      ok.className = 'btn ' + (force ? 'danger' : 'primary');
     };
     ask('Update code?', [], 'Update', () => {
       const body = { target: $('f-target').value.trim(), strategy: $('f-strategy').value };
+      if ($('f-force').checked) body.force = true;
       const k = parseInt($('f-window').value, 10);
       if (k > 0) body.policy = { max_unavailable: k };
       if (!body.target) delete body.target;
       return submit('/v1/update-code', body);
     }, { fields, onInput: text });
-    for (const id of ['f-target', 'f-strategy', 'f-window']) $(id).addEventListener('input', text);
+    for (const id of ['f-target', 'f-strategy', 'f-window', 'f-force']) $(id).addEventListener('input', text);
+    $('f-force').addEventListener('change', text);
   }
 
   async function confirmRollback() {
@@ -1055,6 +1170,9 @@
     $('btn-update').addEventListener('click', confirmUpdate);
     $('btn-rollback').addEventListener('click', confirmRollback);
     $('btn-check').addEventListener('click', checkUpdate);
+    $('btn-publish').addEventListener('click', confirmPublish);
+    $('btn-pause').addEventListener('click', confirmPause);
+    $('btn-resume').addEventListener('click', confirmResume);
     $('job-cancel').addEventListener('click', confirmCancel);
     $('job-close').addEventListener('click', () => { S.live = null; render(); });
     $('confirm-form').addEventListener('submit', onConfirm);
