@@ -33,6 +33,9 @@ var testsFor = map[string][]string{
 	"glue: the fleet's fence does not reach the job":          {"-run", "^TestFencedJobStopsMoving$", "./agent/"},
 	"glue: the plan's journal write ignored":                  {"-run", "^TestPlanJournalWriteFailsTheJob$", "./agent/"},
 	"glue: the recovery planner counts a watched locker done": {"-run", "^TestRecoveryResumesTheJournaledPlan$", "./agent/"},
+	"tally: every first step is a canary":                     {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
+	"tally: a skipped locker has no reason":                   {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
+	"tally: the way back erases a failure in its step":        {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 }
 
 var mutants = []mutant{
@@ -155,6 +158,14 @@ var mutants = []mutant{
 		"\tif req.Fence != nil {\n\t\tenv.Fence", "\tif false {\n\t\tenv.Fence"},
 	{"glue: the recovery planner counts a watched locker done", "rollout/plan.go",
 		"\t\t\tp.Items = append(p.Items, Item{l.Name, OpWatch, l.StartDelay})", "\t\t\t_ = l"},
+	// The one account of a job (agent.Tally) that the console, the CLI's
+	// tail and the history render (issue 22 item 11).
+	{"tally: every first step is a canary", "agent/tally.go",
+		"\tcase p.Kind == rollout.KindUpdate:\n\t\treturn \"rollout\"", "\tcase p.Kind == rollout.KindUpdate:\n\t\treturn \"canary\""},
+	{"tally: a skipped locker has no reason", "agent/tally.go",
+		"\t\tl.Reason += \": \" + orDash(cause)", "\t\tl.Reason = \"\""},
+	{"tally: the way back erases a failure in its step", "agent/tally.go",
+		"\tif failed {\n\t\tsl.failed[name] = true\n\t}", "\tif failed {\n\t\tsl.failed[name] = true\n\t} else {\n\t\tfor _, o := range t.steps {\n\t\t\tdelete(o.failed, name)\n\t\t}\n\t}"},
 }
 
 func main() {
