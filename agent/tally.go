@@ -446,6 +446,14 @@ func (t *Tally) copyOf() *Tally {
 	return c
 }
 
+// counts is the tally without its lockers and steps, for lists of jobs.
+func (t *Tally) counts() *Tally {
+	if t == nil {
+		return nil
+	}
+	return &Tally{Total: t.Total, Done: t.Done, Failed: t.Failed, States: t.States, Ended: t.Ended, Serving: t.Serving}
+}
+
 // Undone lists the lockers that were not moved as planned, each with its
 // reason (I5): failed, not reached, or brought back by the way back.
 func (t *Tally) Undone() []LockerTally {

@@ -697,7 +697,7 @@
     live.fetching = false;
     if (live.again && !live.ended) {
       live.again = false;
-      setTimeout(() => fetchTally(live), 150);
+      setTimeout(() => fetchTally(live), 300);
     }
   }
 
