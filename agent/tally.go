@@ -455,14 +455,16 @@ func (t *Tally) counts() *Tally {
 }
 
 // Undone lists the lockers that were not moved as planned, each with its
-// reason (I5): failed, not reached, or brought back by the way back.
+// reason (I5): failed, not reached (skipped), or left alone because LXC
+// cannot load them. Lockers that moved and were then brought back by the
+// way back are in Serving's count, not listed one by one.
 func (t *Tally) Undone() []LockerTally {
 	if t == nil {
 		return nil
 	}
 	var out []LockerTally
 	for _, l := range t.Lockers {
-		if l.Failed || l.Back != "" || l.Outcome == rollout.OutSkipped || l.State == TallyBroken {
+		if l.Failed || l.Outcome == rollout.OutSkipped || l.State == TallyBroken {
 			out = append(out, l)
 		}
 	}

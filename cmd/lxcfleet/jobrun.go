@@ -187,10 +187,8 @@ func undoneWord(l agent.LockerTally) string {
 		return "BROKEN"
 	case l.Failed:
 		return "FAILED"
-	case l.Outcome == rollout.OutSkipped:
-		return "SKIPPED"
 	}
-	return "MOVED BACK"
+	return "SKIPPED"
 }
 
 // printResultText prints the result of a job with no summary (check-update,

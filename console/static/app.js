@@ -821,10 +821,11 @@
     }
   }
 
-  // The lockers a job did not move as planned, each with its reason:
-  // failed, skipped, brought back, or left alone because LXC cannot load it.
+  // The lockers a job did not move as planned, each with its reason
+  // (agent.Tally.Undone, as the CLI's tail lists them): failed, skipped,
+  // or left alone because LXC cannot load it.
   function undone(t) {
-    return ((t && t.lockers) || []).filter((x) => x.failed || x.back || x.outcome === 'skipped' || x.state === 'broken');
+    return ((t && t.lockers) || []).filter((x) => x.failed || x.outcome === 'skipped' || x.state === 'broken');
   }
 
   function renderJob() {
