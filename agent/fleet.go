@@ -254,8 +254,15 @@ func (a *Agent) handleFleetStatus(w http.ResponseWriter, r *http.Request) error 
 	}
 	var win *WindowView
 	if st.Channel != nil && len(st.Channel.Policy.Windows) > 0 {
-		win = &WindowView{}
-		in, next, err := fleet.InWindow(st.Channel.Policy, time.Now())
+		p := st.Channel.Policy
+		win = &WindowView{For: p.WindowDuration, TimeZone: p.TimeZone}
+		if win.For <= 0 {
+			win.For = fleet.Duration(fleet.DefaultWindowDuration)
+		}
+		if win.TimeZone == "" {
+			win.TimeZone = "UTC"
+		}
+		in, next, err := fleet.InWindow(p, time.Now())
 		win.Open, win.Next = in, next
 		if err != nil {
 			win.Error = err.Error()
@@ -273,9 +280,13 @@ func (a *Agent) handleFleetStatus(w http.ResponseWriter, r *http.Request) error 
 // are open now, and when the next opens: the console shows it as
 // `fleet channel` does.
 type WindowView struct {
-	Open  bool      `json:"open"`
-	Next  time.Time `json:"next,omitzero"`
-	Error string    `json:"error,omitempty"`
+	// For is how long each window stays open; TimeZone the zone its cron
+	// times are read in (defaults applied).
+	For      fleet.Duration `json:"for"`
+	TimeZone string         `json:"time_zone"`
+	Open     bool           `json:"open"`
+	Next     time.Time      `json:"next,omitzero"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // withFleet passes the fleet's store, or answers 404 without [fleet].

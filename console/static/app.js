@@ -308,7 +308,7 @@
       if (p.windows && p.windows.length) {
         const w = st.window || {};
         const now = w.error ? 'unreadable: ' + w.error : w.open ? 'open now' : 'closed; next opens ' + (parseTime(w.next) ? stamp(w.next) + ' (' + ago(w.next) + ')' : '—');
-        win.textContent = 'update windows: ' + (p.time_zone || 'UTC') + ', ' + (p.window_duration || '1h') + ' after each of ' +
+        win.textContent = 'update windows: ' + w.time_zone + ', ' + w.for + ' after each of ' +
           p.windows.join(' · ') + ' (' + now + ')';
         win.dataset.open = w.open ? '1' : '0';
       } else {
