@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/agent"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
@@ -152,5 +154,28 @@ pacing = "fixed"
 		if s := st[name]; s.State != "RUNNING" || s.Release != good {
 			t.Errorf("status %s: got %+v, want RUNNING on %s", name, s, good)
 		}
+	}
+}
+
+// TestStopTailNamesSkippedLockers: a stop-all that was cancelled before it
+// reached some lockers lists each as SKIPPED with the tally's reason, not
+// as a reasonless FAILED, and counts them apart from failures (I5). The
+// rendering alone (the tally comes from the agent; see agent's tests).
+func TestStopTailNamesSkippedLockers(t *testing.T) {
+	res := []lxcctl.StopResult{
+		{Name: "l0", Outcome: lxcctl.StoppedClean},
+		{Name: "l1", Outcome: lxcctl.StopFailed},
+	}
+	tl := &agent.Tally{Lockers: []agent.LockerTally{
+		{Name: "l0", Outcome: "stopped", State: agent.TallyDown},
+		{Name: "l1", Outcome: "skipped", State: agent.TallyUp, Reason: "not moved: the job was cancelled"},
+	}}
+	var out bytes.Buffer
+	g := &globals{stdout: &out, stderr: &out}
+	err := reportStop(g, newProgress(g, "stopping", 2), res, time.Second, tl)
+	got := out.String()
+	if err != nil || !strings.Contains(got, "1 clean, 0 killed, 0 already stopped, 0 failed, 1 skipped") ||
+		!strings.Contains(got, "SKIPPED l1: not moved: the job was cancelled") || strings.Contains(got, "FAILED") {
+		t.Errorf("stop tail (err %v):\n%s", err, got)
 	}
 }
