@@ -363,6 +363,9 @@ func (a *Agent) handleJobs(w http.ResponseWriter, r *http.Request) error {
 	if jobs == nil {
 		jobs = []Job{}
 	}
+	for i := range jobs {
+		jobs[i].Tally = jobs[i].Tally.counts() // the list shows counts; GET /v1/jobs/{id} the lockers
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
 	return nil
 }

@@ -252,11 +252,41 @@ func (a *Agent) handleFleetStatus(w http.ResponseWriter, r *http.Request) error 
 		writeJSON(w, http.StatusOK, map[string]any{"enabled": false, "note": "this host has no [fleet] config: it updates on its own"})
 		return nil
 	}
+	var win *WindowView
+	if st.Channel != nil && len(st.Channel.Policy.Windows) > 0 {
+		p := st.Channel.Policy
+		win = &WindowView{For: p.WindowDuration, TimeZone: p.TimeZone}
+		if win.For <= 0 {
+			win.For = fleet.Duration(fleet.DefaultWindowDuration)
+		}
+		if win.TimeZone == "" {
+			win.TimeZone = "UTC"
+		}
+		in, next, err := fleet.InWindow(p, time.Now())
+		win.Open, win.Next = in, next
+		if err != nil {
+			win.Error = err.Error()
+		}
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Enabled bool `json:"enabled"`
 		*fleet.Status
-	}{true, st})
+		Window *WindowView `json:"window,omitempty"`
+	}{true, st, win})
 	return nil
+}
+
+// WindowView says whether the channel's update windows (fleet.InWindow)
+// are open now, and when the next opens: the console shows it as
+// `fleet channel` does.
+type WindowView struct {
+	// For is how long each window stays open; TimeZone the zone its cron
+	// times are read in (defaults applied).
+	For      fleet.Duration `json:"for"`
+	TimeZone string         `json:"time_zone"`
+	Open     bool           `json:"open"`
+	Next     time.Time      `json:"next,omitzero"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // withFleet passes the fleet's store, or answers 404 without [fleet].

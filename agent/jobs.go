@@ -72,6 +72,9 @@ type Job struct {
 	// Plan is what the job set out to do (journaled before it begins), so
 	// that recovery resumes or undoes this plan after an agent exit.
 	Plan *rollout.Plan `json:"plan,omitempty"`
+	// Tally is the account of the plan's lockers that every view renders
+	// (see Tally): live while the job runs, settled by its result.
+	Tally *Tally `json:"tally,omitempty"`
 }
 
 // Step is one journaled step of a job: written with Phase "begin" before it
@@ -107,6 +110,10 @@ type Event struct {
 	Starting    int      `json:"starting,omitempty"`
 	Progress    Progress `json:"progress"`
 	State       JobState `json:"state,omitempty"`
+	// Back marks a step of the way back (rollback, undo); Release is the
+	// release a locker starts or ended on, when known.
+	Back    bool   `json:"back,omitempty"`
+	Release string `json:"release,omitempty"`
 }
 
 // BusyError is returned when a mutating job is submitted while another runs.
@@ -128,6 +135,9 @@ type run struct {
 	log    *slog.Logger
 	// journalErr is the first journal write of the job that failed.
 	journalErr error
+	// tally reduces the events of the job's plan (tallyOf is its plan).
+	tally   *Tally
+	tallyOf *rollout.Plan
 }
 
 // errFenced wraps the cause of a job that stopped because its fence
@@ -190,6 +200,12 @@ func (r *run) emit(e Event) {
 	e.Time = time.Now()
 	e.Job = r.job.ID
 	e.Progress = r.job.Progress
+	if r.job.Plan != nil && r.tallyOf != r.job.Plan {
+		r.tally, r.tallyOf = newTally(r.job.Plan), r.job.Plan
+	}
+	if r.tally != nil {
+		r.tally.apply(e)
+	}
 	if len(r.events) < maxEventsKept {
 		r.events = append(r.events, e)
 	}
@@ -253,7 +269,11 @@ func (r *run) update(fn func(*Job)) error {
 func (r *run) snapshot() Job {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.job
+	j := r.job
+	if j.Tally == nil {
+		j.Tally = r.tally.copyOf()
+	}
+	return j
 }
 
 // finish records the end state and wakes subscribers.
@@ -266,6 +286,14 @@ func (r *run) finish(state JobState, result any, err error) {
 		j.State = state
 		j.Finished = time.Now()
 		j.Result = raw
+		if j.Plan != nil && r.tallyOf != j.Plan {
+			r.tally, r.tallyOf = newTally(j.Plan), j.Plan
+		}
+		if r.tally != nil {
+			res, _ := result.(*Result)
+			r.tally.settle(res, state, errString(err))
+			j.Tally = r.tally.copyOf()
+		}
 		if err != nil {
 			j.Error = err.Error()
 		}

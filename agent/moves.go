@@ -220,7 +220,7 @@ func (t *tracker) onEvent(e rollout.Event) {
 	if e.Container == "" {
 		s := Step{Action: e.Stage, Phase: "end", Outcome: e.Message, Release: e.Release, Error: e.Error}
 		_ = t.r.step(s)
-		t.r.emit(Event{Type: "stage", Stage: e.Stage, Message: e.Message, Error: e.Error})
+		t.r.emit(Event{Type: "stage", Stage: e.Stage, Message: e.Message, Error: e.Error, Back: e.Back, Release: e.Release})
 		return
 	}
 	// A watched locker (left starting by a dead agent) is in flight from
@@ -261,7 +261,8 @@ func (t *tracker) onEvent(e rollout.Event) {
 		}
 	}
 	t.r.emit(Event{Type: "container", Container: e.Container, Phase: string(e.Phase), Outcome: e.Outcome,
-		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e), MaxStarting: e.MaxStarting, Starting: e.Starting})
+		Error: e.Error, Duration: Duration(e.Duration), Message: backNote(e), MaxStarting: e.MaxStarting, Starting: e.Starting,
+		Back: e.Back, Release: e.Release})
 }
 
 func backNote(e rollout.Event) string {

@@ -53,6 +53,7 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	r.stage("build", "building "+req.Target)
 	_ = r.step(Step{Action: "build", Phase: "begin", Release: req.Target})
 	buildBegin := time.Now()
+	built := a.releaseNames() // releases that exist before this build
 	rel, err := a.deps.Code.Build(ctx, req.Target, func(step string) { r.emit(Event{Type: "stage", Stage: "build", Message: step}) })
 	if err != nil {
 		_ = r.step(Step{Action: "build", Phase: "end", Outcome: "failed", Error: err.Error()})
@@ -60,8 +61,17 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	}
 	stages["build_seconds"] = time.Since(buildBegin).Seconds()
 	_ = r.step(Step{Action: "build", Phase: "end", Outcome: "built", Release: rel.Name})
-	npmRan := rel.Npm == "ran"
-	r.stage("build", fmt.Sprintf("built %s (build %d, npm %s)", rel.Name, rel.Build, rel.Npm))
+	// A release built before (ahead of time, or by an earlier update) ran
+	// no npm in this job, whatever its own build did.
+	prebuilt := built[rel.Name]
+	npmRan := rel.Npm == codeupdate.NpmRan && !prebuilt
+	npmNote := "npm " + rel.Npm
+	if prebuilt {
+		npmNote = "built already: no npm in this job"
+		r.stage("build", fmt.Sprintf("release %s is built already (build %d): nothing to build", rel.Name, rel.Build))
+	} else {
+		r.stage("build", fmt.Sprintf("built %s (build %d, npm %s)", rel.Name, rel.Build, rel.Npm))
+	}
 	if rel.State == codeupdate.StateBad && !req.Force {
 		return nil, invalidf("release %s is marked bad (%s); use --force to update to it anyway", rel.Name, rel.BadReason)
 	}
@@ -96,7 +106,7 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 				rel.Name, plan.Policy.ReleaseWatch, plan.Policy.MaxFailureRatio, len(plan.Items), plan.Policy.FailureAction))
 		}
 	}
-	head := fmt.Sprintf("update to %s (build %d, %s, npm %s)", rel.Name, rel.Build, req.Strategy, rel.Npm)
+	head := fmt.Sprintf("update to %s (build %d, %s, %s)", rel.Name, rel.Build, req.Strategy, npmNote)
 	if len(plan.Items) == 0 && res.OK() {
 		head += ": no running locker to move; current now points at it"
 		if plan.Unproven {
@@ -210,14 +220,38 @@ func (a *Agent) buildJob(ctx context.Context, r *run, req Request) (any, error) 
 	}
 	defer unlock()
 	_ = r.step(Step{Action: "build", Phase: "begin", Release: req.Target})
+	built := a.releaseNames()
 	rel, err := a.deps.Code.Build(ctx, req.Target, func(step string) { r.emit(Event{Type: "stage", Stage: "build", Message: step}) })
 	if err != nil {
 		_ = r.step(Step{Action: "build", Phase: "end", Outcome: "failed", Error: err.Error()})
 		return nil, fmt.Errorf("building %s: %w", req.Target, err)
 	}
 	_ = r.step(Step{Action: "build", Phase: "end", Outcome: "built", Release: rel.Name})
-	r.stage("build", fmt.Sprintf("built %s (build %d, npm %s); current is unchanged", rel.Name, rel.Build, rel.Npm))
-	return rel, nil
+	if built[rel.Name] {
+		r.stage("build", fmt.Sprintf("release %s is built already (build %d): nothing built, no npm run; current is unchanged", rel.Name, rel.Build))
+	} else {
+		r.stage("build", fmt.Sprintf("built %s (build %d, npm %s); current is unchanged", rel.Name, rel.Build, rel.Npm))
+	}
+	return BuildResult{Release: rel, Prebuilt: built[rel.Name]}, nil
+}
+
+// BuildResult is a build job's result: the release, and whether it was
+// built before this job (then this job ran neither git checkout nor npm;
+// Npm says what its first build did).
+type BuildResult struct {
+	codeupdate.Release
+	Prebuilt bool `json:"prebuilt,omitempty"`
+}
+
+// releaseNames returns the names of the releases built so far.
+func (a *Agent) releaseNames() map[string]bool {
+	out := map[string]bool{}
+	if rels, err := a.deps.Code.Releases(); err == nil {
+		for _, x := range rels {
+			out[x.Name] = true
+		}
+	}
+	return out
 }
 
 // checkUpdateJob fetches and compares without building.
@@ -235,7 +269,10 @@ func (a *Agent) checkUpdateJob(ctx context.Context, r *run, req Request) (any, e
 	msg := "up to date"
 	if info.Available {
 		need := "a restart is enough"
-		if info.NpmNeeded {
+		switch {
+		case info.TargetBuilt:
+			need = "its release is built already: a restart is enough"
+		case info.NpmNeeded:
 			need = "npm install needed"
 		}
 		msg = fmt.Sprintf("%d %s behind %s; %s", info.Behind, plural(info.Behind, "commit", "commits"), req.Target, need)

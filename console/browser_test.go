@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"lxcfleet/agent"
+	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/testfleet"
 )
 
@@ -313,8 +314,8 @@ func TestConsoleInBrowser(t *testing.T) {
 				_ = os.WriteFile(filepath.Join("testdata", "screenshot.png"), b, 0o644)
 			}
 		}
-		if got := p.text("#job-waves"); !strings.Contains(got, "all lockers") {
-			t.Errorf("waves table: got %q, want the offline wave", got)
+		if got := eval[string](p, `[...document.querySelectorAll('#job-waves tbody tr[data-wave]')].map(r => r.dataset.wave).join(',')`); got != "stop,start" {
+			t.Errorf("steps table: got %q, want an offline update's stop,start", got)
 		}
 		p.wait("a time estimate", `/left · done by/.test(document.querySelector('#job-eta').textContent)`, 30*time.Second)
 		if p.visible("#job-cancel") != true {
@@ -437,6 +438,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	step("force an update to a release marked bad", func(t *testing.T) {
+		p.wait("no running job", `!document.querySelector('#btn-update').disabled`, 15*time.Second)
+		p.click("#btn-update")
+		p.wait("the update dialog", `document.querySelector('#confirm').open`, 5*time.Second)
+		p.setValue("#f-target", "main")
+		p.wait("the warning that the target is marked bad", `document.querySelector('#confirm-text [data-bad-target]')`, 5*time.Second)
+		if got := p.text("#confirm-ok"); strings.Contains(got, "Force") {
+			t.Errorf("confirm button %q before force is checked", got)
+		}
+		if !eval[bool](p, `(() => { const f = document.querySelector('#f-force'); f.checked = true; f.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`) {
+			t.Fatal("no force checkbox")
+		}
+		if got := p.text("#confirm-ok"); !strings.HasPrefix(got, "Force update of") || !eval[bool](p, `document.querySelector('#confirm-ok').classList.contains('danger')`) {
+			t.Errorf("confirm button %q: want a danger button saying Force", got)
+		}
+		p.confirm("Forced: the update goes ahead even if release " + newestRelease(t, e.code) + " is marked bad")
+		p.waitJob("update-code", "succeeded", 60*time.Second)
+		j, err := e.agent.Job(p.text("#job-id"))
+		if err != nil || !j.Request.Force {
+			t.Errorf("forced update's request: force %v (%v), want true", j.Request.Force, err)
+		}
+	})
+
 	step("a narrow screen needs no sideways scrolling", func(t *testing.T) {
 		p.do("a 390 px wide screen", chromedp.EmulateViewport(390, 844))
 		defer p.do("the wide screen again", chromedp.EmulateViewport(1440, 1250))
@@ -475,3 +499,12 @@ func healthy(l testfleet.Locker) bool {
 }
 
 var _ = agent.KindUpdate
+
+// newestRelease is the name of code's newest release.
+func newestRelease(t *testing.T, code *fakecode.Code) string {
+	rs, err := code.Releases() // newest first
+	if err != nil || len(rs) == 0 {
+		t.Fatalf("releases: %v (%d)", err, len(rs))
+	}
+	return rs[0].Name
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -63,11 +64,45 @@ func ParseHealthCheck(s string) (HealthCheck, error) {
 			return HealthCheck{}, fmt.Errorf("parsing health check %q: want http://HOST:PORT/PATH", s)
 		}
 		hc.Target = "http:" + target
-	case HealthTCP, HealthExec:
+		u, err := url.Parse(placeheld(hc.Target))
+		if err != nil {
+			return HealthCheck{}, fmt.Errorf("parsing health check %q: want http://HOST:PORT/PATH: %w", s, err)
+		}
+		if u.Hostname() == "" {
+			return HealthCheck{}, fmt.Errorf("parsing health check %q: no host: want http://HOST:PORT/PATH", s)
+		}
+	case HealthTCP:
+		host, port, err := net.SplitHostPort(placeheld(target))
+		if err != nil {
+			return HealthCheck{}, fmt.Errorf("parsing health check %q: want tcp:HOST:PORT (e.g. tcp:127.0.0.1:{port}): %w", s, err)
+		}
+		if host == "" || port == "" {
+			return HealthCheck{}, fmt.Errorf("parsing health check %q: want tcp:HOST:PORT with both a host and a port", s)
+		}
+	case HealthExec:
 	default:
 		return HealthCheck{}, fmt.Errorf("parsing health check %q: unknown kind %q (want http, tcp, exec or none)", s, kind)
 	}
 	return hc, nil
+}
+
+// placeheld is a check's target with every placeholder ({name}, {port},
+// {env:KEY}) replaced by a stand-in value, so that its syntax can be
+// checked before any container's values are known.
+func placeheld(t string) string {
+	t = strings.ReplaceAll(t, "{name}", "x")
+	t = strings.ReplaceAll(t, "{port}", "1")
+	for {
+		i := strings.Index(t, "{env:")
+		if i < 0 {
+			return t
+		}
+		j := strings.Index(t[i:], "}")
+		if j < 0 {
+			return t // Expand names the unterminated placeholder
+		}
+		t = t[:i] + "1" + t[i+j+1:]
+	}
 }
 
 // String renders the check the way ParseHealthCheck reads it.

@@ -452,6 +452,12 @@ func TestParseHealthCheck(t *testing.T) {
 		{"http:/relative", "", "", true},
 		{"ftp://x", "", "", true},
 		{"tcp:", "", "", true},
+		{"tcp:127.0.0.1", "", "", true},
+		{"tcp::{port}", "", "", true},
+		{"http://[::1", "", "", true},
+		{"http://:{port}/healthz", "", "", true},
+		{"http://[::1]:{port}/healthz", lxcctl.HealthHTTP, "http://[::1]:4101/healthz", false},
+		{"tcp:[::1]:{port}", lxcctl.HealthTCP, "[::1]:4101", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.spec, func(t *testing.T) {

@@ -123,10 +123,12 @@ crash of the agent mid-job starts the stopped lockers again.`,
 		"  lxcfleet restart locker-001 locker-002\n  lxcfleet restart --group web --max-unavailable 2 --health 'http://127.0.0.1:{port}/healthz'",
 		&rolloutFlags{}, nil)
 	cmd.Args = func(cmd *cobra.Command, args []string) error {
-		if g, _ := cmd.Flags().GetString("group"); len(args) == 0 && g == "" {
-			return errors.New("restart needs NAMEs or --group")
+		if len(args) > 0 || cmd.Flags().Changed("group") {
+			// An empty or invalid --group is refused by refuseEmpty, in
+			// the words every command uses.
+			return refuseEmpty(cmd)
 		}
-		return nil
+		return errors.New("restart needs NAMEs or --group")
 	}
 	return cmd
 }

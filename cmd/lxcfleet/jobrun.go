@@ -147,15 +147,48 @@ func reportJob(g *globals, p *progress, j agent.Job) error {
 	case j.State == agent.JobSucceeded && len(j.Result) > 0:
 		printResultText(g.stdout, j)
 	}
-	for _, o := range res.Outcomes {
-		if o.Failed() {
-			fmt.Fprintf(g.stdout, "FAILED %s: %s %s\n", o.Name, o.Outcome, o.Error)
+	if j.Tally != nil {
+		printTail(g.stdout, j)
+	} else {
+		for _, o := range res.Outcomes {
+			if o.Failed() {
+				fmt.Fprintf(g.stdout, "FAILED %s: %s %s\n", o.Name, o.Outcome, o.Error)
+			}
 		}
 	}
 	if j.State != agent.JobSucceeded && !(len(res.Failed) > 0) && j.Error != "" {
 		return jobEnd(j, false)
 	}
 	return jobEnd(j, true)
+}
+
+// printTail prints, from the job's tally (the account the console and
+// the job history render too), each locker that was not moved as planned
+// with its reason (I5), and, when the job did not simply succeed, which
+// lockers serve on which release now.
+func printTail(w io.Writer, j agent.Job) {
+	t := j.Tally
+	if t == nil {
+		return
+	}
+	for _, l := range t.Undone() {
+		fmt.Fprintf(w, "%s %s: %s\n", undoneWord(l), l.Name, l.Reason)
+	}
+	res := jobResult(j)
+	if t.Serving != "" && (j.State != agent.JobSucceeded || res.RolledBack || res.Undone || len(t.Undone()) > 0) {
+		fmt.Fprintf(w, "now: %s\n", t.Serving)
+	}
+}
+
+// undoneWord is the tail's first word for a locker not moved as planned.
+func undoneWord(l agent.LockerTally) string {
+	switch {
+	case l.State == agent.TallyBroken:
+		return "BROKEN"
+	case l.Failed:
+		return "FAILED"
+	}
+	return "SKIPPED"
 }
 
 // printResultText prints the result of a job with no summary (check-update,
@@ -170,11 +203,15 @@ func printResultText(w io.Writer, j agent.Job) {
 		printUpdateInfo(w, u)
 		return
 	case agent.KindBuild:
-		var r codeupdate.Release
+		var r agent.BuildResult
 		if err := json.Unmarshal(j.Result, &r); err != nil {
 			break
 		}
-		fmt.Fprintf(w, "built release %s: build %d, commit %s%s, npm %s; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject), r.Npm)
+		if r.Prebuilt {
+			fmt.Fprintf(w, "release %s is built already: build %d, commit %s%s; nothing was built, npm did not run; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject))
+		} else {
+			fmt.Fprintf(w, "built release %s: build %d, commit %s%s, npm %s; current is unchanged\n", r.Name, r.Build, r.Short, subject(r.Subject), r.Npm)
+		}
 		if r.State == codeupdate.StateBad {
 			fmt.Fprintf(w, "release %s is marked bad (%s): update-code to it needs --force\n", r.Name, r.BadReason)
 		}
@@ -195,7 +232,10 @@ func printUpdateInfo(w io.Writer, u codeupdate.UpdateInfo) {
 		return
 	}
 	need := "a restart is enough (package-lock.json unchanged)"
-	if u.NpmNeeded {
+	switch {
+	case u.TargetBuilt:
+		need = "a restart is enough (its release is built already)"
+	case u.NpmNeeded:
 		need = "npm will run (package-lock.json changed)"
 	}
 	fmt.Fprintf(w, "update available: %s is %s ahead of current release %s; target release %s; %s\n",

@@ -8,6 +8,7 @@ import (
 
 	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 func newStartAllCmd(g *globals) *cobra.Command {
@@ -84,7 +85,7 @@ Exit code 1 when any is unhealthy or failed.`,
 				// went back, the lockers with it) before the counts.
 				fmt.Fprintln(g.stdout, res.Summary)
 			}
-			if err := reportStart(g, p, startResults(res), seconds(job)); err != nil {
+			if err := reportStart(g, p, startResults(res), seconds(job), job.Tally); err != nil {
 				return err
 			}
 			return jobEnd(job, true)
@@ -103,22 +104,44 @@ type startSummary struct {
 	Healthy        int               `json:"healthy"`
 	AlreadyRunning int               `json:"already_running"`
 	Failed         map[string]string `json:"failed"`
-	Seconds        float64           `json:"seconds"`
-	Results        []lockerLine      `json:"results"`
+	// Skipped are the lockers the start never reached (a tripped
+	// failure policy, a cancel), each with its reason (I5).
+	Skipped map[string]string `json:"skipped"`
+	// Serving says which lockers serve on which release after the job
+	// (from the job's tally), e.g. after an automatic rollback.
+	Serving string       `json:"serving,omitempty"`
+	Seconds float64      `json:"seconds"`
+	Results []lockerLine `json:"results"`
 }
 
-func reportStart(g *globals, p *progress, res []lxcctl.StartResult, took time.Duration) error {
-	s := startSummary{Total: len(res), Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
-	var failed []string
+// reportStart prints a start-all's tail. With the job's tally (tl), a
+// locker's reason and what serves at the end come from it, as in the
+// console; a locker the start never reached is skipped (with its reason), not failed.
+func reportStart(g *globals, p *progress, res []lxcctl.StartResult, took time.Duration, tl *agent.Tally) error {
+	s := startSummary{Total: len(res), Failed: map[string]string{}, Skipped: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
+	byName := map[string]agent.LockerTally{}
+	if tl != nil {
+		for _, l := range tl.Lockers {
+			byName[l.Name] = l
+		}
+		s.Serving = tl.Serving
+	}
+	var failed, skipped []string
 	for _, r := range res {
-		switch r.Outcome {
-		case lxcctl.Started:
+		l, known := byName[r.Name]
+		switch {
+		case known && l.Outcome == rollout.OutSkipped:
+			s.Skipped[r.Name] = l.Reason
+			skipped = append(skipped, r.Name)
+		case r.Outcome == lxcctl.Started:
 			s.Healthy++
-		case lxcctl.AlreadyRunning:
+		case r.Outcome == lxcctl.AlreadyRunning:
 			s.AlreadyRunning++
 		default:
 			msg := string(r.Outcome)
-			if r.Err != nil {
+			if known && l.Reason != "" {
+				msg += ": " + l.Reason
+			} else if r.Err != nil {
 				msg += ": " + r.Err.Error()
 			}
 			s.Failed[r.Name] = msg
@@ -128,14 +151,24 @@ func reportStart(g *globals, p *progress, res []lxcctl.StartResult, took time.Du
 	if g.jsonOut {
 		p.result(s)
 	} else {
-		fmt.Fprintf(g.stdout, "started %s in %.1fs: %d healthy, %d already running, %d failed\n",
+		line := fmt.Sprintf("started %s in %.1fs: %d healthy, %d already running, %d failed",
 			plural(s.Total, "container"), took.Seconds(), s.Healthy, s.AlreadyRunning, len(failed))
+		if len(skipped) > 0 {
+			line += fmt.Sprintf(", %d skipped", len(skipped))
+		}
+		fmt.Fprintln(g.stdout, line)
 		for _, n := range failed {
 			fmt.Fprintf(g.stdout, "FAILED %s: %s\n", n, s.Failed[n])
 		}
+		for _, n := range skipped {
+			fmt.Fprintf(g.stdout, "SKIPPED %s: %s\n", n, s.Skipped[n])
+		}
+		if tl != nil && (len(failed) > 0 || len(skipped) > 0) && s.Serving != "" {
+			fmt.Fprintf(g.stdout, "now: %s\n", s.Serving)
+		}
 	}
-	if len(failed) > 0 {
-		return failedError{len(failed)}
+	if n := len(failed) + len(skipped); n > 0 {
+		return failedError{n}
 	}
 	return nil
 }

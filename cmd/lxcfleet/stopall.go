@@ -8,6 +8,7 @@ import (
 
 	"lxcfleet/agent"
 	"lxcfleet/lxcctl"
+	"lxcfleet/rollout"
 )
 
 func newStopAllCmd(g *globals) *cobra.Command {
@@ -65,7 +66,7 @@ Exit code 1 when any failed.`,
 			if len(res.Outcomes) == 0 && job.State != agent.JobSucceeded {
 				return jobEnd(job, false)
 			}
-			if err := reportStop(g, p, stopResults(res), seconds(job)); err != nil {
+			if err := reportStop(g, p, stopResults(res), seconds(job), job.Tally); err != nil {
 				return err
 			}
 			return jobEnd(job, true)
@@ -100,14 +101,32 @@ type stopSummary struct {
 	Killed         []string          `json:"killed"`
 	AlreadyStopped int               `json:"already_stopped"`
 	Failed         map[string]string `json:"failed"`
-	Seconds        float64           `json:"seconds"`
-	Results        []lockerLine      `json:"results"`
+	// Skipped are the lockers the stop never reached (a cancel), each
+	// with its reason (I5).
+	Skipped map[string]string `json:"skipped"`
+	Seconds float64           `json:"seconds"`
+	Results []lockerLine      `json:"results"`
 }
 
-func reportStop(g *globals, p *progress, res []lxcctl.StopResult, took time.Duration) error {
-	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
-	var failed []string
+// reportStop prints a stop-all's tail; with the job's tally (tl) a
+// locker the stop never reached is "not stopped", with its reason.
+func reportStop(g *globals, p *progress, res []lxcctl.StopResult, took time.Duration, tl *agent.Tally) error {
+	s := stopSummary{Total: len(res), Killed: []string{}, Failed: map[string]string{}, Skipped: map[string]string{}, Seconds: took.Seconds(), Results: lockerLines(res)}
+	skippedWhy := map[string]string{}
+	if tl != nil {
+		for _, l := range tl.Lockers {
+			if l.Outcome == rollout.OutSkipped {
+				skippedWhy[l.Name] = l.Reason
+			}
+		}
+	}
+	var failed, skipped []string
 	for _, r := range res {
+		if why, ok := skippedWhy[r.Name]; ok {
+			s.Skipped[r.Name] = why
+			skipped = append(skipped, r.Name)
+			continue
+		}
 		switch r.Outcome {
 		case lxcctl.StoppedClean:
 			s.Clean++
@@ -127,13 +146,20 @@ func reportStop(g *globals, p *progress, res []lxcctl.StopResult, took time.Dura
 	if g.jsonOut {
 		p.result(s)
 	} else {
-		fmt.Fprintf(g.stdout, "stopped %s in %.1fs: %d clean, %d killed, %d already stopped, %d failed\n",
+		line := fmt.Sprintf("stopped %s in %.1fs: %d clean, %d killed, %d already stopped, %d failed",
 			plural(s.Total, "container"), took.Seconds(), s.Clean, len(s.Killed), s.AlreadyStopped, len(failed))
+		if len(skipped) > 0 {
+			line += fmt.Sprintf(", %d skipped", len(skipped))
+		}
+		fmt.Fprintln(g.stdout, line)
 		if len(s.Killed) > 0 {
 			fmt.Fprintf(g.stdout, "killed after the timeout: %s\n", joinMax(s.Killed, 20))
 		}
 		for _, n := range failed {
 			fmt.Fprintf(g.stdout, "FAILED %s: %s\n", n, s.Failed[n])
+		}
+		for _, n := range skipped {
+			fmt.Fprintf(g.stdout, "SKIPPED %s: %s\n", n, s.Skipped[n])
 		}
 	}
 	if len(failed) > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"lxcfleet/agent"
 	"lxcfleet/codeupdate"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lockerverbs"
@@ -42,6 +44,10 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"start-all", "--health", "ftp://x"}, "--health"},
 		{[]string{"service"}, "accepts 1 arg"},
 		{[]string{"restart"}, "restart needs NAMEs or --group"},
+		{[]string{"restart", "--group", ""}, "--group is empty"},
+		{[]string{"restart", "--group", "../x;id"}, "invalid --group"},
+		{[]string{"man"}, "accepts 1 arg"},
+		{[]string{"man", "usage_test.go"}, "is not a directory"},
 		{[]string{"check-update", "extra"}, "unknown command"},
 		{[]string{"jobs", "--bogus"}, "--bogus"},
 	}
@@ -92,6 +98,9 @@ func TestResultText(t *testing.T) {
 		{"behind", codeupdate.UpdateInfo{Target: "main", Available: true, Behind: 1, CurrentRelease: "7-a", TargetRelease: "8-b", NpmNeeded: true,
 			Commits: []codeupdate.Commit{{SHA: "bbbbbbbbbbbbbbbb", Subject: "fix the login"}}}, []string{"1 commit ahead", "npm will run", "bbbbbbbbbbbb fix the login"}},
 		{"bad target", codeupdate.UpdateInfo{Target: "main", Available: true, Behind: 2, CurrentRelease: "7-a", TargetRelease: "9-c", TargetBad: true}, []string{"2 commits ahead", "9-c is marked bad", "--force"}},
+		// A lockfile change whose release is built already: no npm to run.
+		{"built already", codeupdate.UpdateInfo{Target: "main", Available: true, Behind: 1, CurrentRelease: "7-a", TargetRelease: "8-b", NpmNeeded: true, TargetBuilt: true},
+			[]string{"a restart is enough (its release is built already)", "8-b is built already"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +114,19 @@ func TestResultText(t *testing.T) {
 			if strings.Contains(b.String(), "{") {
 				t.Errorf("got %q, want text, not JSON", b.String())
 			}
+			if tc.u.TargetBuilt && strings.Contains(b.String(), "npm will run") {
+				t.Errorf("got %q: npm will not run for a release built already", b.String())
+			}
 		})
+	}
+	// A build job that found its release built already says so, not "npm ran".
+	for _, prebuilt := range []bool{false, true} {
+		res, _ := json.Marshal(agent.BuildResult{Release: codeupdate.Release{Name: "8-b", Build: 8, Short: "b", Npm: codeupdate.NpmRan}, Prebuilt: prebuilt})
+		var b bytes.Buffer
+		printResultText(&b, agent.Job{Kind: agent.KindBuild, Result: res})
+		if got := strings.Contains(b.String(), "npm ran"); got == prebuilt {
+			t.Errorf("build result (prebuilt %v): %q", prebuilt, b.String())
+		}
 	}
 }
 

@@ -260,6 +260,8 @@
         ' · at most ' + ((ch.policy && ch.policy.max_hosts) || 1) + ' at once' + (ch.paused ? ' · PAUSED: ' + (ch.paused_reason || '') : '');
     }
     $('fleet-channel').textContent = line;
+    S.fleet = st;
+    renderFleetPolicy(st);
     let hosts, holders;
     try {
       [hosts, holders] = await Promise.all([api('GET', '/v1/fleet/hosts'), api('GET', '/v1/fleet/holders')]);
@@ -282,6 +284,101 @@
       }
       tb.appendChild(tr);
     }
+  }
+
+  // renderFleetPolicy shows the channel's policy as `lxcfleet fleet
+  // channel` does: its limits, the update timeout, and the update windows
+  // with whether they are open now (the agent computes that).
+  function renderFleetPolicy(st) {
+    const ch = st.channel;
+    const p = (ch && ch.policy) || {};
+    const pol = $('fleet-policy');
+    const win = $('fleet-windows');
+    if (!ch) {
+      pol.textContent = 'No release published to this group yet.';
+      win.textContent = '';
+    } else {
+      const parts = ['policy: at most ' + plural(p.max_hosts || 1, 'host') + ' at once'];
+      if (p.max_per_period) parts.push(p.max_per_period + ' updates per ' + p.period);
+      if (p.safe_mode) parts.push('safe mode (a canary first)');
+      parts.push((p.max_failed_hosts || 1) + ' failed ' + ((p.max_failed_hosts || 1) === 1 ? 'host pauses' : 'hosts pause'));
+      parts.push(p.update_timeout ? 'update timeout ' + p.update_timeout + ' (an update past it fails)' : 'no update timeout');
+      pol.textContent = parts.join(', ');
+      pol.dataset.timeout = p.update_timeout || '';
+      if (p.windows && p.windows.length) {
+        const w = st.window || {};
+        const now = w.error ? 'unreadable: ' + w.error : w.open ? 'open now' : 'closed; next opens ' + (parseTime(w.next) ? stamp(w.next) + ' (' + ago(w.next) + ')' : '—');
+        win.textContent = 'update windows: ' + w.time_zone + ', ' + w.for + ' after each of ' +
+          p.windows.join(' · ') + ' (' + now + ')';
+        win.dataset.open = w.open ? '1' : '0';
+      } else {
+        win.textContent = 'update windows: none (hosts update whenever the channel lets them)';
+        win.dataset.open = '';
+      }
+    }
+    const paused = !!(ch && ch.paused);
+    $('btn-pause').hidden = paused;
+    $('btn-resume').hidden = !paused;
+    $('btn-pause').disabled = !ch || S.down;
+    $('btn-resume').disabled = S.down;
+    $('btn-publish').disabled = S.down;
+  }
+
+  // The fleet's controls go through the agent's fleet API, the code the
+  // CLI's `fleet publish` and `fleet pause` use: publish resolves the ref
+  // on the origin before anything is written (a refusal comes back as a
+  // 400 with its reason), and guards against a release published since
+  // the page showed the channel (if_release).
+  function confirmPublish() {
+    const ch = S.fleet && S.fleet.channel;
+    const seen = ch && ch.release ? ch.release.commit : 'none';
+    const fields = el('div', { class: 'fields' },
+      el('label', { for: 'f-ref' }, 'Ref'),
+      el('input', { id: 'f-ref', value: 'main', placeholder: 'branch, tag or commit of the origin' }),
+      el('label', { for: 'f-commit' }, 'Commit'),
+      el('input', { id: 'f-commit', placeholder: 'optional: the full commit id the ref must be' }),
+      el('div', { class: 'hint' }, 'Refused unless the origin has it; with a commit, unless the ref still points at it.'));
+    ask('Publish a release to group ' + ((S.fleet && S.fleet.group) || '') + '?', [
+      el('p', {}, 'Every host of the group takes the release, ', el('b', {}, 'at most ' + plural((ch && ch.policy && ch.policy.max_hosts) || 1, 'host') + ' at once'),
+        ', each with its own rolling update, health-gated; a failed host pauses the channel.'),
+      el('p', { class: 'muted' }, 'It replaces ' + (ch && ch.release ? ch.release.ref + ' @ ' + (ch.release.commit || '').slice(0, 12) : 'nothing (no release yet)') +
+        '; if someone publishes meanwhile, this publish is refused.'),
+    ], 'Publish', async () => {
+      const body = { ref: $('f-ref').value.trim(), if_release: seen };
+      const c = $('f-commit').value.trim();
+      if (c) body.commit = c;
+      const res = await api('POST', '/v1/fleet/publish', body);
+      toast('Published ' + res.release.ref + ' @ ' + (res.release.commit || '').slice(0, 12) + ' to group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    }, { fields });
+  }
+
+  function confirmPause() {
+    const fields = el('div', { class: 'fields' },
+      el('label', { for: 'f-reason' }, 'Reason'),
+      el('input', { id: 'f-reason', value: '', placeholder: 'paused by an operator' }));
+    ask('Pause the group’s updates?', [
+      el('p', {}, 'No host of group ', el('b', {}, (S.fleet && S.fleet.group) || ''), ' starts an update until the channel is resumed.'),
+      el('p', { class: 'muted' }, 'Updates already running finish under their own policy; lockers keep running.'),
+    ], 'Pause the group', async () => {
+      const reason = $('f-reason').value.trim();
+      await api('POST', '/v1/fleet/pause', reason ? { reason } : {});
+      toast('Paused group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    }, { danger: true, fields });
+  }
+
+  function confirmResume() {
+    const ch = S.fleet && S.fleet.channel;
+    ask('Resume the group’s updates?', [
+      el('p', {}, 'Hosts of group ', el('b', {}, (S.fleet && S.fleet.group) || ''), ' may take ',
+        ch && ch.release ? el('b', {}, ch.release.ref + ' @ ' + (ch.release.commit || '').slice(0, 12)) : 'the channel’s release', ' again, by its policy.'),
+      ch && ch.paused_reason ? el('div', { class: 'warn' }, 'It was paused: ' + ch.paused_reason) : '',
+    ], 'Resume', async () => {
+      await api('POST', '/v1/fleet/resume', {});
+      toast('Resumed group ' + ((S.fleet && S.fleet.group) || '') + '.');
+      pollFleet();
+    });
   }
 
   function setDown(message) {
@@ -336,16 +433,17 @@
       $('build-subject').textContent = 'No release yet: run an update to build one.';
       $('build-time').textContent = '';
     }
-    const counts = h.counts || {};
-    $('count-running').textContent = counts.running || 0;
-    $('count-total').textContent = h.lockers || 0;
-    const other = Object.entries(counts).filter(([k]) => k !== 'running').map(([k, v]) => v + ' ' + k);
-    $('count-detail').textContent = other.length ? other.join(' · ') : 'all running';
-    const unhealthy = S.lockers.filter((l) => l.health === 'unhealthy').length;
+    // The card counts what the map and the table show: one view of each
+    // locker (viewState), the running job's tally over the inventory.
+    const counts = viewCounts();
+    $('count-running').textContent = counts.up || 0;
+    $('count-total').textContent = S.lockers.length || h.lockers || 0;
+    const other = STATES.map(([k]) => k).filter((k) => k !== 'up' && counts[k]).map((k) => counts[k] + ' ' + k);
+    $('count-detail').textContent = other.length ? other.join(' · ') : (S.lockers.length ? 'all up' : '');
+    $('count-detail').dataset.counts = JSON.stringify(counts);
     const off = $('count-off');
     off.replaceChildren();
     if (h.off_current) off.append(el('span', { class: 'badge amber', text: plural(h.off_current, 'locker') + ' on an older release' }), ' ');
-    if (unhealthy) off.append(el('span', { class: 'badge red', text: unhealthy + ' unhealthy' }), ' ');
     // Lockers whose config LXC cannot load: jobs leave them alone and
     // fail naming them; the badge names them and says why.
     const broken = S.lockers.filter((l) => l.state === 'BROKEN');
@@ -371,9 +469,11 @@
         el('span', { class: 'muted', text: checked }));
       return;
     }
-    const need = u.npm_needed
-      ? el('span', { class: 'badge amber', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
-      : el('span', { class: 'badge blue', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
+    const need = u.target_built
+      ? el('span', { class: 'badge blue', 'data-need': 'built', title: 'release ' + (u.target_release || '') + ' is built already: the update builds nothing', text: 'built already · restart is enough' })
+      : u.npm_needed
+        ? el('span', { class: 'badge amber', 'data-need': 'npm', title: 'package-lock.json changed: the update runs npm', text: 'npm install needed' })
+        : el('span', { class: 'badge blue', 'data-need': 'restart', title: 'dependencies unchanged: node_modules is reused', text: 'restart is enough' });
     const bad = u.target_bad
       ? el('div', { class: 'sub' }, el('span', { class: 'badge red', title: 'a failed update or a rollback marked this release bad',
         text: 'release ' + (u.target_release || '') + ' is marked bad' }), ' updating to it needs --force')
@@ -405,12 +505,28 @@
     }
   }
 
-  // The state a tile shows: from the live job when it touched the locker,
-  // else from the inventory.
-  function tileState(l) {
-    const live = S.live && !S.live.ended ? S.live.grid[l.name] : null;
-    if (live) return live;
-    if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : 'up';
+  // liveLocker is a locker's line in the running job's tally (the one
+  // account of the job, from the agent), or null when no job runs or the
+  // job has not reached it yet.
+  function liveLocker(name) {
+    const live = S.live;
+    if (!live || live.ended || !live.tally) return null;
+    if (live.tallyAt !== live.tally) {
+      live.byName = {};
+      for (const x of live.tally.lockers || []) live.byName[x.name] = x;
+      live.tallyAt = live.tally;
+    }
+    const x = live.byName[name];
+    return x && x.state !== 'pending' ? x : null;
+  }
+
+  // viewState is the one state a locker shows in the card, the map, its
+  // legend and the table: the running job's tally where the job has
+  // reached the locker, else the inventory.
+  function viewState(l) {
+    const x = liveLocker(l.name);
+    if (x) return x.state;
+    if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : l.health === 'starting' ? 'starting' : 'up';
     if (l.state === 'STOPPED') return 'down';
     if (l.state === 'STOPPING') return 'stopping';
     if (l.state === 'STARTING') return 'starting';
@@ -422,6 +538,15 @@
     ['up', 'up'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
     ['failed', 'failed'], ['unhealthy', 'unhealthy'], ['broken', 'broken (LXC cannot load it)'],
   ];
+
+  function viewCounts() {
+    const c = {};
+    for (const l of S.lockers) {
+      const st = viewState(l);
+      c[st] = (c[st] || 0) + 1;
+    }
+    return c;
+  }
 
   function shortName(name) {
     // Lockers share a prefix; the tile shows the distinctive end.
@@ -439,7 +564,7 @@
     let other = 0;
     for (const l of S.lockers) {
       names.add(l.name);
-      const st = tileState(l);
+      const st = viewState(l);
       counts[st] = (counts[st] || 0) + 1;
       // A running locker on another release than current is marked: the
       // map tells moved lockers from those still to move.
@@ -447,14 +572,6 @@
       if (off) other++;
       frag.append(el('div', { class: 'tile s-' + st + (off ? ' off' : ''), 'data-name': l.name, 'data-state': st, 'data-off': off,
         title: l.name + ': ' + st + (l.error ? ': ' + l.error : '') + (l.release ? ' on ' + l.release + (off ? ' (current is ' + current + ')' : '') : '') }, shortName(l.name)));
-    }
-    // Lockers the job reports that the inventory does not know yet.
-    if (S.live && !S.live.ended) {
-      for (const [n, st] of Object.entries(S.live.grid)) {
-        if (names.has(n)) continue;
-        counts[st] = (counts[st] || 0) + 1;
-        frag.append(el('div', { class: 'tile s-' + st, 'data-name': n, 'data-state': st, title: n + ': ' + st }, shortName(n)));
-      }
     }
     if (!frag.childNodes.length) frag.append(el('div', { class: 'muted', text: S.host ? 'No lockers on this host.' : 'Loading…' }));
     grid.replaceChildren(frag);
@@ -468,8 +585,8 @@
   // liveBusy: the running job has this locker down or in a step, so the
   // inventory's last health mark is stale.
   function liveBusy(l) {
-    const st = S.live && !S.live.ended ? S.live.grid[l.name] : null;
-    return !!st && st !== 'up';
+    const x = liveLocker(l.name);
+    return !!x && x.state !== 'up';
   }
 
   function renderLockers() {
@@ -481,9 +598,12 @@
       const hay = [l.name, l.state, l.health, l.release, l.port, (l.groups || []).join(' ')].join(' ').toLowerCase();
       if (f && !hay.includes(f)) continue;
       const running = l.state === 'RUNNING';
-      const st = tileState(l);
-      const statePill = el('span', { class: 'pill ' + (S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase()) },
-        S.live && !S.live.ended && S.live.grid[l.name] ? st : l.state.toLowerCase());
+      const st = viewState(l);
+      // The state column says what the map says: the job's state of the
+      // locker, or the inventory's (an unhealthy running locker reads
+      // "unhealthy" in both).
+      const shown = liveLocker(l.name) || st === 'unhealthy' || st === 'starting' ? st : l.state.toLowerCase();
+      const statePill = el('span', { class: 'pill ' + shown, 'data-view': st }, shown);
       const release = [];
       if (l.release) {
         release.push(el('code', { title: l.release }, l.release));
@@ -493,7 +613,7 @@
         release.push(el('span', { class: 'muted', text: running ? 'unknown' : '—' }));
       }
       const started = parseTime(l.started_at);
-      rows.push(el('tr', { 'data-name': l.name, 'data-state': l.state },
+      rows.push(el('tr', { 'data-name': l.name, 'data-state': l.state, 'data-view': st },
         el('td', { class: 'name' }, l.name),
         el('td', {}, statePill),
         el('td', {}, liveBusy(l) ? el('span', { class: 'muted', text: '—' })
@@ -529,7 +649,9 @@
   function renderJobs() {
     const tb = $('jobs-table').tBodies[0];
     const rows = S.jobs.map((j) => {
-      const p = j.progress || {};
+      // The job on screen counts from its live tally, as its panel does.
+      const live = S.live && S.live.id === j.id && S.live.tally ? S.live.tally : null;
+      const p = live || j.tally || j.progress || {};
       const sum = jobSummary(j);
       return el('tr', { class: 'clickable', 'data-job': j.id, title: 'show this job', onclick: () => showJob(j.id) },
         el('td', { title: j.id }, stamp(j.created)),
@@ -546,14 +668,43 @@
 
   // ---------- live job ----------
 
+  // newLive is the job on screen. Its lockers, steps, failures and
+  // progress are the job's tally (job.tally), the agent's one account of
+  // the job: the page reduces no event of its own, it reads the record
+  // again after events (fetchTally) and renders that.
   function newLive(job) {
     return {
-      id: job.id, kind: job.kind, job, state: job.state, total: (job.progress || {}).total || 0,
-      done: (job.progress || {}).done || 0, failed: (job.progress || {}).failed || 0,
+      id: job.id, kind: job.kind, job, state: job.state, tally: job.tally || null,
       created: parseTime(job.created) || new Date(), firstAt: 0, lastSeq: 0,
-      stages: [], waves: {}, where: {}, failures: [], grid: {}, ended: job.state !== 'running',
-      error: job.error || '', summary: '', abort: null, retries: 0,
+      stages: [], ended: job.state !== 'running',
+      error: job.error || '', summary: '', abort: null, retries: 0, fetching: false, again: false,
     };
+  }
+
+  // fetchTally reads the job's record (and its tally) again: at most one
+  // read in flight, and one more after it when events came meanwhile.
+  async function fetchTally(live) {
+    if (live.fetching) { live.again = true; return; }
+    live.fetching = true;
+    try {
+      const j = await api('GET', '/v1/jobs/' + encodeURIComponent(live.id));
+      if (S.live === live && !live.ended) {
+        live.job = j;
+        if (j.tally) live.tally = j.tally;
+        scheduleRender();
+      }
+    } catch (e) { /* the poll shows the agent down */ }
+    live.fetching = false;
+    if (live.again && !live.ended) {
+      live.again = false;
+      setTimeout(() => fetchTally(live), 300);
+    }
+  }
+
+  // progressOf is what the progress bar, its text and the history show.
+  function progressOf(live) {
+    const t = live.tally || live.job.progress || {};
+    return { total: t.total || 0, done: t.done || 0, failed: t.failed || 0 };
   }
 
   function stopStream() {
@@ -635,34 +786,20 @@
     renderQueued = true;
     requestAnimationFrame(() => {
       renderQueued = false;
+      renderHost();
+      renderJobs();
       renderJob();
       renderGrid();
       renderLockers();
     });
   }
 
-  const PHASE_TILE = { stopping: 'stopping', stopped: 'down', starting: 'starting', running: 'starting', healthy: 'up', moved: 'up', failed: 'failed' };
-
   function apply(live, e) {
-    if (e.progress) {
-      live.total = e.progress.total;
-      live.done = e.progress.done;
-      live.failed = e.progress.failed;
-    }
     if (e.type === 'stage') {
       live.stages.push({ t: parseTime(e.time) || new Date(), stage: e.stage, msg: e.message || '', err: e.error || '' });
     } else if (e.type === 'container') {
       if (!live.firstAt) live.firstAt = Date.now();
-      const st = PHASE_TILE[e.phase];
-      if (st) live.grid[e.container] = st;
-      const w = e.wave || 0;
-      live.waves[w] = live.waves[w] || {};
-      if (st) {
-        // Where each locker is in its wave.
-        for (const ww of Object.keys(live.waves)) if (+ww !== w) delete live.waves[ww][e.container];
-        live.waves[w][e.container] = st;
-      }
-      if (e.phase === 'failed') live.failures.push({ t: new Date(), name: e.container, err: e.error || e.outcome || 'failed' });
+      fetchTally(live);
     } else if (e.type === 'state') {
       live.state = e.state;
       if (e.error) live.error = e.error;
@@ -675,36 +812,20 @@
     live.job = job;
     live.state = job.state;
     live.error = job.error || '';
-    const p = job.progress || {};
-    live.total = p.total; live.done = p.done; live.failed = p.failed;
+    if (job.tally) live.tally = job.tally;
     live.summary = jobSummary(Object.assign({}, job, { error: '' }));
-    try {
-      const r = typeof job.result === 'string' ? JSON.parse(job.result) : job.result;
-      for (const o of (r && r.outcomes) || []) {
-        if (['failed', 'unhealthy', 'cancelled'].includes(o.outcome) && !live.failures.some((f) => f.name === o.name)) {
-          live.failures.push({ t: parseTime(job.finished) || new Date(), name: o.name, err: o.error || o.outcome });
-        }
-      }
-    } catch (e) { /* no outcomes */ }
     if (live.abort) live.abort.abort();
     if (S.live === live) {
-      renderJob();
+      render(); // every panel at once: the map leaves the tally with the job panel
       poll();
     }
   }
 
-  const WAVE_NAMES = {
-    'update-code': { 0: null, 1: 'rollout', 2: 'rollback' },
-    rollback: { 1: 'rollback', 2: 'rollback' },
-  };
-
-  function waveName(live, w) {
-    const names = WAVE_NAMES[live.kind] || {};
-    if (live.kind === 'update-code' && +w === 0) {
-      const strategy = live.job.request && live.job.request.strategy;
-      return strategy === 'offline' ? 'all lockers' : 'canary';
-    }
-    return names[w] || (Object.keys(live.waves).length > 1 ? 'wave ' + w : 'all lockers');
+  // The lockers a job did not move as planned, each with its reason
+  // (agent.Tally.Undone, as the CLI's tail lists them): failed, skipped,
+  // or left alone because LXC cannot load it.
+  function undone(t) {
+    return ((t && t.lockers) || []).filter((x) => x.failed || x.outcome === 'skipped' || x.state === 'broken');
   }
 
   function renderJob() {
@@ -722,15 +843,17 @@
     stp.textContent = live.state;
     stp.className = 'pill ' + (live.state === 'running' ? 'job-running' : live.state);
 
-    const total = live.total || 0;
-    let pct = total ? Math.floor((live.done / total) * 100) : 0;
-    if (live.ended && live.state === 'succeeded') pct = 100;
+    // One progress: the bar, its text and the counts read the tally.
+    const pr = progressOf(live);
+    const total = pr.total;
+    const pct = total ? Math.floor((pr.done / total) * 100) : (live.ended && live.state === 'succeeded' ? 100 : 0);
     const bar = $('job-bar');
     bar.style.width = pct + '%';
-    bar.className = 'bar' + (live.ended ? (live.state === 'succeeded' ? ' ok' : live.state === 'cancelled' ? ' warn' : ' bad') : live.failed ? ' warn' : '');
+    bar.dataset.pct = pct;
+    bar.className = 'bar' + (live.ended ? (live.state === 'succeeded' ? ' ok' : live.state === 'cancelled' ? ' warn' : ' bad') : pr.failed ? ' warn' : '');
     $('job-progress-text').textContent = pct + '%';
     $('job-counts').textContent = total
-      ? live.done + ' of ' + plural(total, 'locker') + ' done' + (live.failed ? ' · ' + live.failed + ' failed' : '')
+      ? pr.done + ' of ' + plural(total, 'locker') + ' done' + (pr.failed ? ' · ' + pr.failed + ' failed' : '')
       : (live.ended ? 'no lockers to move' : 'preparing…');
     const last = live.stages[live.stages.length - 1];
     $('job-stage').textContent = last ? last.stage + (last.msg ? ': ' + last.msg : '') : '';
@@ -740,9 +863,9 @@
     $('job-elapsed').textContent = (live.ended ? 'took ' : 'running for ') + dur(now - live.created);
     let eta = '';
     if (!live.ended) {
-      if (total && live.done > 0 && live.firstAt) {
-        const per = (Date.now() - live.firstAt) / live.done;
-        const left = per * (total - live.done);
+      if (total && pr.done > 0 && live.firstAt) {
+        const per = (Date.now() - live.firstAt) / pr.done;
+        const left = per * (total - pr.done);
         eta = '≈ ' + dur(left) + ' left · done by ' + clock(new Date(Date.now() + left));
       } else {
         eta = 'estimating…';
@@ -758,32 +881,40 @@
     const msg = $('job-message');
     if (live.ended) {
       msg.hidden = false;
+      // What serves now, from the tally, whenever the job did not simply
+      // succeed (after a rollback: every locker back on the good release).
+      const serving = live.tally && live.tally.serving && (live.state !== 'succeeded' || undone(live.tally).length)
+        ? ' Now: ' + live.tally.serving + '.' : '';
       if (live.state === 'succeeded') {
         msg.className = 'job-message';
-        msg.textContent = '✓ ' + (live.summary || 'Job succeeded.');
+        msg.textContent = '✓ ' + (live.summary || 'Job succeeded.') + serving;
       } else if (live.state === 'cancelled') {
         msg.className = 'job-message warn';
-        msg.textContent = 'Cancelled. ' + (live.summary || 'Nothing new was started after the cancel; lockers already in a step finished it.');
+        msg.textContent = 'Cancelled. ' + (live.summary || 'Nothing new was started after the cancel; lockers already in a step finished it.') + serving;
       } else {
         msg.className = 'job-message bad';
-        msg.textContent = 'Job ' + live.state + ': ' + (live.error || 'see the failures below and the agent’s log (journalctl -u lxcfleet).');
+        msg.textContent = 'Job ' + live.state + ': ' + (live.error || 'see the failures below and the agent’s log (journalctl -u lxcfleet).') + serving;
       }
     } else {
       msg.hidden = true;
     }
 
-    // Waves.
+    // Steps (canary only when the plan has canaries), from the tally: a
+    // locker that failed in a step counts failed there, whatever the way
+    // back did with it since.
     const wb = $('job-waves').tBodies[0];
-    const rows = Object.keys(live.waves).sort((a, b) => a - b).map((w) => {
-      const c = { stopping: 0, down: 0, starting: 0, up: 0, failed: 0 };
-      for (const st of Object.values(live.waves[w])) c[st] = (c[st] || 0) + 1;
-      const active = c.stopping + c.starting + (live.ended ? 0 : c.down);
-      const state = c.failed ? (active ? 'running, ' + c.failed + ' failed' : c.failed + ' failed') : (active && !live.ended ? 'running' : 'done');
-      return el('tr', { 'data-wave': w },
-        el('td', {}, el('b', {}, waveName(live, w))),
-        el('td', {}, c.stopping), el('td', {}, c.down), el('td', {}, c.starting), el('td', {}, c.up),
-        el('td', { class: c.failed ? 'err' : '' }, c.failed),
-        el('td', {}, el('span', { class: 'pill ' + (c.failed ? 'failed' : active && !live.ended ? 'job-running' : 'succeeded') }, state)));
+    const rows = ((live.tally && live.tally.steps) || []).map((s) => {
+      const c = s.states || {};
+      const n = (k) => c[k] || 0;
+      const active = n('stopping') + n('starting') + (live.ended ? 0 : n('down'));
+      const failed = s.failed || 0;
+      const state = s.name === 'not moved' ? n('skipped') + ' skipped'
+        : failed ? (active && !live.ended ? 'running, ' + failed + ' failed' : failed + ' failed') : (active && !live.ended ? 'running' : 'done');
+      return el('tr', { 'data-wave': s.name, 'data-failed': failed },
+        el('td', {}, el('b', {}, s.name)),
+        el('td', {}, n('stopping')), el('td', {}, n('down')), el('td', {}, n('starting')), el('td', {}, n('up')),
+        el('td', { class: failed ? 'err' : '' }, failed),
+        el('td', {}, el('span', { class: 'pill ' + (failed ? 'failed' : s.name === 'not moved' ? 'cancelled' : active && !live.ended ? 'job-running' : 'succeeded') }, state)));
     });
     if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 7, class: 'muted', text: live.ended ? 'no locker was touched' : 'no locker touched yet' })));
     wb.replaceChildren(...rows);
@@ -798,14 +929,18 @@
     if (!live.stages.length) sl.replaceChildren(el('li', { class: 'muted', text: live.ended ? 'this job has no stages' : 'waiting for the first stage…' }));
     if (atEnd) sl.scrollTop = sl.scrollHeight;
 
-    // Failures.
+    // Failures, and every other locker not moved as planned, with its
+    // reason (I5): the tally's, as the CLI's tail prints them.
     const fl = $('job-failures');
-    $('job-failcount').textContent = live.failures.length ? '(' + live.failures.length + ')' : '';
-    if (!live.failures.length) {
-      fl.replaceChildren(el('li', { class: 'muted none', text: 'none so far' }));
+    const un = undone(live.tally);
+    const nf = un.filter((x) => x.failed).length;
+    $('job-failcount').textContent = un.length ? '(' + nf + ' failed' + (un.length > nf ? ', ' + (un.length - nf) + ' not moved' : '') + ')' : '';
+    if (!un.length) {
+      fl.replaceChildren(el('li', { class: 'muted none', text: live.ended ? 'none' : 'none so far' }));
     } else {
-      fl.replaceChildren(...live.failures.slice(-100).reverse().map((f) =>
-        el('li', { 'data-failed': f.name }, el('b', {}, f.name), ' ', f.err)));
+      fl.replaceChildren(...un.slice(0, 200).map((x) =>
+        el('li', x.failed ? { 'data-failed': x.name } : { 'data-undone': x.name }, el('b', {}, x.name), ' ',
+          x.failed ? '' : el('span', { class: 'badge' }, x.outcome === 'skipped' ? 'skipped' : x.state), ' ', x.reason || x.outcome || '')));
     }
   }
 
@@ -917,7 +1052,12 @@
         el('option', { value: 'offline' }, 'offline — stop all, switch, start all')),
       el('label', { for: 'f-window' }, 'Max unavailable (K)'),
       el('input', { id: 'f-window', type: 'number', min: '1', max: '1000', placeholder: 'agent default' }),
-      el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'));
+      el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'),
+      // Force: update to a release marked bad (the CLI's --force). Off by
+      // default; checking it turns the dialog into a warning.
+      el('label', { for: 'f-force' }, 'Force'),
+      el('label', { class: 'check' }, el('input', { id: 'f-force', type: 'checkbox' }),
+        ' update even to a release marked bad (--force)'));
     const text = () => {
       const strategy = $('f-strategy').value;
       const k = parseInt($('f-window').value, 10);
@@ -933,17 +1073,30 @@
       }
       const out = [el('p', {}, 'This will:'), el('ol', {}, steps)];
       if (strategy === 'offline') out.push(el('div', { class: 'warn' }, 'Offline: every locker is down from its stop until its start (a maintenance page can answer meanwhile).'));
+      const force = $('f-force').checked;
+      const bad = u && u.target_bad && (u.target || 'main') === target ? u.target_release : '';
+      if (bad && !force) {
+        out.push(el('div', { class: 'warn', 'data-bad-target': bad }, 'Release ' + bad + ' is marked bad: the update is refused unless you force it.'));
+      }
+      if (force) {
+        out.push(el('div', { class: 'warn', 'data-force': '1' }, 'Forced: the update goes ahead even if ' + (bad ? 'release ' + bad : 'the target') +
+          ' is marked bad after a failed update or a rollback. Its lockers may fail again; the failure policy still applies.'));
+      }
       $('confirm-text').replaceChildren(...out);
-      $('confirm-ok').textContent = 'Update ' + plural(n, 'locker') + ' (' + strategy + ')';
+      const ok = $('confirm-ok');
+      ok.textContent = (force ? 'Force update of ' : 'Update ') + plural(n, 'locker') + ' (' + strategy + ')';
+      ok.className = 'btn ' + (force ? 'danger' : 'primary');
     };
     ask('Update code?', [], 'Update', () => {
       const body = { target: $('f-target').value.trim(), strategy: $('f-strategy').value };
+      if ($('f-force').checked) body.force = true;
       const k = parseInt($('f-window').value, 10);
       if (k > 0) body.policy = { max_unavailable: k };
       if (!body.target) delete body.target;
       return submit('/v1/update-code', body);
     }, { fields, onInput: text });
-    for (const id of ['f-target', 'f-strategy', 'f-window']) $(id).addEventListener('input', text);
+    for (const id of ['f-target', 'f-strategy', 'f-window', 'f-force']) $(id).addEventListener('input', text);
+    $('f-force').addEventListener('change', text);
   }
 
   async function confirmRollback() {
@@ -1018,6 +1171,9 @@
     $('btn-update').addEventListener('click', confirmUpdate);
     $('btn-rollback').addEventListener('click', confirmRollback);
     $('btn-check').addEventListener('click', checkUpdate);
+    $('btn-publish').addEventListener('click', confirmPublish);
+    $('btn-pause').addEventListener('click', confirmPause);
+    $('btn-resume').addEventListener('click', confirmResume);
     $('job-cancel').addEventListener('click', confirmCancel);
     $('job-close').addEventListener('click', () => { S.live = null; render(); });
     $('confirm-form').addEventListener('submit', onConfirm);

@@ -18,6 +18,10 @@ import (
 // always 3 commits behind.
 const Head = 4
 
+// MainSHA is the commit the origin's main is at for NewBuilds'
+// CheckUpdate; the origin knows main and this commit, nothing else.
+const MainSHA = "feedface00000000000000000000000000000004"
+
 // Targets of Build with a special meaning for NewBuilds' manager.
 const (
 	// TargetSlow builds until the context ends.
@@ -222,11 +226,14 @@ func (c *Code) CheckUpdate(ctx context.Context, target string) (codeupdate.Updat
 	if !c.numbered {
 		return codeupdate.UpdateInfo{Target: target, TargetSHA: "sha-next", CurrentRelease: c.current, Available: true, Behind: 3}, nil
 	}
+	if target != "main" && target != MainSHA {
+		return codeupdate.UpdateInfo{}, fmt.Errorf("resolving %q on the origin: %w", target, codeupdate.ErrUnknownTarget)
+	}
 	cur, _ := c.find(c.current)
 	behind := max(Head-cur.Build, 0)
 	u := codeupdate.UpdateInfo{Target: target, CurrentRelease: c.current, CurrentSHA: cur.SHA, Available: behind > 0, Behind: behind}
 	commits := []codeupdate.Commit{{SHA: "feedface00", Subject: "locker: retry the owner sync"}, {SHA: "beadbead00", Subject: "config: new default theme"}}
-	u.TargetSHA, u.Commits, u.ChangedFiles, u.TargetBuild = "feedface", commits[:min(behind, len(commits))], 3, Head
+	u.TargetSHA, u.Commits, u.ChangedFiles, u.TargetBuild = MainSHA, commits[:min(behind, len(commits))], 3, Head
 	for _, r := range c.releases {
 		if r.Build == Head {
 			u.TargetRelease, u.TargetBuilt, u.TargetBad = r.Name, true, r.State == codeupdate.StateBad

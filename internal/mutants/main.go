@@ -42,6 +42,9 @@ var testsFor = map[string][]string{
 	"watch: no release watch after an update":                 {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"watch: a crash counts only at supervision's start limit": {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"watch: one failed locker rolls a release back":           {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"tally: every first step is a canary":                     {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
+	"tally: a skipped locker has no reason":                   {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
+	"tally: the way back erases a failure in its step":        {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 }
 
 var mutants = []mutant{
@@ -181,6 +184,14 @@ var mutants = []mutant{
 		"\t\tcase w.crashed[n] != \"\":\n\t\t\tfailed = append(failed, n+\" (\"+w.crashed[n]+\")\")\n", ""},
 	{"watch: one failed locker rolls a release back", "agent/watch.go",
 		"return failed >= 2 && float64(failed) > ratio*float64(watched)", "return failed >= 1"},
+	// The one account of a job (agent.Tally) that the console, the CLI's
+	// tail and the history render (issue 22 item 11).
+	{"tally: every first step is a canary", "agent/tally.go",
+		"\tcase p.Kind == rollout.KindUpdate:\n\t\treturn \"rollout\"", "\tcase p.Kind == rollout.KindUpdate:\n\t\treturn \"canary\""},
+	{"tally: a skipped locker has no reason", "agent/tally.go",
+		"\t\tl.Reason += \": \" + orDash(cause)", "\t\tl.Reason = \"\""},
+	{"tally: the way back erases a failure in its step", "agent/tally.go",
+		"\tif failed {\n\t\tsl.failed[name] = true\n\t}", "\tif failed {\n\t\tsl.failed[name] = true\n\t} else {\n\t\tfor _, o := range t.steps {\n\t\t\tdelete(o.failed, name)\n\t\t}\n\t}"},
 }
 
 func main() {
