@@ -58,7 +58,7 @@ type locker struct {
 	checks  int // checks passed since its start
 	dead    bool
 	sick    bool
-	failed1 bool // its FailsOnce check failed
+	failed1 bool    // its FailsOnce check failed
 	warm    int     // checks that fail before it turns healthy (Starting)
 	script  *Script // for this start's release, if any
 }
