@@ -91,6 +91,8 @@ type fleetOptions struct {
 	hosts, lockers int
 	// ttl is the hosts' session TTL ("3s" when empty).
 	ttl string
+	// maxUnavailable is each host's own K for its jobs (2 when 0).
+	maxUnavailable int
 	// endpoints, when set, gives a host the etcd endpoints it dials
 	// instead of the members' (proxies of the test's, say).
 	endpoints func(h *testHost, members []string) []string
@@ -101,6 +103,9 @@ func newTestFleetWith(t *testing.T, o fleetOptions) *testFleet {
 	n, lockers := o.hosts, o.lockers
 	if o.ttl == "" {
 		o.ttl = "3s"
+	}
+	if o.maxUnavailable == 0 {
+		o.maxUnavailable = 2
 	}
 	testfleet.RequireLXC(t)
 	testfleet.RequireNode(t)
@@ -153,7 +158,7 @@ root = %q
 [code]
 origin = %q
 [defaults]
-window = 2
+max_unavailable = %d
 monitor = %q
 deadline = "30s"
 stop_timeout = "5s"
@@ -166,7 +171,7 @@ group = %q
 host_id = %q
 ttl = %q
 prefix = %q
-`, h.lxcpath, filepath.Join(h.dir, "state"), h.sock, filepath.Join(h.dir, "root"), f.origin.URL, f.monitor,
+`, h.lxcpath, filepath.Join(h.dir, "state"), h.sock, filepath.Join(h.dir, "root"), f.origin.URL, o.maxUnavailable, f.monitor,
 			strings.Join(quoted, ", "), f.group, h.id, o.ttl, f.prefix)
 		if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
