@@ -138,6 +138,12 @@ func TestFleetAcceptance(t *testing.T) {
 			}
 		}
 	})
+	t.Run("update windows: no slot outside, slots inside; an update past its timeout fails its host", func(t *testing.T) {
+		note("windows", "%s", a.windows(t))
+		if !t.Failed() {
+			note("update timeout", "%s", a.updateTimeout(t))
+		}
+	})
 	t.Run("a canary failing during quorum loss pauses the channel once quorum returns", func(t *testing.T) {
 		for i := range acceptanceRuns(5) {
 			note("quorum", "%s", a.quorumLoss(t, i))
@@ -533,6 +539,95 @@ func (a *acceptance) followAgain(t *testing.T, i int) string {
 		victim.id, took.Round(time.Millisecond), acceptanceTTL, took2.Round(time.Millisecond))
 }
 
+// windows publishes a release whose only update window opens at the next
+// minute at least 15 s away, for a minute: until it opens every host says
+// it waits outside the window and none takes a slot; once open they take
+// slots (within the 2 s of a decision step).
+func (a *acceptance) windows(t *testing.T) string {
+	t.Helper()
+	f := a.f
+	now := time.Now().UTC()
+	open := now.Truncate(time.Minute).Add(time.Minute)
+	if open.Sub(now) < 15*time.Second {
+		open = open.Add(time.Minute)
+	}
+	commit := f.origin.AppChange("windows")
+	published := time.Now()
+	f.cli(t, f.hosts[0], 0, "fleet", "publish", commit, "--max-hosts", "4",
+		"--window", fmt.Sprintf("%d %d * * *", open.Minute(), open.Hour()), "--window-duration", "1m", "--time-zone", "UTC")
+	waitFor(t, 30*time.Second, "every host to wait outside the update window", func() bool {
+		hs, err := a.st.Hosts(t.Context())
+		n := 0
+		for _, r := range hs {
+			if r.State == fleet.StateWaiting && strings.Contains(r.Note, "outside the update windows") {
+				n++
+			}
+		}
+		return err == nil && n == len(f.hosts)
+	})
+	host, at := a.slots.anyTakenAfter(t, published, time.Until(open)+30*time.Second)
+	if at.Before(open) {
+		t.Errorf("%s took a slot at %s, before the window opened at %s", host, at.Format(time.RFC3339Nano), open.Format(time.RFC3339))
+	}
+	f.waitAllOn(t, f.hosts, commit, 3*time.Minute)
+	f.cli(t, f.hosts[0], 0, "fleet", "channel", "--window", "")
+	return fmt.Sprintf("published %s before the window opened: no slot taken until it opened; first slot taken %s after it opened (%s)",
+		open.Sub(published).Round(100*time.Millisecond), at.Sub(open).Round(time.Millisecond), host)
+}
+
+// updateTimeout publishes a release with an update_timeout of 2 s, shorter
+// than a host's job (about 9 s): the first holder counts failed at the
+// timeout (result, FAILED mark, pause), its job is stopped, and no other
+// host takes the release.
+func (a *acceptance) updateTimeout(t *testing.T) string {
+	t.Helper()
+	f := a.f
+	commit := f.origin.AppChange("timeout")
+	f.cli(t, f.hosts[0], 0, "fleet", "publish", commit, "--max-hosts", "1", "--update-timeout", "2s")
+	victim := a.holderOf(t, commit, nil)
+	var ch fleet.Channel
+	waitFor(t, 30*time.Second, "the channel to pause", func() bool {
+		c, _, err := a.st.Channel(t.Context())
+		ch = c
+		return err == nil && c.Paused
+	})
+	pausedAt := time.Now()
+	var hold fleet.Holder
+	if hs, err := a.st.Holders(t.Context()); err != nil || len(hs) != 1 || hs[0].Host != victim.id || hs[0].Failed == "" {
+		t.Errorf("holders after the timeout: %+v %v; want %s alone, marked FAILED", hs, err, victim.id)
+	} else {
+		hold = hs[0]
+	}
+	pausedAfter := pausedAt.Sub(hold.Since)
+	if !strings.Contains(ch.PausedReason, "update_timeout") {
+		t.Errorf("paused because %q, want the update timeout", ch.PausedReason)
+	}
+	var job agent.Job
+	waitFor(t, time.Minute, victim.id+"'s job to end", func() bool {
+		js := f.fleetJobs(t, victim)
+		for _, j := range js {
+			if j.Request.Target == commit {
+				job = j
+				return j.State.Done()
+			}
+		}
+		return false
+	})
+	for _, h := range f.hosts {
+		for _, j := range f.fleetJobs(t, h) {
+			if j.Request.Target == commit && h != victim {
+				t.Errorf("%s ran job %s to the timed-out release", h.id, j.ID)
+			}
+		}
+	}
+	f.cli(t, f.hosts[0], 0, "fleet", "unlock", victim.id)
+	f.cli(t, f.hosts[0], 0, "fleet", "channel", "--update-timeout", "0s")
+	f.cli(t, f.hosts[0], 0, "fleet", "resume")
+	a.rollout(t, f.origin.AppChange("after the timeout"), "--max-hosts", "4")
+	return fmt.Sprintf("update_timeout 2s: %s counted failed and the channel paused %s after it took its slot (seen by a 100 ms poll); its job %s %s after it began; no other host took the release",
+		victim.id, pausedAfter.Round(time.Millisecond), job.State, job.Finished.Sub(job.Created).Round(time.Millisecond))
+}
+
 // quorumLoss: a broken release is published in safe mode; as soon as the
 // canary holds its slot, 2 of the 3 etcd members are killed; the canary's
 // job fails during the outage (its lockers go back); the members restart.
@@ -726,6 +821,26 @@ func (l *slotLog) freedAfter(t *testing.T, host string, after time.Time, within 
 		return false
 	})
 	return at
+}
+
+// anyTakenAfter waits until some host takes a slot after after, and
+// returns which and when.
+func (l *slotLog) anyTakenAfter(t *testing.T, after time.Time, within time.Duration) (string, time.Time) {
+	t.Helper()
+	var host string
+	var at time.Time
+	waitFor(t, within, "a host to take a slot", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, h := range l.holds {
+			if h.from.After(after) {
+				host, at = h.host, h.from
+				return true
+			}
+		}
+		return false
+	})
+	return host, at
 }
 
 // takenAfter waits until host takes a slot after after, and returns when.
