@@ -427,6 +427,14 @@ func (a *acceptance) fenceRun(t *testing.T, name string, freeze, thaw func(*test
 	fig.lastMoveBeforeFreed = freed.Sub(last)
 	for _, m := range inflight {
 		fig.inflightAfterThaw = max(fig.inflightAfterThaw, m.to.Sub(thawed))
+		ss, _ := a.steps(victim, m.job)
+		var seq []string
+		for _, s := range ss {
+			if s.Container == m.container && !s.Time.Before(m.from) && !s.Time.After(m.to) {
+				seq = append(seq, fmt.Sprintf("%s %s %+dms", s.Action, s.Phase, s.Time.Sub(thawed).Milliseconds()))
+			}
+		}
+		fig.inflightSteps = append(fig.inflightSteps, m.container+": "+strings.Join(seq, ", "))
 	}
 	if j.State == agent.JobSucceeded {
 		t.Logf("%s: the victim's job ended %s before the freeze's effect (it succeeded): this run did not test the fence", name, fig.endAfterFreeze)
@@ -448,15 +456,17 @@ type fenceFig struct {
 	// ended after; inflightAfterThaw: the latest of their ends.
 	inflight          int
 	inflightAfterThaw time.Duration
-	most              int
-	over              time.Duration
-	mostRest, unheld  int
+	// inflightSteps: the steps of those moves, timed from the thaw.
+	inflightSteps    []string
+	most             int
+	over             time.Duration
+	mostRest, unheld int
 }
 
 func (g fenceFig) String() string {
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return fmt.Sprintf("victim %s: freeze to slot freed %s (ttl %s); its job %s, ended %s after the freeze (%s after the thaw); its last locker move ended %s before the slot was freed; moves in flight across it: %d (ended %s after the thaw); next holder %s; most hosts moving lockers at once %d (over K for %s), without the move in flight %d; moves begun without a slot %d",
-		g.victim, r(g.freed), acceptanceTTL, g.state, r(g.endAfterFreeze), r(g.endAfterThaw), r(g.lastMoveBeforeFreed), g.inflight, r(g.inflightAfterThaw), g.next, g.most, r(g.over), g.mostRest, g.unheld)
+	return fmt.Sprintf("victim %s: freeze to slot freed %s (ttl %s); its job %s, ended %s after the freeze (%s after the thaw); its last locker move ended %s before the slot was freed; moves in flight across it: %d (ended %s after the thaw) %q; next holder %s; most hosts moving lockers at once %d (over K for %s), without the move in flight %d; moves begun without a slot %d",
+		g.victim, r(g.freed), acceptanceTTL, g.state, r(g.endAfterFreeze), r(g.endAfterThaw), r(g.lastMoveBeforeFreed), g.inflight, r(g.inflightAfterThaw), g.inflightSteps, g.next, g.most, r(g.over), g.mostRest, g.unheld)
 }
 
 // summary is the range of each figure over runs.
