@@ -677,6 +677,13 @@ func (a *acceptance) quorumLoss(t *testing.T, i int) string {
 		return err == nil && c.Paused
 	})
 	paused := time.Since(back)
+	if paused > 2*time.Second {
+		// Not a failure (the acceptance asks for the pause once quorum is
+		// back), but slower than a decision step: say what the canary did.
+		b, _ := os.ReadFile(canary.log)
+		lines := strings.Split(string(b), "\n")
+		t.Logf("the channel paused %s after quorum returned; the canary %s's log (last 40 lines):\n%s", paused.Round(time.Millisecond), canary.id, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
 	if !strings.Contains(ch.PausedReason, canary.id+":") {
 		t.Errorf("paused because %q, want the canary %s's failure", ch.PausedReason, canary.id)
 	}
