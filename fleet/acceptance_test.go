@@ -213,7 +213,7 @@ func (a *acceptance) steps(h *testHost, id string) ([]agent.Step, error) {
 	return body.Steps, err
 }
 
-// movingSince waits until the host's running job has begun a locker step
+// moving waits until the host's running job has begun a locker step
 // and returns the job's id.
 func (a *acceptance) moving(t *testing.T, h *testHost, within time.Duration) string {
 	t.Helper()
@@ -469,7 +469,7 @@ func (g fenceFig) String() string {
 		g.victim, r(g.freed), acceptanceTTL, g.state, r(g.endAfterFreeze), r(g.endAfterThaw), r(g.lastMoveBeforeFreed), g.inflight, r(g.inflightAfterThaw), g.inflightSteps, g.next, g.most, r(g.over), g.mostRest, g.unheld)
 }
 
-// summary is the range of each figure over runs.
+// summarize gives the range of each figure over runs.
 func summarize(figs []fenceFig) string {
 	if len(figs) == 0 {
 		return ""
@@ -723,7 +723,6 @@ func (a *acceptance) quorumLoss(t *testing.T, i int) string {
 	f.cli(t, f.hosts[0], 0, "fleet", "unlock", canary.id)
 	fixed := f.origin.Write(fmt.Sprintf("fixed %d", i), map[string]string{"server.js": goodSrc + fmt.Sprintf("\n// fixed %d\n", i)})
 	f.cli(t, f.hosts[0], 0, "fleet", "resume")
-	_ = good
 	a.rollout(t, fixed, "--max-hosts", "4", "--safe-mode=false")
 	return fmt.Sprintf("canary %s failed %s after quorum was lost; once every member was ready: channel paused within %s, slot kept marked FAILED, no other host took the release",
 		canary.id, failedIn.Round(time.Millisecond), paused.Round(time.Millisecond))
