@@ -76,12 +76,13 @@
 //
 // Measured with real agents (TestFleetAcceptance, make fleet-acceptance:
 // 4 agents, 3 lockers each moved one at a time, TTL 5 s, 3-member etcd;
-// fleet/REPORT.md): SIGSTOP of the holder past the TTL, 10 of 10 runs:
-// no move begun without a slot; the woken job ended 28–141 ms after
-// SIGCONT; in 3 runs a move begun before the freeze ended 7–106 ms after
-// SIGCONT, overlapping the next holder's first move by up to 146 ms. The
-// holder cut off from etcd: its job stopped before etcd freed its slot
-// (see REPORT.md), so nothing overlapped.
+// fleet/REPORT.md): SIGSTOP of the holder past the TTL, 20 of 20 runs:
+// no move begun without a slot; the woken job ended 28–227 ms after
+// SIGCONT; in 5 runs a start issued just before the freeze was seen
+// healthy 7–183 ms after SIGCONT, so its step overlapped the next
+// holder's move by up to 275 ms. The holder cut off from etcd, 10 of 10:
+// its job stopped on its own deadline 0.5–2.3 s before etcd freed its
+// slot; no overlap.
 //
 // # Invariants, and where each rule comes from
 //
