@@ -9,7 +9,7 @@ GOTEST   ?= go test
 BENCHARGS ?=
 TESTARGS ?=
 
-.PHONY: all setup build test test-short fuzz mutants bench-builds bench-scale demo demo-clean bench lint fmt clean deb
+.PHONY: all setup build test test-short fleet-acceptance fuzz mutants bench-builds bench-scale demo demo-clean bench lint fmt clean deb
 
 all: build
 
@@ -27,6 +27,15 @@ test: setup build
 	LXCFLEET_TEST_BIN=$(abspath $(BIN)) $(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...
 	$(MAKE) --no-print-directory mutants
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+## fleet-acceptance: issue 21's acceptance at full count (make test runs each scenario once): 4 real
+## agents, a 3-member etcd; 10 runs each of a SIGSTOPped and a partitioned slot holder, 3 of a host's
+## restart and outage, 5 of a canary failing during quorum loss; figures in results/fleet-acceptance.json
+fleet-acceptance: build
+	mkdir -p results
+	LXCFLEET_TEST_BIN=$(abspath $(BIN)) LXCFLEET_FLEET_ACCEPTANCE=full \
+	  LXCFLEET_FLEET_ACCEPTANCE_REPORT=$(abspath results/fleet-acceptance.json) \
+	  flock /tmp/lxcfleet-heavy.lock $(GOTEST) -count=1 -timeout 60m -run '^TestFleetAcceptance$$' -v ./fleet/
 
 ## mutants: break each rule of the rollout policy on purpose, one at a time,
 ## and check that the fast tests (go test ./rollout/) catch every mutant

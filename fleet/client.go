@@ -14,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Config is the [fleet] section of the agent's config. A host without
@@ -229,6 +231,14 @@ func Dial(c Config) (*clientv3.Client, error) {
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(), // errors reach the caller; the member loop logs them
+		// Redial a member every second at most while it is down (gRPC's
+		// default backoff grows to 2 minutes): a host follows the channel
+		// again within about a second of etcd answering, after an outage
+		// of any length (a quorum loss took 4.5-4.9 s with the default).
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
 	}
 	tc, err := tlsConfig(c)
 	if err != nil {

@@ -83,6 +83,30 @@ func randHex(n int) string {
 // lockers real busybox lockers running the fixture app from its own
 // layout, on build A of a real origin.
 func newTestFleet(t *testing.T, n, lockers int) *testFleet {
+	return newTestFleetWith(t, fleetOptions{hosts: n, lockers: lockers})
+}
+
+// fleetOptions shape a test fleet.
+type fleetOptions struct {
+	hosts, lockers int
+	// ttl is the hosts' session TTL ("3s" when empty).
+	ttl string
+	// maxUnavailable is each host's own K for its jobs (2 when 0).
+	maxUnavailable int
+	// endpoints, when set, gives a host the etcd endpoints it dials
+	// instead of the members' (proxies of the test's, say).
+	endpoints func(h *testHost, members []string) []string
+}
+
+// newTestFleetWith is newTestFleet with options.
+func newTestFleetWith(t *testing.T, o fleetOptions) *testFleet {
+	n, lockers := o.hosts, o.lockers
+	if o.ttl == "" {
+		o.ttl = "3s"
+	}
+	if o.maxUnavailable == 0 {
+		o.maxUnavailable = 2
+	}
 	testfleet.RequireLXC(t)
 	testfleet.RequireNode(t)
 	f := &testFleet{t: t, bin: lxcfleetBin(t), group: "g" + randHex(3), prefix: "/lxcfleet-test-" + randHex(3), monitor: "2s"}
@@ -115,8 +139,12 @@ func newTestFleet(t *testing.T, n, lockers int) *testFleet {
 			}
 		}
 		h.config = filepath.Join(h.dir, "lxcfleet.toml")
+		eps := f.etcd.Endpoints()
+		if o.endpoints != nil {
+			eps = o.endpoints(h, eps)
+		}
 		quoted := make([]string, 0, 3)
-		for _, e := range f.etcd.Endpoints() {
+		for _, e := range eps {
 			quoted = append(quoted, fmt.Sprintf("%q", e))
 		}
 		cfg := fmt.Sprintf(`lxcpath = %q
@@ -130,7 +158,7 @@ root = %q
 [code]
 origin = %q
 [defaults]
-window = 2
+max_unavailable = %d
 monitor = %q
 deadline = "30s"
 stop_timeout = "5s"
@@ -141,10 +169,10 @@ off = true
 endpoints = [%s]
 group = %q
 host_id = %q
-ttl = "3s"
+ttl = %q
 prefix = %q
-`, h.lxcpath, filepath.Join(h.dir, "state"), h.sock, filepath.Join(h.dir, "root"), f.origin.URL, f.monitor,
-			strings.Join(quoted, ", "), f.group, h.id, f.prefix)
+`, h.lxcpath, filepath.Join(h.dir, "state"), h.sock, filepath.Join(h.dir, "root"), f.origin.URL, o.maxUnavailable, f.monitor,
+			strings.Join(quoted, ", "), f.group, h.id, o.ttl, f.prefix)
 		if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -249,13 +249,24 @@ func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []strin
 			step = min(iv, d-waited)
 		}
 		if err := c.Sleep(ctx, step); err != nil {
-			// The agent stops or the operator cancelled: the window is
-			// cut, and the locker is not counted as moved.
+			// The agent stops, a fence failed, or the operator
+			// cancelled: the window is cut, and the locker is not
+			// counted as moved. One failing its checks is checked once
+			// more now: a check that failed only because this process
+			// was frozen through it (SIGSTOP past its timeout: a fleet
+			// host's fence then cuts the window) is no sign that the
+			// locker is down.
 			var who []string
 			for _, n := range names {
-				if bad[n] > 0 {
-					who = append(who, n)
+				if bad[n] == 0 {
+					continue
 				}
+				err := h.Check(context.WithoutCancel(ctx), n)
+				if err == nil {
+					continue
+				}
+				last[n] = err
+				who = append(who, n)
 			}
 			if len(who) == 0 {
 				return nil, errCut

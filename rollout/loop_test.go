@@ -3,6 +3,7 @@ package rollout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -175,4 +176,33 @@ func TestFenceStopsLaunching(t *testing.T) {
 	if !slices.ContainsFunc(stages, func(s string) bool { return strings.HasPrefix(s, "fence: ") && strings.Contains(s, "lease expired") }) {
 		t.Errorf("no fence stage naming the cause: %v", stages)
 	}
+}
+
+// TestCutWindowAfterAFrozenCheck: a fence cuts l01's monitor window right
+// after one check failed only because the checker was frozen through it
+// (a fleet host SIGSTOPped past its TTL: on SIGCONT the check's timeout
+// has passed, and the fence fires): l01 is checked once more at the cut,
+// passes, and is not failed, so the failure policy does not trip, the
+// target is not marked bad and nothing is rolled back.
+func TestCutWindowAfterAFrozenCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		names := fakehost.Names(2)
+		h := fakehost.New("A", names...)
+		h.UseTime()
+		h.Script("l01", "B", fakehost.Script{FailAtCheck: 1, FailsOnce: true})
+		pl := pol()
+		pl.MaxUnavailable, pl.Monitor, pl.Canary = 1, 2*time.Second, 2
+		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		time.AfterFunc(3500*time.Millisecond, func() { cancel(fmt.Errorf("fenced: lease lost (%w)", rollout.Shutdown)) })
+		res := rollout.Run(ctx, p, env(h, nil))
+		consistent(t, p, res)
+		if o := res.Outcomes[1]; o.Outcome == rollout.OutFailed {
+			t.Errorf("l01: failed (%s), want it not failed: it passed its check at the cut", o.Error)
+		}
+		if res.Tripped != "" || res.RolledBack || res.MarkedBad {
+			t.Errorf("tripped %q rolled back %v marked bad %v, want none: no locker failed", res.Tripped, res.RolledBack, res.MarkedBad)
+		}
+	})
 }

@@ -40,6 +40,9 @@ type Script struct {
 	// (0: never); with Dies it exits then, else it stays unhealthy.
 	FailAtCheck int
 	Dies        bool
+	// FailsOnce: only the FailAtCheck-th check fails (it timed out because
+	// the checker was frozen through it); the checks after it pass.
+	FailsOnce bool
 }
 
 // Op is one verb the host ran on a locker, as History reports it.
@@ -55,6 +58,7 @@ type locker struct {
 	checks  int // checks passed since its start
 	dead    bool
 	sick    bool
+	failed1 bool    // its FailsOnce check failed
 	warm    int     // checks that fail before it turns healthy (Starting)
 	script  *Script // for this start's release, if any
 }
@@ -490,7 +494,12 @@ func (h *Host) Check(ctx context.Context, name string) error {
 		h.log(name, Op{Verb: "check", Outcome: "failed"})
 		return fmt.Errorf("%s exited: %w", name, rollout.ErrNotRunning)
 	}
-	if l.sick || (sc.UnhealthyAfter > 0 && l.checks >= sc.UnhealthyAfter) || (sc.FailAtCheck > 0 && l.checks+1 >= sc.FailAtCheck) {
+	if sc.FailsOnce && sc.FailAtCheck > 0 && !l.failed1 && l.checks+1 >= sc.FailAtCheck {
+		l.failed1 = true
+		h.log(name, Op{Verb: "check", Outcome: "failed"})
+		return fmt.Errorf("%s: GET /healthz: context deadline exceeded", name)
+	}
+	if l.sick || (sc.UnhealthyAfter > 0 && l.checks >= sc.UnhealthyAfter) || (!sc.FailsOnce && sc.FailAtCheck > 0 && l.checks+1 >= sc.FailAtCheck) {
 		l.sick = true
 		h.recount()
 		h.log(name, Op{Verb: "check", Outcome: "failed"})

@@ -104,6 +104,8 @@ var mutants = []mutant{
 		"for waited := time.Duration(0); waited < d || failing(); waited += iv {", "for waited := time.Duration(0); waited < d || failing() && false; waited += iv {"},
 	{"I5: the soak blames only the first canary that fails", "rollout/loop.go",
 		"if m != n && bad[m] > 0 {", "if false {"},
+	{"I1: a window cut right after a check failed (the checker frozen through it) counts the locker failed without checking it again", "rollout/loop.go",
+		"err := h.Check(context.WithoutCancel(ctx), n)", "err := error(errCut)"},
 	{"I1: a window cut while its checks fail counts as healthy once", "rollout/loop.go",
 		"\t\t\tif len(who) == 0 {\n\t\t\t\treturn nil, errCut", "\t\t\tif true {\n\t\t\t\treturn nil, errCut"},
 	{"I6: a rollback does not pop the releases it went back past", "rollout/plan.go",
