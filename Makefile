@@ -33,7 +33,7 @@ test: setup build
 ## restart and outage, 5 of a canary failing during quorum loss; figures in results/fleet-acceptance.json
 fleet-acceptance: build
 	mkdir -p results
-	LXCFLEET_TEST_BIN=$(abspath $(BIN)) LXCFLEET_FLEET_ACCEPTANCE=full \
+	CI=true LXCFLEET_TEST_BIN=$(abspath $(BIN)) LXCFLEET_FLEET_ACCEPTANCE=full \
 	  LXCFLEET_FLEET_ACCEPTANCE_REPORT=$(abspath results/fleet-acceptance.json) \
 	  flock /tmp/lxcfleet-heavy.lock $(GOTEST) -count=1 -timeout 60m -run '^TestFleetAcceptance$$' -v ./fleet/
 
