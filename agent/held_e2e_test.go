@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -323,4 +326,56 @@ func submit(t *testing.T, a *Agent, req Request) string {
 		t.Fatalf("submitting %s: %v", req.Kind, err)
 	}
 	return j.ID
+}
+
+// TestDowntimePageSkipsHeldLockers: with downtime_page on, an offline
+// update of held-socket lockers holds no port with the maintenance page
+// (their sockets queue connections; the page would wait for a port that
+// never frees) and says so in the log once, across two updates; a client
+// at each locker sees no failure and no page.
+func TestDowntimePageSkipsHeldLockers(t *testing.T) {
+	e := newHeldEnv(t, 2, provision.NetworkNone, provision.SocketHeld)
+	layout := e.layout
+	cfg := Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: testDefaults()}
+	cfg.Defaults.DowntimePage = true
+	cfg.Defaults.Policy.StopTimeout = 5 * time.Second
+	cfg.Defaults.Policy.Deadline = 20 * time.Second
+	cfg.Defaults.Policy.Health = e.health()
+	logs := &syncBuffer{}
+	a, err := New(cfg, Deps{Containers: e.host, Code: e.code, Held: testHeld{e},
+		Logger:    slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)),
+		ReleaseOf: func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if j := waitJob(t, a, submit(t, a, Request{Kind: KindStartAll, Names: e.names, Trigger: "test"})); j.State != JobSucceeded {
+		t.Fatalf("start-all: %s %s", j.State, j.Error)
+	}
+	finish := e.probes(t)
+	for _, b := range []string{"B", "C"} {
+		e.origin.Write("build "+b, map[string]string{b + ".txt": b})
+		j := waitJob(t, a, submit(t, a, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"}))
+		if j.State != JobSucceeded {
+			finish()
+			t.Fatalf("offline update to %s: %s %s", b, j.State, j.Error)
+		}
+		steps, err := a.Steps(j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range steps {
+			if s.Action == "downtime-page" {
+				t.Errorf("offline update to %s: the page held ports of held lockers: %s", b, s.Outcome)
+			}
+		}
+	}
+	got := finish()
+	t.Logf("two offline updates of held lockers with downtime_page on: %s; p99 %v", got, got.P99().Round(time.Millisecond))
+	if got.Failed() != 0 || got.OK == 0 {
+		t.Errorf("held sockets: %s (errors %v); want every connection answered by the app", got, got.Errors)
+	}
+	if n := strings.Count(logs.String(), "the maintenance page skips held-socket lockers"); n != 1 {
+		t.Errorf("the log says %d times that the page skips held lockers, want once", n)
+	}
 }

@@ -48,6 +48,7 @@ var testsFor = map[string][]string{
 	"held: the app's socket is not at fd 3":                      {"-run", "^TestExecPutsTheSocketAtFD3$", "./heldsock/"},
 	"sleep: a connection does not keep a locker awake":           {"-run", "^TestSleeperIdleRule$", "./agent/"},
 	"sleep: a wake-up storm starts every sleeper at once (no W)": {"-run", "^TestSleeperIdleRule$", "./agent/"},
+	"downtime: the page holds held lockers' ports":               {"-run", "^TestDowntimePageSkipsHeldLockers$", "./agent/"},
 	"sleep: an update starts sleeping lockers":                   {"-run", "^TestSleepingLockersWakeOnConnection$", "./agent/"},
 }
 
@@ -203,6 +204,8 @@ var mutants = []mutant{
 		"if age, active := m[sp.Port]; active && now.Add(-age).After(last) {", "if age, active := m[sp.Port]; false && active && now.Add(-age).After(last) {"},
 	{"sleep: a wake-up storm starts every sleeper at once (no W)", "agent/sleep.go",
 		"Request{Kind: KindStartAll, Names: names, Trigger:", "Request{Kind: KindStartAll, Names: names, Policy: map[string]any{\"max_starting\": len(names) + 100, \"pacing\": \"fixed\"}, Trigger:"},
+	{"downtime: the page holds held lockers' ports", "agent/downtime.go",
+		"\t\tif held[in.Name] {\n", "\t\tif false && held[in.Name] {\n"},
 	{"sleep: an update starts sleeping lockers", "agent/moves.go",
 		"l.WantRunning = !ok && l.Running || d.Running", "l.WantRunning = !ok && l.Running || d.Running || a.sleep.isSleeping(l.Name)"},
 }
