@@ -90,6 +90,10 @@ type Agent struct {
 	log  *slog.Logger
 	jr   *Journal
 
+	// heldPageSaid: the log said once that held-socket lockers need no
+	// maintenance page (agent/downtime.go).
+	heldPageSaid atomic.Bool
+
 	mu     sync.Mutex
 	active *run            // the running mutating job, if any
 	runs   map[string]*run // jobs of this process, for subscriptions

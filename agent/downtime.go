@@ -47,14 +47,45 @@ func (a *Agent) holdPorts(ctx context.Context, r *run, req Request, names []stri
 	est := newStartEstimate(names, req.pol)
 	est.lastStart = a.lastKnownStart()
 	p := &portHold{h: &downtime.Holder{Log: a.log}, r: r, a: a, ports: map[string]int{}, held: map[string]bool{}, est: est}
+	held := a.heldLockers()
+	skipped := 0
 	for _, in := range infos {
+		if held[in.Name] {
+			skipped++ // its socket queues connections: no page needed
+			continue
+		}
 		if port, err := strconv.Atoi(in.Env["PORT"]); err == nil && port > 0 {
 			p.ports[in.Name] = port
 		}
 	}
+	if skipped > 0 && a.heldPageSaid.CompareAndSwap(false, true) {
+		a.log.Info("the maintenance page skips held-socket lockers: their sockets queue connections while they are down, and the next instance serves them", "job", r.job.ID, "lockers", skipped)
+	}
+	if skipped > 0 && len(p.ports) == 0 {
+		return nil
+	}
 	a.setHold(p)
 	r.stage("downtime-page", fmt.Sprintf("holding %d lockers' ports with the maintenance page while they are down", len(p.ports)))
 	return p
+}
+
+// heldLockers returns the lockers whose socket the host holds (nil when
+// none or unknown: their pages would wait for a port that never frees,
+// harmless).
+func (a *Agent) heldLockers() map[string]bool {
+	if a.deps.Held == nil {
+		return nil
+	}
+	specs, err := a.deps.Held.Specs()
+	if err != nil {
+		a.log.Warn("reading held sockets for the maintenance page", "err", err)
+		return nil
+	}
+	out := make(map[string]bool, len(specs))
+	for n := range specs {
+		out[n] = true
+	}
+	return out
 }
 
 // wrap returns an observer that holds a locker's port when it begins to

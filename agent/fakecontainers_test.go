@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"lxcfleet/internal/fakecode"
@@ -31,6 +32,9 @@ func (f fakeContainers) names() []string {
 func (f fakeContainers) Select(ctx context.Context, names []string, group string) ([]lxcctl.Info, error) {
 	var out []lxcctl.Info
 	for i, l := range f.h.Lockers(nil) {
+		if len(names) > 0 && !slices.Contains(names, l.Name) {
+			continue // the pid stays the locker's index among all
+		}
 		in := lxcctl.Info{Name: l.Name, State: lxcctl.StateStopped}
 		if l.Running {
 			in.State, in.InitPID = lxcctl.StateRunning, i+1

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,17 +223,7 @@ func builds(bodies []string) map[string]int {
 // README's N=50 figures are from LXCFLEET_HELD_N=50 LXCFLEET_HELD_K=4
 // LXCFLEET_HELD_INTERVAL=500ms (2 requests/s a locker).
 func TestHeldSocketsRollingUpdateAndRestartRefuseNothing(t *testing.T) {
-	n, interval := 3, 10*time.Millisecond
-	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_N")); err == nil && v > 0 {
-		n = v
-	}
-	if v, err := time.ParseDuration(os.Getenv("LXCFLEET_HELD_INTERVAL")); err == nil && v > 0 {
-		interval = v
-	}
-	k := 1
-	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_K")); err == nil && v > 0 {
-		k = v
-	}
+	n, k, interval := heldScale()
 	for _, tc := range []struct{ network, socket string }{
 		{provision.NetworkNone, provision.SocketApp},
 		{provision.NetworkNone, provision.SocketHeld},
@@ -270,6 +263,61 @@ func TestHeldSocketsRollingUpdateAndRestartRefuseNothing(t *testing.T) {
 	}
 }
 
+// heldScale is the held e2e tests' N, K and probe interval: 3, 1 and
+// 10 ms, or LXCFLEET_HELD_N, LXCFLEET_HELD_K, LXCFLEET_HELD_INTERVAL.
+func heldScale() (n, k int, interval time.Duration) {
+	n, k, interval = 3, 1, 10*time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_N")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("LXCFLEET_HELD_INTERVAL")); err == nil && v > 0 {
+		interval = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("LXCFLEET_HELD_K")); err == nil && v > 0 {
+		k = v
+	}
+	return n, k, interval
+}
+
+// TestHeldSocketsOfflineUpdateRefuseNothing: an offline update-code (stop
+// every locker, switch, start them paced) under a client at each locker,
+// a new connection every interval (N, K and the interval as in
+// TestHeldSocketsRollingUpdateAndRestartRefuseNothing). With held sockets
+// (host network) nothing is refused: each connection waits in its
+// locker's queue for the whole window and build B answers it; today's way
+// refuses for the whole window (logged as the contrast), with the p99
+// latency and the update's window side by side.
+func TestHeldSocketsOfflineUpdateRefuseNothing(t *testing.T) {
+	n, k, interval := heldScale()
+	for _, socket := range []string{provision.SocketApp, provision.SocketHeld} {
+		t.Run(socket, func(t *testing.T) {
+			e := newHeldEnv(t, n, provision.NetworkNone, socket)
+			e.interval = interval
+			a := e.newAgent(t, k)
+			if j := waitJob(t, a, submit(t, a, Request{Kind: KindStartAll, Names: e.names, Trigger: "test"})); j.State != JobSucceeded {
+				t.Fatalf("start-all: %s %s", j.State, j.Error)
+			}
+			finish := e.probes(t)
+			e.origin.Write("build B", map[string]string{"B.txt": "b\n"})
+			began := time.Now()
+			j := waitJob(t, a, submit(t, a, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"}))
+			window := time.Since(began)
+			got := finish()
+			if j.State != JobSucceeded {
+				t.Fatalf("offline update: %s %s", j.State, j.Error)
+			}
+			t.Logf("socket %s, %d lockers, offline update in %v, a connection every %v to each: %s; p99 %v; answers by build %v; errors %v",
+				socket, n, window.Round(time.Millisecond), interval, got, got.P99().Round(time.Millisecond), builds(got.Bodies), got.Errors)
+			if socket == provision.SocketApp {
+				return // the contrast: logged
+			}
+			if got.Failed() != 0 || got.OK == 0 {
+				t.Errorf("held sockets: %s; want every connection answered", got)
+			}
+		})
+	}
+}
+
 // submit submits req and returns the job's id.
 func submit(t *testing.T, a *Agent, req Request) string {
 	t.Helper()
@@ -278,4 +326,56 @@ func submit(t *testing.T, a *Agent, req Request) string {
 		t.Fatalf("submitting %s: %v", req.Kind, err)
 	}
 	return j.ID
+}
+
+// TestDowntimePageSkipsHeldLockers: with downtime_page on, an offline
+// update of held-socket lockers holds no port with the maintenance page
+// (their sockets queue connections; the page would wait for a port that
+// never frees) and says so in the log once, across two updates; a client
+// at each locker sees no failure and no page.
+func TestDowntimePageSkipsHeldLockers(t *testing.T) {
+	e := newHeldEnv(t, 2, provision.NetworkNone, provision.SocketHeld)
+	layout := e.layout
+	cfg := Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: testDefaults()}
+	cfg.Defaults.DowntimePage = true
+	cfg.Defaults.Policy.StopTimeout = 5 * time.Second
+	cfg.Defaults.Policy.Deadline = 20 * time.Second
+	cfg.Defaults.Policy.Health = e.health()
+	logs := &syncBuffer{}
+	a, err := New(cfg, Deps{Containers: e.host, Code: e.code, Held: testHeld{e},
+		Logger:    slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), nil)),
+		ReleaseOf: func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if j := waitJob(t, a, submit(t, a, Request{Kind: KindStartAll, Names: e.names, Trigger: "test"})); j.State != JobSucceeded {
+		t.Fatalf("start-all: %s %s", j.State, j.Error)
+	}
+	finish := e.probes(t)
+	for _, b := range []string{"B", "C"} {
+		e.origin.Write("build "+b, map[string]string{b + ".txt": b})
+		j := waitJob(t, a, submit(t, a, Request{Kind: KindUpdate, Strategy: StrategyOffline, Trigger: "test"}))
+		if j.State != JobSucceeded {
+			finish()
+			t.Fatalf("offline update to %s: %s %s", b, j.State, j.Error)
+		}
+		steps, err := a.Steps(j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range steps {
+			if s.Action == "downtime-page" {
+				t.Errorf("offline update to %s: the page held ports of held lockers: %s", b, s.Outcome)
+			}
+		}
+	}
+	got := finish()
+	t.Logf("two offline updates of held lockers with downtime_page on: %s; p99 %v", got, got.P99().Round(time.Millisecond))
+	if got.Failed() != 0 || got.OK == 0 {
+		t.Errorf("held sockets: %s (errors %v); want every connection answered by the app", got, got.Errors)
+	}
+	if n := strings.Count(logs.String(), "the maintenance page skips held-socket lockers"); n != 1 {
+		t.Errorf("the log says %d times that the page skips held lockers, want once", n)
+	}
 }

@@ -59,6 +59,13 @@ type env struct {
 // changes the agent's config before it starts.
 func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Config)) *env {
 	t.Helper()
+	return newEnvHeld(t, n, fopts, tune, nil)
+}
+
+// newEnvHeld is newEnv with held sockets (agent.Deps.Held) for sleeping
+// lockers.
+func newEnvHeld(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Config), held func(*testfleet.Fleet) agent.HeldSockets) *env {
+	t.Helper()
 	fleet := testfleet.New(t, fopts)
 	lockers := fleet.Add(n, testfleet.Normal)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -99,7 +106,11 @@ func newEnv(t *testing.T, n int, fopts testfleet.Options, tune func(*agent.Confi
 		tune(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := agent.New(cfg, agent.Deps{Containers: lockersOnly{fleet.Host, fleet.Prefix + "base"}, Code: code, ReleaseOf: code.ReleaseOf, Logger: log})
+	deps := agent.Deps{Containers: lockersOnly{fleet.Host, fleet.Prefix + "base"}, Code: code, ReleaseOf: code.ReleaseOf, Logger: log}
+	if held != nil {
+		deps.Held = held(fleet)
+	}
+	a, err := agent.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

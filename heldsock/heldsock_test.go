@@ -455,3 +455,49 @@ func TestActivitySeesShortConnections(t *testing.T) {
 		t.Fatalf("activity after a short connection ended: %v %v, want seen within the last seconds", age, ok)
 	}
 }
+
+// TestExecPutsTheSocketAtFD3 is the hand-over's contract with the app
+// (sd_listen_fds(3)): Exec, given the socket at another descriptor (fd 4
+// here, with another file at fd 3), replaces the process with the app,
+// which finds that very socket (same inode) at fd 3, LISTEN_FDS=1,
+// LISTEN_PID its own pid and LISTEN_FDNAMES the name. The test binary runs
+// itself as the helper.
+func TestExecPutsTheSocketAtFD3(t *testing.T) {
+	if os.Getenv("HELDSOCK_TEST_EXEC") == "1" {
+		sock := os.NewFile(4, "held")
+		script := `echo "fds=$LISTEN_FDS names=$LISTEN_FDNAMES pid=$([ "$LISTEN_PID" = "$$" ] && echo own || echo "$LISTEN_PID not $$") fd3=$(readlink /proc/$$/fd/3)"`
+		err := Exec(sock, "web", []string{"/bin/sh", "-c", script})
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	inode, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExecPutsTheSocketAtFD3$")
+	cmd.Env = append(os.Environ(), "HELDSOCK_TEST_EXEC=1", "LISTEN_FDS=7")
+	cmd.ExtraFiles = []*os.File{null, f} // fd 3: /dev/null, fd 4: the socket
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the helper: %v\n%s", err, out)
+	}
+	want := "fds=1 names=web pid=own fd3=" + inode
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("the app saw %q, want %q", got, want)
+	}
+}

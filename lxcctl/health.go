@@ -276,14 +276,21 @@ func (k *checker) waitHealthy(ctx context.Context, hc HealthCheck, in Info, dead
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var last error
-	for attempt := 0; ; attempt++ {
+	// A container whose init died will never become healthy: stop early.
+	// Its state is read every 5 intervals of wall time, not every 5
+	// attempts: with a socket held by the host a probe of a dead app is
+	// accepted by the kernel and hangs until its timeout, so 5 attempts
+	// would be 5 timeouts (10 s by default) before a crash is seen.
+	stateEvery := 5 * interval
+	stateAt := time.Now().Add(stateEvery)
+	for {
 		err := k.once(ctx, hc, in)
 		if err == nil {
 			return nil
 		}
 		last = err
-		// A container whose init died will never become healthy: stop early.
-		if attempt%5 == 4 {
+		if now := time.Now(); !now.Before(stateAt) {
+			stateAt = now.Add(stateEvery)
 			if st, serr := k.host.State(context.Background(), in.Name); serr == nil && st == StateStopped {
 				return fmt.Errorf("container %q stopped while starting (last check: %v)", in.Name, last)
 			}

@@ -22,3 +22,23 @@ const (
 func UnitFor(binary, config string) string {
 	return strings.Replace(Unit, "ExecStart="+UnitBinary+" agent --config "+UnitConfig, "ExecStart="+binary+" agent --config "+config, 1)
 }
+
+// HolderUnit is the socket holder's systemd unit the .deb installs
+// (lxcfleet-holder.service); `lxcfleet service install` writes the same
+// one (see HolderUnitFor).
+//
+//go:embed lxcfleet-holder.service
+var HolderUnit string
+
+// The helper and the holder's folder the packaged holder unit names.
+const (
+	HolderBinary = "/usr/libexec/lxcfleet/lxcfleet-listenfd"
+	HolderDir    = "/run/lxcfleet-holder"
+)
+
+// HolderUnitFor returns HolderUnit for a helper at another path (the same
+// unit for HolderBinary). The folder is the unit's RuntimeDirectory, so it
+// stays HolderDir.
+func HolderUnitFor(listenfd string) string {
+	return strings.Replace(HolderUnit, "ExecStart="+HolderBinary+" hold", "ExecStart="+listenfd+" hold", 1)
+}

@@ -913,7 +913,17 @@ type AdoptOptions struct {
 	// lxc.signal.halt = SIGTERM. Without it Adopt still replaces a halt
 	// signal Node takes as a debugger signal (SIGUSR1) by SIGTERM.
 	Tini string
+	// Socket is the fleet's [provision] socket. Adopt does not convert a
+	// container to held sockets (that rewrites its init, its mounts and,
+	// for a fixed-port app, its network): with SocketHeld, a container
+	// without a held socket is adopted as it is and its Note says so, and
+	// what to do (NotHeldNote).
+	Socket string
 }
+
+// NotHeldNote is what adopt says of a container it adopts into a fleet
+// with held sockets without converting it.
+const NotHeldNote = `not converted to held sockets ([provision] socket = "held"): adopt does not rewrite a container's init, mounts or network; its app keeps binding its port, and restarts refuse connections. To convert it: stop it, lxc-destroy it (its Me and Config live in the layout and are kept; anything else in its rootfs is not), then lxcfleet provision it again with the same name and port`
 
 // startsAtBoot reports whether a config makes lxc.service start the
 // container at boot (its last lxc.start.auto is 1).
@@ -1053,6 +1063,12 @@ func (p *Provisioner) adoptOne(ctx context.Context, in lxcctl.Info, opts AdoptOp
 		}
 		r.Note = warn
 		p.log.Warn("adopted locker keeps lxc.start.auto = 1", "container", in.Name)
+	}
+	if opts.Socket == SocketHeld {
+		if _, held, _ := ReadHeldSpec(filepath.Dir(p.host.ConfigPath(in.Name))); !held {
+			r.Note = strings.TrimPrefix(r.Note+"; "+NotHeldNote, "; ")
+			p.log.Warn("adopted locker keeps binding its own port: adopt does not convert to held sockets", "container", in.Name)
+		}
 	}
 	if port, err := strconv.Atoi(in.Env["PORT"]); err == nil {
 		r.Port = port

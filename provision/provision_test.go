@@ -670,3 +670,27 @@ func TestAdoptWarnsAboutStartAuto(t *testing.T) {
 		t.Errorf("LXC reads lxc.start.auto = %q, want 0", v)
 	}
 }
+
+// TestAdoptIntoHeldFleetSaysItDoesNotConvert: adopt into a fleet with
+// held sockets adopts a container as it is and says, in its note, that it
+// did not convert it and how to.
+func TestAdoptIntoHeldFleetSaysItDoesNotConvert(t *testing.T) {
+	e := newLayoutEnv(t)
+	ctx := context.Background()
+	name := e.names("s", 1)[0]
+	e.cleanup(t, name)
+	if err := e.host.Create(ctx, name, "busybox"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.prov.AdoptWith(ctx, []string{name}, AdoptOptions{Socket: SocketHeld})
+	if err != nil || len(res) != 1 || res[0].Outcome != OutcomeAdopted {
+		t.Fatalf("adopt: got %+v %v", res, err)
+	}
+	if !strings.Contains(res[0].Note, NotHeldNote) {
+		t.Errorf("adopt note: got %q, want it to say it did not convert to held sockets", res[0].Note)
+	}
+	res, err = e.prov.AdoptWith(ctx, []string{name}, AdoptOptions{})
+	if err != nil || len(res) != 1 || strings.Contains(res[0].Note, "held") {
+		t.Errorf("adopt into a fleet without held sockets: got %+v %v, want no note about them", res, err)
+	}
+}

@@ -31,7 +31,12 @@ A container whose lxc.init.cmd runs the app with lxc.signal.halt = SIGUSR1
 adopt always sets SIGTERM there. --tini runs such an app under tini (bound
 read-only at /sbin/tini), so that an app with no SIGTERM handler stops,
 with its output and exit status in <lxcpath>/<name>/applog/app.log. An
-empty network gets its loopback up (lxc.net.0.flags = up).`,
+empty network gets its loopback up (lxc.net.0.flags = up).
+
+adopt does not convert a container to held sockets ([provision] socket =
+"held"): it adopts it as it is and its note says so. To convert one, stop
+it, lxc-destroy it (Me and Config live in the layout and are kept), and
+provision it again with the same name.`,
 		Example: `  lxcfleet adopt locker-001 locker-002
   lxcfleet adopt --all --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,7 +64,7 @@ empty network gets its loopback up (lxc.net.0.flags = up).`,
 					return usagef("no containers in %s", h.LXCPath())
 				}
 			}
-			results, err := p.AdoptWith(cmd.Context(), names, provision.AdoptOptions{ClearStartAuto: clearAuto, Tini: tini})
+			results, err := p.AdoptWith(cmd.Context(), names, provision.AdoptOptions{ClearStartAuto: clearAuto, Tini: tini, Socket: s.fc.Provision.Socket})
 			if err != nil {
 				return asUsage(err)
 			}

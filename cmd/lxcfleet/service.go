@@ -12,7 +12,9 @@ import (
 	"github.com/kardianos/service"
 	"github.com/spf13/cobra"
 
+	"lxcfleet/config"
 	"lxcfleet/packaging"
+	"lxcfleet/provision"
 )
 
 // agentService runs the agent under kardianos/service: Start returns at
@@ -74,6 +76,57 @@ func serviceConfig(binary, configPath string) *service.Config {
 	}
 }
 
+// holderServiceConfig describes the socket holder's unit
+// (lxcfleet-holder.service) as kardianos/service installs it: the .deb's
+// (packaging.HolderUnit) with the config's lxcfleet-listenfd. The agent's
+// unit wants it; it is a unit of its own so that the agent's restarts and
+// crashes close no held socket.
+func holderServiceConfig(listenfd string) *service.Config {
+	return &service.Config{
+		Name:        "lxcfleet-holder",
+		DisplayName: "lxcfleet socket holder",
+		Description: "lxcfleet socket holder (lockers' listening sockets, kept across restarts)",
+		Executable:  listenfd,
+		Arguments:   []string{"hold", "-dir", packaging.HolderDir},
+		Option:      service.KeyValue{"SystemdScript": packaging.HolderUnitFor(listenfd)},
+	}
+}
+
+// holderProgram is the holder unit's service.Interface: lxcfleet never
+// runs the holder itself under it (install and uninstall only).
+type holderProgram struct{}
+
+func (holderProgram) Start(service.Service) error { return nil }
+func (holderProgram) Stop(service.Service) error  { return nil }
+
+// controlHolder installs or uninstalls the holder's unit beside the
+// agent's. Where the config's lxcfleet-listenfd is missing it installs
+// none: an error with held sockets configured, a note otherwise.
+func controlHolder(g *globals, fc config.File, action string) error {
+	listenfd := fc.Provision.ListenFD
+	if action == "install" {
+		if _, err := os.Stat(listenfd); err != nil {
+			if fc.Provision.Socket == provision.SocketHeld {
+				return fmt.Errorf("service install: the socket holder's binary %q ([provision] listenfd): %w", listenfd, err)
+			}
+			fmt.Fprintf(g.stdout, "lxcfleet-holder service: not installed (no %s; needed only with [provision] socket = \"held\")\n", listenfd)
+			return nil
+		}
+	}
+	hs, err := service.New(holderProgram{}, holderServiceConfig(listenfd))
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if err := service.Control(hs, action); err != nil {
+		if action == "uninstall" && errors.Is(err, service.ErrNotInstalled) {
+			return nil
+		}
+		return fmt.Errorf("service %s of the socket holder: %w", action, err)
+	}
+	fmt.Fprintf(g.stdout, "lxcfleet-holder service: %s done\n", action)
+	return nil
+}
+
 func newServiceCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "service install|uninstall|start|stop|restart|status|run",
@@ -82,7 +135,11 @@ func newServiceCmd(g *globals) *cobra.Command {
 kardianos/service. "install" writes a unit that runs "lxcfleet agent --config
 FILE": the same unit the .deb installs (Type=notify with a watchdog,
 KillMode=mixed, RestartPreventExitStatus=2), with this binary's path and
-the config given; "run" runs the agent in the foreground the way the service
+the config given, and the socket holder's unit (lxcfleet-holder.service,
+which the agent's wants: held sockets outlive the agent's restarts) with
+the config's [provision] listenfd; "uninstall" removes both. start, stop
+and restart act on the agent only (stopping the holder closes every held
+socket: systemctl stop lxcfleet-holder does that on purpose). "run" runs the agent in the foreground the way the service
 manager does. Use the .deb or "service install", not both.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"install", "uninstall", "start", "stop", "restart", "status", "run"},
@@ -128,10 +185,22 @@ manager does. Use the .deb or "service install", not both.`,
 				}
 				return nil
 			case "install", "uninstall", "start", "stop", "restart":
+				// The holder's unit is installed first (the agent's wants
+				// it) and removed last; start, stop and restart are the
+				// agent's only: stopping the holder closes every held
+				// socket.
+				if action == "install" {
+					if err := controlHolder(g, st.fc, action); err != nil {
+						return err
+					}
+				}
 				if err := service.Control(svc, action); err != nil {
 					return fmt.Errorf("service %s: %w", action, err)
 				}
 				fmt.Fprintf(g.stdout, "lxcfleet service: %s done\n", action)
+				if action == "uninstall" {
+					return controlHolder(g, st.fc, action)
+				}
 				return nil
 			default:
 				return usagef("unknown service action %q: want install, uninstall, start, stop, restart, status or run", action)

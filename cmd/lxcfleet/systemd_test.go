@@ -180,3 +180,28 @@ func TestServiceInstallWritesThePackagedUnit(t *testing.T) {
 		t.Errorf("the unit holds template actions kardianos/service would expand")
 	}
 }
+
+// TestServiceInstallWritesThePackagedHolderUnit: `lxcfleet service
+// install` gives kardianos/service the .deb's holder unit too, with the
+// config's lxcfleet-listenfd.
+func TestServiceInstallWritesThePackagedHolderUnit(t *testing.T) {
+	c := holderServiceConfig(packaging.HolderBinary)
+	if got := c.Option["SystemdScript"]; got != packaging.HolderUnit {
+		t.Errorf("service install holder unit:\n%v\nwant the packaged unit:\n%s", got, packaging.HolderUnit)
+	}
+	if c.Name != "lxcfleet-holder" {
+		t.Errorf("holder unit name %q, want lxcfleet-holder (the agent's unit wants it by that name)", c.Name)
+	}
+	c = holderServiceConfig("/opt/lxcfleet/bin/lxcfleet-listenfd")
+	got, _ := c.Option["SystemdScript"].(string)
+	if !strings.Contains(got, "ExecStart=/opt/lxcfleet/bin/lxcfleet-listenfd hold -dir "+packaging.HolderDir+"\n") ||
+		strings.Replace(got, "/opt/lxcfleet/bin/lxcfleet-listenfd", packaging.HolderBinary, 1) != packaging.HolderUnit {
+		t.Errorf("holder unit for another path:\n%s\nwant the packaged unit with only ExecStart changed", got)
+	}
+	if strings.Contains(got, "{{") {
+		t.Errorf("the holder unit holds template actions kardianos/service would expand")
+	}
+	if !strings.Contains(packaging.Unit, "Wants=network-online.target lxcfleet-holder.service") {
+		t.Errorf("the agent's unit does not want the holder's")
+	}
+}

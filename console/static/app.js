@@ -527,7 +527,8 @@
     const x = liveLocker(l.name);
     if (x) return x.state;
     if (l.state === 'RUNNING') return l.health === 'unhealthy' ? 'unhealthy' : l.health === 'starting' ? 'starting' : 'up';
-    if (l.state === 'STOPPED') return 'down';
+    // Stopped for want of connections: its held socket wakes it (not down).
+    if (l.state === 'STOPPED') return l.sleeping ? 'sleeping' : 'down';
     if (l.state === 'STOPPING') return 'stopping';
     if (l.state === 'STARTING') return 'starting';
     if (l.state === 'BROKEN') return 'broken';
@@ -535,7 +536,7 @@
   }
 
   const STATES = [
-    ['up', 'up'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
+    ['up', 'up'], ['sleeping', 'sleeping (wakes on a connection)'], ['stopping', 'stopping'], ['down', 'down'], ['starting', 'starting'],
     ['failed', 'failed'], ['unhealthy', 'unhealthy'], ['broken', 'broken (LXC cannot load it)'],
   ];
 
@@ -602,7 +603,7 @@
       // The state column says what the map says: the job's state of the
       // locker, or the inventory's (an unhealthy running locker reads
       // "unhealthy" in both).
-      const shown = liveLocker(l.name) || st === 'unhealthy' || st === 'starting' ? st : l.state.toLowerCase();
+      const shown = liveLocker(l.name) || st === 'unhealthy' || st === 'starting' || st === 'sleeping' ? st : l.state.toLowerCase();
       const statePill = el('span', { class: 'pill ' + shown, 'data-view': st }, shown);
       const release = [];
       if (l.release) {

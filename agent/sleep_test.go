@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"lxcfleet/heldsock"
+	"lxcfleet/internal/fakecode"
+	"lxcfleet/internal/fakehost"
+	"lxcfleet/rollout"
+)
+
+// fakeHeld is a host's held sockets for the sleeper's rule: a spec per
+// locker (its folder in dir, port 20000+i), no watch.
+type fakeHeld struct{ specs map[string]heldsock.Spec }
+
+func (f fakeHeld) Specs() (map[string]heldsock.Spec, error) { return f.specs, nil }
+func (f fakeHeld) Watch(ctx context.Context, names []string) (<-chan string, error) {
+	return make(chan string), nil
+}
+
+// TestSleeperIdleRule is the sleeper's idle rule on the fake host, one
+// tick at a time: of three running lockers all last seen active more
+// than idle_stop ago, the one with a connection open now (or closed just
+// now: TIME_WAIT) stays awake, and the two without go to sleep through
+// one stop-all job ("idle"), each with its record; a tick while a job runs
+// puts nobody to sleep.
+func TestSleeperIdleRule(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	fc := fakeContainers{h: h, code: code}
+	dir := t.TempDir()
+	held := fakeHeld{specs: map[string]heldsock.Spec{}}
+	for i, n := range names {
+		held.specs[n] = heldsock.Spec{Name: n, Dir: filepath.Join(dir, n, "held"), Address: "127.0.0.1", Port: 20000 + i}
+		if err := os.MkdirAll(held.specs[n].Dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defaults := DefaultDefaults()
+	defaults.Policy.Monitor = 0
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: defaults, Sleep: SleepConfig{IdleStop: time.Hour}},
+		Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Held: held, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ctx := t.Context()
+	// Desired running (a start-all), then the snapshot the sleeper reads.
+	j, err := a.Submit(Request{Kind: KindStartAll, Names: names, Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = a.Wait(ctx, j.ID); err != nil || j.State != JobSucceeded {
+		t.Fatalf("start-all: %v %s %s", err, j.State, j.Error)
+	}
+	startAll := j.Plan.Policy
+	if err := a.inv.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := a.sleep
+	// l00 has a connection open now; l01, l02 none.
+	s.activity = func(string) (map[int]time.Duration, error) {
+		return map[int]time.Duration{held.specs[names[0]].Port: 0}, nil
+	}
+	seenLongAgo := func() {
+		s.mu.Lock()
+		for _, n := range names {
+			s.lastActive[n] = time.Now().Add(-2 * time.Hour)
+		}
+		s.mu.Unlock()
+	}
+
+	// A job runs: nobody goes to sleep.
+	seenLongAgo()
+	release := make(chan struct{})
+	h.BeforeStart = func(string) { <-release }
+	busy, err := a.Submit(Request{Kind: KindRestart, Names: names[:1], Trigger: "test", Policy: rollout.Patch{"monitor": "0s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tick(ctx)
+	close(release)
+	if busy, err = a.Wait(ctx, busy.ID); err != nil || busy.State != JobSucceeded {
+		t.Fatalf("restart: %v %s %s", err, busy.State, busy.Error)
+	}
+	h.BeforeStart = nil
+	for _, n := range names {
+		if s.isSleeping(n) {
+			t.Errorf("%s went to sleep while job %s ran", n, busy.ID)
+		}
+	}
+
+	seenLongAgo()
+	s.tick(ctx)
+	var idle []Job
+	jobs, err := a.Jobs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Trigger, "idle") {
+			idle = append(idle, j)
+		}
+	}
+	if len(idle) != 1 {
+		t.Fatalf("%d idle jobs, want 1", len(idle))
+	}
+	if j, err := a.Wait(ctx, idle[0].ID); err != nil || j.State != JobSucceeded {
+		t.Fatalf("idle job: %v %s %s", err, j.State, j.Error)
+	}
+	running := h.Running()
+	for i, n := range names {
+		want := i != 0 // asleep
+		if got := s.isSleeping(n); got != want {
+			t.Errorf("%s sleeping: got %v, want %v", n, got, want)
+		}
+		if _, rec := heldsock.AsleepIn(filepath.Join(dir, n)); rec != want {
+			t.Errorf("%s has a %s: got %v, want %v", n, heldsock.AsleepFile, rec, want)
+		}
+		if got := slices.Contains(running, n); got == want {
+			t.Errorf("%s running: got %v, want %v", n, got, !want)
+		}
+	}
+
+	// A connection pending at both sleepers: one wake job starts them
+	// through the default policy's start pacing (W), like any start.
+	s.mu.Lock()
+	s.wake[names[1]], s.wake[names[2]] = true, true
+	s.mu.Unlock()
+	s.wakeDue(ctx)
+	if jobs, err = a.Jobs(0); err != nil {
+		t.Fatal(err)
+	}
+	var wake *Job
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Trigger, "wake") {
+			if wake != nil {
+				t.Fatalf("more than one wake job")
+			}
+			j := j
+			wake = &j
+		}
+	}
+	if wake == nil {
+		t.Fatal("no wake job")
+	}
+	j, err = a.Wait(ctx, wake.ID)
+	if err != nil || j.State != JobSucceeded {
+		t.Fatalf("wake job: %v %s %s", err, j.State, j.Error)
+	}
+	if j.Plan == nil || j.Plan.Policy.MaxStarting != startAll.MaxStarting || j.Plan.Policy.Pacing != startAll.Pacing {
+		t.Errorf("wake job's plan %+v, want an operator's start-all's start pacing (W %d, %s)", j.Plan, startAll.MaxStarting, startAll.Pacing)
+	}
+	for _, n := range names {
+		if s.isSleeping(n) || !h.Up(n) {
+			t.Errorf("%s after the wake: sleeping %v, up %v; want awake and up", n, s.isSleeping(n), h.Up(n))
+		}
+	}
+}
