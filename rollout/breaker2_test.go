@@ -59,6 +59,10 @@ type watch2 struct {
 	back, most  int // way-back starts in flight, and the most at once
 	startEvents int
 	extra       func(rollout.Event)
+	// h, when set, is told of monitor windows in the background: their
+	// lockers are not counted down until the run sees them fail.
+	h  *fakehost.Host
+	bg map[string]bool
 }
 
 func (w *watch2) observe(e rollout.Event) {
@@ -92,6 +96,16 @@ func (w *watch2) observe(e rollout.Event) {
 		w.ws = append(w.ws, e.MaxStarting)
 	case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed || e.Phase == rollout.PhaseSkipped) && e.Op == "start":
 		w.inFlight--
+	}
+	if w.h != nil {
+		switch {
+		case e.Phase == rollout.PhaseMonitoring:
+			w.bg[e.Container] = true
+			w.h.Passed(e.Container)
+		case e.Phase == rollout.PhaseFailed && w.bg[e.Container]:
+			delete(w.bg, e.Container)
+			w.h.Late(e.Container)
+		}
 	}
 	extra := w.extra
 	w.mu.Unlock()
@@ -352,7 +366,7 @@ func (s scenario) run(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	w := &watch2{}
+	w := &watch2{h: h, bg: map[string]bool{}}
 	var events int
 	var emu sync.Mutex
 	if s.cancelAt > 0 {

@@ -27,7 +27,7 @@ func Run(ctx context.Context, plan Plan, env Env) Result {
 	if env.Observe == nil {
 		env.Observe = func(Event) {}
 	}
-	s := &state{plan: plan, pol: plan.Policy, releases: env.Releases != nil,
+	s := &state{plan: plan, pol: plan.Policy, releases: env.Releases != nil, wave: !plan.Unproven,
 		out: make([]Outcome, len(plan.Items)), it: make([]item, len(plan.Items))}
 	for i, it := range plan.Items {
 		s.out[i] = Outcome{Name: it.Name, Op: it.Op, Outcome: OutSkipped}

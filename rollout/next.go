@@ -105,6 +105,10 @@ type item struct {
 	seq       int
 	release   *string // on the way back: the release it goes to (nil: current)
 	restart   bool    // OpWatch found not running: it starts as OpStart
+	// monitoring: its monitor window runs; bg: in the background, its
+	// place in K given back (the release is proven, MonitorUntilProven).
+	monitoring bool
+	bg         bool
 }
 
 // state is the run's whole state, owned by the loop's goroutine.
@@ -124,13 +128,20 @@ type state struct {
 	down      int   // lockers down because of the job (K)
 	starting  int   // lockers starting (W)
 	pending   int   // stopped (OpStart) and watched (OpWatch) lockers not yet up: they hold K places
-	finished  []int
-	moved     int
-	need      int // moved lockers that prove the target
-	canary    bool
-	tripped   string
-	halted    string
-	proven    bool
+	// monitoring counts the lockers whose monitor window runs in the
+	// background: not down, holding no place, not yet moved.
+	monitoring int
+	finished   []int
+	moved      int
+	need       int // moved lockers that prove the target
+	canary     bool
+	tripped    string
+	halted     string
+	proven     bool
+	// wave: the release passed its proving wave (need lockers moved),
+	// or the plan has no proving to do; the places of monitor windows
+	// are free from then (MonitorUntilProven).
+	wave      bool
 	pacer     *Pacer
 	gaugeSaid bool // a gauge error was said (once per run)
 }
@@ -307,6 +318,7 @@ func (s *state) verbDone(d done, now time.Time, acts []action) []action {
 	case vWatch:
 		return s.watchDone(d, now, acts)
 	case vMonitor:
+		it.monitoring = false
 		it.o.Duration = now.Sub(it.begin)
 		switch {
 		case d.cut && len(d.who) == 0:
@@ -364,7 +376,45 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
 		it.o.Outcome = OutStarted
 	}
-	return s.run(acts, vMonitor, i, Event{})
+	return s.monitor(acts, i)
+}
+
+// monitor begins item i's monitor window (it passed its first healthy
+// check): in the background, its place in K free, once the release is
+// proven (MonitorUntilProven); else holding its place to the end.
+func (s *state) monitor(acts []action, i int) []action {
+	s.it[i].monitoring = true
+	acts = s.run(acts, vMonitor, i, Event{})
+	if s.frees() {
+		acts = s.background(acts, i)
+	}
+	return acts
+}
+
+// frees reports whether a monitor window frees its place now: the
+// release passed its proving wave (or needed none: it was proven when
+// the run began), under MonitorUntilProven. Canaries of an unproven
+// release are its proving wave.
+func (s *state) frees() bool {
+	return s.pol.MonitorHolds == MonitorUntilProven && s.mode == mRun && s.wave
+}
+
+// background gives item i's place in K back while its monitor window
+// goes on: it is up and healthy, so it is not down; a failure in its
+// window takes a place again (record) and counts for the policy.
+func (s *state) background(acts []action, i int) []action {
+	it := &s.it[i]
+	it.bg = true
+	s.monitoring++
+	if it.holdsDown {
+		it.holdsDown = false
+		s.down--
+	}
+	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
+		s.pending-- // it is up: its place is free
+	}
+	return append(acts, action{kind: aEmit, ev: Event{Container: s.plan.Items[i].Name, Phase: PhaseMonitoring, Op: "monitor", Release: s.plan.Target,
+		Message: "healthy: its place in K is free, its monitor window goes on in the background"}})
 }
 
 // paced feeds the pacer one finished start and reports a change of W.
@@ -391,12 +441,23 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	it := &s.it[i]
 	s.out[i] = it.o
 	s.finished = append(s.finished, i)
-	if op := s.plan.Items[i].Op; !failed && (op == OpStart || op == OpWatch) {
-		s.pending-- // it is up: its place is free
-	}
-	switch {
+	switch op := s.plan.Items[i].Op; {
+	case it.bg:
+		// Its window ran in the background, its place free: one that
+		// failed in it is down again, and takes a place in K (I1).
+		it.bg = false
+		s.monitoring--
+		if failed {
+			it.holdsDown = true
+			s.down++
+		}
 	case failed:
 		// A failed locker is down: it keeps its place in K (I1).
+	case op == OpStart || op == OpWatch:
+		s.pending-- // it is up: its place is free
+		if it.holdsDown {
+			s.down--
+		}
 	case it.holdsDown:
 		s.down--
 	}
@@ -413,8 +474,13 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	return acts
 }
 
-// prove asks for the target to be marked proven, once.
+// prove asks for the target to be marked proven, once. The release has
+// passed its proving wave: monitor windows that begin from now on run in
+// the background (MonitorUntilProven). Those already running hold their
+// places to their end: the loop does not know whether their last check
+// passed, and a locker failing its checks is down.
 func (s *state) prove(acts []action) []action {
+	s.wave = true
 	if !s.plan.Unproven || s.proven || s.plan.Target == "" || !s.releases {
 		return acts
 	}

@@ -59,7 +59,7 @@ func (s *state) watchDone(d done, now time.Time, acts []action) []action {
 	case d.err == nil:
 		it.o.Start, it.o.Outcome, it.o.Downtime = Started, OutMoved, now.Sub(it.begin)
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseHealthy, Op: "watch", Outcome: string(Started), Release: s.plan.Target, Duration: it.o.Downtime}})
-		return s.run(acts, vMonitor, i, Event{})
+		return s.monitor(acts, i)
 	case errors.Is(d.err, ErrNotRunning):
 		// From here on it is a stopped locker to start, untouched until
 		// its start launches (a trip before that starts it on the

@@ -100,6 +100,16 @@ var mutants = []mutant{
 		"\t\tcase l.WantRunning:\n\t\t\titems = append(items, Item{l.Name, OpStart, l.StartDelay})", ""},
 	{"I4: recovery trusts a locker the dead agent was stopping", "rollout/plan.go",
 		"\t\tcase l.Stopping:\n", "\t\tcase false:\n"},
+	// The monitor rule (monitor_holds until_proven).
+	{"monitor: a window never frees its place once the release is proven", "rollout/next.go",
+		"return s.pol.MonitorHolds == MonitorUntilProven && s.mode == mRun && s.wave", "return false"},
+	{"monitor: a window frees its place before the release is proven", "rollout/next.go",
+		"return s.pol.MonitorHolds == MonitorUntilProven && s.mode == mRun && s.wave", "return s.pol.MonitorHolds == MonitorUntilProven && s.mode == mRun"},
+	{"monitor: a failure in the background counts as a pass", "rollout/next.go",
+		"\t\tcase d.err != nil:\n\t\t\tit.o.Outcome, it.o.Error = OutFailed, d.err.Error()\n\t\t\tacts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: \"monitor\"",
+		"\t\tcase d.err != nil && !it.bg:\n\t\t\tit.o.Outcome, it.o.Error = OutFailed, d.err.Error()\n\t\t\tacts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: \"monitor\""},
+	{"I1: a failure in the background takes no place in K", "rollout/next.go",
+		"\t\tif failed {\n\t\t\tit.holdsDown = true\n\t\t\ts.down++\n\t\t}", ""},
 	// Pacing (W, the most starting at once).
 	{"pacing: a failed start does not halve W", "rollout/pace.go",
 		"case !ok:\n\t\twhy = \"a start failed\"", "case false:\n\t\twhy = \"a start failed\""},
