@@ -153,12 +153,19 @@
 //
 // K bounds the lockers down, W ≤ K the lockers starting (a replace takes
 // its start place before its stop). With Policy.Pacing Adaptive (the
-// default) the Pacer, an AIMD controller, sets W between 1 and K (all
-// lockers for offline and start plans, which have no serving capacity to
-// protect): +1 per window of healthy starts; halved on a failed start, a
-// start over 3× the recent baseline, or PSI pressure over target
-// (DefaultPaceTargets: memory and IO; CPU off, as the system-wide figure
-// is noise on a shared cgroup v1 box), at most once per window. Fixed keeps W =
+// default) the Pacer sets W between 1 and K (all lockers for offline and
+// start plans, which have no serving capacity to protect), as TCP finds a
+// path's capacity: slow start first (W doubles per window of healthy
+// starts), then W holds where healthy starts per second stop rising (a
+// step that did not raise the rate by 10 % goes back: the throughput
+// knee, the way Vegas and BBR aim at the bottleneck's rate). W is halved,
+// at most once per window, on real distress only: a failed start,
+// pressure over target (DefaultPaceTargets: memory — the host's and the
+// lockers' parent cgroup's, as the agent's gauge reads it — and IO; CPU
+// off, as the system-wide figure is noise on a shared cgroup v1 box), or
+// a start past Deadline ÷ Pace.SlowFactor (half the deadline: at risk of
+// failing it); not on a start merely slower than others. After a cut W
+// grows by one per window. Fixed keeps W =
 // MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
 // before pacing ran. The way back always runs fixed (W = MaxStarting, or
 // K, for its replaces too).

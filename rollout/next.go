@@ -230,7 +230,7 @@ func (s *state) launch(now time.Time, acts []action) []action {
 		it.launched, it.holdsDown = true, needDown
 		it.pl = place{s.maxStarting(), s.starting}
 		if s.pacer != nil {
-			it.seq = s.pacer.Launch()
+			it.seq = s.pacer.Launch(now)
 		}
 		it.begin = now
 		it.o = Outcome{Name: name, Op: op}
@@ -355,7 +355,7 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: "start", Outcome: string(d.start), Error: err.Error(), Duration: it.o.Duration}})
 		// Its start place is freed with its failure recorded (and W
 		// halved): the next launch sees the policy's verdict (I3).
-		acts = s.paced(acts, d, false)
+		acts = s.paced(acts, d, false, now)
 		s.starting--
 		return s.record(acts, i, true)
 	case d.start == AlreadyRunning && s.plan.Items[i].Op == OpStart:
@@ -370,7 +370,7 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 	}
 	it.o.Downtime = now.Sub(downFrom)
 	acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseHealthy, Op: "start", Outcome: string(Started), Release: s.plan.Target, Duration: it.o.Downtime}})
-	acts = s.paced(acts, d, true)
+	acts = s.paced(acts, d, true, now)
 	s.starting--
 	it.o.Outcome = OutMoved
 	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
@@ -418,7 +418,7 @@ func (s *state) background(acts []action, i int) []action {
 }
 
 // paced feeds the pacer one finished start and reports a change of W.
-func (s *state) paced(acts []action, d done, ok bool) []action {
+func (s *state) paced(acts []action, d done, ok bool, now time.Time) []action {
 	if s.pacer == nil {
 		return acts
 	}
@@ -428,7 +428,7 @@ func (s *state) paced(acts []action, d done, ok bool) []action {
 		acts = append(acts, action{kind: aEmit, ev: Event{Stage: "pacing", Message: "pressure unreadable: W follows starts and failures alone", Error: d.gaugeErr.Error()}})
 	}
 	before := s.pacer.W()
-	if s.pacer.Done(s.it[d.item].seq, ok, d.took, d.pr) {
+	if s.pacer.Done(s.it[d.item].seq, ok, d.took, d.pr, now) {
 		acts = append(acts, action{kind: aEmit, ev: Event{Stage: "pacing", Message: fmt.Sprintf("W %d -> %d (cap %d): %s", before, s.pacer.W(), s.pacer.Cap(), s.pacer.Last)}})
 	}
 	return acts

@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -10,8 +9,8 @@ import (
 type Pacing string
 
 const (
-	// Adaptive sets W between 1 and its cap with the AIMD controller
-	// (Pacer); the default.
+	// Adaptive sets W between 1 and its cap with the Pacer (slow start,
+	// then the throughput knee; cuts on distress); the default.
 	Adaptive Pacing = "adaptive"
 	// Fixed keeps W at Policy.MaxStarting (or K), as before.
 	Fixed Pacing = "fixed"
@@ -43,77 +42,91 @@ type Gauge interface {
 }
 
 // PaceTargets are the pressure levels over which the pacer halves W, and
-// how much slower than the baseline start a start may be before it
-// counts as a congestion signal.
+// how near the start deadline a start may come before it halves W.
 type PaceTargets struct {
 	// CPU, Memory and IO are "some" shares (0..1); 0 disables that signal.
 	CPU    float64 `json:"cpu,omitempty"`
 	Memory float64 `json:"memory,omitempty"`
 	IO     float64 `json:"io,omitempty"`
-	// SlowFactor: a start taking more than SlowFactor × the baseline (the
-	// 4th fastest healthy start of the run) and slowMargin more halves W.
+	// SlowFactor is the deadline's risk: a start that took more than
+	// Policy.Deadline ÷ SlowFactor (2: half the deadline) halves W, as
+	// one that failed does; 0 disables it. (It used to compare a start
+	// with the fastest ones; a start merely slower than others, because
+	// the CPU is shared, is no sign of distress, and no longer a signal.)
 	SlowFactor float64 `json:"slow_factor,omitempty"`
 }
 
 // DefaultPaceTargets: memory stalls are the earliest sign of a box about
 // to thrash (oomd and senpai act on them at 10-20 %); IO at 40 %. CPU
-// pressure is off (0): the gauge reads the system-wide figure (cgroup v1
-// has no other), which other work on a shared box keeps at 50-96 % before
-// anything starts (LXC-NOTES; the benchmark saw W pinned at 1 for 150 s by
-// it), so it says nothing about the lockers. Start latency is the CPU
-// signal instead: a start 3× slower than the baseline is queueing,
-// not working (TCP Vegas' view of a growing RTT). Set CPU where the gauge
-// reads the lockers' own cgroup (v2's cpu.pressure).
+// pressure is off (0): the gauge reads the system-wide figure where the
+// lockers' cgroup has none (cgroup v1), which other work on a shared box
+// keeps at 50-96 % before anything starts (LXC-NOTES; the benchmark saw W
+// pinned at 1 for 150 s by it), so it says nothing about the lockers; a
+// CPU that is merely busy shows in the throughput instead (the hold). A
+// start past half its deadline is at risk of failing it.
 func DefaultPaceTargets() PaceTargets {
-	return PaceTargets{Memory: 0.1, IO: 0.4, SlowFactor: 3}
+	return PaceTargets{Memory: 0.1, IO: 0.4, SlowFactor: 2}
 }
 
+// riseMargin is how much more healthy starts per second a step of W must
+// bring for the pacer to keep growing: less, and the step goes back and W
+// holds (the throughput knee).
+const riseMargin = 0.1
+
+// pacePhase is how W grows after a window of healthy starts.
+type pacePhase uint8
+
 const (
-	// baselineRank: the baseline is the 4th fastest healthy start of the
-	// run (the slowest while fewer are known). Of the whole run, as TCP
-	// Vegas' base RTT is the minimum over the connection: a window of
-	// recent starts follows the load up (measured at N=300: a 32-start
-	// window let the baseline climb from 2.1 s to 15 s while W grew to 25,
-	// and no start was ever "slow"). The 4th, not the first, so that one
-	// lucky start on a quiet moment does not set it (measured: a 0.57 s
-	// start made 2.3 s ones halve W again and again).
-	baselineRank = 4
-	// slowMargin keeps jitter on very fast starts from counting as slow.
-	slowMargin = 500 * time.Millisecond
+	slowStart pacePhase = iota // double (TCP's slow start)
+	probe                      // +1 (after a cut: congestion avoidance)
+	hold                       // stay: more W brought no more throughput
 )
 
-// Pacer is the AIMD controller of W (additive increase, multiplicative
-// decrease, the shape of TCP congestion avoidance and of Netflix
-// concurrency-limits' AIMD limit). W starts at Initial and stays between 1
-// and Cap:
+// Pacer sets W, the most lockers starting at once, between 1 and Cap. It
+// aims at the box's throughput (healthy starts per second, as TCP Vegas
+// and BBR aim at the bottleneck's rate, not at one packet's delay), and
+// backs off on real distress only:
 //
-//   - W healthy starts in a row, with pressure under its targets and none
-//     slow, add one to W (one per window of healthy starts; starts
-//     launched before the last decrease do not count);
-//   - a start failure, a start slower than SlowFactor × the baseline (the
-//     4th fastest healthy start of the run) and 500 ms more, or
-//     pressure over a target halves W (rounded down, at least 1);
-//   - W is halved at most once per window: signals from starts launched
-//     before the last decrease are ignored (TCP's once per round trip),
-//     since they were launched under the old W.
+//   - slow start: W doubles after each window of healthy starts (W
+//     starts launched under this W, all healthy), until the first cut;
+//   - the throughput target: each window's rate (its healthy starts ÷
+//     the time since W took its value) is compared with the previous
+//     window's, at the lower W; a step that did not raise it by
+//     riseMargin goes back to the previous W, which then holds;
+//   - cuts: a failed start, pressure over a target (memory, IO, CPU when
+//     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
+//     at most once per window: signals from starts launched before the
+//     last cut are ignored (TCP's once per round trip); after a cut W
+//     grows by one per window (with the same throughput check), not by
+//     doubling. A start merely slower than others is no signal.
 //
-// A Pacer is not safe for concurrent use; the executor holds its lock.
+// A Pacer is not safe for concurrent use: the run's loop owns it.
 type Pacer struct {
 	targets  PaceTargets
+	deadline time.Duration
 	cap      int
 	w        int
-	acks     int             // healthy starts since W last changed
-	launched int             // sequence number of the last launch
-	cutAt    int             // launches before the last decrease
-	best     []time.Duration // the baselineRank fastest healthy starts, ascending
+	phase    pacePhase
+	launched int // sequence number of the last launch
+	cutAt    int // launches before the last cut
+	// The window: starts launched since W took its value (seq > winSeq),
+	// from winAt; acks of them healthy so far.
+	winSeq int
+	winAt  time.Time
+	acks   int
+	// The previous window's W and rate (healthy starts per second; 0:
+	// none since the last cut).
+	prevW    int
+	prevRate float64
 	// Last is the reason of the last change of W ("" before any).
 	Last string
 }
 
-// NewPacer returns a pacer with W = initial, capped to [1, cap].
-func NewPacer(initial, cap int, t PaceTargets) *Pacer {
+// NewPacer returns a pacer with W = initial, capped to [1, cap], for
+// starts whose deadline is deadline (0: no deadline signal).
+func NewPacer(initial, cap int, t PaceTargets, deadline time.Duration) *Pacer {
 	cap = max(cap, 1)
-	return &Pacer{targets: t, cap: cap, w: min(max(initial, 1), cap)}
+	return &Pacer{targets: t, deadline: deadline, cap: cap, w: min(max(initial, 1), cap)}
 }
 
 // W is the current most starting at once.
@@ -122,18 +135,21 @@ func (p *Pacer) W() int { return p.w }
 // Cap is the most W can reach.
 func (p *Pacer) Cap() int { return p.cap }
 
-// Launch records a start's launch and returns its sequence number, which
-// its Done call passes back.
-func (p *Pacer) Launch() int {
+// Launch records a start's launch at now and returns its sequence
+// number, which its Done call passes back.
+func (p *Pacer) Launch(now time.Time) int {
+	if p.winAt.IsZero() {
+		p.winAt = now
+	}
 	p.launched++
 	return p.launched
 }
 
-// Done feeds one finished start: seq from Launch, ok when it became
-// healthy, took its time from start to first healthy check, pr the
-// pressure read then (nil: none). It returns true when W changed.
-func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
-	before := p.W()
+// Done feeds one finished start at now: seq from Launch, ok when it
+// became healthy, took its time from start to first healthy check, pr
+// the pressure read then (nil: none). It returns true when W changed.
+func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now time.Time) bool {
+	before := p.w
 	why := ""
 	switch {
 	case !ok:
@@ -144,60 +160,77 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 		why = fmt.Sprintf("IO pressure %.0f%% over %.0f%%", pr.IO*100, p.targets.IO*100)
 	case pr != nil && over(pr.CPU, p.targets.CPU):
 		why = fmt.Sprintf("CPU pressure %.0f%% over %.0f%%", pr.CPU*100, p.targets.CPU*100)
-	case p.slow(took):
-		why = fmt.Sprintf("a start took %v, over %g× the baseline (%v)", took.Round(time.Millisecond), p.targets.SlowFactor, p.fastest().Round(time.Millisecond))
-	}
-	if ok {
-		i, _ := slices.BinarySearch(p.best, took)
-		if p.best = slices.Insert(p.best, i, took); len(p.best) > baselineRank {
-			p.best = p.best[:baselineRank]
-		}
+	case p.atRisk(took):
+		why = fmt.Sprintf("a start took %v, over 1/%g of its deadline %v", took.Round(time.Millisecond), p.targets.SlowFactor, p.deadline)
 	}
 	if why != "" {
 		if seq <= p.cutAt {
 			return false // launched under the old W
 		}
 		p.w = max(1, p.w/2)
-		p.acks = 0
 		p.cutAt = p.launched
+		p.phase, p.prevW, p.prevRate = probe, 0, 0
+		p.window(now)
 		p.Last = why
 		return p.w != before
 	}
 	if p.launchedBefore(seq) {
-		// A healthy start launched under the old W is no ack of the
-		// new one: only starts launched since the cut make its window.
+		// A healthy start launched under an older W is no ack of this
+		// one: only starts launched since W took its value make its
+		// window.
 		return false
 	}
-	if p.acks++; p.acks < p.w || p.w == p.cap {
+	if p.acks++; p.acks < p.w {
 		return false
 	}
-	p.w++
-	p.acks = 0
-	p.Last = fmt.Sprintf("a window of healthy starts (baseline %v)", p.fastest().Round(time.Millisecond))
-	return true
+	rate := 0.0 // unknown: a window of no time (a test's frozen clock)
+	if d := now.Sub(p.winAt); d > 0 {
+		rate = float64(p.acks) / d.Seconds()
+	}
+	switch {
+	case p.phase == hold || p.w >= p.cap:
+		p.window(now)
+		return false
+	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseMargin):
+		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.w, perSecond(p.prevRate), p.prevW, p.prevW)
+		p.w, p.phase = p.prevW, hold
+		p.window(now)
+		return p.w != before
+	}
+	p.prevW, p.prevRate = p.w, rate
+	if p.phase == slowStart {
+		p.w = min(p.cap, 2*p.w)
+		p.Last = fmt.Sprintf("slow start: a window of healthy starts, %s/s", perSecond(rate))
+	} else {
+		p.w = min(p.cap, p.w+1)
+		p.Last = fmt.Sprintf("a window of healthy starts, %s/s", perSecond(rate))
+	}
+	p.window(now)
+	return p.w != before
+}
+
+// window begins W's window at now: starts launched from here on make it.
+func (p *Pacer) window(now time.Time) {
+	p.winSeq, p.winAt, p.acks = p.launched, now, 0
 }
 
 // launchedBefore reports whether the start with seq was launched before
-// the last decrease of W (under the old W).
-func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.cutAt }
+// W took its value (under an older W).
+func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.winSeq }
 
 func over(v, target float64) bool { return target > 0 && v > target }
 
-// fastest is the baseline: the baselineRank-th fastest healthy start of
-// the run (the slowest known while fewer are known).
-func (p *Pacer) fastest() time.Duration {
-	if len(p.best) == 0 {
-		return 0
-	}
-	return p.best[len(p.best)-1]
-}
-
-// slow: took is over SlowFactor × the baseline, and
-// slowMargin more; never before a baseline exists.
-func (p *Pacer) slow(took time.Duration) bool {
-	f := p.fastest()
-	if f <= 0 || p.targets.SlowFactor <= 0 {
+// atRisk: took is past the deadline's share (Deadline ÷ SlowFactor).
+func (p *Pacer) atRisk(took time.Duration) bool {
+	if p.deadline <= 0 || p.targets.SlowFactor <= 0 {
 		return false
 	}
-	return float64(took) > p.targets.SlowFactor*float64(f) && took-f > slowMargin
+	return float64(took) > float64(p.deadline)/p.targets.SlowFactor
+}
+
+func perSecond(r float64) string {
+	if r <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", r)
 }
