@@ -128,10 +128,13 @@
 // The monitor window earns its keep on the first lockers of a release: a
 // release that dies or turns unhealthy seconds after its first healthy
 // check is caught there, before it runs anywhere else. With
-// MonitorUntilProven (the default) those lockers — the proving wave, the
-// canaries when there are canaries, and any launched before the release
-// was proven — hold their places in K through their whole window, as
-// every locker did before. Once the release is proven (and from the
+// MonitorUntilProven (the default) those lockers — the proving wave, or
+// the canaries when there are canaries — hold their places in K through
+// their whole window, as every locker did before, and no other locker is
+// taken down until every one of them ended (one launched meanwhile would
+// be healthy before the proof and hold its place through its window; the
+// wave's windows end within their starts' spread). Once the release is
+// proven (and from the
 // start when the plan's target is proven already: a restart, a
 // rollback, a resumed proven update), a locker gives its place back at
 // its first healthy check (PhaseMonitoring) and its window goes on in

@@ -27,6 +27,7 @@ type monitorRun struct {
 	res        rollout.Result
 	took       time.Duration // virtual time from the run's start to its end
 	startsOnB  int           // starts launched on B (not the way back)
+	early      []string      // lockers taken down before B was proven
 	monitoring []string      // lockers whose window ran in the background, in order
 	bgBefore   bool          // a window ran in the background before B was proven
 	h          *fakehost.Host
@@ -48,7 +49,9 @@ func runMonitored(t *testing.T, n int, startTakes time.Duration, script func(i i
 			if script != nil {
 				sc = script(i)
 			}
-			sc.StartTakes = startTakes
+			if sc.StartTakes == 0 {
+				sc.StartTakes = startTakes
+			}
 			h.Script(name, "B", sc)
 		}
 		pl := rollout.DefaultPolicy()
@@ -71,6 +74,8 @@ func runMonitored(t *testing.T, n int, startTakes time.Duration, script func(i i
 				proven = true
 			case e.Phase == rollout.PhaseStarting && !e.Back:
 				r.startsOnB++
+			case e.Phase == rollout.PhaseStopping && !e.Back && !proven:
+				r.early = append(r.early, e.Container)
 			case e.Phase == rollout.PhaseMonitoring:
 				r.monitoring = append(r.monitoring, e.Container)
 				r.bgBefore = r.bgBefore || !proven
@@ -160,10 +165,10 @@ func TestBackgroundFailureTrips(t *testing.T) {
 
 // TestMonitorFreesPlacesOnceProven: a healthy release at N=40, K=4,
 // starts of 1 s and a 10 s window: holding every window (MonitorAll) takes
-// about N/K × 11 s; with MonitorUntilProven only the proving wave (and
-// the lockers launched before it passed) hold theirs, so the run takes
-// less than half that, and every locker launched after the proof ran its
-// window in the background and still ended moved.
+// about N/K × 11 s; with MonitorUntilProven only the proving wave holds
+// theirs (nothing else is taken down until the wave ended), so the run
+// takes less than half that, and every other locker ran its window in
+// the background and still ended moved.
 func TestMonitorFreesPlacesOnceProven(t *testing.T) {
 	all := runMonitored(t, 40, time.Second, nil, func(p *rollout.Policy) { p.MonitorHolds = rollout.MonitorAll })
 	proven := runMonitored(t, 40, time.Second, nil, nil)
@@ -178,8 +183,8 @@ func TestMonitorFreesPlacesOnceProven(t *testing.T) {
 	if proven.bgBefore {
 		t.Errorf("a window ran in the background before B was proven")
 	}
-	if got := len(proven.monitoring); got < 40-7 {
-		t.Errorf("%d windows ran in the background, want all but the proving wave and those launched before the proof (≥ 33)", got)
+	if got := len(proven.monitoring); got != 40-4 {
+		t.Errorf("%d windows ran in the background, want all but the proving wave's (36)", got)
 	}
 	if all.took < 100*time.Second || proven.took > all.took/2 {
 		t.Errorf("run took %v holding every window, %v once proven; want ≥ 100 s and under half of it", all.took, proven.took)
@@ -214,4 +219,25 @@ func TestMonitorFreesFromTheStartOnAProvenRelease(t *testing.T) {
 			t.Errorf("got %+v, first window event %q; want an OK run whose first window ran in the background", res, first)
 		}
 	})
+}
+
+// TestProvingWaveGate: the proving wave's lockers start in 0.5, 1, 2 and
+// 4 s, so their windows end 3.5 s apart. Nothing else is taken down
+// before the last of them ended and proved B: a locker launched when the
+// first one's window ended would be healthy before the proof and hold
+// its place through its whole window.
+func TestProvingWaveGate(t *testing.T) {
+	takes := []time.Duration{500 * ms, time.Second, 2 * time.Second, 4 * time.Second}
+	r := runMonitored(t, 12, 500*ms, func(i int) fakehost.Script {
+		if i < len(takes) {
+			return fakehost.Script{Behavior: fakehost.Behavior{StartTakes: takes[i]}}
+		}
+		return fakehost.Script{}
+	}, nil)
+	if !r.res.OK() || !r.res.Proven {
+		t.Fatalf("got %+v, want a clean, proven run", r.res)
+	}
+	if len(r.early) != 4 || len(r.monitoring) != 8 {
+		t.Errorf("taken down before the proof %v, windows in the background %v: want the wave's 4, and the other 8", r.early, r.monitoring)
+	}
 }

@@ -109,6 +109,7 @@ type item struct {
 	// place in K given back (the release is proven, MonitorUntilProven).
 	monitoring bool
 	bg         bool
+	counted    bool // counted in state.opened
 }
 
 // state is the run's whole state, owned by the loop's goroutine.
@@ -131,13 +132,16 @@ type state struct {
 	// monitoring counts the lockers whose monitor window runs in the
 	// background: not down, holding no place, not yet moved.
 	monitoring int
-	finished   []int
-	moved      int
-	need       int // moved lockers that prove the target
-	canary     bool
-	tripped    string
-	halted     string
-	proven     bool
+	// opened counts the lockers launched so far (each once), open those
+	// launched whose outcome is not final yet: the proving wave's gate.
+	opened, open int
+	finished     []int
+	moved        int
+	need         int // moved lockers that prove the target
+	canary       bool
+	tripped      string
+	halted       string
+	proven       bool
 	// wave: the release passed its proving wave (need lockers moved),
 	// or the plan has no proving to do; the places of monitor windows
 	// are free from then (MonitorUntilProven).
@@ -215,6 +219,9 @@ func (s *state) launch(now time.Time, acts []action) []action {
 			s.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", s.pol.MaxUnavailable))
 			continue
 		}
+		if needDown && s.waveGate() {
+			return acts
+		}
 		// A replace takes its start place before its stop, so that no
 		// locker is down waiting for one.
 		switch {
@@ -228,6 +235,7 @@ func (s *state) launch(now time.Time, acts []action) []action {
 		}
 		s.queue = s.queue[1:]
 		it.launched, it.holdsDown = true, needDown
+		s.opens(i)
 		it.pl = place{s.maxStarting(), s.starting}
 		if s.pacer != nil {
 			it.seq = s.pacer.Launch(now)
@@ -391,6 +399,26 @@ func (s *state) monitor(acts []action, i int) []action {
 	return acts
 }
 
+// opens counts item i's launch for the proving wave's gate.
+func (s *state) opens(i int) {
+	s.open++
+	if !s.it[i].counted {
+		s.it[i].counted = true
+		s.opened++
+	}
+}
+
+// waveGate holds back replaces beyond the proving wave while it runs
+// (MonitorUntilProven): a locker launched then would hold its place
+// through its whole window, though the release is proven a moment later
+// (the wave's lockers end their windows within their starts' spread).
+// Once every locker of the wave ended, the release is proven and the rest
+// run their windows in the background, or, if it is not (a failure the
+// policy let pass), they hold their places as before.
+func (s *state) waveGate() bool {
+	return s.pol.MonitorHolds == MonitorUntilProven && !s.wave && s.opened >= s.need && s.open > 0
+}
+
 // frees reports whether a monitor window frees its place now: the
 // release passed its proving wave (or needed none: it was proven when
 // the run began), under MonitorUntilProven. Canaries of an unproven
@@ -441,6 +469,7 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	it := &s.it[i]
 	s.out[i] = it.o
 	s.finished = append(s.finished, i)
+	s.open--
 	switch op := s.plan.Items[i].Op; {
 	case it.bg:
 		// Its window ran in the background, its place free: one that

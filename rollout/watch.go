@@ -45,6 +45,7 @@ func watchHealthy(ctx context.Context, h Host, c Clock, pol Policy, name string)
 func (s *state) launchWatch(acts []action, i int, now time.Time) []action {
 	it := &s.it[i]
 	it.launched, it.begin = true, now
+	s.opens(i)
 	it.o = Outcome{Name: s.plan.Items[i].Name, Op: OpWatch}
 	return s.run(acts, vWatch, i, Event{Container: it.o.Name, Phase: PhaseWatching, Op: "watch", Release: s.plan.Target})
 }
@@ -65,6 +66,7 @@ func (s *state) watchDone(d done, now time.Time, acts []action) []action {
 		// its start launches (a trip before that starts it on the
 		// fallback, as OpStart).
 		it.restart, it.launched = true, false
+		s.open--
 		s.queue = append([]int{i}, s.queue...)
 		return append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseWatching, Op: "watch", Outcome: "not-running", Message: "not running: it starts as a stopped locker", Release: s.plan.Target}})
 	}

@@ -111,6 +111,8 @@ var mutants = []mutant{
 	{"monitor: a failure in the background counts as a pass", "rollout/next.go",
 		"\t\tcase d.err != nil:\n\t\t\tit.o.Outcome, it.o.Error = OutFailed, d.err.Error()\n\t\t\tacts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: \"monitor\"",
 		"\t\tcase d.err != nil && !it.bg:\n\t\t\tit.o.Outcome, it.o.Error = OutFailed, d.err.Error()\n\t\t\tacts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: \"monitor\""},
+	{"monitor: lockers launched during the proving wave hold their windows", "rollout/next.go",
+		"if needDown && s.waveGate() {", "if false {"},
 	{"I1: a failure in the background takes no place in K", "rollout/next.go",
 		"\t\tif failed {\n\t\t\tit.holdsDown = true\n\t\t\ts.down++\n\t\t}", ""},
 	// Pacing (W, the most starting at once).
