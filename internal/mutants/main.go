@@ -52,9 +52,9 @@ var mutants = []mutant{
 		"if !l.WantRunning && !stoppedByJob[l.Name] {", "if !l.WantRunning {"},
 	// One or more per invariant.
 	{"I1: a failed locker gives back its place", "rollout/next.go",
-		"\tcase failed:\n\t\t// A failed locker is down: it keeps its place in K (I1).\n\tcase it.holdsDown:", "\tcase it.holdsDown:"},
+		"\tcase failed:\n\t\t// A failed locker is down: it keeps its place in K (I1).\n", "\tcase failed && !it.holdsDown:\n"},
 	{"I1: a failed locker frees its place", "rollout/next.go",
-		"if op := s.plan.Items[i].Op; !failed && (op == OpStart || op == OpWatch) {", "if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {"},
+		"\tcase failed:\n\t\t// A failed locker is down: it keeps its place in K (I1).\n", "\tcase failed && op != OpStart && op != OpWatch:\n"},
 	{"I1: stopped lockers waiting to start do not count against K", "rollout/next.go",
 		"case needDown && s.down+s.pending < s.pol.MaxUnavailable && s.starting < s.maxStarting():", "case needDown && s.down < s.pol.MaxUnavailable && s.starting < s.maxStarting():"},
 	{"I1: no monitor window", "rollout/loop.go",
