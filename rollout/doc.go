@@ -160,8 +160,9 @@
 // start plans, which have no serving capacity to protect), as TCP finds a
 // path's capacity: slow start first (W doubles per window of healthy
 // starts), then W holds where healthy starts per second stop rising (a
-// step that did not raise the rate by 10 % goes back: the throughput
-// knee, the way Vegas and BBR aim at the bottleneck's rate). W is halved,
+// step that did not raise the rate by half its own size goes back: the
+// throughput knee, the way Vegas and BBR aim at the bottleneck's rate;
+// every 4 windows held it probes one more, as BBR probes). W is halved,
 // at most once per window, on real distress only: a failed start,
 // pressure over target (DefaultPaceTargets: memory — the host's and the
 // lockers' parent cgroup's, as the agent's gauge reads it — and IO; CPU

@@ -68,10 +68,17 @@ func DefaultPaceTargets() PaceTargets {
 	return PaceTargets{Memory: 0.1, IO: 0.4, SlowFactor: 2}
 }
 
-// riseMargin is how much more healthy starts per second a step of W must
-// bring for the pacer to keep growing: less, and the step goes back and W
-// holds (the throughput knee).
-const riseMargin = 0.1
+// riseShare is the share of its own size a step of W must raise the
+// healthy starts per second by for the pacer to keep growing (a doubling
+// +50 %, a step from 8 to 9 +6.25 %: half of what the step brings on a box
+// with room): less, and the step goes back and W holds (the throughput
+// knee).
+const riseShare = 0.5
+
+// holdWindows is how many windows W holds at the knee before it probes
+// one more (BBR's bandwidth probe): a knee found on a noisy box, or
+// before other work on it ended, is not kept for the rest of the run.
+const holdWindows = 4
 
 // pacePhase is how W grows after a window of healthy starts.
 type pacePhase uint8
@@ -89,10 +96,13 @@ const (
 //
 //   - slow start: W doubles after each window of healthy starts (W
 //     starts launched under this W, all healthy), until the first cut;
-//   - the throughput target: each window's rate (its healthy starts ÷
-//     the time since W took its value) is compared with the previous
-//     window's, at the lower W; a step that did not raise it by
-//     riseMargin goes back to the previous W, which then holds;
+//   - the throughput target: each window's rate (the healthy starts that
+//     ended since W took its value, whatever W they were launched under,
+//     ÷ that time) is compared with the previous window's, at the lower
+//     W; a step that did not raise it by half its own size (riseShare:
+//     a doubling +50 %, 8 to 9 +6.25 %) goes back to the
+//     previous W, which then holds for holdWindows windows before it
+//     probes one more (and goes back again if that brought nothing);
 //   - cuts: a failed start, pressure over a target (memory, IO, CPU when
 //     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
 //     at most once per window: signals from starts launched before the
@@ -110,10 +120,15 @@ type Pacer struct {
 	launched int // sequence number of the last launch
 	cutAt    int // launches before the last cut
 	// The window: starts launched since W took its value (seq > winSeq),
-	// from winAt; acks of them healthy so far.
-	winSeq int
-	winAt  time.Time
-	acks   int
+	// from winAt; acks of them healthy so far; healthy counts every
+	// healthy start of the run, winHealthy those before winAt; held the
+	// windows W held at the knee.
+	winSeq     int
+	winAt      time.Time
+	acks       int
+	healthy    int
+	winHealthy int
+	held       int
 	// The previous window's W and rate (healthy starts per second; 0:
 	// none since the last cut).
 	prevW    int
@@ -174,6 +189,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		p.Last = why
 		return p.w != before
 	}
+	p.healthy++
 	if p.launchedBefore(seq) {
 		// A healthy start launched under an older W is no ack of this
 		// one: only starts launched since W took its value make its
@@ -185,15 +201,26 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 	}
 	rate := 0.0 // unknown: a window of no time (a test's frozen clock)
 	if d := now.Sub(p.winAt); d > 0 {
-		rate = float64(p.acks) / d.Seconds()
+		rate = float64(p.healthy-p.winHealthy) / d.Seconds()
 	}
 	switch {
+	case p.phase == hold && p.held < holdWindows-1:
+		p.held++
+		p.window(now)
+		return false
+	case p.phase == hold && p.w < p.cap:
+		// Probe one more: the knee may have moved.
+		p.prevW, p.prevRate, p.phase, p.held = p.w, rate, probe, 0
+		p.w++
+		p.Last = fmt.Sprintf("held %d windows at %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
+		p.window(now)
+		return true
 	case p.phase == hold || p.w >= p.cap:
 		p.window(now)
 		return false
-	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseMargin):
+	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseShare*float64(p.w-p.prevW)/float64(p.prevW)):
 		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.w, perSecond(p.prevRate), p.prevW, p.prevW)
-		p.w, p.phase = p.prevW, hold
+		p.w, p.phase, p.held = p.prevW, hold, 0
 		p.window(now)
 		return p.w != before
 	}
@@ -211,7 +238,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 
 // window begins W's window at now: starts launched from here on make it.
 func (p *Pacer) window(now time.Time) {
-	p.winSeq, p.winAt, p.acks = p.launched, now, 0
+	p.winSeq, p.winAt, p.acks, p.winHealthy = p.launched, now, 0, p.healthy
 }
 
 // launchedBefore reports whether the start with seq was launched before

@@ -72,27 +72,40 @@ func TestPacerSlowStart(t *testing.T) {
 // TestPacerHoldsAtTheKnee: a box that runs 8 starts a second at most (a
 // start takes 1 s up to W=8, W/8 s above): W doubles to 8 and 16; 16
 // brings no more healthy starts per second than 8, so W goes back to 8
-// and holds there, window after window.
+// and holds there, probing 9 every few windows and coming back. When the
+// box gets room for 16 a second, the probes find it and W climbs to 16.
 func TestPacerHoldsAtTheKnee(t *testing.T) {
 	p := rollout.NewPacer(1, 300, rollout.DefaultPaceTargets(), time.Minute)
-	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/8) }
+	box := 8
+	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/time.Duration(box)) }
 	at := t0
 	var ws []int
-	for range 12 {
+	for range 21 {
 		at = window(p, at, took(p.W()), nil)
 		ws = append(ws, p.W())
 	}
 	if want := []int{2, 4, 8, 16, 8}; !slices.Equal(ws[:5], want) {
 		t.Errorf("W after each window %v, want %v first", ws, want)
 	}
-	for _, w := range ws[4:] {
-		if w != 8 {
-			t.Errorf("W after each window %v: want it held at the knee, 8", ws)
-			break
+	held := 0
+	for i, w := range ws[4:] {
+		switch {
+		case w == 8:
+			held++
+		case w == 9 && ws[4+i-1] == 8 && ws[4+i+1] == 8:
+		default:
+			t.Errorf("W after each window %v: want it held at the knee, 8, with probes of 9", ws)
 		}
 	}
-	if !strings.Contains(p.Last, "throughput knee") {
-		t.Errorf("reason %q, want the knee", p.Last)
+	if held < len(ws[4:])*3/4 {
+		t.Errorf("W after each window %v: held at 8 only %d times", ws, held)
+	}
+	box = 16
+	for range 40 {
+		at = window(p, at, took(p.W()), nil)
+	}
+	if p.W() != 16 {
+		t.Errorf("room for 16 starts a second: W %d (%s), want 16", p.W(), p.Last)
 	}
 }
 
