@@ -109,6 +109,50 @@ func TestPacerHoldsAtTheKnee(t *testing.T) {
 	}
 }
 
+// simulate runs n starts through p on a box that gets through c starts a
+// second at most (a start launched with k in flight, itself included,
+// takes max(1 s, k ÷ c s)), each launched as soon as W has room, and
+// returns W after each change. Unlike window, the starts of one W overlap
+// the last ones of the W before, as in a run.
+func simulate(p *rollout.Pacer, n int, c float64) []int {
+	type start struct {
+		seq  int
+		took time.Duration
+		end  time.Time
+	}
+	var flight []start
+	var ws []int
+	now := t0
+	for launched := 0; launched < n || len(flight) > 0; {
+		for launched < n && len(flight) < p.W() {
+			took := max(time.Second, time.Duration(float64(len(flight)+1)/c*float64(time.Second)))
+			flight = append(flight, start{p.Launch(now), took, now.Add(took)})
+			launched++
+		}
+		slices.SortStableFunc(flight, func(a, b start) int { return a.end.Compare(b.end) })
+		s := flight[0]
+		flight, now = flight[1:], s.end
+		if p.Done(s.seq, true, s.took, nil, now) {
+			ws = append(ws, p.W())
+		}
+	}
+	return ws
+}
+
+// TestPacerRateOverlapping: in a run, a window's first starts share the
+// box with the last ones of the W before. On a box with room, W still
+// doubles to its cap; on a box of 6 starts a second it holds near 6.
+func TestPacerRateOverlapping(t *testing.T) {
+	p := rollout.NewPacer(4, 64, rollout.DefaultPaceTargets(), time.Minute)
+	if ws := simulate(p, 400, 1e6); p.W() != 64 {
+		t.Errorf("a box with room: W %v, want it doubled to the cap 64", ws)
+	}
+	p = rollout.NewPacer(4, 64, rollout.DefaultPaceTargets(), time.Minute)
+	if ws := simulate(p, 400, 6); p.W() < 4 || p.W() > 9 {
+		t.Errorf("a box of 6 starts a second: W %v (%s), want it held near 6", ws, p.Last)
+	}
+}
+
 // TestPacerCuts: a failed start, memory or IO pressure over target and a
 // start past half its deadline each halve W, at most once per window
 // (signals from starts launched before the cut are ignored), never below
