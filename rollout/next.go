@@ -105,11 +105,10 @@ type item struct {
 	seq       int
 	release   *string // on the way back: the release it goes to (nil: current)
 	restart   bool    // OpWatch found not running: it starts as OpStart
-	// monitoring: its monitor window runs; bg: in the background, its
-	// place in K given back (the release is proven, MonitorUntilProven).
-	monitoring bool
-	bg         bool
-	counted    bool // counted in state.opened
+	// bg: its monitor window runs in the background, its place in K
+	// given back (the release is proven, MonitorUntilProven).
+	bg      bool
+	counted bool // counted in state.opened
 }
 
 // state is the run's whole state, owned by the loop's goroutine.
@@ -326,7 +325,6 @@ func (s *state) verbDone(d done, now time.Time, acts []action) []action {
 	case vWatch:
 		return s.watchDone(d, now, acts)
 	case vMonitor:
-		it.monitoring = false
 		it.o.Duration = now.Sub(it.begin)
 		switch {
 		case d.cut && len(d.who) == 0:
@@ -391,7 +389,6 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 // check): in the background, its place in K free, once the release is
 // proven (MonitorUntilProven); else holding its place to the end.
 func (s *state) monitor(acts []action, i int) []action {
-	s.it[i].monitoring = true
 	acts = s.run(acts, vMonitor, i, Event{})
 	if s.frees() {
 		acts = s.background(acts, i)
