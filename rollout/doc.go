@@ -158,8 +158,9 @@
 // its start place before its stop). With Policy.Pacing Adaptive (the
 // default) the Pacer sets W between 1 and K (all lockers for offline and
 // start plans, which have no serving capacity to protect), as TCP finds a
-// path's capacity: slow start first (W doubles per window of healthy
-// starts), then W holds where healthy starts per second stop rising (a
+// path's capacity: slow start first (one more per healthy start, so W
+// doubles per window of healthy starts and the launches follow the
+// starts that ended), then W holds where healthy starts per second stop rising (a
 // step that did not raise the rate by half its own size goes back: the
 // throughput knee, the way Vegas and BBR aim at the bottleneck's rate;
 // every 4 windows held it probes one more, as BBR probes). W is halved,

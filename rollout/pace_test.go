@@ -67,6 +67,21 @@ func TestPacerSlowStart(t *testing.T) {
 	if q := rollout.NewPacer(0, 3, rollout.PaceTargets{}, 0); q.W() != 1 {
 		t.Errorf("initial W 0: got %d, want 1", q.W())
 	}
+	// Ack-clocked: one more per healthy start, so the launches a doubling
+	// allows follow the starts that ended and a pressure signal cuts
+	// before a whole doubling is in flight.
+	q := rollout.NewPacer(8, 64, rollout.DefaultPaceTargets(), time.Minute)
+	var seqs []int
+	for range 8 {
+		seqs = append(seqs, q.Launch(t0))
+	}
+	if !q.Done(seqs[0], true, time.Second, nil, t0.Add(time.Second)) || q.W() != 9 {
+		t.Errorf("after one healthy start in slow start: W %d, want 9", q.W())
+	}
+	q.Done(seqs[1], true, time.Second, &rollout.Pressure{Memory: 0.5}, t0.Add(time.Second))
+	if q.W() != 4 {
+		t.Errorf("memory pressure after 2 of the window's 8 starts: W %d, want 4 (9 halved)", q.W())
+	}
 }
 
 // TestPacerHoldsAtTheKnee: a box that runs 8 starts a second at most (a
@@ -312,8 +327,8 @@ func TestAdaptiveOffline(t *testing.T) {
 	if len(s.overW) > 0 {
 		t.Errorf("started above W: %v", s.overW)
 	}
-	if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 2 -> 4 (cap 60): slow start") {
-		t.Errorf("pacing stages %q: want W to double from 2 with cap 60", s.pacing)
+	if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 2 -> 3 (cap 60): slow start") {
+		t.Errorf("pacing stages %q: want W to grow in slow start from 2 with cap 60", s.pacing)
 	}
 }
 
