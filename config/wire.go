@@ -54,13 +54,15 @@ func (s *Stack) Code() (*codeupdate.Manager, error) {
 
 // AgentDeps returns the agent's dependencies: the container host, the
 // release manager and ReleaseOf over the layout (when code.origin is set),
-// and the pressure gauge for adaptive pacing (none where /proc/pressure
-// cannot be read: starts and failures alone set W then, and the log says
-// so).
+// and the pressure gauge for adaptive pacing (the host's PSI and the
+// lockers' parent cgroup's memory; none where /proc/pressure cannot be
+// read: starts and failures alone set W then, and the log says so).
 func (s *Stack) AgentDeps() (agent.Deps, error) {
 	deps := agent.Deps{Containers: s.Host, Logger: s.Log, Held: heldSockets{host: s.Host, holder: s.File.Holder()}}
 	if g, err := lockerverbs.NewPSIGauge(""); err == nil {
-		deps.Gauge = g
+		// Memory: the host's and the lockers' parent cgroup's (its
+		// memory.pressure, or on cgroup v1 its limit and failcnt).
+		deps.Gauge = g.Lockers(lxcctl.CgroupRoot, s.File.CgroupParent().Path)
 	} else {
 		s.Log.Info("adaptive pacing without pressure: starts and failures alone set W", "err", err)
 	}

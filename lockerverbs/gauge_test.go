@@ -83,3 +83,67 @@ type fixedClock struct{ t time.Time }
 func (c fixedClock) Now() time.Time { return c.t }
 
 func (c fixedClock) Sleep(ctx context.Context, d time.Duration) error { return ctx.Err() }
+
+// TestLockersMemory: with Lockers, the memory figure is the worst of the
+// host's and the lockers' parent cgroup's: its memory.pressure in the
+// unified hierarchy (a hybrid host), a rise of its v1 memory.failcnt, or
+// its working set past 90 % of its v1 limit.
+func TestLockersMemory(t *testing.T) {
+	root, cg := t.TempDir(), t.TempDir()
+	writePSI(t, root, 0)
+	v1 := filepath.Join(cg, "memory", "lockers")
+	v2 := filepath.Join(cg, "unified", "lockers")
+	write := func(dir, name, body string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const gib = 1 << 30
+	write(v1, "memory.failcnt", "7\n")
+	write(v1, "memory.limit_in_bytes", strconv.Itoa(10*gib)+"\n")
+	write(v1, "memory.usage_in_bytes", strconv.Itoa(9*gib)+"\n")
+	write(v1, "memory.stat", "cache 1\ntotal_inactive_file "+strconv.Itoa(gib)+"\n")
+	write(v2, "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+	g, err := NewPSIGauge(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Lockers(cg, "lockers")
+	at := g.at
+	read := func(what string) float64 {
+		t.Helper()
+		at = at.Add(300 * time.Millisecond)
+		g.clock = fixedClock{at}
+		p, err := g.Pressure()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return p.Memory
+	}
+	if m := read("working set 80 % of the limit, nothing stalled"); m != 0 {
+		t.Errorf("working set 8 GiB of 10, no stalls, failcnt still: memory %v, want 0", m)
+	}
+	write(v1, "memory.usage_in_bytes", strconv.Itoa(10*gib-gib/2)+"\n") // working set 8.5 GiB
+	write(v1, "memory.stat", "total_inactive_file 0\n")                 // now 9.5 GiB of 10
+	if m := read("working set 95 %"); m < 0.49 || m > 0.51 {
+		t.Errorf("working set 95 %% of the limit: memory %v, want 0.5", m)
+	}
+	write(v1, "memory.usage_in_bytes", "0\n")
+	write(v1, "memory.failcnt", "9\n")
+	if m := read("failcnt rose"); m != 1 {
+		t.Errorf("failcnt rose: memory %v, want 1", m)
+	}
+	write(v2, "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=151000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+	if m := read("memory.pressure"); m < 0.49 || m > 0.51 {
+		t.Errorf("150 ms stalled in 300: memory %v, want 0.5", m)
+	}
+	write(v1, "memory.limit_in_bytes", "9223372036854771712\n")
+	write(v1, "memory.usage_in_bytes", strconv.Itoa(50*gib)+"\n")
+	if m := read("no limit"); m != 0 {
+		t.Errorf("no limit, no stall, failcnt still: memory %v, want 0", m)
+	}
+}

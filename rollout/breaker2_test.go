@@ -59,6 +59,10 @@ type watch2 struct {
 	back, most  int // way-back starts in flight, and the most at once
 	startEvents int
 	extra       func(rollout.Event)
+	// h, when set, is told of monitor windows in the background: their
+	// lockers are not counted down until the run sees them fail.
+	h  *fakehost.Host
+	bg map[string]bool
 }
 
 func (w *watch2) observe(e rollout.Event) {
@@ -92,6 +96,16 @@ func (w *watch2) observe(e rollout.Event) {
 		w.ws = append(w.ws, e.MaxStarting)
 	case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed || e.Phase == rollout.PhaseSkipped) && e.Op == "start":
 		w.inFlight--
+	}
+	if w.h != nil {
+		switch {
+		case e.Phase == rollout.PhaseMonitoring:
+			w.bg[e.Container] = true
+			w.h.Passed(e.Container)
+		case e.Phase == rollout.PhaseFailed && w.bg[e.Container]:
+			delete(w.bg, e.Container)
+			w.h.Late(e.Container)
+		}
 	}
 	extra := w.extra
 	w.mu.Unlock()
@@ -129,17 +143,17 @@ func (w *watch2) check(t *testing.T, cap int) {
 // 8 to 4 with 8 in flight is undone to 5 by the 7 starts still in flight,
 // without a single start launched under W=4 having finished.
 func TestBreak2PacerGrowsInCutWindow(t *testing.T) {
-	p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+	p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets(), time.Minute)
 	var seqs []int
 	for range 8 {
-		seqs = append(seqs, p.Launch())
+		seqs = append(seqs, p.Launch(t0))
 	}
-	p.Done(seqs[0], false, 100*ms, nil)
+	p.Done(seqs[0], false, 100*ms, nil, t0)
 	if p.W() != 4 {
 		t.Fatalf("after a failure W = %d, want 4", p.W())
 	}
 	for _, s := range seqs[1:] {
-		p.Done(s, true, 100*ms, nil)
+		p.Done(s, true, 100*ms, nil, t0)
 	}
 	if p.W() != 4 {
 		t.Errorf("W = %d after the 7 starts launched before the cut came back healthy, want 4: "+
@@ -147,7 +161,7 @@ func TestBreak2PacerGrowsInCutWindow(t *testing.T) {
 	}
 	// After the cut, a true window at W=4 does raise it.
 	for range 4 {
-		p.Done(p.Launch(), true, 100*ms, nil)
+		p.Done(p.Launch(t0), true, 100*ms, nil, t0)
 	}
 	if p.W() < 5 {
 		t.Errorf("W = %d after a window of 4 healthy starts launched under W=4, want 5", p.W())
@@ -159,18 +173,18 @@ func TestBreak2PacerGrowsInCutWindow(t *testing.T) {
 // pressure.
 func TestCover2PacerEdges(t *testing.T) {
 	for _, tc := range []struct{ initial, cap, want int }{{0, 0, 1}, {-3, 1, 1}, {5, -1, 1}, {1, 1, 1}} {
-		p := rollout.NewPacer(tc.initial, tc.cap, rollout.DefaultPaceTargets())
+		p := rollout.NewPacer(tc.initial, tc.cap, rollout.DefaultPaceTargets(), time.Minute)
 		for range 10 {
-			p.Done(p.Launch(), true, time.Second, nil)
+			p.Done(p.Launch(t0), true, time.Second, nil, t0)
 		}
-		p.Done(p.Launch(), false, time.Second, nil)
+		p.Done(p.Launch(t0), false, time.Second, nil, t0)
 		if p.W() != tc.want || p.Cap() < 1 {
 			t.Errorf("NewPacer(%d, %d): W %d cap %d, want W %d", tc.initial, tc.cap, p.W(), p.Cap(), tc.want)
 		}
 	}
 	nan := rollout.Pressure{CPU: nanF(), Memory: nanF(), IO: nanF()}
-	p := rollout.NewPacer(4, 4, rollout.DefaultPaceTargets())
-	p.Done(p.Launch(), true, 100*ms, &nan)
+	p := rollout.NewPacer(4, 4, rollout.DefaultPaceTargets(), time.Minute)
+	p.Done(p.Launch(t0), true, 100*ms, &nan, t0)
 	if p.W() != 4 {
 		t.Errorf("NaN pressure changed W to %d", p.W())
 	}
@@ -352,7 +366,7 @@ func (s scenario) run(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	w := &watch2{}
+	w := &watch2{h: h, bg: map[string]bool{}}
 	var events int
 	var emu sync.Mutex
 	if s.cancelAt > 0 {

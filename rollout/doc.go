@@ -12,8 +12,11 @@
 // function, as nomad's scheduler reconciler returns its results; health is
 // judged over time, as Swarm's update monitor and Nomad's min_healthy_time
 // (a locker counts as moved only after it stayed healthy for the monitor
-// window, and holds its place in the window until then, as Kubernetes
-// counts a pod unavailable until minReadySeconds passed); a release that
+// window; the first lockers of an unproven release hold their places in K
+// until then, as Kubernetes counts a pod unavailable until
+// minReadySeconds passed, and once the release is proven a healthy
+// locker gives its place back while its window goes on, as Swarm's
+// monitor does not hold the update's parallelism); a release that
 // trips the failure ratio is marked bad and rolled back, as Swarm's
 // failure_action and Nomad's auto_revert.
 //
@@ -57,11 +60,17 @@
 //
 //   - I1. At most K (Policy.MaxUnavailable) lockers are down because of the
 //     job at any moment, failed ones included: a locker holds its place from
-//     its stop until it has passed the monitor window; a failed locker keeps
-//     it until the failure policy has brought it back; stopped lockers the
-//     plan starts hold a place until they are up (they start first). On the
-//     way back, running lockers are replaced only with the places failed
-//     ones left; none left, they stay where they are and the run says so.
+//     its stop until it has passed the monitor window (or, once the release
+//     is proven, under MonitorUntilProven, until its first healthy check:
+//     the rule below); a failed locker keeps it until the failure policy has
+//     brought it back; stopped lockers the plan starts hold a place until
+//     they are up (they start first). On the way back, running lockers are
+//     replaced only with the places failed ones left; none left, they stay
+//     where they are and the run says so. A locker that fails in a window
+//     in the background takes a place again from the check that sees it;
+//     it lost its place on its own, so for that moment the count can be
+//     over K (by the lockers failing so), and the run takes no other
+//     locker down until it is under K again.
 //   - I2. current points at an unproven release only while a job watches it
 //     with a failure policy (or while no locker runs at all, so that the
 //     next start applies the policy, I3). Any end of that job other than
@@ -101,7 +110,8 @@
 //
 // # Defaults (DefaultPolicy)
 //
-// K = 4, stop parallel 8, stop timeout 10 s, health check none, monitor window 10 s (Nomad's min_healthy_time default) probed every
+// K = 4, stop parallel 8, stop timeout 10 s, health check none, monitor window 10 s (Nomad's min_healthy_time default),
+// held until the release is proven (monitor_holds until_proven), probed every
 // 500 ms (3 failed checks in a row, or one that finds the locker stopped,
 // fail it; a window, or the soak, never ends on a failed check: it goes on
 // until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback, release watch 10 min.
@@ -113,16 +123,54 @@
 // Canaries and soak apply to rolling updates only; a soak without
 // canaries does nothing.
 //
+// # The monitor rule (Policy.MonitorHolds)
+//
+// The monitor window earns its keep on the first lockers of a release: a
+// release that dies or turns unhealthy seconds after its first healthy
+// check is caught there, before it runs anywhere else. With
+// MonitorUntilProven (the default) those lockers — the proving wave, or
+// the canaries when there are canaries — hold their places in K through
+// their whole window, as every locker did before, and no other locker is
+// taken down until every one of them ended (one launched meanwhile would
+// be healthy before the proof and hold its place through its window; the
+// wave's windows end within their starts' spread). Once the release is
+// proven (and from the
+// start when the plan's target is proven already: a restart, a
+// rollback, a resumed proven update), a locker gives its place back at
+// its first healthy check (PhaseMonitoring) and its window goes on in
+// the background: the state counts it as monitoring, not down. A failure
+// in that window is recorded as any window's failure (the locker failed
+// in its monitor window), counts toward the failure ratio (overall and
+// over the last K finished), trips the policy, and takes a place in K
+// again while the locker is down. A run waits for its windows in the
+// background before it ends or goes back, and a rollback brings back
+// every locker it moved. This is Swarm's monitor ("failures inside the
+// monitor period count toward the failure ratio, but the next batch goes
+// on"), kept for the lockers after the proof; Kubernetes'
+// minReadySeconds and Nomad's min_healthy_time hold every locker's
+// place, and make a rolling update take about N/K × (monitor + restart).
+// MonitorAll keeps that: every locker holds its place through its
+// window (and an empty MonitorHolds, as plans journaled before the knob).
+//
 // # Pacing
 //
 // K bounds the lockers down, W ≤ K the lockers starting (a replace takes
 // its start place before its stop). With Policy.Pacing Adaptive (the
-// default) the Pacer, an AIMD controller, sets W between 1 and K (all
-// lockers for offline and start plans, which have no serving capacity to
-// protect): +1 per window of healthy starts; halved on a failed start, a
-// start over 3× the recent baseline, or PSI pressure over target
-// (DefaultPaceTargets: memory and IO; CPU off, as the system-wide figure
-// is noise on a shared cgroup v1 box), at most once per window. Fixed keeps W =
+// default) the Pacer sets W between 1 and K (all lockers for offline and
+// start plans, which have no serving capacity to protect), as TCP finds a
+// path's capacity: slow start first (one more per healthy start, so W
+// doubles per window of healthy starts and the launches follow the
+// starts that ended), then W holds where healthy starts per second stop rising (a
+// step that did not raise the rate by half its own size goes back: the
+// throughput knee, the way Vegas and BBR aim at the bottleneck's rate;
+// every 4 windows held it probes one more, as BBR probes). W is halved,
+// at most once per window, on real distress only: a failed start,
+// pressure over target (DefaultPaceTargets: memory — the host's and the
+// lockers' parent cgroup's, as the agent's gauge reads it — and IO; CPU
+// off, as the system-wide figure is noise on a shared cgroup v1 box), or
+// a start past Deadline ÷ Pace.SlowFactor (half the deadline: at risk of
+// failing it); not on a start merely slower than others. After a cut W
+// grows by one per window. Fixed keeps W =
 // MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
 // before pacing ran. The way back always runs fixed (W = MaxStarting, or
 // K, for its replaces too).

@@ -27,7 +27,7 @@ func Run(ctx context.Context, plan Plan, env Env) Result {
 	if env.Observe == nil {
 		env.Observe = func(Event) {}
 	}
-	s := &state{plan: plan, pol: plan.Policy, releases: env.Releases != nil,
+	s := &state{plan: plan, pol: plan.Policy, releases: env.Releases != nil, wave: !plan.Unproven,
 		out: make([]Outcome, len(plan.Items)), it: make([]item, len(plan.Items))}
 	for i, it := range plan.Items {
 		s.out[i] = Outcome{Name: it.Name, Op: it.Op, Outcome: OutSkipped}
@@ -355,7 +355,7 @@ func (x *loop) run(ctx context.Context) {
 		if plan.Kind == KindStart {
 			limit = max(len(plan.Items), 1)
 		}
-		s.pacer = NewPacer(plan.Policy.starting(), limit, s.pol.Pace)
+		s.pacer = NewPacer(plan.Policy.starting(), limit, s.pol.Pace, s.pol.Deadline)
 	}
 	if plan.Switch && plan.Target != "" {
 		if x.sync(ctx); s.cancelled {

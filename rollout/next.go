@@ -105,6 +105,10 @@ type item struct {
 	seq       int
 	release   *string // on the way back: the release it goes to (nil: current)
 	restart   bool    // OpWatch found not running: it starts as OpStart
+	// bg: its monitor window runs in the background, its place in K
+	// given back (the release is proven, MonitorUntilProven).
+	bg      bool
+	counted bool // counted in state.opened
 }
 
 // state is the run's whole state, owned by the loop's goroutine.
@@ -124,13 +128,23 @@ type state struct {
 	down      int   // lockers down because of the job (K)
 	starting  int   // lockers starting (W)
 	pending   int   // stopped (OpStart) and watched (OpWatch) lockers not yet up: they hold K places
-	finished  []int
-	moved     int
-	need      int // moved lockers that prove the target
-	canary    bool
-	tripped   string
-	halted    string
-	proven    bool
+	// monitoring counts the lockers whose monitor window runs in the
+	// background: not down, holding no place, not yet moved.
+	monitoring int
+	// opened counts the lockers launched so far (each once), open those
+	// launched whose outcome is not final yet: the proving wave's gate.
+	opened, open int
+	finished     []int
+	moved        int
+	need         int // moved lockers that prove the target
+	canary       bool
+	tripped      string
+	halted       string
+	proven       bool
+	// wave: the release passed its proving wave (need lockers moved),
+	// or the plan has no proving to do; the places of monitor windows
+	// are free from then (MonitorUntilProven).
+	wave      bool
 	pacer     *Pacer
 	gaugeSaid bool // a gauge error was said (once per run)
 }
@@ -204,6 +218,9 @@ func (s *state) launch(now time.Time, acts []action) []action {
 			s.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", s.pol.MaxUnavailable))
 			continue
 		}
+		if needDown && s.waveGate() {
+			return acts
+		}
 		// A replace takes its start place before its stop, so that no
 		// locker is down waiting for one.
 		switch {
@@ -217,9 +234,10 @@ func (s *state) launch(now time.Time, acts []action) []action {
 		}
 		s.queue = s.queue[1:]
 		it.launched, it.holdsDown = true, needDown
+		s.opens(i)
 		it.pl = place{s.maxStarting(), s.starting}
 		if s.pacer != nil {
-			it.seq = s.pacer.Launch()
+			it.seq = s.pacer.Launch(now)
 		}
 		it.begin = now
 		it.o = Outcome{Name: name, Op: op}
@@ -343,7 +361,7 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: "start", Outcome: string(d.start), Error: err.Error(), Duration: it.o.Duration}})
 		// Its start place is freed with its failure recorded (and W
 		// halved): the next launch sees the policy's verdict (I3).
-		acts = s.paced(acts, d, false)
+		acts = s.paced(acts, d, false, now)
 		s.starting--
 		return s.record(acts, i, true)
 	case d.start == AlreadyRunning && s.plan.Items[i].Op == OpStart:
@@ -358,17 +376,74 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 	}
 	it.o.Downtime = now.Sub(downFrom)
 	acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseHealthy, Op: "start", Outcome: string(Started), Release: s.plan.Target, Duration: it.o.Downtime}})
-	acts = s.paced(acts, d, true)
+	acts = s.paced(acts, d, true, now)
 	s.starting--
 	it.o.Outcome = OutMoved
 	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
 		it.o.Outcome = OutStarted
 	}
-	return s.run(acts, vMonitor, i, Event{})
+	return s.monitor(acts, i)
+}
+
+// monitor begins item i's monitor window (it passed its first healthy
+// check): in the background, its place in K free, once the release is
+// proven (MonitorUntilProven); else holding its place to the end.
+func (s *state) monitor(acts []action, i int) []action {
+	acts = s.run(acts, vMonitor, i, Event{})
+	if s.frees() {
+		acts = s.background(acts, i)
+	}
+	return acts
+}
+
+// opens counts item i's launch for the proving wave's gate.
+func (s *state) opens(i int) {
+	s.open++
+	if !s.it[i].counted {
+		s.it[i].counted = true
+		s.opened++
+	}
+}
+
+// waveGate holds back replaces beyond the proving wave while it runs
+// (MonitorUntilProven): a locker launched then would hold its place
+// through its whole window, though the release is proven a moment later
+// (the wave's lockers end their windows within their starts' spread).
+// Once every locker of the wave ended, the release is proven and the rest
+// run their windows in the background, or, if it is not (a failure the
+// policy let pass), they hold their places as before.
+func (s *state) waveGate() bool {
+	return s.pol.MonitorHolds == MonitorUntilProven && !s.wave && s.opened >= s.need && s.open > 0
+}
+
+// frees reports whether a monitor window frees its place now: the
+// release passed its proving wave (or needed none: it was proven when
+// the run began), under MonitorUntilProven. Canaries of an unproven
+// release are its proving wave.
+func (s *state) frees() bool {
+	return s.pol.MonitorHolds == MonitorUntilProven && s.mode == mRun && s.wave
+}
+
+// background gives item i's place in K back while its monitor window
+// goes on: it is up and healthy, so it is not down; a failure in its
+// window takes a place again (record) and counts for the policy.
+func (s *state) background(acts []action, i int) []action {
+	it := &s.it[i]
+	it.bg = true
+	s.monitoring++
+	if it.holdsDown {
+		it.holdsDown = false
+		s.down--
+	}
+	if op := s.plan.Items[i].Op; op == OpStart || op == OpWatch {
+		s.pending-- // it is up: its place is free
+	}
+	return append(acts, action{kind: aEmit, ev: Event{Container: s.plan.Items[i].Name, Phase: PhaseMonitoring, Op: "monitor", Release: s.plan.Target,
+		Message: "healthy: its place in K is free, its monitor window goes on in the background"}})
 }
 
 // paced feeds the pacer one finished start and reports a change of W.
-func (s *state) paced(acts []action, d done, ok bool) []action {
+func (s *state) paced(acts []action, d done, ok bool, now time.Time) []action {
 	if s.pacer == nil {
 		return acts
 	}
@@ -378,7 +453,7 @@ func (s *state) paced(acts []action, d done, ok bool) []action {
 		acts = append(acts, action{kind: aEmit, ev: Event{Stage: "pacing", Message: "pressure unreadable: W follows starts and failures alone", Error: d.gaugeErr.Error()}})
 	}
 	before := s.pacer.W()
-	if s.pacer.Done(s.it[d.item].seq, ok, d.took, d.pr) {
+	if s.pacer.Done(s.it[d.item].seq, ok, d.took, d.pr, now) {
 		acts = append(acts, action{kind: aEmit, ev: Event{Stage: "pacing", Message: fmt.Sprintf("W %d -> %d (cap %d): %s", before, s.pacer.W(), s.pacer.Cap(), s.pacer.Last)}})
 	}
 	return acts
@@ -391,12 +466,24 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	it := &s.it[i]
 	s.out[i] = it.o
 	s.finished = append(s.finished, i)
-	if op := s.plan.Items[i].Op; !failed && (op == OpStart || op == OpWatch) {
-		s.pending-- // it is up: its place is free
-	}
-	switch {
+	s.open--
+	switch op := s.plan.Items[i].Op; {
+	case it.bg:
+		// Its window ran in the background, its place free: one that
+		// failed in it is down again, and takes a place in K (I1).
+		it.bg = false
+		s.monitoring--
+		if failed {
+			it.holdsDown = true
+			s.down++
+		}
 	case failed:
 		// A failed locker is down: it keeps its place in K (I1).
+	case op == OpStart || op == OpWatch:
+		s.pending-- // it is up: its place is free
+		if it.holdsDown {
+			s.down--
+		}
 	case it.holdsDown:
 		s.down--
 	}
@@ -413,8 +500,13 @@ func (s *state) record(acts []action, i int, failed bool) []action {
 	return acts
 }
 
-// prove asks for the target to be marked proven, once.
+// prove asks for the target to be marked proven, once. The release has
+// passed its proving wave: monitor windows that begin from now on run in
+// the background (MonitorUntilProven). Those already running hold their
+// places to their end: the loop does not know whether their last check
+// passed, and a locker failing its checks is down.
 func (s *state) prove(acts []action) []action {
+	s.wave = true
 	if !s.plan.Unproven || s.proven || s.plan.Target == "" || !s.releases {
 		return acts
 	}

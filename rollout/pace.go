@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -10,8 +9,8 @@ import (
 type Pacing string
 
 const (
-	// Adaptive sets W between 1 and its cap with the AIMD controller
-	// (Pacer); the default.
+	// Adaptive sets W between 1 and its cap with the Pacer (slow start,
+	// then the throughput knee; cuts on distress); the default.
 	Adaptive Pacing = "adaptive"
 	// Fixed keeps W at Policy.MaxStarting (or K), as before.
 	Fixed Pacing = "fixed"
@@ -43,77 +42,115 @@ type Gauge interface {
 }
 
 // PaceTargets are the pressure levels over which the pacer halves W, and
-// how much slower than the baseline start a start may be before it
-// counts as a congestion signal.
+// how near the start deadline a start may come before it halves W.
 type PaceTargets struct {
 	// CPU, Memory and IO are "some" shares (0..1); 0 disables that signal.
 	CPU    float64 `json:"cpu,omitempty"`
 	Memory float64 `json:"memory,omitempty"`
 	IO     float64 `json:"io,omitempty"`
-	// SlowFactor: a start taking more than SlowFactor × the baseline (the
-	// 4th fastest healthy start of the run) and slowMargin more halves W.
+	// SlowFactor is the deadline's risk: a start that took more than
+	// Policy.Deadline ÷ SlowFactor (2: half the deadline) halves W, as
+	// one that failed does; 0 disables it. (It used to compare a start
+	// with the fastest ones; a start merely slower than others, because
+	// the CPU is shared, is no sign of distress, and no longer a signal.)
 	SlowFactor float64 `json:"slow_factor,omitempty"`
 }
 
 // DefaultPaceTargets: memory stalls are the earliest sign of a box about
 // to thrash (oomd and senpai act on them at 10-20 %); IO at 40 %. CPU
-// pressure is off (0): the gauge reads the system-wide figure (cgroup v1
-// has no other), which other work on a shared box keeps at 50-96 % before
-// anything starts (LXC-NOTES; the benchmark saw W pinned at 1 for 150 s by
-// it), so it says nothing about the lockers. Start latency is the CPU
-// signal instead: a start 3× slower than the baseline is queueing,
-// not working (TCP Vegas' view of a growing RTT). Set CPU where the gauge
-// reads the lockers' own cgroup (v2's cpu.pressure).
+// pressure is off (0): the gauge reads the system-wide figure where the
+// lockers' cgroup has none (cgroup v1), which other work on a shared box
+// keeps at 50-96 % before anything starts (LXC-NOTES; the benchmark saw W
+// pinned at 1 for 150 s by it), so it says nothing about the lockers; a
+// CPU that is merely busy shows in the throughput instead (the hold). A
+// start past half its deadline is at risk of failing it.
 func DefaultPaceTargets() PaceTargets {
-	return PaceTargets{Memory: 0.1, IO: 0.4, SlowFactor: 3}
+	return PaceTargets{Memory: 0.1, IO: 0.4, SlowFactor: 2}
 }
 
+// riseShare is the share of its own size a step of W must raise the
+// healthy starts per second by for the pacer to keep growing (a doubling
+// +50 %, a step from 8 to 9 +6.25 %: half of what the step brings on a box
+// with room): less, and the step goes back and W holds (the throughput
+// knee).
+const riseShare = 0.5
+
+// holdWindows is how many windows W holds at the knee before it probes
+// one more (BBR's bandwidth probe): a knee found on a noisy box, or
+// before other work on it ended, is not kept for the rest of the run.
+const holdWindows = 4
+
+// pacePhase is how W grows after a window of healthy starts.
+type pacePhase uint8
+
 const (
-	// baselineRank: the baseline is the 4th fastest healthy start of the
-	// run (the slowest while fewer are known). Of the whole run, as TCP
-	// Vegas' base RTT is the minimum over the connection: a window of
-	// recent starts follows the load up (measured at N=300: a 32-start
-	// window let the baseline climb from 2.1 s to 15 s while W grew to 25,
-	// and no start was ever "slow"). The 4th, not the first, so that one
-	// lucky start on a quiet moment does not set it (measured: a 0.57 s
-	// start made 2.3 s ones halve W again and again).
-	baselineRank = 4
-	// slowMargin keeps jitter on very fast starts from counting as slow.
-	slowMargin = 500 * time.Millisecond
+	slowStart pacePhase = iota // double (TCP's slow start)
+	probe                      // +1 (after a cut: congestion avoidance)
+	hold                       // stay: more W brought no more throughput
 )
 
-// Pacer is the AIMD controller of W (additive increase, multiplicative
-// decrease, the shape of TCP congestion avoidance and of Netflix
-// concurrency-limits' AIMD limit). W starts at Initial and stays between 1
-// and Cap:
+// Pacer sets W, the most lockers starting at once, between 1 and Cap. It
+// aims at the box's throughput (healthy starts per second, as TCP Vegas
+// and BBR aim at the bottleneck's rate, not at one packet's delay), and
+// backs off on real distress only:
 //
-//   - W healthy starts in a row, with pressure under its targets and none
-//     slow, add one to W (one per window of healthy starts; starts
-//     launched before the last decrease do not count);
-//   - a start failure, a start slower than SlowFactor × the baseline (the
-//     4th fastest healthy start of the run) and 500 ms more, or
-//     pressure over a target halves W (rounded down, at least 1);
-//   - W is halved at most once per window: signals from starts launched
-//     before the last decrease are ignored (TCP's once per round trip),
-//     since they were launched under the old W.
+//   - slow start: W grows by one per healthy start, so it doubles per
+//     window of healthy starts (the W starts launched since the window
+//     began, all healthy), until the first cut or the knee;
+//   - the throughput target: each window's rate is compared with the
+//     previous window's, at the lower W. A start's rate sample is the
+//     healthy starts that ended between its launch and its own end, over
+//     that time (TCP BBR's delivery rate: what the box got through while
+//     this start was in it); a window's rate is the highest sample of its
+//     starts (BBR's max filter: a window's first starts share the box
+//     with the old W's last ones, and would make any step look like no
+//     gain; measured: W 8 at 3.8/s against W 4 at 4.5/s). A step that did not raise it by half its own size (riseShare:
+//     a doubling +50 %, 8 to 9 +6.25 %) goes back to the
+//     previous W, which then holds for holdWindows windows before it
+//     probes one more (and goes back again if that brought nothing);
+//   - cuts: a failed start, pressure over a target (memory, IO, CPU when
+//     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
+//     at most once per window: signals from starts launched before the
+//     last cut are ignored (TCP's once per round trip); after a cut W
+//     grows by one per window (with the same throughput check), not by
+//     doubling. A start merely slower than others is no signal.
 //
-// A Pacer is not safe for concurrent use; the executor holds its lock.
+// A Pacer is not safe for concurrent use: the run's loop owns it.
 type Pacer struct {
 	targets  PaceTargets
+	deadline time.Duration
 	cap      int
 	w        int
-	acks     int             // healthy starts since W last changed
-	launched int             // sequence number of the last launch
-	cutAt    int             // launches before the last decrease
-	best     []time.Duration // the baselineRank fastest healthy starts, ascending
+	phase    pacePhase
+	launched int // sequence number of the last launch
+	cutAt    int // launches before the last cut
+	// The window: starts launched since W took its value (seq > winSeq);
+	// acks of them healthy so far, rate the highest of their samples.
+	// healthy counts every healthy start of the run; inFlight is each
+	// start's launch (time, healthy then) by seq; held the windows W held
+	// at the knee.
+	winSeq   int
+	winW     int // W when the window began
+	acks     int
+	rate     float64
+	healthy  int
+	inFlight map[int]launch
+	held     int
+	// The previous window's W and rate (healthy starts per second; 0:
+	// none since the last cut).
+	prevW    int
+	prevRate float64
 	// Last is the reason of the last change of W ("" before any).
 	Last string
 }
 
-// NewPacer returns a pacer with W = initial, capped to [1, cap].
-func NewPacer(initial, cap int, t PaceTargets) *Pacer {
+// NewPacer returns a pacer with W = initial, capped to [1, cap], for
+// starts whose deadline is deadline (0: no deadline signal).
+func NewPacer(initial, cap int, t PaceTargets, deadline time.Duration) *Pacer {
 	cap = max(cap, 1)
-	return &Pacer{targets: t, cap: cap, w: min(max(initial, 1), cap)}
+	p := &Pacer{targets: t, deadline: deadline, cap: cap, w: min(max(initial, 1), cap)}
+	p.window()
+	return p
 }
 
 // W is the current most starting at once.
@@ -122,18 +159,30 @@ func (p *Pacer) W() int { return p.w }
 // Cap is the most W can reach.
 func (p *Pacer) Cap() int { return p.cap }
 
-// Launch records a start's launch and returns its sequence number, which
-// its Done call passes back.
-func (p *Pacer) Launch() int {
+// launch is what the pacer keeps of a start in flight.
+type launch struct {
+	at      time.Time
+	healthy int // healthy starts ended before it was launched
+}
+
+// Launch records a start's launch at now and returns its sequence
+// number, which its Done call passes back.
+func (p *Pacer) Launch(now time.Time) int {
 	p.launched++
+	if p.inFlight == nil {
+		p.inFlight = map[int]launch{}
+	}
+	p.inFlight[p.launched] = launch{now, p.healthy}
 	return p.launched
 }
 
-// Done feeds one finished start: seq from Launch, ok when it became
-// healthy, took its time from start to first healthy check, pr the
-// pressure read then (nil: none). It returns true when W changed.
-func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
-	before := p.W()
+// Done feeds one finished start at now: seq from Launch, ok when it
+// became healthy, took its time from start to first healthy check, pr
+// the pressure read then (nil: none). It returns true when W changed.
+func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now time.Time) bool {
+	before := p.w
+	l, known := p.inFlight[seq]
+	delete(p.inFlight, seq)
 	why := ""
 	switch {
 	case !ok:
@@ -144,60 +193,98 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure) bool {
 		why = fmt.Sprintf("IO pressure %.0f%% over %.0f%%", pr.IO*100, p.targets.IO*100)
 	case pr != nil && over(pr.CPU, p.targets.CPU):
 		why = fmt.Sprintf("CPU pressure %.0f%% over %.0f%%", pr.CPU*100, p.targets.CPU*100)
-	case p.slow(took):
-		why = fmt.Sprintf("a start took %v, over %g× the baseline (%v)", took.Round(time.Millisecond), p.targets.SlowFactor, p.fastest().Round(time.Millisecond))
-	}
-	if ok {
-		i, _ := slices.BinarySearch(p.best, took)
-		if p.best = slices.Insert(p.best, i, took); len(p.best) > baselineRank {
-			p.best = p.best[:baselineRank]
-		}
+	case p.atRisk(took):
+		why = fmt.Sprintf("a start took %v, over 1/%g of its deadline %v", took.Round(time.Millisecond), p.targets.SlowFactor, p.deadline)
 	}
 	if why != "" {
 		if seq <= p.cutAt {
 			return false // launched under the old W
 		}
 		p.w = max(1, p.w/2)
-		p.acks = 0
 		p.cutAt = p.launched
+		p.phase, p.prevW, p.prevRate = probe, 0, 0
+		p.window()
 		p.Last = why
 		return p.w != before
 	}
+	p.healthy++
 	if p.launchedBefore(seq) {
-		// A healthy start launched under the old W is no ack of the
-		// new one: only starts launched since the cut make its window.
+		// A healthy start launched under an older W is no ack of this
+		// one: only starts launched since W took its value make its
+		// window.
 		return false
 	}
-	if p.acks++; p.acks < p.w || p.w == p.cap {
-		return false
+	if d := now.Sub(l.at); known && d > 0 {
+		p.rate = max(p.rate, float64(p.healthy-l.healthy)/d.Seconds())
 	}
-	p.w++
-	p.acks = 0
-	p.Last = fmt.Sprintf("a window of healthy starts (baseline %v)", p.fastest().Round(time.Millisecond))
-	return true
+	p.acks++
+	if p.phase == slowStart && p.w < p.cap {
+		// One more per healthy start (TCP's slow start: W doubles per
+		// window, and the launches it allows follow the starts that
+		// ended, so a pressure signal cuts before a whole doubling is
+		// in flight: measured, a doubling at once from 8 to 16 heavy
+		// starts peaked at 3,760 of a 3,774 MiB limit).
+		p.w++
+		p.Last = "slow start: a healthy start"
+	}
+	if p.acks < p.winW {
+		return p.w != before
+	}
+	rate := p.rate // 0: unknown (starts of no time: a test's frozen clock)
+	switch {
+	case p.phase == hold && p.held < holdWindows-1:
+		p.held++
+		p.window()
+		return false
+	case p.phase == hold && p.w < p.cap:
+		// Probe one more: the knee may have moved.
+		p.prevW, p.prevRate, p.phase, p.held = p.w, rate, probe, 0
+		p.w++
+		p.Last = fmt.Sprintf("held %d windows at %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
+		p.window()
+		return true
+	case p.phase == hold || p.winW >= p.cap:
+		p.window()
+		return p.w != before
+	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseShare*float64(p.winW-p.prevW)/float64(p.prevW)):
+		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.winW, perSecond(p.prevRate), p.prevW, p.prevW)
+		p.w, p.phase, p.held = p.prevW, hold, 0
+		p.window()
+		return p.w != before
+	}
+	p.prevW, p.prevRate = p.winW, rate
+	if p.phase == slowStart {
+		p.Last = fmt.Sprintf("slow start: a window of healthy starts, %s/s", perSecond(rate))
+	} else {
+		p.w = min(p.cap, p.w+1)
+		p.Last = fmt.Sprintf("a window of healthy starts, %s/s", perSecond(rate))
+	}
+	p.window()
+	return p.w != before
+}
+
+// window begins W's window: starts launched from here on make it.
+func (p *Pacer) window() {
+	p.winSeq, p.winW, p.acks, p.rate = p.launched, p.w, 0, 0
 }
 
 // launchedBefore reports whether the start with seq was launched before
-// the last decrease of W (under the old W).
-func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.cutAt }
+// W took its value (under an older W).
+func (p *Pacer) launchedBefore(seq int) bool { return seq <= p.winSeq }
 
 func over(v, target float64) bool { return target > 0 && v > target }
 
-// fastest is the baseline: the baselineRank-th fastest healthy start of
-// the run (the slowest known while fewer are known).
-func (p *Pacer) fastest() time.Duration {
-	if len(p.best) == 0 {
-		return 0
-	}
-	return p.best[len(p.best)-1]
-}
-
-// slow: took is over SlowFactor × the baseline, and
-// slowMargin more; never before a baseline exists.
-func (p *Pacer) slow(took time.Duration) bool {
-	f := p.fastest()
-	if f <= 0 || p.targets.SlowFactor <= 0 {
+// atRisk: took is past the deadline's share (Deadline ÷ SlowFactor).
+func (p *Pacer) atRisk(took time.Duration) bool {
+	if p.deadline <= 0 || p.targets.SlowFactor <= 0 {
 		return false
 	}
-	return float64(took) > p.targets.SlowFactor*float64(f) && took-f > slowMargin
+	return float64(took) > float64(p.deadline)/p.targets.SlowFactor
+}
+
+func perSecond(r float64) string {
+	if r <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", r)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,83 +16,200 @@ import (
 
 const ms = time.Millisecond
 
-// TestPacerAIMD: W grows by about one per window of healthy starts, up to
-// its cap, and never above it.
-func TestPacerAIMD(t *testing.T) {
-	p := rollout.NewPacer(4, 6, rollout.DefaultPaceTargets())
-	var ws []int
-	for range 40 {
-		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{})
-		ws = append(ws, p.W())
+// t0 is the pacer tests' virtual clock's origin.
+var t0 = time.Unix(1_700_000_000, 0)
+
+// window launches W starts at at, all healthy after took (with pressure
+// pr), fed to p at at+took in launch order; it returns at+took.
+func window(p *rollout.Pacer, at time.Time, took time.Duration, pr *rollout.Pressure) time.Time {
+	var seqs []int
+	for range p.W() {
+		seqs = append(seqs, p.Launch(at))
 	}
-	// 4 starts at W=4 make it 5, 5 more make it 6, then the cap holds.
-	if ws[2] != 4 || ws[3] != 5 || ws[7] != 5 || ws[8] != 6 || ws[39] != 6 || p.Cap() != 6 {
-		t.Errorf("W after each healthy start: %v; want 4 for 3 starts, 5 after the 4th, 6 after the 9th, capped at 6", ws)
+	end := at.Add(took)
+	for _, s := range seqs {
+		p.Done(s, true, took, pr, end)
 	}
-	if q := rollout.NewPacer(9, 3, rollout.PaceTargets{}); q.W() != 3 {
+	return end
+}
+
+// TestPacerSlowStart: on a box with capacity (a start takes 1 s whatever
+// W is, so healthy starts per second double with W), W doubles once per
+// window of healthy starts: from 1 it reaches 32 in log2(32) = 5
+// windows, from 4 in 3, and stops at its cap.
+func TestPacerSlowStart(t *testing.T) {
+	for _, tc := range []struct{ initial, windows int }{{1, 5}, {4, 3}} {
+		p := rollout.NewPacer(tc.initial, 64, rollout.DefaultPaceTargets(), time.Minute)
+		at := t0
+		var ws []int
+		for range tc.windows {
+			at = window(p, at, time.Second, &rollout.Pressure{})
+			ws = append(ws, p.W())
+		}
+		if p.W() != 32 {
+			t.Errorf("from W=%d, W after each window %v; want 32 after %d windows", tc.initial, ws, tc.windows)
+		}
+		if !strings.Contains(p.Last, "slow start") {
+			t.Errorf("reason %q, want slow start", p.Last)
+		}
+	}
+	p := rollout.NewPacer(4, 6, rollout.DefaultPaceTargets(), time.Minute)
+	at := t0
+	for range 5 {
+		at = window(p, at, time.Second, nil)
+	}
+	if p.W() != 6 || p.Cap() != 6 {
+		t.Errorf("W %d (cap %d), want the cap 6", p.W(), p.Cap())
+	}
+	if q := rollout.NewPacer(9, 3, rollout.PaceTargets{}, 0); q.W() != 3 {
 		t.Errorf("initial W above the cap: got %d, want 3", q.W())
 	}
-	if q := rollout.NewPacer(0, 3, rollout.PaceTargets{}); q.W() != 1 {
+	if q := rollout.NewPacer(0, 3, rollout.PaceTargets{}, 0); q.W() != 1 {
 		t.Errorf("initial W 0: got %d, want 1", q.W())
+	}
+	// Ack-clocked: one more per healthy start, so the launches a doubling
+	// allows follow the starts that ended and a pressure signal cuts
+	// before a whole doubling is in flight.
+	q := rollout.NewPacer(8, 64, rollout.DefaultPaceTargets(), time.Minute)
+	var seqs []int
+	for range 8 {
+		seqs = append(seqs, q.Launch(t0))
+	}
+	if !q.Done(seqs[0], true, time.Second, nil, t0.Add(time.Second)) || q.W() != 9 {
+		t.Errorf("after one healthy start in slow start: W %d, want 9", q.W())
+	}
+	q.Done(seqs[1], true, time.Second, &rollout.Pressure{Memory: 0.5}, t0.Add(time.Second))
+	if q.W() != 4 {
+		t.Errorf("memory pressure after 2 of the window's 8 starts: W %d, want 4 (9 halved)", q.W())
 	}
 }
 
-// TestPacerDecrease: a failure, a slow start and pressure over a target
-// each halve W, at most once per window (signals from starts launched
-// before the cut are ignored), never below 1.
-func TestPacerDecrease(t *testing.T) {
+// TestPacerHoldsAtTheKnee: a box that runs 8 starts a second at most (a
+// start takes 1 s up to W=8, W/8 s above): W doubles to 8 and 16; 16
+// brings no more healthy starts per second than 8, so W goes back to 8
+// and holds there, probing 9 every few windows and coming back. When the
+// box gets room for 16 a second, the probes find it and W climbs to 16.
+func TestPacerHoldsAtTheKnee(t *testing.T) {
+	p := rollout.NewPacer(1, 300, rollout.DefaultPaceTargets(), time.Minute)
+	box := 8
+	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/time.Duration(box)) }
+	at := t0
+	var ws []int
+	for range 21 {
+		at = window(p, at, took(p.W()), nil)
+		ws = append(ws, p.W())
+	}
+	if want := []int{2, 4, 8, 16, 8}; !slices.Equal(ws[:5], want) {
+		t.Errorf("W after each window %v, want %v first", ws, want)
+	}
+	held := 0
+	for i, w := range ws[4:] {
+		switch {
+		case w == 8:
+			held++
+		case w == 9 && ws[4+i-1] == 8 && ws[4+i+1] == 8:
+		default:
+			t.Errorf("W after each window %v: want it held at the knee, 8, with probes of 9", ws)
+		}
+	}
+	if held < len(ws[4:])*3/4 {
+		t.Errorf("W after each window %v: held at 8 only %d times", ws, held)
+	}
+	box = 16
+	for range 40 {
+		at = window(p, at, took(p.W()), nil)
+	}
+	if p.W() != 16 {
+		t.Errorf("room for 16 starts a second: W %d (%s), want 16", p.W(), p.Last)
+	}
+}
+
+// simulate runs n starts through p on a box that gets through c starts a
+// second at most (a start launched with k in flight, itself included,
+// takes max(1 s, k ÷ c s)), each launched as soon as W has room, and
+// returns W after each change. Unlike window, the starts of one W overlap
+// the last ones of the W before, as in a run.
+func simulate(p *rollout.Pacer, n int, c float64) []int {
+	type start struct {
+		seq  int
+		took time.Duration
+		end  time.Time
+	}
+	var flight []start
+	var ws []int
+	now := t0
+	for launched := 0; launched < n || len(flight) > 0; {
+		for launched < n && len(flight) < p.W() {
+			took := max(time.Second, time.Duration(float64(len(flight)+1)/c*float64(time.Second)))
+			flight = append(flight, start{p.Launch(now), took, now.Add(took)})
+			launched++
+		}
+		slices.SortStableFunc(flight, func(a, b start) int { return a.end.Compare(b.end) })
+		s := flight[0]
+		flight, now = flight[1:], s.end
+		if p.Done(s.seq, true, s.took, nil, now) {
+			ws = append(ws, p.W())
+		}
+	}
+	return ws
+}
+
+// TestPacerRateOverlapping: in a run, a window's first starts share the
+// box with the last ones of the W before. On a box with room, W still
+// doubles to its cap; on a box of 6 starts a second it holds near 6.
+func TestPacerRateOverlapping(t *testing.T) {
+	p := rollout.NewPacer(4, 64, rollout.DefaultPaceTargets(), time.Minute)
+	if ws := simulate(p, 400, 1e6); p.W() != 64 {
+		t.Errorf("a box with room: W %v, want it doubled to the cap 64", ws)
+	}
+	p = rollout.NewPacer(4, 64, rollout.DefaultPaceTargets(), time.Minute)
+	if ws := simulate(p, 400, 6); p.W() < 4 || p.W() > 9 {
+		t.Errorf("a box of 6 starts a second: W %v (%s), want it held near 6", ws, p.Last)
+	}
+}
+
+// TestPacerCuts: a failed start, memory or IO pressure over target and a
+// start past half its deadline each halve W, at most once per window
+// (signals from starts launched before the cut are ignored), never below
+// 1; after a cut W grows by one per window, not by doubling.
+func TestPacerCuts(t *testing.T) {
 	t.Run("failure, once per window", func(t *testing.T) {
-		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
+		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets(), time.Minute)
 		var seqs []int
 		for range 8 {
-			seqs = append(seqs, p.Launch())
+			seqs = append(seqs, p.Launch(t0))
 		}
-		if !p.Done(seqs[0], false, 100*ms, nil) || p.W() != 4 {
+		if !p.Done(seqs[0], false, 100*ms, nil, t0) || p.W() != 4 {
 			t.Fatalf("after a failure: W %d, want 4", p.W())
 		}
-		if p.Done(seqs[1], false, 100*ms, nil) || p.W() != 4 {
+		if p.Done(seqs[1], false, 100*ms, nil, t0) || p.W() != 4 {
 			t.Errorf("a second failure launched before the cut: W %d, want 4 (once per window)", p.W())
 		}
-		if !p.Done(p.Launch(), false, 100*ms, nil) || p.W() != 2 {
+		if !p.Done(p.Launch(t0), false, 100*ms, nil, t0) || p.W() != 2 {
 			t.Errorf("a failure launched after the cut: W %d, want 2", p.W())
 		}
-		p.Done(p.Launch(), false, 0, nil)
-		p.Done(p.Launch(), false, 0, nil)
-		if p.W() != 1 {
-			t.Errorf("W after many failures: %d, want 1", p.W())
+		p.Done(p.Launch(t0), false, 0, nil, t0)
+		p.Done(p.Launch(t0), false, 0, nil, t0)
+		if p.W() != 1 || !strings.Contains(p.Last, "a start failed") {
+			t.Errorf("W after many failures: %d (%s), want 1", p.W(), p.Last)
 		}
-		if !strings.Contains(p.Last, "a start failed") {
-			t.Errorf("reason %q", p.Last)
+		at := window(p, t0, time.Second, nil)
+		if p.W() != 2 {
+			t.Errorf("a window after the cuts: W %d, want 2", p.W())
+		}
+		window(p, at, time.Second, nil)
+		if p.W() != 3 {
+			t.Errorf("two windows after the cuts: W %d, want 3 (+1, not doubling)", p.W())
 		}
 	})
-	t.Run("slow start", func(t *testing.T) {
-		// Window 16, cap 16: the starts below do not grow W past a window.
-		p := rollout.NewPacer(16, 16, rollout.DefaultPaceTargets())
-		p.Done(p.Launch(), true, 100*ms, nil) // one lucky start
-		for range 3 {
-			p.Done(p.Launch(), true, 300*ms, nil)
+	t.Run("slow start is no signal, deadline risk is", func(t *testing.T) {
+		p := rollout.NewPacer(16, 16, rollout.DefaultPaceTargets(), time.Minute)
+		p.Done(p.Launch(t0), true, 100*ms, nil, t0)
+		if p.Done(p.Launch(t0), true, 20*time.Second, nil, t0); p.W() != 16 {
+			t.Errorf("a start 200× slower than another, under half the deadline, halved W to %d (%s)", p.W(), p.Last)
 		}
-		// The baseline is the 4th fastest, 300 ms, not the lucky 100 ms.
-		if p.Done(p.Launch(), true, 850*ms, nil); p.W() != 16 {
-			t.Errorf("a start 2.8× the baseline (8.5× the luckiest) halved W to %d (%s)", p.W(), p.Last)
-		}
-		if p.Done(p.Launch(), true, 1200*ms, nil); p.W() != 8 || !strings.Contains(p.Last, "baseline (300ms)") {
-			t.Errorf("a start 4× the baseline: W %d (%s), want 8", p.W(), p.Last)
-		}
-		// The baseline does not follow the load up: after 40 slow starts it
-		// is still 300 ms, and they keep W down.
-		for range 40 {
-			p.Done(p.Launch(), true, 1500*ms, nil)
-		}
-		if p.W() != 1 || !strings.Contains(p.Last, "baseline (300ms)") {
-			t.Errorf("after 40 starts of 1.5 s: W %d (%s), want 1 against a baseline of 300ms", p.W(), p.Last)
-		}
-		q := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
-		for range 4 {
-			q.Done(q.Launch(), true, 10*ms, nil)
-		}
-		if q.Done(q.Launch(), true, 400*ms, nil); q.W() < 8 {
-			t.Errorf("40× a 10 ms start but within the 500 ms margin halved W to %d", q.W())
+		if p.Done(p.Launch(t0), true, 31*time.Second, nil, t0); p.W() != 8 || !strings.Contains(p.Last, "of its deadline 1m0s") {
+			t.Errorf("a start past half its 60 s deadline: W %d (%s), want 8", p.W(), p.Last)
 		}
 	})
 	for _, tc := range []struct {
@@ -107,24 +225,36 @@ func TestPacerDecrease(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			targets := rollout.DefaultPaceTargets()
 			targets.CPU = 0.9
-			p := rollout.NewPacer(8, 8, targets)
-			p.Done(p.Launch(), true, 300*ms, &tc.pr)
+			p := rollout.NewPacer(8, 8, targets, time.Minute)
+			p.Done(p.Launch(t0), true, 300*ms, &tc.pr, t0)
 			if p.W() != tc.want {
 				t.Errorf("W %d, want %d (%s)", p.W(), tc.want, p.Last)
 			}
 		})
 	}
+	t.Run("memory pressure stops slow start", func(t *testing.T) {
+		p := rollout.NewPacer(4, 300, rollout.DefaultPaceTargets(), time.Minute)
+		at := window(p, t0, time.Second, nil)
+		at = window(p, at, time.Second, nil)
+		if p.W() != 16 {
+			t.Fatalf("W %d after two windows, want 16", p.W())
+		}
+		window(p, at, time.Second, &rollout.Pressure{Memory: 0.3})
+		if p.W() != 8 || !strings.Contains(p.Last, "memory pressure 30% over 10%") {
+			t.Errorf("W %d (%s) after memory pressure, want 8", p.W(), p.Last)
+		}
+	})
 	t.Run("system-wide CPU pressure is no signal by default", func(t *testing.T) {
-		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets())
-		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{CPU: 0.96})
+		p := rollout.NewPacer(8, 8, rollout.DefaultPaceTargets(), time.Minute)
+		p.Done(p.Launch(t0), true, 300*ms, &rollout.Pressure{CPU: 0.96}, t0)
 		if p.W() != 8 {
 			t.Errorf("W %d after CPU pressure 96%% with the default targets, want 8 (%s)", p.W(), p.Last)
 		}
 	})
 	t.Run("zero target disables", func(t *testing.T) {
-		p := rollout.NewPacer(8, 8, rollout.PaceTargets{})
-		p.Done(p.Launch(), true, 300*ms, &rollout.Pressure{CPU: 1, Memory: 1, IO: 1})
-		p.Done(p.Launch(), true, 30*time.Second, nil)
+		p := rollout.NewPacer(8, 8, rollout.PaceTargets{}, time.Minute)
+		p.Done(p.Launch(t0), true, 300*ms, &rollout.Pressure{CPU: 1, Memory: 1, IO: 1}, t0)
+		p.Done(p.Launch(t0), true, 59*time.Second, nil, t0)
 		if p.W() != 8 {
 			t.Errorf("W %d with every signal disabled, want 8", p.W())
 		}
@@ -197,8 +327,8 @@ func TestAdaptiveOffline(t *testing.T) {
 	if len(s.overW) > 0 {
 		t.Errorf("started above W: %v", s.overW)
 	}
-	if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 2 -> 3 (cap 60)") {
-		t.Errorf("pacing stages %q: want W to grow from 2 with cap 60", s.pacing)
+	if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 2 -> 3 (cap 60): slow start") {
+		t.Errorf("pacing stages %q: want W to grow in slow start from 2 with cap 60", s.pacing)
 	}
 }
 

@@ -55,6 +55,10 @@ type Policy struct {
 	// after its first healthy check to count as moved (Swarm's monitor,
 	// Nomad's min_healthy_time); 0 counts it at the first check.
 	Monitor time.Duration
+	// MonitorHolds is which lockers hold their place in K through their
+	// monitor window: MonitorUntilProven (DefaultPolicy) or MonitorAll;
+	// empty is MonitorAll, as plans journaled before the knob ran.
+	MonitorHolds MonitorHolds
 	// Interval is the time between two checks in the monitor window and the
 	// soak; default 500ms.
 	Interval time.Duration
@@ -86,6 +90,7 @@ func DefaultPolicy() Policy {
 		Deadline:        60 * time.Second,
 		Health:          "none",
 		Monitor:         10 * time.Second,
+		MonitorHolds:    MonitorUntilProven,
 		Interval:        500 * time.Millisecond,
 		MaxFailureRatio: 0.1,
 		FailureAction:   Rollback,
@@ -126,6 +131,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("max_failure_ratio must be between 0 and 1, got %v", p.MaxFailureRatio)
 	case p.Pacing != "" && p.Pacing != Adaptive && p.Pacing != Fixed:
 		return fmt.Errorf("unknown pacing %q (want adaptive or fixed)", p.Pacing)
+	case p.MonitorHolds != "" && p.MonitorHolds != MonitorUntilProven && p.MonitorHolds != MonitorAll:
+		return fmt.Errorf("unknown monitor_holds %q (want until_proven or all)", p.MonitorHolds)
 	case p.Pace.CPU < 0 || p.Pace.Memory < 0 || p.Pace.IO < 0 || p.Pace.SlowFactor < 0:
 		return fmt.Errorf("pace targets must not be negative, got %+v", p.Pace)
 	}
@@ -157,6 +164,25 @@ func (p Policy) interval() time.Duration {
 	}
 	return p.Interval
 }
+
+// MonitorHolds is which lockers hold their place in K through their
+// monitor window (Policy.MonitorHolds).
+type MonitorHolds string
+
+const (
+	// MonitorUntilProven: the lockers of a release not yet proven hold
+	// their place through their whole window, as Kubernetes'
+	// minReadySeconds; once the release is proven (or when the job
+	// starts on a proven one), a locker frees its place at its first
+	// healthy check and its window goes on in the background, its
+	// failure still counted by the failure policy and down in K again
+	// (Swarm's monitor: the next batch does not wait for it). The
+	// default.
+	MonitorUntilProven MonitorHolds = "until_proven"
+	// MonitorAll: every locker holds its place through its whole
+	// window (Kubernetes' minReadySeconds, Nomad's min_healthy_time).
+	MonitorAll MonitorHolds = "all"
+)
 
 // Duration is a time.Duration that reads and writes text as a Go duration
 // string ("1.5s", "10s"): the one duration convention of the API, the
@@ -201,33 +227,34 @@ var durationType = reflect.TypeFor[Duration]()
 // policyJSON is Policy on the wire: one name per knob, durations as
 // strings.
 type policyJSON struct {
-	MaxUnavailable  int         `json:"max_unavailable"`
-	MaxStarting     int         `json:"max_starting"`
-	Pacing          Pacing      `json:"pacing"`
-	Pace            PaceTargets `json:"pace"`
-	StopParallel    int         `json:"stop_parallel"`
-	StopTimeout     Duration    `json:"stop_timeout"`
-	Deadline        Duration    `json:"deadline"`
-	Delay           Duration    `json:"delay"`
-	Health          string      `json:"health"`
-	Monitor         Duration    `json:"monitor"`
-	Interval        Duration    `json:"interval"`
-	Canary          int         `json:"canary"`
-	Soak            Duration    `json:"soak"`
-	MaxFailureRatio float64     `json:"max_failure_ratio"`
-	FailureAction   Action      `json:"failure_action"`
-	ReleaseWatch    Duration    `json:"release_watch"`
+	MaxUnavailable  int          `json:"max_unavailable"`
+	MaxStarting     int          `json:"max_starting"`
+	Pacing          Pacing       `json:"pacing"`
+	Pace            PaceTargets  `json:"pace"`
+	StopParallel    int          `json:"stop_parallel"`
+	StopTimeout     Duration     `json:"stop_timeout"`
+	Deadline        Duration     `json:"deadline"`
+	Delay           Duration     `json:"delay"`
+	Health          string       `json:"health"`
+	Monitor         Duration     `json:"monitor"`
+	MonitorHolds    MonitorHolds `json:"monitor_holds"`
+	Interval        Duration     `json:"interval"`
+	Canary          int          `json:"canary"`
+	Soak            Duration     `json:"soak"`
+	MaxFailureRatio float64      `json:"max_failure_ratio"`
+	FailureAction   Action       `json:"failure_action"`
+	ReleaseWatch    Duration     `json:"release_watch"`
 }
 
 func (p Policy) wire() policyJSON {
 	return policyJSON{p.MaxUnavailable, p.MaxStarting, p.Pacing, p.Pace, p.StopParallel, Duration(p.StopTimeout), Duration(p.Deadline),
-		Duration(p.Delay), p.Health, Duration(p.Monitor), Duration(p.Interval), p.Canary, Duration(p.Soak), p.MaxFailureRatio, p.FailureAction,
+		Duration(p.Delay), p.Health, Duration(p.Monitor), p.MonitorHolds, Duration(p.Interval), p.Canary, Duration(p.Soak), p.MaxFailureRatio, p.FailureAction,
 		Duration(p.ReleaseWatch)}
 }
 
 func (w policyJSON) policy() Policy {
 	return Policy{w.MaxUnavailable, w.MaxStarting, w.Pacing, w.Pace, w.StopParallel, w.StopTimeout.D(), w.Deadline.D(), w.Delay.D(),
-		w.Health, w.Monitor.D(), w.Interval.D(), w.Canary, w.Soak.D(), w.MaxFailureRatio, w.FailureAction, w.ReleaseWatch.D()}
+		w.Health, w.Monitor.D(), w.MonitorHolds, w.Interval.D(), w.Canary, w.Soak.D(), w.MaxFailureRatio, w.FailureAction, w.ReleaseWatch.D()}
 }
 
 // MarshalJSON writes the policy under its one set of names.
@@ -311,7 +338,7 @@ func (p Policy) Apply(patch Patch) (Policy, []string, error) {
 		if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
 			return p, old, fmt.Errorf("%s must be a finite number, got %v", k, f)
 		}
-		if str, ok := v.(string); ok && str == "" && (k == "pacing" || k == "health" || k == "failure_action") {
+		if str, ok := v.(string); ok && str == "" && (k == "pacing" || k == "health" || k == "failure_action" || k == "monitor_holds") {
 			return p, old, fmt.Errorf("%s is empty: give a value (health: none, http://..., tcp:... or exec:...) or leave it out", k)
 		}
 		if now, ok := Deprecated[k]; ok {

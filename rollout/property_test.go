@@ -53,6 +53,7 @@ type schedule struct {
 	ratio      float64
 	action     rollout.Action
 	pacing     rollout.Pacing
+	holds      rollout.MonitorHolds
 	gauge      string
 	noFallback bool
 	cancelAt   int           // cancel at this event (0: never)
@@ -66,8 +67,8 @@ type schedule struct {
 }
 
 func (s schedule) String() string {
-	return fmt.Sprintf("%s n=%d k=%d w=%d stopped=%d canary=%d soak=%v monitor=%v delay=%v ratio=%g %s %s gauge=%s nofb=%v cancel@%d/%v shutdown=%v",
-		s.kind, s.n, s.k, s.w, s.stopped, s.canary, s.soak, s.monitor, s.delay, s.ratio, s.action, s.pacing, s.gauge, s.noFallback, s.cancelAt, s.cancelTime, s.shutdown)
+	return fmt.Sprintf("%s n=%d k=%d w=%d stopped=%d canary=%d soak=%v monitor=%v holds=%s delay=%v ratio=%g %s %s gauge=%s nofb=%v cancel@%d/%v shutdown=%v",
+		s.kind, s.n, s.k, s.w, s.stopped, s.canary, s.soak, s.monitor, s.holds, s.delay, s.ratio, s.action, s.pacing, s.gauge, s.noFallback, s.cancelAt, s.cancelTime, s.shutdown)
 }
 
 func drawSchedule(t *rapid.T) schedule {
@@ -80,6 +81,7 @@ func drawSchedule(t *rapid.T) schedule {
 		ratio:   rapid.SampledFrom([]float64{0, 0.1, 0.3, 1}).Draw(t, "ratio"),
 		action:  rapid.SampledFrom([]rollout.Action{rollout.Rollback, rollout.Pause}).Draw(t, "action"),
 		pacing:  rapid.SampledFrom([]rollout.Pacing{rollout.Adaptive, rollout.Fixed}).Draw(t, "pacing"),
+		holds:   rapid.SampledFrom([]rollout.MonitorHolds{rollout.MonitorUntilProven, rollout.MonitorUntilProven, rollout.MonitorAll}).Draw(t, "holds"),
 		gauge:   rapid.SampledFrom([]string{"nil", "nil", "pressure", "error"}).Draw(t, "gauge"),
 	}
 	s.w = rapid.IntRange(0, s.k).Draw(t, "w")
@@ -139,7 +141,12 @@ func drawSchedule(t *rapid.T) schedule {
 // back at most W at once), I5 (each Outcome matches what the host saw),
 // every locker the run stopped runs at the end unless the run was
 // interrupted or says it failed, current ends on the target or the
-// fallback, a tripped run marks the target bad.
+// fallback, a tripped run marks the target bad, a rollback brings back
+// every locker the run moved. With monitor windows in the background
+// (MonitorUntilProven), a locker that gave its place back is not counted
+// down until the run sees it fail; from then it counts again, and the
+// run takes no locker down while the lockers down (it included) are K or
+// more.
 func TestPropertyRun(t *testing.T) {
 	begin := time.Now()
 	n := 0
@@ -149,7 +156,11 @@ func TestPropertyRun(t *testing.T) {
 		n++
 		var bad []string
 		var res rollout.Result
-		synctest.Test(t, func(t *testing.T) { res, bad = s.run() })
+		late := 0
+		synctest.Test(t, func(t *testing.T) { res, bad, late = s.run() })
+		if late > 0 {
+			seen["failed in a background monitor"] += late
+		}
 		if len(bad) > 0 {
 			rt.Fatalf("%s:\n%v", s, bad)
 		}
@@ -169,8 +180,9 @@ func TestPropertyRun(t *testing.T) {
 }
 
 // run runs the schedule on a fake host (inside a synctest bubble) and
-// returns the invariants it broke.
-func (s schedule) run() (rollout.Result, []string) {
+// returns the invariants it broke, and how many lockers failed in a
+// monitor window in the background.
+func (s schedule) run() (rollout.Result, []string, int) {
 	names := fakehost.Names(s.n)
 	from, target := "A", "B"
 	switch s.kind {
@@ -204,6 +216,7 @@ func (s schedule) run() (rollout.Result, []string) {
 	pl := rollout.DefaultPolicy()
 	pl.MaxUnavailable, pl.MaxStarting = s.k, s.w
 	pl.Monitor, pl.Interval, pl.Delay = s.monitor, time.Second, s.delay
+	pl.MonitorHolds = s.holds
 	pl.Canary, pl.Soak = s.canary, s.soak
 	pl.MaxFailureRatio, pl.FailureAction, pl.Pacing = s.ratio, s.action, s.pacing
 	pl.Deadline = 30 * time.Second
@@ -284,7 +297,7 @@ func (s schedule) run() (rollout.Result, []string) {
 	}
 	res := rollout.Run(ctx, p, e)
 	c.end(res, initial)
-	return res, c.bad
+	return res, c.bad, c.late
 }
 
 // checker follows a run's events and the host.
@@ -295,13 +308,15 @@ type checker struct {
 	w       int             // W as the pacing stages say
 	held    int             // start places the events show held
 	placed  map[string]bool // lockers holding a start place
+	bg      map[string]bool // lockers whose monitor window runs in the background
+	late    int             // lockers seen failing in the background
 	back    map[string]bool // lockers on their way back
 	stops   int             // stop phase: stops in flight
 	bad     []string
 }
 
 func newChecker(p rollout.Plan, h *fakehost.Host) *checker {
-	c := &checker{p: p, h: h, k: p.Policy.MaxUnavailable, capW: p.Policy.MaxUnavailable, placed: map[string]bool{}, back: map[string]bool{}}
+	c := &checker{p: p, h: h, k: p.Policy.MaxUnavailable, capW: p.Policy.MaxUnavailable, placed: map[string]bool{}, back: map[string]bool{}, bg: map[string]bool{}}
 	if p.Strategy == rollout.Offline {
 		c.k = max(len(p.Items), 1)
 		c.capW = c.k
@@ -327,8 +342,28 @@ func (c *checker) fail(format string, args ...any) {
 }
 
 func (c *checker) observe(e rollout.Event) {
-	if e.Phase == rollout.PhaseMoved {
+	switch {
+	case e.Phase == rollout.PhaseMoved:
 		c.h.Passed(e.Container)
+		delete(c.bg, e.Container)
+	case e.Phase == rollout.PhaseMonitoring:
+		// Its place in K is free: its window runs in the background.
+		if c.p.Policy.MonitorHolds != rollout.MonitorUntilProven {
+			c.fail("%s gave its place back with monitor_holds %q", e.Container, c.p.Policy.MonitorHolds)
+		}
+		c.h.Passed(e.Container)
+		c.bg[e.Container] = true
+	case e.Phase == rollout.PhaseFailed && c.bg[e.Container]:
+		// Seen failing in the background: down again, in K again.
+		c.h.Late(e.Container)
+		delete(c.bg, e.Container)
+		c.late++
+	case e.Phase == rollout.PhaseStopping && e.MaxStarting > 0 && !e.Back:
+		// The run takes a locker down: under K before it, late
+		// failures it has seen included.
+		if d := c.h.DownNow(); d >= c.k {
+			c.fail("I1: %s taken down with %d lockers down already, K=%d", e.Container, d, c.k)
+		}
 	}
 	if c.p.Kind != rollout.KindStop {
 		if d := c.h.MaxOver(); d > 0 {
@@ -408,6 +443,16 @@ func (c *checker) end(res rollout.Result, initial string) {
 		c.fail("current %s, was %s, and the plan has no target", cur, initial)
 	case p.Target != "" && cur != p.Target && cur != p.Fallback:
 		c.fail("current ends on %s, neither the target %s nor the fallback %s", cur, p.Target, p.Fallback)
+	}
+	if len(c.bg) > 0 && !res.Interrupted && !res.Cancelled {
+		c.fail("monitor windows in the background never ended: %v", c.bg)
+	}
+	if res.RolledBack && !res.Paused && p.Policy.FailureAction == rollout.Rollback {
+		for _, o := range res.Outcomes {
+			if (o.Outcome == rollout.OutMoved || o.Outcome == rollout.OutStarted || o.Outcome == rollout.OutUnverified) && o.Back == "" {
+				c.fail("rolled back, but %s (%s) was not brought back", o.Name, o.Outcome)
+			}
+		}
 	}
 	if res.Tripped != "" && p.Target != "" && !h.Bad(p.Target) {
 		c.fail("I2: tripped (%s) but %s is not marked bad", res.Tripped, p.Target)

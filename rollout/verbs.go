@@ -98,8 +98,12 @@ const (
 	PhaseStarting Phase = "starting"
 	PhaseHealthy  Phase = "healthy" // first healthy check; monitor window begins
 	PhaseMoved    Phase = "moved"   // passed the monitor window
-	PhaseFailed   Phase = "failed"
-	PhaseSkipped  Phase = "skipped"
+	// PhaseMonitoring: healthy, its place in K given back; its monitor
+	// window goes on in the background (MonitorUntilProven, once the
+	// release is proven). It ends moved or failed as any window does.
+	PhaseMonitoring Phase = "monitoring"
+	PhaseFailed     Phase = "failed"
+	PhaseSkipped    Phase = "skipped"
 )
 
 // Event is one step of a run: a locker's phase (Container set) or a stage

@@ -45,6 +45,7 @@ func watchHealthy(ctx context.Context, h Host, c Clock, pol Policy, name string)
 func (s *state) launchWatch(acts []action, i int, now time.Time) []action {
 	it := &s.it[i]
 	it.launched, it.begin = true, now
+	s.opens(i)
 	it.o = Outcome{Name: s.plan.Items[i].Name, Op: OpWatch}
 	return s.run(acts, vWatch, i, Event{Container: it.o.Name, Phase: PhaseWatching, Op: "watch", Release: s.plan.Target})
 }
@@ -59,12 +60,13 @@ func (s *state) watchDone(d done, now time.Time, acts []action) []action {
 	case d.err == nil:
 		it.o.Start, it.o.Outcome, it.o.Downtime = Started, OutMoved, now.Sub(it.begin)
 		acts = append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseHealthy, Op: "watch", Outcome: string(Started), Release: s.plan.Target, Duration: it.o.Downtime}})
-		return s.run(acts, vMonitor, i, Event{})
+		return s.monitor(acts, i)
 	case errors.Is(d.err, ErrNotRunning):
 		// From here on it is a stopped locker to start, untouched until
 		// its start launches (a trip before that starts it on the
 		// fallback, as OpStart).
 		it.restart, it.launched = true, false
+		s.open--
 		s.queue = append([]int{i}, s.queue...)
 		return append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseWatching, Op: "watch", Outcome: "not-running", Message: "not running: it starts as a stopped locker", Release: s.plan.Target}})
 	}

@@ -11,6 +11,7 @@ import (
 
 	"lxcfleet/agent"
 	"lxcfleet/config"
+	"lxcfleet/rollout"
 )
 
 // completions registers what the shell completes beyond commands and
@@ -22,6 +23,7 @@ func completions(root *cobra.Command, g *globals) {
 	enums := map[string][]string{
 		"strategy":       {agent.StrategyRolling, agent.StrategyOffline},
 		"pacing":         {agent.PacingAdaptive, agent.PacingFixed},
+		"monitor-holds":  {string(rollout.MonitorUntilProven), string(rollout.MonitorAll)},
 		"failure-action": {agent.ActionRollback, agent.ActionPause},
 		"log-format":     {"auto", "text", "json", "journal"},
 		"log-level":      {"debug", "info", "warn", "error"},

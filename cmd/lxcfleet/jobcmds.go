@@ -26,7 +26,7 @@ type rolloutFlags struct {
 
 // rollingKnobs are the knobs of restart and rollback (no canary: they move
 // lockers onto a release already chosen).
-var rollingKnobs = []string{"max_unavailable", "max_starting", "pacing", "stop_parallel", "stop_timeout", "deadline", "delay", "health", "monitor", "interval", "max_failure_ratio", "failure_action"}
+var rollingKnobs = []string{"max_unavailable", "max_starting", "pacing", "stop_parallel", "stop_timeout", "deadline", "delay", "health", "monitor", "monitor_holds", "interval", "max_failure_ratio", "failure_action"}
 
 func (r *rolloutFlags) register(cmd *cobra.Command) {
 	if r.knobs == nil {

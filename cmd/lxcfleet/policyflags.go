@@ -28,15 +28,16 @@ type knob struct {
 // knobs are the policy's flags, with their help: the README's knob table
 // says the same (TestOneNamePerKnob).
 var knobs = []knob{
-	{"max_unavailable", "int", "", "K, the most lockers down because of the job at once (Kubernetes' maxUnavailable); each counts until it passed the monitor window"},
+	{"max_unavailable", "int", "", "K, the most lockers down because of the job at once (Kubernetes' maxUnavailable); each counts until it passed the monitor window, or (monitor_holds until_proven, once the release is proven) until its first healthy check, and again if it fails"},
 	{"max_starting", "int", "", "W ≤ K, the most lockers starting at once; with adaptive pacing W's first value (start-all: K is all lockers, W this)"},
-	{"pacing", "string", "", "adaptive (W adapts between 1 and K to start failures, start times and pressure) or fixed (W = max starting, or K)"},
+	{"pacing", "string", "", "adaptive (W between 1 and K doubles per window of healthy starts, holds where healthy starts per second stop rising, halves on failed starts, memory or IO pressure and starts past half the deadline) or fixed (W = max starting, or K)"},
 	{"stop_parallel", "int", "", "most lockers stopping at once in stop-all and an offline update's stop phase"},
 	{"stop_timeout", "duration", "", "grace period after the halt signal before a locker is killed"},
 	{"deadline", "duration", "", "start-to-healthy limit per locker (Nomad's healthy_deadline)"},
 	{"delay", "duration", "", "wait between two launches (lxc.start.delay's role)"},
 	{"health", "string", "", "health check: none, http://127.0.0.1:{port}/healthz, tcp:HOST:PORT or exec:COMMAND"},
 	{"monitor", "duration", "", "monitor window: how long a locker must stay healthy after its first healthy check to count as moved (Swarm's monitor)"},
+	{"monitor_holds", "string", "", "which lockers hold their place in K through their monitor window: until_proven (those of a release not yet proven; after that a healthy locker frees its place and its window goes on in the background, its failures still counted, as Swarm's monitor) or all (every locker, as Kubernetes' minReadySeconds)"},
 	{"interval", "duration", "", "time between two checks in the monitor window and the soak"},
 	{"canary", "int", "", "canary lockers moved first, alone, then held healthy for the soak before the rest"},
 	{"soak", "duration", "", "how long the canaries must stay healthy before the rest moves"},

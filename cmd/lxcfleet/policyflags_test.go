@@ -16,7 +16,7 @@ import (
 // flagValues are a valid non-default value per knob.
 var flagValues = map[string]string{
 	"max_unavailable": "7", "max_starting": "3", "pacing": "fixed", "stop_parallel": "5", "stop_timeout": "3s",
-	"deadline": "42s", "delay": "150ms", "health": "tcp:127.0.0.1:{port}", "monitor": "2s", "interval": "250ms",
+	"deadline": "42s", "delay": "150ms", "health": "tcp:127.0.0.1:{port}", "monitor": "2s", "monitor_holds": "all", "interval": "250ms",
 	"canary": "2", "soak": "9s", "max_failure_ratio": "0.5", "failure_action": "pause", "release_watch": "3m0s",
 }
 

@@ -15,7 +15,7 @@ func newStartAllCmd(g *globals) *cobra.Command {
 	var sel selection
 	var boot bool
 	var cf clientFlags
-	kf := newKnobFlags([]string{"max_starting", "pacing", "deadline", "delay", "health", "monitor", "interval", "max_failure_ratio", "failure_action"},
+	kf := newKnobFlags([]string{"max_starting", "pacing", "deadline", "delay", "health", "monitor", "monitor_holds", "interval", "max_failure_ratio", "failure_action"},
 		map[string]string{"max_starting": "p", "deadline": "t"}, alias{old: "parallel", key: "max_starting"}, alias{old: "timeout", key: "deadline"})
 	cmd := &cobra.Command{
 		Use:   "start-all [NAME...]",

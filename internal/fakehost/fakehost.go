@@ -85,6 +85,7 @@ type Host struct {
 	history   map[string][]Op
 	passed    map[string]bool // not counted down: passed their window (Passed)
 	held      map[string]bool // stopped lockers the run starts (WatchHeld)
+	late      map[string]bool // failed after they gave their place back (Late)
 	limit     int             // K for MaxOver
 	maxOver   int
 	timed     bool
@@ -172,13 +173,39 @@ func (h *Host) MaxOver() int {
 	return h.maxOver
 }
 
-// Passed says that name passed its monitor window: until its next stop
-// or start, its being down is the release's doing, not the run's (a
-// canary that dies in its soak), and MaxDown does not count it.
+// Passed says that name passed its monitor window, or gave its place in
+// K back for the rest of it (a window in the background): until its next
+// stop or start, or Late, its being down is the release's doing, not the
+// run's (a canary that dies in its soak), and MaxDown does not count it.
 func (h *Host) Passed(name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.passed[name] = true
+}
+
+// Late says that the run saw name fail after it gave its place back (in
+// a monitor window in the background): from now on it counts as down
+// again while it is down (DownNow), and MaxOver and MaxDown allow one
+// more for each such locker down: the run cannot take back a place a
+// locker lost on its own; it must take nothing down while the count,
+// this one included, is K or more (the property test checks DownNow).
+func (h *Host) Late(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.passed, name)
+	if h.late == nil {
+		h.late = map[string]bool{}
+	}
+	h.late[name] = true
+	h.recount()
+}
+
+// DownNow is how many watched lockers are down now (those Passed not
+// counted): what a run must see under K before it takes one more down.
+func (h *Host) DownNow() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.down
 }
 
 func (h *Host) script(name, rel string) Script {
@@ -229,26 +256,29 @@ func (h *Host) Watch() {
 			h.serving[n] = true
 		}
 	}
-	h.down, h.maxDown, h.maxOver, h.held = 0, 0, 0, nil
+	h.down, h.maxDown, h.maxOver, h.held, h.late = 0, 0, 0, nil, nil
 }
 
 func (h *Host) isServing(l *locker) bool { return l.running && !l.dead && !l.sick && l.warm == 0 }
 
 // recount updates the down count of watched lockers. Called with mu held.
 func (h *Host) recount() {
-	d, held := 0, 0
+	d, held, late := 0, 0, 0
 	for n := range h.serving {
 		if !h.passed[n] && !h.isServing(h.lockers[n]) {
 			d++
-			if h.held[n] {
+			switch {
+			case h.late[n]:
+				late++
+			case h.held[n]:
 				held++
 			}
 		}
 	}
 	h.down = d
-	h.maxDown = max(h.maxDown, d)
+	h.maxDown = max(h.maxDown, d-late)
 	if h.held != nil {
-		h.maxOver = max(h.maxOver, d-max(h.limit, held))
+		h.maxOver = max(h.maxOver, d-max(h.limit, held)-late)
 	}
 }
 
