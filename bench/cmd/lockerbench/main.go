@@ -43,7 +43,7 @@ func main() {
 
 // commonFlags are the flags run and scale share.
 func commonFlags(fs *flag.FlagSet, o *bench.Options) {
-	fs.IntVar(&o.Work, "work", 0, "startup work per locker, thousands of sha256 rounds (0: the app profile's: light 40 ≈ 0.3 CPU s, heavy 130)")
+	fs.IntVar(&o.Work, "work", 0, "startup work per locker, thousands of sha256 rounds (0: the app profile's: light 40 ≈ 0.3 CPU s, heavy 200)")
 	fs.StringVar(&o.App, "app", bench.AppLight, "the app's profile: light, or heavy (a 192 MiB cache and templates at start, about 1 CPU s and 250 MiB at its peak, then serving on the light app's memory)")
 	fs.Func("mem-limit", "memory limit on the lockers' cgroup parent, e.g. 16GiB, or none (default: N x 55 MiB + 1 GiB, room for every locker serving and a few starts, not for N heavy starts at once)", func(v string) error {
 		b, err := bench.ParseBytes(v)
@@ -59,7 +59,7 @@ func commonFlags(fs *flag.FlagSet, o *bench.Options) {
 	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
 	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
 	fs.BoolVar(&o.NoPollReference, "no-poll-reference", false, "leave out the 20 Hz prober's calibration period and restart breakdown")
-	fs.DurationVar(&o.Monitor, "monitor", 0, "lxcfleet's monitor window in scenarios 4 and 5 (0: its default, 10s); a rolling update holds each of its K places for it, so it bounds the rolling window at about N/K x (monitor + restart)")
+	fs.DurationVar(&o.Monitor, "monitor", 0, "lxcfleet's monitor window in scenarios 4 and 5 (0: its default, 10s); with monitor_holds = all (not the default) a rolling update holds each of its K places for it, about N/K x (monitor + restart)")
 }
 
 func scaleCmd(args []string) int {
