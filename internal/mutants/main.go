@@ -45,6 +45,7 @@ var testsFor = map[string][]string{
 	"watch: no release watch after an update":                    {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"watch: a crash counts only at supervision's start limit":    {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"watch: one failed locker rolls a release back":              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"supervision: every crash loop counts as a regression":       {"-run", "^TestSupervisionNeverHealthyLockersAreQuarantined$", "./agent/"},
 	"tally: every first step is a canary":                        {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                      {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":           {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -220,6 +221,9 @@ var mutants = []mutant{
 		"\t\tcase w.crashed[n] != \"\":\n\t\t\tfailed = append(failed, n+\" (\"+w.crashed[n]+\")\")\n", ""},
 	{"watch: one failed locker rolls a release back", "agent/watch.go",
 		"return failed >= 2 && float64(failed) > ratio*float64(watched)", "return failed >= 1"},
+	// Supervision's rollback counts regressions only (issue 22 item 5).
+	{"supervision: every crash loop counts as a regression", "agent/supervise.go",
+		"\treturn ok && p.Healthy\n", "\t_, _ = p, ok\n\treturn true\n"},
 	// The one account of a job (agent.Tally) that the console, the CLI's
 	// tail and the history render (issue 22 item 11).
 	{"tally: every first step is a canary", "agent/tally.go",
