@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"lxcfleet/rollout"
@@ -84,13 +85,40 @@ func TestSupervision(t *testing.T) {
 	}
 }
 
-// TestSupervisionRollsBackACrashLoop: when the lockers of the current
-// release crash-loop past the failure ratio, supervision rolls the
-// release back (marked bad) instead of restarting them in a loop.
+// TestSupervisionRollsBackACrashLoop: when lockers that ran healthy on
+// the previous release crash-loop on the current one (a regression), past
+// the failure ratio, supervision rolls the release back (marked bad)
+// instead of restarting them in a loop.
 func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 	f := testfleet.New(t, testfleet.Options{})
-	names := testfleet.Names(f.Add(2, testfleet.Crash))
+	names := testfleet.Names(f.Add(2, testfleet.Normal))
 	code := fakecode.New("1-old")
+	if err := code.MarkProven("1-old"); err != nil {
+		t.Fatal(err)
+	}
+	d := testDefaults()
+	d.Policy.Deadline, d.Policy.Monitor = 3*time.Second, 500*time.Millisecond
+	d.Policy.Health = "http://127.0.0.1:{port}/healthz"
+	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, HealthInterval: 200 * time.Millisecond, Defaults: d,
+		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.ReleaseOf})
+	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, s.a, j.ID)
+	// Seen healthy on 1-old (through the monitor window).
+	eventually(t, 20*time.Second, func() (bool, string) {
+		s.a.sup.mu.Lock()
+		defer s.a.sup.mu.Unlock()
+		for _, n := range names {
+			if p, ok := s.a.sup.prior(n, "2-new"); !ok || p != (verdict{"1-old", true}) {
+				return false, fmt.Sprintf("%s not seen healthy on 1-old after 20s: %+v", n, s.a.sup.verdicts[n])
+			}
+		}
+		return true, ""
+	})
+	// 2-new, proven (it passed its window once: starting it applies no
+	// policy, so only supervision can find out), crashes on both.
 	rel, err := code.Build(context.Background(), "2-new", func(string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -98,20 +126,19 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 	if _, err := code.Switch(context.Background(), rel, "test"); err != nil {
 		t.Fatal(err)
 	}
-	// Proven (it passed its window once): starting it applies no policy, so
-	// only supervision can find out that it crash-loops now.
 	if err := code.MarkProven("2-new"); err != nil {
 		t.Fatal(err)
 	}
-	d := testDefaults()
-	d.Policy.Deadline = 3 * time.Second
-	s := serveAgent(t, Config{LXCPath: f.Path, InventoryInterval: 200 * time.Millisecond, Defaults: d,
-		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: 200 * time.Millisecond}}, Deps{Containers: f.Host, Code: code, ReleaseOf: code.ReleaseOf})
-	j, err := s.a.Submit(Request{Kind: KindStartAll, Names: names})
-	if err != nil {
-		t.Fatal(err)
+	for _, n := range names {
+		if _, err := f.Host.EditConfig(n, func(old []byte) ([]byte, error) {
+			return bytes.Replace(old, []byte("MODE=normal"), []byte("MODE=crash"), 1), nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Host.Stop(context.Background(), n, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitJob(t, s.a, j.ID)
 	eventually(t, 40*time.Second, func() (bool, string) {
 		if len(supervisionJobs(t, s.a, KindRollback)) > 0 {
 			return true, ""
@@ -119,6 +146,9 @@ func TestSupervisionRollsBackACrashLoop(t *testing.T) {
 		return false, fmt.Sprintf("no rollback after the lockers crash-looped on 2-new (supervision jobs: %d)", len(supervisionJobs(t, s.a, KindStartAll)))
 	})
 	rb := waitJob(t, s.a, supervisionJobs(t, s.a, KindRollback)[0].ID)
+	if !strings.Contains(rb.Trigger, "2 of 2 lockers crash-loop on 2-new") {
+		t.Errorf("rollback trigger %q, want 2 of 2 lockers named", rb.Trigger)
+	}
 	if code.State("2-new") != codeupdate.StateBad {
 		t.Errorf("2-new is %s after supervision's rollback (job %s %q), want bad", code.State("2-new"), rb.State, rb.Error)
 	}
