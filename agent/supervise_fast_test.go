@@ -20,6 +20,11 @@ import (
 // refreshes the inventory, runs one supervision tick and waits for the
 // job it started, if any.
 func fakeSupervised(t *testing.T) (*Agent, *fakehost.Host, *fakecode.Code, []string, func()) {
+	return fakeSupervisedIn(t, t.TempDir())
+}
+
+// fakeSupervisedIn is fakeSupervised with its journal in state.
+func fakeSupervisedIn(t *testing.T, state string) (*Agent, *fakehost.Host, *fakecode.Code, []string, func()) {
 	t.Helper()
 	names := fakehost.Names(4)
 	h := fakehost.New("r1", names...)
@@ -31,7 +36,7 @@ func fakeSupervised(t *testing.T) (*Agent, *fakehost.Host, *fakecode.Code, []str
 	fc := fakeContainers{h: h, code: code}
 	d := DefaultDefaults()
 	d.Policy.Health, d.Policy.Monitor = "none", time.Second
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: d,
+	a, err := New(Config{StateDir: state, Defaults: d,
 		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: time.Millisecond}},
 		Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
 	if err != nil {
@@ -128,6 +133,27 @@ func TestSupervisionRollsBackARegression(t *testing.T) {
 	}
 	if j := waitJob(t, a, rb[0].ID); j.State != JobSucceeded || code.State("r2") != codeupdate.StateBad || currentName(code) != "r1" {
 		t.Errorf("rollback %s %q; r2 %s, current %s; want succeeded, r2 bad, current r1", j.State, j.Error, code.State("r2"), currentName(code))
+	}
+}
+
+// TestSupervisionVerdictsSurviveAgentRestart: the releases a locker ran
+// healthy on are kept in the journal: a new agent still counts its crash
+// loop on the next release as a regression.
+func TestSupervisionVerdictsSurviveAgentRestart(t *testing.T) {
+	state := t.TempDir()
+	a, _, _, names, step := fakeSupervisedIn(t, state)
+	step()
+	step()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _, _, _ = fakeSupervisedIn(t, state)
+	a.sup.mu.Lock()
+	defer a.sup.mu.Unlock()
+	for _, n := range names {
+		if !a.sup.regression(n, "r2") {
+			t.Errorf("%s after an agent restart: verdicts %+v, want healthy on r1 remembered", n, a.sup.verdicts[n])
+		}
 	}
 }
 
