@@ -45,6 +45,11 @@ func (a *Agent) planFor(req Request) (body, error) {
 		if err != nil {
 			return nil, fmt.Errorf("selecting lockers: %w", err)
 		}
+		if len(infos) == 0 && req.Group != "" {
+			if err := a.checkGroup(ctx, req.Group); err != nil {
+				return nil, err
+			}
+		}
 	}
 	b, err := a.bodyOf(req, infos)
 	if err != nil {

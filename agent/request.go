@@ -174,6 +174,11 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	default:
 		return r, invalidf("unknown job kind %q", r.Kind)
 	}
+	if r.Names != nil && len(r.Names) == 0 {
+		// "names": [] is a list left empty by mistake, not "every locker"
+		// (that is names left out).
+		return r, invalidf("names is empty: name the lockers, or leave names out for every locker (of the group)")
+	}
 	for _, n := range r.Names {
 		if err := lxcctl.ValidName(n); err != nil {
 			return r, InvalidError{err.Error()}
@@ -220,6 +225,9 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	}
 	if len(r.Trigger) > 200 {
 		return r, invalidf("trigger longer than 200 bytes")
+	}
+	if r.Kind == KindRestart && len(r.Names) == 0 && r.Group == "" {
+		return r, invalidf("restart needs names or a group")
 	}
 	return r, nil
 }

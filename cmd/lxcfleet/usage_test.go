@@ -164,3 +164,22 @@ func TestRestartCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownGroupExitsTwo: a --group no locker belongs to is bad input
+// (exit 2, naming it), as an unknown name is, never "nothing to do" (exit 0).
+func TestUnknownGroupExitsTwo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lxc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(cfg, []byte("[listen]\nsocket = \""+filepath.Join(t.TempDir(), "none.sock")+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"restart", "start-all", "stop-all"} {
+		_, stderr, code := runCLI(t, verb, "--config", cfg, "--lxcpath", dir, "--group", "nosuch")
+		if code != 2 || !strings.Contains(stderr, `unknown group "nosuch"`) {
+			t.Errorf("%s --group nosuch: exit %d, stderr %q; want 2 and the group named", verb, code, stderr)
+		}
+	}
+}
