@@ -220,6 +220,9 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	if r.Boot && r.Kind != KindStartAll {
 		return r, invalidf("boot is a start-all's (%s given)", r.Kind)
 	}
+	if r.Boot && (len(r.Names) > 0 || r.Group != "") {
+		return r, invalidf("boot starts every locker whose desired state is running (no names, no group)")
+	}
 	if r.HostShutdown && (r.Kind != KindStopAll || len(r.Names) > 0 || r.Group != "") {
 		return r, invalidf("host_shutdown is a stop-all of every locker (no names, no group)")
 	}
