@@ -45,6 +45,14 @@ var testsFor = map[string][]string{
 	"tally: every first step is a canary":                     {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                   {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":        {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
+	// The operator surface's refusals (the tester's findings of 2026-12-06).
+	"api: names [] means every locker":              {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: an unknown group is nothing to do":        {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: a boot takes names":                       {"-run", "^TestAPIBadInput$", "./agent/"},
+	"tally: serving counts by the job's events":     {"-run", "^TestTallyServingCountsWhatRunsNow$", "./agent/"},
+	"tally: failures after the trip not told apart": {"-run", "^TestTallySaysWhoFailedAfterTheTrip$", "./agent/"},
+	"config: idle_stop has no floor":                {"-run", "^TestSleepSection$", "./config/"},
+	"config: idle_stop without held sockets":        {"-run", "^TestSleepSection$", "./config/"},
 }
 
 var mutants = []mutant{
@@ -194,6 +202,21 @@ var mutants = []mutant{
 		"\t\tl.Reason += \": \" + orDash(cause)", "\t\tl.Reason = \"\""},
 	{"tally: the way back erases a failure in its step", "agent/tally.go",
 		"\tif failed {\n\t\tsl.failed[name] = true\n\t}", "\tif failed {\n\t\tsl.failed[name] = true\n\t} else {\n\t\tfor _, o := range t.steps {\n\t\t\tdelete(o.failed, name)\n\t\t}\n\t}"},
+	// The operator surface's refusals and the tally's serving line.
+	{"api: names [] means every locker", "agent/request.go",
+		"if r.Names != nil && len(r.Names) == 0 {", "if false {"},
+	{"api: an unknown group is nothing to do", "agent/ops.go",
+		"if len(infos) == 0 && req.Group != \"\" {", "if false {"},
+	{"api: a boot takes names", "agent/request.go",
+		"if r.Boot && (len(r.Names) > 0 || r.Group != \"\") {", "if false {"},
+	{"tally: serving counts by the job's events", "agent/agent.go",
+		"r.now = a.releasesNow(r.snapshot().Plan)", "r.now = nil"},
+	{"tally: failures after the trip not told apart", "agent/tally.go",
+		"if t.tripFailed >= 0 && t.Failed > t.tripFailed {", "if false {"},
+	{"config: idle_stop has no floor", "config/config.go",
+		"case s.IdleStop.D() < MinIdleStop:", "case false:"},
+	{"config: idle_stop without held sockets", "config/config.go",
+		"case c.Provision.Socket != provision.SocketHeld:", "case false:"},
 }
 
 func main() {
