@@ -301,6 +301,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 			// job's end (the console) reads the new answer.
 			a.refreshUpdateCheck(a.base, req.Kind)
 		}
+		r.now = a.releasesNow(r.snapshot().Plan)
 		r.finish(state, result, err)
 		a.metrics.jobDone(r.snapshot())
 		a.inv.refreshSoon()

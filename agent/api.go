@@ -2,13 +2,16 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -520,4 +523,27 @@ func (a *Agent) handleUpdateAvailable(w http.ResponseWriter, r *http.Request) er
 func (a *Agent) handleSchedules(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"schedules": a.Schedules()})
 	return nil
+}
+
+// checkGroup refuses a group no locker belongs to (bad input, naming the
+// groups that exist), so that a typo is not a job with nothing to do.
+func (a *Agent) checkGroup(ctx context.Context, group string) error {
+	all, err := a.deps.Containers.Select(ctx, nil, "")
+	if err != nil {
+		return fmt.Errorf("listing lockers for group %q: %w", group, err)
+	}
+	seen := map[string]bool{}
+	for _, in := range all {
+		if in.InGroup(group) {
+			return nil
+		}
+		for _, g := range in.Groups {
+			seen[g] = true
+		}
+	}
+	groups := slices.Sorted(maps.Keys(seen))
+	if len(groups) == 0 {
+		return invalidf("unknown group %q: no locker has a group", group)
+	}
+	return invalidf("unknown group %q (groups: %s)", group, strings.Join(groups, ", "))
 }

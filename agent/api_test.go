@@ -33,6 +33,16 @@ func TestAPIBadInput(t *testing.T) {
 		{"trailing data", "POST", "/v1/start-all", `{} {}`, 400, "trailing data"},
 		{"invalid name", "POST", "/v1/stop-all", `{"names": ["../etc"]}`, 400, "invalid container name"},
 		{"invalid group", "POST", "/v1/start-all", `{"group": "a b"}`, 400, "invalid group"},
+		{"empty names", "POST", "/v1/restart", `{"names": []}`, 400, "names is empty"},
+		{"empty names start", "POST", "/v1/start-all", `{"names": []}`, 400, "names is empty"},
+		{"empty names stop", "POST", "/v1/stop-all", `{"names": []}`, 400, "names is empty"},
+		{"empty names update", "POST", "/v1/jobs", `{"kind": "update-code", "names": []}`, 400, "names is empty"},
+		{"restart of nothing named", "POST", "/v1/restart", `{}`, 400, "restart needs names or a group"},
+		{"boot with names", "POST", "/v1/start-all", `{"boot": true, "names": ["a"]}`, 400, "no names, no group"},
+		{"host shutdown with names", "POST", "/v1/stop-all", `{"host_shutdown": true, "names": ["a"]}`, 400, "no names, no group"},
+		{"unknown group", "POST", "/v1/start-all", `{"group": "nosuch"}`, 400, `unknown group "nosuch"`},
+		{"unknown group restart", "POST", "/v1/restart", `{"group": "nosuch"}`, 400, `unknown group "nosuch"`},
+		{"unknown group stop", "POST", "/v1/stop-all", `{"group": "nosuch"}`, 400, `unknown group "nosuch"`},
 		{"unknown container", "POST", "/v1/stop-all", `{"names": ["ghost-1"]}`, 400, "ghost-1"},
 		{"bad duration", "POST", "/v1/stop-all", `{"stop_timeout": "soon"}`, 400, "invalid duration"},
 		{"negative window", "POST", "/v1/start-all", `{"window": -1}`, 400, "window"},
@@ -252,6 +262,38 @@ func TestBadSchedulesRefused(t *testing.T) {
 	} {
 		if _, err := New(Config{StateDir: t.TempDir(), Schedules: []Schedule{sc}}, Deps{Containers: emptyHost(t)}); err == nil {
 			t.Errorf("New with schedule %+v: got no error", sc)
+		}
+	}
+}
+
+// TestStageMessagesDoNotRepeatTheStage: a stage's message is printed after
+// its name ("boot: 0 of 0 lockers should run"), so it does not start with
+// the name again ("boot: boot: ...", "host-shutdown: host shutdown: ...").
+func TestStageMessagesDoNotRepeatTheStage(t *testing.T) {
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: emptyHost(t), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	for _, req := range []Request{{Kind: KindStopAll, HostShutdown: true}, {Kind: KindStartAll, Boot: true}} {
+		id := waitJob(t, a, submit(t, a, req)).ID
+		steps, err := a.Steps(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged := 0
+		for _, s := range steps {
+			if s.Action != "host-shutdown" && s.Action != "boot" {
+				continue
+			}
+			staged++
+			first := strings.ToLower(strings.SplitN(s.Outcome, ":", 2)[0])
+			if strings.ReplaceAll(first, " ", "-") == s.Action {
+				t.Errorf("stage %s: message %q repeats the stage's name", s.Action, s.Outcome)
+			}
+		}
+		if staged == 0 {
+			t.Errorf("%s: no host-shutdown or boot stage in %+v", req.Kind, steps)
 		}
 	}
 }

@@ -138,6 +138,9 @@ type run struct {
 	// tally reduces the events of the job's plan (tallyOf is its plan).
 	tally   *Tally
 	tallyOf *rollout.Plan
+	// now is the release each running locker of the plan runs at the
+	// job's end (Agent.releasesNow), for the tally's serving line.
+	now map[string]string
 }
 
 // errFenced wraps the cause of a job that stopped because its fence
@@ -291,7 +294,7 @@ func (r *run) finish(state JobState, result any, err error) {
 		}
 		if r.tally != nil {
 			res, _ := result.(*Result)
-			r.tally.settle(res, state, errString(err))
+			r.tally.settle(res, state, errString(err), r.now)
 			j.Tally = r.tally.copyOf()
 		}
 		if err != nil {

@@ -45,6 +45,11 @@ func (a *Agent) planFor(req Request) (body, error) {
 		if err != nil {
 			return nil, fmt.Errorf("selecting lockers: %w", err)
 		}
+		if len(infos) == 0 && req.Group != "" {
+			if err := a.checkGroup(ctx, req.Group); err != nil {
+				return nil, err
+			}
+		}
 	}
 	b, err := a.bodyOf(req, infos)
 	if err != nil {
@@ -185,7 +190,7 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 		if err := a.beginHostShutdown(); err != nil {
 			return nil, fmt.Errorf("recording the host shutdown: %w", err)
 		}
-		r.stage("host-shutdown", "host shutdown: every locker stops, desired states kept; they start again at the boot")
+		r.stage("host-shutdown", "every locker stops, desired states kept; they start again at the boot")
 	}
 	res := a.execute(ctx, r, req, plan, nil)
 	if req.HostShutdown {
@@ -221,7 +226,7 @@ func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lx
 		if infos, err = a.desiredRunning(infos); err != nil {
 			return nil, fmt.Errorf("reading desired states: %w", err)
 		}
-		r.stage("boot", fmt.Sprintf("boot: %d of %d lockers should run", len(infos), all))
+		r.stage("boot", fmt.Sprintf("%d of %d lockers should run", len(infos), all))
 	}
 	if !strings.HasPrefix(req.Trigger, "supervision") {
 		a.sup.forget(namesOf(infos)) // started on purpose: a fresh start limit

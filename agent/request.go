@@ -174,6 +174,11 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	default:
 		return r, invalidf("unknown job kind %q", r.Kind)
 	}
+	if r.Names != nil && len(r.Names) == 0 {
+		// "names": [] is a list left empty by mistake, not "every locker"
+		// (that is names left out).
+		return r, invalidf("names is empty: name the lockers, or leave names out for every locker (of the group)")
+	}
 	for _, n := range r.Names {
 		if err := lxcctl.ValidName(n); err != nil {
 			return r, InvalidError{err.Error()}
@@ -215,11 +220,17 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 	if r.Boot && r.Kind != KindStartAll {
 		return r, invalidf("boot is a start-all's (%s given)", r.Kind)
 	}
+	if r.Boot && (len(r.Names) > 0 || r.Group != "") {
+		return r, invalidf("boot starts every locker whose desired state is running (no names, no group)")
+	}
 	if r.HostShutdown && (r.Kind != KindStopAll || len(r.Names) > 0 || r.Group != "") {
 		return r, invalidf("host_shutdown is a stop-all of every locker (no names, no group)")
 	}
 	if len(r.Trigger) > 200 {
 		return r, invalidf("trigger longer than 200 bytes")
+	}
+	if r.Kind == KindRestart && len(r.Names) == 0 && r.Group == "" {
+		return r, invalidf("restart needs names or a group")
 	}
 	return r, nil
 }

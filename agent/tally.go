@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
 
+	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
 )
 
@@ -45,8 +47,11 @@ type Tally struct {
 	canaries  int    // canaries still to be launched
 	launched  map[string]bool
 	stopCause string // why launching stopped (a trip, a cancel, ...)
-	steps     map[string]*stepLockers
-	order     []string // steps in the order they began
+	// tripFailed is the failed lockers when the failure policy tripped
+	// (-1: it did not trip); lockers in flight then may fail after.
+	tripFailed int
+	steps      map[string]*stepLockers
+	order      []string // steps in the order they began
 }
 
 // stepLockers is where each locker of one step is in that step, and
@@ -98,7 +103,7 @@ type LockerTally struct {
 
 // newTally starts the tally of plan: every locker pending.
 func newTally(plan *rollout.Plan) *Tally {
-	t := &Tally{plan: plan, index: map[string]int{}, launched: map[string]bool{}, Total: len(plan.Items), steps: map[string]*stepLockers{}}
+	t := &Tally{plan: plan, index: map[string]int{}, launched: map[string]bool{}, Total: len(plan.Items), steps: map[string]*stepLockers{}, tripFailed: -1}
 	t.step = firstStep(plan)
 	t.back = "way back"
 	if plan.Kind == rollout.KindRollback {
@@ -232,6 +237,9 @@ func (t *Tally) applyStage(e Event) {
 		}
 	case "trip":
 		t.stopCause = e.Message
+		if t.tripFailed < 0 {
+			t.tripFailed = t.Failed
+		}
 		t.back = "rollback"
 	case "cancel":
 		t.stopCause = "cancelled"
@@ -245,7 +253,9 @@ func (t *Tally) applyStage(e Event) {
 
 // settle ends the tally with the job's result: each locker's outcome,
 // where the way back left it, and why each one not moved was not (I5).
-func (t *Tally) settle(res *Result, state JobState, jobErr string) {
+// now is the release each running locker of the plan runs at the job's
+// end (releasesNow; nil: not known), what the serving line counts by.
+func (t *Tally) settle(res *Result, state JobState, jobErr string, now map[string]string) {
 	t.Ended = true
 	cause := t.stopCause
 	if res != nil {
@@ -297,7 +307,7 @@ func (t *Tally) settle(res *Result, state JobState, jobErr string) {
 		l.done = true
 	}
 	t.recount()
-	t.Serving = t.serving(res)
+	t.Serving = t.serving(res, now)
 }
 
 // settleOne sets one locker's end from its outcome.
@@ -354,14 +364,32 @@ func untouched(op rollout.Op) string {
 }
 
 // serving says which lockers of the plan serve, on which release, once
-// the job ended.
-func (t *Tally) serving(res *Result) string {
+// the job ended: by now (the release each running locker runs, read after
+// the job) when known, else by what the job's events said. When the
+// failure policy tripped and lockers in flight then failed after, it says
+// so, so that the trip's count and the failed count agree.
+func (t *Tally) serving(res *Result, now map[string]string) string {
 	if len(t.Lockers) == 0 {
 		return ""
 	}
 	on := map[string]int{}
 	up := 0
 	for _, l := range t.Lockers {
+		if now != nil {
+			if l.State == TallyBroken {
+				continue
+			}
+			rel, running := now[l.Name]
+			if !running {
+				continue
+			}
+			up++
+			if rel == "" {
+				rel = "a release not told"
+			}
+			on[rel]++
+			continue
+		}
 		if l.State != TallyUp {
 			continue
 		}
@@ -387,7 +415,44 @@ func (t *Tally) serving(res *Result) string {
 	if res != nil && res.RolledBack {
 		s += " (after the rollback)"
 	}
+	if t.tripFailed >= 0 && t.Failed > t.tripFailed {
+		s += fmt.Sprintf("; %d failed: %d when the failure policy tripped, %d more that were already starting", t.Failed, t.tripFailed, t.Failed-t.tripFailed)
+	}
 	return s
+}
+
+// releasesNow reads, at the end of a job, the release each running locker
+// of plan runs (its init's mounts, as the inventory reads them): what the
+// tally's serving line counts by. A locker whose release cannot be read
+// maps to "". It is nil when it cannot be told (no ReleaseOf, the listing
+// failed).
+func (a *Agent) releasesNow(plan *rollout.Plan) map[string]string {
+	if plan == nil || len(plan.Items) == 0 || a.deps.ReleaseOf == nil {
+		return nil
+	}
+	names := make([]string, 0, len(plan.Items))
+	for _, it := range plan.Items {
+		names = append(names, it.Name)
+	}
+	ctx, cancel := context.WithTimeout(a.base, planTimeout)
+	defer cancel()
+	infos, err := a.deps.Containers.Select(ctx, names, "")
+	if err != nil {
+		a.log.Debug("reading the lockers' releases after a job", "err", err)
+		return nil
+	}
+	now := map[string]string{}
+	for _, in := range infos {
+		if in.State != lxcctl.StateRunning || in.InitPID <= 0 {
+			continue
+		}
+		rel, _, err := a.deps.ReleaseOf(in.InitPID)
+		if err != nil {
+			rel = ""
+		}
+		now[in.Name] = rel
+	}
+	return now
 }
 
 // recount recomputes the counts from the lockers.

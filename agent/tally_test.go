@@ -183,3 +183,68 @@ func TestPrebuiltReleaseRanNoNpm(t *testing.T) {
 		}
 	}
 }
+
+// TestTallyServingCountsWhatRunsNow: the tally's serving line ("now:")
+// counts each locker by the release it runs at the job's end, read from
+// the lockers, not by what the job did to it: two lockers already running
+// r1 that a start-all on a failing r2 never touched are on r1, as the four
+// it brought back on r1 are (not "on the release it ran before").
+func TestTallyServingCountsWhatRunsNow(t *testing.T) {
+	names := fakehost.Names(6)
+	h := fakehost.New("r1", names...)
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	code.Add(codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateGood})
+	code.SetCurrent("r2")
+	_ = h.Switch(t.Context(), "r2", "test")
+	h.SetStopped(names[2:]...)
+	h.Behave("r2", fakehost.Behavior{StartFails: true})
+	fc := fakeContainers{h: h, code: code}
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
+	j, err := a.Submit(Request{Kind: KindStartAll, Names: names, Policy: rollout.Patch{"max_starting": 2, "pacing": "fixed", "monitor": "0s", "health": "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = a.Wait(t.Context(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	for n, rel := range h.Where() {
+		if rel != "r1" {
+			t.Fatalf("%s runs %q after the rollback, want r1 (%v)", n, rel, h.Where())
+		}
+	}
+	if got, want := j.Tally.Serving, "6 of 6 lockers serving: 6 on r1 (after the rollback)"; !strings.HasPrefix(got, want) {
+		t.Errorf("serving: got %q, want it to begin %q", got, want)
+	}
+	res := jobResultOf(t, j)
+	if res.Tripped != "" && j.Tally.Failed != len(res.Failed) {
+		t.Errorf("tally counts %d failed, the result %d", j.Tally.Failed, len(res.Failed))
+	}
+	t.Logf("tripped %q; serving %q", res.Tripped, j.Tally.Serving)
+}
+
+// TestTallySaysWhoFailedAfterTheTrip: a locker in flight when the failure
+// policy tripped that fails after it is counted apart, so that the trip's
+// "1 of 5 lockers failed" and the job's 2 failed agree.
+func TestTallySaysWhoFailedAfterTheTrip(t *testing.T) {
+	plan := &rollout.Plan{Kind: rollout.KindStart}
+	for _, n := range fakehost.Names(5) {
+		plan.Items = append(plan.Items, rollout.Item{Name: n, Op: rollout.OpStart})
+	}
+	tl := newTally(plan)
+	n := fakehost.Names(5)
+	for _, x := range n[:2] {
+		tl.apply(Event{Type: "container", Container: x, Phase: string(rollout.PhaseStarting)})
+	}
+	tl.apply(Event{Type: "container", Container: n[0], Phase: string(rollout.PhaseFailed), Error: "boom"})
+	tl.apply(Event{Type: "stage", Stage: "trip", Message: "1 of 5 lockers failed (max failure ratio 0)"})
+	tl.apply(Event{Type: "container", Container: n[1], Phase: string(rollout.PhaseFailed), Error: "boom"})
+	tl.settle(&Result{Tripped: "1 of 5 lockers failed (max failure ratio 0)"}, JobFailed, "", map[string]string{n[2]: "r1"})
+	if tl.Failed != 2 {
+		t.Fatalf("failed %d, want 2", tl.Failed)
+	}
+	want := "1 of 5 lockers serving: 1 on r1; 2 failed: 1 when the failure policy tripped, 1 more that were already starting"
+	if tl.Serving != want {
+		t.Errorf("serving: got %q, want %q", tl.Serving, want)
+	}
+}

@@ -290,8 +290,8 @@ func (c File) validate() error {
 	if c.Provision.Socket == provision.SocketHeld && (c.Provision.HolderDir == "" || !filepath.IsAbs(c.Provision.HolderDir)) {
 		return fmt.Errorf("provision.holder_dir %q: want an absolute path (the socket holder's folder)", c.Provision.HolderDir)
 	}
-	if c.Sleep.IdleStop < 0 || c.Sleep.Sample < 0 {
-		return fmt.Errorf("sleep.idle_stop and sleep.sample must not be negative")
+	if err := c.checkSleep(); err != nil {
+		return err
 	}
 	for i, l := range c.Provision.ExtraConfig {
 		if err := lxcctl.CheckConfigLine(l); err != nil {
@@ -446,4 +446,31 @@ type FleetSection struct {
 func (c File) FleetConfig() fleet.Config {
 	x := c.Fleet
 	return fleet.Config{Endpoints: x.Endpoints, Group: x.Group, HostID: x.HostID, TTL: x.TTL.D(), Prefix: x.Prefix, CA: x.CA, Cert: x.Cert, Key: x.Key}
+}
+
+// MinIdleStop is the shortest [sleep] idle_stop: below it a locker would
+// stop between two requests of one visit, and each visitor would wait for
+// a start (0.1-3 s) far more often than sleep saves memory. (The
+// connection count sees a closed connection for 60 s, TIME_WAIT, so an
+// idle_stop below a minute already sleeps a locker idle_stop plus up to a
+// minute after its last request.)
+const MinIdleStop = 10 * time.Second
+
+// checkSleep checks the [sleep] section: no negative durations, an
+// idle_stop of at least MinIdleStop, and held sockets to wake on.
+func (c File) checkSleep() error {
+	s := c.Sleep
+	switch {
+	case s.IdleStop < 0:
+		return fmt.Errorf("sleep.idle_stop = %q must not be negative (\"0s\" keeps every locker awake)", s.IdleStop.D())
+	case s.Sample < 0:
+		return fmt.Errorf("sleep.sample = %q must not be negative", s.Sample.D())
+	case s.IdleStop == 0:
+		return nil
+	case s.IdleStop.D() < MinIdleStop:
+		return fmt.Errorf("sleep.idle_stop = %q is below %v: a locker would stop between the requests of one visit (\"0s\" keeps every locker awake)", s.IdleStop.D(), MinIdleStop)
+	case c.Provision.Socket != provision.SocketHeld:
+		return fmt.Errorf("sleep.idle_stop = %q needs held sockets: set [provision] socket = %q (a locker whose app binds its own port cannot be woken by a connection), or idle_stop = \"0s\"", s.IdleStop.D(), provision.SocketHeld)
+	}
+	return nil
 }

@@ -133,3 +133,36 @@ func TestDefaultsSection(t *testing.T) {
 		}
 	}
 }
+
+// TestSleepSection: a bad [sleep] names its key and value; an idle_stop
+// below config.MinIdleStop, or without held sockets to wake on, is
+// refused (exit 2 from every command); "0s" and a sane held one load.
+func TestSleepSection(t *testing.T) {
+	held := "[provision]\nsocket = \"held\"\n"
+	tests := []struct {
+		name, body, want string // want "" = accepted
+	}{
+		{"negative idle_stop", held + "[sleep]\nidle_stop = \"-5s\"\n", `sleep.idle_stop = "-5s" must not be negative`},
+		{"negative sample", held + "[sleep]\nidle_stop = \"1m\"\nsample = \"-1s\"\n", `sleep.sample = "-1s" must not be negative`},
+		{"idle_stop below the floor", held + "[sleep]\nidle_stop = \"1ms\"\n", `sleep.idle_stop = "1ms" is below 10s`},
+		{"idle_stop without held sockets", "[provision]\nsocket = \"app\"\n[sleep]\nidle_stop = \"30m\"\n", `sleep.idle_stop = "30m0s" needs held sockets`},
+		{"idle_stop with the default socket", "[sleep]\nidle_stop = \"30m\"\n", "needs held sockets"},
+		{"awake", "[sleep]\nidle_stop = \"0s\"\n", ""},
+		{"held and 30m", held + "[sleep]\nidle_stop = \"30m\"\n", ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), fmt.Sprintf("c%d.toml", i))
+			if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := config.Load(p, true)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v, want it accepted", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}

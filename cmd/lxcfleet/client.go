@@ -251,10 +251,19 @@ func (c *apiClient) follow(ctx context.Context, id string, each func(agent.Event
 	if err := ctx.Err(); err != nil {
 		return agent.Job{}, err
 	}
-	if err := sc.Err(); err != nil {
-		return agent.Job{}, fmt.Errorf("following job %s: %w", id, err)
+	return agent.Job{}, agentGone(id, sc.Err())
+}
+
+// agentGone is the error of a job stream that ended before the job did
+// (err: how it broke, nil at a clean end): the agent went away. The job
+// is journaled; the agent's next start recovers it (I1), and the job can
+// be followed again by its id.
+func agentGone(id string, err error) error {
+	how := "the stream ended"
+	if err != nil {
+		how = err.Error()
 	}
-	return agent.Job{}, fmt.Errorf("following job %s: the stream ended early (did the agent stop?)", id)
+	return fmt.Errorf("following job %s: the agent went away before the job ended (%s): the job is journaled and the agent's next start recovers it (systemctl status lxcfleet); follow it then with `lxcfleet jobs %s --follow`", id, how, id)
 }
 
 // pipeListener is a net.Listener of in-memory connections.

@@ -418,6 +418,7 @@ func newJobsCmd(g *globals) *cobra.Command {
 			if j.Error != "" {
 				fmt.Fprintf(g.stdout, "error: %s\n", j.Error)
 			}
+			printTail(g.stdout, j) // the FAILED, SKIPPED and now lines, as --follow prints them
 			return nil
 		},
 	}

@@ -65,6 +65,9 @@ Exit code 1 when any is unhealthy or failed.`,
 				return err
 			}
 			req.Names = names
+			if boot && (len(names) > 0 || cmd.Flags().Changed("group")) {
+				return usagef("--boot starts every locker whose desired state is running: no names, no --group")
+			}
 			run := runJob
 			if boot {
 				req.Trigger = "boot"

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +30,10 @@ type lockerStatus struct {
 	// Sleeping: stopped by the agent for want of connections, started
 	// when one is pending (held sockets; heldsock.AsleepFile).
 	Sleeping bool `json:"sleeping,omitempty"`
+	// Quarantined says why the agent's supervision leaves the locker
+	// stopped (agent.Locker.Quarantined; "" when it does not, or when no
+	// agent answers: supervision lives in the agent).
+	Quarantined string `json:"quarantined,omitempty"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -55,8 +62,12 @@ release whose folder was deleted under a running locker shows as
 			}
 			lockers := make([]lockerStatus, len(infos))
 			counted := make([]agent.Locker, len(infos))
+			quarantined := quarantinedByAgent(cmd.Context(), s.fc.Listen.Socket, h.LXCPath())
 			for i, in := range infos {
 				lockers[i] = lockerStatus{Info: in}
+				if in.State == lxcctl.StateStopped {
+					lockers[i].Quarantined = quarantined[in.Name]
+				}
 				if in.State == lxcctl.StateStopped {
 					_, lockers[i].Sleeping = heldsock.AsleepIn(filepath.Dir(h.ConfigPath(in.Name)))
 				}
@@ -116,7 +127,10 @@ release whose folder was deleted under a running locker shows as
 					rel = "?"
 				}
 				state := string(l.State)
-				if l.Sleeping {
+				switch {
+				case l.Quarantined != "":
+					state = "QUARANTINED"
+				case l.Sleeping:
 					state = "SLEEPING"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, state, pid, l.StartOrder, groups, port, rel)
@@ -131,6 +145,11 @@ release whose folder was deleted under a running locker shows as
 			fmt.Fprintln(g.stdout)
 			for _, l := range broken {
 				fmt.Fprintf(g.stdout, "BROKEN %s: %s\n", l.Name, l.Error)
+			}
+			for _, l := range lockers {
+				if l.Quarantined != "" {
+					fmt.Fprintf(g.stdout, "QUARANTINED %s: %s\n", l.Name, strings.TrimPrefix(l.Quarantined, "quarantined: "))
+				}
 			}
 			if len(releases) > 0 {
 				var parts []string
@@ -153,5 +172,36 @@ func sortedKeys(m map[string]int) []string {
 		out = append(out, k)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// quarantinedByAgent asks the agent on sock, when it serves lxcpath,
+// which lockers its supervision quarantined and why (by name). It is nil
+// when no agent answers within a second: quarantine is the agent's
+// supervision's, and status works without an agent.
+func quarantinedByAgent(ctx context.Context, sock, lxcpath string) map[string]string {
+	if sock == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	cl := &apiClient{http: socketClient(sock), close: func() {}}
+	var host agent.HostInfo
+	if err := cl.get(ctx, "/v1/host", &host); err != nil || filepath.Clean(host.LXCPath) != filepath.Clean(lxcpath) {
+		return nil
+	}
+	var list struct {
+		Containers []agent.Locker `json:"containers"`
+	}
+	if err := cl.get(ctx, "/v1/containers", &list); err != nil {
+		slog.Debug("reading quarantined lockers from the agent", "socket", sock, "err", err)
+		return nil
+	}
+	out := map[string]string{}
+	for _, l := range list.Containers {
+		if l.Quarantined != "" {
+			out[l.Name] = l.Quarantined
+		}
+	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -135,8 +136,30 @@ pacing = "fixed"
 	if want := fmt.Sprintf("%d failed, %d skipped", failed, skipped); !strings.Contains(out, want) {
 		t.Errorf("summary line: want %q in\n%s", want, out)
 	}
-	if want := fmt.Sprintf("now: %d of %d lockers serving: %d on %s (after the rollback)", n, n, n, good); lines[len(lines)-1] != want {
+	if want := fmt.Sprintf("now: %d of %d lockers serving: %d on %s (after the rollback)", n, n, n, good); !strings.HasPrefix(lines[len(lines)-1], want) {
 		t.Errorf("last line: got %q, want %q", lines[len(lines)-1], want)
+	}
+	// `jobs ID` after the fact prints the same tail (FAILED, SKIPPED and
+	// now lines) as the run did.
+	var list struct {
+		Jobs []struct {
+			ID string `json:"id"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(cli(0, "jobs", "--json", "--limit", "1")), &list); err != nil || len(list.Jobs) != 1 {
+		t.Fatalf("jobs --json: %v, %d jobs", err, len(list.Jobs))
+	}
+	shown := cli(0, "jobs", list.Jobs[0].ID)
+	for _, l := range lines {
+		head := l
+		if strings.HasPrefix(l, "FAILED ") || strings.HasPrefix(l, "SKIPPED ") {
+			head, _, _ = strings.Cut(l, ": ") // the word and the locker
+		} else if !strings.HasPrefix(l, "now: ") {
+			continue
+		}
+		if !strings.Contains(shown, "\n"+head) {
+			t.Errorf("jobs %s: want the run's line %q in\n%s", list.Jobs[0].ID, head, shown)
+		}
 	}
 	// rollback --to a build that does not exist is bad input: exit 2,
 	// refused before a job is created (issue 22 item 12).

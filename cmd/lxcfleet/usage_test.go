@@ -44,6 +44,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"start-all", "--health", "ftp://x"}, "--health"},
 		{[]string{"service"}, "accepts 1 arg"},
 		{[]string{"restart"}, "restart needs NAMEs or --group"},
+		{[]string{"start-all", "--boot", "h-001"}, "--boot starts every locker whose desired state is running: no names, no --group"},
+		{[]string{"start-all", "--boot", "--group", "web"}, "--boot starts every locker"},
+		{[]string{"stop-all", "--host-shutdown", "h-001"}, "--host-shutdown stops every locker: no names, no --group"},
 		{[]string{"restart", "--group", ""}, "--group is empty"},
 		{[]string{"restart", "--group", "../x;id"}, "invalid --group"},
 		{[]string{"man"}, "accepts 1 arg"},
@@ -161,6 +164,25 @@ func TestRestartCommand(t *testing.T) {
 		restarted := in.Name != names[2]
 		if in.State != lxcctl.StateRunning || (in.InitPID != before[in.Name]) != restarted {
 			t.Errorf("%s: state %s pid %d (was %d); want running, restarted=%v", in.Name, in.State, in.InitPID, before[in.Name], restarted)
+		}
+	}
+}
+
+// TestUnknownGroupExitsTwo: a --group no locker belongs to is bad input
+// (exit 2, naming it), as an unknown name is, never "nothing to do" (exit 0).
+func TestUnknownGroupExitsTwo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lxc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(cfg, []byte("[listen]\nsocket = \""+filepath.Join(t.TempDir(), "none.sock")+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"restart", "start-all", "stop-all"} {
+		_, stderr, code := runCLI(t, verb, "--config", cfg, "--lxcpath", dir, "--group", "nosuch")
+		if code != 2 || !strings.Contains(stderr, `unknown group "nosuch"`) {
+			t.Errorf("%s --group nosuch: exit %d, stderr %q; want 2 and the group named", verb, code, stderr)
 		}
 	}
 }

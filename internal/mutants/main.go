@@ -54,6 +54,12 @@ var testsFor = map[string][]string{
 	"sleep: a wake-up storm starts every sleeper at once (no W)": {"-run", "^TestSleeperIdleRule$", "./agent/"},
 	"downtime: the page holds held lockers' ports":               {"-run", "^TestDowntimePageSkipsHeldLockers$", "./agent/"},
 	"sleep: an update starts sleeping lockers":                   {"-run", "^TestSleepingLockersWakeOnConnection$", "./agent/"},
+	// The operator surface's refusals (the tester's findings of 2026-12-06).
+	"api: names [] means every locker":       {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: an unknown group is nothing to do": {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: a boot takes names":                {"-run", "^TestAPIBadInput$", "./agent/"},
+	"config: idle_stop has no floor":         {"-run", "^TestSleepSection$", "./config/"},
+	"config: idle_stop without held sockets": {"-run", "^TestSleepSection$", "./config/"},
 }
 
 var mutants = []mutant{
@@ -243,6 +249,21 @@ var mutants = []mutant{
 		"\t\tif held[in.Name] {\n", "\t\tif false && held[in.Name] {\n"},
 	{"sleep: an update starts sleeping lockers", "agent/moves.go",
 		"l.WantRunning = !ok && l.Running || d.Running", "l.WantRunning = !ok && l.Running || d.Running || a.sleep.isSleeping(l.Name)"},
+	// The operator surface's refusals and the tally's serving line.
+	{"api: names [] means every locker", "agent/request.go",
+		"if r.Names != nil && len(r.Names) == 0 {", "if false {"},
+	{"api: an unknown group is nothing to do", "agent/ops.go",
+		"if len(infos) == 0 && req.Group != \"\" {", "if false {"},
+	{"api: a boot takes names", "agent/request.go",
+		"if r.Boot && (len(r.Names) > 0 || r.Group != \"\") {", "if false {"},
+	{"tally: serving counts by the job's events", "agent/agent.go",
+		"r.now = a.releasesNow(r.snapshot().Plan)", "r.now = nil"},
+	{"tally: failures after the trip not told apart", "agent/tally.go",
+		"if t.tripFailed >= 0 && t.Failed > t.tripFailed {", "if false {"},
+	{"config: idle_stop has no floor", "config/config.go",
+		"case s.IdleStop.D() < MinIdleStop:", "case false:"},
+	{"config: idle_stop without held sockets", "config/config.go",
+		"case c.Provision.Socket != provision.SocketHeld:", "case false:"},
 }
 
 func main() {
