@@ -43,7 +43,11 @@ type Deps struct {
 	Gauge rollout.Gauge
 	// Held is the host's held sockets, for sleeping lockers (see
 	// SleepConfig); nil leaves every locker awake.
-	Held   HeldSockets
+	Held HeldSockets
+	// Clock is the agent's time: every time it reads for a decision or a
+	// record (job and step times, schedules, supervision, estimates) and
+	// the executor's (rollout.Env.Clock); nil is the wall clock.
+	Clock  rollout.Clock
 	Logger *slog.Logger
 }
 
@@ -131,6 +135,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.KeepJobs <= 0 {
 		cfg.KeepJobs = 500
 	}
+	if deps.Clock == nil {
+		deps.Clock = rollout.RealClock{}
+	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -194,7 +201,7 @@ func (a *Agent) markInterrupted() error {
 			continue
 		}
 		j.State = JobInterrupted
-		j.Finished = time.Now()
+		j.Finished = a.deps.Clock.Now()
 		j.Error = "the agent stopped while this job ran; its lockers are driven back to their desired state"
 		if err := a.jr.PutJob(j); err != nil {
 			return fmt.Errorf("marking job %s interrupted: %w", j.ID, err)
@@ -225,7 +232,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		a.mu.Unlock()
 		return Job{}, errors.New("the agent is shutting down")
 	}
-	now := time.Now()
+	now := a.deps.Clock.Now()
 	ctx, cancel := context.WithCancelCause(a.base)
 	record := req
 	record.Policy = nil // the resolved policy is the plan's, once
@@ -236,6 +243,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		cancel: cancel,
 		jr:     a.jr,
 		log:    a.log,
+		clock:  a.deps.Clock,
 	}
 	if err := a.jr.PutJob(r.job); err != nil {
 		a.mu.Unlock()

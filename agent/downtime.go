@@ -326,7 +326,7 @@ func (a *Agent) MaintenanceUntil() time.Time {
 	}
 	elapsed := time.Since(j.Created)
 	left := j.Progress.Total - j.Progress.Done
-	return time.Now().Add(time.Duration(float64(elapsed) / float64(j.Progress.Done) * float64(left)))
+	return a.deps.Clock.Now().Add(time.Duration(float64(elapsed) / float64(j.Progress.Done) * float64(left)))
 }
 
 // setHold records the running job's port hold (nil: none).

@@ -6,6 +6,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -409,6 +410,62 @@ func TestJobRecordShowsEachKnobOnce(t *testing.T) {
 	for _, old := range []string{`"window"`, `"parallel"`, `"MaxUnavailable"`} {
 		if strings.Contains(body, old) {
 			t.Errorf("the job record names a knob %s", old)
+		}
+	}
+}
+
+// aheadClock is the wall clock moved ahead by a fixed offset; it sleeps
+// for real.
+type aheadClock struct{ by time.Duration }
+
+func (c aheadClock) Now() time.Time { return time.Now().Add(c.by) }
+func (c aheadClock) Sleep(ctx context.Context, d time.Duration) error {
+	return rollout.RealClock{}.Sleep(ctx, d)
+}
+
+// TestAgentTimesComeFromItsClock: the job's record, its steps and its
+// events read the agent's one clock (Deps.Clock, which the executor gets
+// too), not the wall clock.
+func TestAgentTimesComeFromItsClock(t *testing.T) {
+	names := fakehost.Names(2)
+	h := fakehost.New("r1", names...)
+	fc := fakeContainers{h: h, code: fakecode.New("r1")}
+	ahead := 1000 * time.Hour
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()},
+		Deps{Containers: fc, Code: fc.code, ReleaseOf: fc.releaseOf, Logger: discardLogger(), Clock: aheadClock{ahead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s", "health": "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, a, j.ID)
+	late := time.Now().Add(ahead / 2)
+	if j.State != JobSucceeded || j.Created.Before(late) || j.Finished.Before(late) {
+		t.Errorf("job %s %q: created %v, finished %v; want both from the agent's clock (after %v)", j.State, j.Error, j.Created, j.Finished, late)
+	}
+	events, _, stop, err := a.Follow(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if len(events) == 0 {
+		t.Fatal("no events")
+	}
+	for _, e := range events {
+		if e.Time.Before(late) {
+			t.Errorf("event %s %s at %v: not from the agent's clock", e.Stage, e.Container, e.Time)
+		}
+	}
+	steps, err := a.Steps(j.ID)
+	if err != nil || len(steps) == 0 {
+		t.Fatalf("steps: %v (%d)", err, len(steps))
+	}
+	for _, s := range steps {
+		if s.Time.Before(late) {
+			t.Errorf("step %+v: not from the agent's clock", s)
 		}
 	}
 }

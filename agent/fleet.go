@@ -262,7 +262,7 @@ func (a *Agent) handleFleetStatus(w http.ResponseWriter, r *http.Request) error 
 		if win.TimeZone == "" {
 			win.TimeZone = "UTC"
 		}
-		in, next, err := fleet.InWindow(p, time.Now())
+		in, next, err := fleet.InWindow(p, a.deps.Clock.Now())
 		win.Open, win.Next = in, next
 		if err != nil {
 			win.Error = err.Error()

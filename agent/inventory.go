@@ -102,7 +102,7 @@ func (inv *inventory) run(ctx context.Context, healthEvery time.Duration) {
 		}
 		if healthEvery > 0 && time.Since(lastHealth) >= healthEvery {
 			inv.checkHealth(ctx)
-			lastHealth = time.Now()
+			lastHealth = inv.a.deps.Clock.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -164,7 +164,7 @@ func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
 		lockers = append(lockers, l)
 	}
 	inv.mu.Lock()
-	inv.lockers, inv.byName, inv.at = lockers, byName, time.Now()
+	inv.lockers, inv.byName, inv.at = lockers, byName, inv.a.deps.Clock.Now()
 	inv.gen++
 	inv.mu.Unlock()
 	return lockers, nil
@@ -195,7 +195,7 @@ func (inv *inventory) checkHealth(ctx context.Context) {
 		g.Go(func() error {
 			err := checker.CheckHealth(ctx, lxcctl.Info{Name: l.Name, State: l.State, Env: l.Env}, hc)
 			mu.Lock()
-			marks[l.Name] = healthMark{ok: err == nil, err: errString(err), at: time.Now(), pid: l.InitPID}
+			marks[l.Name] = healthMark{ok: err == nil, err: errString(err), at: inv.a.deps.Clock.Now(), pid: l.InitPID}
 			mu.Unlock()
 			return nil
 		})

@@ -133,6 +133,7 @@ type run struct {
 	cancel context.CancelCauseFunc
 	jr     *Journal
 	log    *slog.Logger
+	clock  rollout.Clock // the agent's (Deps.Clock); nil is the wall clock
 	// journalErr is the first journal write of the job that failed.
 	journalErr error
 	// tally reduces the events of the job's plan (tallyOf is its plan).
@@ -141,6 +142,14 @@ type run struct {
 	// now is the release each running locker of the plan runs at the
 	// job's end (Agent.releasesNow), for the tally's serving line.
 	now map[string]string
+}
+
+// timeNow is the run's clock's time.
+func (r *run) timeNow() time.Time {
+	if r.clock == nil {
+		return time.Now()
+	}
+	return r.clock.Now()
 }
 
 // errFenced wraps the cause of a job that stopped because its fence
@@ -200,7 +209,7 @@ func (r *run) emit(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e.Seq = len(r.events) + 1
-	e.Time = time.Now()
+	e.Time = r.timeNow()
 	e.Job = r.job.ID
 	e.Progress = r.job.Progress
 	if r.job.Plan != nil && r.tallyOf != r.job.Plan {
@@ -246,7 +255,7 @@ func (r *run) subscribe() ([]Event, chan Event, func()) {
 // (journalFailed): the step in flight still ends (losing a record beats
 // stranding a locker), nothing new begins.
 func (r *run) step(s Step) error {
-	s.Time = time.Now()
+	s.Time = r.timeNow()
 	err := r.jr.AddStep(r.job.ID, s)
 	if err != nil {
 		r.journalFailed(fmt.Errorf("journaling step %s of %s: %w", s.Action, orDash(s.Container), err))
@@ -287,7 +296,7 @@ func (r *run) finish(state JobState, result any, err error) {
 	}
 	_ = r.update(func(j *Job) {
 		j.State = state
-		j.Finished = time.Now()
+		j.Finished = r.timeNow()
 		j.Result = raw
 		if j.Plan != nil && r.tallyOf != j.Plan {
 			r.tally, r.tallyOf = newTally(j.Plan), j.Plan

@@ -155,6 +155,7 @@ func (a *Agent) execute(ctx context.Context, r *run, req Request, plan rollout.P
 		Observe: hold.wrap(a.track(r).onEvent),
 		Reason:  "job " + r.job.ID,
 		Gauge:   a.deps.Gauge,
+		Clock:   a.deps.Clock,
 	}
 	if a.deps.Code != nil {
 		env.Releases = codeReleases{a.deps.Code, a.log}

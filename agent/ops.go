@@ -180,7 +180,7 @@ func summarize(out *Result, res rollout.Result, plan rollout.Plan, head string) 
 // when the agent dies mid-job, recovery starts again every locker the
 // interrupted job stopped.
 func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	ls, err := a.lockers(infos)
 	if err != nil {
 		return nil, err
@@ -204,7 +204,7 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 			stopped = append(stopped, o.Name)
 		}
 	}
-	if err := a.jr.SetDesired(stopped, Desired{Running: false, JobID: r.job.ID, Since: time.Now()}); err != nil {
+	if err := a.jr.SetDesired(stopped, Desired{Running: false, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	out := toResult(res, begin)
@@ -216,7 +216,7 @@ func (a *Agent) stopAllJob(ctx context.Context, r *run, req Request, infos []lxc
 // failure policy applies: a release that fails is marked bad and current
 // goes back to the last good release (I3).
 func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	if req.Boot {
 		if err := a.endHostShutdown(); err != nil {
 			return nil, fmt.Errorf("ending the host shutdown: %w", err)
@@ -252,7 +252,7 @@ func (a *Agent) startAllJob(ctx context.Context, r *run, req Request, infos []lx
 // restartJob replaces each locker (stop, start, healthy through the
 // monitor window) with at most Window lockers down at once.
 func (a *Agent) restartJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	a.sup.forget(namesOf(infos))
 	if err := a.jr.SetDesired(namesOf(infos), Desired{Running: true, JobID: r.job.ID, Since: begin}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)

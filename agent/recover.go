@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"lxcfleet/lxcctl"
 	"lxcfleet/rollout"
@@ -149,7 +148,7 @@ func (a *Agent) interruptedPlan() (*rollout.Plan, string, error) {
 // stopped) ends running on that one release, under the failure policy
 // when it is unproven.
 func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	interrupted, jobID, err := a.interruptedPlan()
 	if err != nil {
 		return nil, err
@@ -194,7 +193,7 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	}
 	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move, %d left in flight to watch; K %d, monitor window %v, %s", how,
 		len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace)), len(plan.Names(rollout.OpWatch)), plan.Policy.MaxUnavailable, plan.Policy.Monitor, healthNote(plan.Policy)))
-	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	res := a.execute(ctx, r, req, plan, nil)

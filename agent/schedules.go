@@ -119,7 +119,7 @@ func (s *scheduler) fire(sc Schedule) {
 		s.a.log.Info("scheduled run started", "schedule", sc.Name, "job", job.ID)
 		go s.follow(sc, job.ID, before)
 	}
-	in.LastAt = time.Now()
+	in.LastAt = s.a.deps.Clock.Now()
 	s.save(in)
 }
 
@@ -164,7 +164,7 @@ func (s *scheduler) follow(sc Schedule, id string, before json.RawMessage) {
 	if in.LastJob != id {
 		return // a later run already reported
 	}
-	in.Last, in.LastAt = last, time.Now()
+	in.Last, in.LastAt = last, s.a.deps.Clock.Now()
 	s.save(in)
 }
 
@@ -194,7 +194,7 @@ func (s *scheduler) infos() []ScheduleInfo {
 		in.Next, in.Prev = e.Next, e.Prev
 		if in.Next.IsZero() { // not started yet: compute it
 			if sched, err := cronParser.Parse(sc.Cron); err == nil {
-				in.Next = sched.Next(time.Now())
+				in.Next = sched.Next(s.a.deps.Clock.Now())
 			}
 		}
 		out = append(out, in)

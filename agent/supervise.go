@@ -103,7 +103,7 @@ type upMark struct {
 }
 
 func newSupervisor(a *Agent, cfg SupervisionConfig) *supervisor {
-	s := &supervisor{a: a, cfg: cfg.withDefaults(), restarts: map[string][]time.Time{}, gaveUp: map[string]string{}, down: map[string]time.Time{}, now: time.Now,
+	s := &supervisor{a: a, cfg: cfg.withDefaults(), restarts: map[string][]time.Time{}, gaveUp: map[string]string{}, down: map[string]time.Time{}, now: a.deps.Clock.Now,
 		verdicts: map[string][]verdict{}, up: map[string]upMark{}}
 	s.load()
 	return s

@@ -42,7 +42,7 @@ func (r *run) stage(name, msg string) {
 // then moves the lockers onto it with the request's strategy, through the
 // rollout executor and its failure policy.
 func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	unlock, err := a.deps.Code.Lock()
 	if err != nil {
 		return nil, err
@@ -52,7 +52,7 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	stages := map[string]any{}
 	r.stage("build", "building "+req.Target)
 	_ = r.step(Step{Action: "build", Phase: "begin", Release: req.Target})
-	buildBegin := time.Now()
+	buildBegin := a.deps.Clock.Now()
 	built := a.releaseNames() // releases that exist before this build
 	rel, err := a.deps.Code.Build(ctx, req.Target, func(step string) { r.emit(Event{Type: "stage", Stage: "build", Message: step}) })
 	if err != nil {
@@ -86,7 +86,7 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	f := a.factsFor(ls)
 	plan := rollout.PlanUpdate(ls, f, rel.Name, rel.State == codeupdate.StateProven, rollout.Strategy(req.Strategy), req.pol)
 	// Every locker this job stops is started again, even after a crash.
-	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, at most %d down at once; falls back to %s; %s",
@@ -180,7 +180,7 @@ func (a *Agent) untouchedNote(infos []lxcctl.Info) string {
 // being left bad, switches, and moves every locker whose desired state is
 // running onto the target, stopped ones included (I6).
 func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lxcctl.Info) (any, error) {
-	begin := time.Now()
+	begin := a.deps.Clock.Now()
 	unlock, err := a.deps.Code.Lock()
 	if err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func (a *Agent) rollbackJob(ctx context.Context, r *run, req Request, infos []lx
 		return nil, err
 	}
 	plan := rollout.PlanRollback(ls, target, req.pol)
-	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: time.Now()}); err != nil {
+	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	res := a.execute(ctx, r, req, plan, nil)
@@ -263,7 +263,7 @@ func (a *Agent) checkUpdateJob(ctx context.Context, r *run, req Request) (any, e
 	if b, err := json.Marshal(struct {
 		codeupdate.UpdateInfo
 		CheckedAt time.Time `json:"checked_at"`
-	}{info, time.Now()}); err == nil {
+	}{info, a.deps.Clock.Now()}); err == nil {
 		_ = a.jr.SetMeta("last_update_check", string(b))
 	}
 	msg := "up to date"

@@ -47,7 +47,7 @@ func (a *Agent) refreshUpdateCheck(ctx context.Context, kind JobKind) {
 	b, err := json.Marshal(struct {
 		codeupdate.UpdateInfo
 		CheckedAt time.Time `json:"checked_at"`
-	}{info, time.Now()})
+	}{info, a.deps.Clock.Now()})
 	if err != nil {
 		return
 	}

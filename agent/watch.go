@@ -81,7 +81,7 @@ type watcher struct {
 }
 
 func newWatcher(a *Agent) *watcher {
-	w := &watcher{a: a, fails: map[string]int{}, lastErr: map[string]string{}, crashed: map[string]string{}, kick: make(chan struct{}, 1), now: time.Now}
+	w := &watcher{a: a, fails: map[string]int{}, lastErr: map[string]string{}, crashed: map[string]string{}, kick: make(chan struct{}, 1), now: a.deps.Clock.Now}
 	v, err := a.jr.Meta(watchMeta)
 	if err != nil {
 		a.log.Warn("reading the release watch from the journal: no release is watched", "err", err)

@@ -59,6 +59,8 @@ var testsFor = map[string][]string{
 	"api: an unknown group is nothing to do": {"-run", "^TestAPIBadInput$", "./agent/"},
 	"api: a boot takes names":                {"-run", "^TestAPIBadInput$", "./agent/"},
 	"config: idle_stop has no floor":         {"-run", "^TestSleepSection$", "./config/"},
+	"clock: job events on the wall clock":    {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
+	"clock: job records on the wall clock":   {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
 	"config: idle_stop without held sockets": {"-run", "^TestSleepSection$", "./config/"},
 }
 
@@ -264,6 +266,9 @@ var mutants = []mutant{
 		"case s.IdleStop.D() < MinIdleStop:", "case false:"},
 	{"config: idle_stop without held sockets", "config/config.go",
 		"case c.Provision.Socket != provision.SocketHeld:", "case false:"},
+	// The agent's one clock (Deps.Clock).
+	{"clock: job events on the wall clock", "agent/jobs.go", "e.Time = r.timeNow()", "e.Time = time.Now()"},
+	{"clock: job records on the wall clock", "agent/agent.go", "now := a.deps.Clock.Now()", "now := time.Now()"},
 }
 
 func main() {
