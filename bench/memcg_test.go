@@ -19,7 +19,7 @@ func TestAppProfiles(t *testing.T) {
 	for _, c := range []struct {
 		name, env string
 		work      int
-	}{{"", "APP_PROFILE=light", 40}, {AppLight, "APP_PROFILE=light", 40}, {AppHeavy, "APP_PROFILE=heavy", 200}} {
+	}{{"", "APP_PROFILE=light", 40}, {AppLight, "APP_PROFILE=light", 40}, {AppHeavy, "APP_PROFILE=heavy", 400}} {
 		env, work, err := appProfile(c.name)
 		if err != nil || !slices.Equal(env, []string{c.env}) || work != c.work {
 			t.Errorf("appProfile(%q) = %v, %d, %v; want [%s], %d", c.name, env, work, err, c.env, c.work)
@@ -29,7 +29,7 @@ func TestAppProfiles(t *testing.T) {
 		t.Error("appProfile(medium) accepted")
 	}
 	o := Options{App: AppHeavy, Self: "x"}
-	if err := o.defaults(); err != nil || o.Work != 200 || !slices.Equal(o.appEnv, []string{"APP_PROFILE=heavy"}) {
+	if err := o.defaults(); err != nil || o.Work != 400 || !slices.Equal(o.appEnv, []string{"APP_PROFILE=heavy"}) {
 		t.Errorf("heavy defaults: work %d, env %v, %v", o.Work, o.appEnv, err)
 	}
 	o = Options{Self: "x", Work: 7}

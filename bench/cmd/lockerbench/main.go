@@ -43,7 +43,7 @@ func main() {
 
 // commonFlags are the flags run and scale share.
 func commonFlags(fs *flag.FlagSet, o *bench.Options) {
-	fs.IntVar(&o.Work, "work", 0, "startup work per locker, thousands of sha256 rounds (0: the app profile's: light 40 ≈ 0.3 CPU s, heavy 200)")
+	fs.IntVar(&o.Work, "work", 0, "startup work per locker, thousands of sha256 rounds (0: the app profile's: light 40 ≈ 0.2 CPU s, heavy 400)")
 	fs.StringVar(&o.App, "app", bench.AppLight, "the app's profile: light, or heavy (a 192 MiB cache and templates at start, about 1 CPU s and 250 MiB at its peak, then serving on the light app's memory)")
 	fs.Func("mem-limit", "memory limit on the lockers' cgroup parent, e.g. 16GiB, or none (default: N x 55 MiB + 1 GiB, room for every locker serving and a few starts, not for N heavy starts at once)", func(v string) error {
 		b, err := bench.ParseBytes(v)
