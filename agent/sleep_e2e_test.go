@@ -82,7 +82,10 @@ func sleepingAgent(t *testing.T, e *heldEnv, monitor time.Duration) *Agent {
 	// No traffic: every locker goes to sleep.
 	eventually(t, 60*time.Second, func() (bool, string) {
 		got := sleepingNames(a)
-		return len(got) == len(e.names), fmt.Sprintf("sleeping %v, want all of %v", got, e.names)
+		// The idle job that stopped them has ended too (a test's next
+		// job is not refused as busy).
+		_, busy := a.Running()
+		return len(got) == len(e.names) && !busy, fmt.Sprintf("sleeping %v, want all of %v (a job running: %v)", got, e.names, busy)
 	})
 	return a
 }
