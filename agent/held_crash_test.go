@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"lxcfleet/heldsock"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
 	"lxcfleet/provision"
 )
 
@@ -128,4 +130,43 @@ func bootOf(t *testing.T, addr string, wait time.Duration) string {
 	}
 	_ = json.Unmarshal(b, &h)
 	return fmt.Sprint(h.BootedAt)
+}
+
+// TestHeldStopWithDeadHolderRefusesNothing is finding 5 of the break test
+// of 2026-12-06: with the socket holder dead (no systemd to restart it), a
+// held locker's app has the last copy of its socket. Its stop first has
+// the holder (started again) take the socket back, so a connection while
+// it is stopped waits in the queue instead of being refused, and the
+// next start answers it.
+func TestHeldStopWithDeadHolderRefusesNothing(t *testing.T) {
+	e := newHeldEnv(t, 1, provision.NetworkNone, provision.SocketHeld)
+	n := e.names[0]
+	hc, err := lxcctl.ParseHealthCheck(e.health())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if r := e.host.StartHealthy(ctx, n, hc, 20*time.Second); !r.OK() {
+		t.Fatalf("starting %s: %s %v", n, r.Outcome, r.Err)
+	}
+	testfleet.StopHolder(t, e.holder)
+	if out, err := e.host.Stop(ctx, n, 5*time.Second); err != nil {
+		t.Fatalf("stopping %s with its holder dead: %s %v", n, out, err)
+	}
+	conn, err := net.Dial("tcp", e.addrs[n])
+	if err != nil {
+		t.Fatalf("a connection to stopped %s after a stop with its holder dead: %v (want it queued on the held socket)", n, err)
+	}
+	defer conn.Close()
+	if r := e.host.StartHealthy(ctx, n, hc, 20*time.Second); !r.OK() {
+		t.Fatalf("starting %s again: %s %v", n, r.Outcome, r.Err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn)
+	if err != nil || !bytes.HasPrefix(b, []byte("HTTP/1.1 200")) {
+		t.Fatalf("the queued connection to %s got %q, %v; want 200 from the restarted app", n, b, err)
+	}
 }

@@ -64,7 +64,10 @@ type sleeper struct {
 	specs      map[string]heldsock.Spec   // the held lockers, as of the last tick
 	lastActive map[string]time.Time       // running held lockers
 	wake       map[string]bool            // pending connection seen, not started yet
-	watched    string                     // the sleeping set the watch runs for
+	watched    string                     // the sleeping set the watch runs for (run's own)
+	rewatch    bool                       // the watch ended (its holder went away): watch again
+	retry      time.Duration              // the pause before the next try of a failed watch
+	watchLost  bool                       // a lost watch was logged (once, until it watches again)
 	kick       chan struct{}
 	waiting    atomic.Bool // a goroutine waits for the job that holds up wake-ups
 }
@@ -129,7 +132,7 @@ func (s *sleeper) run(ctx context.Context) {
 	for {
 		s.tick(ctx)
 		s.wakeDue(ctx)
-		if set := s.sleepingSet(); set != s.watched {
+		if set := s.sleepingSet(); set != s.watched || s.takeRewatch() {
 			if stopWatch != nil {
 				stopWatch()
 			}
@@ -160,8 +163,28 @@ func (s *sleeper) sleepingSet() string {
 	return string(b)
 }
 
+// takeRewatch reports (once) that the watch ended without being asked to.
+func (s *sleeper) takeRewatch() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rewatch
+	s.rewatch = false
+	return r
+}
+
+// Bounds of the pause between tries of a watch the holder did not take
+// (it restarts: systemd's Restart=always, or an agent's start of it).
+const (
+	watchRetryFirst = 50 * time.Millisecond
+	watchRetryMost  = 2 * time.Second
+)
+
 // watch asks the holder to report pending connections of the sleeping
-// lockers in set; each report queues a wake-up and kicks run.
+// lockers in set; each report queues a wake-up and kicks run. When the
+// holder goes away (its watch connection ends, or it does not answer),
+// the watch is tried again after a pause that doubles from 50 ms to 2 s,
+// logged once until it watches again: a restarted holder is watched at
+// once.
 func (s *sleeper) watch(ctx context.Context, set string) {
 	var names []string
 	_ = json.Unmarshal([]byte(set), &names)
@@ -171,23 +194,73 @@ func (s *sleeper) watch(ctx context.Context, set string) {
 	}
 	ch, err := s.held.Watch(ctx, names)
 	if err != nil {
-		s.a.log.Warn("watching sleeping lockers' sockets", "err", err)
-		s.watched = "" // again at the next tick
+		s.watched = "" // again after the pause
+		s.lostWatch(ctx, "watching sleeping lockers' sockets: trying again", err, names)
 		return
 	}
+	s.mu.Lock()
+	if s.watchLost {
+		s.a.log.Info("watching sleeping lockers' sockets again", "containers", joinNames(names, 10))
+	}
+	s.watchLost, s.retry = false, 0
+	s.mu.Unlock()
 	go func() {
+		got := 0
 		for n := range ch {
+			got++
 			s.mu.Lock()
 			if _, ok := s.sleeping[n]; ok {
 				s.wake[n] = true
 			}
 			s.mu.Unlock()
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
+			s.kickRun()
+		}
+		// Not run's cancel, nor the holder's end of a watch that reported
+		// every name: the holder went away.
+		if ctx.Err() == nil && got < len(names) {
+			s.lostWatch(ctx, "the socket holder's watch of sleeping lockers ended (the holder went away): watching again", nil, names)
 		}
 	}()
+}
+
+// lostWatch logs a lost watch (once, until it watches again) and kicks
+// run to watch again after the pause.
+func (s *sleeper) lostWatch(ctx context.Context, msg string, err error, names []string) {
+	s.mu.Lock()
+	if !s.watchLost {
+		s.watchLost = true
+		args := []any{"containers", joinNames(names, 10)}
+		if err != nil {
+			args = append(args, "err", err)
+		}
+		s.a.log.Warn(msg, args...)
+	}
+	pause := s.retry
+	s.retry = min(max(2*s.retry, watchRetryFirst), watchRetryMost)
+	s.mu.Unlock()
+	go func() {
+		if pause > 0 {
+			t := time.NewTimer(pause)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		s.mu.Lock()
+		s.rewatch = true
+		s.mu.Unlock()
+		s.kickRun()
+	}()
+}
+
+// kickRun wakes run (sample, wake, watch) without waiting.
+func (s *sleeper) kickRun() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 // wakeDue starts the lockers with a pending connection: one start-all job
@@ -226,7 +299,7 @@ func (s *sleeper) wakeDue(ctx context.Context) {
 	}
 	s.a.log.Info("waking sleeping lockers: a connection is pending", "job", j.ID, "containers", joinNames(names, 10))
 	s.mu.Lock()
-	now := time.Now()
+	now := s.a.deps.Clock.Now()
 	for _, n := range names {
 		s.mark(n, nil)
 		s.lastActive[n] = now
@@ -243,7 +316,7 @@ func (s *sleeper) tick(ctx context.Context) {
 		return
 	}
 	snap := s.a.inv.snapshot()
-	now := time.Now()
+	now := s.a.deps.Clock.Now()
 	s.mu.Lock()
 	s.specs = specs
 	// The records of sleep (an earlier agent's too).

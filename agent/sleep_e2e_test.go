@@ -5,15 +5,18 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"lxcfleet/codeupdate"
 	"lxcfleet/heldsock"
+	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/provision"
@@ -79,7 +82,10 @@ func sleepingAgent(t *testing.T, e *heldEnv, monitor time.Duration) *Agent {
 	// No traffic: every locker goes to sleep.
 	eventually(t, 60*time.Second, func() (bool, string) {
 		got := sleepingNames(a)
-		return len(got) == len(e.names), fmt.Sprintf("sleeping %v, want all of %v", got, e.names)
+		// The idle job that stopped them has ended too (a test's next
+		// job is not refused as busy).
+		_, busy := a.Running()
+		return len(got) == len(e.names) && !busy, fmt.Sprintf("sleeping %v, want all of %v (a job running: %v)", got, e.names, busy)
 	})
 	return a
 }
@@ -294,5 +300,54 @@ func TestSleepingLockerWakesOntoCrashingRelease(t *testing.T) {
 	}
 	if st := states(t, e.host, e.names[1:]); st[e.names[1]] != lxcctl.StateStopped {
 		t.Errorf("%s is %s, want STOPPED (asleep): nothing connected to it", e.names[1], st[e.names[1]])
+	}
+}
+
+// TestSleepingLockerWakesAfterHolderRestart is finding 1 of the break
+// test of 2026-12-06: the socket holder is killed (SIGKILL) while two
+// lockers sleep and a new one is started in its folder, as systemd's
+// Restart=always would. The new holder holds the sleeping lockers'
+// sockets again (from its folder's specs: no app holds them, so it makes
+// them anew), and the agent watches the new holder: a request to a
+// sleeping locker wakes it and is answered, not left in the queue until
+// some unrelated job.
+func TestSleepingLockerWakesAfterHolderRestart(t *testing.T) {
+	e := newHeldEnv(t, 2, provision.NetworkNone, provision.SocketHeld)
+	a := sleepingAgent(t, e, 0)
+	old := testfleet.HolderPID(e.holder)
+	if old <= 0 {
+		t.Fatal("no socket holder answers while lockers sleep")
+	}
+	if err := testfleet.KillAndWait(old); err != nil {
+		t.Fatal(err)
+	}
+	// As systemd would: the same binary, the same folder, a session of its own.
+	cmd := exec.Command(testfleet.ListenFD(t), "hold", "-dir", e.holder.Dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }() // reaped when the env's cleanup kills it
+	eventually(t, 10*time.Second, func() (bool, string) {
+		pid := testfleet.HolderPID(e.holder)
+		return pid == cmd.Process.Pid, fmt.Sprintf("holder pid %d, want the new %d", pid, cmd.Process.Pid)
+	})
+	held, err := e.holder.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != len(e.names) {
+		t.Fatalf("the new holder holds %d sockets, want the %d sleeping lockers'", len(held), len(e.names))
+	}
+	c := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	began := time.Now()
+	resp, err := c.Get("http://" + e.addrs[e.names[0]] + "/healthz")
+	if err != nil {
+		t.Fatalf("a request to sleeping %s after the holder's restart: %v (after %v)", e.names[0], err, time.Since(began).Round(time.Millisecond))
+	}
+	resp.Body.Close()
+	t.Logf("a request to a sleeping locker after the holder's restart answered in %v", time.Since(began).Round(time.Millisecond))
+	if got := sleepingNames(a); len(got) != 1 || got[0] != e.names[1] {
+		t.Errorf("sleeping %v after a request to %s, want only %s", got, e.names[0], e.names[1])
 	}
 }

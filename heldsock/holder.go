@@ -101,6 +101,12 @@ func (h *Holder) Run(ctx context.Context) error {
 			h.forgetSpec(s.Name)
 			continue
 		}
+		if _, err := listenerInode(s); err != nil {
+			// No process holds it (a sleeping or stopped locker has no
+			// app): it went with the earlier holder and is made anew;
+			// connections in between were refused.
+			h.log.Warn("a saved socket no process holds any more: making it anew", "container", s.Name, "addr", s.addr())
+		}
 		if _, err := h.Hold(s); err != nil {
 			h.log.Warn("holding a saved socket again", "container", s.Name, "err", err)
 		}

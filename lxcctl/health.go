@@ -291,8 +291,13 @@ func (k *checker) waitHealthy(ctx context.Context, hc HealthCheck, in Info, dead
 		last = err
 		if now := time.Now(); !now.Before(stateAt) {
 			stateAt = now.Add(stateEvery)
-			if st, serr := k.host.State(context.Background(), in.Name); serr == nil && st == StateStopped {
+			st, serr := k.host.State(context.Background(), in.Name)
+			if serr == nil && st == StateStopped {
 				return fmt.Errorf("container %q stopped while starting (last check: %v)", in.Name, last)
+			}
+			if errors.Is(serr, ErrNotFound) {
+				// Destroyed meanwhile (lxc-destroy -f): it never will be.
+				return fmt.Errorf("container %q was destroyed while starting (last check: %v): %w", in.Name, last, serr)
 			}
 		}
 		select {

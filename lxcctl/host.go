@@ -55,7 +55,10 @@ type Options struct {
 	// BeforeStart, when set, runs before every start of a container that
 	// is not running (lxcfleet's held sockets: the holder must hold the
 	// locker's socket before its init fetches it); its error fails the
-	// start.
+	// start. It also runs before every stop of a running container (a
+	// held socket's last copy may be the app's when its holder died: the
+	// holder takes it back, so the stop refuses nothing); there its error
+	// is logged and the stop goes on.
 	BeforeStart func(ctx context.Context, name string) error
 }
 

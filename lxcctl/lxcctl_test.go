@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -484,4 +486,37 @@ func TestParseHealthCheck(t *testing.T) {
 	if _, err := hc.Expand(in); err == nil {
 		t.Error("Expand with a missing env key: no error")
 	}
+}
+
+// TestStartFailsAtOnceWhenDestroyed is finding 6 of the break test of
+// 2026-12-06: a container destroyed (lxc-destroy -f) while its start
+// waits for health fails that start at once, naming the missing
+// container, instead of trying its check until the deadline.
+func TestStartFailsAtOnceWhenDestroyed(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	l := f.Add(1, testfleet.Normal)[0]
+	// A check that never passes and whose probe hangs (a listener of the
+	// test's that never accepts, as a held socket with no app): the start
+	// waits until its deadline. Its probe ends (reset) once the container
+	// is destroyed, so that the next state read finds it gone.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hc := lxcctl.HealthCheck{Kind: lxcctl.HealthHTTP, Target: "http://" + ln.Addr().String() + "/", Interval: 20 * time.Millisecond, Timeout: 50 * time.Second}
+	done := make(chan lxcctl.StartResult, 1)
+	go func() { done <- f.Host.StartHealthy(context.Background(), l.Name, hc, 60*time.Second) }()
+	if out, err := exec.Command("lxc-wait", "-P", f.Path, "-n", l.Name, "-s", "RUNNING", "-t", "60").CombinedOutput(); err != nil {
+		t.Fatalf("lxc-wait %s RUNNING: %v: %s", l.Name, err, out)
+	}
+	if out, err := exec.Command("lxc-destroy", "-P", f.Path, "-n", l.Name, "-f").CombinedOutput(); err != nil {
+		t.Fatalf("lxc-destroy -f %s: %v: %s", l.Name, err, out)
+	}
+	ln.Close()
+	res := <-done
+	if res.Outcome != lxcctl.StartFailed || res.Err == nil || !errors.Is(res.Err, lxcctl.ErrNotFound) || !strings.Contains(res.Err.Error(), l.Name) {
+		t.Fatalf("start of a container destroyed while it starts = %+v (%v); want failed, naming %s, wrapping ErrNotFound", res, res.Err, l.Name)
+	}
+	t.Logf("failed %v after its start began: %v", res.Duration.Round(time.Millisecond), res.Err)
 }

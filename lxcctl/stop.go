@@ -47,6 +47,14 @@ func (h *Host) Stop(ctx context.Context, name string, timeout time.Duration) (St
 	if !c.Running() {
 		return AlreadyStopped, nil
 	}
+	// A held socket's last copy may be the app's (its holder died): the
+	// holder (started again) takes it back first, or the stop would close
+	// it and refuse connections until the next start.
+	if h.before != nil {
+		if err := h.before(ctx, name); err != nil {
+			h.log.Warn("holding a container's socket before its stop: connections may be refused until it starts", "container", name, "err", err)
+		}
+	}
 	pidfd, err := c.InitPidFd()
 	if err != nil {
 		pidfd = nil // old kernel or the init just exited: fall back to polling

@@ -55,13 +55,16 @@ var testsFor = map[string][]string{
 	"downtime: the page holds held lockers' ports":               {"-run", "^TestDowntimePageSkipsHeldLockers$", "./agent/"},
 	"sleep: an update starts sleeping lockers":                   {"-run", "^TestSleepingLockersWakeOnConnection$", "./agent/"},
 	// The operator surface's refusals (the tester's findings of 2026-12-06).
-	"api: names [] means every locker":       {"-run", "^TestAPIBadInput$", "./agent/"},
-	"api: an unknown group is nothing to do": {"-run", "^TestAPIBadInput$", "./agent/"},
-	"api: a boot takes names":                {"-run", "^TestAPIBadInput$", "./agent/"},
-	"config: idle_stop has no floor":         {"-run", "^TestSleepSection$", "./config/"},
-	"clock: job events on the wall clock":    {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
-	"clock: job records on the wall clock":   {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
-	"config: idle_stop without held sockets": {"-run", "^TestSleepSection$", "./config/"},
+	"api: names [] means every locker":                    {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: an unknown group is nothing to do":              {"-run", "^TestAPIBadInput$", "./agent/"},
+	"api: a boot takes names":                             {"-run", "^TestAPIBadInput$", "./agent/"},
+	"config: idle_stop has no floor":                      {"-run", "^TestSleepSection$", "./config/"},
+	"clock: job events on the wall clock":                 {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
+	"clock: job records on the wall clock":                {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
+	"config: idle_stop without held sockets":              {"-run", "^TestSleepSection$", "./config/"},
+	"sleep: a lost watch is never watched again":          {"-run", "^TestSleepingLockerWakesAfterHolderRestart$", "./agent/"},
+	"held: a stop closes the last copy of a held socket":  {"-run", "^TestHeldStopWithDeadHolderRefusesNothing$", "./agent/"},
+	"start: a destroyed container waits for the deadline": {"-run", "^TestStartFailsAtOnceWhenDestroyed$", "./lxcctl/"},
 }
 
 var mutants = []mutant{
@@ -249,6 +252,12 @@ var mutants = []mutant{
 		"Request{Kind: KindStartAll, Names: names, Trigger:", "Request{Kind: KindStartAll, Names: names, Policy: map[string]any{\"max_starting\": len(names) + 100, \"pacing\": \"fixed\"}, Trigger:"},
 	{"downtime: the page holds held lockers' ports", "agent/downtime.go",
 		"\t\tif held[in.Name] {\n", "\t\tif false && held[in.Name] {\n"},
+	{"sleep: a lost watch is never watched again", "agent/sleep.go",
+		"if ctx.Err() == nil && got < len(names) {", "if false && ctx.Err() == nil && got < len(names) {"},
+	{"held: a stop closes the last copy of a held socket", "lxcctl/stop.go",
+		"\tif h.before != nil {\n\t\tif err := h.before(ctx, name); err != nil {\n\t\t\th.log.Warn(\"holding a container's socket", "\tif false && h.before != nil {\n\t\tif err := h.before(ctx, name); err != nil {\n\t\t\th.log.Warn(\"holding a container's socket"},
+	{"start: a destroyed container waits for the deadline", "lxcctl/health.go",
+		"if errors.Is(serr, ErrNotFound) {", "if false && errors.Is(serr, ErrNotFound) {"},
 	{"sleep: an update starts sleeping lockers", "agent/moves.go",
 		"l.WantRunning = !ok && l.Running || d.Running", "l.WantRunning = !ok && l.Running || d.Running || a.sleep.isSleeping(l.Name)"},
 	// The operator surface's refusals and the tally's serving line.
