@@ -58,6 +58,8 @@ var testsFor = map[string][]string{
 	"api: names [] means every locker":                    {"-run", "^TestAPIBadInput$", "./agent/"},
 	"api: an unknown group is nothing to do":              {"-run", "^TestAPIBadInput$", "./agent/"},
 	"api: a boot takes names":                             {"-run", "^TestAPIBadInput$", "./agent/"},
+	"tally: serving counts by the job's events":           {"-run", "^TestTallyServingCountsWhatRunsNow$", "./agent/"},
+	"tally: failures after the trip not told apart":       {"-run", "^TestTallySaysWhoFailedAfterTheTrip$", "./agent/"},
 	"config: idle_stop has no floor":                      {"-run", "^TestSleepSection$", "./config/"},
 	"clock: job events on the wall clock":                 {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
 	"clock: job records on the wall clock":                {"-run", "^TestAgentTimesComeFromItsClock$", "./agent/"},
