@@ -50,6 +50,7 @@ func newHeldEnv(t *testing.T, n int, network, socket string) *heldEnv {
 	dir := t.TempDir()
 	e := &heldEnv{layoutEnv: &layoutEnv{dir: dir, prefix: "lxhe" + layoutRandHex(3) + "-"}, network: network,
 		addrs: map[string]string{}, netns: map[string]string{}}
+	testfleet.NetNSCleanup(t, provision.NetNSName(e.prefix))
 	root, lxcpath := filepath.Join(dir, "root"), filepath.Join(dir, "lxc")
 	for _, d := range []string{root, lxcpath} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

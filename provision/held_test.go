@@ -33,6 +33,7 @@ func newHeldEnv(t *testing.T) *heldEnv {
 	app := testfleet.App(t)
 	dir := t.TempDir()
 	e := &heldEnv{layoutEnv: &layoutEnv{dir: dir, prefix: "lxhs" + layoutRandHex(3) + "-"}}
+	testfleet.NetNSCleanup(t, NetNSName(e.prefix))
 	root, lxcpath := filepath.Join(dir, "root"), filepath.Join(dir, "lxc")
 	for _, d := range []string{filepath.Join(root, "releases"), lxcpath} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -262,3 +262,24 @@ func collect(results chan probeResult, wg *sync.WaitGroup) Outcome {
 	}
 	return o
 }
+
+// NetNSCleanup removes, at the test's end, the named network namespaces
+// whose names start with prefix (a locker prefix through
+// provision.NetNSName). The holder removes a destroyed locker's namespace
+// only at its next sweep, which a test that stops its holder sooner never
+// reaches. Registered before the lockers, it runs after their cleanup.
+func NetNSCleanup(t testing.TB, prefix string) {
+	t.Cleanup(func() {
+		ents, err := os.ReadDir(heldsock.NetNSDir)
+		if err != nil {
+			return // no namespace was ever made
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) {
+				if err := heldsock.RemoveNetNS(e.Name()); err != nil {
+					t.Errorf("test cleanup: %v", err)
+				}
+			}
+		}
+	})
+}
