@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -79,12 +78,7 @@ func TestFixedPortAppStartedAndUpdated(t *testing.T) {
 	if e.prov, err = NewProvisioner(e.host, e.layout, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
-	if e.node, err = exec.LookPath("node"); err == nil {
-		e.node, err = filepath.EvalSymlinks(e.node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.node = testfleet.NodeBinary(t)
 	names := e.names("f", 3)
 	e.cleanup(t, names...)
 	res, err := e.prov.Provision(ctx, names, ProvisionOptions{

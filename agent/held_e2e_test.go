@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -84,12 +83,7 @@ func newHeldEnv(t *testing.T, n int, network, socket string) *heldEnv {
 	if e.prov, err = NewProvisioner(h, e.layout, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
-	if e.node, err = exec.LookPath("node"); err == nil {
-		e.node, err = filepath.EvalSymlinks(e.node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.node = testfleet.NodeBinary(t)
 	e.names = e.layoutEnv.names("h", n)
 	e.cleanup(t, e.names...)
 	opts := ProvisionOptions{Template: "busybox", Init: "/usr/bin/node /opt/app/server.js", Node: e.node, Tini: provision.DefaultTini,

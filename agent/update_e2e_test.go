@@ -10,7 +10,6 @@ import (
 	"lxcfleet/rollout"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -85,12 +84,7 @@ func newUpdateEnvAt(t *testing.T, n int, root string) *updateEnv {
 	if e.prov, err = NewProvisioner(e.host, e.layout, discardLogger()); err != nil {
 		t.Fatalf("NewProvisioner: %v", err)
 	}
-	if e.node, err = exec.LookPath("node"); err == nil {
-		e.node, err = filepath.EvalSymlinks(e.node)
-	}
-	if err != nil {
-		t.Fatalf("finding node: %v", err)
-	}
+	e.node = testfleet.NodeBinary(t)
 	e.names = e.layoutEnv.names("u", n)
 	e.cleanup(t, e.names...)
 	opts := e.nodeOptions(t, n)

@@ -112,13 +112,7 @@ func newTestFleetWith(t *testing.T, o fleetOptions) *testFleet {
 	f := &testFleet{t: t, bin: lxcfleetBin(t), group: "g" + randHex(3), prefix: "/lxcfleet-test-" + randHex(3), monitor: "2s"}
 	f.etcd = etcdtest.Start(t, 3)
 	f.origin = testfleet.NewOrigin(t)
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatalf("finding node: %v", err)
-	}
+	node := testfleet.NodeBinary(t)
 	prefix := "lxfl" + randHex(3) + "-"
 	for i := range n {
 		h := &testHost{id: fmt.Sprintf("h%d", i), dir: t.TempDir()}

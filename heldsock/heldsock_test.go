@@ -201,7 +201,7 @@ func BenchmarkHoldAgain(b *testing.B) {
 		if _, err := c.List(ctx); err == nil {
 			break
 		}
-		time.Sleep(time.Millisecond) // the holder's first listen
+		time.Sleep(time.Millisecond) // paces the poll until the holder first listens (Run has no ready event; a benchmark's setup)
 	}
 	spec := Spec{Name: "b", Dir: filepath.Join(b.TempDir(), "held"), Address: "127.0.0.1", Port: 31999}
 	if _, err := c.Hold(ctx, spec); err != nil {

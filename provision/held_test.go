@@ -59,12 +59,7 @@ func newHeldEnv(t *testing.T) *heldEnv {
 	if e.prov, err = New(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if e.node, err = exec.LookPath("node"); err == nil {
-		e.node, err = filepath.EvalSymlinks(e.node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.node = testfleet.NodeBinary(t)
 	return e
 }
 

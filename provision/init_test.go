@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,13 +62,7 @@ func newAppEnv(t *testing.T, app string) *layoutEnv {
 	if e.prov, err = New(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatalf("finding node: %v", err)
-	}
+	node := testfleet.NodeBinary(t)
 	e.node = node
 	return e
 }

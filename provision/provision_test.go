@@ -72,13 +72,7 @@ func newLayoutEnv(t *testing.T) *layoutEnv {
 	if e.prov, err = New(h, e.layout, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("NewProvisioner: %v", err)
 	}
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatalf("finding node: %v", err)
-	}
+	node := testfleet.NodeBinary(t)
 	e.node = node
 	return e
 }

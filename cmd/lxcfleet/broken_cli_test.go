@@ -34,13 +34,7 @@ func TestOneBrokenContainerBlocksNothing(t *testing.T) {
 	root, templates, lxcpath := layoutDirs(t)
 	dir := filepath.Dir(root)
 	origin := testfleet.NewOrigin(t)
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := testfleet.NodeBinary(t)
 	config := func(file, extra string) string {
 		body := fmt.Sprintf(`lxcpath = %q
 state_dir = %q

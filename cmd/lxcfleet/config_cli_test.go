@@ -35,13 +35,7 @@ func TestConfigDrivesEveryCommand(t *testing.T) {
 	if err := os.Symlink("releases/r1", filepath.Join(root, "current")); err != nil {
 		t.Fatal(err)
 	}
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := testfleet.NodeBinary(t)
 	cfg := filepath.Join(filepath.Dir(root), "lxcfleet.toml")
 	body := fmt.Sprintf(`lxcpath = %q
 state_dir = %q

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,13 +47,7 @@ func TestFixedPortRecipeFromConfig(t *testing.T) {
 		t.Fatal("the fixture app no longer reads its port as the test expects: update the test")
 	}
 	origin.Write("build A: listens on :3000 whatever its environment", map[string]string{"server.js": fixed})
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := testfleet.NodeBinary(t)
 	cfg := filepath.Join(dir, "lxcfleet.toml")
 	body := fmt.Sprintf(`lxcpath = %q
 state_dir = %q

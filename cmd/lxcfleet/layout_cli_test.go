@@ -151,13 +151,7 @@ func TestLayoutCLIProvisionStatusCheckAdopt(t *testing.T) {
 	if err := os.Symlink("releases/r1", filepath.Join(root, "current")); err != nil {
 		t.Fatal(err)
 	}
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := testfleet.NodeBinary(t)
 	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: lxcpath})
 	if err != nil {
 		t.Fatal(err)

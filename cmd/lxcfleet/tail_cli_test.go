@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,13 +34,7 @@ func TestStartAllTailAfterAutomaticRollback(t *testing.T) {
 	root, templates, lxcpath := layoutDirs(t)
 	dir := filepath.Dir(root)
 	origin := testfleet.NewOrigin(t)
-	node, err := exec.LookPath("node")
-	if err == nil {
-		node, err = filepath.EvalSymlinks(node)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	node := testfleet.NodeBinary(t)
 	const n = 4
 	cfg := filepath.Join(dir, "lxcfleet.toml")
 	body := fmt.Sprintf(`lxcpath = %q

@@ -170,7 +170,7 @@ func (f *Fleet) createBase(opts Options) {
 		"lxc.net.0.type = none",
 		"lxc.signal.halt = SIGTERM",
 		"lxc.init.cmd = /usr/bin/node /opt/app/server.js",
-		"lxc.mount.entry = " + nodeBinary(t) + " usr/bin/node none bind,ro,create=file 0 0",
+		"lxc.mount.entry = " + NodeBinary(t) + " usr/bin/node none bind,ro,create=file 0 0",
 		"lxc.mount.entry = " + opts.AppDir + " opt/app none bind,ro,create=dir 0 0",
 	}
 	if opts.StartupMS > 0 {
@@ -277,8 +277,9 @@ var nodeOnce struct {
 	err  error
 }
 
-// nodeBinary is the host's node binary, bind-mounted into lockers.
-func nodeBinary(t testing.TB) string {
+// NodeBinary is the host's node binary (symlinks resolved), bind-mounted
+// into lockers; it fails the test when there is none.
+func NodeBinary(t testing.TB) string {
 	nodeOnce.Do(func() {
 		p, err := exec.LookPath("node")
 		if err == nil {
