@@ -2,6 +2,7 @@ package heldsock
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -118,4 +119,17 @@ func readConnections(file string, m map[int]time.Duration) error {
 		return fmt.Errorf("counting connections in %s: %w", file, err)
 	}
 	return nil
+}
+
+// procIP decodes an address of /proc/net/tcp{,6}: 32-bit words in host
+// (little-endian) order.
+func procIP(s string) net.IP {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b)%4 != 0 {
+		return nil
+	}
+	for i := 0; i < len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	return net.IP(b)
 }

@@ -1,20 +1,18 @@
 package heldsock
 
 import (
-	"bufio"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"lxcfleet/internal/procsock"
 )
 
 // This file lets a holder that restarts take the sockets back. The holder
@@ -129,12 +127,15 @@ func listenerInode(s Spec) (uint64, error) {
 	err := InNetNS(s.NetNS, func() error {
 		runtime.LockOSThread() // /proc/thread-self is this thread's
 		defer runtime.UnlockOSThread()
+		ls, err := procsock.Listeners("/proc/thread-self")
+		if err != nil {
+			return err
+		}
 		want := net.ParseIP(s.Address)
-		for _, file := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
-			i, err := findListener(file, want, s.Port)
-			if err != nil || i != 0 {
-				ino = i
-				return err
+		for _, l := range ls {
+			if l.Port == s.Port && l.IP.Equal(want) {
+				ino = l.Inode
+				return nil
 			}
 		}
 		return fmt.Errorf("no socket listens on %s", s.addr())
@@ -142,72 +143,10 @@ func listenerInode(s Spec) (uint64, error) {
 	return ino, err
 }
 
-// findListener scans a /proc/net/tcp file for a LISTEN socket on ip:port.
-func findListener(file string, ip net.IP, port int) (uint64, error) {
-	f, err := os.Open(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Scan() // the header
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 || fs[3] != "0A" {
-			continue
-		}
-		hexIP, hexPort, ok := strings.Cut(fs[1], ":")
-		if !ok {
-			continue
-		}
-		p, err := strconv.ParseUint(hexPort, 16, 16)
-		if err != nil || int(p) != port || !procIP(hexIP).Equal(ip) {
-			continue
-		}
-		return strconv.ParseUint(fs[9], 10, 64)
-	}
-	return 0, sc.Err()
-}
-
-// procIP decodes an address of /proc/net/tcp{,6}: 32-bit words in host
-// (little-endian) order.
-func procIP(s string) net.IP {
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b)%4 != 0 {
-		return nil
-	}
-	for i := 0; i < len(b); i += 4 {
-		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
-	}
-	return net.IP(b)
-}
-
 // holderOf finds a process and descriptor holding socket inode ino.
 func holderOf(ino uint64) (pid, fd int, err error) {
-	want := "socket:[" + strconv.FormatUint(ino, 10) + "]"
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		dir := "/proc/" + p.Name() + "/fd"
-		fds, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, f := range fds {
-			if l, err := os.Readlink(dir + "/" + f.Name()); err == nil && l == want {
-				n, _ := strconv.Atoi(f.Name())
-				return pid, n, nil
-			}
-		}
+	for _, h := range procsock.Holders(map[uint64]bool{ino: true}, 1)[ino] {
+		return h.PID, h.FD, nil
 	}
 	return 0, 0, fmt.Errorf("no process holds socket %d", ino)
 }

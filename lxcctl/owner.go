@@ -3,13 +3,12 @@ package lxcctl
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
+	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/prometheus/procfs"
+	"lxcfleet/internal/procsock"
 )
 
 // This file matches the socket that answered a health probe to the
@@ -25,9 +24,6 @@ import (
 // ErrForeignListener is wrapped by a health check error when the socket
 // answering the probe is not held by a process of the container.
 var ErrForeignListener = errors.New("answered by a process outside the container")
-
-// tcpStateListen is the state of a listening socket in /proc/net/tcp{,6}.
-const tcpStateListen = 0x0A
 
 // checkAnswerOwner checks that the listening socket that accepts TCP
 // connections to remote (the address a probe connected to, IP and port) is
@@ -50,7 +46,7 @@ func checkAnswerOwner(name string, initPID int, remote net.Addr) error {
 	if len(inodes) == 0 {
 		return fmt.Errorf("health check of container %q on %s: no listening socket takes it any more: %w", name, ta, ErrForeignListener)
 	}
-	if initPID > 0 && holdsAny(containerPIDs(initPID), inodes) {
+	if initPID > 0 && procsock.HoldsAny(procsock.Descendants(initPID), inodes) {
 		return nil
 	}
 	who := "no process lxcfleet can see"
@@ -90,7 +86,7 @@ func checkPortOwner(name string, initPID int, env map[string]string) error {
 			inodes[l.inode] = true
 		}
 	}
-	if len(inodes) == 0 || holdsAny(containerPIDs(initPID), inodes) {
+	if len(inodes) == 0 || procsock.HoldsAny(procsock.Descendants(initPID), inodes) {
 		return nil
 	}
 	who := "no process lxcfleet can see"
@@ -145,147 +141,32 @@ func answeringListeners(initPID int, ta *net.TCPAddr) (map[uint64]bool, error) {
 }
 
 // procListeners reads the listening sockets of a process's network
-// namespace from dir/net/tcp and dir/net/tcp6 (dir is /proc/PID).
+// namespace (dir is /proc/PID or /proc/self).
 func procListeners(dir string) ([]listener, error) {
-	pfs, err := procfs.NewFS(dir)
+	ls, err := procsock.Listeners(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading listening sockets in %s: %w", dir, err)
+		return nil, err
 	}
-	var out []listener
-	for _, read := range []func() (procfs.NetTCP, error){pfs.NetTCP, pfs.NetTCP6} {
-		lines, err := read()
-		if errors.Is(err, fs.ErrNotExist) { // no IPv6
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading listening sockets in %s: %w", dir, err)
-		}
-		for _, l := range lines {
-			if l.St == tcpStateListen {
-				out = append(out, listener{ip: l.LocalAddr, port: int(l.LocalPort), inode: l.Inode})
-			}
-		}
+	out := make([]listener, len(ls))
+	for i, l := range ls {
+		out[i] = listener{ip: l.IP, port: l.Port, inode: l.Inode}
 	}
 	return out, nil
 }
 
 // sameNetNS reports whether the process initPID shares the caller's
 // network namespace (a locker on the host network).
-func sameNetNS(initPID int) bool {
-	a, err1 := os.Readlink("/proc/self/ns/net")
-	b, err2 := os.Readlink("/proc/" + strconv.Itoa(initPID) + "/ns/net")
-	return err1 == nil && err2 == nil && a == b
-}
-
-// containerPIDs returns the container's init and every descendant of it,
-// read from /proc/PID/task/TID/children. Where the kernel has no children
-// files, it falls back to every process in the init's pid namespace.
-func containerPIDs(initPID int) []int {
-	pids := []int{initPID}
-	seen := map[int]bool{initPID: true}
-	for i := 0; i < len(pids); i++ {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pids[i]))
-		if err != nil {
-			continue // gone
-		}
-		for _, t := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pids[i], t.Name()))
-			if errors.Is(err, fs.ErrNotExist) {
-				return pidNamespaceMembers(initPID)
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil && !seen[c] {
-					seen[c] = true
-					pids = append(pids, c)
-				}
-			}
-		}
-	}
-	return pids
-}
-
-// pidNamespaceMembers returns the processes in initPID's pid namespace.
-func pidNamespaceMembers(initPID int) []int {
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", initPID))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, pid := range allPIDs() {
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil && l == ns {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// allPIDs lists the processes of /proc.
-func allPIDs() []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// socketInodesOf returns the socket inodes among pid's open files.
-func socketInodesOf(pid int) []uint64 {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil // gone, or a kernel thread
-	}
-	var out []uint64
-	for _, e := range ents {
-		t, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue
-		}
-		s, ok := strings.CutPrefix(t, "socket:[")
-		if !ok {
-			continue
-		}
-		if ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64); err == nil {
-			out = append(out, ino)
-		}
-	}
-	return out
-}
-
-// holdsAny reports whether one of pids holds one of inodes.
-func holdsAny(pids []int, inodes map[uint64]bool) bool {
-	for _, pid := range pids {
-		for _, ino := range socketInodesOf(pid) {
-			if inodes[ino] {
-				return true
-			}
-		}
-	}
-	return false
-}
+func sameNetNS(initPID int) bool { return procsock.SameNamespace("net", 0, initPID) }
 
 // socketHolders names the processes holding one of inodes ("pid N
 // (comm)"), at most 5; it reads every process's open files.
 func socketHolders(inodes map[uint64]bool) []string {
 	var out []string
-	for _, pid := range allPIDs() {
-		for _, ino := range socketInodesOf(pid) {
-			if !inodes[ino] {
-				continue
-			}
-			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-			out = append(out, fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm))))
-			break
-		}
-		if len(out) == 5 {
-			break
+	for _, hs := range procsock.Holders(inodes, 5) {
+		for _, h := range hs {
+			out = append(out, h.String())
 		}
 	}
+	sort.Strings(out)
 	return out
 }

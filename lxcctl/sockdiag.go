@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"lxcfleet/internal/procsock"
 )
 
 // listener is one listening TCP socket: its local address and port and its
@@ -39,7 +41,7 @@ const (
 	nlmsgHdrLen     = 16
 	inetDiagReqLen  = 56 // struct inet_diag_req_v2
 	inetDiagMsgLen  = 72 // struct inet_diag_msg
-	tcpfListen      = 1 << tcpStateListen
+	tcpfListen      = 1 << procsock.StateListen
 	diagInodeOffset = 68
 )
 
@@ -102,7 +104,7 @@ func netlinkListeners() ([]listener, error) {
 					break recv
 				}
 				d := m.Data
-				if len(d) < inetDiagMsgLen || d[1] != tcpStateListen {
+				if len(d) < inetDiagMsgLen || d[1] != procsock.StateListen {
 					continue
 				}
 				ip := net.IP(append([]byte(nil), d[8:24]...))

@@ -13,6 +13,7 @@ import (
 
 	"lxcfleet/heldsock"
 	"lxcfleet/internal/atomicfile"
+	"lxcfleet/internal/procsock"
 	"lxcfleet/mounts"
 )
 
@@ -193,9 +194,9 @@ func heldDeviations(ctDir string, ls listeners) (out []string, held bool) {
 		return nil, true
 	}
 	var who []string
-	for _, owners := range socketOwners(others) {
-		for _, o := range owners {
-			who = append(who, fmt.Sprintf("pid %d (%s)", o.pid, o.comm))
+	for _, holders := range procsock.Holders(others, 0) {
+		for _, h := range holders {
+			who = append(who, h.String())
 		}
 	}
 	if len(who) == 0 {

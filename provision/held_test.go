@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lxcfleet/heldsock"
+	"lxcfleet/internal/procsock"
 	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
@@ -273,7 +274,7 @@ func appHoldsInode(initPID int, inode uint64) bool {
 	for _, p := range ents {
 		if l, err := os.Readlink(p); err == nil && l == want {
 			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
-			if pid == initPID || samePIDNamespace(pid, initPID) {
+			if pid == initPID || procsock.SameNamespace("pid", pid, initPID) {
 				return true
 			}
 		}

@@ -1,15 +1,12 @@
 package provision
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/prometheus/procfs"
-
+	"lxcfleet/internal/procsock"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 )
@@ -17,9 +14,6 @@ import (
 // ephemeralRangeFile holds the kernel's range of source ports for outgoing
 // connections (net.ipv4.ip_local_port_range, for IPv6 too).
 const ephemeralRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
-
-// tcpListen is the state of a listening socket in /proc/net/tcp{,6}.
-const tcpListen = 0x0A
 
 // ephemeralRange returns the kernel's ephemeral port range. A port in it
 // can be taken, before a locker binds it, as the source port of any
@@ -45,74 +39,17 @@ func ephemeralRange() (lo, hi int, err error) {
 // host's network namespace): port -> socket inodes.
 type listeners map[int][]uint64
 
-// hostListeners reads /proc/net/tcp and /proc/net/tcp6.
+// hostListeners reads the host's listening sockets (procsock).
 func hostListeners() (listeners, error) {
-	pfs, err := procfs.NewDefaultFS()
+	ls, err := procsock.Listeners("/proc/self")
 	if err != nil {
-		return nil, fmt.Errorf("reading listening sockets: %w", err)
+		return nil, err
 	}
 	out := listeners{}
-	for _, read := range []func() (procfs.NetTCP, error){pfs.NetTCP, pfs.NetTCP6} {
-		lines, err := read()
-		if errors.Is(err, fs.ErrNotExist) { // no IPv6
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading listening sockets: %w", err)
-		}
-		for _, l := range lines {
-			if l.St == tcpListen {
-				out[int(l.LocalPort)] = append(out[int(l.LocalPort)], l.Inode)
-			}
-		}
+	for _, l := range ls {
+		out[l.Port] = append(out[l.Port], l.Inode)
 	}
 	return out, nil
-}
-
-// socketOwner is a process holding a socket.
-type socketOwner struct {
-	pid  int
-	comm string
-}
-
-// socketOwners maps socket inodes to the processes holding them, for the
-// inodes asked for only (it walks every process's fds once).
-func socketOwners(inodes map[uint64]bool) map[uint64][]socketOwner {
-	out := map[uint64][]socketOwner{}
-	pfs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return out
-	}
-	procs, err := pfs.AllProcs()
-	if err != nil {
-		return out
-	}
-	for _, p := range procs {
-		targets, err := p.FileDescriptorTargets()
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		for _, t := range targets {
-			s, ok := strings.CutPrefix(t, "socket:[")
-			if !ok {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
-			if err != nil || !inodes[ino] {
-				continue
-			}
-			comm, _ := p.Comm()
-			out[ino] = append(out[ino], socketOwner{pid: p.PID, comm: comm})
-		}
-	}
-	return out
-}
-
-// samePIDNamespace reports whether two processes share a pid namespace.
-func samePIDNamespace(a, b int) bool {
-	na, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", a))
-	nb, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", b))
-	return err1 == nil && err2 == nil && na == nb
 }
 
 // sharesHostNetwork reports whether a config puts the container on the
@@ -134,13 +71,13 @@ func portDeviations(in lxcctl.Info, config []byte, ls listeners) []string {
 	}
 	var others []string
 	own := false
-	for _, owners := range socketOwners(inodes) {
-		for _, o := range owners {
-			if in.InitPID > 0 && samePIDNamespace(o.pid, in.InitPID) {
+	for _, holders := range procsock.Holders(inodes, 0) {
+		for _, h := range holders {
+			if in.InitPID > 0 && procsock.SameNamespace("pid", h.PID, in.InitPID) {
 				own = true
 				continue
 			}
-			others = append(others, fmt.Sprintf("pid %d (%s)", o.pid, o.comm))
+			others = append(others, h.String())
 		}
 	}
 	if own && len(others) == 0 {
