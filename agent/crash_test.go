@@ -245,7 +245,7 @@ monitor = "1s"
 		t.Fatalf("after the SIGKILL: %d containers stopped, want the base and 2-3 lockers: %v", down, f.LXCLs(t))
 	}
 
-	startAgentProc(t, bin, config, cl)
+	p = startAgentProc(t, bin, config, cl)
 	var got Job
 	getJSONUnix(t, cl, "/v1/jobs/"+job.ID, &got)
 	if got.State != JobInterrupted || got.Error == "" {
@@ -271,6 +271,65 @@ monitor = "1s"
 	for _, n := range lockers {
 		if st[n] != "RUNNING" {
 			t.Errorf("%s is %s after recovery, want RUNNING", n, st[n])
+		}
+	}
+
+	// Then a restart (K=1), the agent SIGKILLed when its first locker is
+	// healthy: recovery finishes the restart. Every locker ends on a new
+	// init, the ones the dead agent never reached included (the tester's
+	// finding 16: recovery restarted only the one in flight).
+	before := map[string]int{}
+	for _, n := range lockers {
+		in, err := f.Host.Info(context.Background(), n)
+		if err != nil || in.InitPID <= 0 {
+			t.Fatalf("reading %s before the restart: %v (init %d)", n, err, in.InitPID)
+		}
+		before[n] = in.InitPID
+	}
+	body, _ = json.Marshal(Request{Kind: KindRestart, Names: lockers, Policy: rollout.Patch{"max_unavailable": 1, "stop_timeout": Duration(600 * time.Millisecond)}})
+	resp, err = cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restart Job
+	_ = json.NewDecoder(resp.Body).Decode(&restart)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("restart: %s", resp.Status)
+	}
+	req, _ = http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+restart.ID+"/events", nil)
+	if resp, err = cl.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	_, _ = readSSE(resp.Body, func(ev sseEvent) {
+		var e Event
+		if !killed && ev.Type == "container" && json.Unmarshal(ev.Data, &e) == nil && e.Phase == string(rollout.PhaseHealthy) {
+			killed = true
+			p.kill(t)
+		}
+	})
+	resp.Body.Close()
+	if !killed {
+		t.Fatal("the restart's stream ended before a locker was healthy")
+	}
+	startAgentProc(t, bin, config, cl)
+	rec = Job{}
+	for _, j := range settleJobs(t, cl) {
+		if j.Kind == KindRecover && strings.Contains(j.Trigger, restart.ID) && rec.ID == "" {
+			rec = j
+		}
+	}
+	if rec.State != JobSucceeded {
+		t.Fatalf("recovery of the restart: %q %s %q", rec.ID, rec.State, rec.Error)
+	}
+	for _, n := range lockers {
+		in, err := f.Host.Info(context.Background(), n)
+		switch {
+		case err != nil || in.State != "RUNNING":
+			t.Errorf("%s after the restart's recovery: %v %s, want RUNNING", n, err, in.State)
+		case in.InitPID == before[n]:
+			t.Errorf("%s still runs its init from before the restart (pid %d): the restart was left undone", n, in.InitPID)
 		}
 	}
 }

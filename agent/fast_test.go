@@ -113,6 +113,73 @@ func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
 			t.Errorf("%s ends on %q, want r2", n, rel)
 		}
 	}
+	// The finished update's release is watched, as after an update that
+	// ended itself, with the update's lockers.
+	if w := a.watch.watching(); w == nil || w.Release != "r2" || !slices.Equal(w.Lockers, plan.Names("")) || w.Policy.MaxUnavailable != 2 {
+		t.Errorf("release watch after the recovery finished the update: %+v, want r2 watched with the update's lockers %v and policy", w, plan.Names(""))
+	}
+}
+
+// TestRecoveryFinishesAnInterruptedRestart (the tester's finding 16): an
+// agent killed during a restart of three lockers had restarted one and
+// begun to stop the second; recovery restarts the second and the third,
+// which the dead agent never reached, with the restart's own K, and
+// leaves the first alone. Before, it restarted the second only and the
+// operator's restart was left two thirds undone.
+func TestRecoveryFinishesAnInterruptedRestart(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	fc := fakeContainers{h: h, code: code}
+	cfg := Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}
+	a, err := New(cfg, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+
+	pol := rollout.DefaultPolicy()
+	pol.MaxUnavailable, pol.Monitor, pol.Interval, pol.Health = 1, 20*time.Millisecond, 10*time.Millisecond, "none"
+	plan := rollout.PlanRestart(h.Lockers(nil), rollout.ReleaseFacts{Current: "r1", CurrentProven: true}, pol)
+	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: KindRestart, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
+	if err := a.jr.PutJob(dead); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []Step{
+		{Container: names[0], Action: StepReplaceStop, Phase: "begin"}, {Container: names[0], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+		{Container: names[0], Action: StepStart, Phase: "begin"}, {Container: names[0], Action: StepStart, Phase: "end", Outcome: "healthy"},
+		{Container: names[0], Action: StepStart, Phase: "end", Outcome: rollout.OutMoved},
+		{Container: names[1], Action: StepReplaceStop, Phase: "begin"},
+	} {
+		if err := a.jr.AddStep(dead.ID, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, a, j.ID)
+	if j.State != JobSucceeded || j.Plan == nil {
+		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
+	}
+	if r := j.Plan.Names(rollout.OpReplace); !slices.Equal(r, names[1:]) {
+		t.Errorf("recovery restarted %v, want %v (the one stopping and the one never reached)", r, names[1:])
+	}
+	if got := j.Plan.Policy.MaxUnavailable; got != 1 {
+		t.Errorf("recovery's K %d, want the restart's own 1", got)
+	}
+	if ops := h.History(names[0]); len(ops) != 0 {
+		t.Errorf("%s, restarted before the kill, was touched again: %v", names[0], ops)
+	}
+	for _, n := range names[1:] {
+		ops := h.History(n)
+		if len(ops) < 2 || ops[0].Verb != "stop" || ops[1].Verb != "start" {
+			t.Errorf("%s: host ran %v, want a stop then a start (its restart)", n, ops)
+		}
+	}
 }
 
 // TestPlanJournalWriteFailsTheJob: a plan that cannot be journaled moves

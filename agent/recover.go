@@ -110,6 +110,33 @@ func (a *Agent) lockersInFlight() (stopped, stopping, starting map[string]bool, 
 	return stopped, stopping, starting, nil
 }
 
+// restartsPending returns the lockers an interrupted restart (or a
+// recovery finishing one) was to restart and journaled no step of: the
+// dead agent never reached them, so recovery restarts them. Lockers it
+// did reach are done, or in flight (lockersInFlight). Nil for other kinds
+// of plans: an update's lockers not yet moved are on another release, and
+// recovery moves them for that.
+func (a *Agent) restartsPending(plan *rollout.Plan, jobID string) (map[string]bool, error) {
+	if plan == nil || (plan.Kind != rollout.KindRestart && plan.Kind != rollout.KindRecover) {
+		return nil, nil
+	}
+	steps, err := a.jr.Steps(jobID)
+	if err != nil {
+		return nil, fmt.Errorf("reading steps of job %s: %w", jobID, err)
+	}
+	reached := map[string]bool{}
+	for _, s := range steps {
+		reached[s.Container] = true
+	}
+	pending := map[string]bool{}
+	for _, n := range plan.Names(rollout.OpReplace) {
+		if !reached[n] {
+			pending[n] = true
+		}
+	}
+	return pending, nil
+}
+
 // currentRelease is the name of the release `current` points to, or "".
 func (a *Agent) currentRelease() string {
 	if a.deps.Code == nil {
@@ -123,7 +150,8 @@ func (a *Agent) currentRelease() string {
 }
 
 // interruptedPlan returns the plan of the newest job an agent exit
-// interrupted and no recovery has handled yet, or nil.
+// interrupted and no recovery has handled yet that recovery resumes (one
+// with a target release, or a restart), or nil.
 func (a *Agent) interruptedPlan() (*rollout.Plan, string, error) {
 	handled, err := a.jr.Meta("recovered_through")
 	if err != nil {
@@ -134,7 +162,7 @@ func (a *Agent) interruptedPlan() (*rollout.Plan, string, error) {
 		return nil, "", fmt.Errorf("reading journal: %w", err)
 	}
 	for _, j := range jobs { // newest first
-		if j.State == JobInterrupted && j.ID > handled && j.Plan != nil && j.Plan.Target != "" {
+		if j.State == JobInterrupted && j.ID > handled && j.Plan != nil && (j.Plan.Target != "" || j.Plan.Kind == rollout.KindRestart) {
 			return j.Plan, j.ID, nil
 		}
 	}
@@ -165,9 +193,14 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 	if err != nil {
 		return nil, err
 	}
+	pending, err := a.restartsPending(interrupted, jobID)
+	if err != nil {
+		return nil, err
+	}
 	for i := range ls {
 		ls[i].Stopping = stopping[ls[i].Name]
 		ls[i].Starting = starting[ls[i].Name]
+		ls[i].Restart = pending[ls[i].Name]
 	}
 	f := a.facts() // a split fleet proves nothing
 	target, unproven := rollout.RecoveryTarget(interrupted, f, a.proven)
@@ -197,6 +230,12 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
 	res := a.execute(ctx, r, req, plan, nil)
+	// A finished update's release is watched as if the update had ended
+	// itself: its lockers, with its policy's release watch.
+	if res.OK() && interrupted != nil && interrupted.Kind == rollout.KindUpdate && plan.Target == interrupted.Target &&
+		a.proven(plan.Target) && a.watch.begin(plan.Target, r.job.ID, interrupted.Names(""), interrupted.Policy) {
+		r.stage("release-watch", fmt.Sprintf("%s, the interrupted update's release, stays watched for %v", plan.Target, interrupted.Policy.ReleaseWatch))
+	}
 	out := toResult(res, begin)
 	out.To = plan.Target
 	err = summarize(out, res, plan, fmt.Sprintf("recovery to %s", orDash(plan.Target)))

@@ -124,6 +124,11 @@ type Locker struct {
 	// OpWatch holds its place in K and checks it before anything new
 	// launches, I1 across agent exits).
 	Starting bool `json:"starting,omitempty"`
+	// Restart is true when an interrupted restart job was to restart it
+	// and journaled no step of it: the operator asked for its restart and
+	// did not get it, so PlanRecovery restarts it (finishing the restart,
+	// not only its lockers in flight).
+	Restart bool `json:"restart,omitempty"`
 }
 
 // on reports whether the locker runs release rel, intact.
@@ -248,9 +253,11 @@ func RecoveryTarget(interrupted *Plan, f ReleaseFacts, proven func(string) bool)
 
 // PlanRecovery drives every locker whose desired state is running (or that
 // an interrupted job stopped, stoppedByJob) to target: stopped ones are
-// started, running ones on another release (or a deleted one) replaced.
-// Lockers whose desired state is stopped and that no job stopped stay
-// alone. unproven applies the failure policy (I3) with fallback f.LastGood.
+// started, running ones on another release (or a deleted one) replaced,
+// and running ones an interrupted restart had not reached (Locker.Restart)
+// restarted. Lockers whose desired state is stopped and that no job
+// stopped stay alone. unproven applies the failure policy (I3) with
+// fallback f.LastGood.
 func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string, unproven bool, f ReleaseFacts, pol Policy) Plan {
 	p := Plan{Kind: KindRecover, Target: target, Switch: target != "" && target != f.Current, Unproven: unproven, Policy: pol}
 	if unproven {
@@ -275,6 +282,8 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 		case l.Stopping:
 			// The dead agent's stop may still land: stop it for good
 			// (bounded, then a kill) and start it again.
+			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
+		case l.Restart:
 			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
 		case target != "" && (l.Stale || (l.Release != "" && l.Release != target)):
 			p.Items = append(p.Items, Item{l.Name, OpReplace, l.StartDelay})
