@@ -42,3 +42,19 @@ const (
 func HolderUnitFor(listenfd string) string {
 	return strings.Replace(HolderUnit, "ExecStart="+HolderBinary+" hold", "ExecStart="+listenfd+" hold", 1)
 }
+
+// LockersUnit is the lockers' boot and shutdown unit the .deb installs
+// (lxcfleet-lockers.service: `start-all --boot` at boot, `stop-all
+// --host-shutdown` at shutdown); `lxcfleet service install` writes the
+// same one (see LockersUnitFor).
+//
+//go:embed lxcfleet-lockers.service
+var LockersUnit string
+
+// LockersUnitFor returns LockersUnit for a binary and a config at other
+// paths (the same unit for UnitBinary and UnitConfig): both its commands
+// change, nothing else.
+func LockersUnitFor(binary, config string) string {
+	u := strings.ReplaceAll(LockersUnit, "/usr/bin/lxcfleet start-all --boot --config "+UnitConfig, binary+" start-all --boot --config "+config)
+	return strings.ReplaceAll(u, "/usr/bin/lxcfleet stop-all --host-shutdown --config "+UnitConfig, binary+" stop-all --host-shutdown --config "+config)
+}

@@ -92,8 +92,42 @@ func holderServiceConfig(listenfd string) *service.Config {
 	}
 }
 
-// holderProgram is the holder unit's service.Interface: lxcfleet never
-// runs the holder itself under it (install and uninstall only).
+// lockersServiceConfig describes the lockers' boot and shutdown unit
+// (lxcfleet-lockers.service) as kardianos/service installs it: the .deb's
+// (packaging.LockersUnitFor) with this binary's path and the config given.
+// It is ordered after the agent's, so at shutdown it stops the lockers
+// while the agent still runs.
+func lockersServiceConfig(binary, configPath string) *service.Config {
+	return &service.Config{
+		Name:        "lxcfleet-lockers",
+		DisplayName: "lxcfleet lockers",
+		Description: "lxcfleet lockers (started at boot through the start policy, stopped gracefully at host shutdown)",
+		Executable:  binary,
+		Arguments:   []string{"start-all", "--boot", "--config", configPath},
+		Option:      service.KeyValue{"SystemdScript": packaging.LockersUnitFor(binary, configPath)},
+	}
+}
+
+// controlLockers installs or uninstalls the lockers' unit beside the
+// agent's (start, stop and restart never act on it: its stop stops every
+// locker).
+func controlLockers(g *globals, binary, configPath, action string) error {
+	ls, err := service.New(holderProgram{}, lockersServiceConfig(binary, configPath))
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if err := service.Control(ls, action); err != nil {
+		if action == "uninstall" && errors.Is(err, service.ErrNotInstalled) {
+			return nil
+		}
+		return fmt.Errorf("service %s of the lockers' unit: %w", action, err)
+	}
+	fmt.Fprintf(g.stdout, "lxcfleet-lockers service: %s done\n", action)
+	return nil
+}
+
+// holderProgram is the holder's and the lockers' units' service.Interface:
+// lxcfleet never runs either under it (install and uninstall only).
 type holderProgram struct{}
 
 func (holderProgram) Start(service.Service) error { return nil }
@@ -137,9 +171,12 @@ FILE": the same unit the .deb installs (Type=notify with a watchdog,
 KillMode=mixed, RestartPreventExitStatus=2), with this binary's path and
 the config given, and the socket holder's unit (lxcfleet-holder.service,
 which the agent's wants: held sockets outlive the agent's restarts) with
-the config's [provision] listenfd; "uninstall" removes both. start, stop
+the config's [provision] listenfd, and the lockers' unit
+(lxcfleet-lockers.service: "start-all --boot" at boot, "stop-all
+--host-shutdown" at shutdown); "uninstall" removes all three. start, stop
 and restart act on the agent only (stopping the holder closes every held
-socket: systemctl stop lxcfleet-holder does that on purpose). "run" runs the agent in the foreground the way the service
+socket, stopping the lockers' unit stops every locker: systemctl does
+that on purpose). "run" runs the agent in the foreground the way the service
 manager does. Use the .deb or "service install", not both.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"install", "uninstall", "start", "stop", "restart", "status", "run"},
@@ -198,7 +235,13 @@ manager does. Use the .deb or "service install", not both.`,
 					return fmt.Errorf("service %s: %w", action, err)
 				}
 				fmt.Fprintf(g.stdout, "lxcfleet service: %s done\n", action)
-				if action == "uninstall" {
+				switch action {
+				case "install":
+					return controlLockers(g, exe, config, action)
+				case "uninstall":
+					if err := controlLockers(g, exe, config, action); err != nil {
+						return err
+					}
 					return controlHolder(g, st.fc, action)
 				}
 				return nil

@@ -205,3 +205,30 @@ func TestServiceInstallWritesThePackagedHolderUnit(t *testing.T) {
 		t.Errorf("the agent's unit does not want the holder's")
 	}
 }
+
+// TestServiceInstallWritesThePackagedLockersUnit: `lxcfleet service
+// install` gives kardianos/service the .deb's lockers unit too (boot and
+// host shutdown), with this binary and the config given in both commands.
+func TestServiceInstallWritesThePackagedLockersUnit(t *testing.T) {
+	c := lockersServiceConfig(packaging.UnitBinary, packaging.UnitConfig)
+	if got := c.Option["SystemdScript"]; got != packaging.LockersUnit {
+		t.Errorf("service install lockers unit:\n%v\nwant the packaged unit:\n%s", got, packaging.LockersUnit)
+	}
+	if c.Name != "lxcfleet-lockers" {
+		t.Errorf("lockers unit name %q, want lxcfleet-lockers", c.Name)
+	}
+	c = lockersServiceConfig("/opt/lxcfleet/bin/lxcfleet", "/srv/lxcfleet.toml")
+	got, _ := c.Option["SystemdScript"].(string)
+	for _, want := range []string{
+		"ExecStart=-/opt/lxcfleet/bin/lxcfleet start-all --boot --config /srv/lxcfleet.toml\n",
+		"ExecStop=/opt/lxcfleet/bin/lxcfleet stop-all --host-shutdown --config /srv/lxcfleet.toml\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lockers unit for another path lacks %q:\n%s", want, got)
+		}
+	}
+	back := strings.ReplaceAll(strings.ReplaceAll(got, "/opt/lxcfleet/bin/lxcfleet", packaging.UnitBinary), "/srv/lxcfleet.toml", packaging.UnitConfig)
+	if back != packaging.LockersUnit || strings.Contains(got, "{{") {
+		t.Errorf("lockers unit for another path:\n%s\nwant the packaged unit with only its two commands changed", got)
+	}
+}
