@@ -348,8 +348,26 @@ func (a *Agent) Job(id string) (Job, error) {
 	return a.jr.Job(id)
 }
 
-// Jobs returns up to limit jobs, newest first.
-func (a *Agent) Jobs(limit int) ([]Job, error) { return a.jr.Jobs(limit) }
+// Jobs returns up to limit jobs, newest first: a running job as Job gives
+// it (its live record, tally included), the others from the journal.
+func (a *Agent) Jobs(limit int) ([]Job, error) {
+	jobs, err := a.jr.Jobs(limit)
+	if err != nil {
+		return nil, err
+	}
+	live := make([]*run, len(jobs))
+	a.mu.Lock()
+	for i := range jobs {
+		live[i] = a.runs[jobs[i].ID]
+	}
+	a.mu.Unlock()
+	for i, r := range live {
+		if r != nil {
+			jobs[i] = r.snapshot()
+		}
+	}
+	return jobs, nil
+}
 
 // Steps returns a job's journaled steps.
 func (a *Agent) Steps(id string) ([]Step, error) {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -246,5 +247,47 @@ func TestTallySaysWhoFailedAfterTheTrip(t *testing.T) {
 	want := "1 of 5 lockers serving: 1 on r1; 2 failed: 1 when the failure policy tripped, 1 more that were already starting"
 	if tl.Serving != want {
 		t.Errorf("serving: got %q, want %q", tl.Serving, want)
+	}
+}
+
+// TestJobListShowsARunningJobsTally: GET /v1/jobs shows a running job's
+// live tally (its counts so far), as GET /v1/jobs/{id} and the console
+// do, not the journal's record from the job's start.
+func TestJobListShowsARunningJobsTally(t *testing.T) {
+	names := fakehost.Names(3)
+	h := fakehost.New("r1", names...)
+	code := fakecode.New("r1")
+	_ = code.MarkProven("r1")
+	release := make(chan struct{})
+	reached := make(chan struct{}, 1)
+	h.BeforeStart = func(name string) {
+		if name == names[1] {
+			reached <- struct{}{}
+			<-release
+		}
+	}
+	fc := fakeContainers{h: h, code: code}
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
+	j, err := a.Submit(Request{Kind: KindRestart, Names: names, Policy: rollout.Patch{"max_unavailable": 1, "monitor": "0s", "health": "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-reached // the first locker is restarted, the second is starting
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/jobs", nil))
+	close(release)
+	var list struct{ Jobs []Job }
+	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil || len(list.Jobs) == 0 {
+		t.Fatalf("GET /v1/jobs: %v %s", err, rec.Body.String())
+	}
+	got := list.Jobs[0]
+	if got.ID != j.ID || got.State.Done() || got.Tally == nil {
+		t.Fatalf("GET /v1/jobs while the restart runs: %s %s tally %+v, want the running job with its tally", got.ID, got.State, got.Tally)
+	}
+	if got.Tally.Total != 3 || got.Tally.States[TallyPending] == 3 || len(got.Tally.Lockers) != 0 {
+		t.Errorf("the running job's tally in the list: %+v, want its counts so far (not every locker pending) and no locker lines", got.Tally)
+	}
+	if _, err := a.Wait(t.Context(), j.ID); err != nil {
+		t.Fatal(err)
 	}
 }
