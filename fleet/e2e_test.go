@@ -361,6 +361,9 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		if time.Now().After(end) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
+		// Paces the poll of a real agent's or etcd's state, which sends
+		// this test no event (its HTTP API, a key); 100 ms is the
+		// resolution of what the callers measure.
 		time.Sleep(100 * time.Millisecond)
 	}
 }

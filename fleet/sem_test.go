@@ -282,6 +282,8 @@ func TestSemaphoreOnRealEtcd(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("slot of hx still held 10s after its 2s lease stopped being kept alive: %+v", hs)
 			}
+			// Paces the poll: the lease's expiry is etcd's own decision,
+			// read here as the holders list; 200 ms is the resolution.
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
