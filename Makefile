@@ -37,8 +37,8 @@ test: setup build
 	go run ./internal/mutants -lockers only
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
-## fleet-acceptance: issue 21's acceptance at full count (make test runs the partition and the restart
-## once, and none of the other three, whose rules narrower tests prove in make test): 4 real
+## fleet-acceptance: issue 21's acceptance at full count (make test leaves it out: narrower tests
+## prove its rules there; TestFleetAcceptance's skip names them): 4 real
 ## agents, a 3-member etcd; 10 runs each of a SIGSTOPped and a partitioned slot holder, 3 of a host's
 ## restart and outage, 5 of a canary failing during quorum loss; figures in results/fleet-acceptance.json
 fleet-acceptance: build
