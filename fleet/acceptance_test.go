@@ -25,7 +25,10 @@ import (
 
 // acceptanceEnv set to "full" runs issue 21's acceptance scenarios as
 // many times as the issue asks (make fleet-acceptance): 10 runs of each
-// fencing scenario, 5 of the quorum loss. Otherwise each runs once.
+// fencing scenario, 5 of the quorum loss. Otherwise (make test) the test
+// is left to make fleet-acceptance (leftToFull): a narrower test of this
+// package proves each scenario's rule in make test, and the scenarios cost
+// make test 70-180 s.
 const acceptanceEnv = "LXCFLEET_FLEET_ACCEPTANCE"
 
 // acceptanceReportEnv names a JSON file for the measured figures.
@@ -36,6 +39,15 @@ func acceptanceRuns(full int) int {
 		return full
 	}
 	return 1
+}
+
+// leftToFull skips the acceptance outside make fleet-acceptance, naming
+// the tests that prove its rules in make test.
+func leftToFull(t *testing.T, provenBy string) {
+	t.Helper()
+	if os.Getenv(acceptanceEnv) != "full" {
+		t.Skipf("left to make fleet-acceptance (%s=full); its rules are proven in make test by %s", acceptanceEnv, provenBy)
+	}
 }
 
 // acceptanceTTL is the hosts' session TTL: long enough that following the
@@ -50,6 +62,9 @@ const acceptanceTTL = 5 * time.Second
 // it. What is judged comes from the hosts' own records: their jobs' step
 // timestamps (GET /v1/jobs/{id}/steps).
 func TestFleetAcceptance(t *testing.T) {
+	leftToFull(t, "TestSIGSTOPpedHolderIsFenced and TestLeaseExpiredIsNotAnOutage (the fence: a frozen or cut-off holder's job is told at once and moves nothing once its slot is freed), "+
+		"TestRestartAdoptsOwnLease (a restarted host follows at once), TestDecide's window cases and TestUpdateTimeoutCountsAsFailed, "+
+		"TestFailureDuringQuorumLossIsNotForgotten, and TestFleetRollouts (4 real agents: a SIGKILLed and a SIGSTOPped holder, an etcd member killed, etcd unreachable)")
 	proxies := map[string][]*etcdProxy{}
 	// Each host's job moves its 3 lockers one at a time (about 3 x (start
 	// + 2 s monitor window)), so a freeze early in it outlasts the TTL.

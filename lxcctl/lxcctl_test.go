@@ -514,7 +514,15 @@ func TestStartFailsAtOnceWhenDestroyed(t *testing.T) {
 		t.Fatalf("lxc-destroy -f %s: %v: %s", l.Name, err, out)
 	}
 	ln.Close()
-	res := <-done
+	// At once: well within the start's 60 s deadline (a start that waits
+	// for it, the mutant "start: a destroyed container waits for the
+	// deadline", fails here in 10 s, not at the test binary's timeout).
+	var res lxcctl.StartResult
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("start of %s still waiting 10 s after the container was destroyed; want it failed at once", l.Name)
+	}
 	if res.Outcome != lxcctl.StartFailed || res.Err == nil || !errors.Is(res.Err, lxcctl.ErrNotFound) || !strings.Contains(res.Err.Error(), l.Name) {
 		t.Fatalf("start of a container destroyed while it starts = %+v (%v); want failed, naming %s, wrapping ErrNotFound", res, res.Err, l.Name)
 	}

@@ -9,7 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -70,6 +74,23 @@ var testsFor = map[string][]string{
 	"sleep: a lost watch is never watched again":          {"-run", "^TestSleepingLockerWakesAfterHolderRestart$", "./agent/"},
 	"held: a stop closes the last copy of a held socket":  {"-run", "^TestHeldStopWithDeadHolderRefusesNothing$", "./agent/"},
 	"start: a destroyed container waits for the deadline": {"-run", "^TestStartFailsAtOnceWhenDestroyed$", "./lxcctl/"},
+}
+
+// lockerTests are the tests of testsFor that run real lockers: -lockers
+// none leaves their mutants out, -lockers only runs just them (make test
+// runs the others beside the package tests, and these after them).
+var lockerTests = map[string]bool{
+	"^TestDowntimePageSkipsHeldLockers$":          true,
+	"^TestSleepingLockersWakeOnConnection$":       true,
+	"^TestSleepingLockerWakesAfterHolderRestart$": true,
+	"^TestHeldStopWithDeadHolderRefusesNothing$":  true,
+	"^TestStartFailsAtOnceWhenDestroyed$":         true,
+}
+
+// needsLockers says whether mutant m's tests run real lockers.
+func needsLockers(m mutant) bool {
+	t := testsFor[m.name]
+	return len(t) >= 2 && t[0] == "-run" && lockerTests[t[1]]
 }
 
 var mutants = []mutant{
@@ -294,7 +315,19 @@ var mutants = []mutant{
 func main() {
 	run := flag.String("run", "", "only mutants whose name matches this regexp")
 	verbose := flag.Bool("v", false, "print the test output of each mutant")
+	jobs := flag.Int("j", runtime.NumCPU(), "mutants tested at once (each its own go test, its own overlay)")
+	lockers := flag.String("lockers", "all", "the mutants whose tests run real lockers: all, none (leave them out) or only")
 	flag.Parse()
+	if *lockers != "all" && *lockers != "none" && *lockers != "only" {
+		fmt.Fprintf(os.Stderr, "mutants: -lockers %q: want all, none or only\n", *lockers)
+		os.Exit(2)
+	}
+	for name := range lockerTests {
+		if !slices.ContainsFunc(mutants, func(m mutant) bool { t := testsFor[m.name]; return len(t) >= 2 && t[1] == name }) {
+			fmt.Fprintf(os.Stderr, "mutants: lockerTests names %s, which no mutant's testsFor runs (keep the two in step)\n", name)
+			os.Exit(2)
+		}
+	}
 	var re *regexp.Regexp
 	if *run != "" {
 		re = regexp.MustCompile(*run)
@@ -305,68 +338,130 @@ func main() {
 		os.Exit(2)
 	}
 	defer os.RemoveAll(tmp)
-	survived, broken, killed := 0, 0, 0
+	var todo []int
 	for i, m := range mutants {
 		if re != nil && !re.MatchString(m.name) {
 			continue
 		}
-		src, err := os.ReadFile(m.file)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "mutants: reading %s: %v (run from the module root)\n", m.file, err)
-			os.Exit(2)
-		}
-		if n := strings.Count(string(src), m.old); n != 1 {
-			fmt.Printf("BROKEN   %-60s its text occurs %d times in %s, want once\n", m.name, n, m.file)
-			broken++
+		if l := needsLockers(m); l && *lockers == "none" || !l && *lockers == "only" {
 			continue
 		}
-		mutated := filepath.Join(tmp, fmt.Sprintf("m%d.go", i))
-		if err := os.WriteFile(mutated, []byte(strings.Replace(string(src), m.old, m.new, 1)), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "mutants:", err)
+		todo = append(todo, i)
+	}
+	// The mutants whose tests are slowest (those testsFor names, real
+	// lockers among them) start first, so that the quick rollout ones
+	// fill the other workers meanwhile; results print in the list's order.
+	order := slices.Clone(todo)
+	sort.SliceStable(order, func(a, b int) bool {
+		return testsFor[mutants[order[a]].name] != nil && testsFor[mutants[order[b]].name] == nil
+	})
+	results := make([]chan result, len(mutants))
+	for _, i := range todo {
+		results[i] = make(chan result, 1)
+	}
+	next := make(chan int)
+	go func() {
+		for _, i := range order {
+			next <- i
+		}
+		close(next)
+	}()
+	var wg sync.WaitGroup
+	for range max(*jobs, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				results[i] <- try(tmp, i, mutants[i])
+			}
+		}()
+	}
+	survived, broken, killed := 0, 0, 0
+	for _, i := range todo {
+		r := <-results[i]
+		if r.fatal != nil {
+			fmt.Fprintln(os.Stderr, "mutants:", r.fatal)
 			os.Exit(2)
 		}
-		abs, _ := filepath.Abs(m.file)
-		ov, _ := json.Marshal(map[string]map[string]string{"Replace": {abs: mutated}})
-		ovFile := filepath.Join(tmp, fmt.Sprintf("o%d.json", i))
-		if err := os.WriteFile(ovFile, ov, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "mutants:", err)
-			os.Exit(2)
-		}
-		begin := time.Now()
-		target := testsFor[m.name]
-		if target == nil {
-			target = []string{"./rollout/"}
-		}
-		cmd := exec.Command("go", append([]string{"test", "-count=1", "-failfast", "-overlay", ovFile, "-timeout", "60s"}, target...)...)
-		// rollout's property test: no fail files in the tree, and a
-		// short search for the smallest failing schedule.
-		cmd.Env = append(os.Environ(), "RAPID_NOFAILFILE=1", "RAPID_SHRINKTIME=1s")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err = cmd.Run()
-		switch {
-		case err == nil:
-			fmt.Printf("SURVIVED %-60s no test failed\n", m.name)
-			survived++
-		case strings.Contains(out.String(), "[build failed]") || strings.Contains(out.String(), "[setup failed]"):
-			fmt.Printf("BROKEN   %-60s the mutant does not build\n", m.name)
-			broken++
-		default:
-			fmt.Printf("killed   %-60s in %.1fs (%s)\n", m.name, time.Since(begin).Seconds(), firstFail(out.String()))
+		fmt.Println(r.line)
+		switch r.verdict {
+		case "killed":
 			killed++
+		case "survived":
+			survived++
+		default:
+			broken++
 		}
 		if *verbose {
-			fmt.Println(out.String())
+			fmt.Println(r.out)
 		}
 	}
+	wg.Wait()
 	fmt.Printf("mutants: %d killed, %d survived, %d broken\n", killed, survived, broken)
 	if survived > 0 || broken > 0 || killed == 0 {
 		os.Exit(1)
 	}
 }
 
+// result is what one mutant's test run found.
+type result struct {
+	verdict   string // killed, survived or broken
+	line, out string // the line printed for it, and its test output
+	fatal     error  // the runner itself failed (not the mutant)
+}
+
+// try applies mutant m (the i-th) through a go test overlay of its own, so
+// that the tree is never changed and several mutants run at once, and runs
+// the tests that must kill it.
+func try(tmp string, i int, m mutant) result {
+	src, err := os.ReadFile(m.file)
+	if err != nil {
+		return result{fatal: fmt.Errorf("reading %s: %w (run from the module root)", m.file, err)}
+	}
+	if n := strings.Count(string(src), m.old); n != 1 {
+		return result{verdict: "broken", line: fmt.Sprintf("BROKEN   %-60s its text occurs %d times in %s, want once", m.name, n, m.file)}
+	}
+	mutated := filepath.Join(tmp, fmt.Sprintf("m%d.go", i))
+	if err := os.WriteFile(mutated, []byte(strings.Replace(string(src), m.old, m.new, 1)), 0o644); err != nil {
+		return result{fatal: fmt.Errorf("writing mutant %q: %w", m.name, err)}
+	}
+	abs, _ := filepath.Abs(m.file)
+	ov, _ := json.Marshal(map[string]map[string]string{"Replace": {abs: mutated}})
+	ovFile := filepath.Join(tmp, fmt.Sprintf("o%d.json", i))
+	if err := os.WriteFile(ovFile, ov, 0o644); err != nil {
+		return result{fatal: fmt.Errorf("writing overlay of mutant %q: %w", m.name, err)}
+	}
+	begin := time.Now()
+	target := testsFor[m.name]
+	if target == nil {
+		target = []string{"./rollout/"}
+	}
+	// -vet=off: make test vets the real tree; a mutant only needs to build.
+	// -timeout 5m: make test runs most mutants at idle CPU priority beside
+	// the package tests, so a run may wait for the CPU; no mutant is meant
+	// to be killed by the timeout (firstFail says so when one is).
+	cmd := exec.Command("go", append([]string{"test", "-count=1", "-failfast", "-vet=off", "-overlay", ovFile, "-timeout", "5m"}, target...)...)
+	// rollout's property test: no fail files in the tree, and a
+	// short search for the smallest failing schedule.
+	cmd.Env = append(os.Environ(), "RAPID_NOFAILFILE=1", "RAPID_SHRINKTIME=1s")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	switch {
+	case err == nil:
+		return result{verdict: "survived", line: fmt.Sprintf("SURVIVED %-60s no test failed", m.name), out: out.String()}
+	case strings.Contains(out.String(), "[build failed]") || strings.Contains(out.String(), "[setup failed]"):
+		return result{verdict: "broken", line: fmt.Sprintf("BROKEN   %-60s the mutant does not build", m.name), out: out.String()}
+	default:
+		return result{verdict: "killed", line: fmt.Sprintf("killed   %-60s in %.1fs (%s)", m.name, time.Since(begin).Seconds(), firstFail(out.String())), out: out.String()}
+	}
+}
+
 // firstFail names the first failing test in go test's output.
 func firstFail(out string) string {
+	if strings.Contains(out, "panic: test timed out") {
+		return "timed out, no test failed first"
+	}
 	for _, line := range strings.Split(out, "\n") {
 		if t := strings.TrimSpace(line); strings.HasPrefix(t, "--- FAIL: ") {
 			return strings.Fields(t)[2]
