@@ -57,7 +57,13 @@ type Report struct {
 	// answering it); Breakdown one locker's restart in its parts.
 	Probing   ProbingFigure `json:"probing"`
 	Breakdown []Breakdown   `json:"restart_breakdown,omitempty"`
-	Targets   []Goal        `json:"targets"`
+	// Issue 20: a client at each locker during updates, held sockets
+	// beside today's (scenarios 6 and 7), one locker of each restarted
+	// alone, and the density scenario (8).
+	Held      []HeldFigures   `json:"held,omitempty"`
+	HeldAlone []HeldAlone     `json:"held_alone,omitempty"`
+	Density   *DensityFigures `json:"density,omitempty"`
+	Targets   []Goal          `json:"targets"`
 }
 
 // Goal is one performance target of issue 7 and whether this run met it.
@@ -238,6 +244,7 @@ func (rep *Report) targets() {
 		add("(issue 7) app-only update build step ≤ 2 s", "≤ 2 s", fmt.Sprintf("%.2f s (%s; npm %s)", v, src, orDash(app.Npm)), b(v <= 2 && v > 0), "")
 	}
 	rep.targets19(add, storm, off, roll)
+	rep.targets20(add)
 	if rep.Agent.IdleRSSMiB > 0 {
 		add("(issue 7) agent idle RSS ≤ 30 MB", "≤ 30 MB", fmt.Sprintf("%.1f MB", rep.Agent.IdleRSSMiB*1.048576), b(rep.Agent.IdleRSSMiB*1.048576 <= 30), "")
 	}
@@ -487,6 +494,7 @@ func (rep *Report) Markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	rep.markdown20(&b)
 	b.WriteString("| target | want | measured | | what limits it |\n|---|---|---|---|---|\n")
 	for _, t := range rep.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.Met, t.Note)
