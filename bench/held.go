@@ -50,9 +50,15 @@ type HeldFigures struct {
 	WindowSeconds  float64 `json:"window_seconds"`
 	CommandSeconds float64 `json:"command_seconds"`
 	// Restarted is how many lockers the job started (its events).
-	Restarted int    `json:"restarted"`
-	TimedOut  bool   `json:"timed_out,omitempty"`
-	Err       string `json:"error,omitempty"`
+	Restarted int `json:"restarted"`
+	// From the job's events, per locker: stopping → starting (the stop
+	// and the wait for a start slot) and starting → healthy, p50 / max s.
+	StopToStartP50    float64 `json:"stop_to_start_p50"`
+	StopToStartMax    float64 `json:"stop_to_start_max"`
+	StartToHealthyP50 float64 `json:"start_to_healthy_p50"`
+	StartToHealthyMax float64 `json:"start_to_healthy_max"`
+	TimedOut          bool    `json:"timed_out,omitempty"`
+	Err               string  `json:"error,omitempty"`
 }
 
 // HeldAlone is one locker of a socket mode restarted alone (the fleet
@@ -366,7 +372,43 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	if f.agent != nil {
 		h.Restarted = startedLockers(jobEvents(ctx, f.agent.client, out))
 	}
+	stopStart, startHealthy := phaseSpans(out)
+	h.StopToStartP50, h.StopToStartMax = quantile(stopStart, 0.5), quantile(stopStart, 1)
+	h.StartToHealthyP50, h.StartToHealthyMax = quantile(startHealthy, 0.5), quantile(startHealthy, 1)
 	return h
+}
+
+// phaseSpans reads update-code's --json events: per locker, stopping →
+// starting and starting → healthy, in seconds.
+func phaseSpans(out []byte) (stopStart, startHealthy []float64) {
+	at := map[string]map[string]time.Time{}
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var e struct {
+			Type      string    `json:"type"`
+			Time      time.Time `json:"time"`
+			Container string    `json:"container"`
+			Phase     string    `json:"phase"`
+		}
+		if json.Unmarshal(line, &e) != nil || e.Type != "event" || e.Container == "" {
+			continue
+		}
+		if at[e.Container] == nil {
+			at[e.Container] = map[string]time.Time{}
+		}
+		if _, ok := at[e.Container][e.Phase]; !ok {
+			at[e.Container][e.Phase] = e.Time
+		}
+	}
+	for _, p := range at {
+		stop, start, healthy := p["stopping"], p["starting"], p["healthy"]
+		if !stop.IsZero() && !start.IsZero() {
+			stopStart = append(stopStart, start.Sub(stop).Seconds())
+		}
+		if !start.IsZero() && !healthy.IsZero() {
+			startHealthy = append(startHealthy, healthy.Sub(start).Seconds())
+		}
+	}
+	return stopStart, startHealthy
 }
 
 // startedLockers counts the lockers a job's events show starting.

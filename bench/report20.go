@@ -61,7 +61,8 @@ func (rep *Report) targets20(add func(name, want, measured string, met *bool, no
 		name := "(20) rolling, held sockets: p99 request latency ≤ one restart alone + 100 ms"
 		if a := rep.heldAlone(provision.SocketHeld); a != nil {
 			lim := 1000*a.Median + 100
-			note := fmt.Sprintf("p50 %.0f ms, max %.0f ms; one restart alone (stop call → a queued request answered) %.0f ms, median of %d", held.Clients.P50ms, held.Clients.MaxMs, 1000*a.Median, len(a.Seconds))
+			note := fmt.Sprintf("p50 %.0f ms, max %.0f ms; one restart alone (stop call → a queued request answered) %.0f ms, median of %d; in the update a locker waited %.2f s (max %.2f) from stopping to starting (the stop and a start slot, W) and took %.2f s (max %.2f) from starting to healthy",
+				held.Clients.P50ms, held.Clients.MaxMs, 1000*a.Median, len(a.Seconds), held.StopToStartP50, held.StopToStartMax, held.StartToHealthyP50, held.StartToHealthyMax)
 			if app := rep.held("6", provision.SocketApp); app != nil {
 				note += fmt.Sprintf("; today's sockets: p99 %.0f ms of the answered", app.Clients.P99ms)
 			}
@@ -121,15 +122,16 @@ func secs(xs []float64) string {
 func (rep *Report) markdown20(b *strings.Builder) {
 	if len(rep.Held) > 0 {
 		b.WriteString("Issue 20: a client at each locker (a new TCP connection and one GET /healthz per request), during lxcfleet updates through its agent, on a fleet lxcfleet provisioned itself (busybox, node under tini, host network), once with today's sockets (`[provision] socket = \"app\"`: the app binds its port) and once with held sockets (`socket = \"held\"`: the holder keeps each socket, the app gets it at fd 3). One fleet at a time, the main fleet stopped. Requests counted from the command's start to the window's end (every locker has answered the target build); a request fails when refused, reset (or closed unanswered), or not answered within the client's timeout.\n\n")
-		b.WriteString("| scenario | socket | lockers | requests | failed | refused / reset / timed out / other | latency p50 / p99 / max ms | window s (command s) | lockers started |\n|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| scenario | socket | lockers | requests | failed | refused / reset / timed out / other | latency p50 / p99 / max ms | window s (command s) | lockers started | per locker: stopping → starting, starting → healthy s (p50 / max) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, h := range rep.Held {
 			if h.Err != "" && h.Clients.Requests == 0 {
 				fmt.Fprintf(b, "| %s | %s | %d | error: %s ||||||\n", h.Title, h.Socket, h.N, h.Err)
 				continue
 			}
 			c := h.Clients
-			fmt.Fprintf(b, "| %s %s → %s | %s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d |\n", h.Title, h.From, h.To, h.Socket, h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
-				c.P50ms, c.P99ms, c.MaxMs, h.WindowSeconds, h.CommandSeconds, map[bool]string{true: " timed out", false: ""}[h.TimedOut], h.Restarted)
+			fmt.Fprintf(b, "| %s %s → %s | %s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f |\n", h.Title, h.From, h.To, h.Socket, h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
+				c.P50ms, c.P99ms, c.MaxMs, h.WindowSeconds, h.CommandSeconds, map[bool]string{true: " timed out", false: ""}[h.TimedOut], h.Restarted,
+				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax)
 		}
 		b.WriteString("\n")
 		for _, a := range rep.HeldAlone {
@@ -144,6 +146,7 @@ func (rep *Report) markdown20(b *strings.Builder) {
 	if d := rep.Density; d != nil {
 		fmt.Fprintf(b, "Issue 20, density (scenario 8): %d held-socket lockers provisioned by lxcfleet, `[sleep] idle_stop = %q`; their cgroup (a child of the run's parent) limited to %.0f MiB: room for %d awake (N/2) at the app's measured RSS serving, %.0f MiB (VmRSS, median of the restarts alone; by the cgroup's own count a serving locker adds %.1f MiB, the main fleet's use with every locker serving ÷ its N, since the node binary's pages are shared). They are started a quarter at a time, each quarter's idle lockers left to fall asleep before the next; %d (10%%) get a client (a new connection every %s).",
 			d.N, d.IdleStop, d.LimitMiB, d.FitAwake, d.AppRSSMiB, d.PerLockerMiB, d.Traffic, fmt.Sprintf("%.0f ms", d.IntervalMs))
+		fmt.Fprintf(b, " All %d awake would take %.0f MiB at that RSS (%.0f MiB by the cgroup's count).", d.N, float64(d.N)*d.AppRSSMiB, float64(d.N)*d.PerLockerMiB)
 		if d.Err != "" {
 			fmt.Fprintf(b, " Error: %s.", d.Err)
 		}
