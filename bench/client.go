@@ -95,23 +95,17 @@ func startClients(addrs []string, interval, timeout time.Duration) *clients {
 	return c
 }
 
-// allOn reports when every locker had answered a request with build sent
-// at or after since (the latest of their first such answers); ok false
-// while one has not.
-func (c *clients) allOn(build string, since time.Time) (time.Time, bool) {
+// allOn reports when every locker had answered a request with build (the
+// latest of their first such answers); ok false while one has not. Each
+// update's target build is new to the fleet, so any answer by it came
+// after the update began.
+func (c *clients) allOn(build string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var last time.Time
 	for i := range c.addrs {
-		var first time.Time
-		for _, r := range c.reqs {
-			if r.locker == i && r.fail == "" && r.build == build && !r.sent.Before(since) {
-				if at := r.sent.Add(r.took); first.IsZero() || at.Before(first) {
-					first = at
-				}
-			}
-		}
-		if first.IsZero() {
+		first, ok := c.first[i][build]
+		if !ok {
 			return time.Time{}, false
 		}
 		if first.After(last) {

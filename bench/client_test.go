@@ -95,3 +95,45 @@ func TestPhaseSpans(t *testing.T) {
 		t.Errorf("got stopping → starting %v, starting → healthy %v; want [2] and [0.5]", ss, sh)
 	}
 }
+
+// TestClientsAllOn: the window ends at the latest of the lockers' first
+// answers by the target build, once every locker has one.
+func TestClientsAllOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\n{\"build\":\"B\"}")
+				}
+			}()
+		}
+	}()
+	c := startClients([]string{ln.Addr().String(), ln.Addr().String()}, 20*time.Millisecond, 5*time.Second)
+	var end time.Time
+	ok := false
+	for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		end, ok = c.allOn("B")
+	}
+	reqs := c.finish()
+	if !ok {
+		t.Fatalf("never all on B; %d requests", len(reqs))
+	}
+	if _, on := c.allOn("C"); on {
+		t.Error("all on C, which never answered")
+	}
+	for i := range 2 {
+		if at := c.first[i]["B"]; at.After(end) {
+			t.Errorf("locker %d first on B at %v, after the window's end %v", i, at, end)
+		}
+	}
+}

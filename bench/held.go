@@ -357,7 +357,7 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	_ = os.WriteFile(filepath.Join(f.r.dir, "scenario-"+id+"-"+f.socket+".log"), out, 0o644)
 	end, ok := time.Time{}, false
 	for deadline := cmdEnd.Add(90 * time.Second); ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
-		if end, ok = c.allOn(to, t0); ok || time.Now().After(deadline) {
+		if end, ok = c.allOn(to); ok || time.Now().After(deadline) {
 			break
 		}
 	}

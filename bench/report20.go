@@ -78,7 +78,7 @@ func (rep *Report) targets20(add func(name, want, measured string, met *bool, no
 		} else {
 			lim := 1.5 * d.StartMedian
 			add(name, fmt.Sprintf("≤ %.0f ms (1.5 × %.0f ms)", 1000*lim, 1000*d.StartMedian), fmt.Sprintf("%.0f ms (%.2f×)", 1000*d.WakeMedian, d.WakeMedian/d.StartMedian), b(d.WakeMedian <= lim),
-				fmt.Sprintf("medians of %d; wakes %s s, starts alone %s s (a start-all job of its own, submitted → ended)", len(d.WakeSeconds), secs(d.WakeSeconds), secs(d.StartSeconds)))
+				fmt.Sprintf("medians of %d; wakes %s s, starts alone %s s (a start-all job of its own, submitted → ended)%s", len(d.WakeSeconds), secs(d.WakeSeconds), secs(d.StartSeconds), rep.aloneNote()))
 		}
 		name = "(20) density: an update restarts only the awake lockers"
 		if d.UpdateWindow > 0 && d.Err == "" {
@@ -155,4 +155,13 @@ func (rep *Report) markdown20(b *strings.Builder) {
 			d.Awake, d.Asleep, d.MemoryMiB, d.LimitMiB, d.LockersCPU, d.AgentCPU, d.HolderCPU, d.AgentRSSMiB, d.HolderRSSMiB, secs(d.WakeSeconds), d.WakeMedian, secs(d.StartSeconds), d.StartMedian,
 			d.UpdateWindow, d.UpdateRestarted, d.UpdateAwake, d.UpdateAsleepThen, d.Clients.Requests, d.Clients.Failed(), d.Clients.P99ms)
 	}
+}
+
+// aloneNote names the held fleet's restart alone (lxcctl, no agent) for
+// comparison with the agent's start job, when it was measured.
+func (rep *Report) aloneNote() string {
+	if a := rep.heldAlone(provision.SocketHeld); a != nil {
+		return fmt.Sprintf("; beside it, one held locker restarted alone without the agent (lxcctl stop, start, a queued request answered): %.3f s", a.Median)
+	}
+	return ""
 }
