@@ -501,7 +501,9 @@ func (rep *Report) Markdown() string {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "How to read it: unavailability is, per locker, the time during the window in which it did not answer /healthz with the old or the new build. The prober (a separate process) is adaptive: every 25 ms it lists the listening TCP ports (one sock_diag netlink dump) and the containers' cgroups (one getdents); a serving locker whose port closes is down from that scan, a down locker whose port opens is asked over HTTP at once and is up from that scan when it answers its build; serving lockers are asked over HTTP only every few seconds (at most %.0f requests a second in all). Both edges are seen to within 25 ms plus scheduling (checked against the runner's own timing of the restarts alone, above). The window runs from the command's start to the last locker answering the new build. Starting = container running (its cgroup exists) and not yet answering. The CPU floor is the CPU its containers' cgroups used from start to first answer, summed over the starts of the scenario, divided by the cores. For lxcfleet, npm is timed from its own stage events, and its whole build step (mirror fetch, checkout, npm ci or linked node_modules) is shown beside it: it runs while every locker still serves. The machine is shared: other work on it shows in the load at start and the peak load.\n\n", rep.Probing.ServingRate)
-	b.WriteString("![lockers healthy over time](healthy.png)\n")
+	if len(rep.Scenarios) > 0 {
+		b.WriteString("![lockers healthy over time](healthy.png)\n")
+	}
 	return b.String()
 }
 
