@@ -84,11 +84,16 @@ deb:
 	@deb=$$(packaging/build-deb $(dir $(BIN))) && echo "$$deb" && lintian --fail-on error --allow-root "$$deb"
 
 ## bench: issue 7's benchmark: N lockers (default 300; make bench N=20), five
-## update scenarios side by side; results/<timestamp>/ report.json, report.md,
-## healthy.png; the latest report.md and chart are copied to bench/latest/
+## update scenarios side by side; then issue 20's: a client at each locker (a new
+## connection per request, 2 a second) during a rolling (6) and an offline (7)
+## update, held sockets beside today's, and sleeping lockers (8: twice as many as
+## fit awake, 10% with traffic; memory, CPU, first request vs one start, an update);
+## results/<timestamp>/ report.json, report.md, healthy.png; the latest report.md
+## and chart are copied to bench/latest/ (BENCHARGS='-scenarios 6,7,8' for issue 20's alone)
 bench: N = 300
 bench: setup build
 	go build -trimpath -o bin/lockerbench ./bench/cmd/lockerbench
+	CGO_ENABLED=0 go build -trimpath -o $(dir $(BIN))lxcfleet-listenfd ./cmd/lxcfleet-listenfd
 	bin/lockerbench run -n $(N) -lxcfleet $(BIN) -out results $(BENCHARGS)
 	@latest=$$(ls -td results/*/ | head -1); mkdir -p bench/latest; \
 	  cp $$latest/report.md $$latest/report.json bench/latest/; \

@@ -93,13 +93,19 @@ type agentProc struct {
 // program's in-process stand-in while the binary has none) on the bench
 // fleet and waits until GET /v1/containers answers.
 func (r *runner) startAgent(ctx context.Context, logName string) (*agentProc, error) {
+	return r.startAgentOn(ctx, r.fleet.Path, r.cfgPath, r.socket, logName)
+}
+
+// startAgentOn starts the agent on an lxcpath with a config whose API
+// socket is socket, and waits until GET /v1/containers answers.
+func (r *runner) startAgentOn(ctx context.Context, lxcpath, cfgPath, socket, logName string) (*agentProc, error) {
 	ap := &agentProc{exited: make(chan struct{})}
 	var cmd *exec.Cmd
 	if r.lxcf.Agent {
-		cmd = exec.Command(r.o.LXCFleet, "--lxcpath", r.fleet.Path, "agent", "--config", r.cfgPath)
+		cmd = exec.Command(r.o.LXCFleet, "--lxcpath", lxcpath, "agent", "--config", cfgPath)
 		ap.source = "lxcfleet agent"
 	} else {
-		cmd = exec.Command(r.o.Self, "agent", r.cfgPath)
+		cmd = exec.Command(r.o.Self, "agent", cfgPath)
 		ap.source = "lxcfleet/agent in lockerbench's agent subcommand (the lxcfleet binary has no agent command yet)"
 	}
 	logf, err := os.Create(filepath.Join(r.dir, logName))
@@ -109,7 +115,7 @@ func (r *runner) startAgent(ctx context.Context, logName string) (*agentProc, er
 	ap.logf = logf
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	_ = os.Remove(r.socket)
+	_ = os.Remove(socket)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("starting the agent: %w", err)
@@ -122,7 +128,7 @@ func (r *runner) startAgent(ctx context.Context, logName string) (*agentProc, er
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", r.socket)
+				return d.DialContext(ctx, "unix", socket)
 			},
 			MaxIdleConnsPerHost: 64,
 		},
@@ -146,7 +152,7 @@ func (r *runner) startAgent(ctx context.Context, logName string) (*agentProc, er
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			ap.stop()
-			return nil, fmt.Errorf("the agent did not answer on %s within 20s: %v", r.socket, err)
+			return nil, fmt.Errorf("the agent did not answer on %s within 20s: %v", socket, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -1,4 +1,4 @@
-// Package bench is lxcfleet's benchmark (issues 7 and 13): it measures, side by side
+// Package bench is lxcfleet's benchmark (issues 7, 13, 19 and 20): it measures, side by side
 // in one run on one machine, how long a fleet of real lockers is unavailable
 // while it is updated from build A to build B by the operators' shell plans
 // and by lxcfleet.
@@ -28,6 +28,10 @@
 //   - scenarios.go: the update scenarios (with --pacing adaptive / fixed
 //     where the binary has it) and the resets between them.
 //   - scale.go: one cheap run per N (lockerbench scale).
+//   - held.go, client.go, density.go, report20.go (issue 20): fleets
+//     lxcfleet provisions itself, with held sockets and today's, a client
+//     at each locker (a new connection per request) during a rolling and
+//     an offline update; sleeping lockers at twice what fits awake.
 //   - analyze.go: the figures, computed from the prober's events only.
 //   - agentload.go: the agent's idle RSS and GET /v1/containers latency.
 //   - report.go, chart.go: results/<timestamp>/ report.json, report.md and

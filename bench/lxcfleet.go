@@ -456,6 +456,12 @@ func jobEvents(ctx context.Context, c *http.Client, out []byte) []any {
 			id = v.Job
 		}
 	}
+	return jobEventsByID(ctx, c, id)
+}
+
+// jobEventsByID reads a finished job's events from the agent (see
+// jobEvents); nil when it cannot.
+func jobEventsByID(ctx context.Context, c *http.Client, id string) []any {
 	if id == "" {
 		return nil
 	}

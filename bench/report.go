@@ -57,7 +57,13 @@ type Report struct {
 	// answering it); Breakdown one locker's restart in its parts.
 	Probing   ProbingFigure `json:"probing"`
 	Breakdown []Breakdown   `json:"restart_breakdown,omitempty"`
-	Targets   []Goal        `json:"targets"`
+	// Issue 20: a client at each locker during updates, held sockets
+	// beside today's (scenarios 6 and 7), one locker of each restarted
+	// alone, and the density scenario (8).
+	Held      []HeldFigures   `json:"held,omitempty"`
+	HeldAlone []HeldAlone     `json:"held_alone,omitempty"`
+	Density   *DensityFigures `json:"density,omitempty"`
+	Targets   []Goal          `json:"targets"`
 }
 
 // Goal is one performance target of issue 7 and whether this run met it.
@@ -238,6 +244,7 @@ func (rep *Report) targets() {
 		add("(issue 7) app-only update build step ≤ 2 s", "≤ 2 s", fmt.Sprintf("%.2f s (%s; npm %s)", v, src, orDash(app.Npm)), b(v <= 2 && v > 0), "")
 	}
 	rep.targets19(add, storm, off, roll)
+	rep.targets20(add)
 	if rep.Agent.IdleRSSMiB > 0 {
 		add("(issue 7) agent idle RSS ≤ 30 MB", "≤ 30 MB", fmt.Sprintf("%.1f MB", rep.Agent.IdleRSSMiB*1.048576), b(rep.Agent.IdleRSSMiB*1.048576 <= 30), "")
 	}
@@ -487,13 +494,16 @@ func (rep *Report) Markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	rep.markdown20(&b)
 	b.WriteString("| target | want | measured | | what limits it |\n|---|---|---|---|---|\n")
 	for _, t := range rep.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.Met, t.Note)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "How to read it: unavailability is, per locker, the time during the window in which it did not answer /healthz with the old or the new build. The prober (a separate process) is adaptive: every 25 ms it lists the listening TCP ports (one sock_diag netlink dump) and the containers' cgroups (one getdents); a serving locker whose port closes is down from that scan, a down locker whose port opens is asked over HTTP at once and is up from that scan when it answers its build; serving lockers are asked over HTTP only every few seconds (at most %.0f requests a second in all). Both edges are seen to within 25 ms plus scheduling (checked against the runner's own timing of the restarts alone, above). The window runs from the command's start to the last locker answering the new build. Starting = container running (its cgroup exists) and not yet answering. The CPU floor is the CPU its containers' cgroups used from start to first answer, summed over the starts of the scenario, divided by the cores. For lxcfleet, npm is timed from its own stage events, and its whole build step (mirror fetch, checkout, npm ci or linked node_modules) is shown beside it: it runs while every locker still serves. The machine is shared: other work on it shows in the load at start and the peak load.\n\n", rep.Probing.ServingRate)
-	b.WriteString("![lockers healthy over time](healthy.png)\n")
+	if len(rep.Scenarios) > 0 {
+		b.WriteString("![lockers healthy over time](healthy.png)\n")
+	}
 	return b.String()
 }
 

@@ -74,6 +74,19 @@ type Options struct {
 	// NoCgroupParent leaves the lockers' cgroups where LXC puts them for
 	// the LXC tools (top level) instead of in lxcfleet's parent cgroup.
 	NoCgroupParent bool
+	// HeldN is the lockers of each fleet of issue 20's client scenarios
+	// (6, 7; default N) and DensityN of its density scenario (8; default
+	// min(N, 40)).
+	HeldN    int
+	DensityN int
+	// ClientInterval is each client's period in 6, 7 and 8 (500 ms: two
+	// new connections a second a locker); ClientTimeout how long a
+	// request may wait for its answer before it counts as timed out (60 s).
+	ClientInterval time.Duration
+	ClientTimeout  time.Duration
+	// ListenFD is the static lxcfleet-listenfd held sockets need (default:
+	// beside LXCFleet).
+	ListenFD string
 	// Log receives progress.
 	Log *slog.Logger
 	// appEnv is the profile's environment for every locker.
@@ -109,7 +122,20 @@ func (o *Options) defaults() error {
 		o.PortBase = 12000
 	}
 	if len(o.Scenarios) == 0 {
-		o.Scenarios = []string{"1", "2", "3", "4", "4f", "5"}
+		o.Scenarios = DefaultScenarios
+	}
+	if o.HeldN <= 0 {
+		o.HeldN = o.N
+	}
+	if o.DensityN <= 0 {
+		o.DensityN = min(o.N, 40)
+	}
+	o.DensityN = max(o.DensityN, 4)
+	if o.ClientInterval <= 0 {
+		o.ClientInterval = 500 * time.Millisecond
+	}
+	if o.ClientTimeout <= 0 {
+		o.ClientTimeout = time.Minute
 	}
 	if o.APIDuration == 0 {
 		o.APIDuration = 20 * time.Second
@@ -224,7 +250,13 @@ type runner struct {
 	// mem its memory side (nil without a limit).
 	cgParent string
 	mem      *memCgroup
+	// nextPort is above every port handed out so far (issue 20's fleets).
+	nextPort int
 }
+
+// DefaultScenarios is what a run does when not told: every scenario but
+// 5f (rolling with pacing off).
+var DefaultScenarios = []string{"1", "2", "3", "4", "4f", "5", "6", "7", "8"}
 
 // Run runs the whole benchmark and writes its report. Every container it
 // made is destroyed before it returns, also when ctx is cancelled.
@@ -374,9 +406,14 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if r.mem != nil {
 		rep.ServingMemMiB = float64(r.mem.usage()) / (1 << 20)
 	}
+	issue20 := map[string]bool{}
 	for _, id := range o.Scenarios {
 		if err := ctx.Err(); err != nil {
 			return rep, err
+		}
+		if id == "6" || id == "7" || id == "8" {
+			issue20[id] = true
+			continue
 		}
 		ms, err := r.scenario(ctx, id)
 		r.marks = append(r.marks, ms...)
@@ -385,6 +422,11 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 			if ctx.Err() != nil {
 				return rep, err
 			}
+		}
+	}
+	if len(issue20) > 0 {
+		if err := r.issue20(ctx, issue20, rep); err != nil {
+			return rep, err
 		}
 	}
 	rep.Agent = r.measureAgent(ctx)
@@ -398,6 +440,35 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	rep.Finished = time.Now()
 	rep.analyze(evs, r.marks, r.fleet.Targets)
 	return rep, nil
+}
+
+// issue20 runs issue 20's scenarios (6, 7: a client at each locker of a
+// fleet lxcfleet provisioned, with held sockets and today's; 8: density)
+// after the others, with the main fleet stopped, and starts it again.
+func (r *runner) issue20(ctx context.Context, ids map[string]bool, rep *Report) error {
+	s, _ := ReadStatus(r.status)
+	build := ""
+	for b, k := range s.Builds {
+		if k == len(r.fleet.Targets) {
+			build = b
+		}
+	}
+	r.log.Info("issue 20: stopping the main fleet meanwhile", "build", build)
+	if err := r.stopAll(ctx); err != nil {
+		return err
+	}
+	if ids["6"] || ids["7"] {
+		if err := r.clientScenarios(ctx, ids, rep); err != nil {
+			return err
+		}
+	}
+	if ids["8"] {
+		rep.Density = r.density(ctx, rep)
+	}
+	if build == "" {
+		return errors.New("the main fleet was not all on one build before issue 20's scenarios")
+	}
+	return r.startAll(ctx, build)
 }
 
 // limitMemory puts the run's memory limit on the lockers' cgroup parent,

@@ -106,7 +106,12 @@ func runCmd(args []string) int {
 	var o bench.Options
 	var scen string
 	fs.IntVar(&o.N, "n", 300, "number of lockers")
-	fs.StringVar(&scen, "scenarios", "1,2,3,4,4f,5", "scenarios to run, comma-separated (4f: offline --pacing fixed; 5f: rolling --pacing fixed)")
+	fs.StringVar(&scen, "scenarios", strings.Join(bench.DefaultScenarios, ","), "scenarios to run, comma-separated (4f: offline --pacing fixed; 5f: rolling --pacing fixed; 6, 7: issue 20's rolling and offline update under a client at each locker, held sockets beside today's; 8: sleeping lockers, density)")
+	fs.IntVar(&o.HeldN, "held-n", 0, "lockers of each fleet of scenarios 6 and 7 (0: -n)")
+	fs.IntVar(&o.DensityN, "density-n", 0, "lockers of scenario 8, twice what its memory limit lets be awake (0: min(-n, 40))")
+	fs.DurationVar(&o.ClientInterval, "client-interval", 500*time.Millisecond, "scenarios 6-8: each client's period (a new connection a request)")
+	fs.DurationVar(&o.ClientTimeout, "client-timeout", time.Minute, "scenarios 6-8: how long a request may wait for its answer before it counts as timed out")
+	fs.StringVar(&o.ListenFD, "listenfd", "", "the static lxcfleet-listenfd held sockets need (default: beside -lxcfleet)")
 	commonFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
 		return 2

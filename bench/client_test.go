@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestClientCountsQueuedRefusedAndTimedOut: a request to a socket whose
+// owner accepts late (a held socket while its locker restarts) is
+// answered, with the wait in its latency; one to a closed port is
+// refused; one nobody answers times out; one closed unanswered is a
+// reset. Real sockets on loopback.
+func TestClientCountsQueuedRefusedAndTimedOut(t *testing.T) {
+	queued, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	release := make(chan struct{})
+	go func() {
+		<-release // the connection waits in the accept queue until then
+		c, err := queued.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\n{\"build\":\"B\"}")
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hangup.Close()
+	go func() {
+		c, err := hangup.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+
+	done := make(chan clientReq)
+	go func() { done <- oneRequest(queued.Addr().String(), 10*time.Second) }()
+	wait := 300 * time.Millisecond
+	time.Sleep(wait) // how long the request queues, not a synchronisation
+	close(release)
+	r := <-done
+	if r.fail != "" || r.build != "B" || r.took < wait {
+		t.Errorf("queued request: fail %q (%s), build %q, took %v; want answered by B after at least %v", r.fail, r.err, r.build, r.took, wait)
+	}
+	reqs := []clientReq{r}
+	for _, c := range []struct {
+		addr, want string
+	}{{closedAddr, failRefused}, {silent.Addr().String(), failTimeout}, {hangup.Addr().String(), failReset}} {
+		got := oneRequest(c.addr, 200*time.Millisecond)
+		if got.fail != c.want {
+			t.Errorf("request to %s: got %q (%s), want %q", c.addr, got.fail, got.err, c.want)
+		}
+		reqs = append(reqs, got)
+	}
+	f := clientFigures(reqs, r.sent, time.Now())
+	if f.Requests != 4 || f.OK != 1 || f.Refused != 1 || f.TimedOut != 1 || f.Reset != 1 || f.Failed() != 3 || f.P99ms < float64(wait.Milliseconds()) {
+		t.Errorf("figures %+v", f)
+	}
+}
+
+// TestPhaseSpans reads update-code's --json container events.
+func TestPhaseSpans(t *testing.T) {
+	out := []byte(`{"type":"stage","time":"2026-12-06T08:52:49Z","message":"building"}
+{"type":"event","time":"2026-12-06T08:52:51Z","container":"a","phase":"stopping"}
+{"type":"event","time":"2026-12-06T08:52:52Z","container":"a","phase":"stopped"}
+{"type":"event","time":"2026-12-06T08:52:53Z","container":"a","phase":"starting"}
+{"type":"event","time":"2026-12-06T08:52:53.5Z","container":"a","phase":"healthy"}
+{"type":"event","time":"2026-12-06T08:52:51Z","container":"b","phase":"stopping"}
+`)
+	ss, sh := phaseSpans(out)
+	if len(ss) != 1 || ss[0] != 2 || len(sh) != 1 || sh[0] != 0.5 {
+		t.Errorf("got stopping → starting %v, starting → healthy %v; want [2] and [0.5]", ss, sh)
+	}
+}
+
+// TestClientsAllOn: the window ends at the latest of the lockers' first
+// answers by the target build, once every locker has one.
+func TestClientsAllOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					fmt.Fprint(c, "HTTP/1.0 200 OK\r\n\r\n{\"build\":\"B\"}")
+				}
+			}()
+		}
+	}()
+	c := startClients([]string{ln.Addr().String(), ln.Addr().String()}, 20*time.Millisecond, 5*time.Second)
+	var end time.Time
+	ok := false
+	for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		end, ok = c.allOn("B")
+	}
+	reqs := c.finish()
+	if !ok {
+		t.Fatalf("never all on B; %d requests", len(reqs))
+	}
+	if _, on := c.allOn("C"); on {
+		t.Error("all on C, which never answered")
+	}
+	for i := range 2 {
+		if at := c.first[i]["B"]; at.After(end) {
+			t.Errorf("locker %d first on B at %v, after the window's end %v", i, at, end)
+		}
+	}
+}
