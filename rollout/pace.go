@@ -105,9 +105,10 @@ const (
 //     starts (BBR's max filter: a window's first starts share the box
 //     with the old W's last ones, and would make any step look like no
 //     gain; measured: W 8 at 3.8/s against W 4 at 4.5/s). A step that did not raise it by half its own size (riseShare:
-//     a doubling +50 %, 8 to 9 +6.25 %) goes back to the
-//     previous W, which then holds for holdWindows windows before it
-//     probes one more (and goes back again if that brought nothing);
+//     a doubling +50 %, 8 to 9 +6.25 %) ends the growth: W holds where
+//     the rate was highest (the higher W of a doubling that raised it,
+//     else the previous W) for holdWindows windows before it probes one
+//     more (and goes back again if that did not earn its step);
 //   - cuts: a failed start, pressure over a target (memory, IO, CPU when
 //     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
 //     at most once per window: signals from starts launched before the
