@@ -319,7 +319,7 @@ func (x *loop) markProven() {
 	x.observe(Event{Stage: "proven", Release: t, Message: fmt.Sprintf("%s is proven: %d lockers passed the monitor window", t, x.s.moved)})
 }
 
-// run is the run's phases, in order: the stop phase (stop plans, offline),
+// run is the run's phases, in order: the stop phase (stop plans),
 // the switch, the canaries and their soak, the rest, the end.
 func (x *loop) run(ctx context.Context) {
 	s, plan := x.s, x.s.plan
