@@ -170,20 +170,22 @@ const (
 	defaultStopEstimate  = time.Second
 )
 
-// startEstimate says when each locker of an offline update (all stopped,
-// then started W at once in plan order) is expected back, from what this
-// job measured: the median of its healthy starts (from the starting to
-// the healthy event; before the first one, the last job's median from the
-// journal, else 3 s) and of its stops (else 1 s). A locker waits for the
-// stops left (in rounds of stop_parallel), then for the lockers before it
-// in the plan and those starting now, W at a time, then for its own start:
-// Retry-After = stops left + (⌊(before it + starting) / W⌋ + 1) × median
-// start, at least 1 s. It is the Retry-After of its port, and replaces a
-// fixed formula (18 s for a 1 s outage, 311 s for a 116 s update at N=300).
+// startEstimate says when each locker of an offline update (each stopped
+// just before its own start, W starting at once in plan order) is
+// expected back, from what this job measured: the median of its healthy
+// starts (from the starting to the healthy event; before the first one,
+// the last job's median from the journal, else 3 s) and of its stops
+// (else 1 s). A locker waits for its own stop, if it has not stopped yet,
+// then for the lockers before it in the plan and those starting now, W at
+// a time, then for its own start: Retry-After = its stop + (⌊(before it +
+// starting) / W⌋ + 1) × median start, at least 1 s. It is the Retry-After
+// of its port (held from its stop: the locker right after it in the plan
+// is told about one start), and replaces a fixed formula (18 s for a 1 s
+// outage, 311 s for a 116 s update at N=300).
 type startEstimate struct {
 	mu        sync.Mutex
 	order     []string
-	w, stopW  int
+	w         int
 	lastStart time.Duration
 	stopAt    map[string]time.Time // began to stop
 	stopped   map[string]bool
@@ -199,11 +201,7 @@ func newStartEstimate(order []string, pol rollout.Policy) *startEstimate {
 	if w <= 0 || w > pol.MaxUnavailable {
 		w = pol.MaxUnavailable
 	}
-	stopW := pol.StopParallel
-	if stopW <= 0 {
-		stopW = pol.MaxUnavailable
-	}
-	return &startEstimate{order: order, w: max(w, 1), stopW: max(stopW, 1), stopAt: map[string]time.Time{}, stopped: map[string]bool{},
+	return &startEstimate{order: order, w: max(w, 1), stopAt: map[string]time.Time{}, stopped: map[string]bool{},
 		startAt: map[string]time.Time{}, begun: map[string]bool{}, now: time.Now}
 }
 
@@ -275,20 +273,17 @@ func (s *startEstimate) untilAll() map[string]time.Time {
 	}
 	start := median(s.starts, def)
 	stop := median(s.stops, defaultStopEstimate)
-	notStopped := 0
-	for _, n := range s.order {
-		if !s.stopped[n] {
-			notStopped++
-		}
-	}
-	stopsLeft := time.Duration((notStopped+s.stopW-1)/s.stopW) * stop
 	out := make(map[string]time.Time, len(s.order))
 	ahead := len(s.startAt) // starting now
 	for _, n := range s.order {
 		if s.begun[n] {
 			continue
 		}
-		d := stopsLeft + time.Duration(ahead/s.w+1)*start
+		var d time.Duration
+		if !s.stopped[n] {
+			d = stop // its own stop, just before its start
+		}
+		d += time.Duration(ahead/s.w+1) * start
 		out[n] = now.Add(max(d, time.Second))
 		ahead++
 	}

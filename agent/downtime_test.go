@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"lxcfleet/internal/fakehost"
+	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/rollout"
 )
@@ -115,7 +117,10 @@ func TestStartEstimate(t *testing.T) {
 // an offline update of 8 real lockers with the maintenance page on their
 // ports; the Retry-After the last locker's port says when it is first
 // held is compared with how long it really stayed down. The fixed formula
-// said 18 s here.
+// said 18 s here. Each locker is stopped just before its own start, so
+// its page is up from its app's exit to its start: the last locker's stop
+// takes a second more here (an app slow to shut down), long enough for
+// the prober to read its page.
 func TestRetryAfterFromMeasuredStarts(t *testing.T) {
 	e := newUpdateEnv(t, 8)
 	_ = e.agent.Close()
@@ -123,10 +128,10 @@ func TestRetryAfterFromMeasuredStarts(t *testing.T) {
 	d.DowntimePage = true
 	d.Policy.Monitor = 0
 	layout := e.layout
-	s := serveAgent(t, Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: d, Supervision: SupervisionConfig{Off: true}},
-		Deps{Containers: e.host, Code: e.code, ReleaseOf: func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }})
-	e.agent = s.a
 	last := e.names[len(e.names)-1]
+	s := serveAgent(t, Config{StateDir: t.TempDir(), KeepReleases: 10, Defaults: d, Supervision: SupervisionConfig{Off: true}},
+		Deps{Containers: slowStop{Host: e.host, name: last, extra: time.Second}, Code: e.code, ReleaseOf: func(pid int) (string, bool, error) { return mounts.ReleaseOfPID(pid, layout) }})
+	e.agent = s.a
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", e.ports[last])
 
 	measure := func(t *testing.T) (firstRA int, down time.Duration) {
@@ -193,6 +198,22 @@ func TestRetryAfterFromMeasuredStarts(t *testing.T) {
 			t.Errorf("update %d: Retry-After %d s for %v down, want 1 to %d", i+1, ra, down.Round(10*time.Millisecond), limit)
 		}
 	}
+}
+
+// slowStop is a host whose stop of one container takes extra longer,
+// after the container stopped (its app gone, its port free).
+type slowStop struct {
+	*lxcctl.Host
+	name  string
+	extra time.Duration
+}
+
+func (s slowStop) Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error) {
+	out, err := s.Host.Stop(ctx, name, timeout)
+	if name == s.name && err == nil {
+		time.Sleep(s.extra) // the stop's own time: nothing waits on it
+	}
+	return out, err
 }
 
 // TestLastKnownStart: before a job measured a start, the estimate starts

@@ -98,14 +98,20 @@ func TestUpdateStrategies(t *testing.T) {
 		if j.State != JobSucceeded {
 			t.Fatalf("offline update: %s %s", j.State, j.Error)
 		}
+		// The switch first, then each locker stopped just before its own
+		// start (not every locker first).
 		steps, _ := a.Steps(j.ID)
 		switched := stepIndex(steps, func(s Step) bool { return s.Action == "switch" && s.Phase == "end" })
 		for i, s := range steps {
-			if s.Action == "replace-stop" && i > switched {
-				t.Errorf("step %d: %s stopped after the switch (%d)", i, s.Container, switched)
+			if (s.Action == "replace-stop" || s.Action == "start") && i < switched {
+				t.Errorf("step %d: %s %s before the switch (%d)", i, s.Container, s.Action, switched)
 			}
-			if s.Action == "start" && i < switched {
-				t.Errorf("step %d: %s started before the switch (%d)", i, s.Container, switched)
+		}
+		for _, n := range names {
+			stopEnd := stepIndex(steps, func(s Step) bool { return s.Container == n && s.Action == "replace-stop" && s.Phase == "end" })
+			startBegin := stepIndex(steps, func(s Step) bool { return s.Container == n && s.Action == "start" && s.Phase == "begin" })
+			if stopEnd < 0 || startBegin < stopEnd {
+				t.Errorf("%s: stop ended at step %d, start began at %d: want its stop, then its start", n, stopEnd, startBegin)
 			}
 		}
 		for n, st := range states(t, f.Host, names) {

@@ -123,7 +123,7 @@ func firstStep(p *rollout.Plan) string {
 	case p.Kind == rollout.KindStop:
 		return "stop"
 	case p.Kind == rollout.KindUpdate && p.Strategy == rollout.Offline:
-		return "stop"
+		return "start" // each locker's stop is part of its start
 	case p.Kind == rollout.KindUpdate:
 		return "rollout"
 	}
@@ -159,8 +159,6 @@ func (t *Tally) apply(e Event) {
 				t.step = "rollout"
 			}
 		}
-	case launch && t.plan.Strategy == rollout.Offline && e.Phase == string(rollout.PhaseStarting):
-		step = t.step // an offline update's start after its stop
 	}
 	if !e.Back {
 		l.Step = step
@@ -224,16 +222,12 @@ func (t *Tally) mark(step, name, state string, failed bool) {
 }
 
 // applyStage follows the stages that change what launches mean: the
-// canaries, the switch of an offline update, and why launching stopped.
+// canaries, and why launching stopped.
 func (t *Tally) applyStage(e Event) {
 	switch e.Stage {
 	case "canary":
 		if n := t.plan.Policy.Canary; n > 0 {
 			t.canaries = n
-		}
-	case "switch":
-		if t.plan.Strategy == rollout.Offline && !e.Back {
-			t.step = "start"
 		}
 	case "trip":
 		t.stopCause = e.Message

@@ -38,7 +38,7 @@
 // them out in order, and sends every event itself: Observe sees the
 // run's state changes in the order they happened, and an event's
 // Starting is the places held at that moment. The phases run in order in
-// the same goroutine: the stop phase (stop-all, offline), the switch, the
+// the same goroutine: the stop phase (stop-all), the switch, the
 // canaries and their soak, the rest, then the end (trip, undo or
 // interruption) and the way back, whose waves next drives too.
 //

@@ -319,7 +319,7 @@ func (x *loop) markProven() {
 	x.observe(Event{Stage: "proven", Release: t, Message: fmt.Sprintf("%s is proven: %d lockers passed the monitor window", t, x.s.moved)})
 }
 
-// run is the run's phases, in order: the stop phase (stop plans, offline),
+// run is the run's phases, in order: the stop phase (stop plans),
 // the switch, the canaries and their soak, the rest, the end.
 func (x *loop) run(ctx context.Context) {
 	s, plan := x.s, x.s.plan
@@ -328,25 +328,20 @@ func (x *loop) run(ctx context.Context) {
 		x.endCancel(ctx)
 		return
 	}
-	var launch []int
 	if plan.Strategy == Offline {
-		// No serving capacity to protect: stop everything, then start
-		// with K = all and at most W starting.
-		x.drive(ctx, mStop, reversed(s.indices(OpReplace)), s.pol.stopping())
+		// No serving capacity to protect: K = all, at most W starting.
+		// Each locker is stopped just before its own start (a replace
+		// takes its start place before its stop), not all of them
+		// first: stopping 300 at once and then starting them W at a
+		// time kept each one down for the whole start phase (p50 40 s at
+		// N=300) where one restart is enough, and a release that trips
+		// the policy has stopped only the lockers it launched. Nothing
+		// shared runs mixed: each locker keeps the release folder it
+		// started on (immutable, its own node_modules) until its stop.
 		s.pol.MaxStarting = plan.Policy.starting()
 		s.pol.MaxUnavailable = max(len(plan.Items), 1)
-		for i, it := range plan.Items {
-			if it.Op == OpStart || it.Op == OpWatch || s.it[i].prestop {
-				launch = append(launch, i)
-			}
-		}
-		if x.sync(ctx); s.cancelled {
-			x.end(ctx)
-			return
-		}
-	} else {
-		launch = s.indices("")
 	}
+	launch := s.indices("")
 	if s.pol.Pacing == Adaptive {
 		// W adapts up to K where serving capacity is at stake; offline
 		// and start plans have none to protect, so only the pacer's
@@ -422,7 +417,7 @@ func (s *state) downAlready(i int) int {
 	if s.plan.Items[i].Op == OpWatch {
 		return -1
 	}
-	if s.plan.Items[i].Op == OpStart || s.it[i].prestop {
+	if s.plan.Items[i].Op == OpStart {
 		return 0
 	}
 	return 1
@@ -532,11 +527,12 @@ func (x *loop) undo(ctx context.Context) {
 		x.goBack(ctx, false, "cancelled")
 		return
 	}
-	// Nothing to undo: the lockers the job stopped and did not start, and
-	// those that failed, get one start on current.
+	// Nothing to undo: the lockers that failed get one start on current
+	// (a replace's start follows its stop whatever ctx does, so no other
+	// locker the job stopped is down).
 	var back []int
 	for i, o := range x.s.out {
-		if x.s.it[i].prestop && !x.s.it[i].launched || o.Outcome == OutFailed {
+		if o.Outcome == OutFailed {
 			back = append(back, i)
 		}
 	}
@@ -578,14 +574,6 @@ func (x *loop) goBack(ctx context.Context, tripped bool, why string) {
 	if fb == "" || fb == p.Target {
 		x.res.Paused = true
 		x.stage("pause", "no good release to go back to: lockers stay where they are")
-		// Lockers the job stopped and never started are not left down.
-		var back []int
-		for i := range p.Items {
-			if s.it[i].prestop && !s.it[i].launched {
-				back = append(back, i)
-			}
-		}
-		x.runBack(ctx, back, nil)
 		return
 	}
 	if !x.switchBack() {
@@ -599,14 +587,14 @@ func (x *loop) goBack(ctx context.Context, tripped bool, why string) {
 	var back []int
 	for i := range p.Items {
 		o, it := s.out[i], s.it[i]
-		touched := it.launched || it.prestop
+		touched := it.launched
 		switch {
 		case !touched && tripped && (p.Items[i].Op == OpStart || p.Items[i].Op == OpWatch):
 			// A stopped locker the job was to start (or one a dead agent
 			// left starting): it starts on the fallback (I4).
 			back = append(back, i)
 		case !touched:
-		case o.Outcome == OutFailed || it.prestop && !it.launched:
+		case o.Outcome == OutFailed:
 			back = append(back, i)
 		case action == Rollback && (o.Outcome == OutMoved || o.Outcome == OutStarted || o.Outcome == OutUnverified):
 			back = append(back, i)

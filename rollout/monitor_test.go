@@ -39,6 +39,12 @@ type monitorRun struct {
 // default policy changed by tune.
 func runMonitored(t *testing.T, n int, startTakes time.Duration, script func(i int) fakehost.Script, tune func(*rollout.Policy)) monitorRun {
 	t.Helper()
+	return runStrategy(t, rollout.Rolling, n, startTakes, script, tune)
+}
+
+// runStrategy is runMonitored with the update's strategy.
+func runStrategy(t *testing.T, strategy rollout.Strategy, n int, startTakes time.Duration, script func(i int) fakehost.Script, tune func(*rollout.Policy)) monitorRun {
+	t.Helper()
 	var r monitorRun
 	synctest.Test(t, func(t *testing.T) {
 		names := fakehost.Names(n)
@@ -58,9 +64,13 @@ func runMonitored(t *testing.T, n int, startTakes time.Duration, script func(i i
 		if tune != nil {
 			tune(&pl)
 		}
-		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl)
+		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, strategy, pl)
 		h.Watch()
-		h.WatchHeld(pl.MaxUnavailable)
+		k := pl.MaxUnavailable
+		if strategy == rollout.Offline {
+			k = n // K = all
+		}
+		h.WatchHeld(k)
 		c := newChecker(p, h)
 		var mu sync.Mutex
 		proven := false
@@ -240,4 +250,23 @@ func TestProvingWaveGate(t *testing.T) {
 	if len(r.early) != 4 || len(r.monitoring) != 8 {
 		t.Errorf("taken down before the proof %v, windows in the background %v: want the wave's 4, and the other 8", r.early, r.monitoring)
 	}
+}
+
+// TestOfflineIsNotHeldByTheProvingWave: an offline update (K = all) has
+// no places to keep for its proving wave: lockers beyond its first W go
+// on launching while the wave's windows run (the failure policy judges
+// every one of them), so 24 lockers with 1 s starts and a 10 s window
+// take about one window plus their starts, not two windows.
+func TestOfflineIsNotHeldByTheProvingWave(t *testing.T) {
+	r := runStrategy(t, rollout.Offline, 24, time.Second, nil, nil)
+	if !r.res.OK() || !r.res.Proven || r.res.Counts()[rollout.OutMoved] != 24 {
+		t.Fatalf("got %+v (%v), want 24 moved and B proven", r.res, r.res.Counts())
+	}
+	if len(r.early) <= 4 {
+		t.Errorf("%d lockers taken down before B was proven, want more than the proving wave (4): offline waited for its windows", len(r.early))
+	}
+	if r.took > 15*time.Second {
+		t.Errorf("offline took %v, want about one 10 s window plus the starts", r.took)
+	}
+	t.Logf("offline, N=24, start 1 s, monitor 10 s: %v, %d lockers taken down before B was proven", r.took, len(r.early))
 }

@@ -16,7 +16,7 @@ type verb uint8
 
 // The verbs. Each worker runs exactly one.
 const (
-	vPhaseStop verb = iota + 1 // a stop of a stop phase (stop-all, offline)
+	vPhaseStop verb = iota + 1 // a stop of a stop phase (stop-all)
 	vStop                      // the stop of a replace
 	vStart                     // a start, to its first healthy check
 	vMonitor                   // the monitor window after a first healthy check
@@ -97,7 +97,6 @@ type place struct{ w, held int }
 type item struct {
 	o         Outcome // its outcome so far (written to out when final)
 	launched  bool    // launched by the run (its stop or start)
-	prestop   bool    // offline: stopped in the stop phase
 	holdsDown bool    // holds a place in K taken at its launch (replace, watch)
 	begin     time.Time
 	startAt   time.Time
@@ -213,7 +212,7 @@ func (s *state) launch(now time.Time, acts []action) []action {
 			acts = s.launchWatch(acts, i, now)
 			continue
 		}
-		needDown := op == OpReplace && !it.prestop
+		needDown := op == OpReplace
 		if needDown && s.down+s.pending >= s.pol.MaxUnavailable && s.inflight == 0 {
 			s.stop(fmt.Sprintf("all %d places of the window are held by failed lockers", s.pol.MaxUnavailable))
 			continue
@@ -241,9 +240,6 @@ func (s *state) launch(now time.Time, acts []action) []action {
 		}
 		it.begin = now
 		it.o = Outcome{Name: name, Op: op}
-		if it.prestop {
-			it.o.Stop = s.out[i].Stop
-		}
 		if needDown {
 			acts = s.run(acts, vStop, i, Event{Container: name, Phase: PhaseStopping, Op: "stop", MaxStarting: it.pl.w, Starting: it.pl.held})
 		} else {
@@ -299,9 +295,6 @@ func (s *state) verbDone(d done, now time.Time, acts []action) []action {
 		case d.err != nil:
 			o.Outcome, o.Error = OutFailed, fmt.Errorf("stopping %s: %w", name, d.err).Error()
 			return append(acts, action{kind: aEmit, ev: Event{Container: name, Phase: PhaseFailed, Op: "stop", Outcome: string(StopFailed), Error: d.err.Error(), Duration: d.took}})
-		case s.plan.Kind != KindStop:
-			it.prestop = true
-			o.Outcome = OutSkipped // until it is started
 		case d.stop == StoppedKilled:
 			o.Outcome = OutKilled
 		case d.stop == AlreadyStopped:
@@ -371,7 +364,7 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 		return s.record(acts, i, false)
 	}
 	downFrom := it.begin
-	if !it.holdsDown && !it.prestop {
+	if !it.holdsDown {
 		downFrom = it.startAt
 	}
 	it.o.Downtime = now.Sub(downFrom)
@@ -413,8 +406,13 @@ func (s *state) opens(i int) {
 // run their windows in the background, or, if it is not (a failure the
 // policy let pass), they hold their places as before.
 func (s *state) waveGate() bool {
-	return s.pol.MonitorHolds == MonitorUntilProven && !s.wave && s.opened >= s.need && s.open > 0
+	return s.pol.MonitorHolds == MonitorUntilProven && !s.offline() && !s.wave && s.opened >= s.need && s.open > 0
 }
+
+// offline reports whether the run is an offline update: K = all, so a
+// place held through a monitor window holds nothing back, and the proving
+// wave gates no launch (the failure policy still judges every locker).
+func (s *state) offline() bool { return s.plan.Strategy == Offline }
 
 // frees reports whether a monitor window frees its place now: the
 // release passed its proving wave (or needed none: it was proven when

@@ -124,6 +124,24 @@ func TestPacerHoldsAtTheKnee(t *testing.T) {
 	}
 }
 
+// TestPacerKneeHoldsTheHigherRate: a box whose healthy starts per
+// second rise from 4 at W 4 to 5 at W 8 (and no further): the doubling
+// raised the rate by a quarter, less than half its size, so slow start
+// ends, and W holds at 8, where the rate is highest, not at 4.
+func TestPacerKneeHoldsTheHigherRate(t *testing.T) {
+	p := rollout.NewPacer(4, 300, rollout.DefaultPaceTargets(), time.Minute)
+	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/5) }
+	at := t0
+	var ws []int
+	for range 5 {
+		at = window(p, at, took(p.W()), nil)
+		ws = append(ws, p.W())
+	}
+	if want := []int{8, 8, 8, 8, 8}; !slices.Equal(ws, want) {
+		t.Errorf("W after each window %v, want %v (%s)", ws, want, p.Last)
+	}
+}
+
 // simulate runs n starts through p on a box that gets through c starts a
 // second at most (a start launched with k in flight, itself included,
 // takes max(1 s, k ÷ c s)), each launched as soon as W has room, and

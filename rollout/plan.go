@@ -28,7 +28,8 @@ type Strategy string
 const (
 	// Rolling replaces lockers with at most K down at once.
 	Rolling Strategy = "rolling"
-	// Offline stops every locker first, then starts them all (K = all).
+	// Offline moves every locker with K = all and W paced: no serving
+	// capacity is kept, each locker is stopped just before its start.
 	Offline Strategy = "offline"
 )
 

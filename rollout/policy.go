@@ -37,7 +37,8 @@ type Policy struct {
 	// Pace are the adaptive pacer's targets; zero fields disable a signal.
 	Pace PaceTargets
 	// StopParallel is the most lockers stopping at once in a stop phase
-	// (stop-all, offline); 0 means K.
+	// (stop-all; an update stops each locker just before its start, W
+	// bounds those); 0 means K.
 	StopParallel int
 	// StopTimeout is each locker's grace period before it is killed.
 	StopTimeout time.Duration

@@ -43,7 +43,7 @@ func (r *rolloutFlags) register(cmd *cobra.Command) {
 		f.BoolVar(&r.force, "force", false, "allow a release marked bad")
 	}
 	if r.withStrategy {
-		f.StringVar(&r.strategy, "strategy", "", "offline (stop all, switch, start all) or rolling (K at a time) (default: defaults.strategy of the config)")
+		f.StringVar(&r.strategy, "strategy", "", "offline (switch, then every locker stopped just before its own start, W at a time) or rolling (K at a time) (default: defaults.strategy of the config)")
 	}
 }
 

@@ -1050,7 +1050,7 @@
       el('label', { for: 'f-strategy' }, 'Strategy'),
       el('select', { id: 'f-strategy' },
         el('option', { value: 'rolling' }, 'rolling — a few lockers at a time'),
-        el('option', { value: 'offline' }, 'offline — stop all, switch, start all')),
+        el('option', { value: 'offline' }, 'offline — switch, then each locker stopped just before its start')),
       el('label', { for: 'f-window' }, 'Max unavailable (K)'),
       el('input', { id: 'f-window', type: 'number', min: '1', max: '1000', placeholder: 'agent default' }),
       el('div', { class: 'hint' }, 'At most this many lockers down at once (policy knob max_unavailable; offline: the first W, the most starting at once).'),
