@@ -141,3 +141,49 @@ func TestClientsAllOn(t *testing.T) {
 		}
 	}
 }
+
+// TestCtlStartingCountsAgainstTheLaunchW: replaces launched under W 8
+// and still in flight when W is cut to 4 are no breach of the cap (a cut
+// does not recall launches); a launch made under W 4 while 4 are in
+// flight is one.
+func TestCtlStartingCountsAgainstTheLaunchW(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	var all []any
+	at := 0
+	add := func(kv map[string]any) {
+		at++
+		kv["time"] = t0.Add(time.Duration(at) * time.Millisecond).Format(time.RFC3339Nano)
+		all = append(all, kv)
+	}
+	ev := func(c, phase string, w int) {
+		kv := map[string]any{"type": "container", "container": c, "phase": phase}
+		if w > 0 {
+			kv["max_starting"] = float64(w)
+		}
+		add(kv)
+	}
+	add(map[string]any{"type": "stage", "message": "pacing: W=8"})
+	for i := range 8 {
+		ev(fmt.Sprintf("l%d", i), "stopping", 8)
+	}
+	add(map[string]any{"type": "stage", "message": "pacing: IO pressure: W=4"})
+	for i := range 8 {
+		ev(fmt.Sprintf("l%d", i), "stopped", 0)
+		ev(fmt.Sprintf("l%d", i), "starting", 8)
+	}
+	for i := range 5 {
+		ev(fmt.Sprintf("l%d", i), "healthy", 0)
+	}
+	ev("l8", "stopping", 4) // 3 in flight + this one: within W 4
+	var m Mark
+	ctlStarting(&m, all)
+	if m.CtlOverCap != 0 || m.CtlMaxStarting != 8 || m.CtlMaxW != 8 || m.CtlWChanges != 2 {
+		t.Errorf("launches before a cut: over cap %d, most starting %d, W max %d, changes %d; want 0, 8, 8, 2", m.CtlOverCap, m.CtlMaxStarting, m.CtlMaxW, m.CtlWChanges)
+	}
+	ev("l9", "stopping", 4) // 5 in flight under W 4: a breach
+	m = Mark{}
+	ctlStarting(&m, all)
+	if m.CtlOverCap != 1 {
+		t.Errorf("a launch past its own W: over cap %d, want 1", m.CtlOverCap)
+	}
+}

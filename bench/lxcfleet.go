@@ -371,8 +371,14 @@ var wRe = regexp.MustCompile(`\bW\s*=\s*(\d+)`)
 // ctlStarting computes, from lxcfleet's --json container events, the most
 // lockers starting at once as the controller counts them (a "starting"
 // event until that locker's "healthy", "moved", "failed" or "skipped"),
-// and checks it against the controller's cap: the starting limit W where
-// a stage message states it, else K.
+// and checks the controller's cap as it keeps it: at each launch, the
+// lockers launched and not yet healthy are at most the W that launch was
+// made under. A replace is launched at its "stopping" event (it takes its
+// start place before its stop; the event carries that W), a start at its
+// "starting" event. A cut of W does not recall launches in flight (as a
+// TCP window cut does not recall packets in flight), so a count above
+// the W of a later moment is no breach. Where no event states W, K is the
+// cap.
 func ctlStarting(m *Mark, all []any) {
 	type ev struct {
 		t     time.Time
@@ -410,31 +416,47 @@ func ctlStarting(m *Mark, all []any) {
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].t.Before(evs[j].t) })
 	starting := map[string]bool{}
+	inFlight := map[string]bool{}
 	w := 0
 	for _, e := range evs {
-		if e.w > 0 {
+		if e.w > 0 && e.c == "" { // a stage stating W
 			if e.w != w {
 				m.CtlWChanges++
 			}
 			w = e.w
 			m.CtlMaxW = max(m.CtlMaxW, w)
-			if e.c == "" {
-				continue
-			}
+			continue
 		}
+		launchW := 0
 		switch e.phase {
-		case "starting":
-			starting[e.c] = true
-			m.CtlStarts++
-		case "healthy", "moved", "failed", "skipped", "stopped":
+		case "stopping", "starting":
+			if e.w > 0 && !inFlight[e.c] {
+				launchW = e.w
+				m.CtlMaxW = max(m.CtlMaxW, e.w)
+			}
+			if e.phase == "starting" {
+				starting[e.c] = true
+				m.CtlStarts++
+			}
+			if e.phase == "starting" || e.w > 0 { // a phase stop (stop-all) has no W: no launch
+				if !inFlight[e.c] && launchW == 0 {
+					launchW = w
+					if launchW == 0 {
+						launchW = m.Window
+					}
+				}
+				inFlight[e.c] = true
+			} else {
+				launchW = 0
+			}
+		case "healthy", "moved", "failed", "skipped":
+			delete(starting, e.c)
+			delete(inFlight, e.c)
+		case "stopped":
 			delete(starting, e.c)
 		}
 		m.CtlMaxStarting = max(m.CtlMaxStarting, len(starting))
-		limit := w
-		if limit == 0 {
-			limit = m.Window
-		}
-		if limit > 0 && len(starting) > limit {
+		if launchW > 0 && len(inFlight) > launchW {
 			m.CtlOverCap++
 		}
 	}
