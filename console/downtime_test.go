@@ -55,8 +55,8 @@ func probe(ctx context.Context, port int) probeResult {
 
 // TestDowntimePageDuringOfflineUpdate: with downtime_page on, a prober
 // hitting a locker's port during an offline update gets the maintenance
-// page (503, Retry-After, the expected end) while the locker is down, and
-// the app again afterwards.
+// page (503, Retry-After, the expected end) while the locker is down
+// between its stop and its start, and the app again afterwards.
 func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 	testfleet.RequireLXC(t)
 	e := newEnv(t, 3, testfleet.Options{StartupMS: 300}, func(c *agent.Config) {
@@ -65,6 +65,11 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 		c.Defaults.Policy.Pacing = rollout.Fixed // (adaptive pacing would widen W)
 	})
 	target := e.lockers[len(e.lockers)-1] // started last
+	// An offline update stops each locker just before its own start: the
+	// page holds the port from the app's exit to the start, which a stop
+	// 1.5 s slower makes long enough to see.
+	slowStops = map[string]time.Duration{target.Name: 1500 * time.Millisecond}
+	t.Cleanup(func() { slowStops = nil })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
@@ -171,6 +176,8 @@ func TestDowntimePageDuringOfflineUpdate(t *testing.T) {
 		}
 	}
 	t.Logf("held with the page for %v; refused for %v (the moments between the app letting go and the hold, and between the release and the app listening)", held.Round(time.Millisecond), refusedWhileDown.Round(time.Millisecond))
+	// Held from the app's exit to the start; refused only in the moments
+	// around the hold and while the app boots (it must bind the port).
 	if refusedWhileDown > held/2 {
 		t.Errorf("refused for %v while held for only %v: the hold should cover most of the downtime", refusedWhileDown, held)
 	}

@@ -142,8 +142,10 @@ func (e *heldEnv) restartsUnderTraffic(t *testing.T, name, addr, netns, network 
 			close(stop)
 			diag := ""
 			if netns != "" {
-				out, _ := exec.Command("sh", "-c", "ip netns exec "+filepath.Base(netns)+" ss -ltnp; ip -n "+filepath.Base(netns)+" addr show lo").CombinedOutput()
+				out, _ := exec.Command("sh", "-c", "ip netns exec "+filepath.Base(netns)+" ss -ltnp; ip -n "+filepath.Base(netns)+" addr show lo; ip netns exec "+filepath.Base(netns)+" wget -q -O- -T 2 http://127.0.0.1:8080/healthz; echo \" (wget from the named netns: $?)\"").CombinedOutput()
 				diag = string(out)
+				at, _ := e.host.Exec(ctx, name, "sh", "-c", "readlink /proc/self/ns/net; wget -q -O- -T 2 http://127.0.0.1:8080/healthz; echo \" (wget attached: $?)\"")
+				diag += " attached: " + string(at.Stdout) + string(at.Stderr)
 			}
 			in, _ := e.host.Info(ctx, name)
 			out, _ := exec.Command("sh", "-c", "ls -l /proc/"+strconv.Itoa(in.InitPID)+"/ns/net; stat -L -c %i "+netns+"; for p in $(ps -e -o pid= --forest); do n=$(readlink /proc/$p/ns/net); c=$(cat /proc/$p/comm); case $c in node|tini|sh|lxcfleet-listen) echo $p $c $n;; esac; done; grep -i -e share -e inherit -e net "+e.host.LogFile(name)+" | tail -20").CombinedOutput()

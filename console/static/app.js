@@ -1068,7 +1068,7 @@
         el('li', {}, 'Fetch and build ', el('code', {}, target), ' into a new release while every locker keeps serving (npm runs only if the lockfile changed). A failed build stops here and touches nothing.'),
       ];
       if (strategy === 'offline') {
-        steps.push(el('li', {}, 'Stop ', el('b', {}, 'all ' + plural(n, 'running locker')), ', switch current to the new release, then start them again, ', wave, ' at a time.'));
+        steps.push(el('li', {}, 'Switch current to the new release, then restart ', el('b', {}, 'all ' + plural(n, 'running locker')), ', ', wave, ' at a time, each stopped just before its own start (no serving capacity kept).'));
       } else {
         steps.push(el('li', {}, 'Switch current, then replace the ', plural(n, 'running locker'), ' ', wave, ' at a time (stop, start on the new release, wait healthy). Too many failures roll back by policy.'));
       }
