@@ -142,9 +142,9 @@ func (e *heldEnv) restartsUnderTraffic(t *testing.T, name, addr, netns, network 
 			close(stop)
 			diag := ""
 			if netns != "" {
-				out, _ := exec.Command("sh", "-c", "ip netns exec "+filepath.Base(netns)+" ss -ltnp; ip -n "+filepath.Base(netns)+" addr show lo; ip netns exec "+filepath.Base(netns)+" wget -q -O- -T 2 http://127.0.0.1:8080/healthz; echo \" (wget from the named netns: $?)\"").CombinedOutput()
+				out, _ := exec.Command("sh", "-c", "ip netns exec "+filepath.Base(netns)+" ss -ltnp; ip -n "+filepath.Base(netns)+" addr show lo; ip netns exec "+filepath.Base(netns)+" curl -sS --max-time 2 http://127.0.0.1:8080/healthz; echo \" (curl from the named netns: $?)\"").CombinedOutput()
 				diag = string(out)
-				at, _ := e.host.Exec(ctx, name, "sh", "-c", "readlink /proc/self/ns/net; wget -q -O- -T 2 http://127.0.0.1:8080/healthz; echo \" (wget attached: $?)\"")
+				at, _ := e.host.Exec(ctx, name, "sh", "-c", "readlink /proc/self/ns/net; wget -q -O- http://127.0.0.1:8080/healthz; echo \" (wget attached: $?)\"")
 				diag += " attached: " + string(at.Stdout) + string(at.Stderr)
 			}
 			in, _ := e.host.Info(ctx, name)

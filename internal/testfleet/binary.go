@@ -67,14 +67,16 @@ const EmptyHeldEnv = "LXCFLEET_EMPTY_HELD"
 
 // SkipEmptyHeldExecCheck skips a test of a held-socket locker on network
 // "empty" unless EmptyHeldEnv is 1. Known bug, not fixed (2026-12-06): in
-// about 1 restart in 3 of such a locker, its app serves (a request through
-// the named namespace from the host is answered) but every exec check
-// attached into the container fails from then on (busybox wget: connection
-// refused to the app's 127.0.0.1 port, later a segfault), though the
-// attached process reads the same network namespace. The update then
-// counts the locker failed and rolls back. Until the cause is found these
-// tests run by hand only (LXCFLEET_EMPTY_HELD=1), so make test stays
-// deterministic; network "none" held lockers are tested in make test.
+// about 1 restart in 3 of such a locker under the tests' client (a new
+// connection every 10 ms, 1,600 sockets in TIME_WAIT in its namespace),
+// its exec check (busybox wget attached into the container) is refused a
+// connection to the app's 127.0.0.1 port until the start's deadline, while
+// the app serves: curl from the host through the named namespace is
+// answered by the new instance, the listener and the processes are in the
+// namespace the attached process reads. The update then counts the locker
+// failed and rolls back. Until the cause is found these tests run by hand
+// only (LXCFLEET_EMPTY_HELD=1), so make test stays deterministic; held
+// lockers on network "none" are tested in make test.
 func SkipEmptyHeldExecCheck(t testing.TB) {
 	t.Helper()
 	if os.Getenv(EmptyHeldEnv) != "1" {
