@@ -225,9 +225,6 @@ func TestHeldSocketsRollingUpdateAndRestartRefuseNothing(t *testing.T) {
 		{provision.NetworkEmpty, provision.SocketHeld},
 	} {
 		t.Run(tc.network+"-"+tc.socket, func(t *testing.T) {
-			if tc.network == provision.NetworkEmpty {
-				testfleet.SkipEmptyHeldExecCheck(t)
-			}
 			e := newHeldEnv(t, n, tc.network, tc.socket)
 			e.interval = interval
 			a := e.newAgent(t, k)

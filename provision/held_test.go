@@ -189,9 +189,6 @@ func pids(bodies []string) []string {
 func TestHeldSocketRestartsRefuseNothing(t *testing.T) {
 	for _, network := range []string{NetworkNone, NetworkEmpty} {
 		t.Run(network, func(t *testing.T) {
-			if network == NetworkEmpty {
-				testfleet.SkipEmptyHeldExecCheck(t)
-			}
 			e := newHeldEnv(t)
 
 			// Today's way: the app binds its port at each start.

@@ -60,26 +60,3 @@ func CleanBinary() {
 		_ = os.RemoveAll(binOnce.dir)
 	}
 }
-
-// EmptyHeldEnv, set to 1, runs the tests of held-socket lockers on network
-// "empty" (a named network namespace kept across restarts) in make test.
-const EmptyHeldEnv = "LXCFLEET_EMPTY_HELD"
-
-// SkipEmptyHeldExecCheck skips a test of a held-socket locker on network
-// "empty" unless EmptyHeldEnv is 1. Known bug, not fixed (2026-12-06): in
-// about 1 restart in 3 of such a locker under the tests' client (a new
-// connection every 10 ms, 1,600 sockets in TIME_WAIT in its namespace),
-// its exec check (busybox wget attached into the container) is refused a
-// connection to the app's 127.0.0.1 port until the start's deadline, while
-// the app serves: curl from the host through the named namespace is
-// answered by the new instance, the listener and the processes are in the
-// namespace the attached process reads. The update then counts the locker
-// failed and rolls back. Until the cause is found these tests run by hand
-// only (LXCFLEET_EMPTY_HELD=1), so make test stays deterministic; held
-// lockers on network "none" are tested in make test.
-func SkipEmptyHeldExecCheck(t testing.TB) {
-	t.Helper()
-	if os.Getenv(EmptyHeldEnv) != "1" {
-		t.Skipf("held socket on network empty: a known bug makes 1 exec check in 3 fail after a restart (testfleet.SkipEmptyHeldExecCheck); run with %s=1", EmptyHeldEnv)
-	}
-}
