@@ -125,6 +125,8 @@ func TestClientsAllOn(t *testing.T) {
 	c := startClients([]string{ln.Addr().String(), ln.Addr().String()}, 20*time.Millisecond, 5*time.Second)
 	var end time.Time
 	ok := false
+	// The sleep paces a poll: the clients keep their first answers in a
+	// table and send no event (the benchmark reads it once, at the end).
 	for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		end, ok = c.allOn("B")
 	}
