@@ -21,21 +21,13 @@ setup:
 build:
 	go build -trimpath -ldflags "-X main.version=$$(packaging/deb-version)" -o $(BIN) ./cmd/lxcfleet
 
-## test: set the host up, then vet and run every test (real containers; root). The mutants whose
-## tests need no lockers (all but 5) run beside the package tests at idle CPU priority (chrt --idle:
-## only on the CPU the tests leave; no containers, no ports of the lockers' range); their output
-## prints when the tests end. The other 5, and the fuzz targets, run after.
+## test: set the host up, then vet and run every test (real containers; root): scripts/run-tests
+## runs fleet's package (etcd leases, mostly waiting) beside the others (one package at a time), the
+## mutants whose tests need no lockers (all but 5) and the fuzz targets beside both at idle CPU
+## priority (chrt --idle: only on the CPU the tests leave), then the other 5 mutants alone
 test: setup build
 	go vet ./...
-	@log=$$(mktemp /tmp/lxcfleet-mutants.XXXXXX); \
-	  echo "chrt --idle 0 go run ./internal/mutants -lockers none > $$log (beside the tests)"; \
-	  chrt --idle 0 go run ./internal/mutants -lockers none > $$log 2>&1 & mpid=$$!; \
-	  echo "LXCFLEET_TEST_BIN=$(abspath $(BIN)) $(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./..."; \
-	  LXCFLEET_TEST_BIN=$(abspath $(BIN)) $(GOTEST) -count=1 -p 1 -timeout 60m $(TESTARGS) ./...; trc=$$?; \
-	  wait $$mpid; mrc=$$?; echo "mutants without lockers (ran beside the tests):"; cat $$log; rm -f $$log; \
-	  [ $$trc -eq 0 ] && [ $$mrc -eq 0 ]
-	go run ./internal/mutants -lockers only
-	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+	BIN=$(BIN) GOTEST="$(GOTEST)" TESTARGS="$(TESTARGS)" FUZZTIME=10s scripts/run-tests
 
 ## fleet-acceptance: issue 21's acceptance at full count (make test leaves it out: narrower tests
 ## prove its rules there; TestFleetAcceptance's skip names them): 4 real

@@ -89,7 +89,7 @@ func newHeldEnv(t *testing.T, n int, network, socket string) *heldEnv {
 	opts := ProvisionOptions{Template: "busybox", Init: "/usr/bin/node /opt/app/server.js", Node: e.node, Tini: provision.DefaultTini,
 		Network: network, Socket: socket, ListenFD: testfleet.ListenFD(t)}
 	if network == provision.NetworkNone {
-		opts.PortBase = freePortRange(t, n)
+		opts.PortBase = testfleet.PortRange(t, n)
 	} else {
 		opts.ExtraConfig = []string{"lxc.environment = PORT=" + strconv.Itoa(heldFixedPort)}
 		if socket == provision.SocketHeld {

@@ -11,10 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -82,7 +79,7 @@ func (e *layoutEnv) nodeOptions(t *testing.T, n int) ProvisionOptions {
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
 		Tini:     provision.DefaultTini,
-		PortBase: freePortRange(t, n),
+		PortBase: testfleet.PortRange(t, n),
 	}
 }
 
@@ -112,36 +109,6 @@ func (e *layoutEnv) release(t *testing.T, name string) string {
 		t.Fatalf("release of %s (pid %d): %q deleted=%v err=%v", name, in.InitPID, rel, deleted, err)
 	}
 	return rel
-}
-
-// freePortRange returns a base port from which n ports on 127.0.0.1 are
-// free now.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for range 200 {
-		// Below the kernel's ephemeral range (32768 up): provision refuses
-		// a base in it.
-		r, _ := rand.Int(rand.Reader, big.NewInt(11000))
-		base := 20000 + int(r.Int64())
-		ok := true
-		var ls []net.Listener
-		for p := base; p < base+n; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
 }
 
 // logTail returns the end of a log file, for failure messages.

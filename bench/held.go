@@ -57,8 +57,74 @@ type HeldFigures struct {
 	StopToStartMax    float64 `json:"stop_to_start_max"`
 	StartToHealthyP50 float64 `json:"start_to_healthy_p50"`
 	StartToHealthyMax float64 `json:"start_to_healthy_max"`
-	TimedOut          bool    `json:"timed_out,omitempty"`
-	Err               string  `json:"error,omitempty"`
+	// CPU is where the box's CPU went from the command's start to the
+	// window's end.
+	CPU      HeldCPU `json:"cpu"`
+	TimedOut bool    `json:"timed_out,omitempty"`
+	Err      string  `json:"error,omitempty"`
+}
+
+// HeldCPU is the CPU used over a span, in % of one core: the fleet's
+// lockers (their cgroup parent), the agent, the socket holder (0 with
+// today's sockets), the benchmark process itself (the clients), and the
+// whole box (/proc/stat: everything but idle and iowait, 100 × cores at
+// most).
+type HeldCPU struct {
+	Lockers float64 `json:"lockers_pct"`
+	Agent   float64 `json:"agent_pct"`
+	Holder  float64 `json:"holder_pct"`
+	Bench   float64 `json:"bench_pct"`
+	Box     float64 `json:"box_pct"`
+}
+
+// cpuMark is a reading of the counters HeldCPU is made of.
+type cpuMark struct {
+	at                                 time.Time
+	lockers, agent, holder, bench, box float64
+}
+
+// markCPU reads the counters now.
+func (f *lxfFleet) markCPU() cpuMark {
+	m := cpuMark{at: time.Now(), lockers: cgroupCPUSeconds(f.r.cgParent), bench: procCPUSeconds(os.Getpid()), box: boxBusySeconds()}
+	if f.agent != nil {
+		m.agent = procCPUSeconds(f.agent.cmd.Process.Pid)
+	}
+	if pid := holderPID(filepath.Join(f.dir, "holder")); pid > 0 {
+		m.holder = procCPUSeconds(pid)
+	}
+	return m
+}
+
+// cpuSince is the CPU used from m0 to m1.
+func cpuSince(m0, m1 cpuMark) HeldCPU {
+	d := m1.at.Sub(m0.at).Seconds()
+	if d <= 0 {
+		return HeldCPU{}
+	}
+	pct := func(a, b float64) float64 { return 100 * (b - a) / d }
+	return HeldCPU{Lockers: pct(m0.lockers, m1.lockers), Agent: pct(m0.agent, m1.agent), Holder: pct(m0.holder, m1.holder),
+		Bench: pct(m0.bench, m1.bench), Box: pct(m0.box, m1.box)}
+}
+
+// boxBusySeconds is the CPU time all CPUs spent busy since boot (the
+// first line of /proc/stat, all but idle and iowait).
+func boxBusySeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		var x float64
+		fmt.Sscan(v, &x)
+		busy += x
+	}
+	return busy / 100 // USER_HZ
 }
 
 // HeldAlone is one locker of a socket mode restarted alone (the fleet
@@ -348,6 +414,7 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	f.r.log.Info("scenario", "id", id, "socket", f.socket, "strategy", strategy, "from", from, "to", to)
 	c := startClients(f.addrs, o.ClientInterval, o.ClientTimeout)
 	time.Sleep(2 * time.Second)
+	m0 := f.markCPU()
 	out, t0, err := f.cliAt(ctx, "update-code", "--strategy", strategy, "--target", buildTag[to])
 	cmdEnd := time.Now()
 	h.CommandSeconds = cmdEnd.Sub(t0).Seconds()
@@ -365,6 +432,7 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	if !ok {
 		end = time.Now()
 	}
+	h.CPU = cpuSince(m0, f.markCPU())
 	time.Sleep(time.Second)
 	reqs := c.finish()
 	h.WindowSeconds = end.Sub(t0).Seconds()
@@ -471,7 +539,7 @@ func (f *lxfFleet) destroy(ctx context.Context) error {
 // fleet at a time; the main fleet is stopped meanwhile.
 func (r *runner) clientScenarios(ctx context.Context, ids map[string]bool, rep *Report) error {
 	n := r.o.HeldN
-	for _, socket := range []string{provision.SocketApp, provision.SocketHeld} {
+	for _, socket := range r.o.HeldSockets {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -122,16 +122,16 @@ func secs(xs []float64) string {
 func (rep *Report) markdown20(b *strings.Builder) {
 	if len(rep.Held) > 0 {
 		b.WriteString("Issue 20: a client at each locker (a new TCP connection and one GET /healthz per request), during lxcfleet updates through its agent, on a fleet lxcfleet provisioned itself (busybox, node under tini, host network), once with today's sockets (`[provision] socket = \"app\"`: the app binds its port) and once with held sockets (`socket = \"held\"`: the holder keeps each socket, the app gets it at fd 3). One fleet at a time, the main fleet stopped. Requests counted from the command's start to the window's end (every locker has answered the target build); a request fails when refused, reset (or closed unanswered), or not answered within the client's timeout.\n\n")
-		b.WriteString("| scenario | socket | lockers | requests | failed | refused / reset / timed out / other | latency p50 / p99 / max ms | window s (command s) | lockers started | per locker: stopping → starting, starting → healthy s (p50 / max) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| scenario | socket | lockers | requests | failed | refused / reset / timed out / other | latency p50 / p99 / max ms | window s (command s) | lockers started | per locker: stopping → starting, starting → healthy s (p50 / max) | CPU % of one core: box / lockers / agent / holder / clients |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, h := range rep.Held {
 			if h.Err != "" && h.Clients.Requests == 0 {
 				fmt.Fprintf(b, "| %s | %s | %d | error: %s ||||||\n", h.Title, h.Socket, h.N, h.Err)
 				continue
 			}
 			c := h.Clients
-			fmt.Fprintf(b, "| %s %s → %s | %s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f |\n", h.Title, h.From, h.To, h.Socket, h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
+			fmt.Fprintf(b, "| %s %s → %s | %s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", h.Title, h.From, h.To, h.Socket, h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
 				c.P50ms, c.P99ms, c.MaxMs, h.WindowSeconds, h.CommandSeconds, map[bool]string{true: " timed out", false: ""}[h.TimedOut], h.Restarted,
-				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax)
+				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax, h.CPU.Box, h.CPU.Lockers, h.CPU.Agent, h.CPU.Holder, h.CPU.Bench)
 		}
 		b.WriteString("\n")
 		for _, a := range rep.HeldAlone {

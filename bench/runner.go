@@ -14,6 +14,7 @@ import (
 
 	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
+	"lxcfleet/provision"
 )
 
 // Options configure a benchmark run.
@@ -79,6 +80,9 @@ type Options struct {
 	// min(N, 40)).
 	HeldN    int
 	DensityN int
+	// HeldSockets are the socket modes scenarios 6 and 7 run (default
+	// both: provision.SocketApp, then provision.SocketHeld).
+	HeldSockets []string
 	// ClientInterval is each client's period in 6, 7 and 8 (500 ms: two
 	// new connections a second a locker); ClientTimeout how long a
 	// request may wait for its answer before it counts as timed out (60 s).
@@ -123,6 +127,14 @@ func (o *Options) defaults() error {
 	}
 	if len(o.Scenarios) == 0 {
 		o.Scenarios = DefaultScenarios
+	}
+	if len(o.HeldSockets) == 0 {
+		o.HeldSockets = []string{provision.SocketApp, provision.SocketHeld}
+	}
+	for _, m := range o.HeldSockets {
+		if m != provision.SocketApp && m != provision.SocketHeld {
+			return fmt.Errorf("socket mode %q: want %q or %q", m, provision.SocketApp, provision.SocketHeld)
+		}
 	}
 	if o.HeldN <= 0 {
 		o.HeldN = o.N

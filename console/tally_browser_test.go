@@ -116,7 +116,10 @@ func TestConsolePanelsAgreeDuringAFailingUpdate(t *testing.T) {
 	chromium := requireChromium(t)
 	testfleet.RequireLXC(t)
 	const n = 4
-	e := newEnv(t, n, testfleet.Options{StartupMS: 600}, nil)
+	// The broken locker fails by its deadline, once on the way out and once
+	// on the way back: 8 s (env's 30 s made this test 71 s long) is still
+	// 13 of its 600 ms starts, and long enough for the page to show each step.
+	e := newEnv(t, n, testfleet.Options{StartupMS: 600}, func(c *agent.Config) { c.Defaults.Policy.Deadline = 8 * time.Second })
 	bad := e.fleet.Add(1, testfleet.Broken)[0] // runs, answers 503
 	if err := e.fleet.Host.Start(context.Background(), bad.Name); err != nil {
 		t.Fatal(err)

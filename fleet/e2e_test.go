@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -177,9 +176,8 @@ prefix = %q
 		f.hosts = append(f.hosts, h)
 		// Build A and switch current (no locker yet), then provision.
 		f.cli(t, h, 0, "update-code", "--local", "--target", "main", "--json")
-		r, _ := rand.Int(rand.Reader, big.NewInt(9000))
 		args := append([]string{"provision", "--template", "busybox", "--node", node, "--init", "/usr/bin/node /opt/app/server.js",
-			"--port-base", fmt.Sprint(20000 + int(r.Int64()) + i*200)}, h.names...)
+			"--port-base", fmt.Sprint(testfleet.PortRange(t, len(h.names)))}, h.names...)
 		f.cleanupLockers(h)
 		f.cli(t, h, 0, args...)
 	}

@@ -70,23 +70,28 @@ func TestTLSToEtcd(t *testing.T) {
 	dir := t.TempDir()
 	ca, sc, sk, cc, ck := pki(t, dir)
 	c := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: &etcdtest.TLSFiles{Cert: sc, Key: sk, ClientCA: ca}})
-	try := func(cfg Config) error {
+	// try publishes within limit: a refused handshake is only retried
+	// until the deadline (gRPC does not give up on its own), so the
+	// refused tries get 1 s, not the store's 5 s.
+	try := func(cfg Config, limit time.Duration) error {
 		cfg.Endpoints, cfg.DialTimeout = c.Endpoints(), 2*time.Second
 		cli, err := Dial(cfg)
 		if err != nil {
 			return err
 		}
 		defer cli.Close()
-		_, err = NewStore(cli, "/lxcfleet-tls", "g").Publish(t.Context(), Release{Ref: "main", Commit: cNew}, nil, "test")
+		ctx, cancel := context.WithTimeout(t.Context(), limit)
+		defer cancel()
+		_, err = NewStore(cli, "/lxcfleet-tls", "g").Publish(ctx, Release{Ref: "main", Commit: cNew}, nil, "test")
 		return err
 	}
-	if err := try(Config{CA: ca, Cert: cc, Key: ck}); err != nil {
+	if err := try(Config{CA: ca, Cert: cc, Key: ck}, 30*time.Second); err != nil {
 		t.Fatalf("publishing over TLS with a client certificate: %v", err)
 	}
-	if err := try(Config{CA: ca}); err == nil {
+	if err := try(Config{CA: ca}, time.Second); err == nil {
 		t.Errorf("publishing without a client certificate: want refused")
 	}
-	if err := try(Config{Cert: cc, Key: ck}); err == nil {
+	if err := try(Config{Cert: cc, Key: ck}, time.Second); err == nil {
 		t.Errorf("publishing without the CA (the server's certificate is unknown): want refused")
 	}
 	if _, err := Dial(Config{Endpoints: c.Endpoints(), CA: filepath.Join(dir, "missing.pem")}); err == nil {

@@ -75,7 +75,7 @@ func (e *heldEnv) provisionOne(t *testing.T, tag, socket, network string) (name,
 		Network: network, Socket: socket, ListenFD: testfleet.ListenFD(t)}
 	port := 8080 // a fixed-port app in a namespace of its own
 	if network == NetworkNone {
-		opts.PortBase = freePortRange(t, 1)
+		opts.PortBase = testfleet.PortRange(t, 1)
 	} else {
 		opts.ExtraConfig = []string{"lxc.environment = PORT=" + strconv.Itoa(port)}
 		if socket == SocketHeld {

@@ -100,7 +100,7 @@ func TestTiniStopsNodeAppWithoutHandler(t *testing.T) {
 	t.Run("provision", func(t *testing.T) {
 		name := e.names("p", 1)[0]
 		e.cleanup(t, name)
-		opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: freePortRange(t, 1)}
+		opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: testfleet.PortRange(t, 1)}
 		res, err := e.prov.Provision(ctx, []string{name}, opts)
 		if err != nil || res[0].Outcome != OutcomeProvisioned {
 			t.Fatalf("Provision: %+v %v", res, err)
@@ -124,7 +124,7 @@ func TestTiniStopsNodeAppWithoutHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 		// An operator's locker: node as PID 1, the template's SIGUSR1.
-		port := freePortRange(t, 1)
+		port := testfleet.PortRange(t, 1)
 		if _, err := e.host.EditConfig(name, func(old []byte) ([]byte, error) {
 			var b strings.Builder
 			b.Write(mounts.DropConfig(old, func(k, _ string) bool {
@@ -199,7 +199,7 @@ func TestStartErrorCarriesAppExitAndOutput(t *testing.T) {
 	ctx := context.Background()
 	name := e.names("c", 1)[0]
 	e.cleanup(t, name)
-	opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: freePortRange(t, 1)}
+	opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: testfleet.PortRange(t, 1)}
 	if res, err := e.prov.Provision(ctx, []string{name}, opts); err != nil || res[0].Outcome != OutcomeProvisioned {
 		t.Fatalf("Provision: %+v %v", res, err)
 	}

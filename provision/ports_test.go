@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"errors"
+	"lxcfleet/internal/testfleet"
 	"net"
 	"os"
 	"strconv"
@@ -23,7 +24,7 @@ func TestPortsSkipSquattedAndEphemeral(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := freePortRange(t, 4)
+	base := testfleet.PortRange(t, 4)
 	squat, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base))
 	if err != nil {
 		t.Fatal(err)

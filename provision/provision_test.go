@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,7 +140,7 @@ func (e *layoutEnv) nodeOptions(t *testing.T, n int) Options {
 		Init:     "/usr/bin/node /opt/app/server.js",
 		Node:     e.node,
 		Tini:     requireTini(t),
-		PortBase: freePortRange(t, n),
+		PortBase: testfleet.PortRange(t, n),
 	}
 }
 
@@ -567,36 +565,6 @@ func statOwner(t *testing.T, p string) (int, int) {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	return int(st.Uid), int(st.Gid)
-}
-
-// freePortRange returns a base port from which n ports on 127.0.0.1 are
-// free now.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for range 200 {
-		// Below the kernel's ephemeral range (32768 up): provision refuses
-		// a base in it.
-		r, _ := rand.Int(rand.Reader, big.NewInt(11000))
-		base := 20000 + int(r.Int64())
-		ok := true
-		var ls []net.Listener
-		for p := base; p < base+n; p++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
 }
 
 // logTail returns the end of a log file, for failure messages.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
 
@@ -59,7 +60,7 @@ func TestSquattedPortNeverHealthy(t *testing.T) {
 	tini := requireTini(t)
 	e := newAppEnv(t, squatApp)
 	ctx := context.Background()
-	base := freePortRange(t, 3)
+	base := testfleet.PortRange(t, 3)
 	crash, stay, own := e.prefix+"sq-crash", e.prefix+"sq-stay", e.prefix+"sq-own"
 	e.cleanup(t, crash, stay, own)
 	opts := Options{Template: "busybox", Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini, PortBase: base}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"lxcfleet/internal/testfleet"
 	"lxcfleet/lxcctl"
 )
 
@@ -55,7 +56,7 @@ func TestUnprivilegedLockersHealthyInBothNetworks(t *testing.T) {
 			e.cleanup(t, name)
 			opts := Options{
 				Template: "busybox", Network: tc.network, Init: "/usr/bin/node /opt/app/s.js", Node: e.node, Tini: tini,
-				PortBase: freePortRange(t, 1), Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"},
+				PortBase: testfleet.PortRange(t, 1), Idmap: []string{"u 0 100000 65536", "g 0 100000 65536"},
 			}
 			res, err := e.prov.Provision(ctx, []string{name}, opts)
 			if err != nil || res[0].Outcome != OutcomeProvisioned {

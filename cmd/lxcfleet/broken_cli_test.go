@@ -55,7 +55,7 @@ health = "http://127.0.0.1:{port}/healthz"
 deadline = "20s"
 monitor = "500ms"
 window = 2
-`, lxcpath, filepath.Join(dir, "state"), filepath.Join(dir, "none.sock"), root, templates, origin.URL, freeRange(t, 8), extra)
+`, lxcpath, filepath.Join(dir, "state"), filepath.Join(dir, "none.sock"), root, templates, origin.URL, testfleet.PortRange(t, 8), extra)
 		p := filepath.Join(dir, file)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 			t.Fatal(err)

@@ -52,7 +52,7 @@ port_base = %d
 [defaults]
 health = "http://127.0.0.1:{port}/healthz"
 deadline = "20s"
-`, lxcpath, state, filepath.Join(filepath.Dir(root), "none.sock"), root, templates, freeRange(t, 1))
+`, lxcpath, state, filepath.Join(filepath.Dir(root), "none.sock"), root, templates, testfleet.PortRange(t, 1))
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

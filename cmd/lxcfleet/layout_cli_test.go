@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,7 +176,7 @@ func TestLayoutCLIProvisionStatusCheckAdopt(t *testing.T) {
 	}
 	l := []string{"--lxcpath", lxcpath, "--root", root}
 	provision := append([]string{"provision", "--templates", templates, "--template", "busybox", "--node", node,
-		"--init", "/usr/bin/node /opt/app/server.js", "--port-base", strconv.Itoa(freeRange(t, 4))}, l...)
+		"--init", "/usr/bin/node /opt/app/server.js", "--port-base", strconv.Itoa(testfleet.PortRange(t, 4))}, l...)
 
 	// A provision that fails leaves nothing behind, and exits 1.
 	out, stderr, code := runCLI(t, append(provision[:len(provision):len(provision)], "--template", "lxcfleet-no-such-template", prefix+"bad")...)
@@ -279,27 +278,4 @@ func TestLayoutCLIProvisionStatusCheckAdopt(t *testing.T) {
 	if out, _, code := runCLI(t, append([]string{"check"}, l...)...); code != 1 || !strings.Contains(out, "whose folder was deleted") {
 		t.Errorf("check after deleting r1: exit %d, want 1 naming the deleted release:\n%s", code, out)
 	}
-}
-
-// freeRange returns a base port from which n ports on 127.0.0.1 are free.
-func freeRange(t *testing.T, n int) int {
-	t.Helper()
-	// Below the kernel's ephemeral range (32768 up): provision refuses a
-	// base in it.
-	for base := 20000 + int(time.Now().UnixNano()%11000); base < 32000; base += n {
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				ok = false
-				continue
-			}
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
 }

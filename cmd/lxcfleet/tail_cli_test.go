@@ -57,7 +57,7 @@ monitor = "1s"
 max_unavailable = 2
 max_starting = 1
 pacing = "fixed"
-`, lxcpath, filepath.Join(dir, "state"), filepath.Join(dir, "none.sock"), root, templates, origin.URL, freeRange(t, n))
+`, lxcpath, filepath.Join(dir, "state"), filepath.Join(dir, "none.sock"), root, templates, origin.URL, testfleet.PortRange(t, n))
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

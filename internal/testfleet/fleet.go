@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,8 @@ import (
 	"lxcfleet/internal/npmregistry"
 	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
+
+	"golang.org/x/sys/unix"
 )
 
 // Variant is how a test locker behaves.
@@ -302,37 +305,78 @@ const (
 	portHigh = 32000
 )
 
+// portLocks is where test processes reserve ports: one file per port,
+// flocked by the process that was given it for as long as it runs (the
+// kernel drops the lock when it exits, even killed). make test runs two
+// packages' tests at once, and a port free now is only a port nobody has
+// bound yet: a locker of the other process may be about to.
+var portLocks = filepath.Join(os.TempDir(), "lxcfleet-test-ports")
+
 var (
 	portMu    sync.Mutex
-	portsUsed = map[int]bool{}
+	portsHeld []*os.File // the reservations, kept open for the process's life
 )
 
-// freePort returns a 127.0.0.1 port that is free now and that no other
-// locker of this test process has been given.
-func freePort(t testing.TB) int {
+// PortRange returns a base port p such that p .. p+n-1 on 127.0.0.1 are
+// free now, below the kernel's ephemeral range (provision refuses a base
+// in it), and reserved for this test process: no other call in this
+// process and no other test process using PortRange is given any of them.
+// Every test that hands lockers ports takes them here.
+func PortRange(t testing.TB, n int) int {
 	t.Helper()
 	portMu.Lock()
 	defer portMu.Unlock()
-	for range 1000 {
-		n, err := rand.Int(rand.Reader, big.NewInt(portHigh-portLow))
-		if err != nil {
-			t.Fatalf("finding a free port: %v", err)
-		}
-		port := portLow + int(n.Int64())
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsUsed[port] = true
-		return port
+	if err := os.MkdirAll(portLocks, 0o777); err != nil {
+		t.Fatalf("reserving %d ports: %v", n, err)
 	}
-	t.Fatalf("finding a free port: none free in %d-%d after 1000 tries", portLow, portHigh)
+	for range 1000 {
+		r, err := rand.Int(rand.Reader, big.NewInt(int64(portHigh-portLow-n)))
+		if err != nil {
+			t.Fatalf("reserving %d ports: %v", n, err)
+		}
+		base := portLow + int(r.Int64())
+		if held, ok := reservePorts(base, n); ok {
+			portsHeld = append(portsHeld, held...)
+			return base
+		}
+	}
+	t.Fatalf("reserving %d ports: no %d free in a row in %d-%d after 1000 tries", n, n, portLow, portHigh)
 	return 0
 }
+
+// reservePorts flocks base .. base+n-1 and checks that each can be bound
+// now; on any failure it gives back what it took.
+func reservePorts(base, n int) ([]*os.File, bool) {
+	var held []*os.File
+	giveBack := func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}
+	for p := base; p < base+n; p++ {
+		f, err := os.OpenFile(filepath.Join(portLocks, strconv.Itoa(p)), os.O_RDWR|os.O_CREATE, 0o666)
+		if err != nil {
+			giveBack()
+			return nil, false
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			giveBack()
+			return nil, false
+		}
+		held = append(held, f)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			giveBack()
+			return nil, false
+		}
+		l.Close()
+	}
+	return held, true
+}
+
+// freePort is PortRange of one port.
+func freePort(t testing.TB) int { return PortRange(t, 1) }
 
 func randHex(n int) string {
 	b := make([]byte, n)
