@@ -57,6 +57,9 @@ type HeldFigures struct {
 	StopToStartMax    float64 `json:"stop_to_start_max"`
 	StartToHealthyP50 float64 `json:"start_to_healthy_p50"`
 	StartToHealthyMax float64 `json:"start_to_healthy_max"`
+	// StartCPUWeight is the fleet's startup CPU boost ([cgroup]
+	// start_cpu_weight; 0: none).
+	StartCPUWeight int `json:"start_cpu_weight"`
 	// CPU is where the box's CPU went from the command's start to the
 	// window's end.
 	CPU      HeldCPU `json:"cpu"`
@@ -150,9 +153,12 @@ type lxfFleet struct {
 	cfgPath string
 	apiSock string
 	stack   *config.Stack
-	names   []string
-	addrs   []string
-	agent   *agentProc
+	// startWeight is the config's [cgroup] start_cpu_weight (the startup
+	// CPU boost; 0: none).
+	startWeight int
+	names       []string
+	addrs       []string
+	agent       *agentProc
 }
 
 // listenFD is the static lxcfleet-listenfd held sockets need: -listenfd,
@@ -231,7 +237,11 @@ stop_timeout = "10s"
 	if r.o.Monitor > 0 {
 		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
 	}
-	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", cg) + extra
+	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", cg)
+	if w := r.o.StartCPUWeight; w != 0 {
+		cfg += fmt.Sprintf("start_cpu_weight = %d\n", max(0, w))
+	}
+	cfg += extra
 	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -239,6 +249,7 @@ stop_timeout = "10s"
 	if err != nil {
 		return nil, fmt.Errorf("the bench's %s config does not load: %w", kind, err)
 	}
+	f.startWeight = file.Cgroup.StartCPUWeight
 	if f.stack, err = config.Wire(file, r.log); err != nil {
 		return nil, err
 	}
@@ -410,7 +421,7 @@ func (f *lxfFleet) startAgent(ctx context.Context) error {
 func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, to string) HeldFigures {
 	o := f.r.o
 	h := HeldFigures{ID: id, Title: heldTitles[id], Socket: f.socket, Strategy: strategy, From: from, To: to, N: len(f.names),
-		IntervalMs: float64(o.ClientInterval.Milliseconds())}
+		IntervalMs: float64(o.ClientInterval.Milliseconds()), StartCPUWeight: f.startWeight}
 	f.r.log.Info("scenario", "id", id, "socket", f.socket, "strategy", strategy, "from", from, "to", to)
 	c := startClients(f.addrs, o.ClientInterval, o.ClientTimeout)
 	time.Sleep(2 * time.Second)

@@ -129,7 +129,7 @@ func (rep *Report) markdown20(b *strings.Builder) {
 				continue
 			}
 			c := h.Clients
-			fmt.Fprintf(b, "| %s %s → %s | %s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", h.Title, h.From, h.To, h.Socket, h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
+			fmt.Fprintf(b, "| %s %s → %s | %s%s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", h.Title, h.From, h.To, h.Socket, boostNote(h.StartCPUWeight), h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
 				c.P50ms, c.P99ms, c.MaxMs, h.WindowSeconds, h.CommandSeconds, map[bool]string{true: " timed out", false: ""}[h.TimedOut], h.Restarted,
 				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax, h.CPU.Box, h.CPU.Lockers, h.CPU.Agent, h.CPU.Holder, h.CPU.Bench)
 		}
@@ -164,4 +164,12 @@ func (rep *Report) aloneNote() string {
 		return fmt.Sprintf("; beside it, one held locker restarted alone without the agent (lxcctl stop, start, a queued request answered): %.3f s", a.Median)
 	}
 	return ""
+}
+
+// boostNote names a fleet's startup CPU boost in the socket column.
+func boostNote(w int) string {
+	if w == 0 {
+		return " (no start boost)"
+	}
+	return fmt.Sprintf(" (start boost %d)", w)
 }

@@ -80,6 +80,10 @@ type Options struct {
 	// min(N, 40)).
 	HeldN    int
 	DensityN int
+	// StartCPUWeight is [cgroup] start_cpu_weight of the fleets lxcfleet
+	// provisions (scenarios 6-8): 0 leaves lxcfleet's default, < 0 turns
+	// the boost off.
+	StartCPUWeight int
 	// HeldSockets are the socket modes scenarios 6 and 7 run (default
 	// both: provision.SocketApp, then provision.SocketHeld).
 	HeldSockets []string

@@ -132,6 +132,9 @@ type File struct {
 	Cgroup struct {
 		Parent    string `toml:"parent"`
 		CPUWeight int    `toml:"cpu_weight"`
+		// StartCPUWeight is the startup CPU boost
+		// (lxcctl.CgroupParent.StartCPUWeight); 0 turns it off.
+		StartCPUWeight int `toml:"start_cpu_weight"`
 	} `toml:"cgroup"`
 }
 
@@ -161,6 +164,7 @@ func Default() File {
 	c.Provision.HolderDir = DefaultHolderDir
 	c.Cgroup.Parent = lxcctl.DefaultCgroupParent
 	c.Cgroup.CPUWeight = lxcctl.DefaultLockersCPUWeight
+	c.Cgroup.StartCPUWeight = lxcctl.DefaultStartCPUWeight
 	return c
 }
 
@@ -322,7 +326,7 @@ func (c File) validate() error {
 
 // CgroupParent is the [cgroup] section for lxcctl.
 func (c File) CgroupParent() lxcctl.CgroupParent {
-	return lxcctl.CgroupParent{Path: c.Cgroup.Parent, CPUWeight: c.Cgroup.CPUWeight}
+	return lxcctl.CgroupParent{Path: c.Cgroup.Parent, CPUWeight: c.Cgroup.CPUWeight, StartCPUWeight: c.Cgroup.StartCPUWeight}
 }
 
 // MountLayout returns the [layout] section as a mounts.Layout: the one place

@@ -1,11 +1,15 @@
 package lxcctl
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // CgroupRoot is where the cgroup file systems are mounted.
@@ -20,6 +24,10 @@ const DefaultCgroupParent = "lxcfleet.lockers"
 // every cycle; saturated, the agent (and its API), nginx and sshd still get
 // theirs (measured in the README's "The agent under load").
 const DefaultLockersCPUWeight = 25
+
+// DefaultStartCPUWeight is the startup CPU boost's weight
+// (CgroupParent.StartCPUWeight): 1000, ten serving lockers' worth.
+const DefaultStartCPUWeight = 1000
 
 // CgroupParent places the containers a Host starts under one parent cgroup
 // with a low CPU weight, the way systemd groups services into slices:
@@ -36,11 +44,24 @@ type CgroupParent struct {
 	// written as cpu.shares = weight × 1024 / 100 (systemd's mapping).
 	// 0 leaves the kernel's default.
 	CPUWeight int
+	// StartCPUWeight is a startup CPU boost (Kubernetes'
+	// kube-startup-cpu-boost, Cloud Run's startup CPU boost): a starting
+	// container's own cgroup gets this CPU weight, in the same units, from
+	// its start until its first healthy check (or its failure), then its
+	// weight before (the kernel's 100 unless its config sets one). Its
+	// siblings are the other lockers under the parent, so the boost only
+	// moves CPU from serving lockers to starting ones: the parent's own
+	// weight against the agent and the rest of the box is unchanged. 0:
+	// no boost. It applies with or without a parent.
+	StartCPUWeight int
 }
 
 // Validate reports a path that would escape the cgroup root or a weight
 // out of range.
 func (p CgroupParent) Validate() error {
+	if p.StartCPUWeight < 0 || p.StartCPUWeight > 10000 {
+		return fmt.Errorf("cgroup: start cpu weight %d out of 1..10000", p.StartCPUWeight)
+	}
 	if p.Path == "" {
 		return nil
 	}
@@ -100,4 +121,66 @@ func (p CgroupParent) CPUWeightNow() (int, error) {
 		return 0, fmt.Errorf("reading the cpu weight of cgroup parent %s: %w", p.Path, err)
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// cpuWeightFile is the CPU weight file of the cgroup process pid is in:
+// cpu.weight (v2) or cpu.shares (v1, in the cpu hierarchy), read from
+// /proc/PID/cgroup.
+func cpuWeightFile(pid int) (string, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return "", err
+	}
+	cgs, err := p.Cgroups()
+	if err != nil {
+		return "", err
+	}
+	v2 := CgroupV2()
+	for _, cg := range cgs {
+		if v2 && cg.HierarchyID == 0 {
+			return filepath.Join(CgroupRoot, cg.Path, "cpu.weight"), nil
+		}
+		if !v2 && slices.Contains(cg.Controllers, "cpu") {
+			return filepath.Join(CgroupRoot, "cpu", cg.Path, "cpu.shares"), nil
+		}
+	}
+	return "", fmt.Errorf("process %d: no cpu cgroup in /proc/%d/cgroup", pid, pid)
+}
+
+// weightValue is a weight in v2 units as the file of cpuWeightFile takes it.
+func weightValue(weight int) string {
+	if CgroupV2() {
+		return strconv.Itoa(weight)
+	}
+	return strconv.Itoa(max(2, weight*1024/100))
+}
+
+// boostStart gives the cgroup of a starting container's init (pid) the
+// CPU weight p.StartCPUWeight and returns what writes its weight before
+// back (see StartCPUWeight). Without a boost, or when the cgroup cannot be
+// read or written, it changes nothing and says why in err; restore is
+// never nil.
+func (p CgroupParent) boostStart(pid int) (restore func() error, err error) {
+	restore = func() error { return nil }
+	if p.StartCPUWeight == 0 || pid <= 0 {
+		return restore, nil
+	}
+	file, err := cpuWeightFile(pid)
+	if err != nil {
+		return restore, fmt.Errorf("boosting the CPU weight of process %d: %w", pid, err)
+	}
+	before, err := os.ReadFile(file)
+	if err != nil {
+		return restore, fmt.Errorf("boosting the CPU weight of process %d: %w", pid, err)
+	}
+	if err := os.WriteFile(file, []byte(weightValue(p.StartCPUWeight)), 0o644); err != nil {
+		return restore, fmt.Errorf("boosting the CPU weight of process %d: %w", pid, err)
+	}
+	return func() error {
+		err := os.WriteFile(file, before, 0o644)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // gone: the container stopped
+			return fmt.Errorf("writing back the CPU weight of %s: %w", file, err)
+		}
+		return nil
+	}, nil
 }

@@ -139,3 +139,92 @@ func cgroupOf(pid int) (string, error) {
 	}
 	return "", errors.New("no cpu controller in /proc/" + strconv.Itoa(pid) + "/cgroup")
 }
+
+// TestStartupCPUBoost: with StartCPUWeight, a starting locker's own cgroup
+// has the boost's weight from its start until its first healthy check,
+// then the weight it had before: the kernel's default, or the one its
+// config sets. Each locker's check passes only once the test lets it (a
+// file in its rootfs), so the test sees the start both before and after.
+func TestStartupCPUBoost(t *testing.T) {
+	f := testfleet.New(t, testfleet.Options{})
+	lockers := f.Add(2, testfleet.Normal)
+	parent := lxcctl.CgroupParent{Path: "lxcfleet-test-" + strings.TrimSuffix(f.Prefix, "-"), CPUWeight: 25, StartCPUWeight: 1000}
+	t.Cleanup(func() { removeCgroup(t, parent.Path) })
+	// v1 cpu.shares, v2 cpu.weight: the boost and the weights before it.
+	boost, deflt, own, ownKey := "10240", "1024", "512", "lxc.cgroup.cpu.shares"
+	if lxcctl.CgroupV2() {
+		boost, deflt, own, ownKey = "1000", "100", "50", "lxc.cgroup2.cpu.weight"
+	}
+	cfg := filepath.Join(f.Path, lockers[1].Name, "config")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, append(b, []byte(ownKey+" = "+own+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := lxcctl.NewHost(lxcctl.Options{LXCPath: f.Path, Cgroup: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() {
+		_, _ = lockerverbs.StopAll(ctx, h, testfleet.Names(lockers), lxcctl.StopOptions{Parallel: 2, Timeout: 5 * time.Second})
+	})
+	weightOf := func(name string) string {
+		info, err := h.Info(ctx, name)
+		if err != nil {
+			return err.Error()
+		}
+		cg, err := cgroupOf(info.InitPID)
+		if err != nil {
+			return err.Error()
+		}
+		file := filepath.Join(lxcctl.CgroupRoot, "cpu", cg, "cpu.shares")
+		if lxcctl.CgroupV2() {
+			file = filepath.Join(lxcctl.CgroupRoot, cg, "cpu.weight")
+		}
+		w, err := os.ReadFile(file)
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(string(w))
+	}
+	gate, err := lxcctl.ParseHealthCheck("exec:test -e /lxcfleet-test-healthy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan lxcctl.StartResult, len(lockers))
+	for _, l := range lockers {
+		go func() { results <- h.StartHealthy(ctx, l.Name, gate, 30*time.Second) }()
+	}
+	// A start reaches its boost within milliseconds of LXC's RUNNING; 10 s
+	// for both is for a loaded box.
+	deadline := time.Now().Add(10 * time.Second)
+	for i, want := range []string{deflt, own} {
+		name := lockers[i].Name
+		// Waits for the start to reach the boost: nothing else tells; the
+		// check cannot pass before the file below is made.
+		var got string
+		for ; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if got = weightOf(name); got == boost {
+				break
+			}
+		}
+		if got != boost {
+			t.Errorf("%s starting: CPU weight %s, want the boost's %s", name, got, boost)
+		}
+		if err := os.WriteFile(filepath.Join(f.Path, name, "rootfs", "lxcfleet-test-healthy"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-results; !r.OK() {
+			t.Fatalf("%s: %s %v", r.Name, r.Outcome, r.Err)
+		}
+		if got := weightOf(name); got != want {
+			t.Errorf("%s healthy: CPU weight %s, want %s back", name, got, want)
+		}
+	}
+	if err := (lxcctl.CgroupParent{StartCPUWeight: 10001}).Validate(); err == nil {
+		t.Errorf("start weight 10001 accepted")
+	}
+}

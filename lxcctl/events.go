@@ -134,8 +134,11 @@ func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts Sta
 	if err := h.Start(sctx, name); err != nil {
 		return fail(StartFailed, err)
 	}
+	endBoost := h.boostStart(ctx, name)
 	emit(opts.OnEvent, Event{Container: name, Phase: PhaseRunning, Duration: time.Since(begin)})
-	if err := chk.waitHealthy(ctx, opts.Health, in, deadline); err != nil {
+	err = chk.waitHealthy(ctx, opts.Health, in, deadline)
+	endBoost()
+	if err != nil {
 		if ctx.Err() == nil {
 			if why := readAppExit(appLog, appOffset).String(); why != "" {
 				err = fmt.Errorf("%w: %s", err, why)
@@ -149,4 +152,29 @@ func (h *Host) startOne(ctx context.Context, chk *checker, name string, opts Sta
 	d := time.Since(begin)
 	emit(opts.OnEvent, Event{Container: name, Phase: PhaseHealthy, Outcome: string(Started), Duration: d})
 	return StartResult{Name: name, Outcome: Started, Duration: d}
+}
+
+// boostStart gives a container that just started its startup CPU boost
+// (CgroupParent.StartCPUWeight) and returns what ends it (a no-op without
+// a boost). A boost that cannot be given or ended is logged, never an
+// error of the start.
+func (h *Host) boostStart(ctx context.Context, name string) func() {
+	none := func() {}
+	if h.cgroup.StartCPUWeight == 0 {
+		return none
+	}
+	in, err := h.Info(ctx, name)
+	if err != nil || in.InitPID <= 0 {
+		return none // stopped already: waitHealthy says so
+	}
+	restore, err := h.cgroup.boostStart(in.InitPID)
+	if err != nil {
+		h.log.Warn("starting without a startup CPU boost", "container", name, "err", err)
+		return none
+	}
+	return func() {
+		if err := restore(); err != nil {
+			h.log.Warn("the startup CPU boost did not end", "container", name, "err", err)
+		}
+	}
 }

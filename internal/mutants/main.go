@@ -74,6 +74,8 @@ var testsFor = map[string][]string{
 	"sleep: a lost watch is never watched again":          {"-run", "^TestSleepingLockerWakesAfterHolderRestart$", "./agent/"},
 	"held: a stop closes the last copy of a held socket":  {"-run", "^TestHeldStopWithDeadHolderRefusesNothing$", "./agent/"},
 	"start: a destroyed container waits for the deadline": {"-run", "^TestStartFailsAtOnceWhenDestroyed$", "./lxcctl/"},
+	"boost: a starting locker keeps its weight":           {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
+	"boost: the boost outlives the start":                 {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
 }
 
 // lockerTests are the tests of testsFor that run real lockers: -lockers
@@ -85,6 +87,7 @@ var lockerTests = map[string]bool{
 	"^TestSleepingLockerWakesAfterHolderRestart$": true,
 	"^TestHeldStopWithDeadHolderRefusesNothing$":  true,
 	"^TestStartFailsAtOnceWhenDestroyed$":         true,
+	"^TestStartupCPUBoost$":                       true,
 }
 
 // needsLockers says whether mutant m's tests run real lockers.
@@ -294,6 +297,10 @@ var mutants = []mutant{
 		"if ctx.Err() == nil && got < len(names) {", "if false && ctx.Err() == nil && got < len(names) {"},
 	{"held: a stop closes the last copy of a held socket", "lxcctl/stop.go",
 		"\tif h.before != nil {\n\t\tif err := h.before(ctx, name); err != nil {\n\t\t\th.log.Warn(\"holding a container's socket", "\tif false && h.before != nil {\n\t\tif err := h.before(ctx, name); err != nil {\n\t\t\th.log.Warn(\"holding a container's socket"},
+	{"boost: a starting locker keeps its weight", "lxcctl/cgroup.go",
+		"if err := os.WriteFile(file, []byte(weightValue(p.StartCPUWeight)), 0o644); err != nil {", "if err := os.WriteFile(file, before, 0o644); err != nil {"},
+	{"boost: the boost outlives the start", "lxcctl/events.go",
+		"\tendBoost()\n", "\t_ = endBoost\n"},
 	{"start: a destroyed container waits for the deadline", "lxcctl/health.go",
 		"if errors.Is(serr, ErrNotFound) {", "if false && errors.Is(serr, ErrNotFound) {"},
 	{"sleep: an update starts sleeping lockers", "agent/moves.go",
