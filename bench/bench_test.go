@@ -136,7 +136,7 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.HeldAlone) != 2 || rep.heldAlone("held") == nil {
+	if len(rep.HeldAlone) != 4 || rep.heldAlone("held") == nil {
 		t.Errorf("restarts alone of issue 20's fleets: %+v", rep.HeldAlone)
 	}
 	if rep.AloneRestartSeconds <= 0 {

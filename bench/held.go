@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,12 +131,15 @@ func boxBusySeconds() float64 {
 	return busy / 100 // USER_HZ
 }
 
-// HeldAlone is one locker of a socket mode restarted alone (the fleet
-// idle, no agent), three times: stop call → a new connection answered.
+// HeldAlone is one locker of a socket mode restarted alone (no agent),
+// three times: stop call → a new connection answered; the fleet idle, or
+// with the clients of scenarios 6 and 7 at every other locker
+// (UnderTraffic).
 type HeldAlone struct {
-	Socket  string    `json:"socket"`
-	Seconds []float64 `json:"seconds"`
-	Median  float64   `json:"median"`
+	Socket       string    `json:"socket"`
+	UnderTraffic bool      `json:"under_traffic,omitempty"`
+	Seconds      []float64 `json:"seconds"`
+	Median       float64   `json:"median"`
 	// StopSeconds is each restart's stop call alone.
 	StopSeconds []float64 `json:"stop_seconds"`
 	Err         string    `json:"error,omitempty"`
@@ -240,6 +244,9 @@ stop_timeout = "10s"
 	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", cg)
 	if w := r.o.StartCPUWeight; w != 0 {
 		cfg += fmt.Sprintf("start_cpu_weight = %d\n", max(0, w))
+	}
+	if w := r.o.LockersCPUWeight; w > 0 {
+		cfg += fmt.Sprintf("cpu_weight = %d\n", w)
 	}
 	cfg += extra
 	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o644); err != nil {
@@ -369,9 +376,23 @@ func (f *lxfFleet) startAll(ctx context.Context) error {
 // agent): from the stop call to a new connection answered (with held
 // sockets the first one, which waits in the queue; today's, the first
 // of new connections every 5 ms that is not refused).
-func (f *lxfFleet) restartsAlone(ctx context.Context) HeldAlone {
-	a := HeldAlone{Socket: f.socket}
+func (f *lxfFleet) restartsAlone(ctx context.Context, underTraffic bool) HeldAlone {
+	a := HeldAlone{Socket: f.socket, UnderTraffic: underTraffic}
 	name, addr := f.names[0], f.addrs[0]
+	if underTraffic {
+		// Another locker than the idle runs', with every other locker's
+		// client running (this one's is the loop below).
+		name, addr = f.names[len(f.names)/2], f.addrs[len(f.names)/2]
+		others := slices.Concat(f.addrs[:len(f.names)/2], f.addrs[len(f.names)/2+1:])
+		c := startClients(others, f.r.o.ClientInterval, f.r.o.ClientTimeout)
+		defer c.finish()
+		time.Sleep(2 * time.Second) // every client sending
+	}
+	hc, err := lxcctl.ParseHealthCheck("http://127.0.0.1:{port}/healthz")
+	if err != nil {
+		a.Err = err.Error()
+		return a
+	}
 	for range 3 {
 		time.Sleep(time.Second)
 		t0 := time.Now()
@@ -380,8 +401,15 @@ func (f *lxfFleet) restartsAlone(ctx context.Context) HeldAlone {
 			return a
 		}
 		a.StopSeconds = append(a.StopSeconds, time.Since(t0).Seconds())
+		// The agent's start verb (with the startup CPU boost, if any).
 		started := make(chan error, 1)
-		go func() { started <- f.stack.Host.Start(ctx, name) }()
+		go func() {
+			if r := f.stack.Host.StartHealthy(ctx, name, hc, time.Minute); !r.OK() {
+				started <- fmt.Errorf("%s: %w", r.Outcome, r.Err)
+				return
+			}
+			started <- nil
+		}()
 		var done time.Time
 		for time.Since(t0) < time.Minute {
 			r := oneRequest(addr, 30*time.Second)
@@ -574,7 +602,7 @@ func (r *runner) clientScenarios(ctx context.Context, ids map[string]bool, rep *
 			r.log.Error("issue 20 fleet", "socket", socket, "err", err)
 			continue
 		}
-		rep.HeldAlone = append(rep.HeldAlone, f.restartsAlone(ctx))
+		rep.HeldAlone = append(rep.HeldAlone, f.restartsAlone(ctx, false), f.restartsAlone(ctx, true))
 		if err := f.startAgent(ctx); err != nil {
 			fail(err)
 			continue

@@ -22,7 +22,7 @@ func (rep *Report) held(id, socket string) *HeldFigures {
 // measured.
 func (rep *Report) heldAlone(socket string) *HeldAlone {
 	for i := range rep.HeldAlone {
-		if a := &rep.HeldAlone[i]; a.Socket == socket && a.Err == "" && a.Median > 0 {
+		if a := &rep.HeldAlone[i]; a.Socket == socket && !a.UnderTraffic && a.Err == "" && a.Median > 0 {
 			return a
 		}
 	}
@@ -139,7 +139,11 @@ func (rep *Report) markdown20(b *strings.Builder) {
 				fmt.Fprintf(b, "One locker restarted alone (%s sockets): not measured: %s.  \n", a.Socket, a.Err)
 				continue
 			}
-			fmt.Fprintf(b, "One locker restarted alone (%s sockets, fleet idle, no agent; lxcctl stop then start, to a new connection answered): %s s, median %.3f s (the stop call alone: %s s).  \n", a.Socket, secs(a.Seconds), a.Median, secs(a.StopSeconds))
+			load := "fleet idle"
+			if a.UnderTraffic {
+				load = "a client at every other locker, as in the update"
+			}
+			fmt.Fprintf(b, "One locker restarted alone (%s sockets, %s, no agent; lxcctl stop then the agent's start verb, to a new connection answered): %s s, median %.3f s (the stop call alone: %s s).  \n", a.Socket, load, secs(a.Seconds), a.Median, secs(a.StopSeconds))
 		}
 		b.WriteString("\n")
 	}

@@ -80,6 +80,9 @@ type Options struct {
 	// min(N, 40)).
 	HeldN    int
 	DensityN int
+	// LockersCPUWeight is [cgroup] cpu_weight of the fleets lxcfleet
+	// provisions (scenarios 6-8; 0: lxcfleet's default).
+	LockersCPUWeight int
 	// StartCPUWeight is [cgroup] start_cpu_weight of the fleets lxcfleet
 	// provisions (scenarios 6-8): 0 leaves lxcfleet's default, < 0 turns
 	// the boost off.

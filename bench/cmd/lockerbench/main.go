@@ -108,6 +108,7 @@ func runCmd(args []string) int {
 	fs.IntVar(&o.N, "n", 300, "number of lockers")
 	fs.StringVar(&scen, "scenarios", strings.Join(bench.DefaultScenarios, ","), "scenarios to run, comma-separated (4f: offline --pacing fixed; 5f: rolling --pacing fixed; 6, 7: issue 20's rolling and offline update under a client at each locker, held sockets beside today's; 8: sleeping lockers, density)")
 	fs.IntVar(&o.HeldN, "held-n", 0, "lockers of each fleet of scenarios 6 and 7 (0: -n)")
+	fs.IntVar(&o.LockersCPUWeight, "lockers-cpu-weight", 0, "scenarios 6-8: [cgroup] cpu_weight, the lockers' parent's CPU weight (0: lxcfleet's default)")
 	fs.IntVar(&o.StartCPUWeight, "start-cpu-weight", 0, "scenarios 6-8: [cgroup] start_cpu_weight, the startup CPU boost (0: lxcfleet's default; -1: none)")
 	heldSockets := fs.String("held-sockets", "app,held", "scenarios 6 and 7: the socket modes to run, comma-separated (app: today's, the app binds its port; held: the holder keeps it)")
 	fs.IntVar(&o.DensityN, "density-n", 0, "lockers of scenario 8, twice what its memory limit lets be awake (0: min(-n, 40))")
