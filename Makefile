@@ -23,8 +23,8 @@ build:
 
 ## test: set the host up, then vet and run every test (real containers; root): scripts/run-tests
 ## runs fleet's package (etcd leases, mostly waiting) beside the others (one package at a time), the
-## mutants whose tests need no lockers (all but 5) and the fuzz targets beside both at idle CPU
-## priority (chrt --idle: only on the CPU the tests leave), then the other 5 mutants alone
+## mutants whose tests need no lockers (all but 7) and the fuzz targets beside both at idle CPU
+## priority (chrt --idle: only on the CPU the tests leave), then the other 7 mutants alone
 test: setup build
 	go vet ./...
 	BIN=$(BIN) GOTEST="$(GOTEST)" TESTARGS="$(TESTARGS)" FUZZTIME=10s scripts/run-tests
