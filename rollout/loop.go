@@ -350,7 +350,7 @@ func (x *loop) run(ctx context.Context) {
 		if plan.Kind == KindStart {
 			limit = max(len(plan.Items), 1)
 		}
-		s.pacer = NewPacer(plan.Policy.starting(), limit, s.pol.Pace, s.pol.Deadline)
+		s.pacer = NewPacer(plan.Policy.firstW(), limit, s.pol.Pace, s.pol.Deadline)
 	}
 	if plan.Switch && plan.Target != "" {
 		if x.sync(ctx); s.cancelled {

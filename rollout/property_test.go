@@ -325,6 +325,9 @@ func newChecker(p rollout.Plan, h *fakehost.Host) *checker {
 		c.capW = max(len(p.Items), 1)
 	}
 	c.w = max(1, min(startingOf(p.Policy), c.capW))
+	if p.Policy.Pacing == rollout.Adaptive && p.Policy.MaxStarting <= 0 {
+		c.w = 1 // the pacer's slow start
+	}
 	return c
 }
 
