@@ -108,7 +108,8 @@ const (
 //     a doubling +50 %, 8 to 9 +6.25 %) ends the growth: W holds where
 //     the rate was highest (the higher W of a doubling that raised it,
 //     else the previous W) for holdWindows windows before it probes one
-//     more (and goes back again if that did not earn its step);
+//     more (and goes back again if that did not earn its step over the
+//     best window of the hold: BBR's bandwidth is a windowed max);
 //   - cuts: a failed start, pressure over a target (memory, IO, CPU when
 //     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
 //     at most once per window: signals from starts launched before the
@@ -141,6 +142,8 @@ type Pacer struct {
 	// none since the last cut).
 	prevW    int
 	prevRate float64
+	// holdRate is the best rate seen at the knee's W since W held there.
+	holdRate float64
 	// Last is the reason of the last change of W ("" before any).
 	Last string
 }
@@ -235,13 +238,20 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 	switch {
 	case p.phase == hold && p.held < holdWindows-1:
 		p.held++
+		p.holdRate = max(p.holdRate, rate)
 		p.window()
 		return false
 	case p.phase == hold && p.w < p.cap:
-		// Probe one more: the knee may have moved.
+		// Probe one more: the knee may have moved. The probe must beat
+		// the best rate of the hold (BBR's bottleneck bandwidth is a max
+		// over ten round trips, not the last one): against the last
+		// window's alone, one slow sample at W 1 (0.96-2.38 starts/s over
+		// the hold windows of one run) let noise pass for a gain, and W
+		// climbed to K under a client at every locker.
+		rate = max(p.holdRate, rate)
 		p.prevW, p.prevRate, p.phase, p.held = p.w, rate, probe, 0
 		p.w++
-		p.Last = fmt.Sprintf("held %d windows at %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
+		p.Last = fmt.Sprintf("held %d windows at up to %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
 		p.window()
 		return true
 	case p.phase == hold || p.winW >= p.cap:
@@ -258,6 +268,10 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 			knee = p.winW
 		}
 		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.winW, perSecond(p.prevRate), p.prevW, knee)
+		p.holdRate = p.prevRate
+		if knee == p.winW {
+			p.holdRate = rate
+		}
 		p.w, p.phase, p.held = knee, hold, 0
 		p.window()
 		return p.w != before

@@ -143,6 +143,30 @@ func TestPacerKneeHoldsTheHigherRate(t *testing.T) {
 	}
 }
 
+// TestPacerProbeBeatsTheHoldsBest: out of the hold at the knee, the probe
+// of one more W must raise the rate by half its step over the best window
+// of the hold, not over the hold's last one. A box whose rate at W 1 was
+// 2/s once and 1/s after (noise: a real run's hold windows at W 1 ranged
+// 0.96-2.38/s) does not earn W 2 with 1.6/s.
+func TestPacerProbeBeatsTheHoldsBest(t *testing.T) {
+	p := rollout.NewPacer(1, 4, rollout.DefaultPaceTargets(), time.Minute)
+	at := window(p, t0, time.Second, nil)  // W 1: 1/s; slow start to 2
+	at = window(p, at, 2*time.Second, nil) // W 2: 1/s, no gain: the knee is 1
+	if p.W() != 1 || !strings.Contains(p.Last, "knee") {
+		t.Fatalf("W %d (%s), want the knee at 1", p.W(), p.Last)
+	}
+	for _, took := range []time.Duration{500 * ms, time.Second, time.Second, time.Second} {
+		at = window(p, at, took, nil) // held at 1: 2/s, then 1/s
+	}
+	if p.W() != 2 || !strings.Contains(p.Last, "probing") {
+		t.Fatalf("after 4 held windows: W %d (%s), want a probe of 2", p.W(), p.Last)
+	}
+	window(p, at, 1250*ms, nil) // W 2: 1.6/s
+	if p.W() != 1 {
+		t.Errorf("a probe at 1.6/s against a hold that reached 2/s: W %d (%s), want back to 1", p.W(), p.Last)
+	}
+}
+
 // simulate runs n starts through p on a box that gets through c starts a
 // second at most (a start launched with k in flight, itself included,
 // takes max(1 s, k ÷ c s)), each launched as soon as W has room, and

@@ -192,6 +192,8 @@ var mutants = []mutant{
 		"case pr != nil && over(pr.IO, p.targets.IO):", "case false:"},
 	{"pacing: W starts at K, not 1", "rollout/policy.go",
 		"	if p.MaxStarting <= 0 {\n		return 1\n	}\n	return p.starting()", "	return p.starting()"},
+	{"pacing: a probe is judged against the hold's last window", "rollout/pace.go",
+		"rate = max(p.holdRate, rate)\n", "_ = p.holdRate\n"},
 	{"pacing: no slow start (W grows by one per window from the first)", "rollout/pace.go",
 		"if p.phase == slowStart && p.w < p.cap {", "if false {"},
 	{"pacing: no hold at the throughput knee", "rollout/pace.go",
