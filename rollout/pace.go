@@ -142,7 +142,9 @@ type Pacer struct {
 	// none since the last cut).
 	prevW    int
 	prevRate float64
-	// holdRate is the best rate seen at the knee's W since W held there.
+	// holdRate is the best window's rate of the hold so far (the knee's
+	// W; a new hold starts from none, so a rate the box no longer gets
+	// does not bar every probe after it).
 	holdRate float64
 	// Last is the reason of the last change of W ("" before any).
 	Last string
@@ -268,11 +270,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 			knee = p.winW
 		}
 		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.winW, perSecond(p.prevRate), p.prevW, knee)
-		p.holdRate = p.prevRate
-		if knee == p.winW {
-			p.holdRate = rate
-		}
-		p.w, p.phase, p.held = knee, hold, 0
+		p.w, p.phase, p.held, p.holdRate = knee, hold, 0, 0
 		p.window()
 		return p.w != before
 	}
