@@ -133,7 +133,7 @@ type File struct {
 		Parent    string `toml:"parent"`
 		CPUWeight int    `toml:"cpu_weight"`
 		// StartCPUWeight is the startup CPU boost
-		// (lxcctl.CgroupParent.StartCPUWeight); 0 turns it off.
+		// (lxcctl.CgroupParent.StartCPUWeight); 0, the default, is off.
 		StartCPUWeight int `toml:"start_cpu_weight"`
 	} `toml:"cgroup"`
 }
