@@ -98,7 +98,9 @@ func (e *binaryEnv) submit(t *testing.T, req Request) Job {
 // signalAt follows job's events and sends sig to the agent at the at-th
 // event from the switch of current on (1 = right after the switch). It
 // returns the number of events seen from the switch on, and whether the
-// signal was sent (the job may end first).
+// signal was sent (the job may end first). A negative at counts only the
+// way back's events: -1 is the first step back (how many events come
+// before it depends on W and on how soon the policy trips).
 func (e *binaryEnv) signalAt(t *testing.T, job Job, at int, sig syscall.Signal) (int, bool) {
 	return e.signalAfter(t, job, at, sig, true)
 }
@@ -115,7 +117,7 @@ func (e *binaryEnv) signalAfter(t *testing.T, job Job, at int, sig syscall.Signa
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	seen, sent, switched := 0, false, !fromSwitch
+	seen, back, sent, switched := 0, 0, false, !fromSwitch
 	_, _ = readSSE(resp.Body, func(ev sseEvent) {
 		var x Event
 		if sent || json.Unmarshal(ev.Data, &x) != nil {
@@ -128,7 +130,10 @@ func (e *binaryEnv) signalAfter(t *testing.T, job Job, at int, sig syscall.Signa
 			return
 		}
 		seen++
-		if seen == at {
+		if at < 0 && x.Back {
+			back++
+		}
+		if seen == at || at < 0 && back == -at {
 			sent = true
 			if err := e.p.cmd.Process.Signal(sig); err != nil {
 				t.Errorf("signalling the agent: %v", err)
@@ -183,7 +188,7 @@ func TestKillMatrix(t *testing.T) {
 	e := newBinaryEnv(t, 5, fmt.Sprintf("max_unavailable = %d\ndeadline = \"8s\"\nmonitor = \"1s\"", k))
 	type point struct {
 		kind  string // healthy, broken, late, rollback
-		at    int    // the event (from the switch on) to signal at
+		at    int    // the event (from the switch on) to signal at; < 0: of the way back
 		sig   syscall.Signal
 		again int // > 0: kill the recovery too, at its event again
 	}
@@ -195,8 +200,10 @@ func TestKillMatrix(t *testing.T) {
 		points = append(points, point{"broken", 1 + 2*i, syscall.SIGKILL, 0})
 	}
 	// Late in a broken release's run: on its way back (a full-suite run of
-	// the old test once ended with 2 lockers down after "killed at 19").
-	points = append(points, point{"broken", 15, syscall.SIGKILL, 0}, point{"broken", 19, syscall.SIGKILL, 0})
+	// the old test once ended with 2 lockers down after "killed at 19"):
+	// its first and third events back (at 15 and 19 while W began at K;
+	// from W 1 the policy trips after one start, and 15 was past the end).
+	points = append(points, point{"broken", -1, syscall.SIGKILL, 0}, point{"broken", -3, syscall.SIGKILL, 0})
 	points = append(points,
 		point{"late", 3, syscall.SIGKILL, 0}, point{"late", 7, syscall.SIGKILL, 0},
 		point{"healthy", 4, syscall.SIGTERM, 0}, point{"broken", 4, syscall.SIGTERM, 0}, point{"healthy", 12, syscall.SIGTERM, 0}, point{"broken", 9, syscall.SIGTERM, 0},
@@ -209,6 +216,9 @@ func TestKillMatrix(t *testing.T) {
 	most := 0
 	for _, pt := range points {
 		name := fmt.Sprintf("%s, %v at event %d", pt.kind, pt.sig, pt.at)
+		if pt.at < 0 {
+			name = fmt.Sprintf("%s, %v at event %d of the way back", pt.kind, pt.sig, -pt.at)
+		}
 		if pt.again > 0 {
 			name += fmt.Sprintf(", the recovery killed at its event %d", pt.again)
 		}
