@@ -449,7 +449,7 @@ func TestBreak2PacingStagesOutOfOrder(t *testing.T) {
 		if !res.OK() {
 			t.Fatalf("offline: %+v", res)
 		}
-		prev := 1 // the pacer's first W (slow start from 1)
+		prev := 2 // the pacer's first W: K for an offline update
 		for _, c := range w.changes {
 			if c[0] != prev {
 				t.Fatalf("round %d: pacing stages out of order: %v (a stage from W %d follows one that left W at %d)", round, w.changes, c[0], prev)

@@ -28,8 +28,9 @@ type Policy struct {
 	// MaxStarting is W ≤ K, the most lockers starting at once (from their
 	// stop, for a replace, to their first healthy check); 0, or more than
 	// K, means K. With adaptive pacing it is W's first value (0: W starts
-	// at 1, the pacer's slow start), and W moves between 1 and K (all
-	// lockers for offline and start plans).
+	// at 1, the pacer's slow start, where serving capacity is at stake,
+	// and at K for offline and start plans), and W moves between 1 and K
+	// (all lockers for offline and start plans).
 	// JSON max_starting.
 	MaxStarting int
 	// Pacing: Adaptive (DefaultPolicy) or Fixed; empty is Fixed, as plans
@@ -154,15 +155,18 @@ func (p Policy) starting() int {
 }
 
 // firstW is the adaptive pacer's first W: MaxStarting when set (capped
-// to K), else 1, as TCP's slow start begins with a small window and not
-// at the link's capacity. Starting at K, the pacer never measured a W
-// below it: at N=300 under a client at every locker (bench scenario 6)
-// four starts at once each took 1.9 s from start to healthy where one
-// alone, under the same traffic, took 0.48 s; the box got no more starts
-// a second through for it, and the clients queued on each held socket
-// waited out all of it.
-func (p Policy) firstW() int {
-	if p.MaxStarting <= 0 {
+// to K); else 1 where serving capacity is at stake (rolling, restart,
+// rollback: plans whose lockers serve while others start), as TCP's slow
+// start begins with a small window and not at the link's capacity, and K
+// for offline and start plans, whose lockers are all down anyway. From
+// K, the pacer never measured a W below it: at N=300 under a client at
+// every locker (bench scenario 6) four starts at once each took 1.9 s
+// from start to healthy where one alone, under the same traffic, took
+// 0.48 s, and the clients queued on each held socket waited out all of
+// it. From 1, an offline update of N=300 on an idle box found its knee at
+// W 2 on one noisy sample and took 78.6 s (61.9 s from K).
+func (p Policy) firstW(allDown bool) int {
+	if p.MaxStarting <= 0 && !allDown {
 		return 1
 	}
 	return p.starting()

@@ -325,8 +325,9 @@ func newChecker(p rollout.Plan, h *fakehost.Host) *checker {
 		c.capW = max(len(p.Items), 1)
 	}
 	c.w = max(1, min(startingOf(p.Policy), c.capW))
-	if p.Policy.Pacing == rollout.Adaptive && p.Policy.MaxStarting <= 0 {
-		c.w = 1 // the pacer's slow start
+	allDown := p.Kind == rollout.KindStart || p.Kind == rollout.KindUpdate && p.Strategy == rollout.Offline
+	if p.Policy.Pacing == rollout.Adaptive && p.Policy.MaxStarting <= 0 && !allDown {
+		c.w = 1 // the pacer's slow start where serving capacity is at stake
 	}
 	return c
 }
