@@ -88,7 +88,22 @@ func TestFleetRollouts(t *testing.T) {
 		if err != nil || len(hs) != 0 {
 			t.Errorf("holders after the rollout: %v %v, want none", hs, err)
 		}
-		reg, err := st.Hosts(t.Context())
+		// Each host writes its registry entry after its job ends: under
+		// load (make test runs this package beside others) that write can
+		// come after the lockers answer on the commit.
+		var reg []fleet.HostRecord
+		waitFor(t, 30*time.Second, "every host's registry entry idle on the commit", func() bool {
+			reg, err = st.Hosts(t.Context())
+			if err != nil || len(reg) != 3 {
+				return false
+			}
+			for _, r := range reg {
+				if r.Commit != commit || r.State != fleet.StateIdle {
+					return false
+				}
+			}
+			return true
+		})
 		if err != nil || len(reg) != 3 {
 			t.Fatalf("registry: %v %v, want 3 hosts", reg, err)
 		}
