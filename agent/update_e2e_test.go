@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,32 +209,46 @@ func (e *updateEnv) meSums(t *testing.T) map[string]string {
 }
 
 // prober polls every locker at 20 Hz and records each poll's set of
-// lockers that did not answer 200.
+// lockers down: refused, reset, or answered other than 200. A probe that
+// timed out (accepted, no answer within its second) is counted apart, as
+// slow, not down: with app-bound sockets a locker the agent stopped or has
+// not started refuses at once, and a loaded box (a CI run beside other
+// tests) can keep a serving one from answering within the second.
 type prober struct {
 	mu       sync.Mutex
-	downAt   map[int64]map[string]bool // poll round -> lockers down
+	downAt   map[int64]map[string]string // poll round -> locker down -> why (probeWhy)
 	rounds   int64
+	slow     int                 // probes that timed out, over all rounds
+	began    map[int64]time.Time // poll round -> when it began
 	stop     chan struct{}
 	finished chan struct{}
 }
 
 func (e *updateEnv) startProber() *prober {
-	p := &prober{downAt: map[int64]map[string]bool{}, stop: make(chan struct{}), finished: make(chan struct{})}
+	p := &prober{downAt: map[int64]map[string]string{}, began: map[int64]time.Time{}, stop: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(p.finished)
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for round := int64(0); ; round++ {
 			var wg sync.WaitGroup
-			down := map[string]bool{}
+			began := time.Now()
+			down := map[string]string{}
 			var mu sync.Mutex
 			for _, n := range e.names {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					if _, err := e.healthOf(n); err != nil {
+						why := probeWhy(err)
 						mu.Lock()
-						down[n] = true
+						if why == "timeout" {
+							p.mu.Lock()
+							p.slow++
+							p.mu.Unlock()
+						} else {
+							down[n] = why
+						}
 						mu.Unlock()
 					}
 				}()
@@ -241,6 +256,7 @@ func (e *updateEnv) startProber() *prober {
 			wg.Wait()
 			p.mu.Lock()
 			p.downAt[round] = down
+			p.began[round] = began
 			p.rounds = round + 1
 			p.mu.Unlock()
 			select {
@@ -253,8 +269,44 @@ func (e *updateEnv) startProber() *prober {
 	return p
 }
 
+// changes lists, after finish, each round whose lockers down differ from
+// the round before: when it began and who was down (name: why).
+func (p *prober) changes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	last := ""
+	for r := int64(0); r < p.rounds; r++ {
+		var who []string
+		for n, why := range p.downAt[r] {
+			who = append(who, n+": "+why)
+		}
+		sort.Strings(who)
+		if s := strings.Join(who, ", "); s != last || r == 0 {
+			out = append(out, fmt.Sprintf("%s round %d: %d down [%s]", p.began[r].Format("15:04:05.000"), r, len(who), s))
+			last = s
+		}
+	}
+	return out
+}
+
+// probeWhy names a failed probe's cause in a word: refused (nothing
+// listens), timeout (accepted, no answer within the probe's second: a
+// loaded box or a hung app), reset, or the error itself.
+func probeWhy(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case os.IsTimeout(err):
+		return "timeout"
+	}
+	return err.Error()
+}
+
 // finish stops the prober and returns the most lockers seen down in one
-// round and the number of rounds.
+// round, the number of rounds, and who was down in that round (name: why).
 func (p *prober) finish() (most int, rounds int64, who []string) {
 	close(p.stop)
 	<-p.finished
@@ -264,8 +316,8 @@ func (p *prober) finish() (most int, rounds int64, who []string) {
 		if len(d) > most {
 			most = len(d)
 			who = who[:0]
-			for n := range d {
-				who = append(who, n)
+			for n, why := range d {
+				who = append(who, n+": "+why)
 			}
 		}
 	}
