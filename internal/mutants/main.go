@@ -76,6 +76,8 @@ var testsFor = map[string][]string{
 	"start: a destroyed container waits for the deadline": {"-run", "^TestStartFailsAtOnceWhenDestroyed$", "./lxcctl/"},
 	"boost: a starting locker keeps its weight":           {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
 	"boost: the boost outlives the start":                 {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
+	"owner: a remembered proof is not checked again":      {"-run", "^TestOwnerProofIsCheckedAgain$", "./lxcctl/"},
+	"owner: the port filter keeps every listener":         {"-run", "^TestPortFilteredListeners$", "./lxcctl/"},
 }
 
 // lockerTests are the tests of testsFor that run real lockers: -lockers
@@ -307,6 +309,10 @@ var mutants = []mutant{
 		"if err := os.WriteFile(file, []byte(weightValue(p.StartCPUWeight)), 0o644); err != nil {", "if err := os.WriteFile(file, before, 0o644); err != nil {"},
 	{"boost: the boost outlives the start", "lxcctl/events.go",
 		"\tendBoost()\n", "\t_ = endBoost\n"},
+	{"owner: a remembered proof is not checked again", "lxcctl/owner.go",
+		"\tif procsock.StillHolds(h) {\n", "\tif true {\n"},
+	{"owner: the port filter keeps every listener", "lxcctl/sockdiag.go",
+		"\tif port <= 0 || port > 0xffff {\n\t\treturn nil", "\tif true {\n\t\treturn nil"},
 	{"start: a destroyed container waits for the deadline", "lxcctl/health.go",
 		"if errors.Is(serr, ErrNotFound) {", "if false && errors.Is(serr, ErrNotFound) {"},
 	{"sleep: an update starts sleeping lockers", "agent/moves.go",

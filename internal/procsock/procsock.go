@@ -57,6 +57,8 @@ type Holder struct {
 	PID  int
 	FD   int
 	Comm string
+	// Inode is the socket held (set by FindHolder).
+	Inode uint64
 }
 
 // String is "pid N (comm)", as error messages name a holder.
@@ -90,14 +92,29 @@ func Holders(inodes map[uint64]bool, limit int) map[uint64][]Holder {
 
 // HoldsAny reports whether one of pids holds one of inodes.
 func HoldsAny(pids []int, inodes map[uint64]bool) bool {
+	_, ok := FindHolder(pids, inodes)
+	return ok
+}
+
+// FindHolder returns the first of pids found holding one of inodes: its
+// pid, the descriptor and the socket's inode (Holder.Comm is left empty).
+func FindHolder(pids []int, inodes map[uint64]bool) (Holder, bool) {
 	for _, pid := range pids {
-		for _, ino := range socketFDs(pid) {
+		for fd, ino := range socketFDs(pid) {
 			if inodes[ino] {
-				return true
+				return Holder{PID: pid, FD: fd, Inode: ino}, true
 			}
 		}
 	}
-	return false
+	return Holder{}, false
+}
+
+// StillHolds reports whether h.PID's descriptor h.FD is still the socket
+// h.Inode: one readlink, where FindHolder reads every descriptor of every
+// process it is given.
+func StillHolds(h Holder) bool {
+	t, err := os.Readlink("/proc/" + strconv.Itoa(h.PID) + "/fd/" + strconv.Itoa(h.FD))
+	return err == nil && t == "socket:["+strconv.FormatUint(h.Inode, 10)+"]"
 }
 
 // socketFDs maps pid's descriptors that are sockets to their inodes
