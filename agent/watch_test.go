@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
 	"lxcfleet/internal/testfleet"
+	"lxcfleet/lxcctl"
 	"lxcfleet/mounts"
 	"lxcfleet/rollout"
 )
@@ -361,4 +364,66 @@ func TestReleaseWatchGlue(t *testing.T) {
 func currentName(code *fakecode.Code) string {
 	r, _ := code.Current()
 	return r.Name
+}
+
+// countingContainers counts CheckRunning calls by locker.
+type countingContainers struct {
+	fakeContainers
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingContainers) CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error {
+	c.mu.Lock()
+	c.calls[name]++
+	c.mu.Unlock()
+	return c.fakeContainers.CheckRunning(ctx, name, hc)
+}
+
+// TestWatchChecksInTurn: at N=50 a round of the watch (interval 1 s)
+// health-checks 20 lockers, the next 20 in turn, so three rounds check
+// each locker once or twice and none three times; at N=20 a round checks
+// every locker.
+func TestWatchChecksInTurn(t *testing.T) {
+	for _, tc := range []struct{ n, rounds, perRound int }{{50, 3, 20}, {20, 2, 20}} {
+		names := fakehost.Names(tc.n)
+		h := fakehost.New("r1", names...)
+		code := fakecode.New("r1")
+		if err := code.MarkProven("r1"); err != nil {
+			t.Fatal(err)
+		}
+		cc := &countingContainers{fakeContainers: fakeContainers{h: h, code: code}, calls: map[string]int{}}
+		d := DefaultDefaults()
+		d.Policy.Health, d.Policy.Monitor = "none", 0
+		a, err := New(Config{StateDir: t.TempDir(), Defaults: d}, Deps{Containers: cc, Code: code, ReleaseOf: cc.releaseOf, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.jr.SetDesired(names, Desired{Running: true}); err != nil {
+			t.Fatal(err)
+		}
+		pol := rollout.DefaultPolicy()
+		pol.Health, pol.ReleaseWatch, pol.Interval = "none", time.Minute, 500*time.Millisecond
+		a.watch.begin("r1", "job-u", names, pol)
+		total := 0
+		for r := range tc.rounds {
+			a.watch.round(t.Context())
+			cc.mu.Lock()
+			sum := 0
+			for _, c := range cc.calls {
+				sum += c
+			}
+			cc.mu.Unlock()
+			if got := sum - total; got != min(tc.perRound, tc.n) {
+				t.Errorf("N=%d, round %d: %d lockers checked, want %d", tc.n, r+1, got, min(tc.perRound, tc.n))
+			}
+			total = sum
+		}
+		for _, n := range names {
+			if c := cc.calls[n]; c < 1 || c > (tc.rounds*tc.perRound+tc.n-1)/tc.n {
+				t.Errorf("N=%d: %s checked %d times in %d rounds, want 1 to %d", tc.n, n, c, tc.rounds, (tc.rounds*tc.perRound+tc.n-1)/tc.n)
+			}
+		}
+		a.Close()
+	}
 }

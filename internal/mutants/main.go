@@ -76,6 +76,7 @@ var testsFor = map[string][]string{
 	"start: a destroyed container waits for the deadline": {"-run", "^TestStartFailsAtOnceWhenDestroyed$", "./lxcctl/"},
 	"boost: a starting locker keeps its weight":           {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
 	"boost: the boost outlives the start":                 {"-run", "^TestStartupCPUBoost$", "./lxcctl/"},
+	"watch: every round checks every locker":              {"-run", "^TestWatchChecksInTurn$", "./agent/"},
 	"owner: a remembered proof is not checked again":      {"-run", "^TestOwnerProofIsCheckedAgain$", "./lxcctl/"},
 	"owner: the port filter keeps every listener":         {"-run", "^TestPortFilteredListeners$", "./lxcctl/"},
 }
@@ -309,6 +310,8 @@ var mutants = []mutant{
 		"if err := os.WriteFile(file, []byte(weightValue(p.StartCPUWeight)), 0o644); err != nil {", "if err := os.WriteFile(file, before, 0o644); err != nil {"},
 	{"boost: the boost outlives the start", "lxcctl/events.go",
 		"\tendBoost()\n", "\t_ = endBoost\n"},
+	{"watch: every round checks every locker", "agent/watch.go",
+		"probed := func(i int) bool { return budget >= len(names) ||", "probed := func(i int) bool { return true ||"},
 	{"owner: a remembered proof is not checked again", "lxcctl/owner.go",
 		"\tif procsock.StillHolds(h) {\n", "\tif true {\n"},
 	{"owner: the port filter keeps every listener", "lxcctl/sockdiag.go",
