@@ -84,13 +84,16 @@ func TestFleetRollouts(t *testing.T) {
 			f.lockersOn(t, h, commit)
 		}
 		note("H=3 K=2", took, jobs)
-		hs, err := st.Holders(t.Context())
-		if err != nil || len(hs) != 0 {
-			t.Errorf("holders after the rollout: %v %v, want none", hs, err)
-		}
-		// Each host writes its registry entry after its job ends: under
-		// load (make test runs this package beside others) that write can
-		// come after the lockers answer on the commit.
+		// Each host gives its slot back and writes its registry entry
+		// after its job ends: under load (make test runs this package
+		// beside others) both can come after the lockers answer on the
+		// commit (a fresh-clone CI run saw h2 still holding its slot).
+		var hs []fleet.Holder
+		var err error
+		waitFor(t, 30*time.Second, "every host's slot given back", func() bool {
+			hs, err = st.Holders(t.Context())
+			return err == nil && len(hs) == 0
+		})
 		var reg []fleet.HostRecord
 		waitFor(t, 30*time.Second, "every host's registry entry idle on the commit", func() bool {
 			reg, err = st.Hosts(t.Context())
