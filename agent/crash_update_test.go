@@ -516,16 +516,7 @@ func (e *binaryEnv) runKillPoint(t *testing.T, pt killPoint, k int, sent map[str
 // logEvents logs an ended job's events, one line each, with their times.
 func (e *binaryEnv) logEvents(t *testing.T, id string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+id+"/events", nil)
-	resp, err := e.cl.Do(req)
-	if err != nil {
-		t.Logf("events of %s: %v", id, err)
-		return
-	}
-	defer resp.Body.Close()
-	_, _ = readSSE(resp.Body, func(ev sseEvent) {
+	followJob(t, e.cl, id, func(ev sseEvent) {
 		var x Event
 		if json.Unmarshal(ev.Data, &x) == nil {
 			t.Logf("%s %s #%d %s %s %s %s %s back=%v W=%d starting=%d %s %s", x.Time.Format("15:04:05.000"), id[len(id)-6:], x.Seq, x.Type, x.Stage, x.Container, x.Phase, x.Outcome, x.Back, x.MaxStarting, x.Starting, x.Message, x.Error)

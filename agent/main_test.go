@@ -182,10 +182,17 @@ type sseEvent struct {
 // follow reads a job's SSE stream to its end and returns the events.
 func (s *served) follow(t testing.TB, id string, each func(sseEvent)) []sseEvent {
 	t.Helper()
+	return followJob(t, s.unix, id, each)
+}
+
+// followJob reads job id's SSE stream through cl (an agent's Unix socket)
+// to its end and returns the events.
+func followJob(t testing.TB, cl *http.Client, id string, each func(sseEvent)) []sseEvent {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://lxcfleet/v1/jobs/"+id+"/events", nil)
-	resp, err := s.unix.Do(req)
+	resp, err := cl.Do(req)
 	if err != nil {
 		t.Fatalf("following job %s: %v", id, err)
 	}

@@ -197,6 +197,10 @@ func (w *watcher) info() *WatchInfo {
 	return &WatchInfo{Release: rw.Release, Job: rw.Job, Until: rw.Until, Lockers: len(rw.Lockers), Failed: append([]string{}, failed...)}
 }
 
+// every is the time between two rounds of the watch: the policy's
+// interval, at least watchFloor.
+func (rw *releaseWatch) every() time.Duration { return max(rw.Policy.Interval, watchFloor) }
+
 // watching returns the watch, or nil.
 func (w *watcher) watching() *releaseWatch {
 	w.mu.Lock()
@@ -210,9 +214,7 @@ func (w *watcher) run(ctx context.Context) {
 	for {
 		wait := time.Hour
 		if rw := w.watching(); rw != nil {
-			// The policy's interval, at least watchFloor: a watch checks
-			// every locker of the release for minutes.
-			wait = max(rw.Policy.Interval, watchFloor)
+			wait = rw.every()
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -316,7 +318,7 @@ func (w *watcher) check(ctx context.Context, rw *releaseWatch, names []string) [
 	checker, direct := w.a.deps.Containers.(healthChecker)
 	results := make([]error, len(names))
 	// The lockers probed this round: budget of them, from w.next on.
-	budget := int(math.Ceil(watchChecksPerSecond * max(rw.Policy.Interval, watchFloor).Seconds()))
+	budget := int(math.Ceil(watchChecksPerSecond * rw.every().Seconds()))
 	first := 0
 	if len(names) > 0 {
 		first = w.next % len(names)

@@ -111,9 +111,9 @@ func TestHeldNote(t *testing.T) {
 }
 
 // TestPortFilteredListeners: asked for one port, sock_diag's bytecode
-// filter returns that port's listeners (IPv4, IPv6, wildcard) and nothing
-// else, as /proc/net/tcp{,6} read whole says; asked for none, it returns
-// them all.
+// filter returns that port's listeners (IPv4 and IPv6 loopback) and not a
+// wildcard listener on another port, as many as /proc/net/tcp{,6} read
+// whole list on that port; asked for none, it returns them all.
 func TestPortFilteredListeners(t *testing.T) {
 	a, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

@@ -107,9 +107,9 @@ func netlinkListeners(port int) ([]listener, error) {
 	defer unix.Close(fd)
 	var out []listener
 	buf := make([]byte, 64<<10)
+	filter := portFilter(port)
 	for seq, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := make([]byte, nlmsgHdrLen+inetDiagReqLen, nlmsgHdrLen+inetDiagReqLen+len(portFilter(port)))
-		req = append(req, portFilter(port)...)
+		req := append(make([]byte, nlmsgHdrLen+inetDiagReqLen), filter...)
 		binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 		binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
 		binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)

@@ -350,8 +350,7 @@ func (x *loop) run(ctx context.Context) {
 		if plan.Kind == KindStart {
 			limit = max(len(plan.Items), 1)
 		}
-		allDown := plan.Kind == KindStart || plan.Kind == KindUpdate && plan.Strategy == Offline
-		s.pacer = NewPacer(plan.Policy.firstW(allDown), limit, s.pol.Pace, s.pol.Deadline)
+		s.pacer = NewPacer(plan.firstW(), limit, s.pol.Pace, s.pol.Deadline)
 	}
 	if plan.Switch && plan.Target != "" {
 		if x.sync(ctx); s.cancelled {

@@ -165,11 +165,12 @@ func (p Policy) starting() int {
 // 0.48 s, and the clients queued on each held socket waited out all of
 // it. From 1, an offline update of N=300 on an idle box found its knee at
 // W 2 on one noisy sample and took 78.6 s (61.9 s from K).
-func (p Policy) firstW(allDown bool) int {
-	if p.MaxStarting <= 0 && !allDown {
+func (p Plan) firstW() int {
+	allDown := p.Kind == KindStart || p.Kind == KindUpdate && p.Strategy == Offline
+	if p.Policy.MaxStarting <= 0 && !allDown {
 		return 1
 	}
-	return p.starting()
+	return p.Policy.starting()
 }
 
 func (p Policy) stopping() int {
