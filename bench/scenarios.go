@@ -169,6 +169,17 @@ func (r *runner) shellPlan(ctx context.Context, id string) (Mark, error) {
 	var ok bool
 	m.Done, ok = r.waitAll(ctx, BuildB, r.deadline())
 	m.TimedOut = !ok
+	if m.TimedOut && r.mem != nil {
+		// The plan's bound: past its deadline, its lockers' processes
+		// are killed, so the box is usable for the next scenario.
+		n, err := r.mem.killPayloads()
+		note := fmt.Sprintf("not served by the deadline: the runner killed the %d processes left in the lockers' cgroups (SIGKILL, by pid)", n)
+		if err != nil {
+			note += "; " + err.Error()
+		}
+		m.Notes = append(m.Notes, note)
+		r.log.Warn("scenario timed out: lockers' processes killed", "id", id, "processes", n)
+	}
 	settle()
 	return m, ctx.Err()
 }
