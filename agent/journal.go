@@ -330,14 +330,19 @@ func (j *Journal) Jobs(limit int) ([]Job, error) {
 	return jobs, err
 }
 
-// AddStep appends a step record to a job. Concurrent calls are batched into
-// one fsync'd transaction.
+// AddStep appends a step record to a job, in a transaction of its own,
+// fsync'd before it returns (a stop's begin must be on disk before the
+// stop: recovery reads it). Not bbolt's Batch: a job's steps come from
+// one loop, one at a time, and Batch holds a lone caller for its
+// MaxBatchDelay (10 ms) waiting for others, so every event of a job cost
+// its loop 11-12 ms where a commit alone costs 0.7-0.9 ms (measured on
+// this VM's disk, 50 writes each; README "The journal's cost per event").
 func (j *Journal) AddStep(jobID string, s Step) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	return j.db.Batch(func(tx *bolt.Tx) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
 		jb, err := tx.Bucket(bucketSteps).CreateBucketIfNotExists([]byte(jobID))
 		if err != nil {
 			return err
