@@ -256,7 +256,8 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		p.Last = fmt.Sprintf("held %d windows at up to %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
 		p.window()
 		return true
-	case p.phase == hold || p.winW >= p.cap:
+	case p.phase == hold:
+		// Held at the cap: nothing more to probe.
 		p.window()
 		return p.w != before
 	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseShare*float64(p.winW-p.prevW)/float64(p.prevW)):
@@ -274,6 +275,12 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		p.window()
 		return p.w != before
 	}
+	// Here the step earned its size, or there was none to judge. A
+	// window at the cap is judged as any other (a doubling that reached
+	// the cap and earned nothing goes back, as one below it does: until
+	// Dec 2026 it was not judged, and a rolling update under a client at
+	// every locker kept W at K = 4 after a step from 2 that was never
+	// weighed); once it earned its step W stays at the cap.
 	p.prevW, p.prevRate = p.winW, rate
 	if p.phase == slowStart {
 		p.Last = fmt.Sprintf("slow start: a window of healthy starts, %s/s", perSecond(rate))

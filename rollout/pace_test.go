@@ -143,6 +143,33 @@ func TestPacerKneeHoldsTheHigherRate(t *testing.T) {
 	}
 }
 
+// TestPacerJudgesTheCap: slow start that reaches its cap is judged like
+// any other doubling. A box that gets through 2 starts a second at most,
+// under a cap of 4 (K, a rolling update): W 1 gives 1/s, W 2 2/s (the
+// doubling earned its step), W 4 still 2/s: W goes back to 2, the knee,
+// and does not stay at the cap it never earned. On a box with room for
+// 4, W stays at the cap.
+func TestPacerJudgesTheCap(t *testing.T) {
+	for _, tc := range []struct {
+		box  float64 // starts a second at most
+		want int
+	}{{2, 2}, {4, 4}} {
+		p := rollout.NewPacer(1, 4, rollout.DefaultPaceTargets(), time.Minute)
+		took := func(w int) time.Duration {
+			return max(time.Second, time.Duration(float64(w)/tc.box*float64(time.Second)))
+		}
+		at := t0
+		var ws []int
+		for range 4 {
+			at = window(p, at, took(p.W()), nil)
+			ws = append(ws, p.W())
+		}
+		if p.W() != tc.want {
+			t.Errorf("box of %g starts/s, cap 4: W after each window %v (%s), want %d at the end", tc.box, ws, p.Last, tc.want)
+		}
+	}
+}
+
 // TestPacerProbeBeatsTheHoldsBest: out of the hold at the knee, the probe
 // of one more W must raise the rate by half its step over the best window
 // of the hold, not over the hold's last one. A box whose rate at W 1 was

@@ -211,6 +211,8 @@ var mutants = []mutant{
 		"case p.phase == hold && p.held < holdWindows-1:", "case false:"},
 	{"pacing: the knee holds the W that brought nothing", "rollout/pace.go",
 		"\t\tknee := p.prevW\n", "\t\tknee := p.winW\n"},
+	{"pacing: a window at the cap is not judged", "rollout/pace.go",
+		"\tcase p.phase == hold:\n\t\t// Held at the cap", "\tcase p.phase == hold || p.winW >= p.cap:\n\t\t// Held at the cap"},
 	{"pacing: a cut does not end slow start", "rollout/pace.go",
 		"p.phase, p.prevW, p.prevRate = probe, 0, 0", "p.prevW, p.prevRate = 0, 0"},
 	{"pacing: an unreadable gauge is not said", "rollout/next.go",
