@@ -279,7 +279,14 @@ func keyedInt(path, key string) int64 {
 func (m *memCgroup) killPayloads() (int, error) {
 	killed := 0
 	err := filepath.WalkDir(m.dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" || !strings.Contains(path, "/lxc.payload.") {
+		if err != nil {
+			if path == m.dir {
+				return err
+			}
+			return nil // a cgroup removed meanwhile
+		}
+		rel, _ := filepath.Rel(m.dir, path)
+		if d.IsDir() || d.Name() != "cgroup.procs" || !strings.HasPrefix(rel, "lxc.payload.") {
 			return nil
 		}
 		b, rerr := os.ReadFile(path)
@@ -287,8 +294,7 @@ func (m *memCgroup) killPayloads() (int, error) {
 			return nil
 		}
 		for _, f := range strings.Fields(string(b)) {
-			pid, perr := strconv.Atoi(f)
-			if perr == nil && pid > 1 && unix.Kill(pid, unix.SIGKILL) == nil {
+			if pid, perr := strconv.Atoi(f); perr == nil && pid > 1 && killIfUnder(pid, m.Path) {
 				killed++
 			}
 		}
@@ -298,4 +304,20 @@ func (m *memCgroup) killPayloads() (int, error) {
 		return killed, fmt.Errorf("killing the lockers' processes under %s: %w", m.dir, err)
 	}
 	return killed, nil
+}
+
+// killIfUnder sends SIGKILL to pid through a pidfd, once its cgroup (read
+// after the pidfd pins the process) is still under the parent: a pid read
+// from cgroup.procs may have ended and been reused by then.
+func killIfUnder(pid int, parent string) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil || !strings.Contains(string(b), "/"+parent+"/lxc.payload.") {
+		return false
+	}
+	return unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil
 }

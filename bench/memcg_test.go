@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"lxcfleet/lxcctl"
 )
@@ -81,8 +83,11 @@ func TestOOMRecord(t *testing.T) {
 // named by its cgroup, the limit hit, the peak at the limit. Then the
 // parent is removed. It needs root and cgroup v1's memory controller (or
 // v2); it fails instead of skipping when CI=true.
-func TestMemCgroupLimit(t *testing.T) {
-	var why string
+// needMemCgroup skips (fails under CI=true) where a v1 memory cgroup
+// cannot be made; more names another need of the test ("" none).
+func needMemCgroup(t *testing.T, more string) {
+	t.Helper()
+	why := more
 	switch {
 	case runtime.GOOS != "linux":
 		why = "needs Linux cgroups"
@@ -91,9 +96,7 @@ func TestMemCgroupLimit(t *testing.T) {
 	case lxcctl.CgroupV2():
 		why = "the runner's v2 path is not tested here (memory controller delegation)"
 	default:
-		if _, err := exec.LookPath("node"); err != nil {
-			why = "node not found"
-		} else if _, err := os.Stat(filepath.Join(lxcctl.CgroupRoot, "memory", "memory.limit_in_bytes")); err != nil {
+		if _, err := os.Stat(filepath.Join(lxcctl.CgroupRoot, "memory", "memory.limit_in_bytes")); err != nil {
 			why = "no cgroup v1 memory controller"
 		}
 	}
@@ -103,8 +106,14 @@ func TestMemCgroupLimit(t *testing.T) {
 		}
 		t.Skip(why)
 	}
+}
+
+// tempMemCgroup makes a memory cgroup parent for one test, removed (and
+// checked gone) at its end.
+func tempMemCgroup(t *testing.T, limit int64) *memCgroup {
+	t.Helper()
 	path := "lockerbench.test" + randHex(4)
-	m, err := newMemCgroup(path, 64<<20)
+	m, err := newMemCgroup(path, limit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +125,71 @@ func TestMemCgroupLimit(t *testing.T) {
 			t.Errorf("cgroup %s left behind: %v", m.dir, err)
 		}
 	})
+	return m
+}
+
+// TestKillPayloads: the storm's bound kills the processes of the lockers'
+// payload cgroups under the parent, and no other: not one in an LXC
+// monitor's cgroup beside them, not one outside the parent.
+func TestKillPayloads(t *testing.T) {
+	needMemCgroup(t, "")
+	m := tempMemCgroup(t, 1<<30)
+	// Each shell moves itself into its cgroup ("" stays where it is),
+	// then becomes a sleep; its pid is read back from the cgroup.
+	spawn := func(sub string) *exec.Cmd {
+		script := `exec sleep 600`
+		if sub != "" {
+			dir := filepath.Join(m.dir, sub)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			script = `echo $$ > "$1/cgroup.procs" && exec sleep 600`
+			sub = dir
+		}
+		cmd := exec.Command("sh", "-c", script, "sh", sub)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if sub == "" {
+			return cmd
+		}
+		pid := strconv.Itoa(cmd.Process.Pid)
+		deadline := time.Now().Add(10 * time.Second)
+		for { // the shell's echo: an event in the cgroup's file, polled
+			b, _ := os.ReadFile(filepath.Join(sub, "cgroup.procs"))
+			if slices.Contains(strings.Fields(string(b)), pid) {
+				return cmd
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %s never joined %s", pid, sub)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	payload, monitor, outside := spawn("lxc.payload.x"), spawn("lxc.monitor.x"), spawn("")
+	n, err := m.killPayloads()
+	if err != nil || n != 1 {
+		t.Fatalf("killPayloads = %d, %v; want the 1 process of the payload cgroup", n, err)
+	}
+	err = payload.Wait()
+	if ws, _ := payload.ProcessState.Sys().(syscall.WaitStatus); err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the payload's process ended with %v, want SIGKILL", err)
+	}
+	for what, c := range map[string]*exec.Cmd{"the monitor's": monitor, "the outside": outside} {
+		if err := c.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Errorf("%s process was killed: %v", what, err)
+		}
+	}
+}
+
+func TestMemCgroupLimit(t *testing.T) {
+	more := ""
+	if _, err := exec.LookPath("node"); err != nil {
+		more = "node not found"
+	}
+	needMemCgroup(t, more)
+	m := tempMemCgroup(t, 64<<20)
 	child := filepath.Join(m.dir, "lxc.payload.hog")
 	if err := os.Mkdir(child, 0o755); err != nil {
 		t.Fatal(err)
