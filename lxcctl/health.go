@@ -288,7 +288,12 @@ func (k *checker) waitHealthy(ctx context.Context, hc HealthCheck, in Info, dead
 		if err == nil {
 			return nil
 		}
-		last = err
+		if last == nil || ctx.Err() == nil {
+			// An attempt cut by the wait's own deadline says only that
+			// (context deadline exceeded): the one before it says why
+			// (a squatter named by the owner check, a 503).
+			last = err
+		}
 		if now := time.Now(); !now.Before(stateAt) {
 			stateAt = now.Add(stateEvery)
 			st, serr := k.host.State(context.Background(), in.Name)
