@@ -28,10 +28,12 @@ func TestWaitHealthyKeepsTheLastCompleteCheck(t *testing.T) {
 	}))
 	defer srv.Close()
 	k := newChecker(&Host{})
-	// The container's state is read every 5 intervals (500 ms): after
-	// the deadline, so this container, which does not exist, is not.
-	hc := HealthCheck{Kind: HealthHTTP, Target: srv.URL + "/healthz", Interval: 100 * time.Millisecond, Timeout: 5 * time.Second}
-	err := k.waitHealthy(context.Background(), hc, Info{Name: "c"}, time.Now().Add(300*time.Millisecond))
+	// The first check has the deadline's 2 s to end (a loaded box's
+	// loopback request takes far less); the second begins 1 s after it.
+	// The container's state is read every 5 intervals (5 s): after the
+	// deadline, so this container, which does not exist, is not.
+	hc := HealthCheck{Kind: HealthHTTP, Target: srv.URL + "/healthz", Interval: time.Second, Timeout: 5 * time.Second}
+	err := k.waitHealthy(context.Background(), hc, Info{Name: "c"}, time.Now().Add(2*time.Second))
 	if !errors.Is(err, errUnhealthy) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("waitHealthy = %v; want not healthy, naming the 503 of the last check that ended", err)
 	}
