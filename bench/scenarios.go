@@ -173,7 +173,7 @@ func (r *runner) shellPlan(ctx context.Context, id string) (Mark, error) {
 		// The plan's bound: past its deadline, its lockers' processes
 		// are killed, so the box is usable for the next scenario.
 		n, err := r.mem.killPayloads()
-		note := fmt.Sprintf("not served by the deadline: the runner killed the %d processes left in the lockers' cgroups (SIGKILL, by pid)", n)
+		note := fmt.Sprintf("not served by the deadline: the runner killed the %d processes left in the lockers' payload cgroups (SIGKILL through a pidfd)", n)
 		if err != nil {
 			note += "; " + err.Error()
 		}
