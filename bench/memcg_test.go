@@ -1,16 +1,15 @@
 package bench
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"lxcfleet/lxcctl"
 )
@@ -135,37 +134,31 @@ func TestKillPayloads(t *testing.T) {
 	needMemCgroup(t, "")
 	m := tempMemCgroup(t, 1<<30)
 	// Each shell moves itself into its cgroup ("" stays where it is),
-	// then becomes a sleep; its pid is read back from the cgroup.
+	// says so on its stdout, then becomes a sleep: the test reads that
+	// line before it goes on.
 	spawn := func(sub string) *exec.Cmd {
-		script := `exec sleep 600`
+		script := `echo in && exec sleep 600`
 		if sub != "" {
 			dir := filepath.Join(m.dir, sub)
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			script = `echo $$ > "$1/cgroup.procs" && exec sleep 600`
+			script = `echo $$ > "$1/cgroup.procs" && echo in && exec sleep 600`
 			sub = dir
 		}
 		cmd := exec.Command("sh", "-c", script, "sh", sub)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		if sub == "" {
-			return cmd
+		if line, err := bufio.NewReader(out).ReadString('\n'); line != "in\n" {
+			t.Fatalf("pid %d did not join %q: %q %v", cmd.Process.Pid, sub, line, err)
 		}
-		pid := strconv.Itoa(cmd.Process.Pid)
-		deadline := time.Now().Add(10 * time.Second)
-		for { // the shell's echo: an event in the cgroup's file, polled
-			b, _ := os.ReadFile(filepath.Join(sub, "cgroup.procs"))
-			if slices.Contains(strings.Fields(string(b)), pid) {
-				return cmd
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %s never joined %s", pid, sub)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		return cmd
 	}
 	payload, monitor, outside := spawn("lxc.payload.x"), spawn("lxc.monitor.x"), spawn("")
 	n, err := m.killPayloads()
