@@ -204,9 +204,13 @@ func (x *loop) spawn(ctx context.Context, a action) {
 		case vWatch:
 			d.err = watchHealthy(wctx, host, clock, pol, name)
 		case vMonitor:
-			d.who, d.err = holdHealthy(wctx, host, clock, pol, []string{name}, pol.Monitor, "in its monitor window")
+			iv := pol.interval()
+			if a.d > 0 {
+				iv = a.d // a window in the background
+			}
+			d.who, d.err = holdHealthy(wctx, host, clock, iv, []string{name}, pol.Monitor, "in its monitor window")
 		case vSoak:
-			d.who, d.err = holdHealthy(wctx, host, clock, pol, soak, pol.Soak, "during the soak")
+			d.who, d.err = holdHealthy(wctx, host, clock, pol.interval(), soak, pol.Soak, "during the soak")
 		case vDelay:
 			_ = clock.Sleep(wctx, a.d)
 		}
@@ -224,15 +228,14 @@ var errCut = errors.New("monitor window cut short")
 // a locker that stopped fails at once.
 const unhealthyChecks = 3
 
-// holdHealthy checks names every interval for d; the first to fail ends
+// holdHealthy checks names every iv for d; the first to fail ends
 // it with an error naming it (and every other one failing its checks
 // then). A window does not end on a failed check: it goes on until the
 // locker passes a check again or fails unhealthyChecks in a row (a window
 // of one check that failed is no healthy window). A ctx that ends cuts it
 // (errCut); the lockers failing their checks then are returned with it:
 // they are down, not healthy once.
-func holdHealthy(ctx context.Context, h Host, c Clock, pol Policy, names []string, d time.Duration, where string) ([]string, error) {
-	iv := pol.interval()
+func holdHealthy(ctx context.Context, h Host, c Clock, iv time.Duration, names []string, d time.Duration, where string) ([]string, error) {
 	bad := map[string]int{}
 	last := map[string]error{}
 	failing := func() bool {

@@ -134,15 +134,16 @@ func TestLateFailuresCaughtByTheProvingWave(t *testing.T) {
 }
 
 // TestBackgroundFailureTrips: B passes its proving wave, then lockers
-// fail in their windows in the background (they die 3 s after their
-// first healthy check): the failures count toward the failure ratio, the
+// fail in their windows in the background (they die 4 s after their
+// first healthy check, after two background checks 2 s apart, and the
+// third sees it): the failures count toward the failure ratio, the
 // policy trips, the run waits for the windows in flight and rolls back
 // every locker it moved, those whose windows ran in the background too;
 // each failed locker's outcome says it failed in its monitor window.
 func TestBackgroundFailureTrips(t *testing.T) {
 	r := runMonitored(t, 30, time.Second, func(i int) fakehost.Script {
 		if i >= 10 {
-			return fakehost.Script{Behavior: fakehost.Behavior{DiesAfter: 6}}
+			return fakehost.Script{Behavior: fakehost.Behavior{DiesAfter: 2}}
 		}
 		return fakehost.Script{}
 	}, nil)
@@ -195,6 +196,21 @@ func TestMonitorFreesPlacesOnceProven(t *testing.T) {
 	}
 	if got := len(proven.monitoring); got != 40-4 {
 		t.Errorf("%d windows ran in the background, want all but the proving wave's (36)", got)
+	}
+	// A held window checks every Interval (500 ms: 20 checks in 10 s), one
+	// in the background every BackgroundInterval (2 s: 5 checks).
+	bg := map[string]bool{}
+	for _, n := range proven.monitoring {
+		bg[n] = true
+	}
+	for _, n := range fakehost.Names(40) {
+		want := 20
+		if bg[n] {
+			want = 5
+		}
+		if got := checksAfterStart(proven.h.History(n)); got != want {
+			t.Errorf("%s (background %v): %d checks in its window, want %d", n, bg[n], got, want)
+		}
 	}
 	if all.took < 100*time.Second || proven.took > all.took/2 {
 		t.Errorf("run took %v holding every window, %v once proven; want ≥ 100 s and under half of it", all.took, proven.took)
@@ -269,4 +285,18 @@ func TestOfflineIsNotHeldByTheProvingWave(t *testing.T) {
 		t.Errorf("offline took %v, want about one 10 s window plus the starts", r.took)
 	}
 	t.Logf("offline, N=24, start 1 s, monitor 10 s: %v, %d lockers taken down before B was proven", r.took, len(r.early))
+}
+
+// checksAfterStart counts the checks in hist after its last start.
+func checksAfterStart(hist []fakehost.Op) int {
+	n := 0
+	for _, op := range hist {
+		switch op.Verb {
+		case "start":
+			n = 0
+		case "check":
+			n++
+		}
+	}
+	return n
 }

@@ -77,7 +77,7 @@ type action struct {
 	kind actKind
 	verb verb
 	item int
-	d    time.Duration // vDelay: how long
+	d    time.Duration // vDelay: how long; vMonitor: the check interval (0: Policy.Interval)
 	ev   Event
 }
 
@@ -384,6 +384,9 @@ func (s *state) startDone(d done, now time.Time, acts []action) []action {
 func (s *state) monitor(acts []action, i int) []action {
 	acts = s.run(acts, vMonitor, i, Event{})
 	if s.frees() {
+		// Its window checks at the background interval (the aRun
+		// action's d; 0 is the policy's Interval).
+		acts[len(acts)-1].d = s.pol.BackgroundInterval()
 		acts = s.background(acts, i)
 	}
 	return acts

@@ -309,6 +309,7 @@ type checker struct {
 	held    int             // start places the events show held
 	placed  map[string]bool // lockers holding a start place
 	bg      map[string]bool // lockers whose monitor window runs in the background
+	everBg  map[string]bool // lockers whose window ran in the background at some point
 	late    int             // lockers seen failing in the background
 	back    map[string]bool // lockers on their way back
 	stops   int             // stop phase: stops in flight
@@ -316,7 +317,7 @@ type checker struct {
 }
 
 func newChecker(p rollout.Plan, h *fakehost.Host) *checker {
-	c := &checker{p: p, h: h, k: p.Policy.MaxUnavailable, capW: p.Policy.MaxUnavailable, placed: map[string]bool{}, back: map[string]bool{}, bg: map[string]bool{}}
+	c := &checker{p: p, h: h, k: p.Policy.MaxUnavailable, capW: p.Policy.MaxUnavailable, placed: map[string]bool{}, back: map[string]bool{}, bg: map[string]bool{}, everBg: map[string]bool{}}
 	if p.Strategy == rollout.Offline {
 		c.k = max(len(p.Items), 1)
 		c.capW = c.k
@@ -357,6 +358,7 @@ func (c *checker) observe(e rollout.Event) {
 		}
 		c.h.Passed(e.Container)
 		c.bg[e.Container] = true
+		c.everBg[e.Container] = true
 	case e.Phase == rollout.PhaseFailed && c.bg[e.Container]:
 		// Seen failing in the background: down again, in K again.
 		c.h.Late(e.Container)
@@ -464,13 +466,23 @@ func (c *checker) end(res rollout.Result, initial string) {
 	if res.Proven && !h.Proven(p.Target) && !h.Bad(p.Target) {
 		c.fail("I5: the result says proven, %s is not", p.Target)
 	}
-	monitorChecks := int((p.Policy.Monitor + time.Second - 1) / time.Second)
+	iv := p.Policy.Interval
+	if iv <= 0 {
+		iv = 500 * time.Millisecond
+	}
 	for i, o := range res.Outcomes {
 		it := p.Items[i]
 		hist := h.History(it.Name)
 		if o.Name != it.Name {
 			c.fail("I5: outcome %d names %s, item %s", i, o.Name, it.Name)
 		}
+		// A window checks every Interval, or every BackgroundInterval once
+		// it runs in the background.
+		every := iv
+		if c.everBg[it.Name] {
+			every = p.Policy.BackgroundInterval()
+		}
+		monitorChecks := int((p.Policy.Monitor + every - 1) / every)
 		if !saw(o, hist, p.Target, monitorChecks) {
 			c.fail("I5: %s reported %s (back %q) but the host saw %v", it.Name, o.Outcome, o.Back, hist)
 		}

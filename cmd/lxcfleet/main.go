@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"lxcfleet/lxcctl"
@@ -18,8 +19,35 @@ func main() {
 		os.Exit(lxcctl.ForkStartMain(os.Args[2:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:]))
+	endProfile := startProfile(os.Getenv("LXCFLEET_CPUPROFILE"))
+	code := run(ctx, os.Args[1:])
+	endProfile()
+	stop()
+	os.Exit(code)
+}
+
+// startProfile writes a Go CPU profile of this process to path.PID (for
+// `go tool pprof`) until the returned func is called: a debugging aid,
+// set through the environment (LXCFLEET_CPUPROFILE) so that it reaches an
+// agent or update-code run by a script or by the benchmark unchanged. An
+// empty path profiles nothing; a profile that cannot start is reported
+// and the command runs without it.
+func startProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lxcfleet: cpu profile (LXCFLEET_CPUPROFILE): %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run executes the CLI with args and returns the process exit code.
