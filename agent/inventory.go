@@ -303,9 +303,31 @@ func procStartTime(pid int) time.Time {
 	if err != nil {
 		return time.Time{}
 	}
-	secs, err := st.StartTime()
+	boot, err := bootTime()
 	if err != nil {
 		return time.Time{}
 	}
-	return time.Unix(int64(secs), 0)
+	// procfs' StartTime, without reading /proc/stat again for the boot
+	// time at every call (a refresh asks it of every running locker; the
+	// read was a quarter of a refresh's CPU at N=300, profiled).
+	return time.Unix(int64(float64(boot)+float64(st.Starttime)/userHZ), 0)
 }
+
+// userHZ is the kernel's USER_HZ, the unit of /proc/PID/stat's start
+// time (100 on every Linux architecture lxcfleet runs on; procfs assumes
+// it too).
+const userHZ = 100
+
+// bootTime is the host's boot time in seconds since the epoch (/proc/stat's
+// btime), read once.
+var bootTime = sync.OnceValues(func() (uint64, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return 0, err
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("reading the boot time: %w", err)
+	}
+	return st.BootTime, nil
+})

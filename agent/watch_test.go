@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"lxcfleet/codeupdate"
 	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
@@ -425,5 +427,25 @@ func TestWatchChecksInTurn(t *testing.T) {
 			}
 		}
 		a.Close()
+	}
+}
+
+// TestProcStartTimeMatchesProcfs: the start time from the boot time read
+// once is procfs' own StartTime (which reads /proc/stat at every call).
+func TestProcStartTimeMatchesProcfs(t *testing.T) {
+	p, err := procfs.NewProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := st.StartTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := procStartTime(os.Getpid()), time.Unix(int64(secs), 0); !got.Equal(want) {
+		t.Fatalf("procStartTime = %v, procfs says %v", got, want)
 	}
 }
