@@ -80,6 +80,16 @@ const riseShare = 0.5
 // before other work on it ended, is not kept for the rest of the run.
 const holdWindows = 4
 
+// maxHoldWindows bounds the hold's growth: a probe that did not earn its
+// step doubles the hold before the next one (4, 8, 16 windows), as a
+// retry that failed backs off. Measured at N=300 (a rolling update of
+// light lockers, K=4): W held at 2 and probed 3 fourteen times, and not
+// one probe earned its step; the 68 starts of those probes were the 15
+// slowest of the run's 300 (p50 0.49 s against 0.37 s at W 2), so they
+// made its p99 unavailability. A probe that earned its step, a cut, or a
+// new knee starts the hold at holdWindows again.
+const maxHoldWindows = 16
+
 // pacePhase is how W grows after a window of healthy starts.
 type pacePhase uint8
 
@@ -106,10 +116,12 @@ const (
 //     with the old W's last ones, and would make any step look like no
 //     gain; measured: W 8 at 3.8/s against W 4 at 4.5/s). A step that did not raise it by half its own size (riseShare:
 //     a doubling +50 %, 8 to 9 +6.25 %) ends the growth: W holds where
-//     the rate was highest (the higher W of a doubling that raised it,
-//     else the previous W) for holdWindows windows before it probes one
+//     the power, rate ÷ a start's time, was highest (the higher W of a
+//     doubling that raised the rate by more than √2, else the previous
+//     W: Kleinrock's operating point) for holdWindows windows before it probes one
 //     more (and goes back again if that did not earn its step over the
-//     best window of the hold: BBR's bandwidth is a windowed max);
+//     best window of the hold: BBR's bandwidth is a windowed max); each
+//     probe that went back doubles the next hold, up to maxHoldWindows;
 //   - cuts: a failed start, pressure over a target (memory, IO, CPU when
 //     set) or a start past Deadline ÷ SlowFactor halves W (at least 1),
 //     at most once per window: signals from starts launched before the
@@ -138,6 +150,8 @@ type Pacer struct {
 	healthy  int
 	inFlight map[int]launch
 	held     int
+	holdFor  int  // windows to hold at the knee before the next probe
+	probing  bool // W is one over the knee, out of a hold
 	// The previous window's W and rate (healthy starts per second; 0:
 	// none since the last cut).
 	prevW    int
@@ -208,7 +222,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		}
 		p.w = max(1, p.w/2)
 		p.cutAt = p.launched
-		p.phase, p.prevW, p.prevRate = probe, 0, 0
+		p.phase, p.prevW, p.prevRate, p.probing = probe, 0, 0, false
 		p.window()
 		p.Last = why
 		return p.w != before
@@ -238,7 +252,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 	}
 	rate := p.rate // 0: unknown (starts of no time: a test's frozen clock)
 	switch {
-	case p.phase == hold && p.held < holdWindows-1:
+	case p.phase == hold && p.held < p.holdFor-1:
 		p.held++
 		p.holdRate = max(p.holdRate, rate)
 		p.window()
@@ -251,9 +265,9 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		// the hold windows of one run) let noise pass for a gain, and W
 		// climbed to K under a client at every locker.
 		rate = max(p.holdRate, rate)
-		p.prevW, p.prevRate, p.phase, p.held = p.w, rate, probe, 0
+		p.prevW, p.prevRate, p.phase, p.held, p.probing = p.w, rate, probe, 0, true
 		p.w++
-		p.Last = fmt.Sprintf("held %d windows at up to %s healthy starts/s: probing one more", holdWindows, perSecond(rate))
+		p.Last = fmt.Sprintf("held %d windows at up to %s healthy starts/s: probing one more", p.holdFor, perSecond(rate))
 		p.window()
 		return true
 	case p.phase == hold:
@@ -261,17 +275,35 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		p.window()
 		return p.w != before
 	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseShare*float64(p.winW-p.prevW)/float64(p.prevW)):
-		// The knee: W holds where the rate is highest. A doubling that
-		// raised it, by less than half its size, holds at the higher W
-		// (measured at N=100: 5.84 starts/s at W 4, 7.14 at W 8 sent W
-		// back to 4 for the rest of the run); one that raised nothing, or
-		// a probe that did not earn its step, goes back.
+		// The knee: of the two Ws, W holds at the one with the higher
+		// power, throughput ÷ delay (Kleinrock's optimal operating point,
+		// the one BBR aims at: the bottleneck's rate with no queue). With
+		// W starts in flight, a start takes W ÷ rate (Little's law), so
+		// the power is rate² ÷ W: a doubling holds at the higher W only if
+		// it raised the rate by more than √2 (41 %; past half its size,
+		// +50 %, slow start goes on). Below that the higher W bought
+		// less throughput than it added to every locker's time down.
+		// Measured at N=300 (light app, 2026-12-06): a rolling update that
+		// held W 4 for 5.1 starts/s against 4.2 at W 2 (+21 %) took 70.9 s
+		// with p99 unavailability 1.17 s; the run before, held at W 2,
+		// 69.3 s and 0.60 s. An offline update that held W 8 (5.47 against
+		// 4.21 at W 4, +30 %) took 65.1 s with p50 unavailability 1.60 s;
+		// the run before, at W 4-5, 62.3 s and 0.90 s. A doubling that
+		// raised nothing, or a probe that did not earn its step, goes
+		// back.
 		knee := p.prevW
-		if p.phase == slowStart && rate > p.prevRate {
+		if p.phase == slowStart && rate*rate/float64(p.winW) > p.prevRate*p.prevRate/float64(p.prevW) {
 			knee = p.winW
 		}
 		p.Last = fmt.Sprintf("%s healthy starts/s at W %d, %s at W %d: W %d is the throughput knee, held", perSecond(rate), p.winW, perSecond(p.prevRate), p.prevW, knee)
-		p.w, p.phase, p.held, p.holdRate = knee, hold, 0, 0
+		if p.probing {
+			// A probe out of a hold that did not earn its step: the next
+			// one waits twice as long (maxHoldWindows).
+			p.holdFor = min(2*p.holdFor, maxHoldWindows)
+		} else {
+			p.holdFor = holdWindows
+		}
+		p.w, p.phase, p.held, p.holdRate, p.probing = knee, hold, 0, 0, false
 		p.window()
 		return p.w != before
 	}
@@ -282,6 +314,7 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 	// every locker kept W at K = 4 after a step from 2 that was never
 	// weighed); once it earned its step W stays at the cap.
 	p.prevW, p.prevRate = p.winW, rate
+	p.probing = false // a probe that earned its step
 	if p.phase == slowStart {
 		p.Last = fmt.Sprintf("slow start: a window of healthy starts, %s/s", perSecond(rate))
 	} else {

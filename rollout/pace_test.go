@@ -125,21 +125,62 @@ func TestPacerHoldsAtTheKnee(t *testing.T) {
 	}
 }
 
-// TestPacerKneeHoldsTheHigherRate: a box whose healthy starts per
-// second rise from 4 at W 4 to 5 at W 8 (and no further): the doubling
-// raised the rate by a quarter, less than half its size, so slow start
-// ends, and W holds at 8, where the rate is highest, not at 4.
-func TestPacerKneeHoldsTheHigherRate(t *testing.T) {
-	p := rollout.NewPacer(4, 300, rollout.DefaultPaceTargets(), time.Minute)
-	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/5) }
+// TestPacerProbesBackOff: on a box whose rate stops at W 2 (a start
+// takes 1 s up to W 2, W/2 s above), every probe of 3 goes back, and each
+// one that did doubles the hold before the next: 4, 8, then 16 windows
+// at the knee (maxHoldWindows), not a probe every 4 windows for the
+// whole run (each probe's starts are the run's slowest).
+func TestPacerProbesBackOff(t *testing.T) {
+	p := rollout.NewPacer(2, 300, rollout.DefaultPaceTargets(), time.Minute)
+	took := func(w int) time.Duration { return max(time.Second, time.Duration(w)*time.Second/2) }
 	at := t0
 	var ws []int
-	for range 5 {
+	for range 70 {
 		at = window(p, at, took(p.W()), nil)
 		ws = append(ws, p.W())
 	}
-	if want := []int{8, 8, 8, 8, 8}; !slices.Equal(ws, want) {
-		t.Errorf("W after each window %v, want %v (%s)", ws, want, p.Last)
+	var holds []int // windows at the knee between two probes
+	n := 0
+	for _, w := range ws[1:] { // ws[0] is slow start's 4
+		switch w {
+		case 2:
+			n++
+		case 3:
+			holds = append(holds, n)
+			n = 0
+		default:
+			t.Fatalf("W after each window %v: want 2, with probes of 3", ws)
+		}
+	}
+	if want := []int{4, 8, 16, 16}; len(holds) < len(want) || !slices.Equal(holds[:len(want)], want) {
+		t.Errorf("windows held between probes %v (W after each window %v), want %v first", holds, ws, want)
+	}
+}
+
+// TestPacerKneeHoldsTheHigherPower: a doubling that raised the rate by
+// less than half its size ends slow start, and W holds at the W of the
+// higher power, rate² ÷ W (throughput ÷ a start's time, by Little's law).
+// A box whose healthy starts per second rise from 4 at W 4 to 5 at W 8
+// (+25 %, each start 1.6 s instead of 1 s) holds at 4; one that rises to
+// 5.8 (+45 %, more than √2) holds at 8.
+func TestPacerKneeHoldsTheHigherPower(t *testing.T) {
+	for _, tc := range []struct {
+		box  float64 // healthy starts a second at most
+		want int
+	}{{5, 4}, {5.8, 8}} {
+		p := rollout.NewPacer(4, 300, rollout.DefaultPaceTargets(), time.Minute)
+		took := func(w int) time.Duration {
+			return max(time.Second, time.Duration(float64(w)/tc.box*float64(time.Second)))
+		}
+		at := t0
+		var ws []int
+		for range 5 {
+			at = window(p, at, took(p.W()), nil)
+			ws = append(ws, p.W())
+		}
+		if want := []int{8, tc.want, tc.want, tc.want, tc.want}; !slices.Equal(ws, want) {
+			t.Errorf("box of %g starts/s: W after each window %v, want %v (%s)", tc.box, ws, want, p.Last)
+		}
 	}
 }
 
