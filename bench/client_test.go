@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -187,5 +188,42 @@ func TestCtlStartingCountsAgainstTheLaunchW(t *testing.T) {
 	ctlStarting(&m, all)
 	if m.CtlOverCap != 1 {
 		t.Errorf("a launch past its own W: over cap %d, want 1", m.CtlOverCap)
+	}
+}
+
+// TestSplitByRestart: a request sent to a locker between its stopping and
+// its healthy event counts as in its restart; one sent to it before or
+// after, or to another locker meanwhile, does not. A restart with no end
+// (the job died) runs to the end.
+func TestSplitByRestart(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	ev := func(s float64, name, phase string) string {
+		return fmt.Sprintf(`{"type":"event","time":%q,"container":%q,"phase":%q}`, at(s).Format(time.RFC3339Nano), name, phase)
+	}
+	out := strings.Join([]string{
+		`{"type":"stage","stage":"plan"}`,
+		ev(1, "a", "stopping"), ev(1.1, "a", "stopped"), ev(1.2, "a", "starting"), ev(2, "a", "healthy"),
+		ev(3, "b", "stopping"), ev(3.5, "b", "starting"),
+	}, "\n")
+	spans := restartSpans([]byte(out))
+	if len(spans["a"]) != 1 || !spans["a"][0].from.Equal(at(1)) || !spans["a"][0].to.Equal(at(2)) {
+		t.Fatalf("spans of a: %+v", spans["a"])
+	}
+	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+	reqs := []clientReq{
+		{locker: 0, sent: at(0.5), took: ms(3)},   // a, before its restart
+		{locker: 0, sent: at(1.5), took: ms(500)}, // a, in it: waits for the start
+		{locker: 0, sent: at(2.5), took: ms(4)},   // a, after it
+		{locker: 1, sent: at(1.5), took: ms(5)},   // b, not restarting then
+		{locker: 1, sent: at(4), took: ms(900)},   // b, restarting to the end
+		{locker: 1, sent: at(4.5), fail: failRefused},
+	}
+	in, elsewhere := splitByRestart(reqs, t0, at(10), []string{"a", "b"}, spans)
+	if in.Requests != 3 || in.OK != 2 || in.Refused != 1 || in.MaxMs != 900 {
+		t.Errorf("in restart: %+v, want 3 requests (2 answered, max 900 ms, 1 refused)", in)
+	}
+	if elsewhere.Requests != 3 || elsewhere.OK != 3 || elsewhere.MaxMs != 5 {
+		t.Errorf("elsewhere: %+v, want 3 answered, max 5 ms", elsewhere)
 	}
 }

@@ -46,6 +46,12 @@ type HeldFigures struct {
 	// Clients is what the requests sent from the command's start to the
 	// window's end got.
 	Clients ClientFigures `json:"clients"`
+	// InRestart and Elsewhere split Clients: the requests sent to a locker
+	// between its stopping and its healthy event (they wait for its
+	// start, in the held socket's queue), and every other one (what the
+	// box's load alone gives a request, with the update running beside).
+	InRestart ClientFigures `json:"in_restart"`
+	Elsewhere ClientFigures `json:"elsewhere"`
 	// WindowSeconds: command start → every locker has answered a request
 	// with the target build; CommandSeconds: the command alone.
 	WindowSeconds  float64 `json:"window_seconds"`
@@ -476,6 +482,7 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	reqs := c.finish()
 	h.WindowSeconds = end.Sub(t0).Seconds()
 	h.Clients = clientFigures(reqs, t0, end)
+	h.InRestart, h.Elsewhere = splitByRestart(reqs, t0, end, f.names, restartSpans(out))
 	if f.agent != nil {
 		h.Restarted = startedLockers(jobEvents(ctx, f.agent.client, out))
 	}
@@ -483,6 +490,68 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	h.StopToStartP50, h.StopToStartMax = quantile(stopStart, 0.5), quantile(stopStart, 1)
 	h.StartToHealthyP50, h.StartToHealthyMax = quantile(startHealthy, 0.5), quantile(startHealthy, 1)
 	return h
+}
+
+// restartSpan is one locker's restart, from its stopping event to its healthy
+// (or failed) one.
+type restartSpan struct{ from, to time.Time }
+
+// restartSpans reads update-code's --json events: per locker, each
+// stopping → healthy (or failed) span. A span with no end runs to the
+// end of time.
+func restartSpans(out []byte) map[string][]restartSpan {
+	spans := map[string][]restartSpan{}
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var e struct {
+			Type      string    `json:"type"`
+			Time      time.Time `json:"time"`
+			Container string    `json:"container"`
+			Phase     string    `json:"phase"`
+		}
+		if json.Unmarshal(line, &e) != nil || e.Type != "event" || e.Container == "" {
+			continue
+		}
+		ss := spans[e.Container]
+		open := len(ss) > 0 && ss[len(ss)-1].to.IsZero()
+		switch {
+		case e.Phase == "stopping" && !open:
+			spans[e.Container] = append(ss, restartSpan{from: e.Time})
+		case (e.Phase == "healthy" || e.Phase == "failed") && open:
+			ss[len(ss)-1].to = e.Time
+		}
+	}
+	for name, ss := range spans {
+		for i := range ss {
+			if ss[i].to.IsZero() {
+				spans[name][i].to = time.Unix(1<<40, 0)
+			}
+		}
+	}
+	return spans
+}
+
+// splitByRestart splits the requests sent in [from, to] into those sent to
+// a locker (names[r.locker]) during one of its restart spans, and the
+// rest.
+func splitByRestart(reqs []clientReq, from, to time.Time, names []string, spans map[string][]restartSpan) (in, elsewhere ClientFigures) {
+	var inR, outR []clientReq
+	for _, r := range reqs {
+		during := false
+		if r.locker >= 0 && r.locker < len(names) {
+			for _, sp := range spans[names[r.locker]] {
+				if !r.sent.Before(sp.from) && r.sent.Before(sp.to) {
+					during = true
+					break
+				}
+			}
+		}
+		if during {
+			inR = append(inR, r)
+		} else {
+			outR = append(outR, r)
+		}
+	}
+	return clientFigures(inR, from, to), clientFigures(outR, from, to)
 }
 
 // phaseSpans reads update-code's --json events: per locker, stopping →

@@ -63,6 +63,9 @@ func (rep *Report) targets20(add func(name, want, measured string, met *bool, no
 			lim := 1000*a.Median + 100
 			note := fmt.Sprintf("p50 %.0f ms, max %.0f ms; one restart alone (stop call → a queued request answered) %.0f ms, median of %d; in the update a locker waited %.2f s (max %.2f) from stopping to starting (the stop and a start slot, W) and took %.2f s (max %.2f) from starting to healthy",
 				held.Clients.P50ms, held.Clients.MaxMs, 1000*a.Median, len(a.Seconds), held.StopToStartP50, held.StopToStartMax, held.StartToHealthyP50, held.StartToHealthyMax)
+			if i, e := held.InRestart, held.Elsewhere; i.Requests+e.Requests > 0 {
+				note += fmt.Sprintf("; the %d requests sent to a locker while it restarted: p99 %.0f ms, the %d others: p99 %.0f ms", i.Requests, i.P99ms, e.Requests, e.P99ms)
+			}
 			if app := rep.held("6", provision.SocketApp); app != nil {
 				note += fmt.Sprintf("; today's sockets: p99 %.0f ms of the answered", app.Clients.P99ms)
 			}
@@ -134,6 +137,14 @@ func (rep *Report) markdown20(b *strings.Builder) {
 				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax, h.CPU.Box, h.CPU.Lockers, h.CPU.Agent, h.CPU.Holder, h.CPU.Bench)
 		}
 		b.WriteString("\n")
+		for _, h := range rep.Held {
+			if h.Clients.Requests == 0 {
+				continue
+			}
+			i, e := h.InRestart, h.Elsewhere
+			fmt.Fprintf(b, "Scenario %s (%s sockets), its requests split: %d sent to a locker while it restarted (stopping → healthy): %d failed, latency p50 / p99 / max %.0f / %.0f / %.0f ms; %d sent to a locker not restarting: %d failed, %.0f / %.0f / %.0f ms.  \n",
+				h.ID, h.Socket, i.Requests, i.Failed(), i.P50ms, i.P99ms, i.MaxMs, e.Requests, e.Failed(), e.P50ms, e.P99ms, e.MaxMs)
+		}
 		for _, a := range rep.HeldAlone {
 			if a.Err != "" {
 				fmt.Fprintf(b, "One locker restarted alone (%s sockets): not measured: %s.  \n", a.Socket, a.Err)
