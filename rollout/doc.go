@@ -112,7 +112,8 @@
 //
 // K = 4, stop parallel 8, stop timeout 10 s, health check none, monitor window 10 s (Nomad's min_healthy_time default),
 // held until the release is proven (monitor_holds until_proven), probed every
-// 500 ms (3 failed checks in a row, or one that finds the locker stopped,
+// 500 ms (every 2 s once in the background: Policy.BackgroundInterval;
+// 3 failed checks in a row, or one that finds the locker stopped,
 // fail it; a window, or the soak, never ends on a failed check: it goes on
 // until a check passes), start deadline 60 s, failure ratio 0.1, failure action rollback, release watch 10 min.
 // A release is proven once min(K, lockers) of them (W for offline and
@@ -142,7 +143,11 @@
 // in that window is recorded as any window's failure (the locker failed
 // in its monitor window), counts toward the failure ratio (overall and
 // over the last K finished), trips the policy, and takes a place in K
-// again while the locker is down. A run waits for its windows in the
+// again while the locker is down. A window in the background checks every
+// Policy.BackgroundInterval (monitor ÷ 5, between Interval and 10 s:
+// 2 s at the defaults), not every Interval: the checks were 6,000 an update
+// at N=300, each costing the agent and the app about 0.5 ms of CPU, and a
+// proven release's late failures are the rare ones. A run waits for its windows in the
 // background before it ends or goes back, and a rollback brings back
 // every locker it moved. This is Swarm's monitor ("failures inside the
 // monitor period count toward the failure ratio, but the next batch goes
@@ -161,9 +166,12 @@
 // path's capacity: slow start first (one more per healthy start, so W
 // doubles per window of healthy starts and the launches follow the
 // starts that ended), then W holds where healthy starts per second stop rising (a
-// step that did not raise the rate by half its own size goes back: the
-// throughput knee, the way Vegas and BBR aim at the bottleneck's rate;
-// every 4 windows held it probes one more, as BBR probes). W is halved,
+// step that did not raise the rate by half its own size ends the growth:
+// the throughput knee, the way Vegas and BBR aim at the bottleneck's rate;
+// after a doubling W holds at the W of the higher power, rate² ÷ W,
+// Kleinrock's throughput ÷ delay by Little's law; after 4 windows held it
+// probes one more, as BBR probes, and each probe that went back doubles
+// the next hold, up to 16 windows). W is halved,
 // at most once per window, on real distress only: a failed start,
 // pressure over target (DefaultPaceTargets: memory — the host's and the
 // lockers' parent cgroup's, as the agent's gauge reads it — and IO; CPU

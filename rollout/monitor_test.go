@@ -300,3 +300,25 @@ func checksAfterStart(hist []fakehost.Op) int {
 	}
 	return n
 }
+
+// TestBackgroundInterval: a background window checks every monitor ÷ 5,
+// never more often than the interval and never less often than every
+// 10 s (Kubernetes' default probe period).
+func TestBackgroundInterval(t *testing.T) {
+	for _, tc := range []struct {
+		monitor, interval, want time.Duration
+	}{
+		{10 * time.Second, 500 * ms, 2 * time.Second},         // the defaults
+		{10 * time.Second, 0, 2 * time.Second},                // interval's default, 500 ms
+		{time.Second, 500 * ms, 500 * ms},                     // never more often than the interval
+		{5 * time.Minute, 500 * ms, 10 * time.Second},         // a long window: every 10 s
+		{5 * time.Minute, 30 * time.Second, 30 * time.Second}, // an interval over 10 s wins
+		{0, 500 * ms, 500 * ms},
+	} {
+		p := rollout.DefaultPolicy()
+		p.Monitor, p.Interval = tc.monitor, tc.interval
+		if got := p.BackgroundInterval(); got != tc.want {
+			t.Errorf("monitor %v, interval %v: background checks every %v, want %v", tc.monitor, tc.interval, got, tc.want)
+		}
+	}
+}

@@ -275,8 +275,8 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		p.window()
 		return p.w != before
 	case p.prevRate > 0 && rate > 0 && rate < p.prevRate*(1+riseShare*float64(p.winW-p.prevW)/float64(p.prevW)):
-		// The knee: of the two Ws, W holds at the one with the higher
-		// power, throughput ÷ delay (Kleinrock's optimal operating point,
+		// The knee. After a doubling in slow start, W holds at the one of
+		// the two Ws with the higher power, throughput ÷ delay (Kleinrock's optimal operating point,
 		// the one BBR aims at: the bottleneck's rate with no queue). With
 		// W starts in flight, a start takes W ÷ rate (Little's law), so
 		// the power is rate² ÷ W: a doubling holds at the higher W only if
@@ -289,8 +289,8 @@ func (p *Pacer) Done(seq int, ok bool, took time.Duration, pr *Pressure, now tim
 		// 69.3 s and 0.60 s. An offline update that held W 8 (5.47 against
 		// 4.21 at W 4, +30 %) took 65.1 s with p50 unavailability 1.60 s;
 		// the run before, at W 4-5, 62.3 s and 0.90 s. A doubling that
-		// raised nothing, or a probe that did not earn its step, goes
-		// back.
+		// raised nothing, or a step of one (a probe, or growth after a
+		// cut) that did not earn its step, goes back.
 		knee := p.prevW
 		if p.phase == slowStart && rate*rate/float64(p.winW) > p.prevRate*p.prevRate/float64(p.prevW) {
 			knee = p.winW

@@ -157,6 +157,110 @@ func TestPacerProbesBackOff(t *testing.T) {
 	}
 }
 
+// holdsAt: the windows W stayed at knee before each probe to knee+1
+// (counting only runs of knee that a knee+1 follows and precedes).
+func holdsAt(ws []int, knee int) []int {
+	var holds []int
+	n, started := 0, false
+	for _, w := range ws {
+		switch {
+		case w == knee && started:
+			n++
+		case w == knee+1:
+			if started && n > 0 {
+				holds = append(holds, n)
+			}
+			n, started = 0, true
+		}
+	}
+	return holds
+}
+
+// failOne runs one window of W starts whose first fails (a cut).
+func failOne(p *rollout.Pacer, at time.Time) time.Time {
+	var seqs []int
+	for range p.W() {
+		seqs = append(seqs, p.Launch(at))
+	}
+	end := at.Add(time.Second)
+	for j, s := range seqs {
+		p.Done(s, j != 0, time.Second, nil, end)
+	}
+	return end
+}
+
+// boxTook: a start takes max(1 s, W ÷ box s).
+func boxTook(box *float64) func(int) time.Duration {
+	return func(w int) time.Duration {
+		return max(time.Second, time.Duration(float64(w)/(*box)*float64(time.Second)))
+	}
+}
+
+// TestPacerBackoffResets: the probes' backoff starts again at 4 windows
+// after a cut (in a hold of 16, or in a probe's window, and when the knee
+// after the cut is a new one) and after a probe that earned its step (the
+// box got room for 3 starts a second): the holds that follow are 4, then
+// 8. (Found by a reviewer: without these the resets were untested.)
+func TestPacerBackoffResets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pre  int // windows before the event
+		ev   string
+	}{{"cut in a hold of 16", 40, "cut"}, {"cut in a probe", 15, "cut"}, {"probe earned", 16, "grow"}, {"cut in a probe, knee next", 15, "cutslow"}} {
+		p := rollout.NewPacer(2, 300, rollout.DefaultPaceTargets(), time.Minute)
+		box := 2.0
+		took := boxTook(&box)
+		at := t0
+		var ws []int
+		for range tc.pre {
+			at = window(p, at, took(p.W()), nil)
+			ws = append(ws, p.W())
+		}
+		knee := 2
+		if tc.ev == "cut" {
+			at = failOne(p, at)
+		} else if tc.ev == "cutslow" {
+			at = failOne(p, at)
+			box, knee = 1.2, 1
+		} else {
+			box, knee = 3, 3
+		}
+		var after []int
+		for range 45 {
+			at = window(p, at, took(p.W()), nil)
+			after = append(after, p.W())
+		}
+		if h := holdsAt(after, knee); len(h) < 2 || !slices.Equal(h[:2], []int{4, 8}) {
+			t.Errorf("%s: before %v, after %v: holds at %d %v, want 4, 8 first", tc.name, ws, after, knee, h)
+		}
+	}
+}
+
+// TestPacerPowerBoundaries: the power rule's threshold is √(W'/W), not a
+// looser one: a doubling that raised the rate by 37.5 % holds the lower
+// W, one that raised it by 42.5 % the higher; a slow-start step to the cap
+// (4 to 6) that raised it by 23.75 % (more than √1.5 = 22.5 %, less than
+// +25 %) holds 6, one of 21.25 % holds 4.
+func TestPacerPowerBoundaries(t *testing.T) {
+	for _, tc := range []struct {
+		initial, cap int
+		box          float64
+		want         int
+	}{{4, 300, 5.5, 4}, {4, 300, 5.7, 8}, {4, 6, 4.95, 6}, {4, 6, 4.85, 4}} {
+		p := rollout.NewPacer(tc.initial, tc.cap, rollout.DefaultPaceTargets(), time.Minute)
+		took := boxTook(&tc.box)
+		at := t0
+		var ws []int
+		for range 4 {
+			at = window(p, at, took(p.W()), nil)
+			ws = append(ws, p.W())
+		}
+		if ws[len(ws)-1] != tc.want {
+			t.Errorf("W %d cap %d box %g: %v, want %d (%s)", tc.initial, tc.cap, tc.box, ws, tc.want, p.Last)
+		}
+	}
+}
+
 // TestPacerKneeHoldsTheHigherPower: a doubling that raised the rate by
 // less than half its size ends slow start, and W holds at the W of the
 // higher power, rate² ÷ W (throughput ÷ a start's time, by Little's law).

@@ -194,8 +194,8 @@ const backgroundChecks = 5
 
 // BackgroundInterval is the time between two checks of a monitor window
 // that runs in the background (the release proven, the locker's place in
-// K free: MonitorUntilProven): the window ÷ backgroundChecks, never less
-// than Interval; 2 s at the defaults (a 10 s window), where a held window
+// K free: MonitorUntilProven): the window ÷ backgroundChecks, at most
+// maxBackgroundInterval (10 s) and never less than Interval; 2 s at the defaults (a 10 s window), where a held window
 // checks every 500 ms. A proven release's late failures are the rare
 // ones, and at N=300 the held rate made 6,000 checks an update, each
 // costing the agent 0.5 ms of CPU and the locker's app about as much to
@@ -206,8 +206,13 @@ const backgroundChecks = 5
 // its places, still checks every Interval), and one that answers 503
 // fails after unhealthyChecks of these checks.
 func (p Policy) BackgroundInterval() time.Duration {
-	return max(p.interval(), p.Monitor/backgroundChecks)
+	return max(p.interval(), min(p.Monitor/backgroundChecks, maxBackgroundInterval))
 }
+
+// maxBackgroundInterval bounds BackgroundInterval for long monitor
+// windows: Kubernetes' default probe period. A 5 min window checked every
+// minute would fail a locker answering 503 only 3 minutes later.
+const maxBackgroundInterval = 10 * time.Second
 
 // MonitorHolds is which lockers hold their place in K through their
 // monitor window (Policy.MonitorHolds).

@@ -38,7 +38,7 @@ var knobs = []knob{
 	{"health", "string", "", "health check: none, http://127.0.0.1:{port}/healthz, tcp:HOST:PORT or exec:COMMAND"},
 	{"monitor", "duration", "", "monitor window: how long a locker must stay healthy after its first healthy check to count as moved (Swarm's monitor)"},
 	{"monitor_holds", "string", "", "which lockers hold their place in K through their monitor window: until_proven (those of a release not yet proven; after that a healthy locker frees its place and its window goes on in the background, its failures still counted, as Swarm's monitor) or all (every locker, as Kubernetes' minReadySeconds)"},
-	{"interval", "duration", "", "time between two checks in the monitor window and the soak (a window in the background: every monitor ÷ 5, never more often)"},
+	{"interval", "duration", "", "time between two checks in the monitor window and the soak (a window in the background: every monitor ÷ 5, between interval and 10 s)"},
 	{"canary", "int", "", "canary lockers moved first, alone, then held healthy for the soak before the rest"},
 	{"soak", "duration", "", "how long the canaries must stay healthy before the rest moves"},
 	{"max_failure_ratio", "float", "", "failure ratio (0..1) over the plan and over the last K lockers that trips the failure action (Swarm's max_failure_ratio)"},
