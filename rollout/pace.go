@@ -84,9 +84,9 @@ const holdWindows = 4
 // step doubles the hold before the next one (4, 8, 16 windows), as a
 // retry that failed backs off. Measured at N=300 (a rolling update of
 // light lockers, K=4): W held at 2 and probed 3 fourteen times, and not
-// one probe earned its step; the 68 starts of those probes were the 15
-// slowest of the run's 300 (p50 0.49 s against 0.37 s at W 2), so they
-// made its p99 unavailability. A probe that earned its step, a cut, or a
+// one probe earned its step; the run's 15 slowest starts were among the
+// 68 of those probes (p50 0.49 s against 0.37 s at W 2), so they made its
+// p99 unavailability. A probe that earned its step, a cut, or a
 // new knee starts the hold at holdWindows again.
 const maxHoldWindows = 16
 
