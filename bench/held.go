@@ -492,25 +492,36 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	return h
 }
 
-// restartSpan is one locker's restart, from its stopping event to its healthy
-// (or failed) one.
+// lockerEvent is one locker's event in update-code's --json output.
+type lockerEvent struct {
+	Type      string    `json:"type"`
+	Time      time.Time `json:"time"`
+	Container string    `json:"container"`
+	Phase     string    `json:"phase"`
+}
+
+// lockerEvents reads update-code's --json output: its lockers' events, in
+// order (other lines are skipped).
+func lockerEvents(out []byte) []lockerEvent {
+	var evs []lockerEvent
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var e lockerEvent
+		if json.Unmarshal(line, &e) == nil && e.Type == "event" && e.Container != "" {
+			evs = append(evs, e)
+		}
+	}
+	return evs
+}
+
+// restartSpan is one locker's restart, from its stopping event to its
+// healthy (or failed) one; a zero to: it never ended.
 type restartSpan struct{ from, to time.Time }
 
-// restartSpans reads update-code's --json events: per locker, each
-// stopping → healthy (or failed) span. A span with no end runs to the
-// end of time.
+// restartSpans gives, per locker, each stopping → healthy (or failed)
+// span of update-code's --json output.
 func restartSpans(out []byte) map[string][]restartSpan {
 	spans := map[string][]restartSpan{}
-	for _, line := range bytes.Split(out, []byte("\n")) {
-		var e struct {
-			Type      string    `json:"type"`
-			Time      time.Time `json:"time"`
-			Container string    `json:"container"`
-			Phase     string    `json:"phase"`
-		}
-		if json.Unmarshal(line, &e) != nil || e.Type != "event" || e.Container == "" {
-			continue
-		}
+	for _, e := range lockerEvents(out) {
 		ss := spans[e.Container]
 		open := len(ss) > 0 && ss[len(ss)-1].to.IsZero()
 		switch {
@@ -520,14 +531,13 @@ func restartSpans(out []byte) map[string][]restartSpan {
 			ss[len(ss)-1].to = e.Time
 		}
 	}
-	for name, ss := range spans {
-		for i := range ss {
-			if ss[i].to.IsZero() {
-				spans[name][i].to = time.Unix(1<<40, 0)
-			}
-		}
-	}
 	return spans
+}
+
+// during reports whether t falls in the span (one that never ended runs
+// to the end).
+func (sp restartSpan) during(t time.Time) bool {
+	return !t.Before(sp.from) && (sp.to.IsZero() || t.Before(sp.to))
 }
 
 // splitByRestart splits the requests sent in [from, to] into those sent to
@@ -536,16 +546,11 @@ func restartSpans(out []byte) map[string][]restartSpan {
 func splitByRestart(reqs []clientReq, from, to time.Time, names []string, spans map[string][]restartSpan) (in, elsewhere ClientFigures) {
 	var inR, outR []clientReq
 	for _, r := range reqs {
-		during := false
+		var ss []restartSpan
 		if r.locker >= 0 && r.locker < len(names) {
-			for _, sp := range spans[names[r.locker]] {
-				if !r.sent.Before(sp.from) && r.sent.Before(sp.to) {
-					during = true
-					break
-				}
-			}
+			ss = spans[names[r.locker]]
 		}
-		if during {
+		if slices.ContainsFunc(ss, func(sp restartSpan) bool { return sp.during(r.sent) }) {
 			inR = append(inR, r)
 		} else {
 			outR = append(outR, r)
@@ -555,19 +560,11 @@ func splitByRestart(reqs []clientReq, from, to time.Time, names []string, spans 
 }
 
 // phaseSpans reads update-code's --json events: per locker, stopping →
-// starting and starting → healthy, in seconds.
+// starting and starting → healthy, in seconds (each locker's first of
+// each phase).
 func phaseSpans(out []byte) (stopStart, startHealthy []float64) {
 	at := map[string]map[string]time.Time{}
-	for _, line := range bytes.Split(out, []byte("\n")) {
-		var e struct {
-			Type      string    `json:"type"`
-			Time      time.Time `json:"time"`
-			Container string    `json:"container"`
-			Phase     string    `json:"phase"`
-		}
-		if json.Unmarshal(line, &e) != nil || e.Type != "event" || e.Container == "" {
-			continue
-		}
+	for _, e := range lockerEvents(out) {
 		if at[e.Container] == nil {
 			at[e.Container] = map[string]time.Time{}
 		}
