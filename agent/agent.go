@@ -104,6 +104,11 @@ type Agent struct {
 	wg     sync.WaitGroup
 	base   context.Context // jobs run under it, not under the request's
 	stop   context.CancelCauseFunc
+	// jobSeq counts mutating jobs' starts and ends (under mu): a reading
+	// of the host begun under one value and used under another may mix
+	// states from before a job's end with records from after it (see
+	// jobsMovedSince).
+	jobSeq atomic.Uint64
 
 	inv     *inventory
 	sup     *supervisor
@@ -252,6 +257,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 	}
 	if req.Kind.mutating() {
 		a.active = r
+		a.jobSeq.Add(1)
 	}
 	a.runs[r.job.ID] = r
 	a.wg.Add(1)
@@ -300,6 +306,7 @@ func (a *Agent) Submit(req Request) (Job, error) {
 		a.mu.Lock()
 		if a.active == r {
 			a.active = nil
+			a.jobSeq.Add(1)
 		}
 		a.mu.Unlock()
 		logFailedLockers(log, result)
@@ -326,6 +333,15 @@ func (a *Agent) Submit(req Request) (Job, error) {
 	}()
 	return r.snapshot(), nil
 }
+
+// jobsMovedSince reports whether a mutating job started or ended since
+// jobSeq read seq. Supervision and the release watch judge the lockers
+// only on readings taken with no job boundary inside them: a stop-all
+// stops its lockers first and records their desired state (stopped) at
+// its end, so a reading of states taken before that end and of desired
+// states after it would see "should run, is stopped", and restart
+// lockers the operator just stopped (seen in CI, 2026-12-06).
+func (a *Agent) jobsMovedSince(seq uint64) bool { return a.jobSeq.Load() != seq }
 
 // Running returns the running mutating job, if any.
 func (a *Agent) Running() (Job, bool) {

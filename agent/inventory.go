@@ -56,6 +56,7 @@ type inventory struct {
 	kick     chan struct{}
 	interval time.Duration
 	gen      uint64 // counts changes of lockers (refreshes, health marks)
+	jobSeq   uint64 // the agent's jobSeq when the snapshot's reading began
 
 	// encoded is GET /v1/containers' body for generation encGen: at N=300
 	// encoding it took 5 ms of CPU a request, a core at 200 req/s
@@ -122,6 +123,7 @@ func (inv *inventory) refresh(ctx context.Context) error {
 // refreshed is refresh returning the lockers it read (a refresh running
 // at the same time may already have replaced them in the snapshot).
 func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
+	seq := inv.a.jobSeq.Load()
 	infos, err := inv.a.deps.Containers.Select(ctx, nil, "")
 	if err != nil {
 		return nil, err
@@ -164,7 +166,7 @@ func (inv *inventory) refreshed(ctx context.Context) ([]Locker, error) {
 		lockers = append(lockers, l)
 	}
 	inv.mu.Lock()
-	inv.lockers, inv.byName, inv.at = lockers, byName, inv.a.deps.Clock.Now()
+	inv.lockers, inv.byName, inv.at, inv.jobSeq = lockers, byName, inv.a.deps.Clock.Now(), seq
 	inv.gen++
 	inv.mu.Unlock()
 	return lockers, nil
@@ -244,6 +246,13 @@ func (inv *inventory) snapshot() []Locker {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	return inv.lockers
+}
+
+// snapshotSeq is snapshot with the agent's jobSeq when its reading began.
+func (inv *inventory) snapshotSeq() ([]Locker, uint64) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	return inv.lockers, inv.jobSeq
 }
 
 // encodedAll returns the JSON body of every locker ({"containers": [...],

@@ -341,11 +341,14 @@ func (s *supervisor) tick() {
 	if s.a.hostShuttingDown() {
 		return // the host shuts down: its lockers stay stopped
 	}
+	lockers, seq := s.a.inv.snapshotSeq()
+	if s.a.jobsMovedSince(seq) {
+		return // a job began or ended since the reading: the next one judges
+	}
 	now := s.now()
 	var due, stopped []string
 	onCurrent := map[string]bool{}
 	cur := s.a.currentRelease()
-	lockers := s.a.inv.snapshot()
 	s.mu.Lock()
 	want := s.observe(lockers, now, cur)
 	// Restarts and give-ups, kept across agent restarts, are about the

@@ -5,6 +5,8 @@
 package agent
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"lxcfleet/codeupdate"
 	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
+	"lxcfleet/lxcctl"
 )
 
 // fakeSupervised is an agent over four lockers running on r1 (proven),
@@ -26,6 +29,13 @@ func fakeSupervised(t *testing.T) (*Agent, *fakehost.Host, *fakecode.Code, []str
 // fakeSupervisedIn is fakeSupervised with its journal in state.
 func fakeSupervisedIn(t *testing.T, state string) (*Agent, *fakehost.Host, *fakecode.Code, []string, func()) {
 	t.Helper()
+	return fakeSupervisedWith(t, state, nil)
+}
+
+// fakeSupervisedWith is fakeSupervisedIn with the agent's Containers made
+// by wrap from the agent and the fake ones (nil: the fake ones).
+func fakeSupervisedWith(t *testing.T, state string, wrap func(*agentRef, fakeContainers) Containers) (*Agent, *fakehost.Host, *fakecode.Code, []string, func()) {
+	t.Helper()
 	names := fakehost.Names(4)
 	h := fakehost.New("r1", names...)
 	code := fakecode.New("r1")
@@ -34,14 +44,20 @@ func fakeSupervisedIn(t *testing.T, state string) (*Agent, *fakehost.Host, *fake
 	}
 	code.Add(codeupdate.Release{Name: "r2", Build: 2, SHA: "sha-r2", State: codeupdate.StateProven})
 	fc := fakeContainers{h: h, code: code}
+	var cs Containers = fc
+	ref := &agentRef{}
+	if wrap != nil {
+		cs = wrap(ref, fc)
+	}
 	d := DefaultDefaults()
 	d.Policy.Health, d.Policy.Monitor = "none", time.Second
 	a, err := New(Config{StateDir: state, Defaults: d,
 		Supervision: SupervisionConfig{Burst: 1, Interval: time.Minute, Backoff: time.Millisecond}},
-		Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
+		Deps{Containers: cs, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ref.a = a
 	t.Cleanup(func() { a.Close() })
 	if err := a.jr.SetDesired(names, Desired{Running: true}); err != nil {
 		t.Fatal(err)
@@ -188,5 +204,65 @@ func TestSupervisionRegressionRule(t *testing.T) {
 	asleep := Locker{Name: "z", Sleeping: true}
 	if !onRelease(asleep, []verdict{{"r2", true}}, "r2") || onRelease(asleep, []verdict{{"r1", true}}, "r2") {
 		t.Errorf("onRelease: a sleeper counts on the release it last ran healthy on, and only there")
+	}
+}
+
+// agentRef lets a wrapped Containers reach the agent made around it.
+type agentRef struct{ a *Agent }
+
+// refreshAfterStop is the fake Containers whose every stop is followed
+// at once by an inventory refresh: the reading the 5 s refresh takes
+// when it falls inside a stop-all, after its lockers stopped and before
+// the job records their desired state (stopped) at its end.
+type refreshAfterStop struct {
+	fakeContainers
+	ref *agentRef
+	t   *testing.T
+}
+
+func (r refreshAfterStop) Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error) {
+	so, err := r.fakeContainers.Stop(ctx, name, timeout)
+	if rerr := r.ref.a.inv.refresh(ctx); rerr != nil {
+		r.t.Errorf("refreshing the inventory inside a stop: %v", rerr)
+	}
+	return so, err
+}
+
+// TestSupervisionLeavesAStopAllAlone: an inventory reading taken inside an
+// operator's stop-all (lockers stopped, desired states not yet recorded)
+// never makes supervision restart them once the job ended; the reading
+// after the job's end shows them stopped on purpose. (CI, 2026-12-06:
+// TestSleepingLockersWakeOnConnection's stop-all was undone by
+// supervision this way, and its next start-all was refused as busy.)
+func TestSupervisionLeavesAStopAllAlone(t *testing.T) {
+	a, h, _, names, step := fakeSupervisedWith(t, t.TempDir(), func(ref *agentRef, fc fakeContainers) Containers {
+		return refreshAfterStop{fakeContainers: fc, ref: ref, t: t}
+	})
+	j := waitJob(t, a, submit(t, a, Request{Kind: KindStopAll, Names: names[:2], Trigger: "test"}))
+	if j.State != JobSucceeded {
+		t.Fatalf("stop-all: %s %s", j.State, j.Error)
+	}
+	// The tick the refresh after a reading runs, on the reading from inside
+	// the job: it restarts nothing.
+	a.sup.tick()
+	if j, busy := a.Running(); busy {
+		t.Fatalf("supervision judged a reading taken inside a stop-all: it started job %s (%s)", j.ID, j.Trigger)
+	}
+	// The next reading, after the job, sees them stopped on purpose.
+	step()
+	step()
+	jobs, err := a.Jobs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Trigger, "supervision") {
+			t.Errorf("supervision started %s after an operator's stop-all", j.Trigger)
+		}
+	}
+	for _, l := range h.Lockers(nil) {
+		if l.Running && slices.Contains(names[:2], l.Name) {
+			t.Errorf("%s runs after stop-all", l.Name)
+		}
 	}
 }

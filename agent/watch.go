@@ -251,6 +251,7 @@ func (w *watcher) round(ctx context.Context) {
 	if w.a.hostShuttingDown() {
 		return
 	}
+	seq := w.a.jobSeq.Load()
 	if j, busy := w.a.Running(); busy && !strings.HasPrefix(j.Trigger, "supervision") {
 		// A job of the operator's may stop lockers on purpose: its own
 		// policy judges what it does. Supervision's restarts only start
@@ -264,6 +265,12 @@ func (w *watcher) round(ctx context.Context) {
 	}
 	results := w.check(ctx, rw, names)
 	if ctx.Err() != nil {
+		return
+	}
+	if _, at := w.a.inv.snapshotSeq(); w.a.jobsMovedSince(seq) || at != seq {
+		// A job began or ended since the desired states or the lockers'
+		// states were read (an operator's stop-all may have stopped them
+		// on purpose): the next round judges.
 		return
 	}
 	w.mu.Lock()

@@ -254,7 +254,7 @@ func TestWatchTrips(t *testing.T) {
 // journal across an agent restart, holds still during a host shutdown,
 // and ends when current moves.
 func TestReleaseWatchGlue(t *testing.T) {
-	setup := func(t *testing.T, state string) (*Agent, *fakehost.Host, *fakecode.Code, []string) {
+	setupWith := func(t *testing.T, state string, wrap func(*agentRef, fakeContainers) Containers) (*Agent, *fakehost.Host, *fakecode.Code, []string) {
 		names := fakehost.Names(5)
 		h := fakehost.New("r1", names...)
 		code := fakecode.New("r1")
@@ -267,17 +267,26 @@ func TestReleaseWatchGlue(t *testing.T) {
 		}
 		_ = h.Switch(t.Context(), "r2", "test")
 		fc := fakeContainers{h: h, code: code}
+		var cs Containers = fc
+		ref := &agentRef{}
+		if wrap != nil {
+			cs = wrap(ref, fc)
+		}
 		d := DefaultDefaults()
 		d.Policy.Health, d.Policy.Monitor = "none", 0
-		a, err := New(Config{StateDir: state, Defaults: d}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
+		a, err := New(Config{StateDir: state, Defaults: d}, Deps{Containers: cs, Code: code, ReleaseOf: fc.releaseOf, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
+		ref.a = a
 		t.Cleanup(func() { a.Close() })
 		if err := a.jr.SetDesired(names, Desired{Running: true}); err != nil {
 			t.Fatal(err)
 		}
 		return a, h, code, names
+	}
+	setup := func(t *testing.T, state string) (*Agent, *fakehost.Host, *fakecode.Code, []string) {
+		return setupWith(t, state, nil)
 	}
 	pol := rollout.DefaultPolicy()
 	pol.Health, pol.ReleaseWatch = "none", time.Minute
@@ -313,6 +322,27 @@ func TestReleaseWatchGlue(t *testing.T) {
 		}
 		if rw := a.watch.watching(); rw != nil || a.hostInfo().ReleaseWatch != nil {
 			t.Errorf("the watch goes on after its rollback: %+v", rw)
+		}
+	})
+
+	t.Run("an operator's stop-all inside a round is no crash", func(t *testing.T) {
+		var once sync.Once
+		a, _, code, names := setupWith(t, t.TempDir(), func(ref *agentRef, fc fakeContainers) Containers {
+			return stopAllAtCheck{fakeContainers: fc, once: &once, do: func() {
+				j := waitJob(t, ref.a, submit(t, ref.a, Request{Kind: KindStopAll, Names: names3(fc), Trigger: "test"}))
+				if j.State != JobSucceeded {
+					t.Errorf("stop-all inside a round: %s %s", j.State, j.Error)
+				}
+			}}
+		})
+		a.watch.begin("r2", "job-u", names, pol)
+		a.watch.round(t.Context()) // its desired states read before the stop-all
+		a.watch.round(t.Context())
+		if jobs := watchJobs(t, a); len(jobs) != 0 || code.State("r2") != codeupdate.StateProven {
+			t.Errorf("three lockers of five stopped by an operator inside a round: jobs %+v, r2 %s; want none, r2 proven", jobs, code.State("r2"))
+		}
+		if a.watch.watching() == nil {
+			t.Errorf("the watch ended after an operator's stop-all")
 		}
 	})
 
@@ -361,6 +391,22 @@ func TestReleaseWatchGlue(t *testing.T) {
 		}
 	})
 }
+
+// stopAllAtCheck is the fake Containers whose first health check runs do
+// (an operator's stop-all) before it and every other check answer.
+type stopAllAtCheck struct {
+	fakeContainers
+	once *sync.Once
+	do   func()
+}
+
+func (s stopAllAtCheck) CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error {
+	s.once.Do(s.do)
+	return s.fakeContainers.CheckRunning(ctx, name, hc)
+}
+
+// names3 is the first three of fc's lockers.
+func names3(fc fakeContainers) []string { return fc.names()[:3] }
 
 // currentName is the name of code's current release ("" when none).
 func currentName(code *fakecode.Code) string {

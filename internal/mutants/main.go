@@ -53,6 +53,8 @@ var testsFor = map[string][]string{
 	"watch: a crash counts only at supervision's start limit":     {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"watch: one failed locker rolls a release back":               {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"supervision: every crash loop counts as a regression":        {"-run", "^TestSupervisionNeverHealthyLockersAreQuarantined$", "./agent/"},
+	"supervision: judges a reading taken across a job's end":      {"-run", "^TestSupervisionLeavesAStopAllAlone$", "./agent/"},
+	"watch: judges a round across an operator's job":              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"tally: every first step is a canary":                         {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                       {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":            {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -304,6 +306,11 @@ var mutants = []mutant{
 	// Supervision's rollback counts regressions only (issue 22 item 5).
 	{"supervision: every crash loop counts as a regression", "agent/supervise.go",
 		"\treturn ok && p.Healthy\n", "\t_, _ = p, ok\n\treturn true\n"},
+	// Judging only readings with no job boundary inside (CI, 2026-12-06).
+	{"supervision: judges a reading taken across a job's end", "agent/supervise.go",
+		"\tif s.a.jobsMovedSince(seq) {", "\tif false && s.a.jobsMovedSince(seq) {"},
+	{"watch: judges a round across an operator's job", "agent/watch.go",
+		"w.a.jobsMovedSince(seq) || at != seq {", "false && (w.a.jobsMovedSince(seq) || at != seq) {"},
 	// The one account of a job (agent.Tally) that the console, the CLI's
 	// tail and the history render (issue 22 item 11).
 	{"tally: every first step is a canary", "agent/tally.go",
