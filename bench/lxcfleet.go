@@ -91,6 +91,15 @@ stop_timeout = "10s"
 	if r.o.Monitor > 0 {
 		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
 	}
+	if r.o.MaxStarting < 0 || r.o.MaxUnavailable < 0 {
+		return fmt.Errorf("-max-starting %d, -max-unavailable %d: W and K are at least 1 (0 for lxcfleet's default)", r.o.MaxStarting, r.o.MaxUnavailable)
+	}
+	if r.o.MaxUnavailable > 0 {
+		cfg += fmt.Sprintf("max_unavailable = %d\n", r.o.MaxUnavailable)
+	}
+	if r.o.MaxStarting > 0 {
+		cfg += fmt.Sprintf("max_starting = %d\n", r.o.MaxStarting)
+	}
 	// lxcfleet's lockers sit where the others' do: in the bench's parent
 	// (with its memory limit), or where LXC puts them.
 	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", r.cgParent)
