@@ -72,8 +72,7 @@ func (s *Stack) AgentDeps() (agent.Deps, error) {
 	}
 	if code != nil {
 		deps.Code = code
-		layout := s.Layout
-		deps.ReleaseOf = func(pid int) (string, bool, error) { return mounts.ReleaseOfLocker(pid, layout) }
+		deps.ReleaseOf = mounts.NewReleaseCache(s.Layout).ReleaseOfLocker
 	}
 	return deps, nil
 }

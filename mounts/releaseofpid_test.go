@@ -197,3 +197,70 @@ func TestReleaseOfPIDReleasesOnOwnFilesystem(t *testing.T) {
 		t.Errorf("got %v, want a not-a-release error", err)
 	}
 }
+
+// TestReleaseCache: the cache answers as ReleaseOfLocker does through a
+// locker's life and its release folder's (kept, switched away from,
+// renamed, deleted, deleted and built again under its name), and reads
+// no mount table for a process and folder that did not change.
+func TestReleaseCache(t *testing.T) {
+	needRoot(t)
+	l := releaseLayout(t, "000001-aaaaaaaaaaaa", "000002-bbbbbbbbbbbb", "000003-cccccccccccc")
+	c := NewReleaseCache(l)
+	check := func(t *testing.T, pid int, wantRelease string, wantDeleted bool) {
+		t.Helper()
+		rel, deleted, err := c.ReleaseOfLocker(pid)
+		if err != nil || rel != wantRelease || deleted != wantDeleted {
+			t.Errorf("pid %d: got %q, %v, %v, want %q, %v, no error", pid, rel, deleted, err, wantRelease, wantDeleted)
+		}
+		if r, d, e := ReleaseOfLocker(pid, l); r != rel || d != deleted || (e == nil) != (err == nil) {
+			t.Errorf("pid %d: the cache says %q, %v, %v; ReleaseOfLocker %q, %v, %v", pid, rel, deleted, err, r, d, e)
+		}
+	}
+	reads := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.reads
+	}
+	pid1 := startMounted(t, l.Current, appDir(t, l, "one"))
+	check(t, pid1, "000001-aaaaaaaaaaaa", false)
+	before := reads()
+	for range 3 {
+		check(t, pid1, "000001-aaaaaaaaaaaa", false)
+	}
+	if got := reads() - before; got != 0 {
+		t.Errorf("an unchanged locker read the mount tables %d times in 3 calls, want 0", got)
+	}
+
+	flip(t, l, "000002-bbbbbbbbbbbb")
+	pid2 := startMounted(t, l.Current, appDir(t, l, "two"))
+	check(t, pid1, "000001-aaaaaaaaaaaa", false)
+	check(t, pid2, "000002-bbbbbbbbbbbb", false)
+
+	// Renamed: the kept answer's folder is gone from its path.
+	if err := os.Rename(filepath.Join(l.Releases, "000002-bbbbbbbbbbbb"), filepath.Join(l.Releases, "000002-bbbbbbbbbbbb.old")); err != nil {
+		t.Fatal(err)
+	}
+	check(t, pid2, "000002-bbbbbbbbbbbb.old", false)
+
+	// Deleted.
+	if err := os.RemoveAll(filepath.Join(l.Releases, "000001-aaaaaaaaaaaa")); err != nil {
+		t.Fatal(err)
+	}
+	check(t, pid1, "000001-aaaaaaaaaaaa", true)
+
+	// Deleted and built again under its name (on a reused inode, often):
+	// the running locker's folder is the deleted one.
+	flip(t, l, "000003-cccccccccccc")
+	pid3 := startMounted(t, l.Current, appDir(t, l, "three"))
+	check(t, pid3, "000003-cccccccccccc", false)
+	dir3 := filepath.Join(l.Releases, "000003-cccccccccccc")
+	if err := os.RemoveAll(dir3); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir3, "server.js"), "// built again")
+	check(t, pid3, "000003-cccccccccccc", true)
+
+	// Gone, and a stopped locker: no release, no error.
+	check(t, gonePID(t), "", false)
+	check(t, 0, "", false)
+}

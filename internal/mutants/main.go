@@ -54,6 +54,7 @@ var testsFor = map[string][]string{
 	"watch: one failed locker rolls a release back":               {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"supervision: every crash loop counts as a regression":        {"-run", "^TestSupervisionNeverHealthyLockersAreQuarantined$", "./agent/"},
 	"supervision: judges a reading taken across a job's end":      {"-run", "^TestSupervisionLeavesAStopAllAlone$", "./agent/"},
+	"release cache: keeps an answer whose folder changed":         {"-run", "^TestReleaseCache$", "./mounts/"},
 	"watch: judges a round across an operator's job":              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"tally: every first step is a canary":                         {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                       {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -306,6 +307,9 @@ var mutants = []mutant{
 	// Supervision's rollback counts regressions only (issue 22 item 5).
 	{"supervision: every crash loop counts as a regression", "agent/supervise.go",
 		"\treturn ok && p.Healthy\n", "\t_, _ = p, ok\n\treturn true\n"},
+	// The inventory's release cache (issue 19: a tenth of the agent's CPU).
+	{"release cache: keeps an answer whose folder changed", "mounts/releasecache.go",
+		"if id, ok := c.dirOf(a.release); ok && id == a.dir {", "if true {"},
 	// Judging only readings with no job boundary inside (CI, 2026-12-06).
 	{"supervision: judges a reading taken across a job's end", "agent/supervise.go",
 		"\tif s.a.jobsMovedSince(seq) {", "\tif false && s.a.jobsMovedSince(seq) {"},
