@@ -104,7 +104,8 @@ type Agent struct {
 	wg     sync.WaitGroup
 	base   context.Context // jobs run under it, not under the request's
 	stop   context.CancelCauseFunc
-	// jobSeq counts mutating jobs' starts and ends (under mu): a reading
+	// jobSeq counts mutating jobs' starts and ends (written under mu, so
+	// it is odd while one runs): a reading
 	// of the host begun under one value and used under another may mix
 	// states from before a job's end with records from after it (see
 	// jobsMovedSince).

@@ -76,3 +76,38 @@ func (f fakeContainers) releaseOf(pid int) (string, bool, error) {
 }
 
 var _ Containers = fakeContainers{}
+
+// hookedContainers is fakeContainers with hooks: afterStop runs after each
+// stop, beforeStart before each start, beforeCheck before each
+// CheckRunning (nil: none). The agent tests put an inventory refresh or
+// an operator's job at those points, where the 5 s refresh or an
+// operator could fall.
+type hookedContainers struct {
+	fakeContainers
+	afterStop, beforeStart, beforeCheck func()
+}
+
+func (f hookedContainers) Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error) {
+	so, err := f.fakeContainers.Stop(ctx, name, timeout)
+	if f.afterStop != nil {
+		f.afterStop()
+	}
+	return so, err
+}
+
+func (f hookedContainers) StartHealthy(ctx context.Context, name string, hc lxcctl.HealthCheck, deadline time.Duration) lxcctl.StartResult {
+	if f.beforeStart != nil {
+		f.beforeStart()
+	}
+	return f.fakeContainers.StartHealthy(ctx, name, hc, deadline)
+}
+
+func (f hookedContainers) CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error {
+	if f.beforeCheck != nil {
+		f.beforeCheck()
+	}
+	return f.fakeContainers.CheckRunning(ctx, name, hc)
+}
+
+// agentRef lets hooks reach the agent made around them.
+type agentRef struct{ a *Agent }

@@ -255,6 +255,33 @@ func (inv *inventory) snapshotSeq() ([]Locker, uint64) {
 	return inv.lockers, inv.jobSeq
 }
 
+// view is one snapshot's lockers by name, when it was refreshed and the
+// agent's jobSeq when its reading began.
+type view struct {
+	byName map[string]Locker
+	at     time.Time
+	seq    uint64
+}
+
+// viewOf returns the lockers named of the last snapshot (those it has) as
+// one view.
+func (inv *inventory) viewOf(names []string) view {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	v := view{byName: make(map[string]Locker, len(names)), at: inv.at, seq: inv.jobSeq}
+	for _, n := range names {
+		if i, ok := inv.byName[n]; ok {
+			v.byName[n] = inv.lockers[i]
+		}
+	}
+	return v
+}
+
+// judgeable reports whether a reading of the host begun at jobSeq seq may
+// be acted on now: no mutating job ran while it was taken (an odd seq:
+// one was running) and none began or ended since.
+func (a *Agent) judgeable(seq uint64) bool { return seq%2 == 0 && !a.jobsMovedSince(seq) }
+
 // encodedAll returns the JSON body of every locker ({"containers": [...],
 // "at": ...}), encoded once per change of the snapshot.
 func (inv *inventory) encodedAll() []byte {

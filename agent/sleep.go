@@ -315,7 +315,7 @@ func (s *sleeper) tick(ctx context.Context) {
 		s.a.log.Warn("reading held sockets for sleeping lockers", "err", err)
 		return
 	}
-	snap := s.a.inv.snapshot()
+	snap, seq := s.a.inv.snapshotSeq()
 	now := s.a.deps.Clock.Now()
 	s.mu.Lock()
 	s.specs = specs
@@ -380,7 +380,10 @@ func (s *sleeper) tick(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
-	if len(idle) == 0 || ctx.Err() != nil {
+	// Lockers go to sleep only on a reading no job ran through or since:
+	// an operator's stop-all that ended after it would otherwise see its
+	// locker put to sleep (and woken by the next connection).
+	if len(idle) == 0 || ctx.Err() != nil || !s.a.judgeable(seq) {
 		return
 	}
 	sort.Strings(idle)

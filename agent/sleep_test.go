@@ -30,7 +30,11 @@ func (f fakeHeld) Watch(ctx context.Context, names []string) (<-chan string, err
 // now: TIME_WAIT) stays awake, and the two without go to sleep through
 // one stop-all job ("idle"), each with its record; a tick while a job runs
 // puts nobody to sleep.
-func TestSleeperIdleRule(t *testing.T) {
+// sleeperEnv is an agent over three running lockers with held sockets on
+// the fake host (idle_stop an hour), after an operator's start-all and a
+// refresh of the inventory; it returns the start-all's policy too.
+func sleeperEnv(t *testing.T) (*Agent, *fakehost.Host, fakeHeld, string, []string, rollout.Policy) {
+	t.Helper()
 	names := fakehost.Names(3)
 	h := fakehost.New("r1", names...)
 	code := fakecode.New("r1")
@@ -61,25 +65,47 @@ func TestSleeperIdleRule(t *testing.T) {
 	if j, err = a.Wait(ctx, j.ID); err != nil || j.State != JobSucceeded {
 		t.Fatalf("start-all: %v %s %s", err, j.State, j.Error)
 	}
-	startAll := j.Plan.Policy
 	if err := a.inv.refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return a, h, held, dir, names, j.Plan.Policy
+}
+
+// seenLongAgo makes every locker's last connection two hours old.
+func seenLongAgo(s *sleeper, names []string) {
+	s.mu.Lock()
+	for _, n := range names {
+		s.lastActive[n] = time.Now().Add(-2 * time.Hour)
+	}
+	s.mu.Unlock()
+}
+
+// idleJobs are the sleeper's jobs so far.
+func idleJobs(t *testing.T, a *Agent) []Job {
+	t.Helper()
+	jobs, err := a.Jobs(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idle []Job
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Trigger, "idle") {
+			idle = append(idle, j)
+		}
+	}
+	return idle
+}
+
+func TestSleeperIdleRule(t *testing.T) {
+	a, h, held, dir, names, startAll := sleeperEnv(t)
+	ctx := t.Context()
 	s := a.sleep
 	// l00 has a connection open now; l01, l02 none.
 	s.activity = func(string) (map[int]time.Duration, error) {
 		return map[int]time.Duration{held.specs[names[0]].Port: 0}, nil
 	}
-	seenLongAgo := func() {
-		s.mu.Lock()
-		for _, n := range names {
-			s.lastActive[n] = time.Now().Add(-2 * time.Hour)
-		}
-		s.mu.Unlock()
-	}
-
 	// A job runs: nobody goes to sleep.
-	seenLongAgo()
+	seenLongAgo(s, names)
 	release := make(chan struct{})
 	h.BeforeStart = func(string) { <-release }
 	busy, err := a.Submit(Request{Kind: KindRestart, Names: names[:1], Trigger: "test", Policy: rollout.Patch{"monitor": "0s"}})
@@ -98,18 +124,17 @@ func TestSleeperIdleRule(t *testing.T) {
 		}
 	}
 
-	seenLongAgo()
+	// The reading before that job is not judged; the one after it is.
+	seenLongAgo(s, names)
 	s.tick(ctx)
-	var idle []Job
-	jobs, err := a.Jobs(0)
-	if err != nil {
+	if idle := idleJobs(t, a); len(idle) != 0 {
+		t.Fatalf("the sleeper judged a reading taken before job %s: %+v", busy.ID, idle[0])
+	}
+	if err := a.inv.refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, j := range jobs {
-		if strings.HasPrefix(j.Trigger, "idle") {
-			idle = append(idle, j)
-		}
-	}
+	s.tick(ctx)
+	idle := idleJobs(t, a)
 	if len(idle) != 1 {
 		t.Fatalf("%d idle jobs, want 1", len(idle))
 	}
@@ -136,7 +161,8 @@ func TestSleeperIdleRule(t *testing.T) {
 	s.wake[names[1]], s.wake[names[2]] = true, true
 	s.mu.Unlock()
 	s.wakeDue(ctx)
-	if jobs, err = a.Jobs(0); err != nil {
+	jobs, err := a.Jobs(0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var wake *Job
@@ -152,7 +178,7 @@ func TestSleeperIdleRule(t *testing.T) {
 	if wake == nil {
 		t.Fatal("no wake job")
 	}
-	j, err = a.Wait(ctx, wake.ID)
+	j, err := a.Wait(ctx, wake.ID)
 	if err != nil || j.State != JobSucceeded {
 		t.Fatalf("wake job: %v %s %s", err, j.State, j.Error)
 	}
@@ -163,5 +189,43 @@ func TestSleeperIdleRule(t *testing.T) {
 		if s.isSleeping(n) || !h.Up(n) {
 			t.Errorf("%s after the wake: sleeping %v, up %v; want awake and up", n, s.isSleeping(n), h.Up(n))
 		}
+	}
+}
+
+// TestSleeperLeavesAStopAllAlone: an operator's stop-all of an idle awake
+// locker that ended after the inventory's last reading (which shows it
+// running, desired running) does not make the sleeper put it to sleep (a
+// sleep the next connection would end, undoing the operator's stop); the
+// reading after the job puts only the others to sleep.
+func TestSleeperLeavesAStopAllAlone(t *testing.T) {
+	a, h, _, _, names, _ := sleeperEnv(t)
+	ctx := t.Context()
+	s := a.sleep
+	s.activity = func(string) (map[int]time.Duration, error) { return map[int]time.Duration{}, nil }
+	j := waitJob(t, a, submit(t, a, Request{Kind: KindStopAll, Names: names[2:], Trigger: "test"}))
+	if j.State != JobSucceeded {
+		t.Fatalf("stop-all: %s %s", j.State, j.Error)
+	}
+	seenLongAgo(s, names)
+	s.tick(ctx)
+	if idle := idleJobs(t, a); len(idle) != 0 {
+		t.Fatalf("the sleeper acted on a reading taken before the operator's stop-all: %s %s", idle[0].ID, idle[0].Trigger)
+	}
+	if err := a.inv.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.tick(ctx)
+	idle := idleJobs(t, a)
+	if len(idle) != 1 {
+		t.Fatalf("%d idle jobs after a fresh reading, want 1", len(idle))
+	}
+	waitJob(t, a, idle[0].ID)
+	for i, n := range names {
+		if want := i < 2; s.isSleeping(n) != want {
+			t.Errorf("%s sleeping: %v, want %v (the operator stopped %s)", n, s.isSleeping(n), want, names[2])
+		}
+	}
+	if slices.Contains(h.Running(), names[2]) {
+		t.Errorf("%s runs after the operator's stop-all", names[2])
 	}
 }

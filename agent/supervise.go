@@ -342,8 +342,8 @@ func (s *supervisor) tick() {
 		return // the host shuts down: its lockers stay stopped
 	}
 	lockers, seq := s.a.inv.snapshotSeq()
-	if s.a.jobsMovedSince(seq) {
-		return // a job began or ended since the reading: the next one judges
+	if !s.a.judgeable(seq) {
+		return // a job ran during the reading, or since: the next one judges
 	}
 	now := s.now()
 	var due, stopped []string

@@ -5,7 +5,6 @@
 package agent
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"lxcfleet/codeupdate"
 	"lxcfleet/internal/fakecode"
 	"lxcfleet/internal/fakehost"
-	"lxcfleet/lxcctl"
 )
 
 // fakeSupervised is an agent over four lockers running on r1 (proven),
@@ -207,27 +205,6 @@ func TestSupervisionRegressionRule(t *testing.T) {
 	}
 }
 
-// agentRef lets a wrapped Containers reach the agent made around it.
-type agentRef struct{ a *Agent }
-
-// refreshAfterStop is the fake Containers whose every stop is followed
-// at once by an inventory refresh: the reading the 5 s refresh takes
-// when it falls inside a stop-all, after its lockers stopped and before
-// the job records their desired state (stopped) at its end.
-type refreshAfterStop struct {
-	fakeContainers
-	ref *agentRef
-	t   *testing.T
-}
-
-func (r refreshAfterStop) Stop(ctx context.Context, name string, timeout time.Duration) (lxcctl.StopOutcome, error) {
-	so, err := r.fakeContainers.Stop(ctx, name, timeout)
-	if rerr := r.ref.a.inv.refresh(ctx); rerr != nil {
-		r.t.Errorf("refreshing the inventory inside a stop: %v", rerr)
-	}
-	return so, err
-}
-
 // TestSupervisionLeavesAStopAllAlone: an inventory reading taken inside an
 // operator's stop-all (lockers stopped, desired states not yet recorded)
 // never makes supervision restart them once the job ended; the reading
@@ -236,7 +213,12 @@ func (r refreshAfterStop) Stop(ctx context.Context, name string, timeout time.Du
 // supervision this way, and its next start-all was refused as busy.)
 func TestSupervisionLeavesAStopAllAlone(t *testing.T) {
 	a, h, _, names, step := fakeSupervisedWith(t, t.TempDir(), func(ref *agentRef, fc fakeContainers) Containers {
-		return refreshAfterStop{fakeContainers: fc, ref: ref, t: t}
+		// The 5 s refresh, falling inside the stop-all after each stop.
+		return hookedContainers{fakeContainers: fc, afterStop: func() {
+			if err := ref.a.inv.refresh(t.Context()); err != nil {
+				t.Errorf("refreshing the inventory inside a stop: %v", err)
+			}
+		}}
 	})
 	j := waitJob(t, a, submit(t, a, Request{Kind: KindStopAll, Names: names[:2], Trigger: "test"}))
 	if j.State != JobSucceeded {
@@ -263,6 +245,22 @@ func TestSupervisionLeavesAStopAllAlone(t *testing.T) {
 	for _, l := range h.Lockers(nil) {
 		if l.Running && slices.Contains(names[:2], l.Name) {
 			t.Errorf("%s runs after stop-all", l.Name)
+		}
+	}
+}
+
+// TestJudgeable: a reading is acted on only when no mutating job ran while
+// it was taken (an odd jobSeq: one was running) and none began or ended
+// since.
+func TestJudgeable(t *testing.T) {
+	a, _, _, _, _ := fakeSupervised(t)
+	for _, tc := range []struct {
+		now, read uint64
+		want      bool
+	}{{4, 4, true}, {5, 5, false}, {5, 4, false}, {6, 4, false}, {0, 0, true}} {
+		a.jobSeq.Store(tc.now)
+		if got := a.judgeable(tc.read); got != tc.want {
+			t.Errorf("jobSeq %d, a reading begun at %d: judgeable %v, want %v", tc.now, tc.read, got, tc.want)
 		}
 	}
 }

@@ -263,14 +263,14 @@ func (w *watcher) round(ctx context.Context) {
 		w.a.log.Warn("release watch: reading desired states", "err", err)
 		return
 	}
-	results := w.check(ctx, rw, names)
+	results := w.check(ctx, rw, names, seq)
 	if ctx.Err() != nil {
 		return
 	}
-	if _, at := w.a.inv.snapshotSeq(); w.a.jobsMovedSince(seq) || at != seq {
-		// A job began or ended since the desired states or the lockers'
-		// states were read (an operator's stop-all may have stopped them
-		// on purpose): the next round judges.
+	if w.a.jobsMovedSince(seq) {
+		// A job began or ended since the desired states were read (an
+		// operator's stop-all may have stopped its lockers on purpose):
+		// the next round judges.
 		return
 	}
 	w.mu.Lock()
@@ -319,9 +319,14 @@ type healthChecker interface {
 // one wraps lxcctl.ErrNotRunning); only running ones get the health check
 // (at N=300 a round of the agent's full check, two LXC state reads a
 // locker, would cost the host 600 reads a second for minutes).
-func (w *watcher) check(ctx context.Context, rw *releaseWatch, names []string) []error {
+func (w *watcher) check(ctx context.Context, rw *releaseWatch, names []string, seq uint64) []error {
 	hc := healthOfPolicy(rw.Policy)
-	fresh := w.a.inv.refreshedAt().After(rw.Since)
+	// One snapshot for the whole round, used only when it was read after
+	// the watch began and with no job boundary between its reading and
+	// the round's desired states (seq); otherwise each locker is read
+	// live.
+	v := w.a.inv.viewOf(names)
+	fresh := v.at.After(rw.Since) && v.seq == seq
 	checker, direct := w.a.deps.Containers.(healthChecker)
 	results := make([]error, len(names))
 	// The lockers probed this round: budget of them, from w.next on.
@@ -335,7 +340,7 @@ func (w *watcher) check(ctx context.Context, rw *releaseWatch, names []string) [
 	var g errgroup.Group
 	g.SetLimit(8)
 	for i, n := range names {
-		l, known := w.a.inv.get(n)
+		l, known := v.byName[n]
 		switch {
 		case fresh && known && l.State == lxcctl.StateStopped:
 			results[i] = fmt.Errorf("container %q is STOPPED: %w", n, lxcctl.ErrNotRunning)

@@ -328,11 +328,15 @@ func TestReleaseWatchGlue(t *testing.T) {
 	t.Run("an operator's stop-all inside a round is no crash", func(t *testing.T) {
 		var once sync.Once
 		a, _, code, names := setupWith(t, t.TempDir(), func(ref *agentRef, fc fakeContainers) Containers {
-			return stopAllAtCheck{fakeContainers: fc, once: &once, do: func() {
-				j := waitJob(t, ref.a, submit(t, ref.a, Request{Kind: KindStopAll, Names: names3(fc), Trigger: "test"}))
-				if j.State != JobSucceeded {
-					t.Errorf("stop-all inside a round: %s %s", j.State, j.Error)
-				}
+			// The operator's stop-all, before the round's first check and
+			// every other one.
+			return hookedContainers{fakeContainers: fc, beforeCheck: func() {
+				once.Do(func() {
+					j := waitJob(t, ref.a, submit(t, ref.a, Request{Kind: KindStopAll, Names: fc.names()[:3], Trigger: "test"}))
+					if j.State != JobSucceeded {
+						t.Errorf("stop-all inside a round: %s %s", j.State, j.Error)
+					}
+				})
 			}}
 		})
 		a.watch.begin("r2", "job-u", names, pol)
@@ -343,6 +347,31 @@ func TestReleaseWatchGlue(t *testing.T) {
 		}
 		if a.watch.watching() == nil {
 			t.Errorf("the watch ended after an operator's stop-all")
+		}
+	})
+
+	t.Run("a snapshot read inside an operator's start-all is not judged", func(t *testing.T) {
+		var once sync.Once
+		a, h, code, names := setupWith(t, t.TempDir(), func(ref *agentRef, fc fakeContainers) Containers {
+			// The 5 s refresh, falling inside the start-all before its
+			// first start: it reads three lockers stopped.
+			return hookedContainers{fakeContainers: fc, beforeStart: func() {
+				once.Do(func() {
+					if err := ref.a.inv.refresh(t.Context()); err != nil {
+						t.Errorf("refreshing the inventory inside a start: %v", err)
+					}
+				})
+			}}
+		})
+		a.watch.begin("r2", "job-u", names, pol)
+		crash(t, h, names[:3]...)
+		j := waitJob(t, a, submit(t, a, Request{Kind: KindStartAll, Names: names[:3], Trigger: "test"}))
+		if j.State != JobSucceeded {
+			t.Fatalf("start-all: %s %s", j.State, j.Error)
+		}
+		a.watch.round(t.Context()) // the snapshot says stopped; they run
+		if jobs := watchJobs(t, a); len(jobs) != 0 || code.State("r2") != codeupdate.StateProven {
+			t.Errorf("a round judged a snapshot read inside a start-all: jobs %+v, r2 %s; want none, r2 proven", jobs, code.State("r2"))
 		}
 	})
 
@@ -391,22 +420,6 @@ func TestReleaseWatchGlue(t *testing.T) {
 		}
 	})
 }
-
-// stopAllAtCheck is the fake Containers whose first health check runs do
-// (an operator's stop-all) before it and every other check answer.
-type stopAllAtCheck struct {
-	fakeContainers
-	once *sync.Once
-	do   func()
-}
-
-func (s stopAllAtCheck) CheckRunning(ctx context.Context, name string, hc lxcctl.HealthCheck) error {
-	s.once.Do(s.do)
-	return s.fakeContainers.CheckRunning(ctx, name, hc)
-}
-
-// names3 is the first three of fc's lockers.
-func names3(fc fakeContainers) []string { return fc.names()[:3] }
 
 // currentName is the name of code's current release ("" when none).
 func currentName(code *fakecode.Code) string {

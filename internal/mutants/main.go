@@ -56,6 +56,9 @@ var testsFor = map[string][]string{
 	"supervision: judges a reading taken across a job's end":      {"-run", "^TestSupervisionLeavesAStopAllAlone$", "./agent/"},
 	"release cache: keeps an answer whose folder changed":         {"-run", "^TestReleaseCache$", "./mounts/"},
 	"watch: judges a round across an operator's job":              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"supervision: judges a reading taken during a job":            {"-run", "^TestJudgeable$", "./agent/"},
+	"sleep: judges a reading taken before an operator's job":      {"-run", "^TestSleeperLeavesAStopAllAlone$", "./agent/"},
+	"watch: judges a stale snapshot":                              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
 	"tally: every first step is a canary":                         {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                       {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":            {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -312,9 +315,15 @@ var mutants = []mutant{
 		"if id, ok := c.dirOf(a.release); ok && id == a.dir {", "if true {"},
 	// Judging only readings with no job boundary inside (CI, 2026-12-06).
 	{"supervision: judges a reading taken across a job's end", "agent/supervise.go",
-		"\tif s.a.jobsMovedSince(seq) {", "\tif false && s.a.jobsMovedSince(seq) {"},
+		"\tif !s.a.judgeable(seq) {", "\tif false && !s.a.judgeable(seq) {"},
 	{"watch: judges a round across an operator's job", "agent/watch.go",
-		"w.a.jobsMovedSince(seq) || at != seq {", "false && (w.a.jobsMovedSince(seq) || at != seq) {"},
+		"\tif w.a.jobsMovedSince(seq) {", "\tif false && w.a.jobsMovedSince(seq) {"},
+	{"watch: judges a stale snapshot", "agent/watch.go",
+		"fresh := v.at.After(rw.Since) && v.seq == seq", "fresh := v.at.After(rw.Since)"},
+	{"supervision: judges a reading taken during a job", "agent/inventory.go",
+		"return seq%2 == 0 && !a.jobsMovedSince(seq)", "return !a.jobsMovedSince(seq)"},
+	{"sleep: judges a reading taken before an operator's job", "agent/sleep.go",
+		"ctx.Err() != nil || !s.a.judgeable(seq) {", "ctx.Err() != nil || (false && !s.a.judgeable(seq)) {"},
 	// The one account of a job (agent.Tally) that the console, the CLI's
 	// tail and the history render (issue 22 item 11).
 	{"tally: every first step is a canary", "agent/tally.go",
