@@ -80,20 +80,20 @@ func seenLongAgo(s *sleeper, names []string) {
 	s.mu.Unlock()
 }
 
-// idleJobs are the sleeper's jobs so far.
-func idleJobs(t *testing.T, a *Agent) []Job {
+// idleAfterFreshReading ticks the sleeper on the inventory's last reading,
+// which a job ran after (what): it must put nobody to sleep; then on a
+// reading taken now. It returns the sleeper's idle jobs.
+func idleAfterFreshReading(t *testing.T, a *Agent, what string) []Job {
 	t.Helper()
-	jobs, err := a.Jobs(0)
-	if err != nil {
+	a.sleep.tick(t.Context())
+	if idle := jobsTriggered(t, a, "idle"); len(idle) != 0 {
+		t.Fatalf("the sleeper acted on a reading taken before %s: %s %s", what, idle[0].ID, idle[0].Trigger)
+	}
+	if err := a.inv.refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	var idle []Job
-	for _, j := range jobs {
-		if strings.HasPrefix(j.Trigger, "idle") {
-			idle = append(idle, j)
-		}
-	}
-	return idle
+	a.sleep.tick(t.Context())
+	return jobsTriggered(t, a, "idle")
 }
 
 func TestSleeperIdleRule(t *testing.T) {
@@ -126,15 +126,7 @@ func TestSleeperIdleRule(t *testing.T) {
 
 	// The reading before that job is not judged; the one after it is.
 	seenLongAgo(s, names)
-	s.tick(ctx)
-	if idle := idleJobs(t, a); len(idle) != 0 {
-		t.Fatalf("the sleeper judged a reading taken before job %s: %+v", busy.ID, idle[0])
-	}
-	if err := a.inv.refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.tick(ctx)
-	idle := idleJobs(t, a)
+	idle := idleAfterFreshReading(t, a, "job "+busy.ID)
 	if len(idle) != 1 {
 		t.Fatalf("%d idle jobs, want 1", len(idle))
 	}
@@ -199,7 +191,6 @@ func TestSleeperIdleRule(t *testing.T) {
 // reading after the job puts only the others to sleep.
 func TestSleeperLeavesAStopAllAlone(t *testing.T) {
 	a, h, _, _, names, _ := sleeperEnv(t)
-	ctx := t.Context()
 	s := a.sleep
 	s.activity = func(string) (map[int]time.Duration, error) { return map[int]time.Duration{}, nil }
 	j := waitJob(t, a, submit(t, a, Request{Kind: KindStopAll, Names: names[2:], Trigger: "test"}))
@@ -207,15 +198,7 @@ func TestSleeperLeavesAStopAllAlone(t *testing.T) {
 		t.Fatalf("stop-all: %s %s", j.State, j.Error)
 	}
 	seenLongAgo(s, names)
-	s.tick(ctx)
-	if idle := idleJobs(t, a); len(idle) != 0 {
-		t.Fatalf("the sleeper acted on a reading taken before the operator's stop-all: %s %s", idle[0].ID, idle[0].Trigger)
-	}
-	if err := a.inv.refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.tick(ctx)
-	idle := idleJobs(t, a)
+	idle := idleAfterFreshReading(t, a, "the operator's stop-all")
 	if len(idle) != 1 {
 		t.Fatalf("%d idle jobs after a fresh reading, want 1", len(idle))
 	}

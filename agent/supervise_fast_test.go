@@ -233,14 +233,8 @@ func TestSupervisionLeavesAStopAllAlone(t *testing.T) {
 	// The next reading, after the job, sees them stopped on purpose.
 	step()
 	step()
-	jobs, err := a.Jobs(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, j := range jobs {
-		if strings.HasPrefix(j.Trigger, "supervision") {
-			t.Errorf("supervision started %s after an operator's stop-all", j.Trigger)
-		}
+	for _, j := range jobsTriggered(t, a, "supervision") {
+		t.Errorf("supervision started %s after an operator's stop-all", j.Trigger)
 	}
 	for _, l := range h.Lockers(nil) {
 		if l.Running && slices.Contains(names[:2], l.Name) {

@@ -19,13 +19,9 @@ import (
 // supervisionJobs returns the jobs supervision started, newest first.
 func supervisionJobs(t *testing.T, a *Agent, kind JobKind) []Job {
 	t.Helper()
-	jobs, err := a.Jobs(0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []Job
-	for _, j := range jobs {
-		if j.Kind == kind && strings.HasPrefix(j.Trigger, "supervision") {
+	for _, j := range jobsTriggered(t, a, "supervision") {
+		if j.Kind == kind {
 			out = append(out, j)
 		}
 	}

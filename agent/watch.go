@@ -318,7 +318,8 @@ type healthChecker interface {
 // the inventory once it was refreshed after the watch began (a stopped
 // one wraps lxcctl.ErrNotRunning); only running ones get the health check
 // (at N=300 a round of the agent's full check, two LXC state reads a
-// locker, would cost the host 600 reads a second for minutes).
+// locker, would cost the host 600 reads a second for minutes). seq is the
+// agent's jobSeq when the round read the desired states.
 func (w *watcher) check(ctx context.Context, rw *releaseWatch, names []string, seq uint64) []error {
 	hc := healthOfPolicy(rw.Policy)
 	// One snapshot for the whole round, used only when it was read after

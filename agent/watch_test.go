@@ -211,7 +211,11 @@ func TestReleaseWatch(t *testing.T) {
 }
 
 // watchJobs returns the rollbacks the release watch started.
-func watchJobs(t *testing.T, a *Agent) []Job {
+func watchJobs(t *testing.T, a *Agent) []Job { return jobsTriggered(t, a, "release watch") }
+
+// jobsTriggered returns the agent's jobs whose trigger starts with prefix,
+// newest first.
+func jobsTriggered(t *testing.T, a *Agent, prefix string) []Job {
 	t.Helper()
 	jobs, err := a.Jobs(0)
 	if err != nil {
@@ -219,7 +223,7 @@ func watchJobs(t *testing.T, a *Agent) []Job {
 	}
 	var out []Job
 	for _, j := range jobs {
-		if strings.HasPrefix(j.Trigger, "release watch") {
+		if strings.HasPrefix(j.Trigger, prefix) {
 			out = append(out, j)
 		}
 	}
