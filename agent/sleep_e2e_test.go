@@ -349,6 +349,17 @@ func TestSleepingLockerWakesAfterHolderRestart(t *testing.T) {
 	}
 	resp.Body.Close()
 	t.Logf("a request to a sleeping locker after the holder's restart answered in %v", time.Since(began).Round(time.Millisecond))
+	// The inventory (what status and the console show) is read again after
+	// the wake job: the request is answered before that job ends, and the
+	// snapshot from before it still shows both asleep (CI, 2026-12-07).
+	for _, j := range jobsTriggered(t, a, "wake") {
+		if j := waitJob(t, a, j.ID); j.State != JobSucceeded {
+			t.Fatalf("wake job %s: %s %s", j.ID, j.State, j.Error)
+		}
+	}
+	if err := a.RefreshInventory(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if got := sleepingNames(a); len(got) != 1 || got[0] != e.names[1] {
 		t.Errorf("sleeping %v after a request to %s, want only %s", got, e.names[0], e.names[1])
 	}
