@@ -261,10 +261,20 @@ func (a *Agent) handleBuild(w http.ResponseWriter, r *http.Request) error {
 func (a *Agent) handleContainers(w http.ResponseWriter, r *http.Request) error {
 	g := r.URL.Query().Get("group")
 	if g == "" {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
+		body, etag := a.inv.encodedAll()
+		h := w.Header()
+		h.Set("ETag", etag)
+		// Any cache must ask again each time (no-cache); only the
+		// caller's own may keep it (private: it needed a token).
+		h.Set("Cache-Control", "private, no-cache")
+		if etagMatches(r.Header.Get("If-None-Match"), etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(a.inv.encodedAll())
+		_, _ = w.Write(body)
 		return nil
 	}
 	var lockers []Locker
@@ -281,6 +291,18 @@ func (a *Agent) handleContainers(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"containers": lockers, "at": a.inv.refreshedAt()})
 	return nil
+}
+
+// etagMatches says whether an If-None-Match header names etag (RFC 9110
+// 13.1.2: a list of entity tags, weak ones compared weakly, or "*").
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Agent) handleContainer(w http.ResponseWriter, r *http.Request) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"testing"
@@ -295,5 +296,64 @@ func TestStageMessagesDoNotRepeatTheStage(t *testing.T) {
 		if staged == 0 {
 			t.Errorf("%s: no host-shutdown or boot stage in %+v", req.Kind, steps)
 		}
+	}
+}
+
+// TestContainersETag: GET /v1/containers carries an entity tag; a poll that
+// names it gets 304 and no body until the snapshot changes (the console's
+// polls, and most of the benchmark's API load, cost no encoding and no
+// body). The agent does not Run: no background refresh moves the snapshot
+// between two requests.
+func TestContainersETag(t *testing.T) {
+	a, err := New(Config{StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: emptyHost(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if err := a.RefreshInventory(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h := a.Handler()
+	get := func(inm string) (int, string, []byte) {
+		t.Helper()
+		req := httptest.NewRequest("GET", "/v1/containers", nil)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Header().Get("ETag"), rec.Body.Bytes()
+	}
+	code, etag, body := get("")
+	if code != 200 || !json.Valid(body) || !strings.HasPrefix(etag, `"`) || !strings.HasSuffix(etag, `"`) {
+		t.Fatalf("first GET: got %d, ETag %q, %s; want 200 JSON with a quoted entity tag", code, etag, body)
+	}
+	for _, inm := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+		if code, tag, b := get(inm); code != http.StatusNotModified || tag != etag || len(b) != 0 {
+			t.Errorf("GET with If-None-Match %s: got %d, ETag %q, %d bytes; want 304, the same tag, no body", inm, code, tag, len(b))
+		}
+	}
+	if code, _, b := get(`"stale-1"`); code != 200 || !bytes.Equal(b, body) {
+		t.Errorf("GET with a stale tag: got %d %s, want 200 and the body", code, b)
+	}
+	if err := a.RefreshInventory(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, etag2, _ := get(etag)
+	if code != 200 || etag2 == etag || etag2 == "" {
+		t.Errorf("GET with the old tag after a refresh: got %d, ETag %q (was %q); want 200 with a new tag", code, etag2, etag)
+	}
+	// An agent restarted counts its snapshots from the start again: its
+	// tags must not match the ones the last run gave out.
+	b, err := New(Config{StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: emptyHost(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.RefreshInventory(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, again := b.inv.encodedAll(); again == etag {
+		t.Errorf("a second agent's first tag %s is the first agent's: a console would keep a stale list", again)
 	}
 }

@@ -3,9 +3,12 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,6 +68,9 @@ type inventory struct {
 	encMu   sync.Mutex
 	encGen  uint64
 	encoded []byte
+	// etagBase tells this agent's generations from an earlier run's (gen
+	// starts again at 0 when the agent restarts).
+	etagBase string
 }
 
 type healthMark struct {
@@ -78,7 +84,10 @@ func newInventory(a *Agent, interval time.Duration) *inventory {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	return &inventory{a: a, byName: map[string]int{}, health: map[string]healthMark{}, kick: make(chan struct{}, 1), interval: interval}
+	var nonce [6]byte
+	_, _ = rand.Read(nonce[:])
+	return &inventory{a: a, byName: map[string]int{}, health: map[string]healthMark{}, kick: make(chan struct{}, 1), interval: interval,
+		etagBase: hex.EncodeToString(nonce[:])}
 }
 
 // refreshSoon asks for a refresh without waiting for it.
@@ -283,15 +292,18 @@ func (inv *inventory) viewOf(names []string) view {
 func (a *Agent) judgeable(seq uint64) bool { return seq%2 == 0 && !a.jobsMovedSince(seq) }
 
 // encodedAll returns the JSON body of every locker ({"containers": [...],
-// "at": ...}), encoded once per change of the snapshot.
-func (inv *inventory) encodedAll() []byte {
+// "at": ...}) and its entity tag (RFC 9110 8.8.3: a quoted string that
+// changes whenever the body does). The body is encoded once per
+// generation of the snapshot.
+func (inv *inventory) encodedAll() (body []byte, etag string) {
 	inv.mu.RLock()
 	gen, lockers, at := inv.gen, inv.lockers, inv.at
 	inv.encMu.Lock()
 	defer inv.encMu.Unlock()
+	etag = `"` + inv.etagBase + "-" + strconv.FormatUint(gen, 10) + `"`
 	if inv.encoded != nil && inv.encGen == gen {
 		inv.mu.RUnlock()
-		return inv.encoded
+		return inv.encoded, etag
 	}
 	if lockers == nil {
 		lockers = []Locker{}
@@ -302,7 +314,7 @@ func (inv *inventory) encodedAll() []byte {
 	_ = enc.Encode(map[string]any{"containers": lockers, "at": at})
 	inv.mu.RUnlock()
 	inv.encGen, inv.encoded = gen, b.Bytes()
-	return inv.encoded
+	return inv.encoded, etag
 }
 
 // refreshedAt is when the snapshot was last refreshed.

@@ -33,9 +33,12 @@ type AgentFigure struct {
 	Seconds  float64 `json:"seconds"`
 	Requests int     `json:"requests"`
 	Errors   int     `json:"errors"`
-	P50ms    float64 `json:"p50_ms"`
-	P99ms    float64 `json:"p99_ms"`
-	MaxMs    float64 `json:"max_ms"`
+	// NotModified counts the answers that were 304 (the request named
+	// the last answer's entity tag, as the console's polls do).
+	NotModified int     `json:"not_modified"`
+	P50ms       float64 `json:"p50_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
 	// CPUSeconds is the agent's CPU time during that load: what serving
 	// the API costs it (CPUPerRequestMs per request).
 	CPUSeconds      float64 `json:"cpu_seconds"`
@@ -68,9 +71,10 @@ func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 	a.IdleRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmRSS:")
 	a.Rate, a.Seconds = r.o.APIRate, r.o.APIDuration.Seconds()
 	cpu0 := procCPUSeconds(ap.cmd.Process.Pid)
-	lat, errs := loadGet(ctx, ap.client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration)
+	ld := loadGet(ctx, ap.client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration, r.o.APIFull)
+	lat := ld.lat
 	a.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - cpu0
-	a.Requests, a.Errors = len(lat)+errs, errs
+	a.Requests, a.Errors, a.NotModified = len(lat)+ld.errs, ld.errs, ld.notModified
 	if a.Requests > 0 {
 		a.CPUPerRequestMs = 1000 * a.CPUSeconds / float64(a.Requests)
 	}
@@ -170,13 +174,22 @@ func (ap *agentProc) stop() {
 	ap.logf.Close()
 }
 
+// apiLoad is what loadGet measured: the latency of each answered request
+// (ms), the errors, and how many answers were 304 Not Modified.
+type apiLoad struct {
+	lat         []float64
+	errs        int
+	notModified int
+}
+
 // loadGet sends GETs at a steady rate (open loop: a slow answer does not
-// hold the next request back) for d or until ctx ends, and returns the
-// latencies in ms of the successful ones and the count of failures.
-func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.Duration) ([]float64, int) {
+// delay the next request) for d or until ctx ends. Unless full, each
+// request names the entity tag of the last full answer (If-None-Match), as
+// the console's polls do, and a 304 counts as answered.
+func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.Duration, full bool) apiLoad {
 	var mu sync.Mutex
-	var lat []float64
-	errs := 0
+	var out apiLoad
+	etag := ""
 	var wg sync.WaitGroup
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -185,25 +198,45 @@ func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.D
 		<-tick.C
 		wg.Go(func() {
 			t := time.Now()
-			resp, err := c.Get(url)
-			ok := err == nil
+			req, err := http.NewRequest("GET", url, nil)
+			if err != nil {
+				panic(err) // a constant URL
+			}
+			mu.Lock()
+			if !full && etag != "" {
+				req.Header.Set("If-None-Match", etag)
+			}
+			mu.Unlock()
+			resp, err := c.Do(req)
+			ok, notModified, tag := err == nil, false, ""
 			if ok {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				ok = resp.StatusCode == 200
+				notModified = resp.StatusCode == http.StatusNotModified && !full
+				ok = resp.StatusCode == http.StatusOK || notModified
+				if resp.StatusCode == http.StatusOK {
+					tag = resp.Header.Get("ETag")
+				}
 			}
 			ms := float64(time.Since(t).Microseconds()) / 1000
 			mu.Lock()
 			defer mu.Unlock()
-			if ok {
-				lat = append(lat, ms)
-			} else {
-				errs++
+			switch {
+			case !ok:
+				out.errs++
+			default:
+				out.lat = append(out.lat, ms)
+				if notModified {
+					out.notModified++
+				}
+				if tag != "" {
+					etag = tag
+				}
 			}
 		})
 	}
 	wg.Wait()
-	return lat, errs
+	return out
 }
 
 // procStatusMiB reads a kB field of /proc/<pid>/status in MiB.

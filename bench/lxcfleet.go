@@ -177,13 +177,14 @@ type UpdateAgent struct {
 	IdleRSSMiB float64 `json:"idle_rss_mib,omitempty"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// The API under the update (daemon only).
-	Rate     int     `json:"rate,omitempty"`
-	Requests int     `json:"requests,omitempty"`
-	Errors   int     `json:"errors,omitempty"`
-	P50ms    float64 `json:"p50_ms,omitempty"`
-	P99ms    float64 `json:"p99_ms,omitempty"`
-	MaxMs    float64 `json:"max_ms,omitempty"`
-	Err      string  `json:"error,omitempty"`
+	Rate        int     `json:"rate,omitempty"`
+	Requests    int     `json:"requests,omitempty"`
+	Errors      int     `json:"errors,omitempty"`
+	NotModified int     `json:"not_modified,omitempty"`
+	P50ms       float64 `json:"p50_ms,omitempty"`
+	P99ms       float64 `json:"p99_ms,omitempty"`
+	MaxMs       float64 `json:"max_ms,omitempty"`
+	Err         string  `json:"error,omitempty"`
 }
 
 // lxcfleetUpdate runs one measured lxcfleet update-code.
@@ -227,8 +228,7 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	var agentCPU0 float64
 	var apiEvents []any
-	var lat []float64
-	var apiErrs int
+	var ld apiLoad
 	loadDone := make(chan struct{})
 	m.T0 = time.Now()
 	if ap != nil {
@@ -237,7 +237,7 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 		defer stopLoad()
 		go func() {
 			defer close(loadDone)
-			lat, apiErrs = loadGet(lctx, ap.client, "http://agent/v1/containers", r.o.APIRate, 24*time.Hour)
+			ld = loadGet(lctx, ap.client, "http://agent/v1/containers", r.o.APIRate, 24*time.Hour, r.o.APIFull)
 		}()
 		err := cmd.Run()
 		m.CmdEnd = time.Now()
@@ -246,8 +246,8 @@ func (r *runner) lxcfleetUpdate(ctx context.Context, id, strategy, from, to, pac
 		ua.CPUSeconds = procCPUSeconds(ap.cmd.Process.Pid) - agentCPU0
 		apiEvents = jobEvents(ctx, ap.client, stdout.Bytes())
 		ua.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
-		ua.Rate, ua.Requests, ua.Errors = r.o.APIRate, len(lat)+apiErrs, apiErrs
-		ua.P50ms, ua.P99ms, ua.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
+		ua.Rate, ua.Requests, ua.Errors, ua.NotModified = r.o.APIRate, len(ld.lat)+ld.errs, ld.errs, ld.notModified
+		ua.P50ms, ua.P99ms, ua.MaxMs = quantile(ld.lat, 0.5), quantile(ld.lat, 0.99), quantile(ld.lat, 1)
 		if err != nil {
 			m.CmdFailures++
 			m.Err = fmt.Sprintf("lxcfleet update-code: %v: %s", err, tail(stderr.Bytes()))

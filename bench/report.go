@@ -175,7 +175,7 @@ func (rep *Report) targets() {
 	if off != nil && off.Agent != nil && off.Agent.Via == "daemon" && off.Agent.Requests > 0 {
 		a := off.Agent
 		add("GET /v1/containers p99 ≤ 50 ms with 0 errors at 200 req/s during the offline update", "≤ 50 ms, 0 errors",
-			fmt.Sprintf("p99 %.1f ms (p50 %.1f, max %.1f), %d errors of %d at %d req/s", a.P99ms, a.P50ms, a.MaxMs, a.Errors, a.Requests, a.Rate),
+			fmt.Sprintf("p99 %.1f ms (p50 %.1f, max %.1f), %d errors of %d at %d req/s (%s)", a.P99ms, a.P50ms, a.MaxMs, a.Errors, a.Requests, a.Rate, apiLoadKind(a.NotModified, a.Requests)),
 			b(a.P99ms <= 50 && a.Errors == 0), fmt.Sprintf("the agent used %.0f%% of one core during the update (%.1f CPU s), peak RSS %.1f MiB; peak load1 %.1f, PSI cpu some %.0f%%", a.CPUPct, a.CPUSeconds, a.PeakRSSMiB, off.PeakLoad1, off.PeakCPUSome))
 	} else {
 		why := "scenario 4 not run"
@@ -424,14 +424,14 @@ func (rep *Report) Markdown() string {
 	}
 	if len(ags) > 0 {
 		b.WriteString("The agent during each lxcfleet update (daemon: `lxcfleet agent` running the job, GET /v1/containers loaded meanwhile; local: the `update-code --local` process):\n\n")
-		b.WriteString("| scenario | via | agent CPU s | % of one core | RSS idle / peak MiB | API p50 / p99 / max ms | API errors / requests | controller: most starting / W max / above cap |\n|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| scenario | via | agent CPU s | % of one core | RSS idle / peak MiB | API p50 / p99 / max ms | API errors / requests (304s) | controller: most starting / W max / above cap |\n|---|---|---|---|---|---|---|---|\n")
 		for _, f := range ags {
 			a := f.Agent
 			api := "—"
 			apiErr := "—"
 			if a.Requests > 0 {
 				api = fmt.Sprintf("%.1f / %.1f / %.1f", a.P50ms, a.P99ms, a.MaxMs)
-				apiErr = fmt.Sprintf("%d / %d", a.Errors, a.Requests)
+				apiErr = fmt.Sprintf("%d / %d (%d)", a.Errors, a.Requests, a.NotModified)
 			}
 			idle := "—"
 			if a.IdleRSSMiB > 0 {
@@ -447,8 +447,8 @@ func (rep *Report) Markdown() string {
 	}
 	a := rep.Agent
 	if a.Err == "" {
-		fmt.Fprintf(&b, "Agent (%s) with %d lockers, idle fleet: idle RSS %.1f MiB; GET /v1/containers at %d req/s for %.0f s: p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors; the agent used %.2f CPU s for them (%.2f ms a request).\n\n",
-			a.Source, rep.N, a.IdleRSSMiB, a.Rate, a.Seconds, a.P50ms, a.P99ms, a.MaxMs, a.Errors, a.CPUSeconds, a.CPUPerRequestMs)
+		fmt.Fprintf(&b, "Agent (%s) with %d lockers, idle fleet: idle RSS %.1f MiB; GET /v1/containers at %d req/s for %.0f s (%s): p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors; the agent used %.2f CPU s for them (%.2f ms a request).\n\n",
+			a.Source, rep.N, a.IdleRSSMiB, a.Rate, a.Seconds, apiLoadKind(a.NotModified, a.Requests), a.P50ms, a.P99ms, a.MaxMs, a.Errors, a.CPUSeconds, a.CPUPerRequestMs)
 	} else {
 		fmt.Fprintf(&b, "Agent: not measured: %s\n\n", a.Err)
 	}
@@ -550,4 +550,13 @@ func appMemText(fs []Figures) string {
 	}
 	return fmt.Sprintf("its app's RSS peaks at %.0f MiB (VmHWM) and serves on %.0f MiB (VmRSS; %.0f MiB of it its own, RssAnon) 3 s after it answers (medians)",
 		quantile(peak, 0.5), quantile(rss, 0.5), quantile(anon, 0.5))
+}
+
+// apiLoadKind says what the GET /v1/containers load asked: conditional
+// polls (as the console's) and how many were answered 304, or whole lists.
+func apiLoadKind(notModified, requests int) string {
+	if notModified == 0 {
+		return "every answer a whole list"
+	}
+	return fmt.Sprintf("polls naming the last ETag, as the console's: %d of %d answered 304", notModified, requests)
 }

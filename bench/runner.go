@@ -51,6 +51,10 @@ type Options struct {
 	// 200 req/s).
 	APIDuration time.Duration
 	APIRate     int
+	// APIFull makes every request of that load ask for the whole list;
+	// by default each names the last answer's entity tag, as the
+	// console's polls do, and gets 304 while the list is unchanged.
+	APIFull bool
 	// AgentIdle is how long the agent idles before its RSS is read (8 s).
 	AgentIdle time.Duration
 	// Monitor is lxcfleet's monitor window in scenarios 4 and 5 (0: its

@@ -118,20 +118,28 @@
 
   // ---------- API ----------
 
+  // The last answer to each GET that came with an entity tag (the locker
+  // list): the next poll names it, and the agent answers 304 and no body
+  // while nothing changed.
+  const tagged = new Map();
+
   async function api(method, path, body) {
     let res;
+    const kept = method === 'GET' ? tagged.get(path) : undefined;
     try {
       res = await fetch(path, {
         method,
         headers: Object.assign(
           { Authorization: 'Bearer ' + S.token, Accept: 'application/json' },
-          body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+          body !== undefined ? { 'Content-Type': 'application/json' } : {},
+          kept ? { 'If-None-Match': kept.etag } : {}),
         body: body !== undefined ? JSON.stringify(body) : undefined,
         cache: 'no-store',
       });
     } catch (e) {
       throw new ApiError(0, 'The agent at ' + location.host + ' is not answering: it may be restarting or stopped (on the host: systemctl status lxcfleet).');
     }
+    if (res.status === 304 && kept) return kept.data;
     const text = await res.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
@@ -141,6 +149,9 @@
       if (res.status >= 502 && !(data && data.error)) msg = 'The agent at ' + location.host + ' is not answering (HTTP ' + res.status + ' from a proxy).';
       throw new ApiError(res.status, msg, data);
     }
+    const etag = method === 'GET' ? res.headers.get('ETag') : null;
+    if (etag) tagged.set(path, { etag, data });
+    else tagged.delete(path);
     return data;
   }
 

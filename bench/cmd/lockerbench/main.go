@@ -55,6 +55,7 @@ func commonFlags(fs *flag.FlagSet, o *bench.Options) {
 	fs.IntVar(&o.PortBase, "port-base", 12000, "first locker port tried (below the ephemeral range)")
 	fs.DurationVar(&o.APIDuration, "api-duration", 20*time.Second, "length of the GET /v1/containers load on the idle fleet")
 	fs.IntVar(&o.APIRate, "api-rate", 200, "requests a second of the GET /v1/containers load (idle fleet and during offline updates)")
+	fs.BoolVar(&o.APIFull, "api-full", false, "every request of the GET /v1/containers load asks for the whole list (default: each names the last answer's ETag, as the console's polls do, and gets 304 while nothing changed)")
 	fs.StringVar(&o.ProbeMode, "probe", bench.ProbeAdaptive, "prober: adaptive, or poll (issue 7's 20 Hz HTTP prober)")
 	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
 	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
