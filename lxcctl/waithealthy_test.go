@@ -41,3 +41,60 @@ func TestWaitHealthyKeepsTheLastCompleteCheck(t *testing.T) {
 		t.Fatalf("%d checks, want a second one cut by the deadline", n.Load())
 	}
 }
+
+// TestPollInterval: a start's wait without an interval of its own tries
+// every 10 ms alone, every n × 5 ms among n waits, and never less often
+// than once a second; a check's own interval wins.
+func TestPollInterval(t *testing.T) {
+	for _, tc := range []struct {
+		hc      HealthCheck
+		waiters int64
+		want    time.Duration
+	}{
+		{HealthCheck{}, 1, 10 * time.Millisecond},
+		{HealthCheck{}, 2, 10 * time.Millisecond},
+		{HealthCheck{}, 3, 15 * time.Millisecond},
+		{HealthCheck{}, 20, 100 * time.Millisecond},
+		{HealthCheck{}, 300, time.Second},
+		{HealthCheck{Interval: 20 * time.Millisecond}, 300, 20 * time.Millisecond},
+	} {
+		if got := pollInterval(tc.hc, tc.waiters); got != tc.want {
+			t.Errorf("pollInterval(interval %v, %d waiters) = %v, want %v", tc.hc.Interval, tc.waiters, got, tc.want)
+		}
+	}
+}
+
+// TestWaitsShareOneBudget: 40 starts waiting at once on apps that answer
+// 503 make a few attempts each (every 200 ms), not one every 10 ms. A
+// real HTTP server on loopback; the count is an upper bound, so a slow
+// machine only lowers it.
+func TestWaitsShareOneBudget(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	k := newChecker(&Host{})
+	hc := HealthCheck{Kind: HealthHTTP, Target: srv.URL + "/healthz", Timeout: time.Second}
+	const waits = 40
+	// Before the first state read (500 ms): the container does not exist.
+	deadline := time.Now().Add(450 * time.Millisecond)
+	done := make(chan error, waits)
+	for range waits {
+		go func() { done <- k.waitHealthy(context.Background(), hc, Info{Name: "c"}, deadline) }()
+	}
+	for range waits {
+		if err := <-done; !errors.Is(err, errUnhealthy) {
+			t.Fatalf("waitHealthy = %v, want not healthy", err)
+		}
+	}
+	// Each: one attempt at once, then every 40 × 5 ms = 200 ms: 3 by
+	// the deadline. 10 ms apart they would be 45 each.
+	if got := n.Load(); got > 4*waits {
+		t.Errorf("%d waits made %d attempts in 450 ms, want at most %d: they do not share a budget", waits, got, 4*waits)
+	}
+	if k.waiting.Load() != 0 {
+		t.Errorf("%d waits still counted after they ended", k.waiting.Load())
+	}
+}
