@@ -59,6 +59,10 @@ var testsFor = map[string][]string{
 	"supervision: judges a reading taken during a job":            {"-run", "^TestJudgeable$", "./agent/"},
 	"sleep: judges a reading taken before an operator's job":      {"-run", "^TestSleeperLeavesAStopAllAlone$", "./agent/"},
 	"watch: judges a stale snapshot":                              {"-run", "^TestReleaseWatchGlue$", "./agent/"},
+	"api: a poll naming the current tag gets the whole list":      {"-run", "^TestContainersETag$", "./agent/"},
+	"api: the tag outlives the list it names":                     {"-run", "^TestContainersETag$", "./agent/"},
+	"health: every wait polls at the fastest rate":                {"-run", "^TestWaitsShareOneBudget$", "./lxcctl/"},
+	"health: one wait alone polls every 100 ms":                   {"-run", "^TestPollInterval$", "./lxcctl/"},
 	"tally: every first step is a canary":                         {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                       {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":            {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -324,6 +328,16 @@ var mutants = []mutant{
 		"return seq%2 == 0 && !a.jobsMovedSince(seq)", "return !a.jobsMovedSince(seq)"},
 	{"sleep: judges a reading taken before an operator's job", "agent/sleep.go",
 		"ctx.Err() != nil || !s.a.judgeable(seq) {", "ctx.Err() != nil || (false && !s.a.judgeable(seq)) {"},
+	// Conditional polls of the locker list and the health waits' shared
+	// budget (issue 19: the API load and the starts' detection).
+	{"api: a poll naming the current tag gets the whole list", "agent/api.go",
+		"if etagMatches(r.Header.Get(\"If-None-Match\"), etag) {", "if false && etagMatches(r.Header.Get(\"If-None-Match\"), etag) {"},
+	{"api: the tag outlives the list it names", "agent/inventory.go",
+		"inv.etagBase + \"-\" + strconv.FormatUint(gen, 10)", "inv.etagBase + \"-\" + strconv.FormatUint(0, 10)"},
+	{"health: every wait polls at the fastest rate", "lxcctl/health.go",
+		"time.Duration(waiters)*pollPerWaiter", "time.Duration(1)*pollPerWaiter"},
+	{"health: one wait alone polls every 100 ms", "lxcctl/health.go",
+		"\tpollMin       = 10 * time.Millisecond", "\tpollMin       = 100 * time.Millisecond"},
 	// The one account of a job (agent.Tally) that the console, the CLI's
 	// tail and the history render (issue 22 item 11).
 	{"tally: every first step is a canary", "agent/tally.go",
