@@ -43,9 +43,23 @@ type AgentFigure struct {
 	// the API costs it (CPUPerRequestMs per request).
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUPerRequestMs float64 `json:"cpu_per_request_ms"`
+	// Full is the same load with every request asking for the whole list
+	// (issue 7's load, before the console's polls were conditional), run
+	// after it when the load above was conditional; nil otherwise.
+	Full *FullLoad `json:"full,omitempty"`
 	// Containers is how many lockers the answer listed.
 	Containers int    `json:"containers"`
 	Err        string `json:"error,omitempty"`
+}
+
+// FullLoad is the idle agent under whole-list requests.
+type FullLoad struct {
+	Requests   int     `json:"requests"`
+	Errors     int     `json:"errors"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // measureAgent runs the agent (lxcfleet's `agent` command, or this
@@ -79,6 +93,12 @@ func (r *runner) measureAgent(ctx context.Context) AgentFigure {
 		a.CPUPerRequestMs = 1000 * a.CPUSeconds / float64(a.Requests)
 	}
 	a.P50ms, a.P99ms, a.MaxMs = quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1)
+	if !r.o.APIFull {
+		cpu0 := procCPUSeconds(ap.cmd.Process.Pid)
+		fl := loadGet(ctx, ap.client, "http://agent/v1/containers", r.o.APIRate, r.o.APIDuration, true)
+		a.Full = &FullLoad{Requests: len(fl.lat) + fl.errs, Errors: fl.errs, CPUSeconds: procCPUSeconds(ap.cmd.Process.Pid) - cpu0,
+			P50ms: quantile(fl.lat, 0.5), P99ms: quantile(fl.lat, 0.99), MaxMs: quantile(fl.lat, 1)}
+	}
 	a.PeakRSSMiB = procStatusMiB(ap.cmd.Process.Pid, "VmHWM:")
 	return a
 }
@@ -189,13 +209,15 @@ type apiLoad struct {
 func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.Duration, full bool) apiLoad {
 	var mu sync.Mutex
 	var out apiLoad
-	etag := ""
+	etag, tagSeq, sent := "", 0, 0
 	var wg sync.WaitGroup
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
 	end := time.Now().Add(d)
 	for time.Now().Before(end) && ctx.Err() == nil {
 		<-tick.C
+		sent++
+		seq := sent
 		wg.Go(func() {
 			t := time.Now()
 			req, err := http.NewRequest("GET", url, nil)
@@ -229,8 +251,10 @@ func loadGet(ctx context.Context, c *http.Client, url string, rate int, d time.D
 				if notModified {
 					out.notModified++
 				}
-				if tag != "" {
-					etag = tag
+				if tag != "" && seq > tagSeq {
+					// A late answer to an older request does not
+					// bring back an older tag.
+					etag, tagSeq = tag, seq
 				}
 			}
 		})

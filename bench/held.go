@@ -244,9 +244,11 @@ health = "http://127.0.0.1:{port}/healthz"
 deadline = "120s"
 stop_timeout = "10s"
 `
-	if r.o.Monitor > 0 {
-		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
+	policy, err := r.policyLines()
+	if err != nil {
+		return nil, err
 	}
+	cfg += policy
 	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", cg)
 	if w := r.o.StartCPUWeight; w != 0 {
 		cfg += fmt.Sprintf("start_cpu_weight = %d\n", max(0, w))

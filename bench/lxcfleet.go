@@ -88,18 +88,11 @@ health = "http://127.0.0.1:{port}/healthz"
 deadline = "120s"
 stop_timeout = "10s"
 `, r.fleet.Path, filepath.Join(r.root, "state"), r.socket, r.root, r.origin.URL)
-	if r.o.Monitor > 0 {
-		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
+	policy, err := r.policyLines()
+	if err != nil {
+		return err
 	}
-	if r.o.MaxStarting < 0 || r.o.MaxUnavailable < 0 {
-		return fmt.Errorf("-max-starting %d, -max-unavailable %d: W and K are at least 1 (0 for lxcfleet's default)", r.o.MaxStarting, r.o.MaxUnavailable)
-	}
-	if r.o.MaxUnavailable > 0 {
-		cfg += fmt.Sprintf("max_unavailable = %d\n", r.o.MaxUnavailable)
-	}
-	if r.o.MaxStarting > 0 {
-		cfg += fmt.Sprintf("max_starting = %d\n", r.o.MaxStarting)
-	}
+	cfg += policy
 	// lxcfleet's lockers sit where the others' do: in the bench's parent
 	// (with its memory limit), or where LXC puts them.
 	cfg += fmt.Sprintf("\n[cgroup]\nparent = %q\n", r.cgParent)
@@ -110,6 +103,25 @@ stop_timeout = "10s"
 		return fmt.Errorf("the bench's lxcfleet config does not load: %w", err)
 	}
 	return nil
+}
+
+// policyLines are the [defaults] lines the run's options set (-monitor,
+// -max-unavailable, -max-starting), for every scenario that runs lxcfleet.
+func (r *runner) policyLines() (string, error) {
+	var cfg string
+	if r.o.Monitor > 0 {
+		cfg += fmt.Sprintf("monitor = %q\n", r.o.Monitor.String())
+	}
+	if r.o.MaxStarting < 0 || r.o.MaxUnavailable < 0 {
+		return "", fmt.Errorf("-max-starting %d, -max-unavailable %d: W and K are at least 1 (0 for lxcfleet's default)", r.o.MaxStarting, r.o.MaxUnavailable)
+	}
+	if r.o.MaxUnavailable > 0 {
+		cfg += fmt.Sprintf("max_unavailable = %d\n", r.o.MaxUnavailable)
+	}
+	if r.o.MaxStarting > 0 {
+		cfg += fmt.Sprintf("max_starting = %d\n", r.o.MaxStarting)
+	}
+	return cfg, nil
 }
 
 // window is the wave size (K) lxcfleet uses with the bench's config.

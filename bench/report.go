@@ -449,6 +449,10 @@ func (rep *Report) Markdown() string {
 	if a.Err == "" {
 		fmt.Fprintf(&b, "Agent (%s) with %d lockers, idle fleet: idle RSS %.1f MiB; GET /v1/containers at %d req/s for %.0f s (%s): p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors; the agent used %.2f CPU s for them (%.2f ms a request).\n\n",
 			a.Source, rep.N, a.IdleRSSMiB, a.Rate, a.Seconds, apiLoadKind(a.NotModified, a.Requests), a.P50ms, a.P99ms, a.MaxMs, a.Errors, a.CPUSeconds, a.CPUPerRequestMs)
+		if f := a.Full; f != nil {
+			fmt.Fprintf(&b, "The same load asking for the whole list every time (issue 7's, `-api-full`), right after: p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d errors of %d; the agent used %.2f CPU s for them.\n\n",
+				f.P50ms, f.P99ms, f.MaxMs, f.Errors, f.Requests, f.CPUSeconds)
+		}
 	} else {
 		fmt.Fprintf(&b, "Agent: not measured: %s\n\n", a.Err)
 	}

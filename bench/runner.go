@@ -57,15 +57,15 @@ type Options struct {
 	APIFull bool
 	// AgentIdle is how long the agent idles before its RSS is read (8 s).
 	AgentIdle time.Duration
-	// Monitor is lxcfleet's monitor window in scenarios 4 and 5 (0: its
+	// Monitor is lxcfleet's monitor window in scenarios 4 to 8 (0: its
 	// default, 10 s); the smoke test shortens it.
 	Monitor time.Duration
-	// MaxStarting is lxcfleet's max_starting (W) in scenarios 4 and 5 (0:
+	// MaxStarting is lxcfleet's max_starting (W) in scenarios 4 to 8 (0:
 	// its default): with --pacing fixed (4f, 5f) the W of the whole
 	// update, with adaptive pacing its first value.
 	MaxStarting int
-	// MaxUnavailable is lxcfleet's max_unavailable (K) in scenarios 4 and
-	// 5 (0: its default, 4); an offline update with adaptive pacing takes
+	// MaxUnavailable is lxcfleet's max_unavailable (K) in scenarios 4 to
+	// 8 (0: its default, 4); an offline update with adaptive pacing takes
 	// every locker as K whatever it is.
 	MaxUnavailable int
 	// ProbeMode is the prober's mode (ProbeAdaptive by default; ProbePoll

@@ -42,30 +42,33 @@ func TestWaitHealthyKeepsTheLastCompleteCheck(t *testing.T) {
 	}
 }
 
-// TestPollInterval: a start's wait without an interval of its own tries
-// every 10 ms alone, every n × 5 ms among n waits, and never less often
-// than once a second; a check's own interval wins.
+// TestPollInterval: an HTTP or TCP wait without an interval of its own
+// tries every 10 ms alone, every n × 5 ms among n waits, and never less
+// often than every 100 ms (the old fixed interval); an exec check keeps
+// 100 ms; a check's own interval wins.
 func TestPollInterval(t *testing.T) {
+	hh, tt := HealthCheck{Kind: HealthHTTP}, HealthCheck{Kind: HealthTCP}
 	for _, tc := range []struct {
 		hc      HealthCheck
 		waiters int64
 		want    time.Duration
 	}{
-		{HealthCheck{}, 1, 10 * time.Millisecond},
-		{HealthCheck{}, 2, 10 * time.Millisecond},
-		{HealthCheck{}, 3, 15 * time.Millisecond},
-		{HealthCheck{}, 20, 100 * time.Millisecond},
-		{HealthCheck{}, 300, time.Second},
-		{HealthCheck{Interval: 20 * time.Millisecond}, 300, 20 * time.Millisecond},
+		{hh, 1, 10 * time.Millisecond},
+		{hh, 2, 10 * time.Millisecond},
+		{tt, 3, 15 * time.Millisecond},
+		{hh, 20, 100 * time.Millisecond},
+		{hh, 300, 100 * time.Millisecond},
+		{HealthCheck{Kind: HealthExec}, 1, 100 * time.Millisecond},
+		{HealthCheck{Kind: HealthHTTP, Interval: 20 * time.Millisecond}, 300, 20 * time.Millisecond},
 	} {
 		if got := pollInterval(tc.hc, tc.waiters); got != tc.want {
-			t.Errorf("pollInterval(interval %v, %d waiters) = %v, want %v", tc.hc.Interval, tc.waiters, got, tc.want)
+			t.Errorf("pollInterval(%s, interval %v, %d waiters) = %v, want %v", tc.hc.Kind, tc.hc.Interval, tc.waiters, got, tc.want)
 		}
 	}
 }
 
 // TestWaitsShareOneBudget: 40 starts waiting at once on apps that answer
-// 503 make a few attempts each (every 200 ms), not one every 10 ms. A
+// 503 make a few attempts each (every 100 ms), not one every 10 ms. A
 // real HTTP server on loopback; the count is an upper bound, so a slow
 // machine only lowers it.
 func TestWaitsShareOneBudget(t *testing.T) {
@@ -89,10 +92,10 @@ func TestWaitsShareOneBudget(t *testing.T) {
 			t.Fatalf("waitHealthy = %v, want not healthy", err)
 		}
 	}
-	// Each: one attempt at once, then every 40 × 5 ms = 200 ms: 3 by
-	// the deadline. 10 ms apart they would be 45 each.
-	if got := n.Load(); got > 4*waits {
-		t.Errorf("%d waits made %d attempts in 450 ms, want at most %d: they do not share a budget", waits, got, 4*waits)
+	// Each: one attempt at once, then every 100 ms (40 × 5 ms, at most
+	// 100): 5 by the deadline. 10 ms apart they would be 45 each.
+	if got := n.Load(); got > 6*waits {
+		t.Errorf("%d waits made %d attempts in 450 ms, want at most %d: they do not share a budget", waits, got, 6*waits)
 	}
 	if k.waiting.Load() != 0 {
 		t.Errorf("%d waits still counted after they ended", k.waiting.Load())

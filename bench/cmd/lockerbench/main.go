@@ -60,8 +60,8 @@ func commonFlags(fs *flag.FlagSet, o *bench.Options) {
 	fs.Float64Var(&o.ProbeServingRate, "serving-rate", 10, "adaptive prober: HTTP probes a second to serving lockers, in all")
 	fs.BoolVar(&o.NoCgroupParent, "no-cgroup-parent", false, "leave the lockers' cgroups at the top level (LXC's default) instead of lxcfleet's parent with its low CPU weight")
 	fs.BoolVar(&o.NoPollReference, "no-poll-reference", false, "leave out the 20 Hz prober's calibration period and restart breakdown")
-	fs.IntVar(&o.MaxStarting, "max-starting", 0, "lxcfleet's max_starting (W) in scenarios 4 and 5 (0: its default): the W of a --pacing fixed update (4f, 5f), the first W of an adaptive one")
-	fs.IntVar(&o.MaxUnavailable, "max-unavailable", 0, "lxcfleet's max_unavailable (K) in scenarios 4 and 5 (0: its default, 4; offline with adaptive pacing takes every locker as K)")
+	fs.IntVar(&o.MaxStarting, "max-starting", 0, "lxcfleet's max_starting (W) in scenarios 4 to 8 (0: its default): the W of a --pacing fixed update (4f, 5f), the first W of an adaptive one")
+	fs.IntVar(&o.MaxUnavailable, "max-unavailable", 0, "lxcfleet's max_unavailable (K) in scenarios 4 to 8 (0: its default, 4; offline with adaptive pacing takes every locker as K)")
 	fs.DurationVar(&o.Monitor, "monitor", 0, "lxcfleet's monitor window in scenarios 4 and 5 (0: its default, 10s); with monitor_holds = all (not the default) a rolling update holds each of its K places for it, about N/K x (monitor + restart)")
 }
 
