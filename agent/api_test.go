@@ -305,14 +305,20 @@ func TestStageMessagesDoNotRepeatTheStage(t *testing.T) {
 // body). The agent does not Run: no background refresh moves the snapshot
 // between two requests.
 func TestContainersETag(t *testing.T) {
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: emptyHost(t), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
+	// refreshedAgent is an agent on an empty host, not running, with one
+	// inventory reading.
+	refreshedAgent := func() *Agent {
+		a, err := New(Config{StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: emptyHost(t), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		if err := a.RefreshInventory(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return a
 	}
-	t.Cleanup(func() { a.Close() })
-	if err := a.RefreshInventory(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	a := refreshedAgent()
 	h := a.Handler()
 	get := func(inm string) (int, string, []byte) {
 		t.Helper()
@@ -345,15 +351,7 @@ func TestContainersETag(t *testing.T) {
 	}
 	// An agent restarted counts its snapshots from the start again: its
 	// tags must not match the ones the last run gave out.
-	b, err := New(Config{StateDir: t.TempDir(), Defaults: testDefaults()}, Deps{Containers: emptyHost(t), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.RefreshInventory(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if _, again := b.inv.encodedAll(); again == etag {
+	if _, again := refreshedAgent().inv.encodedAll(); again == etag {
 		t.Errorf("a second agent's first tag %s is the first agent's: a console would keep a stale list", again)
 	}
 }

@@ -145,6 +145,11 @@ func TestSmoke(t *testing.T) {
 	if rep.Agent.Err != "" || rep.Agent.Requests == 0 || rep.Agent.IdleRSSMiB <= 0 {
 		t.Errorf("agent figures: %+v", rep.Agent)
 	}
+	// The load is the console's conditional polls, then whole lists beside
+	// them; the agent answers the polls 304 while its snapshot holds.
+	if f := rep.Agent.Full; f == nil || f.Requests == 0 || f.Errors != 0 || rep.Agent.NotModified == 0 {
+		t.Errorf("agent figures: %d of %d polls answered 304, whole lists %+v; want some 304s and whole lists measured beside them", rep.Agent.NotModified, rep.Agent.Requests, f)
+	}
 	if p := rep.Probing; p.RunSeconds <= 0 || p.RunRequests <= 0 {
 		t.Errorf("probing figures: %+v", p)
 	}

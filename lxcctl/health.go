@@ -160,8 +160,8 @@ type checker struct {
 // ms on average after its app answered (a fifth of a light app's
 // restart), and a pacer comparing W 1 with W 2 measured that lag more
 // than the box (issue 19). Up to 20 waits the host makes at most 200
-// attempts a second in all (an attempt on a port nobody listens on costs
-// about 55 µs); past 20, each wait is as before (100 ms), so a start is
+// attempts a second in all (an attempt on a port nobody listens on takes
+// 50–130 µs: BenchmarkAttemptRefused); past 20, each wait is as before (100 ms), so a start is
 // never seen later than with the fixed interval and the pacer's
 // throughput at a high W is not cut by a lag that grows with W. An exec
 // check (an lxc-attach per attempt) keeps 100 ms.

