@@ -163,7 +163,7 @@ func (e *binaryEnv) oneRelease(t *testing.T) codeupdate.Release {
 		t.Fatal(err)
 	}
 	for _, n := range e.names {
-		if _, err := e.healthOf(n); err != nil {
+		if _, err := e.settledHealth(n); err != nil {
 			t.Errorf("I4: %s does not answer healthy: %v", n, err)
 		}
 		if got := e.release(t, n); got != cur.Name {

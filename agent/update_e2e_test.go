@@ -144,8 +144,20 @@ type health struct {
 	PID    int    `json:"pid"`
 }
 
-func (e *updateEnv) healthOf(name string) (health, error) {
-	c := http.Client{Timeout: time.Second}
+// healthOf asks a locker's /healthz with a 1 s timeout: a prober's
+// question (a timeout is a slow locker, not a down one: probeWhy).
+func (e *updateEnv) healthOf(name string) (health, error) { return e.healthWithin(name, time.Second) }
+
+// settledHealth asks it for an end-state check: a locker that accepted the
+// connection has 10 s to answer, on a box where CI runs the mutants and
+// the browser tests beside (a 1 s timeout failed I4 once there, 2026-12-07,
+// on a locker that was up); a down one still refuses at once.
+func (e *updateEnv) settledHealth(name string) (health, error) {
+	return e.healthWithin(name, 10*time.Second)
+}
+
+func (e *updateEnv) healthWithin(name string, timeout time.Duration) (health, error) {
+	c := http.Client{Timeout: timeout}
 	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", e.ports[name]))
 	if err != nil {
 		return health{}, err
@@ -163,7 +175,7 @@ func (e *updateEnv) healthOf(name string) (health, error) {
 func (e *updateEnv) wantBuild(t *testing.T, rel codeupdate.Release) {
 	t.Helper()
 	for _, n := range e.names {
-		h, err := e.healthOf(n)
+		h, err := e.settledHealth(n)
 		if err != nil {
 			t.Errorf("%s: %v", n, err)
 			continue

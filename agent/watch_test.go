@@ -203,7 +203,7 @@ func TestReleaseWatch(t *testing.T) {
 			if n == lonely {
 				continue
 			}
-			if _, err := e.healthOf(n); err != nil {
+			if _, err := e.settledHealth(n); err != nil {
 				t.Errorf("%s: %v, want healthy on %s", n, err, relD.Name)
 			}
 		}
