@@ -27,7 +27,9 @@ import (
 // lives on and the lockers answer. With the agent dead, one locker is
 // stopped: connections to it are not refused, they wait in its held
 // socket's queue. The agent started again restarts it (supervision), and
-// the new instance serves them. No connection fails throughout.
+// the new instance serves them. Then a restart of both, with K left to
+// the held-socket default (config.HeldMaxUnavailable: 1), runs one
+// locker at a time. No connection fails throughout.
 func TestHeldSocketsOutliveAgentKill(t *testing.T) {
 	e := newHeldEnv(t, 2, provision.NetworkNone, provision.SocketHeld)
 	bin := buildBinary(t)
@@ -59,7 +61,6 @@ backoff = "100ms"
 health = "http://127.0.0.1:{port}/healthz"
 deadline = "20s"
 monitor = "1s"
-max_unavailable = 1
 `, e.host.LXCPath(), filepath.Join(dir, "state"), sock, e.layout.Root, testfleet.ListenFD(t), holder.Dir)
 	if err := os.WriteFile(config, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
@@ -103,6 +104,37 @@ max_unavailable = 1
 	// now waits in the queue until the new instance answers it.
 	startAgentProc(t, bin, config, cl)
 	after := bootOf(t, e.addrs[victim], 60*time.Second)
+	if after != "" {
+		// The config leaves K out: with held sockets it is 1 (the config
+		// package's HeldMaxUnavailable; agent tests cannot import it).
+		// The supervision's start of the victim ends first (one job at a
+		// time).
+		settleJobs(t, cl)
+		body, _ := json.Marshal(Request{Kind: KindRestart, Names: e.names, Trigger: "test"})
+		resp, err := cl.Post("http://lxcfleet/v1/jobs", "application/json", bytes.NewReader(body))
+		if err != nil {
+			finish()
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Errorf("restart: %s %s", resp.Status, msg)
+		}
+		restarts := 0
+		for _, j := range settleJobs(t, cl) {
+			if j.Kind != KindRestart {
+				continue
+			}
+			restarts++
+			if j.State != JobSucceeded || j.Plan == nil || j.Plan.Policy.MaxUnavailable != 1 {
+				t.Errorf("restart with held sockets and no K of the config's own: %s %s, plan %+v; want it succeeded at K 1", j.State, j.Error, j.Plan)
+			}
+		}
+		if restarts != 1 {
+			t.Errorf("%d restart jobs, want the one submitted", restarts)
+		}
+	}
 	got := finish()
 	t.Logf("held sockets, agent SIGKILLed, %s stopped while it was dead and restarted by the next agent: %s; errors %v", victim, got, got.Errors)
 	if after == "" {

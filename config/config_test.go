@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"lxcfleet/config"
+	"lxcfleet/rollout"
 )
 
 const goodToken = "dGhpcyBpcyBhIDMyIGJ5dGUgdG9rZW4gZm9yIHRlc3RzIQ=="
@@ -162,6 +163,38 @@ func TestSleepSection(t *testing.T) {
 				t.Errorf("got %v, want it accepted", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestHeldDefaults: held sockets make the built-in K 1 and W 4
+// (config.HeldMaxUnavailable) unless [defaults] names K (or its old name
+// window); a max_starting of its own is kept; today's sockets keep K 4.
+func TestHeldDefaults(t *testing.T) {
+	held := "[provision]\nsocket = \"held\"\n"
+	for _, tc := range []struct {
+		name, body string
+		k, w       int
+	}{
+		{"held", held, config.HeldMaxUnavailable, rollout.DefaultPolicy().MaxUnavailable},
+		{"held, K set", held + "[defaults]\nmax_unavailable = 3\n", 3, 0},
+		{"held, K by its old name", held + "[defaults]\nwindow = 2\n", 2, 0},
+		{"held, W set", held + "[defaults]\nmax_starting = 2\n", config.HeldMaxUnavailable, 2},
+		{"app", "[provision]\nsocket = \"app\"\n", rollout.DefaultPolicy().MaxUnavailable, 0},
+		{"no file's word", "", rollout.DefaultPolicy().MaxUnavailable, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.toml")
+			if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := config.Load(p, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pol := c.AgentDefaults().Policy; pol.MaxUnavailable != tc.k || pol.MaxStarting != tc.w {
+				t.Errorf("K %d, W %d; want K %d, W %d", pol.MaxUnavailable, pol.MaxStarting, tc.k, tc.w)
 			}
 		})
 	}

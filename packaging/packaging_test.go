@@ -38,6 +38,22 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	if w := c.Warnings(); len(w) > 0 {
 		t.Errorf("shipped config uses deprecated names: %v", w)
 	}
+	// Switched to held sockets, it must not pin K: the held default
+	// (config.HeldMaxUnavailable) applies.
+	b, err := os.ReadFile("lxcfleet.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := filepath.Join(t.TempDir(), "held.toml")
+	if err := os.WriteFile(held, []byte(strings.Replace(string(b), `socket = "app"`, `socket = "held"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = config.Load(held, true); err != nil {
+		t.Fatalf("the shipped config with socket = \"held\": %v", err)
+	}
+	if k := c.AgentDefaults().Policy.MaxUnavailable; c.Provision.Socket != "held" || k != config.HeldMaxUnavailable {
+		t.Errorf("the shipped config with socket = \"held\": socket %q, K %d; want held, K %d", c.Provision.Socket, k, config.HeldMaxUnavailable)
+	}
 }
 
 func TestUnitVerifies(t *testing.T) {

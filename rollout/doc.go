@@ -181,7 +181,9 @@
 // grows by one per window. Fixed keeps W =
 // MaxStarting (or K); an empty Pacing is Fixed, as journaled plans from
 // before pacing ran. The way back always runs fixed (W = MaxStarting, or
-// K, for its replaces too).
+// K, for its replaces too). Offline and start plans, whose K is all their
+// lockers, take MaxStarting even above the configured K (a K of 1, the
+// held-socket default, still starts them at W 4), on the way back too.
 // With no health check configured, "healthy" means RUNNING: the monitor
 // window still catches a release that exits at start or within 10 s, but
 // not one that runs and serves errors.

@@ -341,7 +341,7 @@ func (x *loop) run(ctx context.Context) {
 		// the policy has stopped only the lockers it launched. Nothing
 		// shared runs mixed: each locker keeps the release folder it
 		// started on (immutable, its own node_modules) until its stop.
-		s.pol.MaxStarting = plan.Policy.starting()
+		s.pol.MaxStarting = min(plan.Policy.startingAllDown(), max(len(plan.Items), 1))
 		s.pol.MaxUnavailable = max(len(plan.Items), 1)
 	}
 	launch := s.indices("")
@@ -383,7 +383,7 @@ func (x *loop) run(ctx context.Context) {
 	}
 	s.need = len(launch)
 	if plan.Unproven {
-		s.need = min(s.need, plan.Policy.starting())
+		s.need = min(s.need, s.pol.starting())
 		if plan.Strategy != Offline && plan.Kind != KindStart {
 			s.need = min(len(launch), plan.Policy.MaxUnavailable)
 		}
@@ -634,14 +634,16 @@ func (x *loop) runBack(ctx context.Context, idx []int, release *string) {
 			up = append(up, i)
 		}
 	}
-	x.drive(ctx, mBack, down, max(s.plan.Policy.starting(), 1))
+	// s.pol, not the plan's: an offline plan's K is all its lockers (its
+	// W may be above the configured K), as in the run.
+	x.drive(ctx, mBack, down, max(s.pol.starting(), 1))
 	stillDown := 0
 	for _, i := range down {
 		if s.out[i].Back == BackFailed {
 			stillDown++
 		}
 	}
-	k := s.plan.Policy.MaxUnavailable - stillDown
+	k := s.pol.MaxUnavailable - stillDown
 	if k <= 0 && len(up) > 0 {
 		// Replacing even one would put more than K down (I1): they stay
 		// where they are, and the run says so.
@@ -651,5 +653,5 @@ func (x *loop) runBack(ctx context.Context, idx []int, release *string) {
 	}
 	// Each replace takes its start place before its stop, as in the run:
 	// at most W (fixed: the way back runs without the pacer) at once.
-	x.drive(ctx, mBack, up, max(min(k, s.plan.Policy.starting()), 1))
+	x.drive(ctx, mBack, up, max(min(k, s.pol.starting()), 1))
 }

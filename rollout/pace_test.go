@@ -685,3 +685,75 @@ func TestGaugeErrorSaidOnce(t *testing.T) {
 		t.Errorf("gauge errors reported %q, want once", said)
 	}
 }
+
+// TestWAboveKWhereAllAreDown: K=1 with W=4 (the held-socket default,
+// config's HeldMaxUnavailable) keeps a rolling update to one locker down
+// at a time, while an offline update and a start plan, whose lockers are
+// all down anyway, start at W 4 and not at 1.
+func TestWAboveKWhereAllAreDown(t *testing.T) {
+	pl := pol()
+	pl.MaxUnavailable = 1
+	pl.MaxStarting = 4
+	pl.Pace = rollout.PaceTargets{} // see TestAdaptiveOffline
+
+	h := fakehost.New("A", fakehost.Names(12)...)
+	s := starts{atW: map[int]int{}}
+	res := rollout.Run(context.Background(), rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Rolling, pl), env(h, s.observe))
+	if !res.OK() {
+		t.Fatalf("rolling: %+v", res)
+	}
+	if s.most > 1 || h.MaxDown() > 1 {
+		t.Errorf("rolling at K=1, W=4: most starting %d, most down %d; want 1", s.most, h.MaxDown())
+	}
+
+	for _, kind := range []string{"offline", "start"} {
+		h := fakehost.New("A", fakehost.Names(40)...)
+		s := starts{atW: map[int]int{}}
+		p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+		if kind == "start" {
+			h.SetStopped(fakehost.Names(40)...)
+			p = rollout.PlanStart(h.Lockers(nil), h.Facts(""), pl)
+		}
+		if res := rollout.Run(context.Background(), p, env(h, s.observe)); !res.OK() {
+			t.Fatalf("%s: %+v", kind, res)
+		}
+		if len(s.pacing) == 0 || !strings.Contains(s.pacing[0], "W 4 -> ") {
+			t.Errorf("%s at K=1, W=4: pacing %q, want W to begin at 4", kind, s.pacing)
+		}
+		if s.atW[1] > 0 {
+			t.Errorf("%s at K=1, W=4: starts launched under each W %v, want none at W 1", kind, s.atW)
+		}
+	}
+}
+
+// TestOfflineWayBackAtKOne: an offline update at K=1 (the held-socket
+// default) whose release fails on two lockers that cannot come back on
+// the old one either still moves every other locker back: an offline
+// plan's K is all its lockers on the way back too, so two lockers left
+// down do not hold every place of a window of 1 and pause the rest on the
+// bad release. With fixed pacing its starts run W=4 at once, not K=1.
+func TestOfflineWayBackAtKOne(t *testing.T) {
+	names := fakehost.Names(12)
+	h := fakehost.New("A", names...)
+	for _, n := range names[:2] {
+		h.Script(n, "B", fakehost.Script{Behavior: fakehost.Behavior{StartFails: true}})
+		h.Script(n, "A", fakehost.Script{Behavior: fakehost.Behavior{StartFails: true}})
+	}
+	pl := pol()
+	pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 1, 4, rollout.Fixed
+	pl.MaxFailureRatio = 0.1
+	s := starts{atW: map[int]int{}}
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+	res := rollout.Run(context.Background(), p, env(h, s.observe))
+	if res.Tripped == "" || !res.RolledBack || res.Paused {
+		t.Fatalf("tripped %q, rolled back %v, paused %v; want tripped and rolled back, not paused", res.Tripped, res.RolledBack, res.Paused)
+	}
+	for n, r := range h.Where() {
+		if n != names[0] && n != names[1] && r != "A" {
+			t.Errorf("%s serves on %q after the way back, want A", n, r)
+		}
+	}
+	if s.most < 2 {
+		t.Errorf("offline at K=1, W=4, fixed: most starting at once %d, want W's 4 (K is all lockers offline)", s.most)
+	}
+}

@@ -27,10 +27,12 @@ type Policy struct {
 	MaxUnavailable int
 	// MaxStarting is W ≤ K, the most lockers starting at once (from their
 	// stop, for a replace, to their first healthy check); 0, or more than
-	// K, means K. With adaptive pacing it is W's first value (0: W starts
-	// at 1, the pacer's slow start, where serving capacity is at stake,
-	// and at K for offline and start plans), and W moves between 1 and K
-	// (all lockers for offline and start plans).
+	// K, means K, except in offline and start plans, whose K is all
+	// lockers (they are down anyway): there W may be above the configured
+	// K (startingAllDown). With adaptive pacing it is W's first value (0:
+	// W starts at 1, the pacer's slow start, where serving capacity is at
+	// stake, and at K for offline and start plans), and W moves between 1
+	// and K (all lockers for offline and start plans).
 	// JSON max_starting.
 	MaxStarting int
 	// Pacing: Adaptive (DefaultPolicy) or Fixed; empty is Fixed, as plans
@@ -155,6 +157,19 @@ func (p Policy) starting() int {
 	return p.MaxStarting
 }
 
+// startingAllDown is W for a plan whose lockers are all down anyway
+// (offline updates; start plans get it from PlanStart): MaxStarting when
+// set, even above the configured K, since K is all lockers there; else K.
+// So a K of 1, which keeps a rolling update to one restart at a time
+// (the held-socket default, config's HeldMaxUnavailable), does not also
+// start an offline update or 300 wake-ups at W 1.
+func (p Policy) startingAllDown() int {
+	if p.MaxStarting > 0 {
+		return p.MaxStarting
+	}
+	return max(p.MaxUnavailable, 1)
+}
+
 // firstW is the adaptive pacer's first W: MaxStarting when set (capped
 // to K); else 1 where serving capacity is at stake (rolling, restart,
 // rollback: plans whose lockers serve while others start), as TCP's slow
@@ -168,7 +183,10 @@ func (p Policy) starting() int {
 // W 2 on one noisy sample and took 78.6 s (61.9 s from K).
 func (p Plan) firstW() int {
 	allDown := p.Kind == KindStart || p.Kind == KindUpdate && p.Strategy == Offline
-	if p.Policy.MaxStarting <= 0 && !allDown {
+	switch {
+	case allDown:
+		return min(p.Policy.startingAllDown(), max(len(p.Items), 1))
+	case p.Policy.MaxStarting <= 0:
 		return 1
 	}
 	return p.Policy.starting()

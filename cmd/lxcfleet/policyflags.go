@@ -28,8 +28,8 @@ type knob struct {
 // knobs are the policy's flags, with their help: the README's knob table
 // says the same (TestOneNamePerKnob).
 var knobs = []knob{
-	{"max_unavailable", "int", "", "K, the most lockers down because of the job at once (Kubernetes' maxUnavailable); each counts until it passed the monitor window, or (monitor_holds until_proven, once the release is proven) until its first healthy check, and again if it fails"},
-	{"max_starting", "int", "", "W ≤ K, the most lockers starting at once; with adaptive pacing W's first value (unset: 1 while lockers serve, K offline) (start-all: K is all lockers, W this)"},
+	{"max_unavailable", "int", "", "K, the most lockers down because of the job at once (Kubernetes' maxUnavailable; 1 by default with held sockets); each counts until it passed the monitor window, or (monitor_holds until_proven, once the release is proven) until its first healthy check, and again if it fails"},
+	{"max_starting", "int", "", "W ≤ K, the most lockers starting at once; with adaptive pacing W's first value (unset: 1 while lockers serve, K offline) (offline and start-all: K is all lockers, W this, even above max_unavailable; 4 by default with held sockets)"},
 	{"pacing", "string", "", "adaptive (W between 1 and K doubles per window of healthy starts, holds where healthy starts per second stop rising, halves on failed starts, memory or IO pressure and starts past half the deadline) or fixed (W = max starting, or K)"},
 	{"stop_parallel", "int", "", "most lockers stopping at once in stop-all (an update stops each locker just before its own start, so W bounds its stops)"},
 	{"stop_timeout", "duration", "", "grace period after the halt signal before a locker is killed"},

@@ -63,6 +63,8 @@ var testsFor = map[string][]string{
 	"api: the tag outlives the list it names":                     {"-run", "^TestContainersETag$", "./agent/"},
 	"health: every wait polls at the fastest rate":                {"-run", "^TestWaitsShareOneBudget$", "./lxcctl/"},
 	"health: one wait alone polls every 100 ms":                   {"-run", "^TestPollInterval$", "./lxcctl/"},
+	"held: K stays 4 with held sockets":                           {"-run", "^TestHeldDefaults$", "./config/"},
+	"held: the held default overrides the config's own K":         {"-run", "^TestHeldDefaults$", "./config/"},
 	"tally: every first step is a canary":                         {"-run", "^TestTallyCanaryOnlyForCanaries$", "./agent/"},
 	"tally: a skipped locker has no reason":                       {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
 	"tally: the way back erases a failure in its step":            {"-run", "^TestTallyAfterAnAutomaticRollback$", "./agent/"},
@@ -207,7 +209,7 @@ var mutants = []mutant{
 	{"pacing: W starts at K, not 1, while lockers serve", "rollout/policy.go",
 		"	if p.Policy.MaxStarting <= 0 && !allDown {\n		return 1\n	}\n	return p.Policy.starting()", "	_ = allDown\n	return p.Policy.starting()"},
 	{"pacing: an offline update's W starts at 1, not K", "rollout/policy.go",
-		"if p.Policy.MaxStarting <= 0 && !allDown {", "if p.Policy.MaxStarting <= 0 && (allDown || !allDown) {"},
+		"\tcase allDown:\n\t\treturn min(", "\tcase allDown && false:\n\t\treturn min("},
 	{"pacing: a probe is judged against the hold's last window", "rollout/pace.go",
 		"rate = max(p.holdRate, rate)\n", "_ = p.holdRate\n"},
 	{"pacing: no slow start (W grows by one per window from the first)", "rollout/pace.go",
@@ -338,6 +340,18 @@ var mutants = []mutant{
 		"time.Duration(waiters)*pollPerWaiter", "time.Duration(1)*pollPerWaiter"},
 	{"health: one wait alone polls every 100 ms", "lxcctl/health.go",
 		"\tpollMin       = 10 * time.Millisecond", "\tpollMin       = 100 * time.Millisecond"},
+	// Held sockets' default K (issue 20): one restart at a time, unless
+	// the config names K; offline and start plans keep W above it.
+	{"held: K stays 4 with held sockets", "config/config.go",
+		"\t\td.Policy.MaxUnavailable = HeldMaxUnavailable\n", "\t\td.Policy.MaxUnavailable = d.Policy.MaxStarting\n"},
+	{"held: the held default overrides the config's own K", "config/config.go",
+		"_, k := c.Defaults[\"max_unavailable\"]", "k := false"},
+	{"pacing: an offline update's W is capped at the configured K", "rollout/loop.go",
+		"s.pol.MaxStarting = min(plan.Policy.startingAllDown(), max(len(plan.Items), 1))", "s.pol.MaxStarting = min(plan.Policy.starting(), max(len(plan.Items), 1))"},
+	{"pacing: an offline update's first W is capped at the configured K", "rollout/policy.go",
+		"\t\treturn min(p.Policy.startingAllDown(), max(len(p.Items), 1))", "\t\treturn min(p.Policy.starting(), max(len(p.Items), 1))"},
+	{"way back: an offline plan's way back keeps the configured K", "rollout/loop.go",
+		"\tk := s.pol.MaxUnavailable - stillDown", "\tk := s.plan.Policy.MaxUnavailable - stillDown"},
 	// The one account of a job (agent.Tally) that the console, the CLI's
 	// tail and the history render (issue 22 item 11).
 	{"tally: every first step is a canary", "agent/tally.go",
