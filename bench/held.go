@@ -20,6 +20,7 @@ import (
 	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/provision"
+	"lxcfleet/rollout"
 )
 
 // Issue 20's scenarios: a fleet lxcfleet provisions itself, once with
@@ -67,6 +68,11 @@ type HeldFigures struct {
 	// StartCPUWeight is the fleet's startup CPU boost ([cgroup]
 	// start_cpu_weight; 0: none).
 	StartCPUWeight int `json:"start_cpu_weight"`
+	// MaxUnavailable and MaxStarting are the fleet's K and W as its
+	// config resolves them (held sockets: K 1, W 4 unless the run sets
+	// them; config.HeldMaxUnavailable).
+	MaxUnavailable int `json:"max_unavailable"`
+	MaxStarting    int `json:"max_starting"`
 	// CPU is where the box's CPU went from the command's start to the
 	// window's end.
 	CPU      HeldCPU `json:"cpu"`
@@ -166,9 +172,11 @@ type lxfFleet struct {
 	// startWeight is the config's [cgroup] start_cpu_weight (the startup
 	// CPU boost; 0: none).
 	startWeight int
-	names       []string
-	addrs       []string
-	agent       *agentProc
+	// pol is the fleet's default policy, as its config resolves it.
+	pol   rollout.Policy
+	names []string
+	addrs []string
+	agent *agentProc
 }
 
 // listenFD is the static lxcfleet-listenfd held sockets need: -listenfd,
@@ -265,6 +273,7 @@ stop_timeout = "10s"
 		return nil, fmt.Errorf("the bench's %s config does not load: %w", kind, err)
 	}
 	f.startWeight = file.Cgroup.StartCPUWeight
+	f.pol = file.AgentDefaults().Policy
 	if f.stack, err = config.Wire(file, r.log); err != nil {
 		return nil, err
 	}
@@ -457,7 +466,8 @@ func (f *lxfFleet) startAgent(ctx context.Context) error {
 func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, to string) HeldFigures {
 	o := f.r.o
 	h := HeldFigures{ID: id, Title: heldTitles[id], Socket: f.socket, Strategy: strategy, From: from, To: to, N: len(f.names),
-		IntervalMs: float64(o.ClientInterval.Milliseconds()), StartCPUWeight: f.startWeight}
+		IntervalMs: float64(o.ClientInterval.Milliseconds()), StartCPUWeight: f.startWeight,
+		MaxUnavailable: f.pol.MaxUnavailable, MaxStarting: f.pol.MaxStarting}
 	f.r.log.Info("scenario", "id", id, "socket", f.socket, "strategy", strategy, "from", from, "to", to)
 	c := startClients(f.addrs, o.ClientInterval, o.ClientTimeout)
 	time.Sleep(2 * time.Second)

@@ -132,7 +132,7 @@ func (rep *Report) markdown20(b *strings.Builder) {
 				continue
 			}
 			c := h.Clients
-			fmt.Fprintf(b, "| %s %s → %s | %s%s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", h.Title, h.From, h.To, h.Socket, boostNote(h.StartCPUWeight), h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
+			fmt.Fprintf(b, "| %s %s → %s | %s%s | %d | %d | %d | %d / %d / %d / %d | %.0f / %.0f / %.0f | %.1f (%.1f)%s | %d | %.2f / %.2f, %.2f / %.2f | %.0f / %.0f / %.0f / %.0f / %.0f |\n", h.Title, h.From, h.To, h.Socket, policyNote(h)+boostNote(h.StartCPUWeight), h.N, c.Requests, c.Failed(), c.Refused, c.Reset, c.TimedOut, c.Other,
 				c.P50ms, c.P99ms, c.MaxMs, h.WindowSeconds, h.CommandSeconds, map[bool]string{true: " timed out", false: ""}[h.TimedOut], h.Restarted,
 				h.StopToStartP50, h.StopToStartMax, h.StartToHealthyP50, h.StartToHealthyMax, h.CPU.Box, h.CPU.Lockers, h.CPU.Agent, h.CPU.Holder, h.CPU.Bench)
 		}
@@ -170,6 +170,21 @@ func (rep *Report) markdown20(b *strings.Builder) {
 			d.Awake, d.Asleep, d.MemoryMiB, d.LimitMiB, d.LockersCPU, d.AgentCPU, d.HolderCPU, d.AgentRSSMiB, d.HolderRSSMiB, secs(d.WakeSeconds), d.WakeMedian, secs(d.StartSeconds), d.StartMedian,
 			d.UpdateWindow, d.UpdateRestarted, d.UpdateAwake, d.UpdateAsleepThen, d.Clients.Requests, d.Clients.Failed(), d.Clients.P99ms)
 	}
+}
+
+// policyNote names the limit the update ran under: K for a rolling one
+// (", K 1"; W ≤ K), W's first value for an offline one (", W 4": its K is
+// all lockers); "" for a report from before they were recorded.
+func policyNote(h HeldFigures) string {
+	switch {
+	case h.MaxUnavailable <= 0:
+		return ""
+	case h.Strategy != "offline":
+		return fmt.Sprintf(", K %d", h.MaxUnavailable)
+	case h.MaxStarting > 0:
+		return fmt.Sprintf(", W from %d", h.MaxStarting)
+	}
+	return fmt.Sprintf(", W from %d", h.MaxUnavailable)
 }
 
 // aloneNote names the held fleet's restart alone (lxcctl, no agent) for
