@@ -197,10 +197,13 @@ type startEstimate struct {
 }
 
 func newStartEstimate(order []string, pol rollout.Policy) *startEstimate {
+	// An offline update's first W: max starting even above K (its K is
+	// all lockers: rollout's startingAllDown), else K.
 	w := pol.MaxStarting
-	if w <= 0 || w > pol.MaxUnavailable {
+	if w <= 0 {
 		w = pol.MaxUnavailable
 	}
+	w = min(w, max(len(order), 1))
 	return &startEstimate{order: order, w: max(w, 1), stopAt: map[string]time.Time{}, stopped: map[string]bool{},
 		startAt: map[string]time.Time{}, begun: map[string]bool{}, now: time.Now}
 }

@@ -102,6 +102,17 @@ func TestStartEstimate(t *testing.T) {
 		}
 	})
 
+	t.Run("K 1, W 4 (the held-socket default): W 4 from the start", func(t *testing.T) {
+		p := pol
+		p.MaxUnavailable, p.MaxStarting = 1, 4
+		if s := newStartEstimate(fakehost.Names(10), p); s.w != 4 {
+			t.Errorf("an offline update at K 1, W 4 estimated at W %d, want 4 (its K is all lockers)", s.w)
+		}
+		if s := newStartEstimate(fakehost.Names(2), p); s.w != 2 {
+			t.Errorf("2 lockers at W 4 estimated at W %d, want 2", s.w)
+		}
+	})
+
 	t.Run("nothing known: 1 s stops and 3 s starts", func(t *testing.T) {
 		c := &estimateClock{t: time.Unix(1_700_000_000, 0)}
 		s := newStartEstimate([]string{"a", "b"}, pol)

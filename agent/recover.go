@@ -215,6 +215,11 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 		}
 	}
 	plan := rollout.PlanRecovery(ls, stopped, target, unproven, f, pol)
+	if interrupted != nil && interrupted.Strategy == rollout.Offline {
+		// An offline update resumes (or is undone) as it ran: K is all
+		// its lockers, W its own (which may be above its K).
+		plan.Strategy = rollout.Offline
+	}
 	how := "no interrupted update: lockers back to their desired state on current " + orDash(f.Current)
 	if interrupted != nil {
 		how = fmt.Sprintf("job %s was moving lockers to %s: ", jobID, interrupted.Target)

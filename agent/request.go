@@ -147,6 +147,13 @@ type Defaults struct {
 	// DowntimePage holds the ports of lockers an offline update stopped
 	// with the maintenance page (see holdPorts).
 	DowntimePage bool `json:"downtime_page"`
+	// ImpliedMaxStarting: Policy.MaxStarting is not the operator's but
+	// the held-socket default's (config.HeldMaxUnavailable: K 1, W 4 for
+	// offline updates, start-all and wake-ups). A request that sets K
+	// (max_unavailable, or its old name window) and not max_starting
+	// drops it, so that W follows the request's K as it does without
+	// held sockets (--max-unavailable 10 --pacing fixed starts 10).
+	ImpliedMaxStarting bool `json:"implied_max_starting,omitempty"`
 }
 
 // DefaultDefaults are lxcfleet's built-in defaults: rollout.DefaultPolicy
@@ -189,7 +196,14 @@ func (r Request) withDefaults(d Defaults) (Request, error) {
 			return r, invalidf("invalid group %q", r.Group)
 		}
 	}
-	pol, old, err := d.Policy.Apply(r.Policy)
+	base := d.Policy
+	_, w := r.Policy["max_starting"]
+	_, k := r.Policy["max_unavailable"]
+	_, oldK := r.Policy["window"]
+	if d.ImpliedMaxStarting && !w && (k || oldK) {
+		base.MaxStarting = 0
+	}
+	pol, old, err := base.Apply(r.Policy)
 	if err != nil {
 		return r, InvalidError{"policy: " + err.Error()}
 	}

@@ -89,8 +89,16 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
-	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, at most %d down at once; falls back to %s; %s",
-		req.Strategy, nLockers(len(plan.Items)), rel.Name, req.pol.MaxUnavailable, orDash(plan.Fallback), healthNote(plan.Policy)))
+	limit := fmt.Sprintf("at most %d down at once", req.pol.MaxUnavailable)
+	if plan.Strategy == rollout.Offline {
+		w := req.pol.MaxStarting
+		if w <= 0 {
+			w = req.pol.MaxUnavailable
+		}
+		limit = fmt.Sprintf("each stopped just before its own start, first W %d", min(w, max(len(plan.Items), 1)))
+	}
+	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, %s; falls back to %s; %s",
+		req.Strategy, nLockers(len(plan.Items)), rel.Name, limit, orDash(plan.Fallback), healthNote(plan.Policy)))
 	var hold *portHold
 	if plan.Strategy == rollout.Offline {
 		hold = a.holdPorts(ctx, r, req, plan.Names(rollout.OpReplace))

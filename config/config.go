@@ -422,9 +422,11 @@ func (c File) defaults() (agent.Defaults, []string, error) {
 	d := agent.DefaultDefaults()
 	_, k := c.Defaults["max_unavailable"]
 	_, oldK := c.Defaults["window"]
+	_, w := c.Defaults["max_starting"]
 	if c.Provision.Socket == provision.SocketHeld && !k && !oldK {
 		d.Policy.MaxStarting = d.Policy.MaxUnavailable
 		d.Policy.MaxUnavailable = HeldMaxUnavailable
+		d.ImpliedMaxStarting = !w
 	}
 	patch := rollout.Patch{}
 	for k, v := range c.Defaults {

@@ -176,13 +176,14 @@ func TestHeldDefaults(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string
 		k, w       int
+		implied    bool // W is the held default's, not the operator's
 	}{
-		{"held", held, config.HeldMaxUnavailable, rollout.DefaultPolicy().MaxUnavailable},
-		{"held, K set", held + "[defaults]\nmax_unavailable = 3\n", 3, 0},
-		{"held, K by its old name", held + "[defaults]\nwindow = 2\n", 2, 0},
-		{"held, W set", held + "[defaults]\nmax_starting = 2\n", config.HeldMaxUnavailable, 2},
-		{"app", "[provision]\nsocket = \"app\"\n", rollout.DefaultPolicy().MaxUnavailable, 0},
-		{"no file's word", "", rollout.DefaultPolicy().MaxUnavailable, 0},
+		{"held", held, config.HeldMaxUnavailable, rollout.DefaultPolicy().MaxUnavailable, true},
+		{"held, K set", held + "[defaults]\nmax_unavailable = 3\n", 3, 0, false},
+		{"held, K by its old name", held + "[defaults]\nwindow = 2\n", 2, 0, false},
+		{"held, W set", held + "[defaults]\nmax_starting = 2\n", config.HeldMaxUnavailable, 2, false},
+		{"app", "[provision]\nsocket = \"app\"\n", rollout.DefaultPolicy().MaxUnavailable, 0, false},
+		{"no file's word", "", rollout.DefaultPolicy().MaxUnavailable, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "c.toml")
@@ -193,8 +194,9 @@ func TestHeldDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if pol := c.AgentDefaults().Policy; pol.MaxUnavailable != tc.k || pol.MaxStarting != tc.w {
-				t.Errorf("K %d, W %d; want K %d, W %d", pol.MaxUnavailable, pol.MaxStarting, tc.k, tc.w)
+			d := c.AgentDefaults()
+			if pol := d.Policy; pol.MaxUnavailable != tc.k || pol.MaxStarting != tc.w || d.ImpliedMaxStarting != tc.implied {
+				t.Errorf("K %d, W %d, implied %v; want K %d, W %d, implied %v", pol.MaxUnavailable, pol.MaxStarting, d.ImpliedMaxStarting, tc.k, tc.w, tc.implied)
 			}
 		})
 	}

@@ -384,7 +384,7 @@ func (x *loop) run(ctx context.Context) {
 	s.need = len(launch)
 	if plan.Unproven {
 		s.need = min(s.need, s.pol.starting())
-		if plan.Strategy != Offline && plan.Kind != KindStart {
+		if !plan.allDown() {
 			s.need = min(len(launch), plan.Policy.MaxUnavailable)
 		}
 	}

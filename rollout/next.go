@@ -537,9 +537,11 @@ func (s *state) checkPolicy() {
 			failed++
 		}
 	}
-	k := s.plan.Policy.MaxUnavailable
 	// The last K finished (or all so far, when fewer): a failure among
-	// the first lockers weighs as much as one later.
+	// the first lockers weighs as much as one later. Where max starting
+	// is above K (the held-socket default: K 1, W 4), the last W: one
+	// locker that failed must not weigh as the whole window.
+	k := max(s.plan.Policy.MaxUnavailable, s.plan.Policy.MaxStarting)
 	lastFailed := 0
 	for _, i := range s.finished[max(0, len(s.finished)-k):] {
 		if s.out[i].Outcome == OutFailed {

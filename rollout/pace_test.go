@@ -743,8 +743,24 @@ func TestOfflineWayBackAtKOne(t *testing.T) {
 	pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 1, 4, rollout.Fixed
 	pl.MaxFailureRatio = 0.1
 	s := starts{atW: map[int]int{}}
+	var mu sync.Mutex
+	back, mostBack := 0, 0 // the way back's starts in flight
 	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
-	res := rollout.Run(context.Background(), p, env(h, s.observe))
+	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
+		s.observe(e)
+		if !e.Back || e.Container == "" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch e.Phase {
+		case rollout.PhaseStarting:
+			back++
+			mostBack = max(mostBack, back)
+		case rollout.PhaseHealthy, rollout.PhaseFailed:
+			back--
+		}
+	}))
 	if res.Tripped == "" || !res.RolledBack || res.Paused {
 		t.Fatalf("tripped %q, rolled back %v, paused %v; want tripped and rolled back, not paused", res.Tripped, res.RolledBack, res.Paused)
 	}
@@ -753,7 +769,92 @@ func TestOfflineWayBackAtKOne(t *testing.T) {
 			t.Errorf("%s serves on %q after the way back, want A", n, r)
 		}
 	}
-	if s.most < 2 {
-		t.Errorf("offline at K=1, W=4, fixed: most starting at once %d, want W's 4 (K is all lockers offline)", s.most)
+	if s.most < 2 || mostBack < 2 {
+		t.Errorf("offline at K=1, W=4, fixed: most starting at once %d, on the way back %d; want W's 4 (K is all lockers offline)", s.most, mostBack)
+	}
+}
+
+// TestRecoveryOfStoppedLockersAtKOne: a recovery with only stopped
+// lockers to start (a boot) at K=1, W=4 (the held-socket default) runs as
+// a start plan: K is all of them and 4 start at once, not one at a time.
+// A recovery that replaces a running locker keeps K=1.
+func TestRecoveryOfStoppedLockersAtKOne(t *testing.T) {
+	names := fakehost.Names(12)
+	pl := pol()
+	pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 1, 4, rollout.Fixed
+	h := fakehost.New("A", names...)
+	h.SetStopped(names...)
+	ls := h.Lockers(nil)
+	for i := range ls {
+		ls[i].WantRunning = true
+	}
+	p := rollout.PlanRecovery(ls, nil, "A", false, h.Facts(""), pl)
+	if p.Policy.MaxUnavailable != 12 || p.Policy.MaxStarting != 4 {
+		t.Errorf("recovery of 12 stopped lockers at K 1, W 4: plan K %d, W %d; want K 12, W 4", p.Policy.MaxUnavailable, p.Policy.MaxStarting)
+	}
+	s := starts{atW: map[int]int{}}
+	if res := rollout.Run(context.Background(), p, env(h, s.observe)); !res.OK() {
+		t.Fatalf("recovery: %+v", res)
+	}
+	if s.most != 4 || len(s.overW) > 0 {
+		t.Errorf("recovery of stopped lockers at K 1, W 4: most starting at once %d (over W: %v), want 4", s.most, s.overW)
+	}
+
+	h = fakehost.New("A", names...)
+	h.SetStopped(names[1:]...)
+	ls = h.Lockers(nil)
+	for i := range ls {
+		ls[i].WantRunning = true
+		ls[i].Restart = i == 0
+	}
+	if p := rollout.PlanRecovery(ls, nil, "A", false, h.Facts(""), pl); p.Policy.MaxUnavailable != 1 {
+		t.Errorf("recovery that restarts a running locker: plan K %d, want the configured 1", p.Policy.MaxUnavailable)
+	}
+}
+
+// TestOfflineProvingWaveIsW: an offline update of an unproven release at
+// K=1, W=4 proves it once W lockers moved, not one.
+func TestOfflineProvingWaveIsW(t *testing.T) {
+	names := fakehost.Names(12)
+	h := fakehost.New("A", names...)
+	pl := pol()
+	pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 1, 4, rollout.Fixed
+	var proven []string
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
+	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
+		if e.Stage == "proven" {
+			proven = append(proven, e.Message)
+		}
+	}))
+	if !res.OK() || len(proven) != 1 {
+		t.Fatalf("offline: %+v, proven stages %q", res, proven)
+	}
+	var n int
+	if _, err := fmt.Sscanf(proven[0][strings.Index(proven[0], ": ")+2:], "%d lockers passed", &n); err != nil || n < 4 {
+		t.Errorf("proven %q: want it after W=4 lockers passed, not fewer", proven[0])
+	}
+}
+
+// TestFailureWindowAtKOne: the failure ratio over the last lockers counts
+// the last W where W is above K (K 1, W 4: the held-socket default), so
+// one failed locker in an offline update at max_failure_ratio 0.5 does
+// not trip the policy as a whole window of one would. (A rolling update
+// at K 1 stops at its first failed locker whatever the ratio: the failed
+// locker holds the one place, I1.)
+func TestFailureWindowAtKOne(t *testing.T) {
+	names := fakehost.Names(12)
+	h := fakehost.New("A", names...)
+	h.Script(names[5], "B", fakehost.Script{Behavior: fakehost.Behavior{StartFails: true}})
+	pl := pol()
+	pl.MaxUnavailable, pl.MaxStarting = 1, 4
+	pl.MaxFailureRatio = 0.5
+	pl.Pacing = rollout.Fixed
+	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", true, rollout.Offline, pl)
+	res := rollout.Run(context.Background(), p, env(h, func(rollout.Event) {}))
+	if res.Tripped != "" {
+		t.Errorf("offline, one failed locker of 12 at K 1, W 4, ratio 0.5: tripped %q, want it let pass", res.Tripped)
+	}
+	if c := res.Counts(); c[rollout.OutFailed] != 1 {
+		t.Errorf("counts %v, want one failed", c)
 	}
 }

@@ -295,6 +295,15 @@ func PlanRecovery(lockers []Locker, stoppedByJob map[string]bool, target string,
 	slices.SortStableFunc(p.Items, func(a, b Item) int {
 		return boolInt(b.Op == OpWatch) - boolInt(a.Op == OpWatch)
 	})
+	if n := len(p.Items); n > 0 && len(p.Names(OpStart)) == n {
+		// Only stopped lockers to start (a boot, a stop-all's end):
+		// nothing serving is touched, so it runs as a start plan does
+		// (PlanStart): K is all, W max starting even above the
+		// configured K. At K 1 (the held-socket default) a boot's
+		// recovery would otherwise start 300 lockers one at a time.
+		p.Policy.MaxStarting = min(p.Policy.startingAllDown(), n)
+		p.Policy.MaxUnavailable = n
+	}
 	return p
 }
 

@@ -158,7 +158,8 @@ func (p Policy) starting() int {
 }
 
 // startingAllDown is W for a plan whose lockers are all down anyway
-// (offline updates; start plans get it from PlanStart): MaxStarting when
+// (offline updates and their recovery; start plans and recoveries with
+// only starts get it from PlanStart and PlanRecovery): MaxStarting when
 // set, even above the configured K, since K is all lockers there; else K.
 // So a K of 1, which keeps a rolling update to one restart at a time
 // (the held-socket default, config's HeldMaxUnavailable), does not also
@@ -168,6 +169,26 @@ func (p Policy) startingAllDown() int {
 		return p.MaxStarting
 	}
 	return max(p.MaxUnavailable, 1)
+}
+
+// allDown reports whether every locker the plan moves is down anyway:
+// start plans, offline updates and their recovery, and a recovery with
+// only stopped lockers to start (a boot). K is all of them there, W may
+// be above the configured K (startingAllDown), and an unproven release's
+// proving wave is W lockers.
+func (p Plan) allDown() bool {
+	if p.Kind == KindStart || p.Strategy == Offline {
+		return true
+	}
+	if p.Kind != KindRecover || len(p.Items) == 0 {
+		return false
+	}
+	for _, it := range p.Items {
+		if it.Op != OpStart {
+			return false
+		}
+	}
+	return true
 }
 
 // firstW is the adaptive pacer's first W: MaxStarting when set (capped
@@ -182,9 +203,8 @@ func (p Policy) startingAllDown() int {
 // it. From 1, an offline update of N=300 on an idle box found its knee at
 // W 2 on one noisy sample and took 78.6 s (61.9 s from K).
 func (p Plan) firstW() int {
-	allDown := p.Kind == KindStart || p.Kind == KindUpdate && p.Strategy == Offline
 	switch {
-	case allDown:
+	case p.allDown():
 		return min(p.Policy.startingAllDown(), max(len(p.Items), 1))
 	case p.Policy.MaxStarting <= 0:
 		return 1
