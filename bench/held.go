@@ -20,7 +20,6 @@ import (
 	"lxcfleet/lockerverbs"
 	"lxcfleet/lxcctl"
 	"lxcfleet/provision"
-	"lxcfleet/rollout"
 )
 
 // Issue 20's scenarios: a fleet lxcfleet provisions itself, once with
@@ -172,11 +171,12 @@ type lxfFleet struct {
 	// startWeight is the config's [cgroup] start_cpu_weight (the startup
 	// CPU boost; 0: none).
 	startWeight int
-	// pol is the fleet's default policy, as its config resolves it.
-	pol   rollout.Policy
-	names []string
-	addrs []string
-	agent *agentProc
+	// maxUnavailable and maxStarting are the fleet's K and W, as its
+	// config resolves them.
+	maxUnavailable, maxStarting int
+	names                       []string
+	addrs                       []string
+	agent                       *agentProc
 }
 
 // listenFD is the static lxcfleet-listenfd held sockets need: -listenfd,
@@ -273,7 +273,8 @@ stop_timeout = "10s"
 		return nil, fmt.Errorf("the bench's %s config does not load: %w", kind, err)
 	}
 	f.startWeight = file.Cgroup.StartCPUWeight
-	f.pol = file.AgentDefaults().Policy
+	pol := file.AgentDefaults().Policy
+	f.maxUnavailable, f.maxStarting = pol.MaxUnavailable, pol.MaxStarting
 	if f.stack, err = config.Wire(file, r.log); err != nil {
 		return nil, err
 	}
@@ -467,7 +468,7 @@ func (f *lxfFleet) updateUnderClients(ctx context.Context, id, strategy, from, t
 	o := f.r.o
 	h := HeldFigures{ID: id, Title: heldTitles[id], Socket: f.socket, Strategy: strategy, From: from, To: to, N: len(f.names),
 		IntervalMs: float64(o.ClientInterval.Milliseconds()), StartCPUWeight: f.startWeight,
-		MaxUnavailable: f.pol.MaxUnavailable, MaxStarting: f.pol.MaxStarting}
+		MaxUnavailable: f.maxUnavailable, MaxStarting: f.maxStarting}
 	f.r.log.Info("scenario", "id", id, "socket", f.socket, "strategy", strategy, "from", from, "to", to)
 	c := startClients(f.addrs, o.ClientInterval, o.ClientTimeout)
 	time.Sleep(2 * time.Second)
