@@ -408,10 +408,13 @@ func (c File) Warnings() []string {
 // each. Measured (README, issue 20 at N=300, a client at each locker):
 // the p99 request latency of a held rolling update was 219-1,029 ms at
 // K 4 (the pacer's W 2-4; the target of one restart alone + 100 ms met
-// in 1 of 7 runs) and 266 and 393 ms at K 1 (met in both), with windows
-// in K 4's range. W stays rollout.DefaultPolicy's K (4) there, which
-// only offline updates, start-all and wake-ups use (their K is all
-// lockers), so those do not start at W 1.
+// in 1 of 7 runs) and 266, 393 and 392 ms at K 1 (met in 2 of 3; in the
+// third the requests to lockers not restarting had 347 ms alone), with
+// windows in K 4's range. W stays rollout.DefaultPolicy's K (4) there,
+// which only offline updates, start-all, wake-ups and a boot's recovery
+// use (their K is all lockers: rollout's Plan.allDown), so those do not
+// start at W 1; a request that sets K and not W drops it
+// (agent.Defaults.ImpliedMaxStarting).
 const HeldMaxUnavailable = 1
 
 // defaults decodes [defaults] over DefaultDefaults: the policy's knobs

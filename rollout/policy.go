@@ -27,9 +27,10 @@ type Policy struct {
 	MaxUnavailable int
 	// MaxStarting is W ≤ K, the most lockers starting at once (from their
 	// stop, for a replace, to their first healthy check); 0, or more than
-	// K, means K, except in offline and start plans, whose K is all
-	// lockers (they are down anyway): there W may be above the configured
-	// K (startingAllDown). With adaptive pacing it is W's first value (0:
+	// K, means K, except in plans whose lockers are all down anyway
+	// (Plan.allDown: start plans, offline updates, a boot's recovery),
+	// whose K is all lockers: there W may be above the configured K
+	// (startingAllDown). With adaptive pacing it is W's first value (0:
 	// W starts at 1, the pacer's slow start, where serving capacity is at
 	// stake, and at K for offline and start plans), and W moves between 1
 	// and K (all lockers for offline and start plans).
