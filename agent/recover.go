@@ -229,8 +229,8 @@ func (a *Agent) recoverJob(ctx context.Context, r *run, req Request) (any, error
 			how += "it is not proven, so the move is undone: back to " + orDash(target)
 		}
 	}
-	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move, %d left in flight to watch; K %d, monitor window %v, %s", how,
-		len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace)), len(plan.Names(rollout.OpWatch)), plan.Policy.MaxUnavailable, plan.Policy.Monitor, healthNote(plan.Policy)))
+	r.stage("plan", fmt.Sprintf("%s; %d lockers to start, %d to move, %d left in flight to watch; %s, monitor window %v, %s", how,
+		len(plan.Names(rollout.OpStart)), len(plan.Names(rollout.OpReplace)), len(plan.Names(rollout.OpWatch)), planLimit(plan), plan.Policy.Monitor, healthNote(plan.Policy)))
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}

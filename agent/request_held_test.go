@@ -91,3 +91,34 @@ func TestRecoveryOfAnOfflineUpdate(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanLimit: the plan stage names K where lockers serve while others
+// restart and the first W where all are down anyway (the tester's finding
+// of 2026-12-07: an offline recovery at K 1, W 4 said "K 1" and started 4).
+func TestPlanLimit(t *testing.T) {
+	pol := rollout.DefaultPolicy()
+	pol.MaxUnavailable, pol.MaxStarting = 1, 4
+	names := fakehost.Names(8)
+	h := fakehost.New("A", names...)
+	rolling := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", true, rollout.Rolling, pol)
+	offline := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", true, rollout.Offline, pol)
+	h.SetStopped(names...)
+	ls := h.Lockers(nil)
+	for i := range ls {
+		ls[i].WantRunning = true
+	}
+	boot := rollout.PlanRecovery(ls, nil, "A", false, h.Facts(""), pol)
+	for _, tc := range []struct {
+		name string
+		plan rollout.Plan
+		want string
+	}{
+		{"rolling", rolling, "at most 1 down at once"},
+		{"offline", offline, "each stopped just before its own start, first W 4"},
+		{"a boot's recovery", boot, "all stopped already, first W 4"},
+	} {
+		if got := planLimit(tc.plan); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -89,16 +89,8 @@ func (a *Agent) updateJob(ctx context.Context, r *run, req Request, infos []lxcc
 	if err := a.jr.SetDesired(plan.Names(""), Desired{Running: true, JobID: r.job.ID, Since: a.deps.Clock.Now()}); err != nil {
 		return nil, fmt.Errorf("recording desired state: %w", err)
 	}
-	limit := fmt.Sprintf("at most %d down at once", req.pol.MaxUnavailable)
-	if plan.Strategy == rollout.Offline {
-		w := req.pol.MaxStarting
-		if w <= 0 {
-			w = req.pol.MaxUnavailable
-		}
-		limit = fmt.Sprintf("each stopped just before its own start, first W %d", min(w, max(len(plan.Items), 1)))
-	}
 	r.stage("plan", fmt.Sprintf("%s: %s to move to %s, %s; falls back to %s; %s",
-		req.Strategy, nLockers(len(plan.Items)), rel.Name, limit, orDash(plan.Fallback), healthNote(plan.Policy)))
+		req.Strategy, nLockers(len(plan.Items)), rel.Name, planLimit(plan), orDash(plan.Fallback), healthNote(plan.Policy)))
 	var hold *portHold
 	if plan.Strategy == rollout.Offline {
 		hold = a.holdPorts(ctx, r, req, plan.Names(rollout.OpReplace))
@@ -336,4 +328,26 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// planLimit names the limit a plan runs under, for its plan stage: K
+// where lockers serve while others restart ("at most 1 down at once");
+// the first W where every locker it moves is down anyway (an offline
+// update and its recovery, a recovery with only stopped lockers to
+// start), whose K is all of them and whose W may be above the configured
+// K (rollout's Plan.allDown).
+func planLimit(plan rollout.Plan) string {
+	n := len(plan.Items)
+	if plan.Strategy != rollout.Offline && (n == 0 || len(plan.Names(rollout.OpStart)) != n) {
+		return fmt.Sprintf("at most %d down at once", plan.Policy.MaxUnavailable)
+	}
+	w := plan.Policy.MaxStarting
+	if w <= 0 {
+		w = plan.Policy.MaxUnavailable
+	}
+	how := "each stopped just before its own start"
+	if plan.Strategy != rollout.Offline {
+		how = "all stopped already"
+	}
+	return fmt.Sprintf("%s, first W %d", how, min(w, max(n, 1)))
 }
