@@ -53,20 +53,11 @@ func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()} // K 4, monitor 10s
-	a, err := New(cfg, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger()) // K 4, monitor 10s
 
 	pol := rollout.DefaultPolicy()
 	pol.MaxUnavailable, pol.Monitor, pol.Interval, pol.Health = 2, 40*time.Millisecond, 10*time.Millisecond, "none"
 	plan := rollout.PlanUpdate(h.Lockers(nil), rollout.ReleaseFacts{Current: "r1", CurrentProven: true}, "r2", false, rollout.Rolling, pol)
-	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: KindUpdate, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
-	if err := a.jr.PutJob(dead); err != nil {
-		t.Fatal(err)
-	}
 	steps := []Step{
 		{Container: names[0], Action: StepReplaceStop, Phase: "begin"}, {Container: names[0], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
 		{Container: names[0], Action: StepStart, Phase: "begin"}, {Container: names[0], Action: StepStart, Phase: "end", Outcome: "healthy"},
@@ -78,21 +69,8 @@ func TestRecoveryResumesTheJournaledPlan(t *testing.T) {
 		{Container: names[2], Action: StepStart, Phase: "begin"}, {Container: names[2], Action: StepStart, Phase: "end", Outcome: "healthy"},
 		{Container: names[3], Action: StepReplaceStop, Phase: "begin"}, {Container: names[3], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
 	}
-	for _, s := range steps {
-		if err := a.jr.AddStep(dead.ID, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	h.Watch()
-	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j = waitJob(t, a, j.ID)
-	if j.State != JobSucceeded || j.Plan == nil {
-		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
-	}
+	j := recoverInterrupted(t, a, KindUpdate, plan, steps...)
 	if got := j.Plan.Policy; got.MaxUnavailable != 2 || got.Monitor != 40*time.Millisecond || got.Health != "none" {
 		t.Errorf("recovery policy: K %d monitor %v health %q, want the interrupted plan's K 2, 40ms, none", got.MaxUnavailable, got.Monitor, got.Health)
 	}
@@ -131,40 +109,16 @@ func TestRecoveryFinishesAnInterruptedRestart(t *testing.T) {
 	h := fakehost.New("r1", names...)
 	code := fakecode.New("r1")
 	_ = code.MarkProven("r1")
-	fc := fakeContainers{h: h, code: code}
-	cfg := Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}
-	a, err := New(cfg, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fakeContainers{h: h, code: code}, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 
 	pol := rollout.DefaultPolicy()
 	pol.MaxUnavailable, pol.Monitor, pol.Interval, pol.Health = 1, 20*time.Millisecond, 10*time.Millisecond, "none"
 	plan := rollout.PlanRestart(h.Lockers(nil), rollout.ReleaseFacts{Current: "r1", CurrentProven: true}, pol)
-	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: KindRestart, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
-	if err := a.jr.PutJob(dead); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []Step{
-		{Container: names[0], Action: StepReplaceStop, Phase: "begin"}, {Container: names[0], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
-		{Container: names[0], Action: StepStart, Phase: "begin"}, {Container: names[0], Action: StepStart, Phase: "end", Outcome: "healthy"},
-		{Container: names[0], Action: StepStart, Phase: "end", Outcome: rollout.OutMoved},
-		{Container: names[1], Action: StepReplaceStop, Phase: "begin"},
-	} {
-		if err := a.jr.AddStep(dead.ID, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j = waitJob(t, a, j.ID)
-	if j.State != JobSucceeded || j.Plan == nil {
-		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
-	}
+	j := recoverInterrupted(t, a, KindRestart, plan,
+		Step{Container: names[0], Action: StepReplaceStop, Phase: "begin"}, Step{Container: names[0], Action: StepReplaceStop, Phase: "end", Outcome: "clean"},
+		Step{Container: names[0], Action: StepStart, Phase: "begin"}, Step{Container: names[0], Action: StepStart, Phase: "end", Outcome: "healthy"},
+		Step{Container: names[0], Action: StepStart, Phase: "end", Outcome: rollout.OutMoved},
+		Step{Container: names[1], Action: StepReplaceStop, Phase: "begin"})
 	if r := j.Plan.Names(rollout.OpReplace); !slices.Equal(r, names[1:]) {
 		t.Errorf("recovery restarted %v, want %v (the one stopping and the one never reached)", r, names[1:])
 	}
@@ -535,4 +489,29 @@ func TestAgentTimesComeFromItsClock(t *testing.T) {
 			t.Errorf("step %+v: not from the agent's clock", s)
 		}
 	}
+}
+
+// recoverInterrupted journals a job of kind, interrupted, with plan and
+// the steps it took, then runs a recovery to its end and returns it; the
+// test fails unless the recovery succeeded.
+func recoverInterrupted(t *testing.T, a *Agent, kind JobKind, plan rollout.Plan, steps ...Step) Job {
+	t.Helper()
+	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: kind, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
+	if err := a.jr.PutJob(dead); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if err := a.jr.AddStep(dead.ID, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, a, j.ID)
+	if j.State != JobSucceeded || j.Plan == nil {
+		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
+	}
+	return j
 }

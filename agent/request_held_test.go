@@ -57,28 +57,13 @@ func TestRecoveryOfAnOfflineUpdate(t *testing.T) {
 	fc := fakeContainers{h: h, code: code}
 	code.SetCurrent("r2")
 	_ = h.Switch(t.Context(), "r2", "test")
-	a, err := New(Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, Deps{Containers: fc, Code: code, ReleaseOf: fc.releaseOf, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := fakeAgent(t, fc, Config{StateDir: t.TempDir(), Defaults: DefaultDefaults()}, discardLogger())
 	pol := rollout.DefaultPolicy()
 	pol.MaxUnavailable, pol.MaxStarting, pol.Pacing = 1, 4, rollout.Fixed
 	pol.Monitor, pol.Interval, pol.Health = 40*time.Millisecond, 10*time.Millisecond, "none"
 	plan := rollout.PlanUpdate(h.Lockers(nil), rollout.ReleaseFacts{Current: "r1", CurrentProven: true}, "r2", true, rollout.Offline, pol)
-	dead := Job{ID: newJobID(time.Now().Add(-time.Minute)), Kind: KindUpdate, State: JobInterrupted, Created: time.Now().Add(-time.Minute), Plan: &plan}
-	if err := a.jr.PutJob(dead); err != nil {
-		t.Fatal(err)
-	}
 	h.Watch()
-	j, err := a.Submit(Request{Kind: KindRecover, Trigger: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j = waitJob(t, a, j.ID)
-	if j.State != JobSucceeded || j.Plan == nil {
-		t.Fatalf("recovery: %s %q, plan %v", j.State, j.Error, j.Plan)
-	}
+	j := recoverInterrupted(t, a, KindUpdate, plan)
 	if j.Plan.Strategy != rollout.Offline {
 		t.Errorf("recovery of an offline update: strategy %q, want offline", j.Plan.Strategy)
 	}

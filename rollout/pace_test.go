@@ -468,6 +468,7 @@ func (g gauge) Pressure() (rollout.Pressure, error) { return g.p, nil }
 type starts struct {
 	mu             sync.Mutex
 	inFlight, most int
+	back, mostBack int // the way back's starts in flight, and their most at once
 	overW          []string
 	pacing         []string
 	decreased      bool
@@ -489,6 +490,11 @@ func (s *starts) observe(e rollout.Event) {
 		}
 	case (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed) && e.Op == "start" && !e.Back:
 		s.inFlight--
+	case e.Back && e.Container != "" && e.Phase == rollout.PhaseStarting:
+		s.back++
+		s.mostBack = max(s.mostBack, s.back)
+	case e.Back && e.Container != "" && (e.Phase == rollout.PhaseHealthy || e.Phase == rollout.PhaseFailed):
+		s.back--
 	}
 }
 
@@ -565,7 +571,11 @@ func TestAdaptiveRollingCap(t *testing.T) {
 	if s.most > 3 || h.MaxDown() > 3 || len(s.overW) > 0 {
 		t.Errorf("most starting %d, most down %d, over W %v: want at most K=3", s.most, h.MaxDown(), s.overW)
 	}
-	if len(s.pacing) == 0 || !strings.Contains(s.pacing[len(s.pacing)-1], "-> 3 (cap 3)") {
+	// W reaches K; where it holds after that is the knee's judgement of
+	// rates on the fake host's one virtual clock, which the lockers'
+	// monitors move in whatever order they run (the last stage was 3 -> 2
+	// in about 1 run of 20), so only the reach is asserted.
+	if !strings.Contains(strings.Join(s.pacing, "\n"), "-> 3 (cap 3)") {
 		t.Errorf("pacing %q: want W to grow from 1 to K=3", s.pacing)
 	}
 }
@@ -743,24 +753,8 @@ func TestOfflineWayBackAtKOne(t *testing.T) {
 	pl.MaxUnavailable, pl.MaxStarting, pl.Pacing = 1, 4, rollout.Fixed
 	pl.MaxFailureRatio = 0.1
 	s := starts{atW: map[int]int{}}
-	var mu sync.Mutex
-	back, mostBack := 0, 0 // the way back's starts in flight
 	p := rollout.PlanUpdate(h.Lockers(nil), h.Facts(""), "B", false, rollout.Offline, pl)
-	res := rollout.Run(context.Background(), p, env(h, func(e rollout.Event) {
-		s.observe(e)
-		if !e.Back || e.Container == "" {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		switch e.Phase {
-		case rollout.PhaseStarting:
-			back++
-			mostBack = max(mostBack, back)
-		case rollout.PhaseHealthy, rollout.PhaseFailed:
-			back--
-		}
-	}))
+	res := rollout.Run(context.Background(), p, env(h, s.observe))
 	if res.Tripped == "" || !res.RolledBack || res.Paused {
 		t.Fatalf("tripped %q, rolled back %v, paused %v; want tripped and rolled back, not paused", res.Tripped, res.RolledBack, res.Paused)
 	}
@@ -769,8 +763,8 @@ func TestOfflineWayBackAtKOne(t *testing.T) {
 			t.Errorf("%s serves on %q after the way back, want A", n, r)
 		}
 	}
-	if s.most < 2 || mostBack < 2 {
-		t.Errorf("offline at K=1, W=4, fixed: most starting at once %d, on the way back %d; want W's 4 (K is all lockers offline)", s.most, mostBack)
+	if s.most < 2 || s.mostBack < 2 {
+		t.Errorf("offline at K=1, W=4, fixed: most starting at once %d, on the way back %d; want W's 4 (K is all lockers offline)", s.most, s.mostBack)
 	}
 }
 
